@@ -1,0 +1,47 @@
+//! `lifeboat config check | show`.
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+use super::context::{configured_unlock, connect_store, load_config, write_options};
+use crate::repository::Repository;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration file, then check that the repository is reachable and that the
+    /// configured key opens it. Exits non-zero on the first problem, naming it.
+    Check {
+        /// Only validate the file; do not contact the repository or read key files
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Print the resolved configuration (defaults filled in) with every secret redacted
+    Show,
+}
+
+pub async fn run(config_path: Option<&Path>, command: ConfigCommand) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    match command {
+        ConfigCommand::Show => print!("{}", config.to_redacted_toml()),
+        ConfigCommand::Check { offline } => {
+            println!("ok   configuration {}", config.origin().display());
+            if offline {
+                return Ok(());
+            }
+            let unlock = configured_unlock(&config)?;
+            match &unlock {
+                Some(unlock) => println!("ok   key: {}", unlock.describe()),
+                None => println!("--   no key configured (fine only for an unencrypted repository)"),
+            }
+            let store = connect_store(&config).await?;
+            let repository = Repository::open(store, unlock.as_ref(), write_options(&config)).await?;
+            println!(
+                "ok   repository {} ({}) opens with the configured key",
+                repository.location(),
+                repository.file().repository_id
+            );
+        }
+    }
+    Ok(())
+}

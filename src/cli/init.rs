@@ -1,0 +1,51 @@
+//! `lifeboat init`: create a repository.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::context::{connect_store, load_config, write_options};
+use crate::config::KeySource;
+use crate::keys::Unlock;
+use crate::keys::slots::KeyFile;
+use crate::object::Cipher;
+use crate::repository::Repository;
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Label for the first key slot, shown by `lifeboat key list`
+    #[arg(long, default_value = "initial")]
+    pub label: String,
+}
+
+pub async fn run(config_path: Option<&Path>, args: InitArgs) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let store = connect_store(&config).await?;
+    let cipher = config.repository.cipher;
+    let unlock = match cipher {
+        Cipher::None => None,
+        Cipher::Aes256Gcm => Some(match config.key_source()? {
+            KeySource::Passphrase(secret) => Unlock::Passphrase(secret),
+            KeySource::KeyFile(path) if path.exists() => Unlock::KeyFile(KeyFile::load(&path)?),
+            KeySource::KeyFile(path) => {
+                let file = KeyFile::generate(&path)?;
+                println!("created key file {} (mode 0600): keep a copy somewhere safe", path.display());
+                Unlock::KeyFile(file)
+            }
+        }),
+    };
+    let repository = Repository::init(store, cipher, unlock.as_ref(), &args.label, write_options(&config)).await?;
+    let file = repository.file();
+    println!("initialised repository {} at {}", file.repository_id, repository.location());
+    match (&unlock, file.slots.first()) {
+        (Some(unlock), Some(slot)) => {
+            println!("cipher aes-256-gcm; key slot {} ({}) opens it with {}", slot.id, slot.kind, unlock.describe());
+            println!(
+                "Without a working key the backups cannot be read: add a second slot for safekeeping \
+                 with `lifeboat key add`."
+            );
+        }
+        _ => println!("cipher none: objects are checksummed but NOT encrypted"),
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The command line: argument types (clap), and the glue from a parsed command to the library.
+//!
+//! `main.rs` calls [`main`]; each subcommand lives in its own file. Commands print results on
+//! stdout and diagnostics on stderr, and return errors instead of exiting, so [`main`] alone maps
+//! them to exit codes.
+
+mod config_cmd;
+mod context;
+mod init;
+mod key;
+mod repo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "PostgreSQL backup and point-in-time recovery, with a migration runner gated on verified backups",
+    long_about = None,
+)]
+pub struct Cli {
+    /// Configuration file [default: $LIFEBOAT_CONFIG, else /etc/lifeboat/lifeboat.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// More detail on stderr (-v: debug, -vv: trace). LIFEBOAT_LOG=<filter> overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty repository at repository.url with a fresh random master key
+    Init(init::InitArgs),
+    /// Manage the key slots that open the repository (add, list, remove)
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Inspect the repository
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+    /// Validate or display the configuration
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+/// Parses the command line, runs the command and maps the outcome to an exit code:
+/// 0 success, 1 failure (the message on stderr), 2 bad usage (from clap).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lifeboat: error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lifeboat: error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_path = cli.config.as_deref();
+    match cli.command {
+        Command::Init(args) => init::run(config_path, args).await,
+        Command::Key(command) => key::run(config_path, command).await,
+        Command::Repo(command) => repo::run(config_path, command).await,
+        Command::Config(command) => config_cmd::run(config_path, command).await,
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "lifeboat=info",
+        1 => "lifeboat=debug",
+        _ => "lifeboat=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

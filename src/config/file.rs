@@ -1,0 +1,198 @@
+//! The configuration file as written: serde types that mirror the TOML one to one, and the
+//! translation of TOML and serde errors into located [`ConfigError`]s.
+//!
+//! Every field is optional here; defaults and validation live in one place, `resolve.rs`, so a
+//! missing required key gets a message naming it instead of serde's "missing field".
+//! `deny_unknown_fields` everywhere: a key lifeboat would ignore must not look accepted.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::ConfigError;
+use super::{Cipher, CompressionAlgorithm};
+use crate::secret::Secret;
+
+/// Keys whose values are secret (or may contain one): errors about them never quote the value.
+pub(super) const SECRET_KEYS: &[&str] = &[
+    "cluster.connection",
+    "repository.passphrase",
+    "repository.s3.access_key_id",
+    "repository.s3.secret_access_key",
+];
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub cluster: Option<RawCluster>,
+    pub repository: Option<RawRepository>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub name: Option<String>,
+    pub pgdata: Option<PathBuf>,
+    pub connection: Option<Secret>,
+    pub bin_dir: Option<PathBuf>,
+    pub os_user: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRepository {
+    pub url: Option<String>,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase: Option<Secret>,
+    pub key_file: Option<PathBuf>,
+    pub cipher: Option<Cipher>,
+    pub compression: Option<RawCompression>,
+    pub s3: Option<RawS3>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompression {
+    pub algorithm: Option<CompressionAlgorithm>,
+    /// i64 rather than i32 so that any integer reaches the range check and its clear message.
+    pub level: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawS3 {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub storage_class: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub part_size_mib: Option<i64>,
+    pub max_attempts: Option<i64>,
+}
+
+/// Deserialises `text`, read from `file`, into the raw types.
+pub(super) fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|error| syntax_error(file, text, &error))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let key = (path != ".").then_some(path);
+        let inner = error.into_inner();
+        let span = inner.span().or_else(|| {
+            let segments: Vec<&str> = key.as_deref().map(|key| key.split('.').collect()).unwrap_or_default();
+            Document::parse(text).span(&segments)
+        });
+        let message = describe(key.as_deref(), inner.message());
+        ConfigError::invalid(file, text, span, key, message)
+    })
+}
+
+/// A TOML syntax error. toml's own Display quotes the offending source line, which could hold a
+/// secret, so only its message (which names grammar, never content) and position are used.
+fn syntax_error(file: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let span = error.span();
+    let message = match (error.message(), &span) {
+        ("duplicate key", Some(span)) => match text.get(span.clone()) {
+            Some(key) if key.len() <= 64 && !key.contains('\n') => {
+                format!("invalid TOML: the key {key} is set twice; keep one")
+            }
+            _ => "invalid TOML: a key is set twice; keep one".to_string(),
+        },
+        (message, _) => format!("invalid TOML: {message}"),
+    };
+    ConfigError::invalid(file, text, span, None, message)
+}
+
+/// Rewords serde's messages for a DBA (TOML words, not Rust types) and keeps secrets out.
+fn describe(key: Option<&str>, message: &str) -> String {
+    if key.is_some_and(|key| SECRET_KEYS.contains(&key)) {
+        // The only thing that can be wrong with a string field is the type, and serde's message
+        // quotes the value.
+        return "expected a string (the value is not repeated here because it may be a secret)".into();
+    }
+    let mut message = message
+        .replace("unknown field", "unknown key")
+        .replace("unknown variant", "unknown value")
+        .replace("wanted string or table", "invalid type: expected a string")
+        .replace("invalid type: map", "invalid type: table")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("expected path string", "expected a string (a path)");
+    for integer in ["i64", "i32", "u64", "u32", "usize"] {
+        message = message.replace(&format!("expected {integer}"), "expected an integer");
+    }
+    if let Some(start) = message.find("expected struct ") {
+        let end = message[start + "expected struct ".len()..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(message.len(), |end| start + "expected struct ".len() + end);
+        message.replace_range(start..end, "expected a table");
+    }
+    if message.starts_with("unknown key") {
+        message.push_str(
+            "; lifeboat refuses keys it does not know rather than ignore them: check the spelling \
+             against config/lifeboat.example.toml",
+        );
+    }
+    message
+}
+
+/// The parsed document, kept only to find where a key is written, for errors found after
+/// deserialising. Parsing twice is cheap next to the value of a line number.
+pub(super) struct Document<'a> {
+    root: Option<Spanned<DeTable<'a>>>,
+}
+
+impl<'a> Document<'a> {
+    pub fn parse(text: &'a str) -> Document<'a> {
+        Document { root: DeTable::parse(text).ok() }
+    }
+
+    /// The byte range of the value at `path` (for a table, its header), or of the nearest
+    /// enclosing table that is written in the file.
+    pub fn span(&self, path: &[&str]) -> Option<Range<usize>> {
+        let mut table = self.root.as_ref()?.get_ref();
+        let mut found = None;
+        for (depth, segment) in path.iter().enumerate() {
+            let Some(value) = table.get(*segment) else { break };
+            found = Some(value.span());
+            match value.get_ref() {
+                DeValue::Table(inner) if depth + 1 < path.len() => table = inner,
+                _ => break,
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_values_tables_and_nearest_parents() {
+        let text = "[cluster]\nname = \"x\"\n\n[repository]\ncompression = { level = 42 }\n";
+        let document = Document::parse(text);
+        let at = |path: &[&str]| document.span(path).map(|span| &text[span]);
+        assert_eq!(at(&["cluster", "name"]), Some("\"x\""));
+        assert_eq!(at(&["cluster"]), Some("[cluster]"));
+        assert_eq!(at(&["repository", "compression", "level"]), Some("42"));
+        assert_eq!(at(&["repository", "url"]), Some("[repository]"));
+        assert_eq!(at(&["nothing"]), None);
+    }
+
+    #[test]
+    fn messages_speak_toml() {
+        assert_eq!(
+            describe(Some("cluster"), "invalid type: integer `5`, expected struct RawCluster"),
+            "invalid type: integer `5`, expected a table"
+        );
+        assert_eq!(
+            describe(Some("repository.s3.max_attempts"), "invalid type: string \"x\", expected i64"),
+            "invalid type: string \"x\", expected an integer"
+        );
+        assert!(describe(Some("repository.passphrase"), "invalid type: integer `123`, expected a string")
+            .starts_with("expected a string (the value is not repeated"));
+    }
+}

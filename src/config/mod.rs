@@ -1,0 +1,351 @@
+//! The configuration: `/etc/lifeboat/lifeboat.toml` (or `--config`, or `$LIFEBOAT_CONFIG`), then
+//! the environment, validated into a typed [`Config`] that the rest of lifeboat trusts.
+//!
+//! This module owns:
+//! - the file format (`file.rs`, mirrored by `config/lifeboat.example.toml`, which documents
+//!   every key) and the rule that unknown keys are errors;
+//! - defaults and validation (`resolve.rs`), with errors that name file, line, column and key (G8);
+//! - environment overrides for secrets: `LIFEBOAT_PASSPHRASE`, `LIFEBOAT_PASSPHRASE_FILE`,
+//!   `LIFEBOAT_KEY_FILE` (AWS variables are left to the AWS SDK's own chain);
+//! - where each secret came from ([`ConfigSource`]) and which key unlocks the repository
+//!   ([`Config::key_source`]);
+//! - `lifeboat config show` ([`Config::to_redacted_toml`]), which never prints a secret (G5).
+//!
+//! Precedence for the passphrase, first match wins: `key_file` (from `LIFEBOAT_KEY_FILE` or the
+//! file) for unlocking; then `LIFEBOAT_PASSPHRASE`, `LIFEBOAT_PASSPHRASE_FILE`, and only when
+//! neither is set, `repository.passphrase` or `repository.passphrase_file` from the file.
+
+mod connection;
+mod error;
+mod file;
+mod resolve;
+mod show;
+mod url;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use connection::ConnectionString;
+pub use error::{ConfigError, Invalid};
+/// The object format's cipher: `"aes-256-gcm"` (the default) or `"none"`. One type for the
+/// configuration and the object headers, so `repository.cipher` needs no translation.
+pub use crate::object::Cipher;
+/// The object format's compression algorithm: `"zstd"` (the default) or `"none"`.
+pub use crate::object::Compression as CompressionAlgorithm;
+pub use url::RepositoryUrl;
+
+use crate::secret::Secret;
+use crate::storage::s3::{S3Credentials, S3Settings};
+
+/// Where the configuration file is when neither `--config` nor `LIFEBOAT_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/lifeboat/lifeboat.toml";
+
+/// The environment variables lifeboat reads (besides `LIFEBOAT_LOG`, read by the CLI).
+pub mod env {
+    pub const CONFIG: &str = "LIFEBOAT_CONFIG";
+    pub const PASSPHRASE: &str = "LIFEBOAT_PASSPHRASE";
+    pub const PASSPHRASE_FILE: &str = "LIFEBOAT_PASSPHRASE_FILE";
+    pub const KEY_FILE: &str = "LIFEBOAT_KEY_FILE";
+}
+
+/// The resolved configuration: file, defaults and environment, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    pub repository: RepositoryConfig,
+    /// Where this configuration and its secrets came from, for `config show` and error messages.
+    pub source: ConfigSource,
+}
+
+/// `[cluster]`: the PostgreSQL cluster this lifeboat looks after.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Names the cluster in the repository (`clusters/<name>/`), logs, metrics and notifications.
+    pub name: ClusterName,
+    /// The data directory; needed by physical backups taken on the database host.
+    pub pgdata: Option<PathBuf>,
+    /// How to connect; may carry a password, so it prints redacted.
+    pub connection: ConnectionString,
+    /// Where `pg_ctl`, `pg_basebackup`, ... are; `None` means discover them.
+    pub bin_dir: Option<PathBuf>,
+    /// The unprivileged user that runs `initdb`/`pg_ctl`/`postgres` when lifeboat runs as root.
+    pub os_user: String,
+}
+
+/// `[repository]`: where backups go and how they are protected.
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    pub url: RepositoryUrl,
+    /// After environment overrides: at most one of `passphrase` and `passphrase_file` is set.
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase: Option<Secret>,
+    /// A key file slot: unlocks without Argon2id, which matters for `wal-push` (once per segment).
+    pub key_file: Option<PathBuf>,
+    /// Used by `lifeboat init`; an existing repository's cipher is read from `lifeboat.repo`.
+    pub cipher: Cipher,
+    pub compression: Compression,
+    /// `Some` exactly when `url` is `s3://`.
+    pub s3: Option<S3Config>,
+}
+
+/// `repository.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    pub algorithm: CompressionAlgorithm,
+    /// zstd level, 1..=19; ignored with `algorithm = "none"`.
+    pub level: i32,
+}
+
+impl Compression {
+    pub const DEFAULT_LEVEL: i32 = 3;
+    pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression { algorithm: CompressionAlgorithm::Zstd, level: Self::DEFAULT_LEVEL }
+    }
+}
+
+/// `[repository.s3]`, defaults filled in.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub force_path_style: bool,
+    pub storage_class: Option<String>,
+    /// Static credentials; `None` leaves them to the standard AWS chain.
+    pub credentials: Option<S3Credentials>,
+    pub part_size_mib: u32,
+    pub max_attempts: u32,
+}
+
+impl S3Config {
+    pub const DEFAULT_REGION: &str = "us-east-1";
+    pub const DEFAULT_PART_SIZE_MIB: u32 = 16;
+    pub const PART_SIZE_MIB: std::ops::RangeInclusive<u32> = 5..=5120;
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    pub const MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=20;
+}
+
+/// A cluster name: `[a-zA-Z0-9_.-]{1,64}`, not `.` or `..`. It becomes a directory name in the
+/// repository, so it must be safe as one.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    pub fn parse(name: &str) -> Result<ClusterName, String> {
+        let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if name.is_empty() || name.len() > 64 || !valid_chars || name == "." || name == ".." {
+            return Err(format!(
+                "{name:?} is not a valid cluster name: use 1 to 64 letters, digits, '_', '.' or '-' \
+                 (it names the directory clusters/<name>/ in the repository), e.g. \"main\""
+            ));
+        }
+        Ok(ClusterName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The configuration file (or, for [`Config::from_toml`], the origin given).
+    pub file: PathBuf,
+    /// Where the passphrase (or the passphrase file's name) came from; `None` if there is none.
+    pub passphrase: Option<SecretOrigin>,
+    pub key_file: Option<SecretOrigin>,
+    /// `None`: the standard AWS chain (or not S3 at all).
+    pub s3_credentials: Option<SecretOrigin>,
+}
+
+/// Where a secret (or the file holding it) was configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// The value itself is in this environment variable.
+    Env(&'static str),
+    /// The value itself is in the configuration file, under this key.
+    Inline(&'static str),
+    /// The value is in a file, named by `named_by` (an environment variable or a key).
+    File { path: PathBuf, named_by: String },
+}
+
+impl fmt::Display for SecretOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretOrigin::Env(var) => write!(f, "env {var}"),
+            SecretOrigin::Inline(key) => write!(f, "inline in config ({key})"),
+            SecretOrigin::File { path, named_by } => write!(f, "file {} (from {named_by})", path.display()),
+        }
+    }
+}
+
+/// What unlocks the repository.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A key file slot; it may not exist yet (`lifeboat init` creates it).
+    KeyFile(PathBuf),
+    Passphrase(Secret),
+}
+
+impl Config {
+    /// Reads the configuration file and applies the process environment. The file is `explicit`
+    /// (`--config`), else `$LIFEBOAT_CONFIG`, else [`DEFAULT_PATH`].
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let (path, chosen_by) = match (explicit, env(env::CONFIG).filter(|value| !value.is_empty())) {
+            (Some(path), _) => (path.to_path_buf(), "given with --config"),
+            (None, Some(path)) => (PathBuf::from(path), "named by LIFEBOAT_CONFIG"),
+            (None, None) => (PathBuf::from(DEFAULT_PATH), "the default location"),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound { path, chosen_by });
+            }
+            Err(error) => return Err(ConfigError::Unreadable { path, error }),
+        };
+        let config = Config::from_toml(&text, &path, &env)?;
+        config.warn_if_secrets_exposed();
+        Ok(config)
+    }
+
+    /// Parses and validates `text` as if read from `origin`, taking environment variables from
+    /// `env` (tests pass a map; [`Config::load`] passes the process environment).
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw = file::parse(text, origin)?;
+        resolve::resolve(raw, text, origin, env)
+    }
+
+    /// The configuration file this came from.
+    pub fn origin(&self) -> &Path {
+        &self.source.file
+    }
+
+    /// Whether any key (key file or passphrase) is configured.
+    pub fn has_key(&self) -> bool {
+        let repository = &self.repository;
+        repository.key_file.is_some() || repository.passphrase.is_some() || repository.passphrase_file.is_some()
+    }
+
+    /// The key that unlocks the repository: the key file if one is configured (fast to unlock),
+    /// else the passphrase (from the environment, inline, or read from the passphrase file).
+    pub fn key_source(&self) -> Result<KeySource, ConfigError> {
+        let repository = &self.repository;
+        if let Some(path) = &repository.key_file {
+            return Ok(KeySource::KeyFile(path.clone()));
+        }
+        let origin = self.source.passphrase.as_ref().map_or_else(String::new, ToString::to_string);
+        if let Some(passphrase) = &repository.passphrase {
+            if passphrase.expose().is_empty() {
+                return Err(ConfigError::EmptyPassphrase { origin });
+            }
+            return Ok(KeySource::Passphrase(passphrase.clone()));
+        }
+        if let Some(path) = &repository.passphrase_file {
+            return read_passphrase_file(path, origin).map(KeySource::Passphrase);
+        }
+        Err(ConfigError::NoKey { file: self.source.file.clone() })
+    }
+
+    /// What the S3 backend needs, for an `s3://` repository.
+    pub fn s3_settings(&self) -> Option<S3Settings> {
+        let RepositoryUrl::S3 { bucket, prefix } = &self.repository.url else {
+            return None;
+        };
+        let s3 = self.repository.s3.as_ref()?;
+        Some(S3Settings {
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            endpoint: s3.endpoint.clone(),
+            region: s3.region.clone(),
+            force_path_style: s3.force_path_style,
+            storage_class: s3.storage_class.clone(),
+            credentials: s3.credentials.clone(),
+            part_size: s3.part_size_mib as usize * 1024 * 1024,
+            max_attempts: s3.max_attempts,
+        })
+    }
+
+    /// The resolved configuration as TOML for `lifeboat config show`: defaults filled in, every
+    /// secret `<redacted>`, with comments saying where the key and credentials come from.
+    pub fn to_redacted_toml(&self) -> String {
+        show::to_redacted_toml(self)
+    }
+
+    /// A configuration file holding secrets should not be readable by everyone.
+    fn warn_if_secrets_exposed(&self) {
+        let inline = matches!(self.source.passphrase, Some(SecretOrigin::Inline(_)))
+            || matches!(self.source.s3_credentials, Some(SecretOrigin::Inline(_)))
+            || self.cluster.connection.redacted() != self.cluster.connection.expose();
+        if inline && let Some(mode) = permission_bits(&self.source.file) && mode & 0o007 != 0 {
+            tracing::warn!(
+                "{} holds secrets and is readable by every user (mode {mode:03o}); run `chmod 640 {}` \
+                 (or 600), or move the secrets to files or the environment",
+                self.source.file.display(),
+                self.source.file.display(),
+            );
+        }
+    }
+}
+
+/// Reads a passphrase file: its content minus one trailing newline (`\n` or `\r\n`).
+fn read_passphrase_file(path: &Path, origin: String) -> Result<Secret, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| ConfigError::PassphraseFile { path: path.to_path_buf(), origin: origin.clone(), error })?;
+    if let Some(mode) = permission_bits(path)
+        && mode & 0o077 != 0
+    {
+        tracing::warn!(
+            "passphrase file {} is readable by group or others (mode {mode:03o}); run `chmod 600 {}`",
+            path.display(),
+            path.display(),
+        );
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => Secret::new(text),
+        Err(error) => {
+            crate::secret::wipe(&mut error.into_bytes());
+            return Err(ConfigError::PassphraseNotUtf8 { origin });
+        }
+    };
+    let content = text.expose();
+    let content = content.strip_suffix('\n').map_or(content, |rest| rest.strip_suffix('\r').unwrap_or(rest));
+    if content.is_empty() {
+        return Err(ConfigError::EmptyPassphrase { origin });
+    }
+    Ok(Secret::new(content))
+}
+
+#[cfg(unix)]
+fn permission_bits(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).ok().map(|metadata| metadata.permissions().mode() & 0o777)
+}
+
+#[cfg(not(unix))]
+fn permission_bits(_path: &Path) -> Option<u32> {
+    None
+}

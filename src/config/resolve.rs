@@ -1,0 +1,315 @@
+//! From the raw file to a [`Config`]: defaults, validation with located errors, and the
+//! environment overrides for secrets.
+
+use std::path::{Path, PathBuf};
+
+use super::file::{Document, RawCluster, RawConfig, RawRepository, RawS3};
+use super::{
+    Cipher, ClusterConfig, ClusterName, Compression, CompressionAlgorithm, Config, ConfigError, ConfigSource,
+    ConnectionString, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin, env,
+};
+use crate::secret::Secret;
+use crate::storage::s3::S3Credentials;
+
+/// Builds located errors for keys of one document.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    document: Document<'a>,
+}
+
+impl Locator<'_> {
+    /// An error about `path`, placed at its value, or at the table where it was expected.
+    fn error(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
+        ConfigError::invalid(self.file, self.text, self.document.span(path), Some(path.join(".")), message)
+    }
+
+    fn absolute(&self, path: &[&str], value: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+        match value {
+            Some(value) if !value.is_absolute() => Err(self.error(
+                path,
+                format!(
+                    "{:?} is not an absolute path; write the full path (lifeboat runs from any \
+                     working directory, the daemon from /)",
+                    value.display().to_string()
+                ),
+            )),
+            value => Ok(value),
+        }
+    }
+
+    fn in_range(&self, path: &[&str], value: Option<i64>, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ConfigError> {
+        let Some(value) = value else { return Ok(default) };
+        match u32::try_from(value) {
+            Ok(value) if range.contains(&value) => Ok(value),
+            _ => Err(self.error(path, format!("{value} is out of range ({}..={})", range.start(), range.end()))),
+        }
+    }
+}
+
+pub(super) fn resolve(
+    raw: RawConfig,
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let locator = Locator { file, text, document: Document::parse(text) };
+    let Some(cluster) = raw.cluster else {
+        return Err(ConfigError::invalid(
+            file,
+            text,
+            None,
+            Some("cluster".into()),
+            "the [cluster] table is missing; add one with at least `name = \"main\"` \
+             (see config/lifeboat.example.toml)",
+        ));
+    };
+    let cluster = resolve_cluster(&locator, cluster)?;
+    let (repository, mut source) = resolve_repository(&locator, raw.repository.unwrap_or_default())?;
+    let repository = apply_env(repository, &mut source, env)?;
+    Ok(Config { cluster, repository, source })
+}
+
+fn resolve_cluster(locator: &Locator<'_>, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
+    let name = match raw.name {
+        None => {
+            return Err(locator.error(
+                &["cluster", "name"],
+                "missing required key: add `name = \"main\"` (or another name) to [cluster]; it names \
+                 the cluster in the repository (clusters/<name>/)",
+            ));
+        }
+        Some(name) => ClusterName::parse(&name).map_err(|message| locator.error(&["cluster", "name"], message))?,
+    };
+    let connection = match raw.connection {
+        None => ConnectionString::default(),
+        Some(text) => ConnectionString::parse(text.expose())
+            .map_err(|message| locator.error(&["cluster", "connection"], message))?,
+    };
+    let os_user = raw.os_user.unwrap_or_else(|| "postgres".to_string());
+    if os_user.is_empty() || os_user.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
+        return Err(locator.error(
+            &["cluster", "os_user"],
+            format!("{os_user:?} is not a user name; the default \"postgres\" is usually right"),
+        ));
+    }
+    Ok(ClusterConfig {
+        name,
+        pgdata: locator.absolute(&["cluster", "pgdata"], raw.pgdata)?,
+        connection,
+        bin_dir: locator.absolute(&["cluster", "bin_dir"], raw.bin_dir)?,
+        os_user,
+    })
+}
+
+fn resolve_repository(
+    locator: &Locator<'_>,
+    raw: RawRepository,
+) -> Result<(RepositoryConfig, ConfigSource), ConfigError> {
+    let url = raw.url.as_deref().unwrap_or(RepositoryUrl::DEFAULT);
+    let url = RepositoryUrl::parse(url).map_err(|message| locator.error(&["repository", "url"], message))?;
+
+    if raw.passphrase.is_some() && raw.passphrase_file.is_some() {
+        return Err(locator.error(
+            &["repository", "passphrase"],
+            "both passphrase and passphrase_file are set; keep one (preferably passphrase_file)",
+        ));
+    }
+    if raw.passphrase.as_ref().is_some_and(|passphrase| passphrase.expose().is_empty()) {
+        return Err(locator.error(
+            &["repository", "passphrase"],
+            "is empty; an empty passphrase protects nothing (better: put one in a file and set passphrase_file)",
+        ));
+    }
+    let passphrase_file = locator.absolute(&["repository", "passphrase_file"], raw.passphrase_file)?;
+    let key_file = locator.absolute(&["repository", "key_file"], raw.key_file)?;
+
+    let raw_compression = raw.compression.unwrap_or_default();
+    let level = match raw_compression.level {
+        None => Compression::DEFAULT_LEVEL,
+        Some(level) => i32::try_from(level)
+            .ok()
+            .filter(|level| Compression::LEVELS.contains(level))
+            .ok_or_else(|| {
+                locator.error(
+                    &["repository", "compression", "level"],
+                    format!(
+                        "{level} is out of range ({}..={}); 3 (the default) is fast, 19 is smallest and slowest",
+                        Compression::LEVELS.start(),
+                        Compression::LEVELS.end()
+                    ),
+                )
+            })?,
+    };
+    let compression =
+        Compression { algorithm: raw_compression.algorithm.unwrap_or(CompressionAlgorithm::Zstd), level };
+
+    let mut s3_credentials_origin = None;
+    let s3 = match (&url, raw.s3) {
+        (RepositoryUrl::S3 { .. }, s3) => {
+            let s3 = resolve_s3(locator, s3.unwrap_or_default())?;
+            if s3.credentials.is_some() {
+                s3_credentials_origin = Some(SecretOrigin::Inline("repository.s3.secret_access_key"));
+            }
+            Some(s3)
+        }
+        (RepositoryUrl::Local(_), Some(_)) => {
+            return Err(locator.error(
+                &["repository", "s3"],
+                "[repository.s3] is set but repository.url is a local directory, so it would be ignored; \
+                 remove the table, or set url = \"s3://bucket/prefix\"",
+            ));
+        }
+        (RepositoryUrl::Local(_), None) => None,
+    };
+
+    let passphrase_origin = match (&raw.passphrase, &passphrase_file) {
+        (Some(_), _) => Some(SecretOrigin::Inline("repository.passphrase")),
+        (None, Some(path)) => {
+            Some(SecretOrigin::File { path: path.clone(), named_by: "repository.passphrase_file".into() })
+        }
+        (None, None) => None,
+    };
+    let key_file_origin = key_file
+        .as_ref()
+        .map(|path| SecretOrigin::File { path: path.clone(), named_by: "repository.key_file".into() });
+    let source = ConfigSource {
+        file: locator.file.to_path_buf(),
+        passphrase: passphrase_origin,
+        key_file: key_file_origin,
+        s3_credentials: s3_credentials_origin,
+    };
+    let repository = RepositoryConfig {
+        url,
+        passphrase_file,
+        passphrase: raw.passphrase,
+        key_file,
+        cipher: raw.cipher.unwrap_or(Cipher::Aes256Gcm),
+        compression,
+        s3,
+    };
+    Ok((repository, source))
+}
+
+fn resolve_s3(locator: &Locator<'_>, raw: RawS3) -> Result<S3Config, ConfigError> {
+    const S3: [&str; 2] = ["repository", "s3"];
+    let key = |name: &'static str| [S3[0], S3[1], name];
+    if let Some(endpoint) = &raw.endpoint {
+        let authority = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+            .map(|rest| rest.split('/').next().unwrap_or_default());
+        let problem = match authority {
+            None => Some(format!("{endpoint:?} must start with https:// (or http:// for a local test server)")),
+            Some("") => Some(format!("{endpoint:?} names no host")),
+            Some(authority) if authority.contains('@') => Some(
+                "must not contain credentials; set access_key_id and secret_access_key instead \
+                 (the value is not repeated here)"
+                    .to_string(),
+            ),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(locator.error(&key("endpoint"), problem));
+        }
+    }
+    let region = raw.region.unwrap_or_else(|| S3Config::DEFAULT_REGION.to_string());
+    if region.is_empty() || region.contains(char::is_whitespace) {
+        return Err(locator.error(
+            &key("region"),
+            format!("{region:?} is not a region name, e.g. \"eu-west-1\" (default \"{}\")", S3Config::DEFAULT_REGION),
+        ));
+    }
+    if let Some(class) = &raw.storage_class
+        && (class.is_empty() || !class.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+    {
+        return Err(locator.error(
+            &key("storage_class"),
+            format!("{class:?} is not a storage class, e.g. \"STANDARD\" or \"STANDARD_IA\""),
+        ));
+    }
+    let credentials = match (raw.access_key_id, raw.secret_access_key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(locator.error(
+                &key("access_key_id"),
+                "is set but secret_access_key is not: set both, or neither to use the standard AWS chain \
+                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role, ...)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(locator.error(
+                &key("secret_access_key"),
+                "is set but access_key_id is not: set both, or neither to use the standard AWS chain \
+                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role, ...)",
+            ));
+        }
+        (Some(id), Some(_)) if id.is_empty() => return Err(locator.error(&key("access_key_id"), "is empty")),
+        (Some(_), Some(secret)) if secret.expose().is_empty() => {
+            return Err(locator.error(&key("secret_access_key"), "is empty"));
+        }
+        (Some(access_key_id), Some(secret_access_key)) => {
+            Some(S3Credentials { access_key_id, secret_access_key, session_token: None })
+        }
+    };
+    Ok(S3Config {
+        endpoint: raw.endpoint,
+        region,
+        force_path_style: raw.force_path_style.unwrap_or(false),
+        storage_class: raw.storage_class,
+        credentials,
+        part_size_mib: locator.in_range(
+            &key("part_size_mib"),
+            raw.part_size_mib,
+            S3Config::DEFAULT_PART_SIZE_MIB,
+            S3Config::PART_SIZE_MIB,
+        )?,
+        max_attempts: locator.in_range(
+            &key("max_attempts"),
+            raw.max_attempts,
+            S3Config::DEFAULT_MAX_ATTEMPTS,
+            S3Config::MAX_ATTEMPTS,
+        )?,
+    })
+}
+
+/// The environment beats the file: `LIFEBOAT_PASSPHRASE`, then `LIFEBOAT_PASSPHRASE_FILE`,
+/// replace whatever passphrase setting the file has; `LIFEBOAT_KEY_FILE` replaces `key_file`.
+/// An empty variable counts as unset (service managers often set variables to "").
+fn apply_env(
+    mut repository: RepositoryConfig,
+    source: &mut ConfigSource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RepositoryConfig, ConfigError> {
+    let var = |name: &'static str| {
+        let value = env(name)?;
+        if value.is_empty() {
+            tracing::warn!("{name} is set but empty; ignoring it");
+            return None;
+        }
+        Some(value)
+    };
+    if let Some(passphrase) = var(env::PASSPHRASE) {
+        repository.passphrase = Some(Secret::new(passphrase));
+        repository.passphrase_file = None;
+        source.passphrase = Some(SecretOrigin::Env(env::PASSPHRASE));
+    } else if let Some(path) = var(env::PASSPHRASE_FILE) {
+        let path = env_path(env::PASSPHRASE_FILE, &path)?;
+        repository.passphrase = None;
+        repository.passphrase_file = Some(path.clone());
+        source.passphrase = Some(SecretOrigin::File { path, named_by: format!("env {}", env::PASSPHRASE_FILE) });
+    }
+    if let Some(path) = var(env::KEY_FILE) {
+        let path = env_path(env::KEY_FILE, &path)?;
+        repository.key_file = Some(path.clone());
+        source.key_file = Some(SecretOrigin::File { path, named_by: format!("env {}", env::KEY_FILE) });
+    }
+    Ok(repository)
+}
+
+/// A path from the environment, made absolute against the working directory (where the person
+/// who set it was).
+fn env_path(var: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(value)
+        .map_err(|error| ConfigError::Env { var, message: format!("cannot make {value:?} an absolute path: {error}") })
+}

@@ -1,0 +1,123 @@
+//! `lifeboat config show`: the resolved configuration as TOML, secrets redacted (G5).
+//!
+//! Written by hand rather than serialised so that it keeps the file's order, says where secrets
+//! come from and what unset optional keys mean, and so that no secret can slip in through a
+//! derived `Serialize`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{Cipher, CompressionAlgorithm, Config, RepositoryUrl};
+use crate::secret::REDACTED;
+
+/// A TOML string literal.
+fn quote(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+fn path(path: &Path) -> String {
+    quote(&path.to_string_lossy())
+}
+
+pub(super) fn to_redacted_toml(config: &Config) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write(config, &mut out);
+    out
+}
+
+fn write(config: &Config, out: &mut String) -> std::fmt::Result {
+    let source = &config.source;
+    let repository = &config.repository;
+    writeln!(out, "# lifeboat configuration resolved from {}", source.file.display())?;
+    writeln!(out, "# (defaults filled in, environment applied, secrets shown as {REDACTED})")?;
+    writeln!(out, "#")?;
+    match &source.key_file {
+        Some(origin) => writeln!(out, "# key file:       {origin}; unlocking uses it")?,
+        None => writeln!(out, "# key file:       none")?,
+    }
+    match &source.passphrase {
+        Some(origin) => writeln!(out, "# passphrase:     {origin}")?,
+        None => writeln!(out, "# passphrase:     none")?,
+    }
+    if source.key_file.is_none() && source.passphrase.is_none() {
+        writeln!(out, "#                 (no key configured: enough only for cipher = \"none\")")?;
+    }
+    if repository.s3.is_some() {
+        match &source.s3_credentials {
+            Some(origin) => writeln!(out, "# S3 credentials: {origin}")?,
+            None => writeln!(
+                out,
+                "# S3 credentials: the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, web identity, instance role)"
+            )?,
+        }
+    }
+
+    let cluster = &config.cluster;
+    writeln!(out, "\n[cluster]")?;
+    writeln!(out, "name = {}", quote(cluster.name.as_str()))?;
+    match &cluster.pgdata {
+        Some(pgdata) => writeln!(out, "pgdata = {}", path(pgdata))?,
+        None => writeln!(out, "# pgdata: not set (physical backups on this host need it)")?,
+    }
+    writeln!(out, "connection = {}", quote(&cluster.connection.redacted()))?;
+    match &cluster.bin_dir {
+        Some(bin_dir) => writeln!(out, "bin_dir = {}", path(bin_dir))?,
+        None => writeln!(out, "# bin_dir: not set (found with pg_config --bindir, else /usr/lib/postgresql/<major>/bin)")?,
+    }
+    writeln!(out, "os_user = {}", quote(&cluster.os_user))?;
+
+    writeln!(out, "\n[repository]")?;
+    writeln!(out, "url = {}", quote(&repository.url.to_string()))?;
+    match &repository.passphrase_file {
+        Some(file) => writeln!(out, "passphrase_file = {}", path(file))?,
+        None => writeln!(out, "# passphrase_file: not set")?,
+    }
+    match &repository.passphrase {
+        Some(_) => writeln!(out, "passphrase = {}", quote(REDACTED))?,
+        None => writeln!(out, "# passphrase: not set")?,
+    }
+    match &repository.key_file {
+        Some(file) => writeln!(out, "key_file = {}", path(file))?,
+        None => writeln!(out, "# key_file: not set")?,
+    }
+    let cipher = match repository.cipher {
+        Cipher::Aes256Gcm => "aes-256-gcm",
+        Cipher::None => "none",
+    };
+    writeln!(out, "cipher = {}", quote(cipher))?;
+    let algorithm = match repository.compression.algorithm {
+        CompressionAlgorithm::Zstd => "zstd",
+        CompressionAlgorithm::None => "none",
+    };
+    writeln!(
+        out,
+        "compression = {{ algorithm = {}, level = {} }}",
+        quote(algorithm),
+        repository.compression.level
+    )?;
+
+    if let (Some(s3), RepositoryUrl::S3 { .. }) = (&repository.s3, &repository.url) {
+        writeln!(out, "\n[repository.s3]")?;
+        match &s3.endpoint {
+            Some(endpoint) => writeln!(out, "endpoint = {}", quote(endpoint))?,
+            None => writeln!(out, "# endpoint: not set (AWS's regional endpoint)")?,
+        }
+        writeln!(out, "region = {}", quote(&s3.region))?;
+        writeln!(out, "force_path_style = {}", s3.force_path_style)?;
+        match &s3.storage_class {
+            Some(class) => writeln!(out, "storage_class = {}", quote(class))?,
+            None => writeln!(out, "# storage_class: not set (the bucket's default)")?,
+        }
+        match &s3.credentials {
+            Some(_) => {
+                writeln!(out, "access_key_id = {}", quote(REDACTED))?;
+                writeln!(out, "secret_access_key = {}", quote(REDACTED))?;
+            }
+            None => writeln!(out, "# access_key_id, secret_access_key: not set (the standard AWS chain)")?,
+        }
+        writeln!(out, "part_size_mib = {}", s3.part_size_mib)?;
+        writeln!(out, "max_attempts = {}", s3.max_attempts)?;
+    }
+    Ok(())
+}

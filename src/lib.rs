@@ -1,0 +1,21 @@
+//! lifeboat: PostgreSQL backup and point-in-time recovery, with a migration runner that will not
+//! touch a database without a fresh, restore-verified backup.
+//!
+//! Map of the modules:
+//! - [`config`]: the TOML file, environment overrides and validation into a typed [`config::Config`].
+//! - [`secret`]: the [`secret::Secret`] type that keeps passphrases and keys out of output.
+//! - [`storage`]: the [`storage::ObjectStore`] trait and its local-directory and S3 backends.
+//! - [`object`]: the framed object format (zstd, then AES-256-GCM in the STREAM construction).
+//! - [`keys`]: the repository master key and the key slots that wrap it.
+//! - [`repository`]: a store plus keys: `lifeboat.repo`, sealed object reads and writes.
+//! - [`postgres`]: PostgreSQL binaries and throwaway local clusters.
+//! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
+
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod object;
+pub mod postgres;
+pub mod repository;
+pub mod secret;
+pub mod storage;

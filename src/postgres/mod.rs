@@ -1,0 +1,15 @@
+//! PostgreSQL on this host: where its programs live and how lifeboat runs a cluster of its own.
+//!
+//! - [`binaries`]: finds the installed PostgreSQL programs (`cluster.bin_dir`, else
+//!   `pg_config --bindir`, else the newest `/usr/lib/postgresql/<major>/bin`) and knows their major
+//!   version, so callers can check that the tools match the server they talk to.
+//! - [`cluster`]: [`cluster::LocalCluster`], a throwaway cluster in a scratch directory (initdb,
+//!   Unix socket only, its own port) used by the tests and by the product's scratch restores
+//!   (verification, migration rehearsal, quickstart). When lifeboat runs as root it runs the
+//!   server programs as an unprivileged OS user, because PostgreSQL refuses to run as root.
+//!
+//! Talking to a running server (backups, WAL, dumps) lives elsewhere; this module only finds and
+//! drives the programs.
+
+pub mod binaries;
+pub mod cluster;

@@ -1,0 +1,370 @@
+//! A repository: an object store, its `lifeboat.repo` description, and the unwrapped master key.
+//!
+//! This is where sealed objects are written and read: callers hand plaintext and get back
+//! authenticated plaintext, and never see the object format or the keys. `lifeboat.repo` itself is
+//! plaintext JSON (it must be readable before any key is known); it holds the format version, the
+//! cipher and the key slots. A second copy, `lifeboat.repo.copy`, is written after every change and
+//! read only if the first is unreadable, because losing that one object would lose every backup.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use crate::keys::master::random_array;
+use crate::keys::{KeyError, KeySlot, MasterKey, SlotKind, Unlock};
+use crate::object::{Cipher, ObjectError, SealSummary, WriteOptions, open_reader, seal_reader};
+use crate::storage::{ByteReader, ObjectKey, ObjectStore, PutMode, StorageError};
+
+pub const REPO_FILE: &str = "lifeboat.repo";
+pub const REPO_FILE_COPY: &str = "lifeboat.repo.copy";
+const FORMAT_NAME: &str = "lifeboat-repository";
+const FORMAT_VERSION: u32 = 1;
+
+/// The contents of `lifeboat.repo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoFile {
+    /// Always "lifeboat-repository": tells a human (or `file`) what this is.
+    pub format: String,
+    pub version: u32,
+    /// Random, 32 hex digits; bound into every key slot so slots cannot be moved between repositories.
+    pub repository_id: String,
+    pub created_at: DateTime<Utc>,
+    pub cipher: Cipher,
+    /// Identifies the master key (32 hex digits); absent without encryption.
+    pub key_id: Option<String>,
+    pub slots: Vec<KeySlot>,
+}
+
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    file: RepoFile,
+    master: Option<Arc<MasterKey>>,
+    write_options: WriteOptions,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.store.location())
+            .field("repository_id", &self.file.repository_id)
+            .field("cipher", &self.file.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error("no repository at {location} (it has no lifeboat.repo); create one with `lifeboat init`")]
+    NotInitialised { location: String },
+
+    #[error("{location} already holds a repository (lifeboat.repo exists); nothing was changed")]
+    AlreadyInitialised { location: String },
+
+    #[error(
+        "{location} is not empty ({example} and maybe more) but holds no lifeboat.repo; \
+         initialise a repository in an empty location"
+    )]
+    NotEmpty { location: String, example: String },
+
+    #[error("{location}: lifeboat.repo is unreadable ({detail}) and so is lifeboat.repo.copy")]
+    BadRepoFile { location: String, detail: String },
+
+    #[error("{location}: lifeboat.repo has format version {version}; this lifeboat reads version 1, upgrade it")]
+    UnsupportedVersion { location: String, version: u32 },
+
+    #[error(
+        "{location} is encrypted and no key is configured; set repository.passphrase_file, \
+         LIFEBOAT_PASSPHRASE, LIFEBOAT_PASSPHRASE_FILE or repository.key_file"
+    )]
+    KeyRequired { location: String },
+
+    #[error(
+        "{unlock} opens none of the {tried} {kind} slot(s) of {location}: it is wrong, or its slot \
+         was removed; check the configured key (`lifeboat key list` shows the slots)"
+    )]
+    NoMatchingSlot { location: String, unlock: String, kind: SlotKind, tried: usize },
+
+    #[error(
+        "{location} has no {kind} slot, so {unlock} cannot open it; open it with another key and \
+         add one with `lifeboat key add`"
+    )]
+    NoSlotOfKind { location: String, unlock: String, kind: SlotKind },
+
+    #[error("{location}: no key slot {slot}; `lifeboat key list` shows the slots")]
+    NoSuchSlot { location: String, slot: String },
+
+    #[error("{location}: slot {slot} is the last key slot; removing it would lock everyone out. Add another first")]
+    LastSlot { location: String, slot: String },
+
+    #[error("{location} is not encrypted (cipher none), so it has no keys to manage")]
+    NotEncrypted { location: String },
+
+    #[error("cipher = \"aes-256-gcm\" needs a key to create the repository with; configure a passphrase or key file")]
+    InitNeedsKey,
+
+    #[error(transparent)]
+    Key(#[from] KeyError),
+
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+
+    #[error("{location}: reading object {key} failed: {source}")]
+    Read {
+        location: String,
+        key: ObjectKey,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Repository {
+    /// Creates a repository in an empty location: a new random master key wrapped in one slot
+    /// for `unlock` (required unless `cipher` is none), and `lifeboat.repo`.
+    pub async fn init(
+        store: Arc<dyn ObjectStore>,
+        cipher: Cipher,
+        unlock: Option<&Unlock>,
+        slot_label: &str,
+        write_options: WriteOptions,
+    ) -> Result<Repository, RepositoryError> {
+        let location = store.location();
+        if let Some(existing) = store.list("").await?.into_iter().next() {
+            return Err(if is_repo_file(&existing.key) {
+                RepositoryError::AlreadyInitialised { location }
+            } else {
+                RepositoryError::NotEmpty { location, example: existing.key.to_string() }
+            });
+        }
+        let repository_id = hex::encode(random_array::<16>());
+        let (master, key_id, slots) = match cipher {
+            Cipher::None => (None, None, Vec::new()),
+            Cipher::Aes256Gcm => {
+                let unlock = unlock.ok_or(RepositoryError::InitNeedsKey)?;
+                let master = MasterKey::generate();
+                let slot = KeySlot::create(&master, unlock, slot_label, &repository_id)?;
+                let key_id = hex::encode(master.id());
+                (Some(Arc::new(master)), Some(key_id), vec![slot])
+            }
+        };
+        let file = RepoFile {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            repository_id,
+            created_at: Utc::now(),
+            cipher,
+            key_id,
+            slots,
+        };
+        let repository = Repository { store, file, master, write_options };
+        repository.write_repo_file(PutMode::CreateOnly).await?;
+        Ok(repository)
+    }
+
+    /// Opens an existing repository, unwrapping the master key with `unlock`.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        unlock: Option<&Unlock>,
+        write_options: WriteOptions,
+    ) -> Result<Repository, RepositoryError> {
+        let file = read_repo_file(store.as_ref()).await?;
+        let location = store.location();
+        let master = match file.cipher {
+            Cipher::None => None,
+            Cipher::Aes256Gcm => {
+                let unlock = unlock.ok_or_else(|| RepositoryError::KeyRequired { location: location.clone() })?;
+                Some(Arc::new(unlock_master(&file, unlock, &location)?))
+            }
+        };
+        Ok(Repository { store, file, master, write_options })
+    }
+
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn file(&self) -> &RepoFile {
+        &self.file
+    }
+
+    /// Seals `plaintext` and stores it under `key`. Returns once the object is durable.
+    pub async fn put(&self, key: &ObjectKey, plaintext: ByteReader, mode: PutMode) -> Result<SealSummary, RepositoryError> {
+        assert!(!is_repo_file(key), "lifeboat.repo is written only by the key-management code");
+        let (sealed, sealing) = seal_reader(key, self.master.as_deref(), &self.write_options, plaintext);
+        let stored = self.store.put(key, sealed, mode).await;
+        let sealed = sealing.await.expect("the sealing task does not panic");
+        stored?;
+        sealed.map_err(|source| RepositoryError::Read { location: self.location(), key: key.clone(), source })
+    }
+
+    pub async fn put_bytes(&self, key: &ObjectKey, plaintext: Vec<u8>, mode: PutMode) -> Result<SealSummary, RepositoryError> {
+        self.put(key, Box::new(std::io::Cursor::new(plaintext)), mode).await
+    }
+
+    /// Streams the authenticated plaintext of the object under `key`. Reads from the returned
+    /// reader fail with an `InvalidData` error carrying an [`ObjectError`] if the object was altered.
+    pub async fn get(&self, key: &ObjectKey) -> Result<ByteReader, RepositoryError> {
+        let stored = self.store.get(key).await?;
+        Ok(open_reader(key, self.master.clone(), stored))
+    }
+
+    /// The whole authenticated plaintext of a (small) object.
+    pub async fn get_bytes(&self, key: &ObjectKey) -> Result<Vec<u8>, RepositoryError> {
+        let mut reader = self.get(key).await?;
+        let mut out = Vec::new();
+        match reader.read_to_end(&mut out).await {
+            Ok(_) => Ok(out),
+            Err(error) => Err(match ObjectError::from_io(&error) {
+                Some(object_error) => RepositoryError::Object(object_error.clone()),
+                None => RepositoryError::Read { location: self.location(), key: key.clone(), source: error },
+            }),
+        }
+    }
+
+    /// Adds a slot that `unlock` opens. The repository must be open (with any existing key).
+    pub async fn add_slot(&mut self, unlock: &Unlock, label: &str) -> Result<KeySlot, RepositoryError> {
+        let master = self.master.clone().ok_or_else(|| RepositoryError::NotEncrypted { location: self.location() })?;
+        let slot = KeySlot::create(&master, unlock, label, &self.file.repository_id)?;
+        self.file.slots.push(slot.clone());
+        self.write_repo_file(PutMode::Overwrite).await?;
+        Ok(slot)
+    }
+
+    /// Removes a slot; the key it wrapped no longer opens the repository. Data is not rewritten:
+    /// the master key stays the same, so anyone who saved it unwrapped keeps access (rotate the
+    /// master key by creating a new repository if that is the threat).
+    pub async fn remove_slot(&mut self, slot_id: &str) -> Result<KeySlot, RepositoryError> {
+        let location = self.location();
+        if self.master.is_none() {
+            return Err(RepositoryError::NotEncrypted { location });
+        }
+        let index = self
+            .file
+            .slots
+            .iter()
+            .position(|slot| slot.id == slot_id)
+            .ok_or_else(|| RepositoryError::NoSuchSlot { location: location.clone(), slot: slot_id.to_owned() })?;
+        if self.file.slots.len() == 1 {
+            return Err(RepositoryError::LastSlot { location, slot: slot_id.to_owned() });
+        }
+        let removed = self.file.slots.remove(index);
+        self.write_repo_file(PutMode::Overwrite).await?;
+        Ok(removed)
+    }
+
+    async fn write_repo_file(&self, mode: PutMode) -> Result<(), RepositoryError> {
+        let mut json = serde_json::to_vec_pretty(&self.file).expect("the repository description serialises");
+        json.push(b'\n');
+        for (name, mode) in [(REPO_FILE, mode), (REPO_FILE_COPY, PutMode::Overwrite)] {
+            let key = ObjectKey::new(name).expect("a valid key");
+            let stored = self.store.put(&key, Box::new(std::io::Cursor::new(json.clone())), mode).await;
+            match stored {
+                Err(StorageError::AlreadyExists { location, .. }) => {
+                    return Err(RepositoryError::AlreadyInitialised { location });
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_repo_file(key: &ObjectKey) -> bool {
+    key.as_str() == REPO_FILE || key.as_str() == REPO_FILE_COPY
+}
+
+impl RepoFile {
+    /// Reads `lifeboat.repo` (no key needed), falling back to its copy if the first is missing or damaged.
+    pub async fn read(store: &dyn ObjectStore) -> Result<RepoFile, RepositoryError> {
+        read_repo_file(store).await
+    }
+}
+
+async fn read_repo_file(store: &dyn ObjectStore) -> Result<RepoFile, RepositoryError> {
+    let location = store.location();
+    let mut first_problem = None;
+    for name in [REPO_FILE, REPO_FILE_COPY] {
+        let key = ObjectKey::new(name).expect("a valid key");
+        let bytes = match read_plain(store, &key).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => {
+                first_problem.get_or_insert_with(|| "missing".to_owned());
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        match serde_json::from_slice::<RepoFile>(&bytes) {
+            Ok(file) if file.format != FORMAT_NAME => {
+                first_problem.get_or_insert_with(|| format!("format is {:?}, not {FORMAT_NAME:?}", file.format));
+            }
+            Ok(file) if file.version != FORMAT_VERSION => {
+                return Err(RepositoryError::UnsupportedVersion { location, version: file.version });
+            }
+            Ok(file) => {
+                if let Some(problem) = first_problem {
+                    tracing::warn!(%location, "lifeboat.repo is {problem}; using lifeboat.repo.copy. Run `lifeboat key list` to check, and repair lifeboat.repo from the copy");
+                }
+                return Ok(file);
+            }
+            Err(error) => {
+                first_problem.get_or_insert_with(|| format!("invalid JSON: {error}"));
+            }
+        }
+    }
+    match first_problem.as_deref() {
+        Some("missing") => Err(RepositoryError::NotInitialised { location }),
+        other => Err(RepositoryError::BadRepoFile { location, detail: other.unwrap_or("unknown").to_owned() }),
+    }
+}
+
+async fn read_plain(store: &dyn ObjectStore, key: &ObjectKey) -> Result<Vec<u8>, StorageError> {
+    let mut reader = store.get(key).await?;
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).await.map_err(|source| StorageError::Io {
+        location: store.location(),
+        operation: "get",
+        key: key.to_string(),
+        source,
+    })?;
+    Ok(bytes)
+}
+
+fn unlock_master(file: &RepoFile, unlock: &Unlock, location: &str) -> Result<MasterKey, RepositoryError> {
+    let key_id_hex = file.key_id.as_deref().unwrap_or_default();
+    let key_id: [u8; 16] = hex::decode(key_id_hex)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| RepositoryError::BadRepoFile {
+            location: location.to_owned(),
+            detail: format!("key_id {key_id_hex:?} is not 16 hex bytes"),
+        })?;
+    let candidates: Vec<&KeySlot> = file.slots.iter().filter(|slot| slot.kind == unlock.kind()).collect();
+    if candidates.is_empty() {
+        return Err(RepositoryError::NoSlotOfKind {
+            location: location.to_owned(),
+            unlock: unlock.describe(),
+            kind: unlock.kind(),
+        });
+    }
+    for slot in &candidates {
+        if let Some(master) = slot.try_unwrap(unlock, &file.repository_id, key_id)? {
+            tracing::debug!(slot = %slot.id, "repository key unwrapped");
+            return Ok(master);
+        }
+    }
+    Err(RepositoryError::NoMatchingSlot {
+        location: location.to_owned(),
+        unlock: unlock.describe(),
+        kind: unlock.kind(),
+        tried: candidates.len(),
+    })
+}

@@ -1,0 +1,793 @@
+//! The S3 backend (aws-sdk-s3): AWS and S3-compatible servers (MinIO, Ceph, R2, moto, s3s-fs).
+//!
+//! This module owns everything S3-specific behind [`ObjectStore`]: building the SDK client from
+//! [`S3Settings`] (endpoint, region, credentials, retries, timeouts), mapping repository keys to
+//! bucket keys under the configured prefix, streaming puts (a single PutObject for small bodies, a
+//! bounded-memory multipart upload for large ones, aborted on any failure), conditional create-only
+//! writes, ranged gets, paginated listing, and turning SDK errors into [`StorageError`]s an operator
+//! can act on. Credentials never leave the SDK's credential provider: errors, logs and `Debug`
+//! output name the bucket and the endpoint only (G5).
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, StorageClass};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+
+use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError};
+use crate::secret::Secret;
+
+/// Everything the S3 backend needs, resolved from `[repository]` and `[repository.s3]`.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix inside the bucket without leading or trailing `/`; empty for the bucket root.
+    pub prefix: String,
+    /// `None` means AWS's regional endpoint.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Path-style addressing (`http://host/bucket/key`), which most S3-compatible servers need.
+    pub force_path_style: bool,
+    /// e.g. `STANDARD_IA`; `None` leaves the bucket's default.
+    pub storage_class: Option<String>,
+    /// Static credentials from the configuration; `None` uses the standard AWS chain
+    /// (environment, profile, web identity, instance metadata).
+    pub credentials: Option<S3Credentials>,
+    /// Bodies larger than this go up as multipart uploads of parts this size. Bounds memory: a put
+    /// holds at most three parts (two uploading, one being read). S3 allows 10,000 parts, so the
+    /// largest object is 10,000 × `part_size` (156 GiB with the default). Values below
+    /// [`S3Settings::MIN_PART_SIZE`] are raised to it.
+    pub part_size: usize,
+    /// Attempts per request, including the first, for throttling, 5xx and transport errors.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+impl S3Settings {
+    pub const DEFAULT_PART_SIZE: usize = 16 * 1024 * 1024;
+    /// S3's minimum part size for every part but the last.
+    pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+}
+
+/// S3's limit on the number of parts in one multipart upload.
+const MAX_PARTS: i32 = 10_000;
+
+/// Parts uploading at once. Two keep the connection busy while the next part is read from the body,
+/// and with the part being filled bound a put's memory to three parts.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// An endpoint that does not accept a TCP connection within this long is reported unreachable
+/// (per attempt) instead of leaving the caller hanging on a black-holed address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bound for one attempt of a request without a large body (head, list, delete, the start
+/// of a get, creating and completing multipart uploads): a server that accepts the connection but
+/// never answers must not hang a backup.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Uploads get [`REQUEST_TIMEOUT`] plus the time to send their body at this rate, so a slow but
+/// working link still completes a part while a dead one is retried in bounded time.
+const SLOWEST_UPLOAD_BYTES_PER_SECOND: u64 = 128 * 1024;
+
+/// Error codes (and the 403 status) that mean the credentials or the policy refuse the request.
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AllAccessDisabled",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "NotSignedUp",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+];
+
+/// Error codes worth another attempt later even though the SDK's own retries gave up.
+const RETRYABLE_CODES: &[&str] = &[
+    "InternalError",
+    "RequestLimitExceeded",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequests",
+];
+
+/// What a spawned part upload hands back: its part number and the SDK's answer.
+type PartOutcome = (
+    i32,
+    Result<aws_sdk_s3::operation::upload_part::UploadPartOutput, SdkError<aws_sdk_s3::operation::upload_part::UploadPartError>>,
+);
+
+/// An [`ObjectStore`] in one S3 bucket, under an optional key prefix.
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// `settings.prefix` plus a trailing `/`, or empty: prepended to every key, stripped from listings.
+    key_prefix: String,
+    /// `s3://bucket/prefix`, for messages.
+    location: String,
+    /// The endpoint as shown in messages (without any user-info part of the URL).
+    endpoint: String,
+    region: String,
+    storage_class: Option<StorageClass>,
+    part_size: usize,
+    /// `max-keys` for ListObjectsV2; `None` lets the server choose (1,000 on AWS).
+    list_page_size: Option<i32>,
+    /// Set once any request proved the bucket exists. HeadObject answers 404 without a body for a
+    /// missing key and a missing bucket alike; until the bucket is known to exist, a 404 from head
+    /// is double-checked with HeadBucket so a wrong bucket name is reported as such.
+    bucket_seen: AtomicBool,
+}
+
+impl fmt::Debug for S3Store {
+    // Written by hand so the SDK client (which holds the credential provider) is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("location", &self.location)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("storage_class", &self.storage_class)
+            .field("part_size", &self.part_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    /// Builds the client. No request is made, so a store can be created while the endpoint is down;
+    /// the first operation reports what is wrong. Fails only for an endpoint that is not an
+    /// `http://` or `https://` URL.
+    pub async fn connect(settings: S3Settings) -> Result<S3Store, StorageError> {
+        let prefix = settings.prefix.trim_matches('/').to_owned();
+        let location = if prefix.is_empty() {
+            format!("s3://{}", settings.bucket)
+        } else {
+            format!("s3://{}/{}", settings.bucket, prefix)
+        };
+        let endpoint = match &settings.endpoint {
+            Some(endpoint) => without_userinfo(endpoint),
+            None => format!("https://s3.{}.amazonaws.com", settings.region),
+        };
+        if let Some(configured) = &settings.endpoint
+            && !(configured.starts_with("http://") || configured.starts_with("https://"))
+        {
+            return Err(StorageError::Unreachable {
+                location,
+                endpoint,
+                detail: "the endpoint is not an http:// or https:// URL".to_owned(),
+            });
+        }
+
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            // Standard mode: exponential backoff with jitter on throttling, 5xx, timeouts and
+            // transport errors, guarded by a retry quota so an outage does not multiply traffic.
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(REQUEST_TIMEOUT)
+                    .build(),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(credentials) = &settings.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                credentials.access_key_id.clone(),
+                credentials.secret_access_key.expose(),
+                credentials.session_token.as_ref().map(|token| token.expose().to_owned()),
+                None,
+                "lifeboat-configuration",
+            ));
+        }
+        let sdk = loader.load().await;
+        let config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(settings.force_path_style).build();
+
+        Ok(S3Store {
+            client: Client::from_conf(config),
+            bucket: settings.bucket,
+            key_prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
+            location,
+            endpoint,
+            region: settings.region,
+            storage_class: settings.storage_class.as_deref().map(StorageClass::from),
+            part_size: settings.part_size.max(S3Settings::MIN_PART_SIZE),
+            list_page_size: None,
+            bucket_seen: AtomicBool::new(false),
+        })
+    }
+
+    /// Lists in pages of `page_size` keys instead of the server's default (1,000 on AWS), so tests
+    /// can exercise pagination without creating thousands of objects.
+    #[doc(hidden)]
+    pub fn with_list_page_size(mut self, page_size: i32) -> S3Store {
+        self.list_page_size = Some(page_size.max(1));
+        self
+    }
+
+    fn s3_key(&self, key: &ObjectKey) -> String {
+        format!("{}{}", self.key_prefix, key.as_str())
+    }
+
+    fn bucket_exists(&self) {
+        self.bucket_seen.store(true, Ordering::Relaxed);
+    }
+
+    fn not_found(&self, key: &ObjectKey) -> StorageError {
+        StorageError::NotFound { location: self.location.clone(), key: key.clone() }
+    }
+
+    fn already_exists(&self, key: &ObjectKey) -> StorageError {
+        StorageError::AlreadyExists { location: self.location.clone(), key: key.clone() }
+    }
+
+    fn body_error(&self, key: &ObjectKey, source: std::io::Error) -> StorageError {
+        StorageError::Io { location: self.location.clone(), operation: "put", key: key.to_string(), source }
+    }
+
+    fn service_error(&self, operation: &'static str, key: &str, detail: String, retryable: bool) -> StorageError {
+        StorageError::Service { location: self.location.clone(), operation, key: key.to_owned(), detail, retryable }
+    }
+
+    /// Turns an SDK failure into a [`StorageError`]. Only error codes, server messages, HTTP
+    /// statuses and transport errors are copied into the result, none of which carry credentials.
+    fn classify<E>(&self, operation: &'static str, key: &str, error: SdkError<E>) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match &error {
+            SdkError::DispatchFailure(_) => {
+                // Connection refused, DNS or TLS failure, connect timeout: the request never got an
+                // answer, which is almost always a wrong endpoint or a server that is down.
+                return StorageError::Unreachable {
+                    location: self.location.clone(),
+                    endpoint: self.endpoint.clone(),
+                    detail: DisplayErrorContext(&error).to_string(),
+                };
+            }
+            SdkError::TimeoutError(_) => {
+                return self.service_error(
+                    operation,
+                    key,
+                    format!("no answer from {} in time (after all retries)", self.endpoint),
+                    true,
+                );
+            }
+            SdkError::ConstructionFailure(_) => {
+                return self.service_error(operation, key, DisplayErrorContext(&error).to_string(), false);
+            }
+            _ => {}
+        }
+        let status = http_status(&error);
+        let code = error.code();
+        if code == Some("NoSuchBucket") {
+            return StorageError::BucketMissing { location: self.location.clone(), bucket: self.bucket.clone() };
+        }
+        if code.is_some_and(|code| ACCESS_DENIED_CODES.contains(&code)) || status == Some(403) {
+            return StorageError::AccessDenied {
+                location: self.location.clone(),
+                // The code alone: it says what is wrong (unknown key id, bad signature, policy)
+                // without echoing anything from the request.
+                detail: match (code, status) {
+                    (Some(code), _) => code.to_owned(),
+                    (None, Some(status)) => format!("HTTP {status}"),
+                    (None, None) => "no error code".to_owned(),
+                },
+            };
+        }
+        let retryable = status.is_some_and(|status| status >= 500 || status == 429)
+            || code.is_some_and(|code| RETRYABLE_CODES.contains(&code));
+        let detail = match (code, error.message(), status) {
+            (Some(code), Some(message), Some(status)) => format!("{code}: {message} (HTTP {status})"),
+            (Some(code), None, Some(status)) => format!("{code} (HTTP {status})"),
+            (None, _, Some(status)) => format!("HTTP {status}: {}", DisplayErrorContext(&error)),
+            (_, _, None) => DisplayErrorContext(&error).to_string(),
+        };
+        self.service_error(operation, key, detail, retryable)
+    }
+
+    /// Timeout override for a request carrying `length` body bytes (see [`SLOWEST_UPLOAD_BYTES_PER_SECOND`]).
+    fn upload_timeout(length: usize) -> aws_sdk_s3::config::Builder {
+        let seconds = REQUEST_TIMEOUT.as_secs() + length as u64 / SLOWEST_UPLOAD_BYTES_PER_SECOND;
+        aws_sdk_s3::config::Builder::new().timeout_config(
+            TimeoutConfig::builder().operation_attempt_timeout(Duration::from_secs(seconds)).build(),
+        )
+    }
+
+    /// When HeadObject said 404 and no request has yet shown that the bucket exists, asks the
+    /// bucket itself, so a typo in the bucket name is not mistaken for a missing object.
+    async fn confirm_bucket(&self) -> Result<(), StorageError> {
+        if self.bucket_seen.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => {
+                self.bucket_exists();
+                Ok(())
+            }
+            Err(error) if http_status(&error) == Some(404) => {
+                Err(StorageError::BucketMissing { location: self.location.clone(), bucket: self.bucket.clone() })
+            }
+            // A 403 here usually means the policy lacks s3:ListBucket; the 404 from HeadObject
+            // already answered the question asked, so do not turn it into an error.
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn put_single(&self, key: &ObjectKey, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let length = data.len();
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.s3_key(key))
+            .set_storage_class(self.storage_class.clone())
+            // A body built from `Bytes` is replayable, so the SDK can retry it.
+            .body(ByteStream::from(data));
+        if mode == PutMode::CreateOnly {
+            request = request.if_none_match("*");
+        }
+        match request.customize().config_override(Self::upload_timeout(length)).send().await {
+            Ok(_) => {
+                self.bucket_exists();
+                Ok(())
+            }
+            Err(error) if mode == PutMode::CreateOnly && is_precondition_failure(&error) => Err(self.already_exists(key)),
+            Err(error) => Err(self.classify("put", key.as_str(), error)),
+        }
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &ObjectKey,
+        first: Bytes,
+        second: Bytes,
+        body: &mut ByteReader,
+        mode: PutMode,
+    ) -> Result<(), StorageError> {
+        let s3_key = self.s3_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&s3_key)
+            .set_storage_class(self.storage_class.clone())
+            // Declared up front so S3 keeps each part's CRC32 and checks them again on completion.
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|error| self.classify("put", key.as_str(), error))?;
+        self.bucket_exists();
+        let Some(upload_id) = created.upload_id().map(str::to_owned) else {
+            return Err(self.service_error("put", key.as_str(), "CreateMultipartUpload returned no upload id".into(), true));
+        };
+        tracing::debug!(location = %self.location, %key, %upload_id, "multipart upload started");
+        let mut guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: s3_key.clone(),
+            upload_id: upload_id.clone(),
+            armed: true,
+        };
+        let result = self.upload_parts_and_complete(key, &s3_key, &upload_id, first, second, body, mode).await;
+        match result {
+            Ok(()) => {
+                guard.armed = false;
+                tracing::debug!(location = %self.location, %key, %upload_id, "multipart upload completed");
+                Ok(())
+            }
+            Err(error) => {
+                // Parts of an unfinished upload are invisible but billed; remove them now rather
+                // than leave them to a bucket lifecycle rule.
+                guard.abort().await;
+                Err(error)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_parts_and_complete(
+        &self,
+        key: &ObjectKey,
+        s3_key: &str,
+        upload_id: &str,
+        first: Bytes,
+        second: Bytes,
+        body: &mut ByteReader,
+        mode: PutMode,
+    ) -> Result<(), StorageError> {
+        // Dropping the set (on error or cancellation) aborts the uploads still running.
+        let mut uploads = JoinSet::new();
+        let mut completed = Vec::new();
+        let mut part_number: i32 = 0;
+        let mut data = first;
+        let mut read_ahead = Some(second);
+        loop {
+            part_number += 1;
+            if part_number > MAX_PARTS {
+                return Err(self.service_error(
+                    "put",
+                    key.as_str(),
+                    format!(
+                        "the object is larger than S3's limit of {MAX_PARTS} parts of {} bytes; raise repository.s3.part_size",
+                        self.part_size
+                    ),
+                    false,
+                ));
+            }
+            if uploads.len() >= PARTS_IN_FLIGHT {
+                completed.push(self.finish_part(key, uploads.join_next().await).await?);
+            }
+            let request = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(s3_key)
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .content_length(data.len() as i64)
+                .body(ByteStream::from(data.clone()))
+                .customize()
+                .config_override(Self::upload_timeout(data.len()));
+            uploads.spawn(async move { (part_number, request.send().await) });
+            data = match read_ahead.take() {
+                Some(next) => next,
+                None => {
+                    let next = read_part(body, self.part_size).await.map_err(|error| self.body_error(key, error))?;
+                    if next.is_empty() {
+                        break;
+                    }
+                    next.freeze()
+                }
+            };
+        }
+        while !uploads.is_empty() {
+            completed.push(self.finish_part(key, uploads.join_next().await).await?);
+        }
+        completed.sort_by_key(|part| part.part_number());
+
+        let mut request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(s3_key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build());
+        if mode == PutMode::CreateOnly {
+            request = request.if_none_match("*");
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error) if mode == PutMode::CreateOnly && is_precondition_failure(&error) => Err(self.already_exists(key)),
+            Err(error) => Err(self.classify("put", key.as_str(), error)),
+        }
+    }
+
+    async fn finish_part(
+        &self,
+        key: &ObjectKey,
+        joined: Option<Result<PartOutcome, tokio::task::JoinError>>,
+    ) -> Result<CompletedPart, StorageError> {
+        match joined {
+            Some(Ok((part_number, Ok(output)))) => Ok(CompletedPart::builder()
+                .part_number(part_number)
+                .set_e_tag(output.e_tag)
+                .set_checksum_crc32(output.checksum_crc32)
+                .build()),
+            Some(Ok((_, Err(error)))) => Err(self.classify("put", key.as_str(), error)),
+            Some(Err(error)) => Err(self.service_error("put", key.as_str(), format!("part upload task failed: {error}"), false)),
+            None => Err(self.service_error("put", key.as_str(), "no part upload to wait for".into(), false)),
+        }
+    }
+}
+
+/// Aborts a multipart upload that was neither completed nor explicitly aborted, e.g. because the
+/// `put` future was dropped mid-upload. Best effort: a bucket lifecycle rule for incomplete
+/// multipart uploads remains the backstop.
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl AbortOnDrop {
+    fn request(&self) -> aws_sdk_s3::operation::abort_multipart_upload::builders::AbortMultipartUploadFluentBuilder {
+        self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(&self.upload_id)
+    }
+
+    async fn abort(mut self) {
+        self.armed = false;
+        if let Err(error) = self.request().send().await {
+            tracing::warn!(
+                bucket = %self.bucket, key = %self.key, upload_id = %self.upload_id,
+                error = %DisplayErrorContext(&error),
+                "could not abort a failed multipart upload; its parts stay until a lifecycle rule removes them"
+            );
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let request = self.request();
+            let (bucket, key, upload_id) = (self.bucket.clone(), self.key.clone(), self.upload_id.clone());
+            runtime.spawn(async move {
+                if let Err(error) = request.send().await {
+                    tracing::warn!(
+                        %bucket, %key, %upload_id, error = %DisplayErrorContext(&error),
+                        "could not abort an interrupted multipart upload"
+                    );
+                }
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn put(&self, key: &ObjectKey, mut body: ByteReader, mode: PutMode) -> Result<(), StorageError> {
+        if mode == PutMode::CreateOnly && self.head(key).await?.is_some() {
+            // If-None-Match below is the real guarantee on AWS; this check is for servers that
+            // ignore the header (s3s-fs) and saves uploading a body that would be refused. It
+            // races with a concurrent writer, which only the header closes.
+            return Err(self.already_exists(key));
+        }
+        let first = read_part(&mut body, self.part_size).await.map_err(|error| self.body_error(key, error))?;
+        if first.len() < self.part_size {
+            return self.put_single(key, first.freeze(), mode).await;
+        }
+        // The body filled a whole part: read one more before choosing, so a body of exactly one
+        // part still goes up as a plain PutObject.
+        let second = read_part(&mut body, self.part_size).await.map_err(|error| self.body_error(key, error))?;
+        if second.is_empty() {
+            return self.put_single(key, first.freeze(), mode).await;
+        }
+        self.put_multipart(key, first.freeze(), second.freeze(), &mut body, mode).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<ByteReader, StorageError> {
+        match self.client.get_object().bucket(&self.bucket).key(self.s3_key(key)).send().await {
+            Ok(output) => {
+                self.bucket_exists();
+                Ok(Box::new(output.body.into_async_read()))
+            }
+            Err(error) if is_missing_object(&error) => Err(self.not_found(key)),
+            Err(error) => Err(self.classify("get", key.as_str(), error)),
+        }
+    }
+
+    async fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<ByteReader, StorageError> {
+        if range.start >= range.end {
+            // No Range header can ask for zero bytes (S3 ignores an invalid one and sends the whole
+            // object), but a missing object must still be reported, as `get` would.
+            return match self.head(key).await? {
+                Some(_) => Ok(Box::new(tokio::io::empty())),
+                None => Err(self.not_found(key)),
+            };
+        }
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.s3_key(key))
+            // Inclusive end; S3 cuts a range reaching past the end of the object at the end.
+            .range(format!("bytes={}-{}", range.start, range.end - 1));
+        match request.send().await {
+            Ok(output) => {
+                self.bucket_exists();
+                Ok(Box::new(output.body.into_async_read()))
+            }
+            // 416: the range starts at or after the end of an existing object, so it holds no bytes.
+            Err(error) if error.code() == Some("InvalidRange") || http_status(&error) == Some(416) => {
+                Ok(Box::new(tokio::io::empty()))
+            }
+            Err(error) if is_missing_object(&error) => Err(self.not_found(key)),
+            Err(error) => Err(self.classify("get", key.as_str(), error)),
+        }
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        match self.client.head_object().bucket(&self.bucket).key(self.s3_key(key)).send().await {
+            Ok(output) => {
+                self.bucket_exists();
+                let size = output.content_length().unwrap_or(0).max(0) as u64;
+                Ok(Some(ObjectMeta { key: key.clone(), size }))
+            }
+            Err(error) if http_status(&error) == Some(404) => {
+                self.confirm_bucket().await?;
+                Ok(None)
+            }
+            Err(error) => Err(self.classify("head", key.as_str(), error)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let full_prefix = format!("{}{}", self.key_prefix, prefix);
+        let mut objects = Vec::new();
+        let mut continuation = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_max_keys(self.list_page_size)
+                .set_continuation_token(continuation.take())
+                .send()
+                .await
+                .map_err(|error| self.classify("list", prefix, error))?;
+            self.bucket_exists();
+            for object in page.contents() {
+                let Some(relative) = object.key().and_then(|key| key.strip_prefix(&self.key_prefix)) else {
+                    continue;
+                };
+                match ObjectKey::new(relative) {
+                    Ok(key) => objects.push(ObjectMeta { key, size: object.size().unwrap_or(0).max(0) as u64 }),
+                    // Objects lifeboat cannot have written (console "folder" markers and the like).
+                    Err(invalid) => tracing::debug!(location = %self.location, %invalid, "ignoring object"),
+                }
+            }
+            match page.next_continuation_token() {
+                Some(token) if page.is_truncated() == Some(true) => continuation = Some(token.to_owned()),
+                _ if page.is_truncated() == Some(true) => {
+                    return Err(self.service_error(
+                        "list",
+                        prefix,
+                        "the server said the listing is truncated but sent no continuation token".into(),
+                        false,
+                    ));
+                }
+                _ => break,
+            }
+        }
+        // S3 already lists in UTF-8 byte order, which is the order of `ObjectKey`; sorting again
+        // costs little and keeps the contract with servers that do not.
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match self.client.delete_object().bucket(&self.bucket).key(self.s3_key(key)).send().await {
+            Ok(_) => Ok(()),
+            // AWS answers 204 for a missing key; some compatible servers answer NoSuchKey.
+            Err(error) if is_missing_object(&error) => Ok(()),
+            Err(error) => Err(self.classify("delete", key.as_str(), error)),
+        }
+    }
+}
+
+/// Reads from `body` until `limit` bytes or the end, whichever comes first. The buffer is
+/// allocated at its final size once; pages that are never written are never touched.
+async fn read_part(body: &mut ByteReader, limit: usize) -> std::io::Result<BytesMut> {
+    let mut buffer = BytesMut::with_capacity(limit);
+    while buffer.len() < limit {
+        let room = (limit - buffer.len()) as u64;
+        if (&mut *body).take(room).read_buf(&mut buffer).await? == 0 {
+            break;
+        }
+    }
+    Ok(buffer)
+}
+
+fn http_status<E>(error: &SdkError<E>) -> Option<u16> {
+    match error {
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
+            error.raw_response().map(|response| response.status().as_u16())
+        }
+        _ => None,
+    }
+}
+
+/// A 404 about the object rather than the bucket.
+fn is_missing_object<E: ProvideErrorMetadata>(error: &SdkError<E>) -> bool {
+    error.code() == Some("NoSuchKey") || (http_status(error) == Some(404) && error.code() != Some("NoSuchBucket"))
+}
+
+/// The answers to a conditional write (`If-None-Match: *`) that found an object already there:
+/// 412, or 409 when another conditional write to the same key is in progress.
+fn is_precondition_failure<E: ProvideErrorMetadata>(error: &SdkError<E>) -> bool {
+    matches!(error.code(), Some("PreconditionFailed" | "ConditionalRequestConflict")) || http_status(error) == Some(412)
+}
+
+/// `scheme://user:pass@host/...` without the `user:pass@`, so an endpoint is safe to print.
+fn without_userinfo(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => endpoint.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> S3Settings {
+        S3Settings {
+            bucket: "backups".into(),
+            prefix: "/prod-db/".into(),
+            endpoint: Some("http://admin:hunter2@127.0.0.1:9/".into()),
+            region: "eu-west-1".into(),
+            force_path_style: true,
+            storage_class: Some("STANDARD_IA".into()),
+            credentials: Some(S3Credentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: Secret::new("wJalrXUtnFEMI-very-secret"),
+                session_token: Some(Secret::new("session-token-secret")),
+            }),
+            part_size: 1,
+            max_attempts: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn location_names_bucket_and_prefix_only() {
+        let store = S3Store::connect(settings()).await.unwrap();
+        assert_eq!(store.location(), "s3://backups/prod-db");
+        assert_eq!(store.s3_key(&ObjectKey::new("a/b").unwrap()), "prod-db/a/b");
+        assert_eq!(store.part_size, S3Settings::MIN_PART_SIZE, "tiny part sizes are raised to S3's minimum");
+
+        let root = S3Store::connect(S3Settings { prefix: String::new(), ..settings() }).await.unwrap();
+        assert_eq!(root.location(), "s3://backups");
+        assert_eq!(root.s3_key(&ObjectKey::new("a").unwrap()), "a");
+    }
+
+    #[tokio::test]
+    async fn debug_output_holds_no_secret() {
+        let store = S3Store::connect(settings()).await.unwrap();
+        let printed = format!("{store:?} {:?}", settings());
+        for secret in ["wJalrXUtnFEMI-very-secret", "session-token-secret", "hunter2"] {
+            assert!(!printed.contains(secret), "{secret} leaked in {printed}");
+        }
+        assert!(printed.contains("s3://backups/prod-db"));
+    }
+
+    #[tokio::test]
+    async fn rejects_an_endpoint_that_is_not_a_url() {
+        let error = S3Store::connect(S3Settings { endpoint: Some("127.0.0.1:9000".into()), ..settings() })
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StorageError::Unreachable { .. }), "{error:?}");
+        assert!(error.to_string().contains("127.0.0.1:9000"), "{error}");
+    }
+
+    #[test]
+    fn endpoints_are_printed_without_userinfo() {
+        assert_eq!(without_userinfo("http://u:p@host:9000/x"), "http://host:9000/x");
+        assert_eq!(without_userinfo("https://s3.example.com"), "https://s3.example.com");
+        assert_eq!(without_userinfo("http://host/a@b"), "http://host/a@b");
+    }
+}

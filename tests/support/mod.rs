@@ -1,0 +1,4 @@
+#![allow(dead_code)]
+
+pub mod data;
+pub mod s3;
