@@ -197,7 +197,12 @@ impl Repository {
     }
 
     /// Seals `plaintext` and stores it under `key`. Returns once the object is durable.
-    pub async fn put(&self, key: &ObjectKey, plaintext: ByteReader, mode: PutMode) -> Result<SealSummary, RepositoryError> {
+    pub async fn put(
+        &self,
+        key: &ObjectKey,
+        plaintext: ByteReader,
+        mode: PutMode,
+    ) -> Result<SealSummary, RepositoryError> {
         assert!(!is_repo_file(key), "lifeboat.repo is written only by the key-management code");
         let (sealed, sealing) = seal_reader(key, self.master.as_deref(), &self.write_options, plaintext);
         let stored = self.store.put(key, sealed, mode).await;
@@ -206,7 +211,12 @@ impl Repository {
         sealed.map_err(|source| RepositoryError::Read { location: self.location(), key: key.clone(), source })
     }
 
-    pub async fn put_bytes(&self, key: &ObjectKey, plaintext: Vec<u8>, mode: PutMode) -> Result<SealSummary, RepositoryError> {
+    pub async fn put_bytes(
+        &self,
+        key: &ObjectKey,
+        plaintext: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<SealSummary, RepositoryError> {
         self.put(key, Box::new(std::io::Cursor::new(plaintext)), mode).await
     }
 
@@ -340,13 +350,12 @@ async fn read_plain(store: &dyn ObjectStore, key: &ObjectKey) -> Result<Vec<u8>,
 
 fn unlock_master(file: &RepoFile, unlock: &Unlock, location: &str) -> Result<MasterKey, RepositoryError> {
     let key_id_hex = file.key_id.as_deref().unwrap_or_default();
-    let key_id: [u8; 16] = hex::decode(key_id_hex)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| RepositoryError::BadRepoFile {
+    let key_id: [u8; 16] = hex::decode(key_id_hex).ok().and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| {
+        RepositoryError::BadRepoFile {
             location: location.to_owned(),
             detail: format!("key_id {key_id_hex:?} is not 16 hex bytes"),
-        })?;
+        }
+    })?;
     let candidates: Vec<&KeySlot> = file.slots.iter().filter(|slot| slot.kind == unlock.kind()).collect();
     if candidates.is_empty() {
         return Err(RepositoryError::NoSlotOfKind {

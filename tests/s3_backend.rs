@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use lifeboat::secret::Secret;
 use lifeboat::storage::s3::{S3Credentials, S3Settings, S3Store};
 use lifeboat::storage::{ByteReader, ObjectKey, ObjectStore, PutMode, StorageError};
+use std::future::Future;
+
 use tokio::io::AsyncReadExt;
 
 use support::data::{FailsAfter, Pattern, generated, generated_bytes};
@@ -42,6 +44,7 @@ on_both_servers!(
     failed_body_aborts_the_multipart_upload,
     create_only_refuses_an_existing_object_and_leaves_it_unchanged,
     missing_bucket_is_named_as_such,
+    create_only_holds_against_a_writer_racing_the_head_check,
     missing_objects_and_idempotent_delete,
     list_filters_by_prefix_sorts_and_follows_pagination,
 );
@@ -102,8 +105,7 @@ async fn multipart_round_trip_with_ranges_across_parts(kind: S3ServerKind) {
         assert!(bytes.is_empty(), "range {empty:?} of a {length}-byte object yields nothing");
     }
 
-    let pending = server.client().list_multipart_uploads().bucket(&bucket).send().await.unwrap();
-    assert!(pending.uploads().is_empty(), "no multipart upload is left open: {:?}", pending.uploads());
+    assert_eq!(server.open_multipart_uploads(&bucket).await, 0, "no multipart upload is left open");
 }
 
 async fn failed_body_aborts_the_multipart_upload(kind: S3ServerKind) {
@@ -112,6 +114,12 @@ async fn failed_body_aborts_the_multipart_upload(kind: S3ServerKind) {
     let bucket = settings.bucket.clone();
     let store = S3Store::connect(S3Settings { part_size: 5 * MIB, ..settings }).await.unwrap();
     let object = key("wal/broken");
+    // The count below can see an open upload.
+    let probe = server.client().create_multipart_upload().bucket(&bucket).key("probe").send().await.unwrap();
+    assert_eq!(server.open_multipart_uploads(&bucket).await, 1);
+    let probe_id = probe.upload_id().unwrap();
+    server.client().abort_multipart_upload().bucket(&bucket).key("probe").upload_id(probe_id).send().await.unwrap();
+    assert_eq!(server.open_multipart_uploads(&bucket).await, 0);
 
     // Two whole parts go up before the body fails in the third.
     let error = store.put(&object, Box::new(FailsAfter { good: 12 * MIB }), PutMode::Overwrite).await.unwrap_err();
@@ -119,8 +127,7 @@ async fn failed_body_aborts_the_multipart_upload(kind: S3ServerKind) {
     assert!(matches!(error, StorageError::Io { .. }), "{error:?}");
     assert!(error.to_string().contains("wal/broken"), "{error}");
     assert_eq!(store.head(&object).await.unwrap(), None, "nothing is visible after a failed put");
-    let pending = server.client().list_multipart_uploads().bucket(&bucket).send().await.unwrap();
-    assert!(pending.uploads().is_empty(), "the failed upload was aborted: {:?}", pending.uploads());
+    assert_eq!(server.open_multipart_uploads(&bucket).await, 0, "the failed upload was aborted");
 }
 
 async fn create_only_refuses_an_existing_object_and_leaves_it_unchanged(kind: S3ServerKind) {
@@ -143,25 +150,95 @@ async fn create_only_refuses_an_existing_object_and_leaves_it_unchanged(kind: S3
     assert_eq!(read_all(store.get(&fresh).await.unwrap()).await, b"new segment");
     let big = key("dumps/big");
     store.put(&big, generated(11 * MIB as u64, 3, Pattern::Random), PutMode::CreateOnly).await.unwrap();
-    assert!(read_all(store.get(&big).await.unwrap()).await == generated_bytes(11 * MIB as u64, 3, Pattern::Random).await);
+    assert!(
+        read_all(store.get(&big).await.unwrap()).await == generated_bytes(11 * MIB as u64, 3, Pattern::Random).await
+    );
+}
+
+/// A body that signals when the store first reads it and then waits for a gate, so a test can
+/// write the same key behind the store's back after its create-only head check and before its
+/// PutObject or CompleteMultipartUpload.
+struct GatedReader {
+    inner: ByteReader,
+    first_read: Option<tokio::sync::oneshot::Sender<()>>,
+    gate: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl tokio::io::AsyncRead for GatedReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(signal) = self.first_read.take() {
+            let _ = signal.send(());
+        }
+        if let Some(gate) = self.gate.as_mut() {
+            std::task::ready!(std::pin::Pin::new(gate).poll(cx)).expect("the test opens the gate");
+            self.gate = None;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+async fn create_only_holds_against_a_writer_racing_the_head_check(kind: S3ServerKind) {
+    let server = S3Server::start(kind).await;
+    let settings = server.fresh_bucket().await;
+    let bucket = settings.bucket.clone();
+    let store = std::sync::Arc::new(S3Store::connect(S3Settings { part_size: 5 * MIB, ..settings }).await.unwrap());
+
+    // One body small enough for PutObject, one that needs a multipart upload.
+    for (name, body_length) in [("wal/small", 1000u64), ("dumps/large", 11 * MIB as u64)] {
+        let (first_read_tx, first_read_rx) = tokio::sync::oneshot::channel();
+        let (gate_tx, gate_rx) = tokio::sync::oneshot::channel();
+        let body = GatedReader {
+            inner: generated(body_length, 6, Pattern::Random),
+            first_read: Some(first_read_tx),
+            gate: Some(gate_rx),
+        };
+        let put = tokio::spawn({
+            let store = store.clone();
+            async move { store.put(&key(name), Box::new(body), PutMode::CreateOnly).await }
+        });
+        // The head check has passed once the body is read; now another writer gets in first.
+        first_read_rx.await.unwrap();
+        let raw = server.client();
+        raw.put_object().bucket(&bucket).key(name).body(b"the other writer".to_vec().into()).send().await.unwrap();
+        gate_tx.send(()).unwrap();
+
+        let error = put.await.unwrap().unwrap_err();
+        assert!(matches!(error, StorageError::AlreadyExists { .. }), "{name}: {error:?}");
+        assert_eq!(read_all(store.get(&key(name)).await.unwrap()).await, b"the other writer", "{name}");
+    }
+    assert_eq!(server.open_multipart_uploads(&bucket).await, 0, "the refused multipart upload was aborted");
 }
 
 async fn missing_bucket_is_named_as_such(kind: S3ServerKind) {
     let server = S3Server::start(kind).await;
-    let store = S3Store::connect(server.settings("lifeboat-no-such-bucket")).await.unwrap();
+    let store = S3Store::connect(S3Settings { part_size: 5 * MIB, ..server.settings("lifeboat-no-such-bucket") })
+        .await
+        .unwrap();
     let object = key("lifeboat.repo");
 
-    let errors = [
-        store.put(&object, bytes_reader("x"), PutMode::Overwrite).await.unwrap_err(),
-        store.put(&object, bytes_reader("x"), PutMode::CreateOnly).await.unwrap_err(),
+    let mut errors = vec![
         store.get(&object).await.err().unwrap(),
         store.get_range(&object, 0..10).await.err().unwrap(),
+        store.get_range(&object, 5..5).await.err().unwrap(),
         store.head(&object).await.unwrap_err(),
         store.list("clusters/").await.unwrap_err(),
         store.delete(&object).await.unwrap_err(),
+        store.put(&object, bytes_reader("x"), PutMode::CreateOnly).await.unwrap_err(),
     ];
+    // s3s-fs quietly creates the bucket's directory on PutObject, so unconditional writes are
+    // checked on moto only (and last, so the quirk cannot hide the checks above).
+    if kind == S3ServerKind::Moto {
+        errors.push(store.put(&object, bytes_reader("x"), PutMode::Overwrite).await.unwrap_err());
+        let multipart = generated(11 * MIB as u64, 5, Pattern::Random);
+        errors.push(store.put(&object, multipart, PutMode::Overwrite).await.unwrap_err());
+    }
     for error in errors {
         assert!(matches!(error, StorageError::BucketMissing { .. }), "{error:?}");
+        assert!(!error.is_retryable());
         let message = error.to_string();
         assert!(message.contains("lifeboat-no-such-bucket") && message.contains("does not exist"), "{message}");
     }
@@ -189,12 +266,14 @@ async fn list_filters_by_prefix_sorts_and_follows_pagination(kind: S3ServerKind)
     let server = S3Server::start(kind).await;
     let settings = server.fresh_bucket().await;
     let bucket = settings.bucket.clone();
-    let store = S3Store::connect(S3Settings { prefix: "team/repo".into(), ..settings }).await.unwrap().with_list_page_size(2);
+    let store =
+        S3Store::connect(S3Settings { prefix: "team/repo".into(), ..settings }).await.unwrap().with_list_page_size(2);
     let raw = server.client();
 
     // Pages of two keys only exist if the server honours max-keys; check, so this test really
     // crosses page boundaries.
-    for name in ["team/repo/a/10", "team/repo/b/1", "team/repo/a/1", "team/repo/a/sub/deep", "team/repo/ab", "team/repo/a/2"]
+    for name in
+        ["team/repo/a/10", "team/repo/b/1", "team/repo/a/1", "team/repo/a/sub/deep", "team/repo/ab", "team/repo/a/2"]
     {
         let relative = name.strip_prefix("team/repo/").unwrap();
         store.put(&key(relative), bytes_reader(relative), PutMode::Overwrite).await.unwrap();
@@ -202,7 +281,8 @@ async fn list_filters_by_prefix_sorts_and_follows_pagination(kind: S3ServerKind)
     // Neighbours the listing must not pick up: a sibling prefix sharing the same characters, the
     // bucket root, and a console-style folder marker that is no valid key.
     for name in ["team/repo-old/a/1", "team/x", "a/1", "team/repo/a/"] {
-        raw.put_object().bucket(&bucket).key(name).body(b"noise".to_vec().into()).send().await.unwrap();
+        let body = if name.ends_with('/') { Vec::new() } else { b"noise".to_vec() };
+        raw.put_object().bucket(&bucket).key(name).body(body.into()).send().await.unwrap();
     }
     let page = raw.list_objects_v2().bucket(&bucket).prefix("team/repo/").max_keys(2).send().await.unwrap();
     assert_eq!(page.contents().len(), 2);
@@ -231,13 +311,10 @@ async fn storage_class_is_applied_to_single_and_multipart_puts() {
     let server = S3Server::start(S3ServerKind::Moto).await;
     let settings = server.fresh_bucket().await;
     let bucket = settings.bucket.clone();
-    let store = S3Store::connect(S3Settings {
-        storage_class: Some("STANDARD_IA".into()),
-        part_size: 5 * MIB,
-        ..settings
-    })
-    .await
-    .unwrap();
+    let store =
+        S3Store::connect(S3Settings { storage_class: Some("STANDARD_IA".into()), part_size: 5 * MIB, ..settings })
+            .await
+            .unwrap();
     store.put(&key("small"), bytes_reader("x"), PutMode::Overwrite).await.unwrap();
     store.put(&key("large"), generated(6 * MIB as u64, 4, Pattern::Random), PutMode::Overwrite).await.unwrap();
     for name in ["small", "large"] {
@@ -252,10 +329,8 @@ async fn bad_credentials_are_access_denied_without_the_secret() {
     let server = S3Server::start(S3ServerKind::S3sFs).await;
     let good = server.fresh_bucket().await;
     let secret = "do-not-print-this-secret-7f3a";
-    let cases = [
-        ("wrong secret", support::s3::ACCESS_KEY.to_owned()),
-        ("unknown access key", "no-such-access-key".to_owned()),
-    ];
+    let cases =
+        [("wrong secret", support::s3::ACCESS_KEY.to_owned()), ("unknown access key", "no-such-access-key".to_owned())];
     for (case, access_key_id) in cases {
         let store = S3Store::connect(S3Settings {
             credentials: Some(S3Credentials {

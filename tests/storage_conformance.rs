@@ -288,7 +288,8 @@ mod checks {
         // A forger without the key writes a well-formed `cipher = none` object.
         let plain_repository_dir = tempfile::tempdir().unwrap();
         let plain_store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(plain_repository_dir.path()));
-        let plain = Repository::init(plain_store.clone(), Cipher::None, None, "", WriteOptions::default()).await.unwrap();
+        let plain =
+            Repository::init(plain_store.clone(), Cipher::None, None, "", WriteOptions::default()).await.unwrap();
         plain.put_bytes(&key("data/forged"), b"forged rows".to_vec(), PutMode::Overwrite).await.unwrap();
         let forged = read_all(plain_store.as_ref(), "data/forged").await;
         store.put(&key("data/forged"), bytes_reader(forged), PutMode::Overwrite).await.unwrap();

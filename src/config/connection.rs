@@ -24,7 +24,9 @@ impl ConnectionString {
                 .into());
         };
         if rest.is_empty() {
-            return Err("names no host or database; e.g. \"postgresql://postgres@/postgres?host=/var/run/postgresql\"".into());
+            return Err(
+                "names no host or database; e.g. \"postgresql://postgres@/postgres?host=/var/run/postgresql\"".into()
+            );
         }
         Ok(ConnectionString(Secret::new(text)))
     }
@@ -123,8 +125,14 @@ mod tests {
         for (input, expected) in [
             (ConnectionString::DEFAULT, ConnectionString::DEFAULT),
             ("postgresql://app:s3cret@db.example.com:5432/app", "postgresql://app:<redacted>@db.example.com:5432/app"),
-            ("postgres://app@db/app?password=s3cret&sslmode=require", "postgres://app@db/app?password=<redacted>&sslmode=require"),
-            ("postgresql://db/app?sslmode=verify-full&sslpassword=k3y", "postgresql://db/app?sslmode=verify-full&sslpassword=<redacted>"),
+            (
+                "postgres://app@db/app?password=s3cret&sslmode=require",
+                "postgres://app@db/app?password=<redacted>&sslmode=require",
+            ),
+            (
+                "postgresql://db/app?sslmode=verify-full&sslpassword=k3y",
+                "postgresql://db/app?sslmode=verify-full&sslpassword=<redacted>",
+            ),
             ("postgresql://app:p@ss/w?rd@db/app", "postgresql://<redacted>"),
             ("postgresql://app:pa?ss@db/app", "postgresql://<redacted>"),
             ("postgresql://db/x?password=s3cret&n=a@b", "postgresql://<redacted>"),

@@ -40,10 +40,15 @@ pub enum ConfigError {
     NoKey { file: PathBuf },
 
     #[error(
-        "cannot read the passphrase file {path} ({origin}): {error}",
+        "cannot read the passphrase file {path} (named by {named_by}): {error}",
         path = path.display()
     )]
-    PassphraseFile { path: PathBuf, origin: String, error: std::io::Error },
+    PassphraseFile {
+        path: PathBuf,
+        /// `env LIFEBOAT_PASSPHRASE_FILE` or `repository.passphrase_file`.
+        named_by: String,
+        error: std::io::Error,
+    },
 
     #[error("the passphrase from {origin} is not UTF-8 text")]
     PassphraseNotUtf8 { origin: String },

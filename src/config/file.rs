@@ -8,7 +8,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -17,21 +17,17 @@ use super::{Cipher, CompressionAlgorithm};
 use crate::secret::Secret;
 
 /// Keys whose values are secret (or may contain one): errors about them never quote the value.
-pub(super) const SECRET_KEYS: &[&str] = &[
-    "cluster.connection",
-    "repository.passphrase",
-    "repository.s3.access_key_id",
-    "repository.s3.secret_access_key",
-];
+pub(super) const SECRET_KEYS: &[&str] =
+    &["cluster.connection", "repository.passphrase", "repository.s3.access_key_id", "repository.s3.secret_access_key"];
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub cluster: Option<RawCluster>,
     pub repository: Option<RawRepository>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCluster {
     pub name: Option<String>,
@@ -41,7 +37,7 @@ pub(super) struct RawCluster {
     pub os_user: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRepository {
     pub url: Option<String>,
@@ -53,7 +49,7 @@ pub(super) struct RawRepository {
     pub s3: Option<RawS3>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCompression {
     pub algorithm: Option<CompressionAlgorithm>,
@@ -61,7 +57,7 @@ pub(super) struct RawCompression {
     pub level: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawS3 {
     pub endpoint: Option<String>,
@@ -155,7 +151,9 @@ impl<'a> Document<'a> {
         let mut table = self.root.as_ref()?.get_ref();
         let mut found = None;
         for (depth, segment) in path.iter().enumerate() {
-            let Some(value) = table.get(*segment) else { break };
+            let Some(value) = table.get(*segment) else {
+                break;
+            };
             found = Some(value.span());
             match value.get_ref() {
                 DeValue::Table(inner) if depth + 1 < path.len() => table = inner,
@@ -192,7 +190,9 @@ mod tests {
             describe(Some("repository.s3.max_attempts"), "invalid type: string \"x\", expected i64"),
             "invalid type: string \"x\", expected an integer"
         );
-        assert!(describe(Some("repository.passphrase"), "invalid type: integer `123`, expected a string")
-            .starts_with("expected a string (the value is not repeated"));
+        assert!(
+            describe(Some("repository.passphrase"), "invalid type: integer `123`, expected a string")
+                .starts_with("expected a string (the value is not repeated")
+        );
     }
 }

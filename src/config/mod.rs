@@ -28,13 +28,13 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use connection::ConnectionString;
-pub use error::{ConfigError, Invalid};
 /// The object format's cipher: `"aes-256-gcm"` (the default) or `"none"`. One type for the
 /// configuration and the object headers, so `repository.cipher` needs no translation.
 pub use crate::object::Cipher;
 /// The object format's compression algorithm: `"zstd"` (the default) or `"none"`.
 pub use crate::object::Compression as CompressionAlgorithm;
+pub use connection::ConnectionString;
+pub use error::{ConfigError, Invalid};
 pub use url::RepositoryUrl;
 
 use crate::secret::Secret;
@@ -193,7 +193,9 @@ impl fmt::Display for SecretOrigin {
         match self {
             SecretOrigin::Env(var) => write!(f, "env {var}"),
             SecretOrigin::Inline(key) => write!(f, "inline in config ({key})"),
-            SecretOrigin::File { path, named_by } => write!(f, "file {} (from {named_by})", path.display()),
+            SecretOrigin::File { path, named_by } => {
+                write!(f, "file {} (from {named_by})", path.display())
+            }
         }
     }
 }
@@ -230,11 +232,7 @@ impl Config {
 
     /// Parses and validates `text` as if read from `origin`, taking environment variables from
     /// `env` (tests pass a map; [`Config::load`] passes the process environment).
-    pub fn from_toml(
-        text: &str,
-        origin: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_toml(text: &str, origin: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw = file::parse(text, origin)?;
         resolve::resolve(raw, text, origin, env)
     }
@@ -265,6 +263,10 @@ impl Config {
             return Ok(KeySource::Passphrase(passphrase.clone()));
         }
         if let Some(path) = &repository.passphrase_file {
+            let origin = self.source.passphrase.clone().unwrap_or_else(|| SecretOrigin::File {
+                path: path.clone(),
+                named_by: "repository.passphrase_file".into(),
+            });
             return read_passphrase_file(path, origin).map(KeySource::Passphrase);
         }
         Err(ConfigError::NoKey { file: self.source.file.clone() })
@@ -300,7 +302,10 @@ impl Config {
         let inline = matches!(self.source.passphrase, Some(SecretOrigin::Inline(_)))
             || matches!(self.source.s3_credentials, Some(SecretOrigin::Inline(_)))
             || self.cluster.connection.redacted() != self.cluster.connection.expose();
-        if inline && let Some(mode) = permission_bits(&self.source.file) && mode & 0o007 != 0 {
+        if inline
+            && let Some(mode) = permission_bits(&self.source.file)
+            && mode & 0o007 != 0
+        {
             tracing::warn!(
                 "{} holds secrets and is readable by every user (mode {mode:03o}); run `chmod 640 {}` \
                  (or 600), or move the secrets to files or the environment",
@@ -312,9 +317,15 @@ impl Config {
 }
 
 /// Reads a passphrase file: its content minus one trailing newline (`\n` or `\r\n`).
-fn read_passphrase_file(path: &Path, origin: String) -> Result<Secret, ConfigError> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| ConfigError::PassphraseFile { path: path.to_path_buf(), origin: origin.clone(), error })?;
+fn read_passphrase_file(path: &Path, origin: SecretOrigin) -> Result<Secret, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|error| {
+        let named_by = match &origin {
+            SecretOrigin::File { named_by, .. } => named_by.clone(),
+            other => other.to_string(),
+        };
+        ConfigError::PassphraseFile { path: path.to_path_buf(), named_by, error }
+    })?;
+    let origin = origin.to_string();
     if let Some(mode) = permission_bits(path)
         && mode & 0o077 != 0
     {

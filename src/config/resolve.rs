@@ -38,8 +38,16 @@ impl Locator<'_> {
         }
     }
 
-    fn in_range(&self, path: &[&str], value: Option<i64>, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ConfigError> {
-        let Some(value) = value else { return Ok(default) };
+    fn in_range(
+        &self,
+        path: &[&str],
+        value: Option<i64>,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
         match u32::try_from(value) {
             Ok(value) if range.contains(&value) => Ok(value),
             _ => Err(self.error(path, format!("{value} is out of range ({}..={})", range.start(), range.end()))),
@@ -127,10 +135,8 @@ fn resolve_repository(
     let raw_compression = raw.compression.unwrap_or_default();
     let level = match raw_compression.level {
         None => Compression::DEFAULT_LEVEL,
-        Some(level) => i32::try_from(level)
-            .ok()
-            .filter(|level| Compression::LEVELS.contains(level))
-            .ok_or_else(|| {
+        Some(level) => {
+            i32::try_from(level).ok().filter(|level| Compression::LEVELS.contains(level)).ok_or_else(|| {
                 locator.error(
                     &["repository", "compression", "level"],
                     format!(
@@ -139,10 +145,10 @@ fn resolve_repository(
                         Compression::LEVELS.end()
                     ),
                 )
-            })?,
+            })?
+        }
     };
-    let compression =
-        Compression { algorithm: raw_compression.algorithm.unwrap_or(CompressionAlgorithm::Zstd), level };
+    let compression = Compression { algorithm: raw_compression.algorithm.unwrap_or(CompressionAlgorithm::Zstd), level };
 
     let mut s3_credentials_origin = None;
     let s3 = match (&url, raw.s3) {
@@ -170,9 +176,8 @@ fn resolve_repository(
         }
         (None, None) => None,
     };
-    let key_file_origin = key_file
-        .as_ref()
-        .map(|path| SecretOrigin::File { path: path.clone(), named_by: "repository.key_file".into() });
+    let key_file_origin =
+        key_file.as_ref().map(|path| SecretOrigin::File { path: path.clone(), named_by: "repository.key_file".into() });
     let source = ConfigSource {
         file: locator.file.to_path_buf(),
         passphrase: passphrase_origin,
@@ -244,7 +249,9 @@ fn resolve_s3(locator: &Locator<'_>, raw: RawS3) -> Result<S3Config, ConfigError
                  (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role, ...)",
             ));
         }
-        (Some(id), Some(_)) if id.is_empty() => return Err(locator.error(&key("access_key_id"), "is empty")),
+        (Some(id), Some(_)) if id.is_empty() => {
+            return Err(locator.error(&key("access_key_id"), "is empty"));
+        }
         (Some(_), Some(secret)) if secret.expose().is_empty() => {
             return Err(locator.error(&key("secret_access_key"), "is empty"));
         }

@@ -63,7 +63,9 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     writeln!(out, "connection = {}", quote(&cluster.connection.redacted()))?;
     match &cluster.bin_dir {
         Some(bin_dir) => writeln!(out, "bin_dir = {}", path(bin_dir))?,
-        None => writeln!(out, "# bin_dir: not set (found with pg_config --bindir, else /usr/lib/postgresql/<major>/bin)")?,
+        None => {
+            writeln!(out, "# bin_dir: not set (found with pg_config --bindir, else /usr/lib/postgresql/<major>/bin)")?
+        }
     }
     writeln!(out, "os_user = {}", quote(&cluster.os_user))?;
 
@@ -90,12 +92,7 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         CompressionAlgorithm::Zstd => "zstd",
         CompressionAlgorithm::None => "none",
     };
-    writeln!(
-        out,
-        "compression = {{ algorithm = {}, level = {} }}",
-        quote(algorithm),
-        repository.compression.level
-    )?;
+    writeln!(out, "compression = {{ algorithm = {}, level = {} }}", quote(algorithm), repository.compression.level)?;
 
     if let (Some(s3), RepositoryUrl::S3 { .. }) = (&repository.s3, &repository.url) {
         writeln!(out, "\n[repository.s3]")?;

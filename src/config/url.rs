@@ -61,11 +61,9 @@ fn s3(rest: &str) -> Result<RepositoryUrl, String> {
     }
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.contains('@') {
-        return Err(
-            "an s3:// URL takes no credentials; set repository.s3.access_key_id and secret_access_key, \
+        return Err("an s3:// URL takes no credentials; set repository.s3.access_key_id and secret_access_key, \
              or leave them to the standard AWS chain"
-                .into(),
-        );
+            .into());
     }
     check_bucket(bucket)?;
     let prefix = prefix.trim_end_matches('/');

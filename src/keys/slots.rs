@@ -195,7 +195,12 @@ impl KeySlot {
     }
 
     /// The master key if `unlock` opens this slot; `Ok(None)` if it does not.
-    pub fn try_unwrap(&self, unlock: &Unlock, repository_id: &str, key_id: [u8; 16]) -> Result<Option<MasterKey>, KeyError> {
+    pub fn try_unwrap(
+        &self,
+        unlock: &Unlock,
+        repository_id: &str,
+        key_id: [u8; 16],
+    ) -> Result<Option<MasterKey>, KeyError> {
         if self.kind != unlock.kind() {
             return Ok(None);
         }
@@ -262,7 +267,9 @@ pub enum KeyError {
     #[error("key file {path}: {detail}", path = path.display())]
     KeyFile { path: PathBuf, detail: String },
 
-    #[error("key slot {slot} in lifeboat.repo is damaged ({detail}); use another slot or restore lifeboat.repo from a copy")]
+    #[error(
+        "key slot {slot} in lifeboat.repo is damaged ({detail}); use another slot or restore lifeboat.repo from a copy"
+    )]
     DamagedSlot { slot: String, detail: String },
 
     #[error("key derivation failed: {0}")]

@@ -121,7 +121,8 @@ mod tests {
     #[test]
     fn refuses_garbage_naming_the_object() {
         let key = ObjectKey::new("clusters/main/x").unwrap();
-        let err = Header::decode(&key, b"not a lifeboat object at all, just some text....................").unwrap_err();
+        let err =
+            Header::decode(&key, b"not a lifeboat object at all, just some text....................").unwrap_err();
         assert!(err.to_string().contains("clusters/main/x"), "{err}");
         let mut future = Header {
             compression: Compression::None,

@@ -51,7 +51,9 @@ enum ChunkProtector {
     Aes(Box<StreamBE32<Aes256Gcm>>),
     /// Keyless BLAKE3 check for `cipher = none`: catches damage, truncation and reordering, but
     /// anyone can forge it, so it is never accepted where a key is configured.
-    Check { key: [u8; 32] },
+    Check {
+        key: [u8; 32],
+    },
 }
 
 impl ChunkProtector {
@@ -206,8 +208,7 @@ impl Chunker {
     fn push(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(Vec<u8>)) -> Result<(), ObjectError> {
         while !bytes.is_empty() {
             if self.pending.len() == self.chunk_size {
-                let mut chunk =
-                    std::mem::replace(&mut self.pending, Vec::with_capacity(self.chunk_size + TAG_LEN));
+                let mut chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(self.chunk_size + TAG_LEN));
                 self.protector.seal(self.counter, false, &self.header, &mut chunk);
                 self.counter =
                     self.counter.checked_add(1).ok_or_else(|| ObjectError::TooLarge { key: self.name.clone() })?;
@@ -331,13 +332,14 @@ impl Opener {
             }
             _ => {}
         }
-        let decoder = match header.compression {
-            Compression::Zstd => Some(Decoder::new().map_err(|error| ObjectError::BadCompression {
-                key: self.name.clone(),
-                detail: error.to_string(),
-            })?),
-            Compression::None => None,
-        };
+        let decoder =
+            match header.compression {
+                Compression::Zstd => Some(Decoder::new().map_err(|error| ObjectError::BadCompression {
+                    key: self.name.clone(),
+                    detail: error.to_string(),
+                })?),
+                Compression::None => None,
+            };
         let record_len = header.chunk_size as usize + TAG_LEN;
         Ok(OpenState {
             protector: ChunkProtector::new(&header, self.master.as_deref(), &self.name),

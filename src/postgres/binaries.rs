@@ -41,11 +41,7 @@ pub enum BinariesError {
         dir.join(name).display(),
         install_hint(*major)
     )]
-    Missing {
-        name: String,
-        dir: PathBuf,
-        major: Option<u32>,
-    },
+    Missing { name: String, dir: PathBuf, major: Option<u32> },
 
     #[error(
         "no PostgreSQL installation found (looked at: {}); install the PostgreSQL server package \
@@ -75,11 +71,7 @@ pub enum BinariesError {
          /usr/lib/postgresql/{server}/bin (or wherever that version's programs live)",
         dir.display()
     )]
-    MajorMismatch {
-        dir: PathBuf,
-        tools: u32,
-        server: u32,
-    },
+    MajorMismatch { dir: PathBuf, tools: u32, server: u32 },
 }
 
 fn install_hint(major: Option<u32>) -> String {
@@ -88,11 +80,9 @@ fn install_hint(major: Option<u32>) -> String {
             "install postgresql-{major} (the PostgreSQL {major} server package, which brings the client tools) \
              or set cluster.bin_dir to the directory that holds it"
         ),
-        None => {
-            "install the PostgreSQL server package (postgresql-<major>) or set cluster.bin_dir \
+        None => "install the PostgreSQL server package (postgresql-<major>) or set cluster.bin_dir \
                  to the directory that holds it"
-                .to_string()
-        }
+            .to_string(),
     }
 }
 
@@ -143,38 +133,20 @@ impl PgBinaries {
     /// Uses the programs in `dir`, reading the major version from `postgres --version` (or, on a
     /// client-only installation, from the first client tool present).
     pub fn at(dir: &Path) -> Result<Self, BinariesError> {
-        let Some(program) = VERSION_SOURCES
-            .iter()
-            .map(|name| dir.join(name))
-            .find(|path| path.is_file())
-        else {
-            return Err(BinariesError::Missing {
-                name: "postgres".to_string(),
-                dir: dir.to_path_buf(),
-                major: None,
-            });
+        let Some(program) = VERSION_SOURCES.iter().map(|name| dir.join(name)).find(|path| path.is_file()) else {
+            return Err(BinariesError::Missing { name: "postgres".to_string(), dir: dir.to_path_buf(), major: None });
         };
         let output = Command::new(&program)
             .arg("--version")
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| BinariesError::Run {
-                program: program.clone(),
-                source,
-            })?;
+            .map_err(|source| BinariesError::Run { program: program.clone(), source })?;
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         match parse_major(&text) {
-            Some(major) if output.status.success() => Ok(Self {
-                dir: dir.to_path_buf(),
-                major,
-            }),
+            Some(major) if output.status.success() => Ok(Self { dir: dir.to_path_buf(), major }),
             _ => Err(BinariesError::Version {
                 program,
-                output: format!(
-                    "{}{}",
-                    text.trim(),
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
+                output: format!("{}{}", text.trim(), String::from_utf8_lossy(&output.stderr).trim()),
             }),
         }
     }
@@ -200,11 +172,7 @@ impl PgBinaries {
         if path.is_file() {
             Ok(path)
         } else {
-            Err(BinariesError::Missing {
-                name: name.to_string(),
-                dir: self.dir.clone(),
-                major: Some(self.major),
-            })
+            Err(BinariesError::Missing { name: name.to_string(), dir: self.dir.clone(), major: Some(self.major) })
         }
     }
 
@@ -214,11 +182,7 @@ impl PgBinaries {
         if server_major == self.major {
             Ok(())
         } else {
-            Err(BinariesError::MajorMismatch {
-                dir: self.dir.clone(),
-                tools: self.major,
-                server: server_major,
-            })
+            Err(BinariesError::MajorMismatch { dir: self.dir.clone(), tools: self.major, server: server_major })
         }
     }
 }
@@ -239,12 +203,7 @@ fn parse_major(version_output: &str) -> Option<u32> {
 
 /// What `pg_config --bindir` says, if pg_config is on the PATH and answers.
 fn pg_config_bindir() -> Option<PathBuf> {
-    let output = Command::new("pg_config")
-        .arg("--bindir")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let output = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
     if !output.status.success() {
         return None;
     }
@@ -258,9 +217,7 @@ fn debian_majors(root: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
     };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+    entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
 fn has_any_tool(dir: &Path) -> bool {
@@ -273,10 +230,7 @@ mod tests {
 
     #[test]
     fn parses_major_versions() {
-        assert_eq!(
-            parse_major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
-            Some(15)
-        );
+        assert_eq!(parse_major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some(15));
         assert_eq!(parse_major("pg_ctl (PostgreSQL) 17beta1"), Some(17));
         assert_eq!(parse_major("psql (PostgreSQL) 16.4"), Some(16));
         assert_eq!(parse_major("postgres (PostgreSQL) 9.6.24"), Some(9));
@@ -289,27 +243,18 @@ mod tests {
         let err = PgBinaries::at(Path::new("/nonexistent/lifeboat/bin")).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("`postgres`"), "{message}");
-        assert!(
-            message.contains("/nonexistent/lifeboat/bin/postgres"),
-            "{message}"
-        );
+        assert!(message.contains("/nonexistent/lifeboat/bin/postgres"), "{message}");
         assert!(message.contains("cluster.bin_dir"), "{message}");
     }
 
     #[test]
     fn missing_program_names_the_package() {
-        let binaries = PgBinaries {
-            dir: PathBuf::from("/nonexistent/bin"),
-            major: 15,
-        };
+        let binaries = PgBinaries { dir: PathBuf::from("/nonexistent/bin"), major: 15 };
         let message = binaries.require("initdb").unwrap_err().to_string();
         assert!(message.contains("`initdb`"), "{message}");
         assert!(message.contains("postgresql-15"), "{message}");
         assert!(message.contains("cluster.bin_dir"), "{message}");
         let message = binaries.check_server_major(16).unwrap_err().to_string();
-        assert!(
-            message.contains("version 15 but the server is version 16"),
-            "{message}"
-        );
+        assert!(message.contains("version 15 but the server is version 16"), "{message}");
     }
 }

@@ -39,14 +39,7 @@ const MAX_SOCKET_PATH: usize = 107;
 const LOG_TAIL_LINES: usize = 30;
 
 /// Environment variables that would steer the PostgreSQL programs away from this cluster.
-const STEERING_ENV: &[&str] = &[
-    "PGDATA",
-    "PGPORT",
-    "PGHOST",
-    "PGHOSTADDR",
-    "PGOPTIONS",
-    "PGUSER",
-];
+const STEERING_ENV: &[&str] = &["PGDATA", "PGPORT", "PGHOST", "PGHOSTADDR", "PGOPTIONS", "PGUSER"];
 
 /// How local connections authenticate (the `initdb --auth-local` method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,7 +48,8 @@ pub enum LocalAuth {
     /// directory is private to the server's OS user (and root).
     #[default]
     Trust,
-    /// Only the OS user of the same name may connect as a role.
+    /// Only the OS user of the same name may connect as a role (so a lifeboat running as root
+    /// cannot connect as `postgres`); TCP connections are rejected.
     Peer,
 }
 
@@ -200,42 +194,25 @@ pub enum ClusterError {
     },
 
     #[error("initdb failed for {} ({status}){hint}:\n{output}", data_dir.display())]
-    InitDb {
-        data_dir: PathBuf,
-        status: ExitStatus,
-        output: String,
-        hint: String,
-    },
+    InitDb { data_dir: PathBuf, status: ExitStatus, output: String, hint: String },
 
     #[error(
         "PostgreSQL did not start on {} ({status}):\n{output}\nlast lines of the server log {}:\n{log_tail}",
         data_dir.display(),
         log_file.display()
     )]
-    Start {
-        data_dir: PathBuf,
-        status: ExitStatus,
-        output: String,
-        log_file: PathBuf,
-        log_tail: String,
-    },
+    Start { data_dir: PathBuf, status: ExitStatus, output: String, log_file: PathBuf, log_tail: String },
 
     #[error(
         "PostgreSQL on {} did not stop:\n{output}\nlast lines of the server log {}:\n{log_tail}",
         data_dir.display(),
         log_file.display()
     )]
-    Stop {
-        data_dir: PathBuf,
-        output: String,
-        log_file: PathBuf,
-        log_tail: String,
-    },
+    Stop { data_dir: PathBuf, output: String, log_file: PathBuf, log_tail: String },
 }
 
 fn as_user(user: Option<&str>) -> String {
-    user.map(|user| format!(" as OS user `{user}`"))
-        .unwrap_or_default()
+    user.map(|user| format!(" as OS user `{user}`")).unwrap_or_default()
 }
 
 /// A throwaway PostgreSQL cluster: created by [`LocalCluster::init`], started by
@@ -264,10 +241,7 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Creates a new cluster (initdb) in a fresh scratch directory, configured but not started.
-    pub async fn init(
-        binaries: &PgBinaries,
-        options: LocalClusterOptions,
-    ) -> Result<Self, ClusterError> {
+    pub async fn init(binaries: &PgBinaries, options: LocalClusterOptions) -> Result<Self, ClusterError> {
         let initdb = binaries.require("initdb")?;
         binaries.require("pg_ctl")?;
         binaries.require("postgres")?;
@@ -276,15 +250,8 @@ impl LocalCluster {
             format_setting(name, value)?;
         }
 
-        let run_as = if running_as_root() {
-            Some(OsUser::lookup(&options.os_user)?)
-        } else {
-            None
-        };
-        let parent = options
-            .parent_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let run_as = if running_as_root() { Some(OsUser::lookup(&options.os_user)?) } else { None };
+        let parent = options.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
         let root = create_scratch_dir(&parent, run_as.as_ref())?;
 
         // From here on the cluster owns the directory, so an error below removes it on drop.
@@ -302,9 +269,7 @@ impl LocalCluster {
             stop_timeout: options.stop_timeout,
         };
 
-        let socket = cluster
-            .socket_dir
-            .join(format!(".s.PGSQL.{}", cluster.port));
+        let socket = cluster.socket_dir.join(format!(".s.PGSQL.{}", cluster.port));
         let len = socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(ClusterError::SocketPathTooLong { path: socket, len });
@@ -317,20 +282,13 @@ impl LocalCluster {
     }
 
     /// [`LocalCluster::init`] followed by [`LocalCluster::start`].
-    pub async fn start_new(
-        binaries: &PgBinaries,
-        options: LocalClusterOptions,
-    ) -> Result<Self, ClusterError> {
+    pub async fn start_new(binaries: &PgBinaries, options: LocalClusterOptions) -> Result<Self, ClusterError> {
         let mut cluster = Self::init(binaries, options).await?;
         cluster.start().await?;
         Ok(cluster)
     }
 
-    async fn initdb(
-        &self,
-        initdb: &Path,
-        options: &LocalClusterOptions,
-    ) -> Result<(), ClusterError> {
+    async fn initdb(&self, initdb: &Path, options: &LocalClusterOptions) -> Result<(), ClusterError> {
         let mut command = self.command(initdb);
         command
             .arg("--pgdata")
@@ -341,8 +299,9 @@ impl LocalCluster {
             .arg(format!("--locale={}", options.locale));
         match options.auth {
             LocalAuth::Trust => command.arg("--auth=trust"),
-            // peer is not valid for TCP connections; without a password none can log in there.
-            LocalAuth::Peer => command.args(["--auth-local=peer", "--auth-host=scram-sha-256"]),
+            // peer is not valid for TCP connections, and password methods would make initdb ask
+            // for a password: refuse TCP logins instead (the server does not listen on TCP anyway).
+            LocalAuth::Peer => command.args(["--auth-local=peer", "--auth-host=reject"]),
         };
         if !options.durable {
             command.arg("--no-sync");
@@ -361,12 +320,7 @@ impl LocalCluster {
             ),
             _ => String::new(),
         };
-        Err(ClusterError::InitDb {
-            data_dir: self.data_dir.clone(),
-            status: output.status,
-            output: text,
-            hint,
-        })
+        Err(ClusterError::InitDb { data_dir: self.data_dir.clone(), status: output.status, output: text, hint })
     }
 
     /// Appends lifeboat's settings and the caller's to `postgresql.conf`; later lines win, so the
@@ -376,21 +330,13 @@ impl LocalCluster {
             name: "unix_socket_directories".to_string(),
             reason: "the scratch directory path is not valid UTF-8; choose another parent directory",
         })?;
-        let mut text =
-            String::from("\n# Added by lifeboat for a throwaway local cluster; later lines win.\n");
+        let mut text = String::from("\n# Added by lifeboat for a throwaway local cluster; later lines win.\n");
         let port = self.port.to_string();
-        let mut ours = vec![
-            ("listen_addresses", ""),
-            ("port", port.as_str()),
-            ("unix_socket_directories", socket_dir),
-        ];
+        let mut ours = vec![("listen_addresses", ""), ("port", port.as_str()), ("unix_socket_directories", socket_dir)];
         if !options.durable {
             ours.push(("fsync", "off"));
         }
-        let theirs = options
-            .settings
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()));
+        let theirs = options.settings.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         for (name, value) in ours.into_iter().chain(theirs) {
             text.push_str(&format_setting(name, value)?);
             text.push('\n');
@@ -402,11 +348,7 @@ impl LocalCluster {
             .append(true)
             .open(&path)
             .and_then(|mut file| file.write_all(text.as_bytes()))
-            .map_err(|source| ClusterError::Io {
-                action: "add settings to",
-                path,
-                source,
-            })
+            .map_err(|source| ClusterError::Io { action: "add settings to", path, source })
     }
 
     /// Starts the server and waits until it accepts connections. Does nothing if it is running.
@@ -444,15 +386,11 @@ impl LocalCluster {
             return Ok(());
         }
         let pg_ctl = self.binaries.require("pg_ctl")?;
-        let fast = self
-            .run(&pg_ctl, self.stop_command(&pg_ctl, "fast"))
-            .await?;
+        let fast = self.run(&pg_ctl, self.stop_command(&pg_ctl, "fast")).await?;
         if fast.status.success() {
             return Ok(());
         }
-        let immediate = self
-            .run(&pg_ctl, self.stop_command(&pg_ctl, "immediate"))
-            .await?;
+        let immediate = self.run(&pg_ctl, self.stop_command(&pg_ctl, "immediate")).await?;
         if immediate.status.success() || !self.is_running() {
             return Ok(());
         }
@@ -467,10 +405,7 @@ impl LocalCluster {
         let pg_ctl = self.binaries.require("pg_ctl")?;
         let mut outputs = Vec::new();
         for mode in ["fast", "immediate"] {
-            let output = self
-                .stop_command(&pg_ctl, mode)
-                .output()
-                .map_err(|source| self.run_error(&pg_ctl, source))?;
+            let output = self.stop_command(&pg_ctl, mode).output().map_err(|source| self.run_error(&pg_ctl, source))?;
             if output.status.success() {
                 return Ok(());
             }
@@ -495,11 +430,7 @@ impl LocalCluster {
     fn stop_error(&self, outputs: &[Output]) -> ClusterError {
         ClusterError::Stop {
             data_dir: self.data_dir.clone(),
-            output: outputs
-                .iter()
-                .map(describe_output)
-                .collect::<Vec<_>>()
-                .join("\n"),
+            output: outputs.iter().map(describe_output).collect::<Vec<_>>().join("\n"),
             log_file: self.log_file.clone(),
             log_tail: self.log_tail(),
         }
@@ -620,10 +551,7 @@ impl LocalCluster {
     }
 
     async fn run(&self, program: &Path, command: Command) -> Result<Output, ClusterError> {
-        tokio::process::Command::from(command)
-            .output()
-            .await
-            .map_err(|source| self.run_error(program, source))
+        tokio::process::Command::from(command).output().await.map_err(|source| self.run_error(program, source))
     }
 
     fn run_error(&self, program: &Path, source: io::Error) -> ClusterError {
@@ -682,10 +610,7 @@ impl Drop for LocalCluster {
 /// single quotes doubled. Names must be PostgreSQL identifiers, optionally qualified
 /// (`auto_explain.log_min_duration`); values cannot span lines.
 pub fn format_setting(name: &str, value: &str) -> Result<String, ClusterError> {
-    let invalid = |reason| ClusterError::InvalidSetting {
-        name: name.to_string(),
-        reason,
-    };
+    let invalid = |reason| ClusterError::InvalidSetting { name: name.to_string(), reason };
     let mut parts = name.split('.');
     let valid_id = |id: &str| {
         id.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -697,14 +622,10 @@ pub fn format_setting(name: &str, value: &str) -> Result<String, ClusterError> {
         _ => false,
     };
     if !valid {
-        return Err(invalid(
-            "a setting name is letters, digits and underscores, optionally `prefix.name`",
-        ));
+        return Err(invalid("a setting name is letters, digits and underscores, optionally `prefix.name`"));
     }
     if value.contains(['\n', '\r', '\0']) {
-        return Err(invalid(
-            "a setting value cannot contain line breaks or NUL characters",
-        ));
+        return Err(invalid("a setting value cannot contain line breaks or NUL characters"));
     }
     let quoted = value.replace('\\', "\\\\").replace('\'', "''");
     Ok(format!("{name} = '{quoted}'"))
@@ -721,9 +642,7 @@ struct OsUser {
 
 impl OsUser {
     fn lookup(name: &str) -> Result<Self, ClusterError> {
-        let missing = || ClusterError::NoSuchOsUser {
-            user: name.to_string(),
-        };
+        let missing = || ClusterError::NoSuchOsUser { user: name.to_string() };
         let c_name = CString::new(name).map_err(|_| missing())?;
         let mut buf: Vec<libc::c_char> = vec![0; 1024];
         loop {
@@ -732,13 +651,7 @@ impl OsUser {
             // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size;
             // getpwnam_r writes only into `pwd` and `buf`.
             let rc = unsafe {
-                libc::getpwnam_r(
-                    c_name.as_ptr(),
-                    pwd.as_mut_ptr(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    &mut result,
-                )
+                libc::getpwnam_r(c_name.as_ptr(), pwd.as_mut_ptr(), buf.as_mut_ptr(), buf.len(), &mut result)
             };
             if rc == libc::ERANGE && buf.len() < (1 << 20) {
                 buf.resize(buf.len() * 2, 0);
@@ -758,9 +671,7 @@ impl OsUser {
             let pwd = unsafe { pwd.assume_init() };
             let home = unsafe { CStr::from_ptr(pwd.pw_dir) };
             if pwd.pw_uid == 0 {
-                return Err(ClusterError::OsUserIsRoot {
-                    user: name.to_string(),
-                });
+                return Err(ClusterError::OsUserIsRoot { user: name.to_string() });
             }
             return Ok(Self {
                 name: name.to_string(),
@@ -786,8 +697,7 @@ fn process_alive(pid: u32) -> bool {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
-    let exists = unsafe { libc::kill(pid, 0) } == 0
-        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let exists = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     if !exists {
         return false;
     }
@@ -808,11 +718,7 @@ fn free_port() -> Result<u16, ClusterError> {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
-        .map_err(|source| ClusterError::Io {
-            action: "pick a free port on",
-            path: PathBuf::from("127.0.0.1"),
-            source,
-        })
+        .map_err(|source| ClusterError::Io { action: "pick a free port on", path: PathBuf::from("127.0.0.1"), source })
 }
 
 /// Creates `<parent>/lifeboat-pg-<random>`, private to the server's OS user.
@@ -827,9 +733,7 @@ fn create_scratch_dir(parent: &Path, owner: Option<&OsUser>) -> Result<PathBuf, 
         })?;
         let dir = parent.join(format!("lifeboat-pg-{}", hex::encode(random)));
         match make_private_dir(&dir, owner) {
-            Err(ClusterError::Io { source, .. })
-                if source.kind() == io::ErrorKind::AlreadyExists && attempts < 10 =>
-            {
+            Err(ClusterError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists && attempts < 10 => {
                 attempts += 1;
             }
             Err(err) => return Err(err),
@@ -840,14 +744,11 @@ fn create_scratch_dir(parent: &Path, owner: Option<&OsUser>) -> Result<PathBuf, 
 
 /// Creates `dir` with mode 0700, owned by `owner` when given.
 fn make_private_dir(dir: &Path, owner: Option<&OsUser>) -> Result<(), ClusterError> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| ClusterError::Io {
-            action: "create directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+    fs::DirBuilder::new().mode(0o700).create(dir).map_err(|source| ClusterError::Io {
+        action: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     if let Some(user) = owner {
         chown(dir, user)?;
     }
@@ -855,12 +756,10 @@ fn make_private_dir(dir: &Path, owner: Option<&OsUser>) -> Result<(), ClusterErr
 }
 
 fn chown(path: &Path, user: &OsUser) -> Result<(), ClusterError> {
-    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)).map_err(|source| {
-        ClusterError::Io {
-            action: "change the owner of",
-            path: path.to_path_buf(),
-            source,
-        }
+    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)).map_err(|source| ClusterError::Io {
+        action: "change the owner of",
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -878,11 +777,8 @@ fn chown_tree(path: &Path, user: &OsUser) -> Result<(), ClusterError> {
             source,
         })?;
         for entry in entries {
-            let entry = entry.map_err(|source| ClusterError::Io {
-                action: "list",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let entry =
+                entry.map_err(|source| ClusterError::Io { action: "list", path: path.to_path_buf(), source })?;
             chown_tree(&entry.path(), user)?;
         }
     }
@@ -896,17 +792,9 @@ fn timeout_secs(timeout: Duration) -> String {
 /// A program's stderr, or its stdout when stderr is empty, trimmed to the last lines.
 fn describe_output(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let text = if stderr.trim().is_empty() {
-        String::from_utf8_lossy(&output.stdout)
-    } else {
-        stderr
-    };
+    let text = if stderr.trim().is_empty() { String::from_utf8_lossy(&output.stdout) } else { stderr };
     let text = last_lines(text.trim(), LOG_TAIL_LINES);
-    if text.is_empty() {
-        "(no output)".to_string()
-    } else {
-        text
-    }
+    if text.is_empty() { "(no output)".to_string() } else { text }
 }
 
 fn last_lines(text: &str, count: usize) -> String {
@@ -922,10 +810,7 @@ fn read_tail(path: &Path, count: usize) -> io::Result<String> {
     file.seek(SeekFrom::Start(len.saturating_sub(MAX)))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok(last_lines(
-        String::from_utf8_lossy(&bytes).trim_end(),
-        count,
-    ))
+    Ok(last_lines(String::from_utf8_lossy(&bytes).trim_end(), count))
 }
 
 /// Percent-encodes everything but unreserved characters and `/`, for a URL query value.
@@ -947,53 +832,27 @@ mod tests {
 
     #[test]
     fn setting_values_are_quoted() {
-        assert_eq!(
-            format_setting("archive_mode", "on").unwrap(),
-            "archive_mode = 'on'"
-        );
-        assert_eq!(
-            format_setting("listen_addresses", "").unwrap(),
-            "listen_addresses = ''"
-        );
+        assert_eq!(format_setting("archive_mode", "on").unwrap(), "archive_mode = 'on'");
+        assert_eq!(format_setting("listen_addresses", "").unwrap(), "listen_addresses = ''");
         assert_eq!(
             format_setting("archive_command", r"lifeboat wal-push '%p' C:\x").unwrap(),
             r"archive_command = 'lifeboat wal-push ''%p'' C:\\x'"
         );
-        assert_eq!(
-            format_setting("lifeboat.marker", "it's").unwrap(),
-            "lifeboat.marker = 'it''s'"
-        );
+        assert_eq!(format_setting("lifeboat.marker", "it's").unwrap(), "lifeboat.marker = 'it''s'");
     }
 
     #[test]
     fn bad_setting_names_and_values_are_refused() {
-        for name in [
-            "",
-            "1abc",
-            "a b",
-            "a=b",
-            "a.b.c",
-            "a.",
-            "search_path;",
-            "x\n",
-        ] {
+        for name in ["", "1abc", "a b", "a=b", "a.b.c", "a.", "search_path;", "x\n"] {
             assert!(format_setting(name, "v").is_err(), "{name:?} accepted");
         }
-        let err = format_setting("archive_command", "a\nb")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("archive_command") && err.contains("line breaks"),
-            "{err}"
-        );
+        let err = format_setting("archive_command", "a\nb").unwrap_err().to_string();
+        assert!(err.contains("archive_command") && err.contains("line breaks"), "{err}");
     }
 
     #[test]
     fn urls_encode_the_socket_directory() {
-        assert_eq!(
-            percent_encode(b"/tmp/lifeboat-pg-ab12/sock"),
-            "/tmp/lifeboat-pg-ab12/sock"
-        );
+        assert_eq!(percent_encode(b"/tmp/lifeboat-pg-ab12/sock"), "/tmp/lifeboat-pg-ab12/sock");
         assert_eq!(percent_encode(b"/tmp/a b&c"), "/tmp/a%20b%26c");
     }
 

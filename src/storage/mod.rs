@@ -89,9 +89,7 @@ pub enum StorageError {
     )]
     AccessDenied { location: String, detail: String },
 
-    #[error(
-        "{location}: cannot reach {endpoint} ({detail}); check repository.s3.endpoint and that the server is up"
-    )]
+    #[error("{location}: cannot reach {endpoint} ({detail}); check repository.s3.endpoint and that the server is up")]
     Unreachable { location: String, endpoint: String, detail: String },
 
     #[error("{location}: {operation} {key} failed: {source}")]

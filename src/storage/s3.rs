@@ -18,7 +18,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, StorageClass};
 use bytes::{Bytes, BytesMut};
@@ -29,7 +29,8 @@ use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageErro
 use crate::secret::Secret;
 
 /// Everything the S3 backend needs, resolved from `[repository]` and `[repository.s3]`.
-#[derive(Debug, Clone)]
+/// `Debug` shows no secret: credentials print redacted, and an endpoint URL without its user-info.
+#[derive(Clone)]
 pub struct S3Settings {
     pub bucket: String,
     /// Key prefix inside the bucket without leading or trailing `/`; empty for the bucket root.
@@ -58,6 +59,22 @@ pub struct S3Credentials {
     pub access_key_id: String,
     pub secret_access_key: Secret,
     pub session_token: Option<Secret>,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint.as_deref().map(without_userinfo))
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("storage_class", &self.storage_class)
+            .field("credentials", &self.credentials)
+            .field("part_size", &self.part_size)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
 }
 
 impl S3Settings {
@@ -114,7 +131,10 @@ const RETRYABLE_CODES: &[&str] = &[
 /// What a spawned part upload hands back: its part number and the SDK's answer.
 type PartOutcome = (
     i32,
-    Result<aws_sdk_s3::operation::upload_part::UploadPartOutput, SdkError<aws_sdk_s3::operation::upload_part::UploadPartError>>,
+    Result<
+        aws_sdk_s3::operation::upload_part::UploadPartOutput,
+        SdkError<aws_sdk_s3::operation::upload_part::UploadPartError>,
+    >,
 );
 
 /// An [`ObjectStore`] in one S3 bucket, under an optional key prefix.
@@ -132,9 +152,9 @@ pub struct S3Store {
     part_size: usize,
     /// `max-keys` for ListObjectsV2; `None` lets the server choose (1,000 on AWS).
     list_page_size: Option<i32>,
-    /// Set once any request proved the bucket exists. HeadObject answers 404 without a body for a
-    /// missing key and a missing bucket alike; until the bucket is known to exist, a 404 from head
-    /// is double-checked with HeadBucket so a wrong bucket name is reported as such.
+    /// Set once any request proved the bucket exists. Until then a 404 from head or get is
+    /// double-checked with HeadBucket (see [`S3Store::confirm_bucket`]) so a wrong bucket name is
+    /// reported as such rather than as a missing object.
     bucket_seen: AtomicBool,
 }
 
@@ -261,7 +281,7 @@ impl S3Store {
                 return StorageError::Unreachable {
                     location: self.location.clone(),
                     endpoint: self.endpoint.clone(),
-                    detail: DisplayErrorContext(&error).to_string(),
+                    detail: error_chain(&error),
                 };
             }
             SdkError::TimeoutError(_) => {
@@ -273,7 +293,7 @@ impl S3Store {
                 );
             }
             SdkError::ConstructionFailure(_) => {
-                return self.service_error(operation, key, DisplayErrorContext(&error).to_string(), false);
+                return self.service_error(operation, key, error_chain(&error), false);
             }
             _ => {}
         }
@@ -294,13 +314,14 @@ impl S3Store {
                 },
             };
         }
-        let retryable = status.is_some_and(|status| status >= 500 || status == 429)
+        // 501 Not Implemented will not go away by asking again.
+        let retryable = status.is_some_and(|status| (status >= 500 && status != 501) || status == 429)
             || code.is_some_and(|code| RETRYABLE_CODES.contains(&code));
         let detail = match (code, error.message(), status) {
             (Some(code), Some(message), Some(status)) => format!("{code}: {message} (HTTP {status})"),
             (Some(code), None, Some(status)) => format!("{code} (HTTP {status})"),
-            (None, _, Some(status)) => format!("HTTP {status}: {}", DisplayErrorContext(&error)),
-            (_, _, None) => DisplayErrorContext(&error).to_string(),
+            (None, _, Some(status)) => format!("HTTP {status}: {}", error_chain(&error)),
+            (_, _, None) => error_chain(&error),
         };
         self.service_error(operation, key, detail, retryable)
     }
@@ -308,13 +329,13 @@ impl S3Store {
     /// Timeout override for a request carrying `length` body bytes (see [`SLOWEST_UPLOAD_BYTES_PER_SECOND`]).
     fn upload_timeout(length: usize) -> aws_sdk_s3::config::Builder {
         let seconds = REQUEST_TIMEOUT.as_secs() + length as u64 / SLOWEST_UPLOAD_BYTES_PER_SECOND;
-        aws_sdk_s3::config::Builder::new().timeout_config(
-            TimeoutConfig::builder().operation_attempt_timeout(Duration::from_secs(seconds)).build(),
-        )
+        aws_sdk_s3::config::Builder::new()
+            .timeout_config(TimeoutConfig::builder().operation_attempt_timeout(Duration::from_secs(seconds)).build())
     }
 
-    /// When HeadObject said 404 and no request has yet shown that the bucket exists, asks the
-    /// bucket itself, so a typo in the bucket name is not mistaken for a missing object.
+    /// When a request said 404 and none has yet shown that the bucket exists, asks the bucket
+    /// itself, so a typo in the bucket name is not mistaken for a missing object. HeadObject's
+    /// 404 has no body to tell the two apart, and some servers answer NoSuchKey for both.
     async fn confirm_bucket(&self) -> Result<(), StorageError> {
         if self.bucket_seen.load(Ordering::Relaxed) {
             return Ok(());
@@ -330,6 +351,15 @@ impl S3Store {
             // A 403 here usually means the policy lacks s3:ListBucket; the 404 from HeadObject
             // already answered the question asked, so do not turn it into an error.
             Err(_) => Ok(()),
+        }
+    }
+
+    /// The error for a get that found no object: NotFound, unless the bucket itself is missing
+    /// (AWS says NoSuchBucket right away; s3s-fs answers NoSuchKey for both).
+    async fn missing_object(&self, key: &ObjectKey) -> StorageError {
+        match self.confirm_bucket().await {
+            Ok(()) => self.not_found(key),
+            Err(error) => error,
         }
     }
 
@@ -351,7 +381,9 @@ impl S3Store {
                 self.bucket_exists();
                 Ok(())
             }
-            Err(error) if mode == PutMode::CreateOnly && is_precondition_failure(&error) => Err(self.already_exists(key)),
+            Err(error) if mode == PutMode::CreateOnly && is_precondition_failure(&error) => {
+                Err(self.already_exists(key))
+            }
             Err(error) => Err(self.classify("put", key.as_str(), error)),
         }
     }
@@ -378,7 +410,12 @@ impl S3Store {
             .map_err(|error| self.classify("put", key.as_str(), error))?;
         self.bucket_exists();
         let Some(upload_id) = created.upload_id().map(str::to_owned) else {
-            return Err(self.service_error("put", key.as_str(), "CreateMultipartUpload returned no upload id".into(), true));
+            return Err(self.service_error(
+                "put",
+                key.as_str(),
+                "CreateMultipartUpload returned no upload id".into(),
+                true,
+            ));
         };
         tracing::debug!(location = %self.location, %key, %upload_id, "multipart upload started");
         let mut guard = AbortOnDrop {
@@ -478,7 +515,9 @@ impl S3Store {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(error) if mode == PutMode::CreateOnly && is_precondition_failure(&error) => Err(self.already_exists(key)),
+            Err(error) if mode == PutMode::CreateOnly && is_precondition_failure(&error) => {
+                Err(self.already_exists(key))
+            }
             Err(error) => Err(self.classify("put", key.as_str(), error)),
         }
     }
@@ -495,7 +534,9 @@ impl S3Store {
                 .set_checksum_crc32(output.checksum_crc32)
                 .build()),
             Some(Ok((_, Err(error)))) => Err(self.classify("put", key.as_str(), error)),
-            Some(Err(error)) => Err(self.service_error("put", key.as_str(), format!("part upload task failed: {error}"), false)),
+            Some(Err(error)) => {
+                Err(self.service_error("put", key.as_str(), format!("part upload task failed: {error}"), false))
+            }
             None => Err(self.service_error("put", key.as_str(), "no part upload to wait for".into(), false)),
         }
     }
@@ -522,7 +563,7 @@ impl AbortOnDrop {
         if let Err(error) = self.request().send().await {
             tracing::warn!(
                 bucket = %self.bucket, key = %self.key, upload_id = %self.upload_id,
-                error = %DisplayErrorContext(&error),
+                error = %error_chain(&error),
                 "could not abort a failed multipart upload; its parts stay until a lifecycle rule removes them"
             );
         }
@@ -540,7 +581,7 @@ impl Drop for AbortOnDrop {
             runtime.spawn(async move {
                 if let Err(error) = request.send().await {
                     tracing::warn!(
-                        %bucket, %key, %upload_id, error = %DisplayErrorContext(&error),
+                        %bucket, %key, %upload_id, error = %error_chain(&error),
                         "could not abort an interrupted multipart upload"
                     );
                 }
@@ -557,9 +598,10 @@ impl ObjectStore for S3Store {
 
     async fn put(&self, key: &ObjectKey, mut body: ByteReader, mode: PutMode) -> Result<(), StorageError> {
         if mode == PutMode::CreateOnly && self.head(key).await?.is_some() {
-            // If-None-Match below is the real guarantee on AWS; this check is for servers that
-            // ignore the header (s3s-fs) and saves uploading a body that would be refused. It
-            // races with a concurrent writer, which only the header closes.
+            // `If-None-Match: *` on the write itself is the real guarantee (AWS, moto and s3s-fs
+            // honour it). This check costs one small request and protects G2 on S3-compatible
+            // servers that ignore the header, where only a writer racing between this check and
+            // the write could still slip through; it also saves uploading a body to be refused.
             return Err(self.already_exists(key));
         }
         let first = read_part(&mut body, self.part_size).await.map_err(|error| self.body_error(key, error))?;
@@ -581,7 +623,7 @@ impl ObjectStore for S3Store {
                 self.bucket_exists();
                 Ok(Box::new(output.body.into_async_read()))
             }
-            Err(error) if is_missing_object(&error) => Err(self.not_found(key)),
+            Err(error) if is_missing_object(&error) => Err(self.missing_object(key).await),
             Err(error) => Err(self.classify("get", key.as_str(), error)),
         }
     }
@@ -611,7 +653,7 @@ impl ObjectStore for S3Store {
             Err(error) if error.code() == Some("InvalidRange") || http_status(&error) == Some(416) => {
                 Ok(Box::new(tokio::io::empty()))
             }
-            Err(error) if is_missing_object(&error) => Err(self.not_found(key)),
+            Err(error) if is_missing_object(&error) => Err(self.missing_object(key).await),
             Err(error) => Err(self.classify("get", key.as_str(), error)),
         }
     }
@@ -719,6 +761,24 @@ fn is_precondition_failure<E: ProvideErrorMetadata>(error: &SdkError<E>) -> bool
     matches!(error.code(), Some("PreconditionFailed" | "ConditionalRequestConflict")) || http_status(error) == Some(412)
 }
 
+/// The messages of `error` and its sources, joined with `: `, e.g. "dispatch failure: io error:
+/// ... tcp connect error: Connection refused (os error 111)". Display texts only: the SDK's Debug
+/// output is long and would put raw responses into operator-facing messages.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        // Some wrappers already repeat their source's message; do not print it twice.
+        if !message.is_empty() && !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// `scheme://user:pass@host/...` without the `user:pass@`, so an endpoint is safe to print.
 fn without_userinfo(endpoint: &str) -> String {
     let Some((scheme, rest)) = endpoint.split_once("://") else {
@@ -777,9 +837,8 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_an_endpoint_that_is_not_a_url() {
-        let error = S3Store::connect(S3Settings { endpoint: Some("127.0.0.1:9000".into()), ..settings() })
-            .await
-            .unwrap_err();
+        let error =
+            S3Store::connect(S3Settings { endpoint: Some("127.0.0.1:9000".into()), ..settings() }).await.unwrap_err();
         assert!(matches!(error, StorageError::Unreachable { .. }), "{error:?}");
         assert!(error.to_string().contains("127.0.0.1:9000"), "{error}");
     }

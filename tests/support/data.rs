@@ -20,30 +20,46 @@ pub struct Generated {
     state: u64,
     pattern: Pattern,
     position: u64,
+    current: [u8; 8],
 }
 
 impl Generated {
     pub fn new(len: u64, seed: u64, pattern: Pattern) -> Self {
-        Generated { remaining: len, state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, pattern, position: 0 }
+        Generated {
+            remaining: len,
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            pattern,
+            position: 0,
+            current: [0; 8],
+        }
     }
 
-    fn next_byte(&mut self) -> u8 {
+    fn next_word(&mut self) -> [u8; 8] {
         // xorshift64*: fast and good enough to defeat a compressor.
         self.state ^= self.state >> 12;
         self.state ^= self.state << 25;
         self.state ^= self.state >> 27;
-        let random = (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-        let position = self.position;
-        self.position += 1;
-        match self.pattern {
-            Pattern::Random => random,
-            Pattern::Rows => {
-                if position % 64 < 8 {
-                    random
-                } else {
-                    b"|account|branch|balance|filler    "[(position % 34) as usize]
-                }
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes()
+    }
+
+    /// Fills `out` with the next bytes of the sequence. The sequence does not depend on how reads
+    /// are split: it is made of 64-byte rows of eight 8-byte words, each word drawn in order.
+    fn fill(&mut self, out: &mut [u8]) {
+        const ROW: &[u8; 56] = b"|account|branch|balance|filler                          ";
+        let mut written = 0;
+        while written < out.len() {
+            let offset = (self.position % 64) as usize;
+            if offset % 8 == 0 {
+                self.current = match self.pattern {
+                    Pattern::Random => self.next_word(),
+                    Pattern::Rows if offset == 0 => self.next_word(),
+                    Pattern::Rows => ROW[offset - 8..offset].try_into().expect("8 bytes"),
+                };
             }
+            let take = (8 - offset % 8).min(out.len() - written);
+            out[written..written + take].copy_from_slice(&self.current[offset % 8..offset % 8 + take]);
+            written += take;
+            self.position += take as u64;
         }
     }
 }
@@ -52,9 +68,7 @@ impl AsyncRead for Generated {
     fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let count = (buf.remaining() as u64).min(self.remaining) as usize;
         let mut block = vec![0u8; count];
-        for byte in &mut block {
-            *byte = self.next_byte();
-        }
+        self.fill(&mut block);
         self.remaining -= count as u64;
         buf.put_slice(&block);
         Poll::Ready(Ok(()))

@@ -118,13 +118,8 @@ impl S3Server {
                         .arg(&data);
                 }
             }
-            command
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("duplicate the log handle"))
-                .stderr(log);
-            let child = command
-                .spawn()
-                .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+            command.stdin(Stdio::null()).stdout(log.try_clone().expect("duplicate the log handle")).stderr(log);
+            let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
             let mut server = S3Server { kind, child, port, dir: Some(dir) };
             match server.wait_until_answering().await {
                 Ok(()) => return server,
@@ -194,23 +189,38 @@ impl S3Server {
         }
     }
 
+    /// How many multipart uploads are started but neither completed nor aborted in `bucket`.
+    /// s3s-fs does not implement ListMultipartUploads, so for it the upload files in its data
+    /// directory are counted instead (it keeps one `.upload-<id>.json` per open upload).
+    pub async fn open_multipart_uploads(&self, bucket: &str) -> usize {
+        match self.kind {
+            S3ServerKind::Moto => {
+                let listed = self.client().list_multipart_uploads().bucket(bucket).send().await.unwrap();
+                listed.uploads().len()
+            }
+            S3ServerKind::S3sFs => {
+                let data = self.dir.as_ref().expect("server directory").path().join("data");
+                std::fs::read_dir(data)
+                    .expect("read the s3s-fs data directory")
+                    .filter(|entry| {
+                        let name = entry.as_ref().unwrap().file_name();
+                        let name = name.to_string_lossy();
+                        name.starts_with(".upload-") && name.ends_with(".json")
+                    })
+                    .count()
+            }
+        }
+    }
+
     /// Creates a new, uniquely named, empty bucket and returns settings pointing at it.
     pub async fn fresh_bucket(&self) -> S3Settings {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let bucket = format!(
-            "lifeboat-test-{}-{}-{nanos:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        self.client()
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap_or_else(|error| {
-                panic!("create bucket {bucket} on {:?}: {}", self.kind, aws_sdk_s3::error::DisplayErrorContext(error))
-            });
+        let bucket =
+            format!("lifeboat-test-{}-{}-{nanos:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        self.client().create_bucket().bucket(&bucket).send().await.unwrap_or_else(|error| {
+            panic!("create bucket {bucket} on {:?}: {}", self.kind, aws_sdk_s3::error::DisplayErrorContext(error))
+        });
         self.settings(&bucket)
     }
 }
@@ -238,10 +248,7 @@ fn free_port() -> u16 {
 async fn answers_http(port: u16) -> bool {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.ok()?;
         let mut head = [0u8; 8];
         stream.read_exact(&mut head).await.ok()?;
         Some(head.starts_with(b"HTTP/1."))

@@ -1,0 +1,578 @@
+//! Tests of the whole module: the example file, every class of error (with file, line and key),
+//! environment precedence, key sources, and that no secret ever reaches output (G5).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize as _;
+use serde::de::{self, Deserializer, IntoDeserializer as _, MapAccess, Visitor};
+
+use super::file::RawConfig;
+use super::*;
+
+const ORIGIN: &str = "/etc/lifeboat/lifeboat.toml";
+const EXAMPLE: &str = include_str!("../../config/lifeboat.example.toml");
+const MINIMAL: &str = "[cluster]\nname = \"main\"\n";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Path::new(ORIGIN), &no_env)
+}
+
+fn parse_with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_toml(text, Path::new(ORIGIN), &|name| vars.get(name).cloned())
+}
+
+fn error(text: &str) -> String {
+    parse(text).expect_err("the configuration should be refused").to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example file
+
+#[test]
+fn the_example_parses_and_validates() {
+    let config = parse(EXAMPLE).unwrap();
+    assert_eq!(config.cluster.name.as_str(), "main");
+    assert_eq!(config.repository.url, RepositoryUrl::S3 { bucket: "acme-db-backups".into(), prefix: "prod".into() });
+    assert_eq!(config.repository.cipher, Cipher::Aes256Gcm);
+    assert_eq!(config.repository.compression, Compression::default());
+    let s3 = config.s3_settings().unwrap();
+    assert_eq!(s3.region, "eu-west-1");
+    assert_eq!(s3.storage_class.as_deref(), Some("STANDARD_IA"));
+    assert!(s3.credentials.is_none());
+}
+
+/// Every key a struct field in `file.rs` accepts, found by walking the serde field lists, so a
+/// key added to the code and forgotten in the example fails here.
+fn struct_keys() -> BTreeSet<String> {
+    let keys = RefCell::new(BTreeSet::new());
+    RawConfig::deserialize(Collector { prefix: String::new(), keys: &keys }).unwrap();
+    keys.into_inner()
+}
+
+fn toml_keys(table: &toml::Table, prefix: &str, keys: &mut BTreeSet<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(inner) => toml_keys(inner, &path, keys),
+            _ => {
+                keys.insert(path);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_example_documents_every_key() {
+    let mut example_keys = BTreeSet::new();
+    toml_keys(&EXAMPLE.parse::<toml::Table>().unwrap(), "", &mut example_keys);
+    let all = struct_keys();
+    assert!(all.len() >= 20, "the collector found too few keys: {all:?}");
+    assert!(example_keys.is_subset(&all), "the example has keys the code does not know");
+    // Secrets are shown commented out, with their explanation, so nobody copies them live.
+    let commented: BTreeSet<String> = all.difference(&example_keys).cloned().collect();
+    let expected: BTreeSet<String> =
+        ["repository.passphrase", "repository.s3.access_key_id", "repository.s3.secret_access_key"]
+            .map(String::from)
+            .into();
+    assert_eq!(commented, expected, "keys missing from config/lifeboat.example.toml");
+    for key in ["passphrase", "access_key_id", "secret_access_key"] {
+        assert!(EXAMPLE.contains(&format!("\n# {key} = \"")), "{key} is not shown commented out");
+    }
+    // Each key has a comment right above it (or above its group of commented secrets).
+    let lines: Vec<&str> = EXAMPLE.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
+        let is_key = !line.starts_with('#') && !line.starts_with('[') && line.contains(" = ");
+        if is_key {
+            assert!(index > 0 && lines[index - 1].starts_with('#'), "no comment above {line:?}");
+        }
+    }
+}
+
+/// A serde Deserializer that produces a value for any of our raw types and records the dotted
+/// path of every leaf it is asked for.
+struct Collector<'a> {
+    prefix: String,
+    keys: &'a RefCell<BTreeSet<String>>,
+}
+
+impl Collector<'_> {
+    fn record(&self) {
+        self.keys.borrow_mut().insert(self.prefix.clone());
+    }
+}
+
+impl<'de> Deserializer<'de> for Collector<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom(format!("{}: the key collector does not support this type", self.prefix)))
+    }
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.record();
+        visitor.visit_bool(false)
+    }
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.record();
+        visitor.visit_i64(1)
+    }
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.record();
+        visitor.visit_str("/x")
+    }
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.deserialize_str(visitor)
+    }
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.record();
+        visitor.visit_enum(variants[0].into_deserializer())
+    }
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_map(Fields { fields, next: 0, prefix: self.prefix, keys: self.keys })
+    }
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
+        newtype_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+struct Fields<'a> {
+    fields: &'static [&'static str],
+    next: usize,
+    prefix: String,
+    keys: &'a RefCell<BTreeSet<String>>,
+}
+
+impl<'de> MapAccess<'de> for Fields<'_> {
+    type Error = de::value::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
+        let Some(field) = self.fields.get(self.next) else {
+            return Ok(None);
+        };
+        seed.deserialize(field.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+        let field = self.fields[self.next];
+        self.next += 1;
+        let prefix = if self.prefix.is_empty() { field.to_string() } else { format!("{}.{field}", self.prefix) };
+        seed.deserialize(Collector { prefix, keys: self.keys })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaults
+
+#[test]
+fn a_minimal_file_gets_the_documented_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.cluster.connection.expose(), ConnectionString::DEFAULT);
+    assert_eq!(config.cluster.os_user, "postgres");
+    assert_eq!(config.cluster.pgdata, None);
+    assert_eq!(config.cluster.bin_dir, None);
+    assert_eq!(config.repository.url, RepositoryUrl::Local("/var/lib/lifeboat/repo".into()));
+    assert_eq!(config.repository.cipher, Cipher::Aes256Gcm);
+    assert_eq!(config.repository.compression, Compression { algorithm: CompressionAlgorithm::Zstd, level: 3 });
+    assert!(config.repository.s3.is_none() && config.s3_settings().is_none());
+    assert!(!config.has_key());
+    assert_eq!(config.origin(), Path::new(ORIGIN));
+}
+
+#[test]
+fn s3_settings_map_the_table_and_its_defaults() {
+    let config = parse(&format!("{MINIMAL}[repository]\nurl = \"s3://backups/prod/db1\"\n")).unwrap();
+    let s3 = config.s3_settings().unwrap();
+    assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("backups", "prod/db1"));
+    assert_eq!((s3.endpoint, s3.region.as_str(), s3.force_path_style), (None, "us-east-1", false));
+    assert_eq!(s3.part_size, S3Settings::DEFAULT_PART_SIZE);
+    assert_eq!(s3.max_attempts, S3Settings::DEFAULT_MAX_ATTEMPTS);
+
+    let config = parse(&format!(
+        "{MINIMAL}[repository]\nurl = \"s3://backups\"\n[repository.s3]\nendpoint = \"http://127.0.0.1:9000\"\n\
+         force_path_style = true\naccess_key_id = \"minio\"\nsecret_access_key = \"minio-secret\"\n\
+         part_size_mib = 5\nmax_attempts = 1\n"
+    ))
+    .unwrap();
+    let s3 = config.s3_settings().unwrap();
+    assert_eq!(s3.prefix, "");
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert!(s3.force_path_style);
+    assert_eq!(s3.part_size, S3Settings::MIN_PART_SIZE);
+    assert_eq!(s3.max_attempts, 1);
+    let credentials = s3.credentials.unwrap();
+    assert_eq!(credentials.access_key_id, "minio");
+    assert_eq!(credentials.secret_access_key.expose(), "minio-secret");
+    assert_eq!(config.source.s3_credentials.unwrap().to_string(), "inline in config (repository.s3.secret_access_key)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors: file, line, column, key, message
+
+#[test]
+fn malformed_toml_names_file_and_line() {
+    let message = error("[cluster]\nname = \"main\"\npgdata = \"/var/lib/pg\n");
+    assert!(message.starts_with(&format!("{ORIGIN}:3:")), "{message}");
+    assert!(message.contains("invalid TOML"), "{message}");
+
+    let message = error("[cluster]\nname = \"main\"\nname = \"other\"\n");
+    assert_eq!(message, format!("{ORIGIN}:3:1: invalid TOML: the key name is set twice; keep one"));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_place() {
+    let message = error("[cluster]\nname = \"main\"\npg_data = \"/var/lib/pg\"\n");
+    assert!(message.starts_with(&format!("{ORIGIN}:3:1: cluster.pg_data: unknown key `pg_data`")), "{message}");
+    assert!(message.contains("`pgdata`") && message.contains("lifeboat.example.toml"), "{message}");
+
+    // Sections of later versions are not silently accepted either.
+    let message = error(&format!("{MINIMAL}\n[backup]\nworkers = 2\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:2: backup: unknown key `backup`")), "{message}");
+
+    let message = error(&format!("{MINIMAL}[repository]\ncompression = {{ level = 3, threads = 4 }}\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:28: repository.compression.threads: unknown key")), "{message}");
+}
+
+#[test]
+fn wrong_types_name_the_key_and_the_expected_type() {
+    let message = error(&format!("{MINIMAL}[repository.s3]\nforce_path_style = \"yes\"\n"));
+    assert_eq!(
+        message,
+        format!("{ORIGIN}:4:20: repository.s3.force_path_style: invalid type: string \"yes\", expected a boolean")
+    );
+    let message = error("cluster = 5\n");
+    assert_eq!(message, format!("{ORIGIN}:1:11: cluster: invalid type: integer `5`, expected a table"));
+    let message = error(&format!("{MINIMAL}[repository]\ncipher = \"rot13\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:10: repository.cipher: unknown value `rot13`")), "{message}");
+    let message = error(&format!("{MINIMAL}[repository]\ncompression = {{ level = \"high\" }}\n"));
+    assert!(message.contains(":4:25: repository.compression.level: invalid type") && message.contains("integer"));
+}
+
+#[test]
+fn missing_required_keys_name_the_key_and_where_it_belongs() {
+    let message = error("# lifeboat\n\n[cluster]\npgdata = \"/var/lib/pg\"\n");
+    assert!(message.starts_with(&format!("{ORIGIN}:3:1: cluster.name: missing required key")), "{message}");
+    assert!(message.contains("name = \"main\""), "{message}");
+
+    let message = error("[repository]\nurl = \"/srv/repo\"\n");
+    assert!(message.starts_with(&format!("{ORIGIN}: cluster: the [cluster] table is missing")), "{message}");
+    let message = error("");
+    assert!(message.contains("cluster: the [cluster] table is missing"), "{message}");
+}
+
+#[test]
+fn out_of_range_numbers_say_the_range() {
+    let text =
+        format!("{MINIMAL}\n[repository]\nurl = \"/srv/repo\"\ncompression = {{ algorithm = \"zstd\", level = 42 }}\n");
+    assert_eq!(
+        error(&text),
+        format!(
+            "{ORIGIN}:6:45: repository.compression.level: 42 is out of range (1..=19); 3 (the default) \
+             is fast, 19 is smallest and slowest"
+        )
+    );
+    let message = error(&format!("{MINIMAL}[repository]\nurl = \"s3://b1b\"\n[repository.s3]\npart_size_mib = 4\n"));
+    assert_eq!(message, format!("{ORIGIN}:6:17: repository.s3.part_size_mib: 4 is out of range (5..=5120)"));
+    let message = error(&format!("{MINIMAL}[repository]\nurl = \"s3://b1b\"\n[repository.s3]\nmax_attempts = -1\n"));
+    assert!(message.contains(":6:16: repository.s3.max_attempts: -1 is out of range (1..=20)"), "{message}");
+}
+
+#[test]
+fn bad_values_are_located() {
+    let message = error(&format!("{MINIMAL}[repository]\nurl = \"file://var/lib/repo\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:7: repository.url: \"file://var/lib/repo\"")), "{message}");
+    assert!(message.contains("three slashes"), "{message}");
+    let message = error(&format!("{MINIMAL}[repository]\nurl = \"s3://Backups_2026\"\n"));
+    assert!(message.contains(":4:7: repository.url: the bucket name \"Backups_2026\""), "{message}");
+
+    let message = error("[cluster]\nname = \"main/prod\"\n");
+    assert!(message.starts_with(&format!("{ORIGIN}:2:8: cluster.name: \"main/prod\" is not a valid cluster name")));
+    assert!(error("[cluster]\nname = \"..\"\n").contains("not a valid cluster name"));
+    assert!(error(&"[cluster]\nname = \"NAME\"\n".replace("NAME", &"a".repeat(65))).contains("not a valid"));
+
+    let message = error("[cluster]\nname = \"main\"\npgdata = \"data\"\n");
+    assert!(message.starts_with(&format!("{ORIGIN}:3:10: cluster.pgdata: \"data\" is not an absolute path")));
+    let message = error(&format!("{MINIMAL}[repository]\nkey_file = \"repo.key\"\n"));
+    assert!(message.contains(":4:12: repository.key_file: \"repo.key\" is not an absolute path"), "{message}");
+
+    let message = error(&format!("{MINIMAL}[repository.s3]\nregion = \"eu-west-1\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:3:1: repository.s3: [repository.s3] is set but")), "{message}");
+
+    let message =
+        error(&format!("{MINIMAL}[repository]\npassphrase = \"x\"\npassphrase_file = \"/etc/lifeboat/passphrase\"\n"));
+    assert!(message.contains(":4:14: repository.passphrase: both passphrase and passphrase_file"), "{message}");
+    assert!(error(&format!("{MINIMAL}[repository]\npassphrase = \"\"\n")).contains("repository.passphrase: is empty"));
+
+    let message =
+        error(&format!("{MINIMAL}[repository]\nurl = \"s3://b1b\"\n[repository.s3]\nendpoint = \"minio:9000\"\n"));
+    assert!(message.contains(":6:12: repository.s3.endpoint: \"minio:9000\" must start with https://"), "{message}");
+}
+
+#[test]
+fn half_of_the_s3_credentials_is_an_error() {
+    let base = format!("{MINIMAL}[repository]\nurl = \"s3://backups\"\n\n[repository.s3]\nregion = \"eu-west-1\"\n");
+    let message = error(&format!("{base}access_key_id = \"AKIAEXAMPLE\"\n"));
+    assert!(
+        message.starts_with(&format!(
+            "{ORIGIN}:8:17: repository.s3.access_key_id: is set but secret_access_key is not: set both, or neither"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("AWS_PROFILE") && !message.contains("AKIAEXAMPLE"), "{message}");
+    let message = error(&format!("{base}secret_access_key = \"wJalrXUtnFEMI\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:8:21: repository.s3.secret_access_key: is set but")), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment and key sources
+
+const WITH_FILE_SECRETS: &str = "[cluster]\nname = \"main\"\n[repository]\npassphrase_file = \"/etc/lifeboat/passphrase\"\nkey_file = \"/etc/lifeboat/repo.key\"\n";
+
+#[test]
+fn the_environment_overrides_the_file() {
+    let config = parse(WITH_FILE_SECRETS).unwrap();
+    assert_eq!(
+        config.source.passphrase.as_ref().unwrap().to_string(),
+        "file /etc/lifeboat/passphrase (from repository.passphrase_file)"
+    );
+    assert_eq!(
+        config.source.key_file.as_ref().unwrap().to_string(),
+        "file /etc/lifeboat/repo.key (from repository.key_file)"
+    );
+
+    // LIFEBOAT_PASSPHRASE beats everything the file says about the passphrase, and the file variable.
+    let config = parse_with_env(
+        WITH_FILE_SECRETS,
+        &[(env::PASSPHRASE, "from-env"), (env::PASSPHRASE_FILE, "/run/secrets/pass")],
+    )
+    .unwrap();
+    assert_eq!(config.repository.passphrase.as_ref().unwrap().expose(), "from-env");
+    assert_eq!(config.repository.passphrase_file, None);
+    assert_eq!(config.source.passphrase, Some(SecretOrigin::Env("LIFEBOAT_PASSPHRASE")));
+    assert_eq!(config.source.passphrase.unwrap().to_string(), "env LIFEBOAT_PASSPHRASE");
+
+    // LIFEBOAT_PASSPHRASE_FILE beats an inline passphrase.
+    let inline = format!("{MINIMAL}[repository]\npassphrase = \"inline\"\n");
+    let config = parse_with_env(&inline, &[(env::PASSPHRASE_FILE, "/run/secrets/pass")]).unwrap();
+    assert!(config.repository.passphrase.is_none());
+    assert_eq!(config.repository.passphrase_file.as_deref(), Some(Path::new("/run/secrets/pass")));
+    assert_eq!(
+        config.source.passphrase.unwrap().to_string(),
+        "file /run/secrets/pass (from env LIFEBOAT_PASSPHRASE_FILE)"
+    );
+    let config = parse(&inline).unwrap();
+    assert_eq!(config.source.passphrase.unwrap().to_string(), "inline in config (repository.passphrase)");
+
+    // LIFEBOAT_KEY_FILE replaces key_file; a relative path is taken from the working directory.
+    let config = parse_with_env(WITH_FILE_SECRETS, &[(env::KEY_FILE, "keys/repo.key")]).unwrap();
+    let expected = std::env::current_dir().unwrap().join("keys/repo.key");
+    assert_eq!(config.repository.key_file.as_deref(), Some(expected.as_path()));
+    assert_eq!(
+        config.source.key_file.unwrap().to_string(),
+        format!("file {} (from env LIFEBOAT_KEY_FILE)", expected.display())
+    );
+
+    // Empty variables count as unset.
+    let config = parse_with_env(WITH_FILE_SECRETS, &[(env::PASSPHRASE, ""), (env::KEY_FILE, "")]).unwrap();
+    assert_eq!(config.repository.passphrase_file.as_deref(), Some(Path::new("/etc/lifeboat/passphrase")));
+    assert_eq!(config.repository.key_file.as_deref(), Some(Path::new("/etc/lifeboat/repo.key")));
+}
+
+fn write_file(dir: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn passphrase_of(config: &Config) -> Result<String, ConfigError> {
+    match config.key_source()? {
+        KeySource::Passphrase(secret) => Ok(secret.expose().to_string()),
+        KeySource::KeyFile(path) => {
+            panic!("expected a passphrase, got key file {}", path.display())
+        }
+    }
+}
+
+#[test]
+fn key_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = |content: &[u8], mode: u32| {
+        let path = write_file(dir.path(), "passphrase", content, mode);
+        parse_with_env(MINIMAL, &[(env::PASSPHRASE_FILE, path.to_str().unwrap())]).unwrap()
+    };
+
+    // The key file wins: it is fast to unlock.
+    let config = parse_with_env(WITH_FILE_SECRETS, &[(env::PASSPHRASE, "from-env")]).unwrap();
+    match config.key_source().unwrap() {
+        KeySource::KeyFile(path) => assert_eq!(path, Path::new("/etc/lifeboat/repo.key")),
+        KeySource::Passphrase(_) => panic!("the key file should win"),
+    }
+
+    // Exactly one trailing newline (LF or CRLF) is stripped; other whitespace is the passphrase's.
+    assert_eq!(passphrase_of(&pass(b"correct horse\n", 0o600)).unwrap(), "correct horse");
+    assert_eq!(passphrase_of(&pass(b"correct horse\r\n", 0o600)).unwrap(), "correct horse");
+    assert_eq!(passphrase_of(&pass(b"correct horse\n\n", 0o600)).unwrap(), "correct horse\n");
+    assert_eq!(passphrase_of(&pass(b" spaced ", 0o600)).unwrap(), " spaced ");
+    // Readable by others: a warning, not an error.
+    assert_eq!(passphrase_of(&pass(b"open\n", 0o644)).unwrap(), "open");
+
+    let message = passphrase_of(&pass(b"\n", 0o600)).unwrap_err().to_string();
+    assert!(message.contains("is empty") && message.contains("LIFEBOAT_PASSPHRASE_FILE"), "{message}");
+    let message = passphrase_of(&pass(b"\xff\xfe", 0o600)).unwrap_err().to_string();
+    assert!(message.contains("not UTF-8"), "{message}");
+
+    let missing = dir.path().join("nope");
+    let config = parse_with_env(MINIMAL, &[(env::PASSPHRASE_FILE, missing.to_str().unwrap())]).unwrap();
+    let message = passphrase_of(&config).unwrap_err().to_string();
+    assert!(
+        message.contains(&missing.display().to_string())
+            && message.contains("named by env LIFEBOAT_PASSPHRASE_FILE")
+            && message.contains("No such file"),
+        "{message}"
+    );
+
+    assert_eq!(passphrase_of(&parse_with_env(MINIMAL, &[(env::PASSPHRASE, "env pass")]).unwrap()).unwrap(), "env pass");
+    assert_eq!(
+        passphrase_of(&parse(&format!("{MINIMAL}[repository]\npassphrase = \"inline\"\n")).unwrap()).unwrap(),
+        "inline"
+    );
+
+    let message = parse(MINIMAL).unwrap().key_source().unwrap_err().to_string();
+    for way in [
+        "repository.key_file",
+        "repository.passphrase_file",
+        "LIFEBOAT_KEY_FILE",
+        "LIFEBOAT_PASSPHRASE_FILE",
+        "LIFEBOAT_PASSPHRASE",
+        ORIGIN,
+    ] {
+        assert!(message.contains(way), "{way} missing from: {message}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading from disk
+
+#[test]
+fn load_reads_the_given_file_and_explains_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "lifeboat.toml", MINIMAL.as_bytes(), 0o640);
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.origin(), path);
+
+    let missing = dir.path().join("missing.toml");
+    let message = Config::load(Some(&missing)).unwrap_err().to_string();
+    assert!(message.contains(&missing.display().to_string()), "{message}");
+    assert!(message.contains("config/lifeboat.example.toml") && message.contains("--config"), "{message}");
+
+    let broken = write_file(dir.path(), "broken.toml", b"[cluster]\nname = \n", 0o640);
+    let message = Config::load(Some(&broken)).unwrap_err().to_string();
+    assert!(message.starts_with(&format!("{}:2:", broken.display())), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets never reach output (G5)
+
+/// The secrets of these tests. The access key id is not secret to AWS (it is an identifier), and
+/// `S3Credentials` (in storage) shows it in `Debug`; config show and errors still hide it.
+const SECRETS: [&str; 4] = ["inline-hunter2", "env-hunter2", "s3-hunter2", "pg-hunter2"];
+const ACCESS_KEY_ID: &str = "AKIAHUNTER2";
+
+fn assert_no_secret(what: &str, text: &str) {
+    assert!(what.starts_with("Debug") || !text.contains(ACCESS_KEY_ID), "{what} shows the access key id:\n{text}");
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{what} leaks {secret}:\n{text}");
+    }
+}
+
+#[test]
+fn config_show_and_debug_never_print_secrets() {
+    let text = "[cluster]\nname = \"main\"\nconnection = \"postgresql://app:pg-hunter2@db:5432/app?sslmode=require\"\n\
+                [repository]\nurl = \"s3://backups/prod\"\npassphrase = \"inline-hunter2\"\n\
+                [repository.s3]\naccess_key_id = \"AKIAHUNTER2\"\nsecret_access_key = \"s3-hunter2\"\n";
+    for vars in [&[][..], &[(env::PASSPHRASE, "env-hunter2")][..]] {
+        let config = parse_with_env(text, vars).unwrap();
+        let shown = config.to_redacted_toml();
+        assert_no_secret("config show", &shown);
+        assert_no_secret("Debug", &format!("{config:?}"));
+        assert_no_secret("Debug of s3_settings", &format!("{:?}", config.s3_settings()));
+        assert!(shown.contains("connection = \"postgresql://app:<redacted>@db:5432/app?sslmode=require\""), "{shown}");
+        assert!(shown.contains("passphrase = \"<redacted>\"") && shown.contains("secret_access_key = \"<redacted>\""));
+        // The passphrase's origin is stated.
+        let origin =
+            if vars.is_empty() { "inline in config (repository.passphrase)" } else { "env LIFEBOAT_PASSPHRASE" };
+        assert!(shown.contains(&format!("# passphrase:     {origin}")), "{shown}");
+        assert!(shown.contains("# S3 credentials: inline in config"), "{shown}");
+    }
+    // The query-parameter form of a password too.
+    let config =
+        parse("[cluster]\nname = \"main\"\nconnection = \"postgresql://app@db/app?password=pg-hunter2\"\n").unwrap();
+    assert_no_secret("config show", &config.to_redacted_toml());
+    assert!(config.to_redacted_toml().contains("?password=<redacted>"));
+}
+
+#[test]
+fn errors_never_print_secrets() {
+    let bad = [
+        // Wrong types: serde would quote the value.
+        "[cluster]\nname = \"main\"\n[repository]\npassphrase = 12345\n".replace("12345", "[\"inline-hunter2\"]"),
+        "[cluster]\nname = \"main\"\n[repository]\nurl = \"s3://b1b\"\n[repository.s3]\naccess_key_id = \"AKIAHUNTER2\"\nsecret_access_key = { v = \"s3-hunter2\" }\n".into(),
+        // A syntax error on the secret's line: toml's own Display would quote the line.
+        "[cluster]\nname = \"main\"\n[repository]\npassphrase = \"inline-hunter2\n".into(),
+        "[cluster]\nname = \"main\"\n[repository]\npassphrase = inline-hunter2\n".into(),
+        // Invalid values of keys that may hold secrets.
+        "[cluster]\nname = \"main\"\nconnection = \"host=db password=pg-hunter2\"\n".into(),
+        "[cluster]\nname = \"main\"\n[repository]\nurl = \"s3://AKIAHUNTER2:s3-hunter2@bucket/x\"\n".into(),
+        "[cluster]\nname = \"main\"\n[repository]\nurl = \"https://AKIAHUNTER2:s3-hunter2@host/x\"\n".into(),
+        "[cluster]\nname = \"main\"\n[repository]\nurl = \"s3://b1b\"\n[repository.s3]\nendpoint = \"https://AKIAHUNTER2:s3-hunter2@host\"\n".into(),
+        "[cluster]\nname = \"main\"\n[repository]\nurl = \"s3://b1b\"\n[repository.s3]\nsecret_access_key = \"s3-hunter2\"\n".into(),
+    ];
+    for text in bad {
+        let error = parse(&text).expect_err(&text);
+        assert_no_secret("error Display", &error.to_string());
+        assert_no_secret("error Debug", &format!("{error:?}"));
+        assert!(error.to_string().starts_with(ORIGIN), "{error}");
+    }
+    // Integer "secrets" are not echoed either.
+    let error = parse("[cluster]\nname = \"main\"\n[repository]\npassphrase = 987654321\n").unwrap_err();
+    assert!(!error.to_string().contains("987654321"), "{error}");
+    assert!(error.to_string().contains(":4:14: repository.passphrase: expected a string"), "{error}");
+}
+
+#[test]
+fn config_show_round_trips() {
+    for text in [MINIMAL, EXAMPLE, WITH_FILE_SECRETS] {
+        let config = parse(text).unwrap();
+        let shown = config.to_redacted_toml();
+        let again = parse(&shown).unwrap_or_else(|error| panic!("{error}\n{shown}"));
+        assert_eq!(again.to_redacted_toml(), shown);
+        assert_eq!(format!("{:?}", again.repository), format!("{:?}", config.repository));
+    }
+    let shown = parse(EXAMPLE).unwrap().to_redacted_toml();
+    assert!(
+        shown.contains("# key file:       file /etc/lifeboat/repo.key (from repository.key_file); unlocking uses it"),
+        "{shown}"
+    );
+    assert!(shown.contains("# S3 credentials: the standard AWS chain"), "{shown}");
+}
