@@ -264,7 +264,7 @@ mod checks {
         repository.put_bytes(&key("data/x"), b"precious rows".to_vec(), PutMode::CreateOnly).await.unwrap();
 
         let wrong = Repository::open(store.clone(), Some(&passphrase("not the passphrase")), options).await;
-        let error = wrong.err().expect("a wrong passphrase must not open the repository");
+        let error = wrong.expect_err("a wrong passphrase must not open the repository");
         assert!(matches!(error, RepositoryError::NoMatchingSlot { tried: 1, .. }), "{error}");
         assert!(!error.to_string().contains("not the passphrase"), "the error must not echo the secret");
 

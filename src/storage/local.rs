@@ -140,10 +140,11 @@ fn walk(dir: &Path, key_of_dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -
             if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
                 walk(&entry.path(), &key, prefix, out)?;
             }
-        } else if file_type.is_file() && key.starts_with(prefix) {
-            if let Ok(key) = ObjectKey::new(key) {
-                out.push(ObjectMeta { key, size: entry.metadata()?.len() });
-            }
+        } else if file_type.is_file()
+            && key.starts_with(prefix)
+            && let Ok(key) = ObjectKey::new(key)
+        {
+            out.push(ObjectMeta { key, size: entry.metadata()?.len() });
         }
     }
     Ok(())

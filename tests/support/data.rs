@@ -49,7 +49,7 @@ impl Generated {
         let mut written = 0;
         while written < out.len() {
             let offset = (self.position % 64) as usize;
-            if offset % 8 == 0 {
+            if offset.is_multiple_of(8) {
                 self.current = match self.pattern {
                     Pattern::Random => self.next_word(),
                     Pattern::Rows if offset == 0 => self.next_word(),
