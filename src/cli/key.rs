@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
 
 use super::context::{connect_store, load_config, open_repository};
@@ -31,7 +31,7 @@ pub enum KeyCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[command(group(ArgGroup::new("new_key").required(true).multiple(false)))]
 pub struct AddArgs {
     /// Read the new passphrase from this file (one trailing newline is ignored)
     #[arg(long, value_name = "PATH", group = "new_key")]
