@@ -89,6 +89,12 @@ pub enum StorageError {
     )]
     AccessDenied { location: String, detail: String },
 
+    #[error(
+        "{location}: no S3 credentials found ({detail}); set repository.s3.access_key_id and \
+         secret_access_key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+    )]
+    NoCredentials { location: String, detail: String },
+
     #[error("{location}: cannot reach {endpoint} ({detail}); check repository.s3.endpoint and that the server is up")]
     Unreachable { location: String, endpoint: String, detail: String },
 
@@ -125,7 +131,8 @@ impl StorageError {
             StorageError::NotFound { .. }
             | StorageError::AlreadyExists { .. }
             | StorageError::BucketMissing { .. }
-            | StorageError::AccessDenied { .. } => false,
+            | StorageError::AccessDenied { .. }
+            | StorageError::NoCredentials { .. } => false,
         }
     }
 

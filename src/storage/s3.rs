@@ -276,12 +276,18 @@ impl S3Store {
     {
         match &error {
             SdkError::DispatchFailure(_) => {
+                let detail = error_chain(&error);
+                // The SDK loads credentials lazily, at the first request; when the standard chain
+                // finds none, that surfaces here, before anything is sent.
+                if detail.contains("credentials") {
+                    return StorageError::NoCredentials { location: self.location.clone(), detail };
+                }
                 // Connection refused, DNS or TLS failure, connect timeout: the request never got an
                 // answer, which is almost always a wrong endpoint or a server that is down.
                 return StorageError::Unreachable {
                     location: self.location.clone(),
                     endpoint: self.endpoint.clone(),
-                    detail: error_chain(&error),
+                    detail,
                 };
             }
             SdkError::TimeoutError(_) => {
