@@ -46,8 +46,9 @@ pub struct S3Settings {
     /// (environment, profile, web identity, instance metadata).
     pub credentials: Option<S3Credentials>,
     /// Bodies larger than this go up as multipart uploads of parts this size. Bounds memory: a put
-    /// holds at most three parts (two uploading, one being read). S3 allows 10,000 parts, so the
-    /// largest object is 10,000 × `part_size` (156 GiB with the default). Values below
+    /// holds at most three parts (two uploading, one being read). S3 allows 10,000 parts, so parts
+    /// double in size every 2,000 parts (see [`part_size_for`]): about 970 GiB fit with the 16 MiB
+    /// default, and memory grows only for objects that large. Values below
     /// [`S3Settings::MIN_PART_SIZE`] are raised to it.
     pub part_size: usize,
     /// Attempts per request, including the first, for throttling, 5xx and transport errors.
@@ -86,6 +87,18 @@ impl S3Settings {
 
 /// S3's limit on the number of parts in one multipart upload.
 const MAX_PARTS: i32 = 10_000;
+/// Parts keep the configured size for this many parts, then double, five times at most.
+const PARTS_PER_SIZE_STEP: i32 = 2_000;
+/// S3's largest allowed part.
+const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+
+/// The size of part `part_number` (1-based) for a configured `base` size: the base for the first
+/// 2,000 parts, then twice that for the next 2,000, and so on, so one object can be about
+/// 31 × 2,000 × base (970 GiB for 16 MiB) while small and medium objects keep the memory bound.
+fn part_size_for(base: usize, part_number: i32) -> usize {
+    let step = ((part_number.max(1) - 1) / PARTS_PER_SIZE_STEP).min(4) as u32;
+    (base << step).min(MAX_PART_SIZE)
+}
 
 /// Parts uploading at once. Two keep the connection busy while the next part is read from the body,
 /// and with the part being filled bound a put's memory to three parts.
@@ -471,8 +484,9 @@ impl S3Store {
                     "put",
                     key.as_str(),
                     format!(
-                        "the object is larger than S3's limit of {MAX_PARTS} parts of {} bytes; raise repository.s3.part_size",
-                        self.part_size
+                        "the object is larger than S3's limit of {MAX_PARTS} parts (growing from {} MiB); \
+                         raise repository.s3.part_size_mib",
+                        self.part_size >> 20
                     ),
                     false,
                 ));
@@ -496,7 +510,8 @@ impl S3Store {
             data = match read_ahead.take() {
                 Some(next) => next,
                 None => {
-                    let next = read_part(body, self.part_size).await.map_err(|error| self.body_error(key, error))?;
+                    let next_size = part_size_for(self.part_size, part_number + 1);
+                    let next = read_part(body, next_size).await.map_err(|error| self.body_error(key, error))?;
                     if next.is_empty() {
                         break;
                     }
@@ -800,6 +815,18 @@ fn without_userinfo(endpoint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_grow_so_large_objects_fit_in_ten_thousand_parts() {
+        let base = S3Settings::DEFAULT_PART_SIZE;
+        assert_eq!(part_size_for(base, 1), base);
+        assert_eq!(part_size_for(base, 2_000), base);
+        assert_eq!(part_size_for(base, 2_001), 2 * base);
+        assert_eq!(part_size_for(base, MAX_PARTS), 16 * base);
+        let capacity: u64 = (1..=MAX_PARTS).map(|part| part_size_for(base, part) as u64).sum();
+        assert!(capacity > 960 * (1 << 30), "{} GiB", capacity >> 30);
+        assert_eq!(part_size_for(1 << 30, MAX_PARTS), MAX_PART_SIZE, "never above S3's 5 GiB part limit");
+    }
 
     fn settings() -> S3Settings {
         S3Settings {
