@@ -9,8 +9,10 @@
 //! - [`keys`]: the repository master key and the key slots that wrap it.
 //! - [`repository`]: a store plus keys: `lifeboat.repo`, sealed object reads and writes.
 //! - [`postgres`]: PostgreSQL binaries and throwaway local clusters.
+//! - [`catalog`]: the per-cluster layout of the repository, typed names, and leases (one writer).
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod keys;

@@ -1,0 +1,3 @@
+//! The catalog: the repository's layout for each cluster, typed names, and leases.
+
+pub mod lease;

@@ -1,0 +1,118 @@
+//! Leases keep two writers (two backups, a backup and a delete) off one cluster at a time (G6):
+//! a second contender waits, and gives up naming the holder; dead holders are taken over.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lifeboat::catalog::lease::{Lease, LeaseError, LeaseHolder, hostname};
+use lifeboat::object::{Cipher, WriteOptions};
+use lifeboat::repository::Repository;
+use lifeboat::storage::local::LocalStore;
+use lifeboat::storage::{ObjectKey, PutMode};
+
+async fn repository(dir: &tempfile::TempDir) -> Arc<Repository> {
+    let store = Arc::new(LocalStore::new(dir.path()));
+    Arc::new(Repository::init(store, Cipher::None, None, "", WriteOptions::default()).await.unwrap())
+}
+
+fn lock() -> ObjectKey {
+    ObjectKey::new("clusters/main/locks/backup").unwrap()
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_writer_waits_for_the_first_to_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let repository = repository(&dir).await;
+    let first = Lease::acquire(repository.clone(), &lock(), "backup one", LONG, LONG).await.unwrap();
+    let released = Arc::new(AtomicBool::new(false));
+    let releaser = {
+        let released = released.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            released.store(true, Ordering::SeqCst);
+            first.release().await.unwrap();
+        })
+    };
+    let second = Lease::acquire(repository.clone(), &lock(), "backup two", LONG, LONG).await.unwrap();
+    assert!(released.load(Ordering::SeqCst), "the second writer got the lease while the first still held it");
+    releaser.await.unwrap();
+    second.release().await.unwrap();
+    assert!(repository.store().list("clusters/main/locks/").await.unwrap().is_empty(), "release leaves nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn giving_up_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let repository = repository(&dir).await;
+    let held = Lease::acquire(repository.clone(), &lock(), "backup 20261127T0300Z", LONG, LONG).await.unwrap();
+    let error = Lease::acquire(repository.clone(), &lock(), "delete", LONG, Duration::from_millis(300)).await;
+    let Err(LeaseError::Busy { holder, .. }) = &error else { panic!("expected Busy, got {:?}", error.err()) };
+    assert_eq!(holder.pid, std::process::id());
+    let message = error.err().unwrap().to_string();
+    assert!(message.contains("backup 20261127T0300Z") && message.contains(&hostname()), "{message}");
+    held.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_lease_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let repository = repository(&dir).await;
+    let short = Duration::from_millis(600);
+    let abandoned = Lease::acquire(repository.clone(), &lock(), "crashed backup", short, LONG).await.unwrap();
+    drop(abandoned); // stops renewal, like a process frozen or gone on another host
+    let taken = Lease::acquire(repository.clone(), &lock(), "next backup", LONG, LONG).await.unwrap();
+    let remaining = repository.store().list("clusters/main/locks/backup/").await.unwrap();
+    assert_eq!(remaining.len(), 1, "the stale generation is cleaned up: {remaining:?}");
+    taken.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repository = repository(&dir).await;
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let now = chrono::Utc::now();
+    let holder = LeaseHolder {
+        token: "dead".into(),
+        host: hostname(),
+        pid: dead_pid,
+        purpose: "killed backup".into(),
+        acquired_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    let key = lock().join("00000000000000000007").unwrap();
+    repository.put_bytes(&key, serde_json::to_vec(&holder).unwrap(), PutMode::CreateOnly).await.unwrap();
+    let lease = Lease::acquire(repository.clone(), &lock(), "backup", LONG, Duration::from_millis(200)).await;
+    lease.expect("a dead holder's lease must not block").release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_holder_notices_when_its_lease_was_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let repository = repository(&dir).await;
+    let lease =
+        Lease::acquire(repository.clone(), &lock(), "slow backup", Duration::from_millis(600), LONG).await.unwrap();
+    let now = chrono::Utc::now();
+    let usurper = LeaseHolder {
+        token: "other".into(),
+        host: "another-host".into(),
+        pid: 1,
+        purpose: "backup elsewhere".into(),
+        acquired_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    let key = lock().join("00000000000000000099").unwrap();
+    repository.put_bytes(&key, serde_json::to_vec(&usurper).unwrap(), PutMode::CreateOnly).await.unwrap();
+    for _ in 0..50 {
+        if lease.is_lost() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lease.is_lost(), "renewal must notice the higher generation");
+}
