@@ -7,9 +7,8 @@
 //!   Unix socket only, its own port) used by the tests and by the product's scratch restores
 //!   (verification, migration rehearsal, quickstart). When lifeboat runs as root it runs the
 //!   server programs as an unprivileged OS user, because PostgreSQL refuses to run as root.
-//!
-//! Talking to a running server (backups, WAL, dumps) lives elsewhere; this module only finds and
-//! drives the programs.
+//! - [`connect`]: connections to the running cluster named by `cluster.connection`.
 
 pub mod binaries;
 pub mod cluster;
+pub mod connect;

@@ -1,0 +1,114 @@
+//! Connecting to the cluster named by `cluster.connection`.
+//!
+//! The setting is a libpq-style URL, because that is what DBAs write and what `pg_dump` and
+//! `pg_basebackup` take as-is. sqlx parses URLs with the `url` crate, which refuses a user name
+//! with an empty host (`postgresql://postgres@/postgres?host=/var/run/postgresql`, the usual way to
+//! name a Unix socket). So the user and password are moved into query parameters, which both
+//! accept, before sqlx sees the string.
+
+use std::str::FromStr;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+use crate::config::ConnectionString;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cluster.connection {redacted} is not a valid connection URL: {detail}")]
+    Invalid { redacted: String, detail: String },
+
+    #[error(
+        "cannot connect to PostgreSQL at {redacted}: {detail}; check that the server runs and \
+         cluster.connection (socket directory, port, user)"
+    )]
+    Connect { redacted: String, detail: String },
+}
+
+/// The sqlx options for `connection`.
+pub fn connect_options(connection: &ConnectionString) -> Result<PgConnectOptions, ConnectError> {
+    let normalized = move_userinfo_to_query(connection.expose());
+    PgConnectOptions::from_str(&normalized).map_err(|error| ConnectError::Invalid {
+        redacted: connection.redacted(),
+        // sqlx's message may quote the URL; say only what kind of problem it is.
+        detail: first_words(&error.to_string()),
+    })
+}
+
+/// Opens one connection, named `application_name = lifeboat` in `pg_stat_activity`.
+pub async fn connect(connection: &ConnectionString) -> Result<PgConnection, ConnectError> {
+    let options = connect_options(connection)?.application_name("lifeboat");
+    PgConnection::connect_with(&options).await.map_err(|error| ConnectError::Connect {
+        redacted: connection.redacted(),
+        detail: redact_in(&error.to_string(), connection),
+    })
+}
+
+/// `scheme://user:password@/db?query` → `scheme:///db?query&user=user&password=password`, only
+/// when the host part is empty; other URLs are returned unchanged.
+fn move_userinfo_to_query(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path_and_query) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    if !host.is_empty() {
+        return url.to_owned();
+    }
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    let mut out = format!("{scheme}://{path_and_query}");
+    if path_and_query.is_empty() {
+        out.push('/');
+    }
+    let mut separator = if out.contains('?') { '&' } else { '?' };
+    for (name, value) in [("user", Some(user)), ("password", password)] {
+        if let Some(value) = value.filter(|value| !value.is_empty()) {
+            out.push(separator);
+            out.push_str(name);
+            out.push('=');
+            out.push_str(value);
+            separator = '&';
+        }
+    }
+    out
+}
+
+fn first_words(message: &str) -> String {
+    message.split(':').next().unwrap_or(message).trim().to_owned()
+}
+
+/// Removes the password from a driver message, in case it echoes the connection string.
+fn redact_in(message: &str, connection: &ConnectionString) -> String {
+    message.replace(connection.expose(), &connection.redacted())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moves_user_and_password_of_socket_urls_into_the_query() {
+        assert_eq!(
+            move_userinfo_to_query("postgresql://postgres@/postgres?host=/var/run/postgresql"),
+            "postgresql:///postgres?host=/var/run/postgresql&user=postgres"
+        );
+        assert_eq!(
+            move_userinfo_to_query("postgres://app:s3cret@/appdb"),
+            "postgres:///appdb?user=app&password=s3cret"
+        );
+        assert_eq!(move_userinfo_to_query("postgresql://u@db.internal:5432/x"), "postgresql://u@db.internal:5432/x");
+        assert_eq!(move_userinfo_to_query("postgresql:///x?host=/tmp"), "postgresql:///x?host=/tmp");
+    }
+
+    #[test]
+    fn the_default_connection_string_is_understood() {
+        let options = connect_options(&ConnectionString::default()).unwrap();
+        assert_eq!(options.get_username(), "postgres");
+        assert_eq!(options.get_database(), Some("postgres"));
+        assert_eq!(options.get_socket().map(|path| path.to_str().unwrap()), Some("/var/run/postgresql"));
+    }
+}
