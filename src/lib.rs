@@ -10,14 +10,21 @@
 //! - [`repository`]: a store plus keys: `lifeboat.repo`, sealed object reads and writes.
 //! - [`postgres`]: PostgreSQL binaries and throwaway local clusters.
 //! - [`catalog`]: the per-cluster layout of the repository, typed names, and leases (one writer).
+//! - [`backup`]: native physical base backups (`pg_backup_start`, a parallel copy of the data
+//!   directory, `pg_backup_stop`, the manifest written last).
+//! - [`wal`]: WAL archiving: `wal-push`, `wal-fetch` with prefetch, and the continuity check.
+//! - [`dump`]: logical dumps (`pg_dump` per database, `pg_dumpall --globals-only`) with row counts.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
+pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod dump;
 pub mod keys;
 pub mod object;
 pub mod postgres;
 pub mod repository;
 pub mod secret;
 pub mod storage;
+pub mod wal;

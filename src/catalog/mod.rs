@@ -1,4 +1,19 @@
-//! The catalog: the repository's layout for each cluster, typed names, and leases.
+//! The catalog: the repository's layout for each cluster and the typed names in it, so the rest
+//! of lifeboat never builds an object key or parses a WAL file name by hand.
+//!
+//! - [`layout`]: [`layout::ClusterLayout`], the object keys of one cluster (`clusters/<name>/...`).
+//! - [`lsn`]: [`lsn::Lsn`] and [`lsn::Timeline`], positions in the WAL.
+//! - [`wal`]: WAL file names ([`wal::WalSegment`], [`wal::WalFile`]) for a [`wal::SegmentSize`].
+//! - [`cluster`]: the cluster record (system identifier, segment size) that keeps two PostgreSQL
+//!   clusters from sharing one cluster name.
+//! - [`id`]: backup and dump ids.
+//! - [`backup_manifest`]: the manifest of a base backup (its commit point, and what restore reads).
+//! - [`lease`]: repository leases (one writer per cluster).
 
+pub mod backup_manifest;
+pub mod cluster;
 pub mod id;
+pub mod layout;
 pub mod lease;
+pub mod lsn;
+pub mod wal;

@@ -4,11 +4,14 @@
 //! stdout and diagnostics on stderr, and return errors instead of exiting, so [`main`] alone maps
 //! them to exit codes.
 
+mod backup;
 mod config_cmd;
 mod context;
+mod dump;
 mod init;
 mod key;
 mod repo;
+mod wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +51,21 @@ pub enum Command {
     /// Validate or display the configuration
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Take a physical base backup: pg_backup_start, a parallel copy of the data directory and its
+    /// tablespaces, pg_backup_stop (run it on the database host)
+    Backup(backup::BackupArgs),
+    /// Archive one WAL file (PostgreSQL's archive_command)
+    WalPush(wal::WalPushArgs),
+    /// Restore one archived WAL file, prefetching the next ones (PostgreSQL's restore_command)
+    ///
+    /// Exits with status 1 and no error message when the archive does not have the file, which is
+    /// how PostgreSQL learns that it has reached the end of the archive.
+    WalFetch(wal::WalFetchArgs),
+    /// Inspect the WAL archive
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
+    /// Take logical dumps: pg_dump of each database plus the globals, with every table's row count
+    Dump(dump::DumpArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -64,6 +82,9 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<QuietExit>() => {
+            ExitCode::from(error.downcast_ref::<QuietExit>().map_or(1, |quiet| quiet.code))
+        }
         Err(error) => {
             eprintln!("lifeboat: error: {error}");
             for cause in error.chain().skip(1) {
@@ -74,6 +95,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Not a failure, but not success either: the command has said what it had to (or nothing) and
+/// the process exits with `code` without an error message. `wal-fetch` uses it for "not in the
+/// archive", which PostgreSQL asks about routinely.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {code}")]
+pub struct QuietExit {
+    pub code: u8,
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_path = cli.config.as_deref();
     match cli.command {
@@ -81,6 +111,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(command) => key::run(config_path, command).await,
         Command::Repo(command) => repo::run(config_path, command).await,
         Command::Config(command) => config_cmd::run(config_path, command).await,
+        Command::Backup(args) => backup::run(config_path, args).await,
+        Command::WalPush(args) => wal::push_command(config_path, args).await,
+        Command::WalFetch(args) => wal::fetch_command(config_path, args).await,
+        Command::Wal(command) => wal::run(config_path, command).await,
+        Command::Dump(args) => dump::run(config_path, args).await,
     }
 }
 
@@ -92,5 +127,12 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // No colour codes unless stderr is a terminal: PostgreSQL copies wal-push's stderr into its log.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
 }

@@ -42,6 +42,162 @@ impl ConnectionString {
     }
 }
 
+/// A connection for a libpq program (`pg_dump`, `pg_dumpall`, `pg_basebackup`): the URL without
+/// its password, which goes into the child's `PGPASSWORD` instead, because a command line is visible
+/// to every user of the host (`ps`).
+pub struct LibpqConnection {
+    /// `cluster.connection` minus the password; safe to pass as an argument and to print.
+    pub url: String,
+    /// The password, percent-decoded, if the URL had one.
+    pub password: Option<Secret>,
+}
+
+impl ConnectionString {
+    /// The same connection to database `database` instead of the configured one (any `dbname`
+    /// query parameter is dropped, since it would override the path). Any database name works: it
+    /// is percent-encoded, and both libpq and sqlx decode it.
+    pub fn with_database(&self, database: &str) -> ConnectionString {
+        let url = UrlParts::split(self.expose());
+        let mut out =
+            format!("{}{}", url.scheme, url.userinfo.map(|userinfo| format!("{userinfo}@")).unwrap_or_default());
+        out.push_str(url.hosts);
+        out.push('/');
+        out.push_str(&percent_encode(database));
+        let query: Vec<&str> =
+            url.query_parameters().filter(|parameter| parameter_name(parameter) != "dbname").collect();
+        if !query.is_empty() {
+            out.push('?');
+            out.push_str(&query.join("&"));
+        }
+        ConnectionString(Secret::new(out))
+    }
+
+    /// The connection split for a libpq program: the URL without a password, and the password.
+    /// Refuses `sslpassword`, which libpq reads from no environment variable, so it could only be
+    /// passed on the command line. The error never quotes the URL.
+    pub fn for_libpq(&self) -> Result<LibpqConnection, String> {
+        let url = UrlParts::split(self.expose());
+        let mut password = None;
+        let mut out = String::from(url.scheme);
+        if let Some(userinfo) = url.userinfo {
+            let user = match userinfo.split_once(':') {
+                Some((user, secret)) => {
+                    password = Some(percent_decode(secret)?);
+                    user
+                }
+                None => userinfo,
+            };
+            out.push_str(user);
+            out.push('@');
+        }
+        out.push_str(url.hosts);
+        if let Some(path) = url.path {
+            out.push('/');
+            out.push_str(path);
+        }
+        let mut query = Vec::new();
+        for parameter in url.query_parameters() {
+            match parameter_name(parameter) {
+                "password" => password = Some(percent_decode(parameter.split_once('=').map_or("", |(_, v)| v))?),
+                name if name.to_ascii_lowercase().contains("password") => {
+                    return Err(format!(
+                        "cluster.connection sets {name}, which a PostgreSQL program can only receive on its \
+                         command line, visible to every user of the host; remove it (for sslpassword: store \
+                         the client key unencrypted, readable only by lifeboat)"
+                    ));
+                }
+                _ => query.push(parameter),
+            }
+        }
+        if !query.is_empty() {
+            out.push('?');
+            out.push_str(&query.join("&"));
+        }
+        Ok(LibpqConnection { url: out, password })
+    }
+}
+
+/// A `scheme://[userinfo@]hosts[/dbname][?query]` URL cut the way libpq cuts it: the user-info
+/// ends at the first `@` unless a `/` comes first, the hosts at the next `/` or `?`.
+struct UrlParts<'a> {
+    /// Including `://`.
+    scheme: &'a str,
+    userinfo: Option<&'a str>,
+    hosts: &'a str,
+    /// Without the leading `/`.
+    path: Option<&'a str>,
+    query: Option<&'a str>,
+}
+
+impl<'a> UrlParts<'a> {
+    fn split(url: &'a str) -> UrlParts<'a> {
+        let scheme_end = url.find("://").map_or(0, |index| index + 3);
+        let (scheme, rest) = url.split_at(scheme_end);
+        let (userinfo, rest) = match rest.find(['@', '/']) {
+            Some(at) if rest.as_bytes()[at] == b'@' => (Some(&rest[..at]), &rest[at + 1..]),
+            _ => (None, rest),
+        };
+        let (before_query, query) = match rest.split_once('?') {
+            Some((before, query)) => (before, Some(query)),
+            None => (rest, None),
+        };
+        let (hosts, path) = match before_query.split_once('/') {
+            Some((hosts, path)) => (hosts, Some(path)),
+            None => (before_query, None),
+        };
+        UrlParts { scheme, userinfo, hosts, path, query }
+    }
+
+    fn query_parameters(&self) -> impl Iterator<Item = &'a str> {
+        self.query.into_iter().flat_map(|query| query.split('&')).filter(|parameter| !parameter.is_empty())
+    }
+}
+
+fn parameter_name(parameter: &str) -> &str {
+    parameter.split_once('=').map_or(parameter, |(name, _)| name)
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &byte in text.as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes (a `%` not followed by two hex digits stays as it is, as libpq would
+/// refuse it anyway). The error never quotes the text: it is a password.
+fn percent_decode(text: &str) -> Result<Secret, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map(Secret::new).map_err(|error| {
+        crate::secret::wipe(&mut error.into_bytes());
+        "the password in cluster.connection is not valid UTF-8 once percent-decoded".to_string()
+    })
+}
+
 impl Default for ConnectionString {
     fn default() -> Self {
         ConnectionString(Secret::new(Self::DEFAULT))
@@ -148,6 +304,37 @@ mod tests {
         let connection = ConnectionString::parse("postgresql://app:s3cret@db/app").unwrap();
         assert!(!format!("{connection} {connection:?}").contains("s3cret"));
         assert_eq!(connection.expose(), "postgresql://app:s3cret@db/app");
+    }
+
+    #[test]
+    fn replaces_the_database_keeping_everything_else() {
+        let with = |url: &str, database: &str| ConnectionString::parse(url).unwrap().with_database(database);
+        assert_eq!(
+            with(ConnectionString::DEFAULT, "app").expose(),
+            "postgresql://postgres@/app?host=/var/run/postgresql"
+        );
+        assert_eq!(with("postgresql://u:p@db:5432", "a b/c").expose(), "postgresql://u:p@db:5432/a%20b%2Fc");
+        assert_eq!(
+            with("postgresql:///x?dbname=y&host=/tmp&sslmode=disable", "Mixed\"Case").expose(),
+            "postgresql:///Mixed%22Case?host=/tmp&sslmode=disable"
+        );
+        assert_eq!(with("postgres://h/old?", "é").expose(), "postgres://h/%C3%A9");
+    }
+
+    #[test]
+    fn libpq_urls_carry_no_password() {
+        let split = |url: &str| ConnectionString::parse(url).unwrap().for_libpq().unwrap();
+        let plain = split(ConnectionString::DEFAULT);
+        assert_eq!(plain.url, ConnectionString::DEFAULT);
+        assert!(plain.password.is_none());
+        let inline = split("postgresql://app:s%40cr%3Aet@/appdb?host=/run/pg");
+        assert_eq!(inline.url, "postgresql://app@/appdb?host=/run/pg");
+        assert_eq!(inline.password.unwrap().expose(), "s@cr:et");
+        let query = split("postgresql://db/x?sslmode=require&password=p%26w&port=5433");
+        assert_eq!(query.url, "postgresql://db/x?sslmode=require&port=5433");
+        assert_eq!(query.password.unwrap().expose(), "p&w");
+        let error = ConnectionString::parse("postgresql://db/x?sslpassword=k3y").unwrap().for_libpq().err().unwrap();
+        assert!(error.contains("sslpassword") && !error.contains("k3y"), "{error}");
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub(super) const SECRET_KEYS: &[&str] =
 pub(super) struct RawConfig {
     pub cluster: Option<RawCluster>,
     pub repository: Option<RawRepository>,
+    pub backup: Option<RawBackup>,
+    pub dump: Option<RawDump>,
+    pub wal: Option<RawWal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +71,28 @@ pub(super) struct RawS3 {
     pub secret_access_key: Option<Secret>,
     pub part_size_mib: Option<i64>,
     pub max_attempts: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackup {
+    pub workers: Option<i64>,
+    pub fast_checkpoint: Option<bool>,
+    pub lock_wait: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDump {
+    pub databases: Option<Vec<String>>,
+    pub lock_wait: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWal {
+    pub prefetch: Option<i64>,
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// Deserialises `text`, read from `file`, into the raw types.

@@ -16,6 +16,7 @@
 //! neither is set, `repository.passphrase` or `repository.passphrase_file` from the file.
 
 mod connection;
+mod duration;
 mod error;
 mod file;
 mod resolve;
@@ -33,7 +34,8 @@ use std::path::{Path, PathBuf};
 pub use crate::object::Cipher;
 /// The object format's compression algorithm: `"zstd"` (the default) or `"none"`.
 pub use crate::object::Compression as CompressionAlgorithm;
-pub use connection::ConnectionString;
+pub use connection::{ConnectionString, LibpqConnection};
+pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
 pub use url::RepositoryUrl;
 
@@ -56,6 +58,9 @@ pub mod env {
 pub struct Config {
     pub cluster: ClusterConfig,
     pub repository: RepositoryConfig,
+    pub backup: BackupConfig,
+    pub dump: DumpConfig,
+    pub wal: WalConfig,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }
@@ -129,6 +134,80 @@ impl S3Config {
     pub const PART_SIZE_MIB: std::ops::RangeInclusive<u32> = 5..=5120;
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
     pub const MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=20;
+}
+
+/// `[backup]`: physical base backups (`lifeboat backup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// Files read, hashed, compressed, encrypted and uploaded at once. Default: the number of
+    /// cores, since compression is what a backup spends its CPU on.
+    pub workers: u32,
+    /// `pg_backup_start(fast => true)`: an immediate checkpoint instead of a spread one, so the
+    /// backup starts at once at the price of a burst of writes.
+    pub fast_checkpoint: bool,
+    /// How long a backup waits for another backup (or delete) of the cluster to finish before
+    /// giving up, naming the holder of the lease.
+    pub lock_wait: std::time::Duration,
+}
+
+impl BackupConfig {
+    pub const WORKERS: std::ops::RangeInclusive<u32> = 1..=256;
+    pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// The default number of workers: the cores this process may use.
+    pub fn default_workers() -> u32 {
+        std::thread::available_parallelism().map_or(1, |cores| cores.get() as u32).clamp(1, *Self::WORKERS.end())
+    }
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig { workers: Self::default_workers(), fast_checkpoint: true, lock_wait: Self::DEFAULT_LOCK_WAIT }
+    }
+}
+
+/// `[dump]`: logical dumps (`lifeboat dump`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpConfig {
+    /// The databases `lifeboat dump` takes without `--db` or `--all`; `None` means every database
+    /// that is not a template and allows connections.
+    pub databases: Option<Vec<String>>,
+    /// How long a dump waits for a backup, delete or other dump of the cluster to finish (they
+    /// share one lease) before giving up, naming the holder.
+    pub lock_wait: std::time::Duration,
+}
+
+impl DumpConfig {
+    pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+}
+
+impl Default for DumpConfig {
+    fn default() -> Self {
+        DumpConfig { databases: None, lock_wait: Self::DEFAULT_LOCK_WAIT }
+    }
+}
+
+/// `[wal]`: WAL archiving (`wal-push`) and restoring (`wal-fetch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalConfig {
+    /// How many segments after the requested one `wal-fetch` keeps downloaded ahead; 0 turns
+    /// prefetching off.
+    pub prefetch: u32,
+    /// Where prefetched segments wait, in a subdirectory per cluster name. `None`:
+    /// `.lifeboat-spool` in the directory of `%p` (`pg_wal/.lifeboat-spool`), always writable by
+    /// PostgreSQL and on the same filesystem.
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl WalConfig {
+    pub const DEFAULT_PREFETCH: u32 = 8;
+    pub const PREFETCH: std::ops::RangeInclusive<u32> = 0..=64;
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig { prefetch: Self::DEFAULT_PREFETCH, spool_dir: None }
+    }
 }
 
 /// A cluster name: `[a-zA-Z0-9_.-]{1,64}`, not `.` or `..`. It becomes a directory name in the

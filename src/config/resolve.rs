@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::file::{Document, RawCluster, RawConfig, RawRepository, RawS3};
+use super::file::{Document, RawBackup, RawCluster, RawConfig, RawDump, RawRepository, RawS3, RawWal};
 use super::{
-    Cipher, ClusterConfig, ClusterName, Compression, CompressionAlgorithm, Config, ConfigError, ConfigSource,
-    ConnectionString, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin, env,
+    BackupConfig, Cipher, ClusterConfig, ClusterName, Compression, CompressionAlgorithm, Config, ConfigError,
+    ConfigSource, ConnectionString, DumpConfig, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin, WalConfig,
+    env,
 };
 use crate::secret::Secret;
 use crate::storage::s3::S3Credentials;
@@ -75,7 +76,54 @@ pub(super) fn resolve(
     let cluster = resolve_cluster(&locator, cluster)?;
     let (repository, mut source) = resolve_repository(&locator, raw.repository.unwrap_or_default())?;
     let repository = apply_env(repository, &mut source, env)?;
-    Ok(Config { cluster, repository, source })
+    let backup = resolve_backup(&locator, raw.backup.unwrap_or_default())?;
+    let dump = resolve_dump(&locator, raw.dump.unwrap_or_default())?;
+    let wal = resolve_wal(&locator, raw.wal.unwrap_or_default())?;
+    Ok(Config { cluster, repository, backup, dump, wal, source })
+}
+
+fn resolve_wal(locator: &Locator<'_>, raw: RawWal) -> Result<WalConfig, ConfigError> {
+    Ok(WalConfig {
+        prefetch: locator.in_range(
+            &["wal", "prefetch"],
+            raw.prefetch,
+            WalConfig::DEFAULT_PREFETCH,
+            WalConfig::PREFETCH,
+        )?,
+        spool_dir: locator.absolute(&["wal", "spool_dir"], raw.spool_dir)?,
+    })
+}
+
+fn resolve_backup(locator: &Locator<'_>, raw: RawBackup) -> Result<BackupConfig, ConfigError> {
+    let defaults = BackupConfig::default();
+    let workers = locator.in_range(&["backup", "workers"], raw.workers, defaults.workers, BackupConfig::WORKERS)?;
+    let lock_wait = match raw.lock_wait {
+        None => defaults.lock_wait,
+        Some(text) => {
+            super::parse_duration(&text).map_err(|message| locator.error(&["backup", "lock_wait"], message))?
+        }
+    };
+    Ok(BackupConfig { workers, fast_checkpoint: raw.fast_checkpoint.unwrap_or(defaults.fast_checkpoint), lock_wait })
+}
+
+fn resolve_dump(locator: &Locator<'_>, raw: RawDump) -> Result<DumpConfig, ConfigError> {
+    let key = |name: &'static str| ["dump", name];
+    if let Some(databases) = &raw.databases {
+        if databases.is_empty() {
+            return Err(locator.error(
+                &key("databases"),
+                "is an empty list; remove the key to dump every database, or name at least one",
+            ));
+        }
+        if let Some(bad) = databases.iter().find(|name| name.is_empty() || name.contains('\0')) {
+            return Err(locator.error(&key("databases"), format!("{bad:?} is not a database name")));
+        }
+    }
+    let lock_wait = match raw.lock_wait {
+        None => DumpConfig::DEFAULT_LOCK_WAIT,
+        Some(text) => super::parse_duration(&text).map_err(|message| locator.error(&key("lock_wait"), message))?,
+    };
+    Ok(DumpConfig { databases: raw.databases, lock_wait })
 }
 
 fn resolve_cluster(locator: &Locator<'_>, raw: RawCluster) -> Result<ClusterConfig, ConfigError> {

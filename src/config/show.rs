@@ -116,5 +116,30 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "part_size_mib = {}", s3.part_size_mib)?;
         writeln!(out, "max_attempts = {}", s3.max_attempts)?;
     }
+
+    let backup = &config.backup;
+    writeln!(out, "\n[backup]")?;
+    writeln!(out, "workers = {}", backup.workers)?;
+    writeln!(out, "fast_checkpoint = {}", backup.fast_checkpoint)?;
+    writeln!(out, "lock_wait = {}", quote(&super::format_duration(backup.lock_wait)))?;
+
+    let dump = &config.dump;
+    writeln!(out, "\n[dump]")?;
+    match &dump.databases {
+        Some(databases) => {
+            let list: Vec<String> = databases.iter().map(|name| quote(name)).collect();
+            writeln!(out, "databases = [{}]", list.join(", "))?;
+        }
+        None => writeln!(out, "# databases: not set (every database that is not a template and allows connections)")?,
+    }
+    writeln!(out, "lock_wait = {}", quote(&super::format_duration(dump.lock_wait)))?;
+
+    let wal = &config.wal;
+    writeln!(out, "\n[wal]")?;
+    writeln!(out, "prefetch = {}", wal.prefetch)?;
+    match &wal.spool_dir {
+        Some(dir) => writeln!(out, "spool_dir = {}", path(dir))?,
+        None => writeln!(out, "# spool_dir: not set (.lifeboat-spool beside %p, i.e. pg_wal/.lifeboat-spool)")?,
+    }
     Ok(())
 }

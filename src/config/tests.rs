@@ -132,6 +132,10 @@ impl<'de> Deserializer<'de> for Collector<'_> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         visitor.visit_some(self)
     }
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.record();
+        visitor.visit_seq(de::value::SeqDeserializer::<_, Self::Error>::new(std::iter::empty::<&str>()))
+    }
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -151,7 +155,7 @@ impl<'de> Deserializer<'de> for Collector<'_> {
     }
     serde::forward_to_deserialize_any! {
         i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
-        newtype_struct seq tuple tuple_struct map identifier ignored_any
+        newtype_struct tuple tuple_struct map identifier ignored_any
     }
 }
 
@@ -245,8 +249,8 @@ fn unknown_keys_are_refused_with_their_place() {
     assert!(message.contains("`pgdata`") && message.contains("lifeboat.example.toml"), "{message}");
 
     // Sections of later versions are not silently accepted either.
-    let message = error(&format!("{MINIMAL}\n[backup]\nworkers = 2\n"));
-    assert!(message.starts_with(&format!("{ORIGIN}:4:2: backup: unknown key `backup`")), "{message}");
+    let message = error(&format!("{MINIMAL}\n[verify]\nafter_backup = true\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:2: verify: unknown key `verify`")), "{message}");
 
     let message = error(&format!("{MINIMAL}[repository]\ncompression = {{ level = 3, threads = 4 }}\n"));
     assert!(message.starts_with(&format!("{ORIGIN}:4:28: repository.compression.threads: unknown key")), "{message}");
@@ -277,6 +281,23 @@ fn missing_required_keys_name_the_key_and_where_it_belongs() {
     assert!(message.starts_with(&format!("{ORIGIN}: cluster: the [cluster] table is missing")), "{message}");
     let message = error("");
     assert!(message.contains("cluster: the [cluster] table is missing"), "{message}");
+}
+
+#[test]
+fn backup_settings_have_defaults_and_are_checked() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.backup, BackupConfig::default());
+    assert!(config.backup.fast_checkpoint);
+    assert_eq!(config.backup.lock_wait, std::time::Duration::from_secs(600));
+    assert_eq!(config.backup.workers, BackupConfig::default_workers());
+    let text = format!("{MINIMAL}\n[backup]\nworkers = 3\nfast_checkpoint = false\nlock_wait = \"1h30m\"\n");
+    let expected = BackupConfig { workers: 3, fast_checkpoint: false, lock_wait: std::time::Duration::from_secs(5400) };
+    assert_eq!(parse(&text).unwrap().backup, expected);
+    let message = error(&format!("{MINIMAL}\n[backup]\nworkers = 0\n"));
+    assert_eq!(message, format!("{ORIGIN}:5:11: backup.workers: 0 is out of range (1..=256)"));
+    let message = error(&format!("{MINIMAL}\n[backup]\nlock_wait = \"10 minutes\"\n"));
+    assert!(message.contains(":5:13: backup.lock_wait: \"10 minutes\" is not a duration"), "{message}");
+    assert!(message.contains("\"10m\""), "{message}");
 }
 
 #[test]
@@ -575,4 +596,43 @@ fn config_show_round_trips() {
         "{shown}"
     );
     assert!(shown.contains("# S3 credentials: the standard AWS chain"), "{shown}");
+}
+
+#[test]
+fn dump_settings_have_defaults_and_are_validated() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.dump, DumpConfig::default());
+    assert_eq!(config.dump.lock_wait, std::time::Duration::from_secs(600));
+
+    let config =
+        parse(&format!("{MINIMAL}[dump]\ndatabases = [\"app\", 'Sales \"2026\"']\nlock_wait = \"90s\"\n")).unwrap();
+    assert_eq!(config.dump.databases, Some(vec!["app".to_owned(), "Sales \"2026\"".to_owned()]));
+    assert_eq!(config.dump.lock_wait, std::time::Duration::from_secs(90));
+
+    let message = error(&format!("{MINIMAL}[dump]\ndatabases = []\n"));
+    assert!(message.contains(":4:13: dump.databases: is an empty list"), "{message}");
+    let message = error(&format!("{MINIMAL}[dump]\nlock_wait = \"soon\"\n"));
+    assert!(message.contains("dump.lock_wait") && message.contains("not a duration"), "{message}");
+    let message = error(&format!("{MINIMAL}[dump]\ndatabase = [\"app\"]\n"));
+    assert!(message.contains("unknown key `database`"), "{message}");
+}
+
+#[test]
+fn wal_settings_have_defaults_and_are_validated() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.wal, WalConfig::default());
+    assert_eq!(config.wal.prefetch, 8);
+    assert!(config.to_redacted_toml().contains("[wal]\nprefetch = 8\n# spool_dir: not set"));
+
+    let config = parse(&format!("{MINIMAL}[wal]\nprefetch = 0\nspool_dir = \"/var/lib/lifeboat/spool\"\n")).unwrap();
+    assert_eq!(config.wal.prefetch, 0);
+    assert_eq!(config.wal.spool_dir.as_deref(), Some(Path::new("/var/lib/lifeboat/spool")));
+    assert!(config.to_redacted_toml().contains("spool_dir = \"/var/lib/lifeboat/spool\""));
+
+    let message = error(&format!("{MINIMAL}[wal]\nprefetch = 65\n"));
+    assert!(message.contains(":4:12: wal.prefetch: 65 is out of range (0..=64)"), "{message}");
+    let message = error(&format!("{MINIMAL}[wal]\nspool_dir = \"spool\"\n"));
+    assert!(message.contains("wal.spool_dir") && message.contains("not an absolute path"), "{message}");
+    let message = error(&format!("{MINIMAL}[wal]\nprefech = 4\n"));
+    assert!(message.contains("unknown key `prefech`"), "{message}");
 }

@@ -1,0 +1,768 @@
+//! Physical base backups taken on the database host (`lifeboat backup`, method "native").
+//!
+//! The sequence, and why each step is where it is:
+//!
+//! 1. Check before touching anything: `cluster.pgdata` is a data directory lifeboat can read, the
+//!    server at `cluster.connection` is the one that owns it (same system identifier, else same
+//!    `data_directory`), its major version matches the data directory and the installed programs,
+//!    and `wal_level` allows online backups. `archive_mode = off` is only warned about: the backup
+//!    works, but cannot be restored without the WAL written while it ran.
+//! 2. Take the cluster's backup lease (`clusters/<name>/locks/backup`), waiting up to
+//!    `[backup] lock_wait` for a running backup or delete (G6). Everything below runs under it.
+//! 3. Record or check the cluster's identity (`clusters/<name>/cluster`), then remove what
+//!    interrupted backups left ([`orphans`]), then pick the id (the start time to the second; if a
+//!    backup already has it, wait for the next second).
+//! 4. `pg_backup_start` on one held connection ([`session`]), walk the data directory and its
+//!    tablespaces ([`walk`]), copy the files with parallel workers ([`copy`]), `global/pg_control`
+//!    last, while pinging the connection (a lost connection ends the backup on the server) and
+//!    watching the lease.
+//! 5. `pg_backup_stop` on the same connection, then wait until the WAL the backup needs is
+//!    archived (as `wait_for_archive => true` would, but without its one-second polling).
+//! 6. Write the manifest ([`crate::catalog::backup_manifest`]) last, create-only (G1), and release
+//!    the lease. On any failure after step 4 began, `pg_backup_stop` is called without waiting,
+//!    nothing is listed, and the next backup removes the objects.
+
+pub mod copy;
+pub mod orphans;
+pub mod session;
+pub mod walk;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use self::copy::{Copier, FileOutcome, Progress};
+use self::session::{ServerInfo, Session, Stopped};
+use self::walk::{WalkError, WalkedKind};
+use crate::catalog::backup_manifest::{
+    BackupManifest, BackupMethod, EntryKind, FORMAT_NAME, FORMAT_VERSION, FileEntry, Tablespace, Totals,
+};
+use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
+use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::layout::ClusterLayout;
+use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError, hostname};
+use crate::catalog::lsn::{Lsn, Timeline};
+use crate::catalog::wal::{WalFile, WalSegment};
+use crate::config::{BackupConfig, Config};
+use crate::postgres::binaries::{BinariesError, PgBinaries};
+use crate::postgres::connect::ConnectError;
+use crate::repository::{Repository, RepositoryError};
+use crate::storage::{ObjectKey, PutMode, StorageError};
+
+/// The lease that keeps two backups (or a backup and a delete) of one cluster apart.
+pub const LOCK: &str = "backup";
+/// How often progress is logged and the held connection pinged while files are copied.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a warning is logged while the backup waits for its WAL to be archived.
+const ARCHIVE_WAIT_WARNING: Duration = Duration::from_secs(30);
+
+/// How to take one backup; [`BackupOptions::from_config`] gives the configured defaults.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub workers: u32,
+    pub fast_checkpoint: bool,
+    pub lock_wait: Duration,
+    /// The label given to `pg_backup_start`; default `lifeboat <id>`.
+    pub label: Option<String>,
+    /// Files larger than this are cut into parts of this size, an object each, so a large file
+    /// is compressed on several cores: [`copy::PART_SIZE`]. A power of two, at least 1 MiB (tests
+    /// use small parts to exercise the cutting on small databases).
+    pub part_size: u64,
+}
+
+impl BackupOptions {
+    pub fn from_config(config: &BackupConfig) -> BackupOptions {
+        BackupOptions {
+            workers: config.workers,
+            fast_checkpoint: config.fast_checkpoint,
+            lock_wait: config.lock_wait,
+            label: None,
+            part_size: copy::PART_SIZE,
+        }
+    }
+}
+
+/// A completed backup.
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    pub manifest: BackupManifest,
+    pub manifest_key: ObjectKey,
+    /// From the start of [`run`] until the manifest was stored, lease waiting included.
+    pub duration: Duration,
+    /// From `pg_backup_start` until the manifest was stored.
+    pub backup_duration: Duration,
+    /// Interrupted backups whose objects were removed first.
+    pub removed_orphans: Vec<orphans::RemovedOrphans>,
+}
+
+impl BackupSummary {
+    /// Bytes of data copied per second of the backup proper.
+    pub fn bytes_per_second(&self) -> f64 {
+        self.manifest.totals.bytes as f64 / self.backup_duration.as_secs_f64().max(1e-3)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(
+        "cluster.pgdata is not set in {}; set it to the data directory of the running cluster (psql's \
+         `SHOW data_directory` prints it): lifeboat backup reads the files itself, on the database host",
+        config.display()
+    )]
+    NoPgdata { config: PathBuf },
+
+    #[error("cluster.pgdata {} is not a PostgreSQL data directory ({problem}); check the path", pgdata.display())]
+    NotADataDirectory { pgdata: PathBuf, problem: String },
+
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+
+    #[error("PostgreSQL could not {action}: {detail}{hint}")]
+    Postgres { action: String, detail: String, hint: String },
+
+    #[error("the server runs PostgreSQL {version}; lifeboat backs up PostgreSQL 10 and later")]
+    UnsupportedServer { version: String },
+
+    #[error(
+        "the server has wal_level = minimal, which makes online backups impossible; set wal_level = replica \
+         (and archive_mode = on, archive_command = 'lifeboat wal-push %p') in postgresql.conf and restart PostgreSQL"
+    )]
+    WalLevelMinimal,
+
+    #[error(
+        "cluster.pgdata {} belongs to another PostgreSQL cluster than the server at {connection}: its \
+         global/pg_control has system identifier {file}, the server reports {server}. Point cluster.pgdata at \
+         the server's data directory (`SHOW data_directory`), or cluster.connection at the server that owns it; \
+         lifeboat backup must run on the database host",
+        pgdata.display()
+    )]
+    OtherCluster { pgdata: PathBuf, connection: String, file: u64, server: u64 },
+
+    #[error(
+        "cluster.pgdata {} is not the data directory of the server at {connection}, which uses {server_dir}; \
+         point cluster.pgdata at it (lifeboat backup must run on the database host)",
+        pgdata.display()
+    )]
+    OtherDirectory { pgdata: PathBuf, connection: String, server_dir: String },
+
+    #[error(
+        "cannot check that cluster.pgdata {} belongs to the server at {connection}: the connecting role may \
+         neither call pg_control_system() nor read data_directory; connect as a superuser or \
+         GRANT pg_read_all_settings TO the backup role",
+        pgdata.display()
+    )]
+    CannotCheckDirectory { pgdata: PathBuf, connection: String },
+
+    #[error(
+        "cluster.pgdata {} holds a PostgreSQL {file_major} data directory (PG_VERSION) but the server at \
+         {connection} runs PostgreSQL {server_major}; point cluster.pgdata at the server's data directory",
+        pgdata.display()
+    )]
+    VersionMismatch { pgdata: PathBuf, connection: String, file_major: u32, server_major: u32 },
+
+    #[error(transparent)]
+    Binaries(#[from] BinariesError),
+
+    #[error(transparent)]
+    Identity(Box<IdentityError>),
+
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+
+    #[error(
+        "lost the backup lock {lock} (this process stalled past the lease's expiry and another lifeboat took \
+         it over); the backup was abandoned and is not listed. Run it again"
+    )]
+    LeaseLost { lock: String },
+
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("pg_backup_stop returned a backup_label without a start timeline:\n{label}")]
+    BadLabel { label: String },
+}
+
+impl From<IdentityError> for BackupError {
+    fn from(error: IdentityError) -> Self {
+        BackupError::Identity(Box::new(error))
+    }
+}
+
+/// What the data directory itself says.
+#[derive(Debug, Clone, Copy)]
+struct DataDirectory {
+    system_identifier: u64,
+    /// From `PG_VERSION`.
+    major: u32,
+}
+
+/// Takes a native base backup of the configured cluster into `repository`.
+pub async fn run(
+    config: &Config,
+    repository: Arc<Repository>,
+    options: &BackupOptions,
+) -> Result<BackupSummary, BackupError> {
+    let began = Instant::now();
+    let pgdata =
+        config.cluster.pgdata.clone().ok_or_else(|| BackupError::NoPgdata { config: config.origin().to_path_buf() })?;
+    let data_directory = inspect_data_directory(&pgdata)?;
+    let session = Session::open(&config.cluster.connection).await?;
+    let checked =
+        check_server(&session, &pgdata, data_directory).and_then(|()| check_binaries(config, session.server.major()));
+    if let Err(error) = checked {
+        session.close().await;
+        return Err(error);
+    }
+    warn_about_archiving(&session.server);
+
+    let layout = ClusterLayout::new(&config.cluster.name);
+    let lock = layout.lock(LOCK);
+    let lease = match Lease::acquire(repository.clone(), &lock, "backup", DEFAULT_TTL, options.lock_wait).await {
+        Ok(lease) => lease,
+        Err(error) => {
+            session.close().await;
+            return Err(error.into());
+        }
+    };
+    let job = Job { repository, layout, pgdata, data_directory, options, lease: &lease, lock: lock.to_string() };
+    let result = job.run(session).await;
+    let released = lease.release().await;
+    let (manifest, manifest_key, removed_orphans, backup_duration) = result?;
+    if let Err(error) = released {
+        tracing::warn!(%error, "the backup is complete, but its lock could not be released; it expires by itself");
+    }
+    Ok(BackupSummary { manifest, manifest_key, duration: began.elapsed(), backup_duration, removed_orphans })
+}
+
+/// One backup, once the lease is held.
+struct Job<'a> {
+    repository: Arc<Repository>,
+    layout: ClusterLayout,
+    pgdata: PathBuf,
+    data_directory: DataDirectory,
+    options: &'a BackupOptions,
+    lease: &'a Lease,
+    lock: String,
+}
+
+/// What the copy phase produced.
+struct Copied {
+    files: Vec<FileEntry>,
+    tablespaces: Vec<Tablespace>,
+    objects: Vec<crate::catalog::backup_manifest::ObjectEntry>,
+    vanished: u64,
+}
+
+type Completed = (BackupManifest, ObjectKey, Vec<orphans::RemovedOrphans>, Duration);
+
+impl Job<'_> {
+    async fn run(&self, mut session: Session) -> Result<Completed, BackupError> {
+        let server = session.server.clone();
+        let observed = Observed {
+            system_identifier: SystemIdentifier(self.data_directory.system_identifier),
+            segment_size: server.segment_size,
+            postgres_version: Some(server.major().to_string()),
+            source: format!("the data directory {} (global/pg_control)", self.pgdata.display()),
+        };
+        ClusterRecord::ensure(&self.repository, &self.layout, &observed).await?;
+        let removed = orphans::remove_orphans(&self.repository, &self.layout).await?;
+        let (id, start_time) = self.choose_id().await?;
+        let label = self.options.label.clone().unwrap_or_else(|| format!("lifeboat {id}"));
+        let checkpoint = if self.options.fast_checkpoint { "fast" } else { "spread" };
+        tracing::info!(backup = %id, "starting the backup ({checkpoint} checkpoint)");
+        let started = Instant::now();
+        let start_lsn = session.start(&label, self.options.fast_checkpoint).await?;
+        tracing::info!(backup = %id, start_lsn = %start_lsn, "backup started on the server; copying files");
+
+        let copied = match self.copy(&mut session, id, &server).await {
+            Ok(copied) => copied,
+            Err(error) => {
+                session.abort().await;
+                return Err(error);
+            }
+        };
+        // PostgreSQL's own wait for the archive polls once a second; lifeboat watches the same
+        // archive status files itself, more often, which saves most of that second.
+        let stopped = session.stop(false).await?;
+        session.close().await;
+        let timeline = start_timeline(&stopped.label_file)?;
+        if archiving_waits(&server) {
+            let mut files = vec![
+                WalSegment::containing(timeline, Lsn(stopped.lsn.as_u64().saturating_sub(1)), server.segment_size)
+                    .name(server.segment_size),
+            ];
+            if !server.in_recovery {
+                let start = WalSegment::containing(timeline, start_lsn, server.segment_size);
+                let offset = start_lsn.as_u64() - start.start_lsn(server.segment_size).as_u64();
+                files.push(WalFile::BackupHistory { segment: start, offset: offset as u32 }.name(server.segment_size));
+            }
+            wait_for_archive(&self.pgdata, &files).await?;
+        }
+        let stop_time = Utc::now();
+        let manifest = self.manifest(ManifestParts {
+            id,
+            server: &server,
+            timeline,
+            start_lsn,
+            stopped,
+            start_time,
+            stop_time,
+            label,
+            copied,
+        });
+        if self.lease.is_lost() {
+            return Err(BackupError::LeaseLost { lock: self.lock.clone() });
+        }
+        let key = self.layout.backup_manifest(id);
+        self.repository.put_bytes(&key, manifest.to_json(), PutMode::CreateOnly).await?;
+        tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete: manifest stored");
+        Ok((manifest, key, removed, started.elapsed()))
+    }
+
+    /// The id: the current time to the second. A backup that finished within the same second
+    /// already has it (orphans are gone by now, so any object there is a complete backup's):
+    /// then wait for the next second.
+    async fn choose_id(&self) -> Result<(BackupId, DateTime<Utc>), BackupError> {
+        loop {
+            let now = Utc::now();
+            let id = BackupId::new(now, BackupKind::Full);
+            if self.repository.store().list(&self.layout.backup_dir(id)).await?.is_empty() {
+                return Ok((id, now));
+            }
+            let rest_of_second = 1_000_000_000 - u64::from(now.timestamp_subsec_nanos().min(999_999_999));
+            tokio::time::sleep(Duration::from_nanos(rest_of_second) + Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Walks and copies everything, `global/pg_control` last, pinging the session meanwhile.
+    async fn copy(&self, session: &mut Session, id: BackupId, server: &ServerInfo) -> Result<Copied, BackupError> {
+        let pgdata = self.pgdata.clone();
+        let major = server.major();
+        let walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata, major))
+            .await
+            .expect("the directory walk does not panic")?;
+        let plan = copy::plan(&walked.entries, self.options.part_size);
+        let object_count = plan.jobs.len() + usize::from(plan.last.is_some());
+        let file_count = walked.entries.iter().filter(|entry| matches!(entry.kind, WalkedKind::File { .. })).count();
+        tracing::info!(
+            backup = %id,
+            "copying {file_count} files ({}) into {object_count} objects with {} workers ({} excluded)",
+            format_bytes(plan.bytes),
+            self.options.workers,
+            walked.excluded,
+        );
+        let copy_began = Instant::now();
+        let entries = Arc::new(walked.entries);
+        let copier = Copier {
+            repository: self.repository.clone(),
+            layout: self.layout.clone(),
+            id,
+            entries: entries.clone(),
+            progress: Arc::new(Progress::default()),
+        };
+        let mut task = tokio::spawn({
+            let copier = copier.clone();
+            let workers = self.options.workers;
+            let jobs = plan.jobs;
+            async move { copier.run(jobs, workers).await }
+        });
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        tick.tick().await;
+        let mut outcomes = loop {
+            tokio::select! {
+                joined = &mut task => match joined {
+                    Ok(result) => break result?,
+                    Err(error) => std::panic::resume_unwind(error.into_panic()),
+                },
+                _ = tick.tick() => {
+                    let done = copier.progress.bytes.load(Ordering::Relaxed);
+                    tracing::info!(
+                        backup = %id,
+                        "copied {} of {} ({:.0}%)",
+                        format_bytes(done),
+                        format_bytes(plan.bytes),
+                        100.0 * done as f64 / plan.bytes.max(1) as f64,
+                    );
+                    if self.lease.is_lost() {
+                        task.abort();
+                        return Err(BackupError::LeaseLost { lock: self.lock.clone() });
+                    }
+                    if let Err(error) = session.ping().await {
+                        task.abort();
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        if let Some(last) = plan.last {
+            outcomes.push(copier.run_job(last).await?);
+        }
+        let copied_bytes = copier.progress.bytes.load(Ordering::Relaxed);
+        let seconds = copy_began.elapsed().as_secs_f64();
+        tracing::info!(
+            backup = %id,
+            "copied {} in {seconds:.2}s ({:.0} MB/s)",
+            format_bytes(copied_bytes),
+            copied_bytes as f64 / seconds.max(1e-3) / 1e6
+        );
+
+        let mut objects: Vec<_> = outcomes.iter().map(|outcome| outcome.object.clone()).collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut by_index = copy::assemble(&outcomes, self.options.part_size);
+        let empty_hash = blake3::hash(b"");
+        for index in plan.empty {
+            let entry = &entries[index];
+            let (mode, mtime) = (entry.mode, entry.mtime);
+            let empty = FileOutcome::Copied { size: 0, blake3: empty_hash, mode, mtime, locations: Vec::new() };
+            by_index.insert(index, empty);
+        }
+        let mut files = Vec::with_capacity(entries.len());
+        let mut vanished = 0;
+        for (index, entry) in entries.iter().enumerate() {
+            let outcome = by_index.remove(&index);
+            let mut file = FileEntry {
+                path: entry.path.clone(),
+                kind: EntryKind::Dir,
+                mode: entry.mode,
+                mtime: entry.mtime,
+                size: None,
+                blake3: None,
+                locations: Vec::new(),
+                target: None,
+            };
+            match (&entry.kind, outcome) {
+                (WalkedKind::Dir, _) => {}
+                (WalkedKind::Symlink { target }, _) => {
+                    file.kind = EntryKind::Symlink;
+                    file.target = Some(target.clone());
+                }
+                (WalkedKind::File { .. }, Some(FileOutcome::Copied { size, blake3, mode, mtime, locations })) => {
+                    file.kind = EntryKind::File;
+                    file.mode = mode;
+                    file.mtime = mtime;
+                    file.size = Some(size);
+                    file.blake3 = Some(blake3.to_hex().to_string());
+                    file.locations = locations;
+                }
+                (WalkedKind::File { .. }, Some(FileOutcome::Vanished) | None) => {
+                    vanished += 1;
+                    continue;
+                }
+            }
+            files.push(file);
+        }
+        let tablespaces = walked
+            .tablespaces
+            .into_iter()
+            .map(|found| Tablespace {
+                oid: found.oid,
+                name: server.tablespaces.iter().find(|(oid, ..)| *oid == found.oid).map(|(_, name, _)| name.clone()),
+                location: found.location,
+            })
+            .collect();
+        Ok(Copied { files, tablespaces, objects, vanished })
+    }
+
+    fn manifest(&self, parts: ManifestParts<'_>) -> BackupManifest {
+        let ManifestParts { id, server, timeline, start_lsn, stopped, start_time, stop_time, label, copied } = parts;
+        let segment_size = server.segment_size;
+        let start_wal = WalSegment::containing(timeline, start_lsn, segment_size);
+        let stop_wal = WalSegment::containing(timeline, Lsn(stopped.lsn.as_u64().saturating_sub(1)), segment_size);
+        let count = |kind| copied.files.iter().filter(|file| file.kind == kind).count() as u64;
+        let totals = Totals {
+            files: count(EntryKind::File),
+            directories: count(EntryKind::Dir),
+            symlinks: count(EntryKind::Symlink),
+            bytes: copied.files.iter().filter_map(|file| file.size).sum(),
+            stored_bytes: copied.objects.iter().map(|object| object.stored_size).sum(),
+            objects: copied.objects.len() as u64,
+            vanished: copied.vanished,
+        };
+        BackupManifest {
+            format: FORMAT_NAME.to_owned(),
+            version: FORMAT_VERSION,
+            id,
+            method: BackupMethod::Native,
+            cluster: self.layout.name().to_string(),
+            system_identifier: SystemIdentifier(self.data_directory.system_identifier),
+            postgres_version_num: server.version_num,
+            postgres_version: server.version.clone(),
+            wal_segment_size: segment_size,
+            timeline,
+            start_lsn,
+            stop_lsn: stopped.lsn,
+            start_wal: start_wal.name(segment_size),
+            stop_wal: stop_wal.name(segment_size),
+            start_time,
+            stop_time,
+            label,
+            backup_label: stopped.label_file,
+            tablespace_map: stopped.tablespace_map,
+            host: hostname(),
+            lifeboat_version: env!("CARGO_PKG_VERSION").to_owned(),
+            tablespaces: copied.tablespaces,
+            totals,
+            objects: copied.objects,
+            files: copied.files,
+        }
+    }
+}
+
+struct ManifestParts<'a> {
+    id: BackupId,
+    server: &'a ServerInfo,
+    timeline: Timeline,
+    start_lsn: Lsn,
+    stopped: Stopped,
+    start_time: DateTime<Utc>,
+    stop_time: DateTime<Utc>,
+    label: String,
+    copied: Copied,
+}
+
+/// Whether `pg_backup_stop(wait_for_archive => true)` would wait: on a primary that archives, or
+/// on a standby with `archive_mode = always`.
+fn archiving_waits(server: &ServerInfo) -> bool {
+    match server.archive_mode.as_str() {
+        "off" => false,
+        "always" => true,
+        _ => !server.in_recovery,
+    }
+}
+
+/// Waits until the archiver is done with `files` (the backup's last WAL segment and its backup
+/// history file), as `pg_backup_stop(wait_for_archive => true)` would: a file is archived when
+/// `pg_wal/archive_status/<file>.done` exists, or when it has neither `.done` nor `.ready` and is
+/// gone from `pg_wal` (a checkpoint removed it after archiving). Like PostgreSQL, it waits for as
+/// long as the archiver keeps failing, and says so every half minute.
+async fn wait_for_archive(pgdata: &Path, files: &[String]) -> Result<(), BackupError> {
+    let wal = pgdata.join("pg_wal");
+    let status = wal.join("archive_status");
+    let began = Instant::now();
+    let mut next_warning = ARCHIVE_WAIT_WARNING;
+    let mut pause = Duration::from_millis(5);
+    for file in files {
+        loop {
+            let done = status.join(format!("{file}.done"));
+            let archived = exists(&done).await?
+                || (!exists(&status.join(format!("{file}.ready"))).await?
+                    && (exists(&done).await? || !exists(&wal.join(file)).await?));
+            if archived {
+                break;
+            }
+            if began.elapsed() >= next_warning {
+                tracing::warn!(
+                    "waited {}s for PostgreSQL to archive {file}, which the backup needs; if this does not end, \
+                     check archive_command and the server log (`SELECT * FROM pg_stat_archiver` shows the last \
+                     failure)",
+                    began.elapsed().as_secs()
+                );
+                next_warning += ARCHIVE_WAIT_WARNING;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+    tracing::debug!(waited = ?began.elapsed(), "the WAL the backup needs is archived");
+    Ok(())
+}
+
+async fn exists(path: &Path) -> Result<bool, BackupError> {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(WalkError::Unreadable { path: path.to_path_buf(), source }.into()),
+    }
+}
+
+/// The backup's timeline, from backup_label: `START TIMELINE: 1`, or on servers before 11 the
+/// file name in `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
+fn start_timeline(label: &str) -> Result<Timeline, BackupError> {
+    let from_timeline = label
+        .lines()
+        .find_map(|line| line.strip_prefix("START TIMELINE: "))
+        .and_then(|value| value.trim().parse::<u32>().ok())
+        .and_then(Timeline::new);
+    let from_file = || {
+        label
+            .lines()
+            .find_map(|line| line.strip_prefix("START WAL LOCATION: "))
+            .and_then(|value| value.split("(file ").nth(1))
+            .and_then(|file| file.get(..8))
+            .and_then(|hex| Timeline::from_hex(hex).ok())
+    };
+    from_timeline.or_else(from_file).ok_or_else(|| BackupError::BadLabel { label: label.to_owned() })
+}
+
+/// Reads `PG_VERSION` and the system identifier at the start of `global/pg_control`.
+fn inspect_data_directory(pgdata: &Path) -> Result<DataDirectory, BackupError> {
+    let not_a_data_directory =
+        |problem: String| BackupError::NotADataDirectory { pgdata: pgdata.to_path_buf(), problem };
+    match std::fs::metadata(pgdata) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(not_a_data_directory("it is not a directory".into())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_a_data_directory("it does not exist".into()));
+        }
+        Err(source) => return Err(WalkError::Unreadable { path: pgdata.to_path_buf(), source }.into()),
+    }
+    let read = |name: &str| match std::fs::read(pgdata.join(name)) {
+        Ok(bytes) => Ok(bytes),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(not_a_data_directory(format!("no {name}"))),
+        Err(source) => Err(BackupError::from(WalkError::Unreadable { path: pgdata.join(name), source })),
+    };
+    let version = String::from_utf8_lossy(&read("PG_VERSION")?).trim().to_owned();
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .ok_or_else(|| not_a_data_directory(format!("PG_VERSION holds {version:?}")))?;
+    let control = read("global/pg_control")?;
+    let Some(identifier) = control.get(..8) else {
+        return Err(not_a_data_directory("global/pg_control is too short".into()));
+    };
+    // ControlFileData starts with the system identifier, in the server's byte order (this host's).
+    let system_identifier = u64::from_ne_bytes(identifier.try_into().expect("8 bytes"));
+    Ok(DataDirectory { system_identifier, major })
+}
+
+/// Refuses a server lifeboat cannot back up, or one that does not own `pgdata`.
+fn check_server(session: &Session, pgdata: &Path, data_directory: DataDirectory) -> Result<(), BackupError> {
+    let server = &session.server;
+    let connection = session.redacted().to_owned();
+    if server.version_num < 100_000 {
+        return Err(BackupError::UnsupportedServer { version: server.version.clone() });
+    }
+    match (server.system_identifier, &server.data_directory) {
+        (Some(server_identifier), _) => {
+            if server_identifier != data_directory.system_identifier {
+                return Err(BackupError::OtherCluster {
+                    pgdata: pgdata.to_path_buf(),
+                    connection,
+                    file: data_directory.system_identifier,
+                    server: server_identifier,
+                });
+            }
+        }
+        (None, Some(server_dir)) => {
+            let ours = std::fs::canonicalize(pgdata).ok();
+            if ours.is_none() || ours != std::fs::canonicalize(server_dir).ok() {
+                return Err(BackupError::OtherDirectory {
+                    pgdata: pgdata.to_path_buf(),
+                    connection,
+                    server_dir: server_dir.clone(),
+                });
+            }
+        }
+        (None, None) => return Err(BackupError::CannotCheckDirectory { pgdata: pgdata.to_path_buf(), connection }),
+    }
+    if data_directory.major != server.major() {
+        return Err(BackupError::VersionMismatch {
+            pgdata: pgdata.to_path_buf(),
+            connection,
+            file_major: data_directory.major,
+            server_major: server.major(),
+        });
+    }
+    if server.wal_level == "minimal" {
+        return Err(BackupError::WalLevelMinimal);
+    }
+    Ok(())
+}
+
+/// The installed PostgreSQL programs must match the server: a restore on this host uses them.
+/// A native backup runs none of them, so when none are found (and none are configured) it only warns.
+fn check_binaries(config: &Config, server_major: u32) -> Result<(), BackupError> {
+    match PgBinaries::find(config.cluster.bin_dir.as_deref()) {
+        Ok(binaries) => Ok(binaries.check_server_major(server_major)?),
+        Err(error) if config.cluster.bin_dir.is_some() => Err(error.into()),
+        Err(error) => {
+            tracing::warn!("{error}; the backup does not need them, but restoring it on this host will");
+            Ok(())
+        }
+    }
+}
+
+fn warn_about_archiving(server: &ServerInfo) {
+    if server.archive_mode == "off" {
+        tracing::warn!(
+            "archive_mode is off on the server: the backup will complete, but it cannot be restored without the \
+             WAL written while it runs, and nothing archives that WAL. Set archive_mode = on and \
+             archive_command = 'lifeboat wal-push %p' in postgresql.conf and restart PostgreSQL"
+        );
+    } else if server.in_recovery && server.archive_mode != "always" {
+        tracing::warn!(
+            "backing up a standby with archive_mode = {}: pg_backup_stop cannot wait for the WAL the backup needs \
+             to be archived; make sure the primary archives it (or set archive_mode = always here)",
+            server.archive_mode
+        );
+    }
+}
+
+/// `1.55 GiB`, `312.0 MiB`, `8.0 KiB`, `17 B`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timelines_come_from_the_backup_label() {
+        let label = "START WAL LOCATION: 0/2000028 (file 000000030000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n\
+                     BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-27 03:45:12 UTC\n\
+                     LABEL: lifeboat\nSTART TIMELINE: 3\n";
+        assert_eq!(start_timeline(label).unwrap().id(), 3);
+        let old = "START WAL LOCATION: 0/2000028 (file 0000000A0000000000000002)\nLABEL: x\n";
+        assert_eq!(start_timeline(old).unwrap().id(), 10);
+        assert!(matches!(start_timeline("LABEL: x\n"), Err(BackupError::BadLabel { .. })));
+    }
+
+    #[test]
+    fn byte_counts_read_well() {
+        assert_eq!(format_bytes(17), "17 B");
+        assert_eq!(format_bytes(8192), "8.0 KiB");
+        assert_eq!(format_bytes(1_668_032_204), "1.6 GiB");
+    }
+
+    #[test]
+    fn a_missing_or_foreign_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = inspect_data_directory(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(error.contains("does not exist") && error.contains("cluster.pgdata"), "{error}");
+        let error = inspect_data_directory(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("no PG_VERSION"), "{error}");
+        std::fs::write(dir.path().join("PG_VERSION"), "15\n").unwrap();
+        std::fs::create_dir(dir.path().join("global")).unwrap();
+        std::fs::write(dir.path().join("global/pg_control"), 42u64.to_ne_bytes()).unwrap();
+        let found = inspect_data_directory(dir.path()).unwrap();
+        assert_eq!((found.system_identifier, found.major), (42, 15));
+    }
+}

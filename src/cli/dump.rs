@@ -1,0 +1,153 @@
+//! `lifeboat dump [--db NAME ... | --all] [--json]`: logical dumps of the cluster's databases.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use super::context::{load_config, open_repository};
+use crate::dump::manifest::{DumpManifest, DumpObject};
+use crate::dump::{DumpRequest, Progress, Selection};
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Dump this database; repeat for several. Default: [dump] databases, else every database
+    /// that is not a template and allows connections
+    #[arg(long = "db", value_name = "NAME", conflicts_with = "all")]
+    pub databases: Vec<String>,
+    /// Dump every database that is not a template and allows connections, whatever [dump]
+    /// databases says
+    #[arg(long)]
+    pub all: bool,
+    /// Print the manifest as JSON on stdout when done (progress goes to stderr)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let selection = if args.all {
+        Selection::All
+    } else if !args.databases.is_empty() {
+        Selection::Databases(args.databases.clone())
+    } else {
+        config.dump.databases.clone().map_or(Selection::All, Selection::Databases)
+    };
+    let repository = Arc::new(open_repository(&config).await?);
+    let request = DumpRequest { selection, lock_wait: config.dump.lock_wait };
+
+    // With --json, stdout holds only the manifest; the progress lines go to stderr.
+    let json = args.json;
+    let mut progress = |event: Progress<'_>| {
+        let line = match event {
+            Progress::Started { id, databases } => {
+                format!("dump {id} of cluster {}: {} database(s) and the globals", config.cluster.name, databases.len())
+            }
+            Progress::GlobalsDone(globals) => object_line("(globals)", &globals.object, None, None),
+            Progress::DatabaseDone(database) => object_line(
+                &database.name,
+                &database.object,
+                Some((database.tables.len(), database.total_rows())),
+                seconds(database.started_at, database.finished_at),
+            ),
+        };
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let manifest = crate::dump::dump(repository, &config.cluster, &request, &mut progress)
+        .await
+        .with_context(|| format!("dump of cluster {:?} failed", config.cluster.name.as_str()))?;
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        print_summary(&manifest);
+    }
+    Ok(())
+}
+
+fn object_line(name: &str, object: &DumpObject, tables: Option<(usize, u64)>, seconds: Option<f64>) -> String {
+    let mut line = format!(
+        "  {name:<24} {:>10} -> {:>10} ({:>3.0}%)",
+        format_bytes(object.size),
+        format_bytes(object.stored_size),
+        object.ratio() * 100.0
+    );
+    if let Some((tables, rows)) = tables {
+        line.push_str(&format!("  {tables:>5} tables {:>14} rows", group_thousands(rows)));
+    }
+    if let Some(seconds) = seconds {
+        line.push_str(&format!("  {seconds:>7.1}s"));
+    }
+    line
+}
+
+fn print_summary(manifest: &DumpManifest) {
+    let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
+    let (size, stored) =
+        objects.fold((0, 0), |(size, stored), object| (size + object.size, stored + object.stored_size));
+    let rows: u64 = manifest.databases.iter().map(|database| database.total_rows()).sum();
+    let ratio = if size == 0 { 100.0 } else { stored as f64 / size as f64 * 100.0 };
+    println!(
+        "dump {} complete: {} database(s), {} -> {} ({ratio:.0}%), {} rows in {:.1}s",
+        manifest.id,
+        manifest.databases.len(),
+        format_bytes(size),
+        format_bytes(stored),
+        group_thousands(rows),
+        seconds(manifest.started_at, manifest.finished_at).unwrap_or_default()
+    );
+}
+
+fn seconds(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
+    (end - start).to_std().ok().map(|duration| duration.as_secs_f64())
+}
+
+/// `1536` → `1.5 KiB`.
+fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// `1234567` → `1,234,567`.
+fn group_thousands(number: u64) -> String {
+    let digits = number.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1_000), "1,000");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,145 @@
+//! `lifeboat wal-push`, `lifeboat wal-fetch` and `lifeboat wal check`.
+//!
+//! PostgreSQL runs the first two once per WAL file, in the data directory, and writes their
+//! stderr to its log: they print nothing on success, one line for the normal "not in the archive"
+//! answer, and a full error (what, where, what to do) only when something is wrong.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::QuietExit;
+use super::context::{load_config, open_repository};
+use crate::catalog::layout::ClusterLayout;
+use crate::wal::check::{ArchiveReport, check};
+use crate::wal::fetch::{FetchOptions, Fetched, PREFETCH_WAIT, fetch};
+use crate::wal::push::push;
+use crate::wal::spool::DEFAULT_DIR_NAME;
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The file to archive: PostgreSQL's %p (archive_command = 'lifeboat wal-push %p')
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// The WAL file PostgreSQL wants: its %f
+    pub name: String,
+    /// Where to write it: PostgreSQL's %p (restore_command = 'lifeboat wal-fetch %f %p')
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// List the archived WAL per timeline and name the first missing segment of every gap
+    /// (exit status 1 if there is a gap)
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let repository = open_repository(&config).await?;
+    let layout = ClusterLayout::new(&config.cluster.name);
+    push(&repository, &layout, &args.path).await?;
+    Ok(())
+}
+
+pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let repository = Arc::new(open_repository(&config).await?);
+    let layout = ClusterLayout::new(&config.cluster.name);
+    let spool_dir = match &config.wal.spool_dir {
+        // One directory per cluster, so restores of several clusters on one host can share the setting.
+        Some(dir) => dir.join(config.cluster.name.as_str()),
+        None => {
+            let parent = args.path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            parent.join(DEFAULT_DIR_NAME)
+        }
+    };
+    let options = FetchOptions { prefetch: config.wal.prefetch, spool_dir, prefetch_wait: PREFETCH_WAIT };
+    match fetch(repository, &layout, &args.name, &args.path, &options).await? {
+        Fetched::Restored { from_spool, prefetched } => {
+            tracing::debug!(from_spool, prefetched, "restored {}", args.name);
+            Ok(())
+        }
+        Fetched::NotFound => {
+            // The normal end of the archive: one line in PostgreSQL's log, no error.
+            tracing::info!("{} is not in the archive", args.name);
+            Err(QuietExit { code: 1 }.into())
+        }
+    }
+}
+
+pub async fn run(config_path: Option<&Path>, command: WalCommand) -> anyhow::Result<()> {
+    let WalCommand::Check { json } = command;
+    let config = load_config(config_path)?;
+    let repository = open_repository(&config).await?;
+    let layout = ClusterLayout::new(&config.cluster.name);
+    let report = check(&repository, &layout).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    let gaps: Vec<String> =
+        report.gaps().map(|(timeline, gap)| format!("{} (timeline {})", gap.first_missing, timeline.id())).collect();
+    if !gaps.is_empty() {
+        anyhow::bail!(
+            "the WAL archive of cluster {:?} has {} gap(s); first missing segment: {}. Recovery cannot replay past \
+             a gap: if the segment is still in the server's pg_wal, archive it again with `lifeboat wal-push`, and \
+             take a new base backup after the gap",
+            report.cluster,
+            gaps.len(),
+            gaps.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn print_report(report: &ArchiveReport) {
+    println!("cluster   {}", report.cluster);
+    println!("archive   {}", report.location);
+    match report.system_identifier {
+        Some(id) if report.postgres_versions.is_empty() => {
+            println!("system    {id}, WAL segments of {}", report.segment_size)
+        }
+        Some(id) => println!(
+            "system    {id}, PostgreSQL {}, WAL segments of {}",
+            report.postgres_versions.join(", "),
+            report.segment_size
+        ),
+        None if report.is_empty() => {}
+        None => println!("system    unknown (no cluster record); assuming {} segments", report.segment_size),
+    }
+    if report.is_empty() {
+        println!("\nno WAL archived yet (archive_command = 'lifeboat wal-push %p' stores it)");
+    }
+    for timeline in &report.timelines {
+        println!("\ntimeline {} ({}): {} segment(s)", timeline.timeline.id(), timeline.timeline, timeline.segments);
+        for range in &timeline.ranges {
+            println!("  {} .. {}  {} segment(s)", range.first, range.last, range.segments);
+        }
+        for gap in &timeline.gaps {
+            let until = if gap.missing > 1 { format!(" .. {}", gap.last_missing) } else { String::new() };
+            println!("  GAP: first missing segment {}{until} ({} missing)", gap.first_missing, gap.missing);
+        }
+        for name in timeline.partial.iter().chain(&timeline.backup_history) {
+            println!("  also {name}");
+        }
+    }
+    if !report.history_files.is_empty() {
+        println!("\nhistory files: {}", report.history_files.join(", "));
+    }
+    if !report.unrecognised.is_empty() {
+        println!("\nnot WAL files (ignored): {}", report.unrecognised.join(", "));
+    }
+    let gaps = report.gaps().count();
+    if !report.is_empty() {
+        println!("\n{}", if gaps == 0 { "no gaps".to_string() } else { format!("{gaps} gap(s)") });
+    }
+}

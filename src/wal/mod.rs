@@ -1,0 +1,20 @@
+//! WAL archiving: `wal-push` (PostgreSQL's `archive_command`), `wal-fetch` (its
+//! `restore_command`, with prefetch) and `wal check` (continuity of the archive).
+//!
+//! - [`page`]: the little lifeboat reads inside WAL: a segment's long page header (system
+//!   identifier, segment size) and the identifier in `pg_control`.
+//! - [`push`]: store one file durably, create-only, comparing content on a repeated push (G2),
+//!   after checking the cluster's identity.
+//! - [`fetch`] and [`spool`]: restore one file atomically after authentication, and keep the next
+//!   segments downloaded ahead in a spool directory.
+//! - [`check`]: archived segments per timeline as ranges, and the gaps between them.
+//!
+//! Object keys come from [`crate::catalog::layout::ClusterLayout`], file names from
+//! [`crate::catalog::wal`]. `wal-push` and `wal-fetch` run once per file, so they do only what
+//! that file needs: a few requests, no listing.
+
+pub mod check;
+pub mod fetch;
+pub mod page;
+pub mod push;
+pub mod spool;

@@ -1,0 +1,660 @@
+//! Native base backups end to end (`lifeboat backup`): real PostgreSQL clusters with a
+//! tablespace and an unlogged table, backed up into a local-directory repository and into a
+//! real S3-compatible server; what the manifest lists, that every stored byte hashes to what the
+//! manifest says, crash safety (a backup killed with SIGKILL is invisible and its objects are
+//! removed by the next one), and two concurrent backups taking turns on the lease.
+//!
+//! Most tests archive WAL with `cp` (so they do not depend on `wal-push`); one runs the built
+//! binary's `wal-push` as `archive_command` into the same repository, so `pg_backup_stop` waits on
+//! lifeboat's own archiving.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lifeboat::backup::{BackupOptions, BackupSummary};
+use lifeboat::catalog::backup_manifest::{BackupManifest, EntryKind};
+use lifeboat::catalog::id::BackupId;
+use lifeboat::catalog::layout::ClusterLayout;
+use lifeboat::catalog::wal::WalFile;
+use lifeboat::config::{Config, RepositoryUrl};
+use lifeboat::keys::Unlock;
+use lifeboat::keys::slots::KeyFile;
+use lifeboat::object::WriteOptions;
+use lifeboat::postgres::binaries::PgBinaries;
+use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
+use lifeboat::repository::Repository;
+use lifeboat::storage::ObjectStore;
+use lifeboat::storage::local::LocalStore;
+use lifeboat::storage::s3::S3Store;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
+
+const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
+
+fn binaries() -> PgBinaries {
+    PgBinaries::find(None).expect("PostgreSQL binaries (scripts/test installs them)")
+}
+
+/// How WAL leaves the test cluster.
+enum Archiving {
+    /// `cp` into `<cluster root>/archive`.
+    Copy,
+    /// The built binary's `wal-push`, into the test's repository.
+    WalPush,
+}
+
+/// A running cluster that archives its WAL, and a test directory with `lifeboat.toml`, a key
+/// file and (for the local backend) the repository.
+struct Setup {
+    dir: tempfile::TempDir,
+    cluster: LocalCluster,
+    /// Where `cp` archives to.
+    archive: PathBuf,
+    /// Whether WAL is archived with `cp` into `archive`.
+    copies_wal: bool,
+}
+
+impl Setup {
+    /// A cluster archiving as `archiving` says, and a configuration whose `[repository]` table
+    /// starts with `repository` (default: a local directory; the key file is added), with `extra`
+    /// appended to the file (e.g. a `[repository.s3]` table). The repository is initialised.
+    async fn start(archiving: Archiving, repository: Option<String>, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let config_path = dir.path().join("lifeboat.toml");
+        let options = LocalClusterOptions::default().setting("wal_level", "replica").setting("archive_mode", "on");
+        let cluster = LocalCluster::init(&binaries(), options).await.expect("init a cluster");
+        // Outside the data directory, so the backup does not copy the archive.
+        let archive = cluster.root_dir().join("archive");
+        std::fs::create_dir(&archive).unwrap();
+        cluster.give_to_server_user(&archive).unwrap();
+        let command = match archiving {
+            Archiving::Copy => format!("test ! -f {0}/%f && cp %p {0}/%f", archive.display()),
+            Archiving::WalPush => format!("{LIFEBOAT} --config {} wal-push %p", config_path.display()),
+        };
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(cluster.data_dir().join("postgresql.conf")).unwrap();
+        writeln!(conf, "{}", format_setting("archive_command", &command).unwrap()).unwrap();
+        let repository = repository.unwrap_or_else(|| format!("url = \"file://{root}/repo\"\n"));
+        let config = format!(
+            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}\"\n\n\
+             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\nlock_wait = \"5m\"\n{extra}",
+            pgdata = cluster.data_dir().display(),
+            connection = cluster.connection_url(),
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let copies_wal = matches!(archiving, Archiving::Copy);
+        let mut setup = Setup { dir, cluster, archive, copies_wal };
+        assert_success(&setup.run(&["init"]));
+        if !copies_wal {
+            // The archiver runs wal-push as the server's OS user: it needs the configuration,
+            // the key file and the local repository.
+            setup.cluster.give_to_server_user(setup.dir.path()).unwrap();
+        }
+        setup.cluster.start().await.expect("start the cluster");
+        setup
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("lifeboat.toml")
+    }
+
+    fn config(&self) -> Config {
+        Config::load(Some(&self.config_path())).unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        lifeboat(&self.config_path(), args)
+    }
+
+    async fn connect(&self) -> PgConnection {
+        PgConnection::connect_with(&self.cluster.connect_options()).await.unwrap()
+    }
+
+    async fn repository(&self) -> Arc<Repository> {
+        open_repository(&self.config()).await
+    }
+
+    async fn backup(&self) -> BackupSummary {
+        let config = self.config();
+        let repository = open_repository(&config).await;
+        lifeboat::backup::run(&config, repository, &BackupOptions::from_config(&config.backup))
+            .await
+            .unwrap_or_else(|error| panic!("backup failed: {error}"))
+    }
+}
+
+fn lifeboat(config: &Path, args: &[&str]) -> Output {
+    lifeboat_command(config, args).output().unwrap()
+}
+
+fn lifeboat_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(LIFEBOAT);
+    command.arg("--config").arg(config).args(args);
+    for (variable, _) in std::env::vars_os() {
+        let name = variable.to_string_lossy();
+        if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") {
+            command.env_remove(&variable);
+        }
+    }
+    command
+}
+
+async fn open_repository(config: &Config) -> Arc<Repository> {
+    let store: Arc<dyn ObjectStore> = match &config.repository.url {
+        RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
+        RepositoryUrl::S3 { .. } => Arc::new(S3Store::connect(config.s3_settings().unwrap()).await.unwrap()),
+    };
+    let unlock = Unlock::KeyFile(KeyFile::load(config.repository.key_file.as_ref().unwrap()).unwrap());
+    let compression = config.repository.compression;
+    let options =
+        WriteOptions { compression: compression.algorithm, level: compression.level, ..WriteOptions::default() };
+    Arc::new(Repository::open(store, Some(&unlock), options).await.unwrap())
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[track_caller]
+fn assert_success(output: &Output) {
+    assert!(output.status.success(), "expected success\n{}", describe(output));
+}
+
+#[track_caller]
+fn assert_failure(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "expected exit status 1\n{}", describe(output));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn layout() -> ClusterLayout {
+    ClusterLayout::new(&lifeboat::config::ClusterName::parse("main").unwrap())
+}
+
+async fn execute(conn: &mut PgConnection, sql: &str) {
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
+async fn scalar(conn: &mut PgConnection, sql: &str) -> String {
+    sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// Paths (as the manifest writes them) of the interesting relations.
+struct Relations {
+    /// A table in the default tablespace, large enough (a few MiB) to be an object of its own.
+    large: String,
+    /// A small table: bundled.
+    small: String,
+    /// A table in tablespace `space`.
+    in_tablespace: String,
+    /// The main fork of an unlogged table.
+    unlogged: String,
+    tablespace_oid: u32,
+    tablespace_dir: PathBuf,
+}
+
+/// Several tables, a tablespace with a table in it, and an unlogged table with data.
+async fn populate(setup: &Setup) -> Relations {
+    let tablespace_dir = setup.cluster.root_dir().join("space");
+    std::fs::create_dir(&tablespace_dir).unwrap();
+    setup.cluster.give_to_server_user(&tablespace_dir).unwrap();
+    let mut conn = setup.connect().await;
+    execute(&mut conn, &format!("CREATE TABLESPACE space LOCATION '{}'", tablespace_dir.display())).await;
+    execute(&mut conn, "CREATE TABLE large (id int PRIMARY KEY, payload text)").await;
+    execute(
+        &mut conn,
+        "INSERT INTO large SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 60000) g",
+    )
+    .await;
+    execute(&mut conn, "CREATE TABLE small (id int, name text)").await;
+    execute(&mut conn, "INSERT INTO small VALUES (1, 'apple'), (2, 'pear')").await;
+    execute(&mut conn, "CREATE TABLE elsewhere (id int, note text) TABLESPACE space").await;
+    execute(&mut conn, "INSERT INTO elsewhere SELECT g, 'note ' || g FROM generate_series(1, 1000) g").await;
+    execute(&mut conn, "CREATE UNLOGGED TABLE scratch (id int, junk text)").await;
+    execute(&mut conn, "INSERT INTO scratch SELECT g, repeat('x', 100) FROM generate_series(1, 5000) g").await;
+    execute(&mut conn, "CHECKPOINT").await;
+    let path = |table: &str| format!("SELECT pg_relation_filepath('{table}')");
+    let relations = Relations {
+        large: scalar(&mut conn, &path("large")).await,
+        small: scalar(&mut conn, &path("small")).await,
+        in_tablespace: scalar(&mut conn, &path("elsewhere")).await,
+        unlogged: scalar(&mut conn, &path("scratch")).await,
+        tablespace_oid: scalar(&mut conn, "SELECT oid::text FROM pg_tablespace WHERE spcname = 'space'")
+            .await
+            .parse()
+            .unwrap(),
+        tablespace_dir,
+    };
+    conn.close().await.unwrap();
+    relations
+}
+
+/// Reads every object of the backup back through the repository (authenticated, decrypted):
+/// each object's plaintext hashes to its manifest entry, and each file's bytes, put together
+/// from its pieces (offset and length in their objects), hash to the file's entry. Returns the
+/// files' plaintexts by path.
+async fn verify_stored_bytes(repository: &Repository, manifest: &BackupManifest) -> BTreeMap<String, Vec<u8>> {
+    let layout = layout();
+    let directory = layout.backup_dir(manifest.id);
+    let listed: BTreeSet<String> = repository
+        .store()
+        .list(&directory)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|meta| meta.key.as_str().strip_prefix(&directory).unwrap().to_owned())
+        .collect();
+    let expected: BTreeSet<String> =
+        manifest.objects.iter().map(|object| object.key.clone()).chain(["manifest".to_owned()]).collect();
+    assert_eq!(listed, expected, "the backup's directory holds exactly the manifest and its objects");
+    let mut objects = BTreeMap::new();
+    for object in &manifest.objects {
+        let plaintext = repository.get_bytes(&layout.backup_object(manifest.id, &object.key)).await.unwrap();
+        assert_eq!(plaintext.len() as u64, object.size, "{}", object.key);
+        assert_eq!(blake3::hash(&plaintext).to_hex().to_string(), object.blake3, "{}", object.key);
+        objects.insert(object.key.clone(), plaintext);
+    }
+    let mut contents = BTreeMap::new();
+    let mut used = BTreeMap::<&str, u64>::new();
+    for file in manifest.files.iter().filter(|file| file.kind == EntryKind::File) {
+        let mut bytes = Vec::new();
+        for piece in &file.locations {
+            let object = &objects[&piece.object];
+            bytes.extend_from_slice(&object[piece.offset as usize..(piece.offset + piece.length) as usize]);
+            *used.entry(&piece.object).or_default() += piece.length;
+        }
+        assert_eq!(Some(bytes.len() as u64), file.size, "{}", file.path);
+        assert_eq!(Some(blake3::hash(&bytes).to_hex().to_string()), file.blake3, "{}", file.path);
+        contents.insert(file.path.clone(), bytes);
+    }
+    for object in &manifest.objects {
+        assert_eq!(used.get(object.key.as_str()).copied().unwrap_or(0), object.size, "{} is not all used", object.key);
+    }
+    contents
+}
+
+/// Everything the manifest of a backup of [`populate`]'s cluster must say.
+async fn check_backup(
+    setup: &Setup,
+    relations: &Relations,
+    repository: &Repository,
+    manifest: &BackupManifest,
+    part_size: u64,
+) {
+    let stored = BackupManifest::read(repository, &layout(), manifest.id).await.unwrap();
+    assert_eq!(&stored, manifest, "the stored manifest is the one returned");
+    let mut conn = setup.connect().await;
+    let identifier = scalar(&mut conn, "SELECT system_identifier::text FROM pg_control_system()").await;
+    let version_num: u32 = scalar(&mut conn, "SHOW server_version_num").await.parse().unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(manifest.system_identifier.to_string(), identifier);
+    assert_eq!(manifest.postgres_version_num, version_num);
+    assert_eq!(manifest.cluster, "main");
+    assert_eq!(manifest.timeline.id(), 1);
+
+    // The LSNs are the ones PostgreSQL returned: its backup history file (archived by
+    // pg_backup_stop) and the backup_label say the same.
+    assert!(manifest.start_lsn < manifest.stop_lsn, "{} < {}", manifest.start_lsn, manifest.stop_lsn);
+    assert!(
+        manifest
+            .backup_label
+            .contains(&format!("START WAL LOCATION: {} (file {})", manifest.start_lsn, manifest.start_wal)),
+        "{}",
+        manifest.backup_label
+    );
+    assert!(manifest.backup_label.contains(&format!("LABEL: lifeboat {}", manifest.id)), "{}", manifest.backup_label);
+    assert_eq!(manifest.start_segment().name(manifest.wal_segment_size), manifest.start_wal);
+    assert_eq!(manifest.stop_segment().name(manifest.wal_segment_size), manifest.stop_wal);
+    if setup.copies_wal {
+        let history = std::fs::read_dir(&setup.archive)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.extension().is_some_and(|extension| extension == "backup"))
+            .expect("pg_backup_stop archived a backup history file");
+        let text = std::fs::read_to_string(&history).unwrap();
+        assert!(text.contains(&format!("START WAL LOCATION: {} ", manifest.start_lsn)), "{text}");
+        assert!(text.contains(&format!("STOP WAL LOCATION: {} ", manifest.stop_lsn)), "{text}");
+        // pg_backup_stop waited for the archive: the last segment the backup needs is there.
+        assert!(setup.archive.join(&manifest.stop_wal).is_file(), "{} not archived", manifest.stop_wal);
+    }
+    let tablespace_map = manifest.tablespace_map.as_deref().expect("a tablespace_map");
+    assert!(
+        tablespace_map.contains(&format!("{} {}", relations.tablespace_oid, relations.tablespace_dir.display())),
+        "{tablespace_map}"
+    );
+
+    // What is there, and what is not.
+    let entry = |path: &str| manifest.file(path).unwrap_or_else(|| panic!("{path} is not in the manifest"));
+    for path in [&relations.large, &relations.small, &relations.in_tablespace, "PG_VERSION", "global/pg_control"] {
+        let file = entry(path);
+        assert_eq!(file.kind, EntryKind::File, "{path}");
+        assert!(file.size.unwrap() > 0, "{path}");
+        assert_eq!(file.mode & 0o777, 0o600, "{path}");
+    }
+    let large = entry(&relations.large);
+    assert!(large.size.unwrap() >= 4 * 1024 * 1024, "the large table has {:?} bytes", large.size);
+    let object_of = |piece: &lifeboat::catalog::backup_manifest::Location| {
+        manifest.objects.iter().find(|object| object.key == piece.object).unwrap().clone()
+    };
+    if part_size >= large.size.unwrap() {
+        assert_eq!(large.locations.len(), 1);
+        assert_eq!(object_of(&large.locations[0]).files, 1, "a large file has its own object");
+    } else {
+        // Cut into parts, an object each, that fit together.
+        assert_eq!(large.locations.len() as u64, large.size.unwrap().div_ceil(part_size), "{large:?}");
+        for piece in &large.locations {
+            assert_eq!((piece.offset, object_of(piece).size), (0, piece.length));
+        }
+        assert!(large.locations[..large.locations.len() - 1].iter().all(|piece| piece.length == part_size));
+    }
+    let small = entry(&relations.small);
+    assert!(object_of(&small.locations[0]).files > 1, "small files are bundled");
+    assert_eq!(entry(&format!("{}_init", relations.unlogged)).kind, EntryKind::File);
+    assert!(manifest.file(&relations.unlogged).is_none(), "the unlogged table's main fork was copied");
+    assert!(manifest.file(&format!("{}_fsm", relations.unlogged)).is_none());
+    let link = entry(&format!("pg_tblspc/{}", relations.tablespace_oid));
+    assert_eq!(link.kind, EntryKind::Symlink);
+    assert_eq!(link.target.as_deref(), Some(relations.tablespace_dir.to_str().unwrap()));
+    assert!(relations.in_tablespace.starts_with(&format!("pg_tblspc/{}/PG_", relations.tablespace_oid)));
+    assert_eq!(manifest.tablespaces.len(), 1);
+    assert_eq!(manifest.tablespaces[0].name.as_deref(), Some("space"));
+    assert_eq!(manifest.tablespaces[0].oid, relations.tablespace_oid);
+    assert_eq!(entry("pg_wal").kind, EntryKind::Dir);
+    assert_eq!(entry("pg_wal/archive_status").kind, EntryKind::Dir);
+    assert!(manifest.files.iter().all(|file| !file.path.starts_with("pg_wal/0")), "WAL segments were copied");
+    for path in ["postmaster.pid", "postmaster.opts", "backup_label"] {
+        assert!(manifest.file(path).is_none(), "{path} was copied");
+    }
+    assert!(manifest.files.iter().all(|file| !file.path.ends_with("pg_internal.init")));
+    assert_eq!(entry("pg_stat_tmp").kind, EntryKind::Dir);
+    assert!(manifest.files.windows(2).all(|pair| pair[0].path < pair[1].path), "files are sorted and unique");
+
+    // Totals add up, and every stored byte is what the manifest says.
+    let totals = &manifest.totals;
+    assert_eq!(totals.files, manifest.files.iter().filter(|file| file.kind == EntryKind::File).count() as u64);
+    assert_eq!(totals.bytes, manifest.files.iter().filter_map(|file| file.size).sum::<u64>());
+    assert_eq!(totals.objects, manifest.objects.len() as u64);
+    assert!(totals.stored_bytes > 0 && totals.stored_bytes < totals.bytes, "{totals:?}");
+    let contents = verify_stored_bytes(repository, manifest).await;
+    let on_disk = std::fs::read(setup.cluster.data_dir().join("PG_VERSION")).unwrap();
+    assert_eq!(contents["PG_VERSION"], on_disk);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
+    let setup = Setup::start(Archiving::Copy, None, "").await;
+    let relations = populate(&setup).await;
+    let output = setup.run(&["backup", "--json"]);
+    assert_success(&output);
+    eprintln!("{}", describe(&output));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", describe(&output)));
+    let id: BackupId = summary["id"].as_str().unwrap().parse().unwrap();
+    let repository = setup.repository().await;
+    let manifest = BackupManifest::read(&repository, &layout(), id).await.unwrap();
+    check_backup(&setup, &relations, &repository, &manifest, lifeboat::backup::copy::PART_SIZE).await;
+    assert_eq!(summary["start_lsn"], manifest.start_lsn.to_string());
+    assert_eq!(summary["stop_lsn"], manifest.stop_lsn.to_string());
+    assert_eq!(summary["bytes"], manifest.totals.bytes);
+    assert_eq!(summary["stored_bytes"], manifest.totals.stored_bytes);
+    assert_eq!(summary["manifest"], format!("clusters/main/backups/{id}/manifest"));
+    assert_eq!(summary["tablespaces"], 1);
+
+    // The text output names the id, the LSNs and the sizes.
+    let output = setup.run(&["backup", "--workers", "1"]);
+    assert_success(&output);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("backup 20") && text.contains("-full of cluster main complete"), "{text}");
+    assert!(text.contains("timeline 1, start ") && text.contains("MB/s") && text.contains("smaller"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_on_s3_lists_what_a_restore_needs() {
+    let server = S3Server::start(S3ServerKind::S3sFs).await;
+    let bucket = server.fresh_bucket().await.bucket;
+    let s3 = format!(
+        "\n[repository.s3]\nendpoint = \"{}\"\nforce_path_style = true\n\
+         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+        server.endpoint()
+    );
+    let setup = Setup::start(Archiving::Copy, Some(format!("url = \"s3://{bucket}/prod\"\n")), &s3).await;
+    let relations = populate(&setup).await;
+    // Small parts, so the large table is cut into several.
+    let config = setup.config();
+    let options = BackupOptions { part_size: 1024 * 1024, ..BackupOptions::from_config(&config.backup) };
+    let repository = setup.repository().await;
+    let summary = lifeboat::backup::run(&config, repository.clone(), &options).await.unwrap();
+    check_backup(&setup, &relations, &repository, &summary.manifest, options.part_size).await;
+    assert!(summary.removed_orphans.is_empty());
+}
+
+/// Every object under `backups/`, grouped by backup id, and whether each id has a manifest.
+async fn backup_directories(repository: &Repository) -> BTreeMap<BackupId, (bool, usize)> {
+    let layout = layout();
+    let mut directories = BTreeMap::<BackupId, (bool, usize)>::new();
+    for meta in repository.store().list(&layout.backups_prefix()).await.unwrap() {
+        let (id, relative) = layout.parse_backup_key(&meta.key).unwrap_or_else(|| panic!("stray key {}", meta.key));
+        let directory = directories.entry(id).or_default();
+        if relative == "manifest" {
+            directory.0 = true;
+        } else {
+            directory.1 += 1;
+        }
+    }
+    directories
+}
+
+/// Data objects (not temporary files) of backups in a local repository, found on disk.
+fn data_objects_on_disk(repo: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(backups) = std::fs::read_dir(repo.join("clusters/main/backups")) else { return found };
+    for backup in backups {
+        let Ok(objects) = std::fs::read_dir(backup.unwrap().path().join("data")) else { continue };
+        for object in objects {
+            let path = object.unwrap().path();
+            if !path.file_name().unwrap().to_string_lossy().starts_with(".lifeboat-") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_killed_halfway_is_never_listed_and_the_next_one_removes_its_objects() {
+    let setup = Setup::start(Archiving::Copy, None, "").await;
+    let mut conn = setup.connect().await;
+    // About 40 MB that zstd level 19 needs many seconds for, while the small files are done at once.
+    execute(&mut conn, "CREATE TABLE big (id int, payload text)").await;
+    execute(
+        &mut conn,
+        "INSERT INTO big SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 400000) g",
+    )
+    .await;
+    execute(&mut conn, "CHECKPOINT").await;
+    conn.close().await.unwrap();
+
+    let slow_config = setup.dir.path().join("slow.toml");
+    let text = std::fs::read_to_string(setup.config_path()).unwrap();
+    let text = text.replace("key_file = ", "compression = { algorithm = \"zstd\", level = 19 }\nkey_file = ");
+    std::fs::write(&slow_config, text).unwrap();
+    let mut child =
+        lifeboat_command(&slow_config, &["backup"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let repo = setup.dir.path().join("repo");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while data_objects_on_disk(&repo).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended before any data object was written");
+        assert!(Instant::now() < deadline, "no data object after two minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the backup finished before it could be killed");
+
+    let repository = setup.repository().await;
+    let directories = backup_directories(&repository).await;
+    assert_eq!(directories.len(), 1, "{directories:?}");
+    let (&killed, &(has_manifest, objects)) = directories.iter().next().unwrap();
+    assert!(!has_manifest, "a killed backup must have no manifest");
+    assert!(objects > 0);
+    let error = BackupManifest::read(&repository, &layout(), killed).await.unwrap_err();
+    assert!(error.to_string().contains("there is no backup"), "{error}");
+
+    // The next backup takes over the dead process's lease at once, removes the orphans, and works.
+    let summary = setup.backup().await;
+    assert!(summary.duration < Duration::from_secs(60), "took {:?}: did it wait for the dead lease?", summary.duration);
+    assert_eq!(summary.removed_orphans.len(), 1);
+    assert_eq!(summary.removed_orphans[0].id, killed);
+    assert_eq!(summary.removed_orphans[0].objects, objects);
+    let directories = backup_directories(&repository).await;
+    assert!(directories.values().all(|(has_manifest, _)| *has_manifest), "objects without a manifest: {directories:?}");
+    assert_eq!(directories.keys().copied().collect::<Vec<_>>(), [summary.manifest.id]);
+    verify_stored_bytes(&repository, &summary.manifest).await;
+    assert!(repository.store().list("clusters/main/locks/").await.unwrap().is_empty(), "the lease was not released");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_backups_take_turns() {
+    let setup = Setup::start(Archiving::Copy, None, "").await;
+    let (first, second) = tokio::join!(setup.backup(), setup.backup());
+    let (earlier, later) = if first.manifest.id < second.manifest.id { (first, second) } else { (second, first) };
+    assert_ne!(earlier.manifest.id, later.manifest.id);
+    assert!(
+        later.manifest.start_time >= earlier.manifest.stop_time,
+        "the second backup started at {} before the first stopped at {}",
+        later.manifest.start_time,
+        earlier.manifest.stop_time
+    );
+    assert!(earlier.manifest.stop_lsn <= later.manifest.start_lsn);
+    let repository = setup.repository().await;
+    let directories = backup_directories(&repository).await;
+    assert_eq!(directories.len(), 2);
+    assert!(directories.values().all(|(has_manifest, _)| *has_manifest));
+    for summary in [&earlier, &later] {
+        verify_stored_bytes(&repository, &summary.manifest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_wal_push_as_archive_command_the_wal_a_backup_needs_is_stored_when_it_completes() {
+    let setup = Setup::start(Archiving::WalPush, None, "").await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g").await;
+    // A first archived segment, so wal-push (as the server's OS user) creates the WAL directories.
+    let first: String = scalar(&mut conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let archived = scalar(&mut conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
+        if archived >= first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{first} was not archived: {}",
+            std::fs::read_to_string(setup.cluster.log_file()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    conn.close().await.unwrap();
+
+    let summary = setup.backup().await;
+    let manifest = &summary.manifest;
+    let repository = setup.repository().await;
+    let size = manifest.wal_segment_size;
+    let stop = layout().wal_file(&WalFile::Segment(manifest.stop_segment()), size);
+    assert!(repository.store().head(&stop).await.unwrap().is_some(), "{stop} is not in the repository");
+    let start = manifest.start_segment();
+    let offset = (manifest.start_lsn.as_u64() - start.start_lsn(size).as_u64()) as u32;
+    let history = layout().wal_file(&WalFile::BackupHistory { segment: start, offset }, size);
+    let history = repository.get_bytes(&history).await.unwrap();
+    let history = String::from_utf8(history).unwrap();
+    assert!(history.contains(&format!("STOP WAL LOCATION: {} ", manifest.stop_lsn)), "{history}");
+    verify_stored_bytes(&repository, manifest).await;
+}
+
+/// A directory that looks like a data directory of another cluster (another system identifier).
+fn fake_data_directory(parent: &Path, major: u32, system_identifier: u64) -> PathBuf {
+    let pgdata = parent.join("other-cluster");
+    std::fs::create_dir_all(pgdata.join("global")).unwrap();
+    std::fs::write(pgdata.join("PG_VERSION"), format!("{major}\n")).unwrap();
+    let mut control = system_identifier.to_ne_bytes().to_vec();
+    control.resize(8192, 0);
+    std::fs::write(pgdata.join("global/pg_control"), control).unwrap();
+    pgdata
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_cannot_be_backed_up_is_refused_with_the_next_step() {
+    let options = LocalClusterOptions::default()
+        .setting("wal_level", "minimal")
+        .setting("max_wal_senders", "0")
+        .setting("archive_mode", "off");
+    let mut cluster = LocalCluster::start_new(&binaries(), options).await.expect("start a cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    let write_config = |cluster_table: &str| {
+        let config = format!(
+            "[cluster]\nname = \"main\"\n{cluster_table}\n[repository]\nurl = \"file://{root}/repo\"\nkey_file = \"{root}/repo.key\"\n"
+        );
+        std::fs::write(dir.path().join("lifeboat.toml"), config).unwrap();
+        dir.path().join("lifeboat.toml")
+    };
+    let connection = format!("connection = \"{}\"\n", cluster.connection_url());
+    let pgdata = format!("pgdata = \"{}\"\n", cluster.data_dir().display());
+    assert_success(&lifeboat(&write_config(""), &["init"]));
+
+    let error = assert_failure(&lifeboat(&write_config(&connection), &["backup"]));
+    assert!(error.contains("cluster.pgdata is not set") && error.contains("SHOW data_directory"), "{error}");
+
+    let other = fake_data_directory(dir.path(), binaries().major(), 42);
+    let config = write_config(&format!("{connection}pgdata = \"{}\"\n", other.display()));
+    let error = assert_failure(&lifeboat(&config, &["backup"]));
+    assert!(
+        error.contains("belongs to another PostgreSQL cluster") && error.contains("system identifier 42"),
+        "{error}"
+    );
+
+    let config =
+        write_config(&format!("{pgdata}connection = \"postgresql:///postgres?host={root}&port=9&user=postgres\"\n"));
+    let error = assert_failure(&lifeboat(&config, &["backup"]));
+    assert!(error.contains("cannot connect to PostgreSQL") && error.contains("check that the server runs"), "{error}");
+
+    let config = write_config(&format!("{pgdata}{connection}"));
+    let error = assert_failure(&lifeboat(&config, &["backup"]));
+    assert!(error.contains("wal_level = minimal") && error.contains("wal_level = replica"), "{error}");
+
+    // With archive_mode off the backup works, but says it cannot be restored without WAL.
+    let mut conn = PgConnection::connect_with(&cluster.connect_options()).await.unwrap();
+    execute(&mut conn, "ALTER SYSTEM SET wal_level = replica").await;
+    conn.close().await.unwrap();
+    cluster.stop().await.unwrap();
+    cluster.start().await.unwrap();
+    let output = lifeboat(&config, &["backup"]);
+    assert_success(&output);
+    let warning = String::from_utf8_lossy(&output.stderr);
+    assert!(warning.contains("archive_mode is off") && warning.contains("cannot be restored"), "{warning}");
+    // Nothing of the refused attempts was left behind.
+    let repository = open_repository(&Config::load(Some(&config)).unwrap()).await;
+    let directories = backup_directories(&repository).await;
+    assert_eq!(directories.len(), 1);
+    assert!(directories.values().all(|(has_manifest, _)| *has_manifest));
+}
