@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# backup: lifeboat vs pgBackRest, on a real PostgreSQL 15 cluster (called by scripts/bench).
+#
+#   1. Builds lifeboat in release (`cargo build --release`, the usual target directory).
+#   2. In a temporary directory: a PostgreSQL cluster (initdb -k, as the `postgres` OS user when run
+#      as root; Unix socket in the temporary directory, listen_addresses = '', a free port,
+#      wal_level = replica, archive_mode = on, shared_buffers = 512MB, max_wal_size = 4GB,
+#      archive_command = 'true' while loading), `pgbench -i -s 100` (about 1.5 GB), CHECKPOINT.
+#   3. lifeboat: a local-directory repository, zstd level 3, aes-256-gcm with a key file,
+#      [backup] workers = 2, archive_command = '<bin> --config <cfg> wal-push %p'; RUNS full backups.
+#   4. pgBackRest (if installed): a stanza with a posix repository on the same disk, compress-type=zst
+#      compress-level=3 start-fast=y repo1-cipher-type=aes-256-cbc process-max=2,
+#      archive_command = 'pgbackrest --config=<conf> --stanza=bench archive-push %p'; RUNS full backups.
+#      The runs of 3 and 4 alternate (lifeboat, pgBackRest, lifeboat, ...), archive_command being
+#      switched to the tool before each, so that the shared machine's changing load hits both alike.
+#   5. wal-push latency: ~SEGMENTS segments of WAL (INSERT ... repeat(md5(...)) + pg_switch_wal()),
+#      copied to a scratch directory, then one timed `lifeboat wal-push` and one timed
+#      `pgbackrest archive-push` per segment, sequentially, as the archiver calls them (OS user
+#      postgres, from the data directory, absolute paths), each into a fresh repository / stanza.
+#
+# Every command under test runs as the postgres user (setuid in scripts/bench.d/measure.py, so no
+# su/runuser process is measured). Wall time, peak RSS of the process tree (summed over all of its
+# processes, sampled from /proc every 100 ms: pgBackRest forks local worker processes, lifeboat is
+# one process; both are measured the same way) and the largest single process (ru_maxrss, what
+# GNU `time -v` prints). MB/s = bytes of the data directory without pg_wal / wall time (MB = 10^6).
+# Repository bytes = growth of `du -sb` of the backups' part of the repository (WAL excluded).
+#
+# Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages and pgbench, python3.
+# pgBackRest: when it is missing and the script runs as root, it runs `apt-get update` once and
+# `apt-get install -y pgbackrest`; if that fails, only the lifeboat half runs.
+# Environment: BENCH_RUNS (default 3), BENCH_SCALE (default 100), BENCH_SEGMENTS (default 20),
+# BENCH_NO_INSTALL=1 (never run apt-get).
+# The cluster is stopped and the temporary directory removed on exit.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+here="$(pwd)"
+measure="$here/scripts/bench.d/measure.py"
+RUNS="${BENCH_RUNS:-3}"
+SCALE="${BENCH_SCALE:-100}"
+SEGMENTS="${BENCH_SEGMENTS:-20}"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: the backup benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
+    exit 1
+fi
+if ! getent passwd postgres >/dev/null; then
+    echo "error: no postgres OS user; install PostgreSQL's server packages" >&2
+    exit 1
+fi
+bindir="$(pg_config --bindir 2>/dev/null || true)"
+if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+    bindir="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+fi
+for program in initdb pg_ctl pgbench psql; do
+    if [ ! -x "$bindir/$program" ]; then
+        echo "error: $bindir/$program not found; install PostgreSQL's server packages" >&2
+        exit 1
+    fi
+done
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "load average at start: $(loadavg)  ($(nproc) cores)"
+
+# pgBackRest, installed if missing.
+have_pgbackrest=0
+if command -v pgbackrest >/dev/null; then
+    have_pgbackrest=1
+elif [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
+    echo "pgbackrest is not installed: apt-get update && apt-get install -y pgbackrest ..."
+    if apt-get update -qq >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 &&
+        command -v pgbackrest >/dev/null; then
+        have_pgbackrest=1
+    else
+        echo "warning: could not install pgbackrest; only lifeboat is measured" >&2
+    fi
+fi
+if [ "$have_pgbackrest" = 1 ]; then
+    pgbackrest_bin="$(command -v pgbackrest)"
+    echo "pgBackRest: $("$pgbackrest_bin" version)"
+fi
+
+echo "building lifeboat (cargo build --release)..."
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+lifeboat="$target_dir/release/lifeboat"
+if ! cargo build --release --quiet --bin lifeboat; then
+    # A tree being edited may not compile for a moment; an existing release build still measures.
+    if [ -x "$lifeboat" ]; then
+        echo "warning: the build failed; measuring the existing $lifeboat of $(date -r "$lifeboat" '+%F %T')" >&2
+    else
+        exit 1
+    fi
+fi
+
+work="$(mktemp -d /tmp/lifeboat-bench-backup-XXXXXX)"
+chmod 755 "$work"
+chown postgres: "$work"
+as_pg=(runuser -u postgres --)
+data="$work/data"
+# Nothing runs in the background: the only process left to stop is the cluster this script started.
+cleanup() {
+    if [ -f "$data/postmaster.pid" ]; then
+        "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m fast -t 60 --silent >/dev/null 2>&1 ||
+            "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m immediate --silent >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The release binary must be executable by postgres (the archiver runs it).
+if ! "${as_pg[@]}" test -x "$lifeboat"; then
+    cp "$lifeboat" "$work/lifeboat"
+    chmod 755 "$work/lifeboat"
+    lifeboat="$work/lifeboat"
+fi
+echo "lifeboat: $lifeboat"
+
+# Runs a command as postgres, in the data directory.
+pg() { "${as_pg[@]}" "$@"; }
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres "$@"; }
+set_archive_command() {
+    psql_ -c "ALTER SYSTEM SET archive_command = '$1'" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.5
+}
+data_bytes() { # the data directory without pg_wal (what a base backup copies)
+    local all wal
+    all="$(du -sb "$data" | cut -f1)"
+    wal="$(du -sb "$data/pg_wal" | cut -f1)"
+    echo $((all - wal))
+}
+du_bytes() { if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+
+echo "creating a PostgreSQL cluster in $work (port $port) and running pgbench -i -s $SCALE..."
+pg "$bindir/initdb" -D "$data" -U postgres -A trust -k --no-sync >/dev/null
+cat <<EOF | pg tee -a "$data/postgresql.conf" >/dev/null
+listen_addresses = ''
+unix_socket_directories = '$work'
+port = $port
+wal_level = replica
+archive_mode = on
+archive_command = 'true'
+shared_buffers = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+EOF
+pg "$bindir/pg_ctl" start -D "$data" -l "$work/server.log" -w -t 120 --silent
+load_start="$(date +%s.%N)"
+"$bindir/pgbench" -i -s "$SCALE" -q -h "$work" -p "$port" -U postgres postgres >"$work/pgbench-init.log" 2>&1 ||
+    { cat "$work/pgbench-init.log" >&2; exit 1; }
+psql_ -c CHECKPOINT
+echo "pgbench -i -s $SCALE + CHECKPOINT: $(python3 -c "import time; print(f'{time.time() - $load_start:.1f}')") s; data directory without pg_wal: $(data_bytes) bytes"
+
+results="$work/results"
+mkdir -p "$results"
+chmod 777 "$results"
+
+# ---- lifeboat ----
+lbdir="$work/lifeboat"
+pg mkdir -p "$lbdir"
+make_lifeboat_config() { # path, repository directory
+    cat <<EOF | pg tee "$1" >/dev/null
+[cluster]
+name = "bench"
+pgdata = "$data"
+connection = "postgresql://postgres@/postgres?host=$work&port=$port"
+bin_dir = "$bindir"
+os_user = "postgres"
+
+[repository]
+url = "file://$2"
+key_file = "$(dirname "$1")/repo.key"
+cipher = "aes-256-gcm"
+compression = { algorithm = "zstd", level = 3 }
+
+[backup]
+workers = 2
+EOF
+    pg chmod 600 "$1"
+}
+lbconf="$lbdir/lifeboat.toml"
+make_lifeboat_config "$lbconf" "$lbdir/repo"
+pg "$lifeboat" --config "$lbconf" init >/dev/null
+
+# Prints one result line per run and keeps the JSON: tool, run, command...
+run_backup() {
+    local tool="$1" run="$2" repo_part="$3"
+    shift 3
+    local out="$results/$tool-$run.json" before after bytes
+    bytes="$(data_bytes)"
+    before="$(du_bytes "$repo_part")"
+    local load
+    load="$(loadavg)"
+    python3 "$measure" run --user postgres --cwd "$data" --out "$out" -- "$@" ||
+        { echo "error: $tool backup $run failed:" >&2; cat "$out.stderr" >&2; tail -n 20 "$out.stdout" >&2; exit 1; }
+    after="$(du_bytes "$repo_part")"
+    python3 - "$out" "$bytes" $((after - before)) "$load" <<'EOF'
+import json, sys
+path, data, repo, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+r = json.load(open(path))
+r.update(data_bytes=data, repo_bytes=repo, load=load)
+json.dump(r, open(path, "w"))
+print(f"  {path.rsplit('/', 1)[1][:-5]:<14} {r['wall_s']:6.2f} s  {data / r['wall_s'] / 1e6:6.0f} MB/s  "
+      f"repo {repo:>12,} B  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB, 1 proc {r['proc_max_kib'] / 1024:6.1f} MiB  "
+      f"(load {load})")
+EOF
+}
+
+# ---- pgBackRest ----
+make_pgbackrest_config() { # path, repository directory
+    local dir
+    dir="$(dirname "$1")"
+    cat <<EOF | pg tee "$1" >/dev/null
+[global]
+repo1-path=$2
+repo1-retention-full=999
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
+compress-type=zst
+compress-level=3
+start-fast=y
+process-max=2
+log-path=$dir/log
+lock-path=$dir/lock
+spool-path=$dir/spool
+log-level-console=warn
+log-level-file=info
+
+[bench]
+pg1-path=$data
+pg1-port=$port
+pg1-socket-path=$work
+EOF
+    pg chmod 600 "$1"
+    pg mkdir -p "$dir/log" "$dir/lock" "$dir/spool"
+}
+if [ "$have_pgbackrest" = 1 ]; then
+    pbdir="$work/pgbackrest"
+    pg mkdir -p "$pbdir"
+    pbconf="$pbdir/pgbackrest.conf"
+    make_pgbackrest_config "$pbconf" "$pbdir/repo"
+    set_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench stanza-create >/dev/null
+    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench check >/dev/null
+fi
+
+# Waits (up to 60 s) until the archiver has no segment left to archive, so that the next tool's
+# archive_command does not inherit the previous one's backlog.
+archiver_idle() {
+    for _ in $(seq 1 600); do
+        if ! compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "warning: the archiver still has .ready files" >&2
+}
+
+# The runs alternate (lifeboat, pgBackRest, lifeboat, ...) so that a change in the machine's load
+# (it is shared) hits both tools alike; archive_command is switched to the tool before each run.
+echo
+echo "full backups, alternating: lifeboat (workers = 2, zstd 3, aes-256-gcm, key file)"
+[ "$have_pgbackrest" = 1 ] && echo "  and pgBackRest (process-max = 2, zst 3, aes-256-cbc), $RUNS each:"
+for run in $(seq 1 "$RUNS"); do
+    archiver_idle
+    set_archive_command "$lifeboat --config $lbconf wal-push %p"
+    run_backup lifeboat "$run" "$lbdir/repo/clusters/bench/backups" "$lifeboat" --config "$lbconf" backup --json
+    if [ "$have_pgbackrest" = 1 ]; then
+        archiver_idle
+        set_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+        run_backup pgbackrest "$run" "$pbdir/repo/backup/bench" \
+            "$pgbackrest_bin" --config="$pbconf" --stanza=bench --type=full backup
+    fi
+done
+
+# ---- wal-push latency ----
+echo
+echo "making $SEGMENTS WAL segments (INSERT ... repeat(md5(...)) + pg_switch_wal())..."
+walsave="$work/walsave"
+pg mkdir -p "$walsave"
+set_archive_command "cp %p $walsave/%f"
+psql_ -c "CREATE TABLE walgen (id bigint, payload text)" >/dev/null
+segments_archived() { find "$walsave" -name '????????????????????????' | wc -l; }
+want=$((SEGMENTS + 1))
+for _ in $(seq 1 200); do
+    [ "$(segments_archived)" -ge "$want" ] && break
+    # About 16 MiB of WAL per statement (rows of 8 * 32 bytes of md5 text), then a switch.
+    psql_ -c "INSERT INTO walgen SELECT g, repeat(md5(g::text || random()::text), 8) FROM generate_series(1, 45000) g" \
+        -c "SELECT pg_switch_wal()" >/dev/null
+done
+for _ in $(seq 1 600); do
+    [ "$(segments_archived)" -ge "$want" ] && break
+    sleep 0.1
+done
+mapfile -t segments < <(find "$walsave" -name '????????????????????????' | sort | head -n "$SEGMENTS")
+if [ "${#segments[@]}" -lt "$SEGMENTS" ]; then
+    echo "error: only ${#segments[@]} segments were archived" >&2
+    exit 1
+fi
+set_archive_command "true"
+wal_bytes="$(cat "${segments[@]}" | wc -c)"
+echo "input: ${#segments[@]} segments, $wal_bytes bytes"
+
+# Fresh repositories / stanzas just for this.
+lbwal="$work/lifeboat-wal"
+pg mkdir -p "$lbwal"
+make_lifeboat_config "$lbwal/lifeboat.toml" "$lbwal/repo"
+pg "$lifeboat" --config "$lbwal/lifeboat.toml" init >/dev/null
+python3 "$measure" seq --user postgres --cwd "$data" -- \
+    "$lifeboat" --config "$lbwal/lifeboat.toml" wal-push {} -- "${segments[@]}" >"$results/walpush-lifeboat.txt"
+if [ "$have_pgbackrest" = 1 ]; then
+    pbwal="$work/pgbackrest-wal"
+    pg mkdir -p "$pbwal"
+    make_pgbackrest_config "$pbwal/pgbackrest.conf" "$pbwal/repo"
+    pg "$pgbackrest_bin" --config="$pbwal/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+    python3 "$measure" seq --user postgres --cwd "$data" -- \
+        "$pgbackrest_bin" --config="$pbwal/pgbackrest.conf" --stanza=bench archive-push {} -- "${segments[@]}" \
+        >"$results/walpush-pgbackrest.txt"
+fi
+
+# ---- table ----
+echo
+echo "==== backup: lifeboat vs pgBackRest ($RUNS full backups each; $(nproc) cores) ===="
+python3 - "$results" "$RUNS" "$wal_bytes" "${#segments[@]}" <<'EOF'
+import json, os, statistics, sys
+results, runs, wal_bytes, nseg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rows = {}
+for tool in ("lifeboat", "pgbackrest"):
+    rs = [json.load(open(f"{results}/{tool}-{i}.json")) for i in range(1, runs + 1)
+          if os.path.exists(f"{results}/{tool}-{i}.json")]
+    if rs:
+        rows[tool] = rs
+med = statistics.median
+print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {'repo bytes':>13}  "
+      f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
+summary = {}
+for tool, rs in rows.items():
+    walls = [r["wall_s"] for r in rs]
+    wall = med(walls)
+    mbs = med([r["data_bytes"] / r["wall_s"] / 1e6 for r in rs])
+    repo = med([r["repo_bytes"] for r in rs])
+    tree = max(r["tree_peak_kib"] for r in rs) / 1024
+    proc = max(r["proc_max_kib"] for r in rs) / 1024
+    summary[tool] = (wall, mbs, repo, tree, proc)
+    name = "pgBackRest" if tool == "pgbackrest" else tool
+    print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  {repo:>13,.0f}  "
+          f"{tree:17.1f}  {proc:10.1f}")
+if len(summary) == 2:
+    l, p = summary["lifeboat"], summary["pgbackrest"]
+    print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
+          f"repo {l[2] / p[2]:.3f}, RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
+print("(median of the runs; peak RSS = the largest over the runs, tree = summed over the process tree sampled "
+      "every 100 ms, 1 proc = ru_maxrss; data = data directory without pg_wal)")
+print()
+lat = {}
+for tool in ("lifeboat", "pgbackrest"):
+    path = f"{results}/walpush-{tool}.txt"
+    if not os.path.exists(path):
+        continue
+    ms = [float(x) for x in open(path) if x.strip()]
+    lat[tool] = ms
+    name = "lifeboat wal-push" if tool == "lifeboat" else "pgbackrest archive-push"
+    print(f"{name:<24} per 16 MiB segment: mean {statistics.mean(ms):6.1f} ms, median {med(ms):6.1f} ms "
+          f"[{min(ms):.1f}-{max(ms):.1f}] (n = {len(ms)}, {wal_bytes:,} bytes)")
+if len(lat) == 2:
+    print(f"{'ratio lifeboat/pgBackRest':<24} mean {statistics.mean(lat['lifeboat']) / statistics.mean(lat['pgbackrest']):.2f}, "
+          f"median {med(lat['lifeboat']) / med(lat['pgbackrest']):.2f}")
+print()
+for tool, rs in rows.items():
+    print(f"load average (1/5/15 min) at the start of each {tool} run: " + "; ".join(r["load"] for r in rs))
+EOF
+echo "load average at end: $(loadavg)"
