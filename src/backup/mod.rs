@@ -22,9 +22,11 @@
 //!    the lease. On any failure after step 4 began, `pg_backup_stop` is called without waiting,
 //!    nothing is listed, and the next backup removes the objects.
 
+pub mod basebackup;
 pub mod copy;
 pub mod orphans;
 pub mod session;
+pub mod tar;
 pub mod walk;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +73,8 @@ pub struct BackupOptions {
     /// is compressed on several cores: [`copy::PART_SIZE`]. A power of two, at least 1 MiB (tests
     /// use small parts to exercise the cutting on small databases).
     pub part_size: u64,
+    /// Native (lifeboat copies the data directory) or `pg_basebackup`'s tar stream ([`basebackup`]).
+    pub method: BackupMethod,
 }
 
 impl BackupOptions {
@@ -81,6 +85,7 @@ impl BackupOptions {
             lock_wait: config.lock_wait,
             label: None,
             part_size: copy::PART_SIZE,
+            method: BackupMethod::Native,
         }
     }
 }
@@ -196,6 +201,9 @@ pub enum BackupError {
 
     #[error("pg_backup_stop returned a backup_label without a start timeline:\n{label}")]
     BadLabel { label: String },
+
+    #[error(transparent)]
+    Basebackup(#[from] basebackup::BasebackupError),
 }
 
 impl From<IdentityError> for BackupError {
@@ -218,6 +226,9 @@ pub async fn run(
     repository: Arc<Repository>,
     options: &BackupOptions,
 ) -> Result<BackupSummary, BackupError> {
+    if options.method == BackupMethod::Basebackup {
+        return basebackup::run(config, repository, options).await;
+    }
     let began = Instant::now();
     let pgdata =
         config.cluster.pgdata.clone().ok_or_else(|| BackupError::NoPgdata { config: config.origin().to_path_buf() })?;
@@ -339,15 +350,7 @@ impl Job<'_> {
     /// already has it (orphans are gone by now, so any object there is a complete backup's):
     /// then wait for the next second.
     async fn choose_id(&self) -> Result<(BackupId, DateTime<Utc>), BackupError> {
-        loop {
-            let now = Utc::now();
-            let id = BackupId::new(now, BackupKind::Full);
-            if self.repository.store().list(&self.layout.backup_dir(id)).await?.is_empty() {
-                return Ok((id, now));
-            }
-            let rest_of_second = 1_000_000_000 - u64::from(now.timestamp_subsec_nanos().min(999_999_999));
-            tokio::time::sleep(Duration::from_nanos(rest_of_second) + Duration::from_millis(1)).await;
-        }
+        choose_id(&self.repository, &self.layout).await
     }
 
     /// Walks and copies everything, `global/pg_control` last, pinging the session meanwhile.
@@ -480,47 +483,73 @@ impl Job<'_> {
     }
 
     fn manifest(&self, parts: ManifestParts<'_>) -> BackupManifest {
-        let ManifestParts { id, server, timeline, start_lsn, stopped, start_time, stop_time, label, copied } = parts;
-        let segment_size = server.segment_size;
-        let start_wal = WalSegment::containing(timeline, start_lsn, segment_size);
-        let stop_wal = WalSegment::containing(timeline, Lsn(stopped.lsn.as_u64().saturating_sub(1)), segment_size);
-        let count = |kind| copied.files.iter().filter(|file| file.kind == kind).count() as u64;
-        let totals = Totals {
-            files: count(EntryKind::File),
-            directories: count(EntryKind::Dir),
-            symlinks: count(EntryKind::Symlink),
-            bytes: copied.files.iter().filter_map(|file| file.size).sum(),
-            stored_bytes: copied.objects.iter().map(|object| object.stored_size).sum(),
-            objects: copied.objects.len() as u64,
-            vanished: copied.vanished,
-        };
-        BackupManifest {
-            format: FORMAT_NAME.to_owned(),
-            version: FORMAT_VERSION,
-            id,
-            method: BackupMethod::Native,
-            cluster: self.layout.name().to_string(),
-            system_identifier: SystemIdentifier(self.data_directory.system_identifier),
-            postgres_version_num: server.version_num,
-            postgres_version: server.version.clone(),
-            wal_segment_size: segment_size,
-            timeline,
-            start_lsn,
-            stop_lsn: stopped.lsn,
-            start_wal: start_wal.name(segment_size),
-            stop_wal: stop_wal.name(segment_size),
-            start_time,
-            stop_time,
-            label,
-            backup_label: stopped.label_file,
-            tablespace_map: stopped.tablespace_map,
-            host: hostname(),
-            lifeboat_version: env!("CARGO_PKG_VERSION").to_owned(),
-            tablespaces: copied.tablespaces,
-            totals,
-            objects: copied.objects,
-            files: copied.files,
+        let identifier = SystemIdentifier(self.data_directory.system_identifier);
+        build_manifest(&self.layout, BackupMethod::Native, identifier, parts)
+    }
+}
+
+/// A new backup's id: the current time to the second. A backup that finished within the same
+/// second already has it (orphans are gone by now, so any object there is a complete backup's):
+/// then wait for the next second.
+async fn choose_id(repository: &Repository, layout: &ClusterLayout) -> Result<(BackupId, DateTime<Utc>), BackupError> {
+    loop {
+        let now = Utc::now();
+        let id = BackupId::new(now, BackupKind::Full);
+        if repository.store().list(&layout.backup_dir(id)).await?.is_empty() {
+            return Ok((id, now));
         }
+        let rest_of_second = 1_000_000_000 - u64::from(now.timestamp_subsec_nanos().min(999_999_999));
+        tokio::time::sleep(Duration::from_nanos(rest_of_second) + Duration::from_millis(1)).await;
+    }
+}
+
+/// The manifest of a backup whose files are copied, whatever the method.
+fn build_manifest(
+    layout: &ClusterLayout,
+    method: BackupMethod,
+    system_identifier: SystemIdentifier,
+    parts: ManifestParts<'_>,
+) -> BackupManifest {
+    let ManifestParts { id, server, timeline, start_lsn, stopped, start_time, stop_time, label, copied } = parts;
+    let segment_size = server.segment_size;
+    let start_wal = WalSegment::containing(timeline, start_lsn, segment_size);
+    let stop_wal = WalSegment::containing(timeline, Lsn(stopped.lsn.as_u64().saturating_sub(1)), segment_size);
+    let count = |kind| copied.files.iter().filter(|file| file.kind == kind).count() as u64;
+    let totals = Totals {
+        files: count(EntryKind::File),
+        directories: count(EntryKind::Dir),
+        symlinks: count(EntryKind::Symlink),
+        bytes: copied.files.iter().filter_map(|file| file.size).sum(),
+        stored_bytes: copied.objects.iter().map(|object| object.stored_size).sum(),
+        objects: copied.objects.len() as u64,
+        vanished: copied.vanished,
+    };
+    BackupManifest {
+        format: FORMAT_NAME.to_owned(),
+        version: FORMAT_VERSION,
+        id,
+        method,
+        cluster: layout.name().to_string(),
+        system_identifier,
+        postgres_version_num: server.version_num,
+        postgres_version: server.version.clone(),
+        wal_segment_size: segment_size,
+        timeline,
+        start_lsn,
+        stop_lsn: stopped.lsn,
+        start_wal: start_wal.name(segment_size),
+        stop_wal: stop_wal.name(segment_size),
+        start_time,
+        stop_time,
+        label,
+        backup_label: stopped.label_file,
+        tablespace_map: stopped.tablespace_map,
+        host: hostname(),
+        lifeboat_version: env!("CARGO_PKG_VERSION").to_owned(),
+        tablespaces: copied.tablespaces,
+        totals,
+        objects: copied.objects,
+        files: copied.files,
     }
 }
 

@@ -63,6 +63,9 @@ impl ClusterLayout {
 pub enum BackupMethod {
     /// `pg_backup_start`/`pg_backup_stop` and lifeboat's own copy of the data directory.
     Native,
+    /// `pg_basebackup --format=tar` streamed from a (possibly remote) server: the same files,
+    /// the same `backup_label`, restored the same way.
+    Basebackup,
 }
 
 /// The manifest of one base backup.

@@ -9,11 +9,13 @@
 //! - [`id`]: backup and dump ids.
 //! - [`backup_manifest`]: the manifest of a base backup (its commit point, and what restore reads).
 //! - [`lease`]: repository leases (one writer per cluster).
+//! - [`listing`]: which backups and dumps exist, reading them, deleting one.
 
 pub mod backup_manifest;
 pub mod cluster;
 pub mod id;
 pub mod layout;
 pub mod lease;
+pub mod listing;
 pub mod lsn;
 pub mod wal;

@@ -1,18 +1,31 @@
-//! `lifeboat backup [--workers N] [--no-fast-checkpoint] [--label TEXT] [--json]`: a native
-//! physical base backup, taken on the database host.
+//! `lifeboat backup [--method native|basebackup] [--workers N] [--no-fast-checkpoint] [--label TEXT] [--json]`:
+//! a physical base backup, native (on the database host) or streamed from `pg_basebackup`.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::context::{load_config, open_repository};
 use crate::backup::{BackupOptions, BackupSummary, format_bytes};
+use crate::catalog::backup_manifest::BackupMethod;
 use crate::config::BackupConfig;
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// pg_backup_start/pg_backup_stop and a parallel copy of cluster.pgdata (on the database host)
+    Native,
+    /// Stream `pg_basebackup --format=tar` (for a remote server; no tablespaces)
+    Basebackup,
+}
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// How to copy the data directory
+    #[arg(long, value_enum, default_value_t = Method::Native)]
+    pub method: Method,
     /// Files copied at once [default: [backup] workers, else the number of cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(*BackupConfig::WORKERS.end())))]
     pub workers: Option<u32>,
@@ -68,6 +81,10 @@ pub async fn run(config_path: Option<&Path>, args: BackupArgs) -> anyhow::Result
         options.fast_checkpoint = false;
     }
     options.label = args.label;
+    options.method = match args.method {
+        Method::Native => BackupMethod::Native,
+        Method::Basebackup => BackupMethod::Basebackup,
+    };
     let repository = Arc::new(open_repository(&config).await?);
     let summary = crate::backup::run(&config, repository, &options).await?;
     if args.json {
@@ -83,7 +100,10 @@ fn json_summary(summary: &BackupSummary) -> JsonSummary<'_> {
     JsonSummary {
         id: manifest.id.to_string(),
         cluster: &manifest.cluster,
-        method: "native",
+        method: match manifest.method {
+            BackupMethod::Native => "native",
+            BackupMethod::Basebackup => "basebackup",
+        },
         manifest: summary.manifest_key.to_string(),
         system_identifier: manifest.system_identifier.to_string(),
         postgres_version: &manifest.postgres_version,

@@ -5,6 +5,7 @@
 //! them to exit codes.
 
 mod backup;
+mod catalog;
 mod config_cmd;
 mod context;
 mod dump;
@@ -66,6 +67,13 @@ pub enum Command {
     Wal(wal::WalCommand),
     /// Take logical dumps: pg_dump of each database plus the globals, with every table's row count
     Dump(dump::DumpArgs),
+    /// List the backups and dumps of the cluster, oldest first, and the archived WAL per timeline
+    List(catalog::ListArgs),
+    /// Show everything about one backup or dump (`latest`: the newest)
+    Info(catalog::InfoArgs),
+    /// Delete a backup or dump: its manifest first (it leaves listings at once), then its objects.
+    /// Refuses to delete the only full backup unless --force
+    Delete(catalog::DeleteArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -80,7 +88,18 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    silence_broken_pipe_panics();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli))));
+    let Ok(outcome) = outcome else {
+        // A reader that stopped reading (`lifeboat list | head`) is not a failure worth a
+        // message; any other panic was already reported by the hook.
+        return if BROKEN_PIPE.load(std::sync::atomic::Ordering::SeqCst) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(101)
+        };
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<QuietExit>() => {
             ExitCode::from(error.downcast_ref::<QuietExit>().map_or(1, |quiet| quiet.code))
@@ -93,6 +112,27 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+static BROKEN_PIPE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `println!` panics when stdout is a closed pipe. Keep that panic quiet (and remember it, so the
+/// exit code can be 0, as for other Unix tools); report every other panic as usual.
+fn silence_broken_pipe_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            BROKEN_PIPE.store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+        default_hook(info);
+    }));
 }
 
 /// Not a failure, but not success either: the command has said what it had to (or nothing) and
@@ -116,6 +156,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WalFetch(args) => wal::fetch_command(config_path, args).await,
         Command::Wal(command) => wal::run(config_path, command).await,
         Command::Dump(args) => dump::run(config_path, args).await,
+        Command::List(args) => catalog::list(config_path, args).await,
+        Command::Info(args) => catalog::info(config_path, args).await,
+        Command::Delete(args) => catalog::delete(config_path, args).await,
     }
 }
 

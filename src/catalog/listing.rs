@@ -1,0 +1,397 @@
+//! The catalog of one cluster: which backups and dumps exist (those with a manifest, G1), what
+//! each one is, whether verification reports exist for it, and deleting one.
+//!
+//! `lifeboat list`, `info` and `delete` are thin layers over this module. Deleting is the write
+//! order reversed: the manifest goes first, so the backup leaves every listing at once, and its
+//! data objects after it (a crash in between leaves unreferenced objects, which the next backup
+//! or dump of the cluster removes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backup_manifest::{BackupManifest, MANIFEST, ManifestError};
+use super::id::{BackupId, BackupKind};
+use super::layout::ClusterLayout;
+use super::lease::{DEFAULT_TTL, Lease, LeaseError};
+use super::wal::WalSegment;
+use crate::dump::manifest::{DumpKeys, DumpManifest};
+use crate::repository::{Repository, RepositoryError};
+use crate::storage::{ObjectKey, StorageError};
+use crate::wal::check::{ArchiveReport, TimelineReport};
+
+/// The lease a delete takes: the one base backups and dumps take, so none of them overlap.
+pub const LOCK: &str = "backup";
+
+/// One backup or dump, as its manifest describes it.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Full(Box<BackupManifest>),
+    Dump(Box<DumpManifest>),
+}
+
+impl Entry {
+    pub fn id(&self) -> BackupId {
+        match self {
+            Entry::Full(manifest) => manifest.id,
+            Entry::Dump(manifest) => manifest.id,
+        }
+    }
+
+    pub fn kind(&self) -> BackupKind {
+        self.id().kind()
+    }
+
+    pub fn start_time(&self) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            Entry::Full(manifest) => manifest.start_time,
+            Entry::Dump(manifest) => manifest.started_at,
+        }
+    }
+
+    pub fn stop_time(&self) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            Entry::Full(manifest) => manifest.stop_time,
+            Entry::Dump(manifest) => manifest.finished_at,
+        }
+    }
+
+    /// Seconds from start to stop (0 if the clock went backwards).
+    pub fn duration_seconds(&self) -> f64 {
+        (self.stop_time() - self.start_time()).to_std().map_or(0.0, |duration| duration.as_secs_f64())
+    }
+
+    /// Plaintext bytes: what a restore writes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Entry::Full(manifest) => manifest.totals.bytes,
+            Entry::Dump(manifest) => dump_objects(manifest).map(|object| object.size).sum(),
+        }
+    }
+
+    /// Bytes of the data objects as stored (compressed, encrypted, framed).
+    pub fn stored_size(&self) -> u64 {
+        match self {
+            Entry::Full(manifest) => manifest.totals.stored_bytes,
+            Entry::Dump(manifest) => dump_objects(manifest).map(|object| object.stored_size).sum(),
+        }
+    }
+
+    /// Plaintext bytes per stored byte (1.0 when nothing was stored), as in
+    /// [`BackupManifest::compression_ratio`].
+    pub fn compression_ratio(&self) -> f64 {
+        let stored = self.stored_size();
+        if stored == 0 { 1.0 } else { self.size() as f64 / stored as f64 }
+    }
+
+    /// The names of the databases of a dump; empty for a base backup.
+    pub fn databases(&self) -> Vec<&str> {
+        match self {
+            Entry::Full(_) => Vec::new(),
+            Entry::Dump(manifest) => manifest.databases.iter().map(|database| database.name.as_str()).collect(),
+        }
+    }
+}
+
+fn dump_objects(manifest: &DumpManifest) -> impl Iterator<Item = &crate::dump::manifest::DumpObject> {
+    std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|database| &database.object))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{location}: cluster {cluster:?} has no backup or dump {id}; {available}")]
+    NotFound { location: String, cluster: String, id: String, available: String },
+
+    #[error("{location}: cluster {cluster:?} has no backups or dumps yet, so there is no {what}")]
+    Empty { location: String, cluster: String, what: String },
+
+    #[error("{location}: the dump manifest {key} is unreadable ({detail})")]
+    DumpManifest { location: String, key: ObjectKey, detail: String },
+
+    #[error(
+        "refusing to delete {id}: it is the only full backup of cluster {cluster:?}, and without a base \
+         backup no point-in-time restore is possible and all the archived WAL is useless. Take a new backup \
+         first (`lifeboat backup`), then delete this one; or pass --force to delete it anyway"
+    )]
+    OnlyFullBackup { id: BackupId, cluster: String },
+
+    #[error(
+        "lost the lock {lock} while deleting {id} (this process stalled past the lease's expiry); nothing \
+         more was deleted. Run the delete again"
+    )]
+    LeaseLost { lock: String, id: BackupId },
+
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+impl From<StorageError> for CatalogError {
+    fn from(error: StorageError) -> Self {
+        CatalogError::Repository(error.into())
+    }
+}
+
+/// The key of the manifest of `id`, whatever its kind.
+pub fn manifest_key(layout: &ClusterLayout, id: BackupId) -> ObjectKey {
+    match id.kind() {
+        BackupKind::Full => layout.backup_manifest(id),
+        BackupKind::Dump => DumpKeys::new(layout, id).manifest(),
+    }
+}
+
+/// `clusters/<name>/backups/<id>/` or `clusters/<name>/dumps/<id>/`: every object of `id`.
+pub fn object_prefix(layout: &ClusterLayout, id: BackupId) -> String {
+    match id.kind() {
+        BackupKind::Full => layout.backup_dir(id),
+        BackupKind::Dump => DumpKeys::new(layout, id).prefix(),
+    }
+}
+
+/// `clusters/<name>/verify/<id>/`: the verification reports of `id`.
+pub fn verify_prefix(layout: &ClusterLayout, id: BackupId) -> String {
+    format!("{}{id}/", layout.verify_prefix())
+}
+
+/// The ids of every backup and dump of the cluster that has a manifest, oldest first.
+pub async fn list_ids(repository: &Repository, layout: &ClusterLayout) -> Result<Vec<BackupId>, CatalogError> {
+    let mut ids = Vec::new();
+    for (prefix, kind) in [(layout.backups_prefix(), BackupKind::Full), (layout.dumps_prefix(), BackupKind::Dump)] {
+        for meta in repository.store().list(&prefix).await? {
+            let Some(rest) = meta.key.as_str().strip_prefix(prefix.as_str()) else { continue };
+            let Some((id, MANIFEST)) = rest.split_once('/') else { continue };
+            if let Ok(id) = id.parse::<BackupId>()
+                && id.kind() == kind
+            {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Reads the manifest of `id`.
+pub async fn read_entry(repository: &Repository, layout: &ClusterLayout, id: BackupId) -> Result<Entry, CatalogError> {
+    match id.kind() {
+        BackupKind::Full => Ok(Entry::Full(Box::new(BackupManifest::read(repository, layout, id).await?))),
+        BackupKind::Dump => {
+            let key = DumpKeys::new(layout, id).manifest();
+            let bytes = match repository.get_bytes(&key).await {
+                Ok(bytes) => bytes,
+                Err(RepositoryError::Storage(StorageError::NotFound { .. })) => {
+                    return Err(not_found(repository, layout, &id.to_string(), &[]));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let manifest = DumpManifest::from_json(&bytes).map_err(|detail| CatalogError::DumpManifest {
+                location: repository.location(),
+                key,
+                detail,
+            })?;
+            Ok(Entry::Dump(Box::new(manifest)))
+        }
+    }
+}
+
+/// Every backup and dump, oldest first.
+pub async fn read_all(repository: &Repository, layout: &ClusterLayout) -> Result<Vec<Entry>, CatalogError> {
+    let mut entries = Vec::new();
+    for id in list_ids(repository, layout).await? {
+        entries.push(read_entry(repository, layout, id).await?);
+    }
+    Ok(entries)
+}
+
+/// The number of objects under `verify/<id>/`, per id that has any.
+pub async fn verification_reports(
+    repository: &Repository,
+    layout: &ClusterLayout,
+) -> Result<BTreeMap<String, usize>, CatalogError> {
+    let prefix = layout.verify_prefix();
+    let mut reports = BTreeMap::new();
+    for meta in repository.store().list(&prefix).await? {
+        if let Some((id, _)) = meta.key.as_str().strip_prefix(prefix.as_str()).and_then(|rest| rest.split_once('/')) {
+            *reports.entry(id.to_owned()).or_insert(0) += 1;
+        }
+    }
+    Ok(reports)
+}
+
+fn not_found(repository: &Repository, layout: &ClusterLayout, id: &str, existing: &[BackupId]) -> CatalogError {
+    let available = if existing.is_empty() {
+        "`lifeboat list` shows what exists".to_owned()
+    } else {
+        let names: Vec<String> = existing.iter().map(ToString::to_string).collect();
+        format!("`lifeboat list` shows what exists: {}", names.join(", "))
+    };
+    CatalogError::NotFound {
+        location: repository.location(),
+        cluster: layout.name().to_string(),
+        id: id.to_owned(),
+        available,
+    }
+}
+
+/// The id `text` names: an existing id, or `latest` (the newest backup or dump).
+pub async fn resolve(repository: &Repository, layout: &ClusterLayout, text: &str) -> Result<BackupId, CatalogError> {
+    let ids = list_ids(repository, layout).await?;
+    if text == "latest" {
+        return ids.last().copied().ok_or_else(|| CatalogError::Empty {
+            location: repository.location(),
+            cluster: layout.name().to_string(),
+            what: "latest one".to_owned(),
+        });
+    }
+    match text.parse::<BackupId>() {
+        Ok(id) if ids.contains(&id) => Ok(id),
+        _ => Err(not_found(repository, layout, text, &ids)),
+    }
+}
+
+/// Whether every segment from `first` to `last` (same timeline) is archived, and the first one
+/// that is not.
+pub fn first_missing(report: &ArchiveReport, first: WalSegment, last: WalSegment) -> Option<WalSegment> {
+    let size = report.segment_size;
+    let timeline: Option<&TimelineReport> =
+        report.timelines.iter().find(|timeline| timeline.timeline == first.timeline);
+    let ranges: Vec<(WalSegment, WalSegment)> = timeline
+        .map(|timeline| {
+            timeline
+                .ranges
+                .iter()
+                .filter_map(|range| {
+                    Some((WalSegment::parse(&range.first, size).ok()?, WalSegment::parse(&range.last, size).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut segment = first;
+    while segment <= last {
+        match ranges.iter().find(|(start, end)| *start <= segment && segment <= *end) {
+            Some((_, end)) => segment = end.next(),
+            None => return Some(segment),
+        }
+    }
+    None
+}
+
+/// What a delete removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Deleted {
+    pub id: BackupId,
+    /// Objects removed, the manifest and verification reports included.
+    pub objects: usize,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// Of those, verification reports.
+    pub reports: usize,
+}
+
+/// Deletes backup or dump `id` under the cluster's lease (waiting up to `lock_wait`): the manifest
+/// first, then its data objects, then its verification reports. Refuses to delete the only full
+/// backup unless `force`.
+pub async fn delete(
+    repository: Arc<Repository>,
+    layout: &ClusterLayout,
+    id_text: &str,
+    force: bool,
+    lock_wait: Duration,
+) -> Result<Deleted, CatalogError> {
+    let lock = layout.lock(LOCK);
+    let lease = Lease::acquire(repository.clone(), &lock, &format!("delete {id_text}"), DEFAULT_TTL, lock_wait).await?;
+    let result = delete_locked(&repository, layout, id_text, force, &lease, &lock).await;
+    if let Err(error) = lease.release().await {
+        tracing::warn!(%error, "could not release the lock {lock}; it expires by itself");
+    }
+    result
+}
+
+async fn delete_locked(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    id_text: &str,
+    force: bool,
+    lease: &Lease,
+    lock: &ObjectKey,
+) -> Result<Deleted, CatalogError> {
+    // Under the lease, so no backup completes or other delete runs between the check and the delete.
+    let id = resolve(repository, layout, id_text).await?;
+    if id.kind() == BackupKind::Full && !force {
+        let fulls = list_ids(repository, layout).await?.into_iter().filter(|id| id.kind() == BackupKind::Full).count();
+        if fulls <= 1 {
+            return Err(CatalogError::OnlyFullBackup { id, cluster: layout.name().to_string() });
+        }
+    }
+    let manifest = manifest_key(layout, id);
+    let mut objects = repository.store().list(&object_prefix(layout, id)).await?;
+    let reports = repository.store().list(&verify_prefix(layout, id)).await?;
+    if lease.is_lost() {
+        return Err(CatalogError::LeaseLost { lock: lock.to_string(), id });
+    }
+    // The commit point goes first: from here on the backup is not listed (G1, in reverse).
+    repository.store().delete(&manifest).await?;
+    let mut bytes = 0;
+    let mut count = 0;
+    objects.retain(|meta| {
+        if meta.key == manifest {
+            bytes += meta.size;
+            count += 1;
+            false
+        } else {
+            true
+        }
+    });
+    for meta in objects.iter().chain(&reports) {
+        if lease.is_lost() {
+            return Err(CatalogError::LeaseLost { lock: lock.to_string(), id });
+        }
+        repository.store().delete(&meta.key).await?;
+        bytes += meta.size;
+        count += 1;
+    }
+    tracing::info!(%id, objects = count, bytes, "deleted");
+    Ok(Deleted { id, objects: count, bytes, reports: reports.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::lsn::Timeline;
+    use crate::catalog::wal::{SegmentSize, WalFile};
+    use crate::config::ClusterName;
+
+    #[test]
+    fn first_missing_names_the_first_segment_not_archived() {
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        let size = SegmentSize::DEFAULT;
+        let one = Timeline::FIRST;
+        let segment = |number| WalSegment::new(one, number);
+        let keys = [1, 2, 3, 5, 6].map(|number| layout.wal_file(&WalFile::Segment(segment(number)), size));
+        let report = ArchiveReport::from_keys(&layout, "test".into(), None, keys);
+        assert_eq!(first_missing(&report, segment(1), segment(3)), None);
+        assert_eq!(first_missing(&report, segment(2), segment(2)), None);
+        assert_eq!(first_missing(&report, segment(2), segment(6)), Some(segment(4)));
+        assert_eq!(first_missing(&report, segment(5), segment(7)), Some(segment(7)));
+        assert_eq!(first_missing(&report, segment(0), segment(1)), Some(segment(0)));
+        let two = WalSegment::new(Timeline::new(2).unwrap(), 1);
+        assert_eq!(first_missing(&report, two, two), Some(two));
+    }
+
+    #[test]
+    fn keys_of_an_id_depend_on_its_kind() {
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        let full: BackupId = "20261127T034512Z-full".parse().unwrap();
+        let dump: BackupId = "20261127T034512Z-dump".parse().unwrap();
+        assert_eq!(manifest_key(&layout, full).as_str(), "clusters/main/backups/20261127T034512Z-full/manifest");
+        assert_eq!(manifest_key(&layout, dump).as_str(), "clusters/main/dumps/20261127T034512Z-dump/manifest");
+        assert_eq!(object_prefix(&layout, dump), "clusters/main/dumps/20261127T034512Z-dump/");
+        assert_eq!(verify_prefix(&layout, full), "clusters/main/verify/20261127T034512Z-full/");
+    }
+}
