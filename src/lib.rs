@@ -25,6 +25,7 @@ pub mod keys;
 pub mod object;
 pub mod postgres;
 pub mod repository;
+pub mod restore;
 pub mod secret;
 pub mod storage;
 pub mod wal;

@@ -13,7 +13,14 @@
 #      archive_command = 'pgbackrest --config=<conf> --stanza=bench archive-push %p'; RUNS full backups.
 #      The runs of 3 and 4 alternate (lifeboat, pgBackRest, lifeboat, ...), archive_command being
 #      switched to the tool before each, so that the shared machine's changing load hits both alike.
-#   5. wal-push latency: ~SEGMENTS segments of WAL (INSERT ... repeat(md5(...)) + pg_switch_wal()),
+#   5. restore: each tool's newest backup into a new directory, to a server accepting connections
+#      with recovery finished, RUNS times each, alternating (`sync` before each, outside the time).
+#      lifeboat: `restore --pgdata D --archive-mode off --start --port P` (one command; it starts
+#      PostgreSQL and returns once recovery has ended). pgBackRest: `restore --pg1-path=D
+#      --type=default --archive-mode=off`, `pg_ctl start -w -o "-p P"`, then pg_isready-like polling
+#      of pg_is_in_recovery() until false, in one measured shell script. Each restored server is then
+#      stopped (-m immediate) and its directory deleted. MB/s = restored bytes (without pg_wal) / wall.
+#   6. wal-push latency: ~SEGMENTS segments of WAL (INSERT ... repeat(md5(...)) + pg_switch_wal()),
 #      copied to a scratch directory, then one timed `lifeboat wal-push` and one timed
 #      `pgbackrest archive-push` per segment, sequentially, as the archiver calls them (OS user
 #      postgres, from the data directory, absolute paths), each into a fresh repository / stanza.
@@ -98,8 +105,15 @@ chmod 755 "$work"
 chown postgres: "$work"
 as_pg=(runuser -u postgres --)
 data="$work/data"
-# Nothing runs in the background: the only process left to stop is the cluster this script started.
+# Nothing runs in the background: the only processes left to stop are the cluster this script started
+# and a restored server if a restore run was interrupted.
 cleanup() {
+    local dir
+    for dir in "$work"/restore/*/; do
+        if [ -f "$dir/postmaster.pid" ]; then
+            "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$dir" -m immediate --silent >/dev/null 2>&1 || true
+        fi
+    done
     if [ -f "$data/postmaster.pid" ]; then
         "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m fast -t 60 --silent >/dev/null 2>&1 ||
             "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m immediate --silent >/dev/null 2>&1 || true
@@ -275,6 +289,75 @@ for run in $(seq 1 "$RUNS"); do
     fi
 done
 
+# ---- restore ----
+# Command to a server accepting connections with recovery finished, from each tool's newest backup
+# of the runs above (same cluster, same data), alternating like the backups. lifeboat: one command,
+# `restore --archive-mode off --start --port P`, which starts PostgreSQL and returns when recovery
+# has ended. pgBackRest: `restore --type=default --archive-mode=off`, then `pg_ctl start -w -o -p P`,
+# then polling pg_is_in_recovery() until false, all in one measured shell script. Both restored
+# servers are PostgreSQL children of the measured command while it runs, so the RSS tree includes
+# the starting server. Restored bytes = the restored directory without pg_wal.
+restore_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+restores="$work/restore"
+pg mkdir -p "$restores"
+restore_ready_script="$work/pgbackrest-restore.sh"
+cat >"$restore_ready_script" <<EOF
+#!/bin/sh
+# pgBackRest restore, then start and wait for the end of recovery: \$1 = the data directory.
+set -e
+"${pgbackrest_bin:-pgbackrest}" --config="${pbconf:-}" --stanza=bench restore --pg1-path="\$1" --type=default --archive-mode=off
+"$bindir/pg_ctl" start -D "\$1" -l "\$1.log" -w -t 3600 -o "-p $restore_port" --silent
+until [ "\$("$bindir/psql" -X -Atc 'SELECT pg_is_in_recovery()' -h "$work" -p $restore_port -U postgres -d postgres 2>/dev/null)" = f ]; do
+    sleep 0.05
+done
+EOF
+chmod 755 "$restore_ready_script"
+in_recovery() { "$bindir/psql" -X -Atc 'SELECT pg_is_in_recovery()' -h "$work" -p "$restore_port" -U postgres -d postgres 2>&1; }
+run_restore() { # tool, run, data directory, command...
+    local tool="$1" run="$2" dir="$3"
+    shift 3
+    local out="$results/restore-$tool-$run.json" load state bytes
+    sync # the previous run's dirty pages are written back outside the measured time
+    load="$(loadavg)"
+    if ! python3 "$measure" run --user postgres --cwd "$restores" --out "$out" -- "$@"; then
+        echo "error: $tool restore $run failed:" >&2
+        cat "$out.stderr" >&2
+        tail -n 20 "$out.stdout" >&2
+        [ -f "$dir.log" ] && tail -n 20 "$dir.log" >&2
+        exit 1
+    fi
+    state="$(in_recovery)"
+    if [ "$state" != f ]; then
+        echo "warning: $tool restore $run returned but pg_is_in_recovery() gives: $state" >&2
+    fi
+    bytes=$(($(du_bytes "$dir") - $(du_bytes "$dir/pg_wal")))
+    pg "$bindir/pg_ctl" stop -D "$dir" -m immediate --silent >/dev/null 2>&1 || echo "warning: could not stop $dir" >&2
+    rm -rf "$dir" "$dir.log"
+    python3 - "$out" "$bytes" "$load" "restore-$tool-$run" <<'PY'
+import json, sys
+path, data, load, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+r = json.load(open(path))
+r.update(data_bytes=data, load=load)
+json.dump(r, open(path, "w"))
+print(f"  {name:<22} {r['wall_s']:6.2f} s  {data / r['wall_s'] / 1e6:6.0f} MB/s  "
+      f"restored {data:>12,} B  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB, 1 proc {r['proc_max_kib'] / 1024:6.1f} MiB  "
+      f"(load {load})")
+PY
+}
+archiver_idle
+echo
+echo "restores of the newest backup to a server accepting connections (port $restore_port), alternating:"
+echo "  lifeboat restore --archive-mode off --start (workers = 2)"
+[ "$have_pgbackrest" = 1 ] && echo "  and pgbackrest restore --archive-mode=off (process-max = 2) + pg_ctl start -w + poll pg_is_in_recovery(), $RUNS each:"
+for run in $(seq 1 "$RUNS"); do
+    run_restore lifeboat "$run" "$restores/lifeboat-$run" \
+        "$lifeboat" --config "$lbconf" restore --pgdata "$restores/lifeboat-$run" --archive-mode off --start --port "$restore_port"
+    if [ "$have_pgbackrest" = 1 ]; then
+        pg install -d -m 700 "$restores/pgbackrest-$run"
+        run_restore pgbackrest "$run" "$restores/pgbackrest-$run" "$restore_ready_script" "$restores/pgbackrest-$run"
+    fi
+done
+
 # ---- wal-push latency ----
 echo
 echo "making $SEGMENTS WAL segments (INSERT ... repeat(md5(...)) + pg_switch_wal())..."
@@ -354,6 +437,36 @@ if len(summary) == 2:
 print("(median of the runs; peak RSS = the largest over the runs, tree = summed over the process tree sampled "
       "every 100 ms, 1 proc = ru_maxrss; data = data directory without pg_wal)")
 print()
+rrows = {}
+for tool in ("lifeboat", "pgbackrest"):
+    rs = [json.load(open(f"{results}/restore-{tool}-{i}.json")) for i in range(1, runs + 1)
+          if os.path.exists(f"{results}/restore-{tool}-{i}.json")]
+    if rs:
+        rrows[tool] = rs
+if rrows:
+    print(f"restore to a server accepting connections, recovery finished ({runs} each):")
+    print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {'restored bytes':>14}  "
+          f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
+    rsum = {}
+    for tool, rs in rrows.items():
+        walls = [r["wall_s"] for r in rs]
+        wall = med(walls)
+        mbs = med([r["data_bytes"] / r["wall_s"] / 1e6 for r in rs])
+        size = med([r["data_bytes"] for r in rs])
+        tree = max(r["tree_peak_kib"] for r in rs) / 1024
+        proc = max(r["proc_max_kib"] for r in rs) / 1024
+        rsum[tool] = (wall, mbs, size, tree, proc)
+        name = "pgBackRest" if tool == "pgbackrest" else tool
+        print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  {size:>14,.0f}  "
+              f"{tree:17.1f}  {proc:10.1f}")
+    if len(rsum) == 2:
+        l, p = rsum["lifeboat"], rsum["pgbackrest"]
+        print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
+              f"RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
+    print("(wall = command to pg_is_in_recovery() = false; RSS includes the starting PostgreSQL server, a child "
+          "of the measured command while it runs; 1 proc = ru_maxrss of the finished processes, so not the server; "
+          "restored = data directory without pg_wal)")
+    print()
 lat = {}
 for tool in ("lifeboat", "pgbackrest"):
     path = f"{results}/walpush-{tool}.txt"
@@ -370,5 +483,7 @@ if len(lat) == 2:
 print()
 for tool, rs in rows.items():
     print(f"load average (1/5/15 min) at the start of each {tool} run: " + "; ".join(r["load"] for r in rs))
+for tool, rs in rrows.items():
+    print(f"load average (1/5/15 min) at the start of each {tool} restore: " + "; ".join(r["load"] for r in rs))
 EOF
 echo "load average at end: $(loadavg)"

@@ -9,6 +9,7 @@
 //! - [`id`]: backup and dump ids.
 //! - [`backup_manifest`]: the manifest of a base backup (its commit point, and what restore reads).
 //! - [`lease`]: repository leases (one writer per cluster).
+//! - [`timeline`]: timeline histories, and which segment recovery reads on a timeline.
 //! - [`listing`]: which backups and dumps exist, reading them, deleting one.
 
 pub mod backup_manifest;
@@ -18,4 +19,5 @@ pub mod layout;
 pub mod lease;
 pub mod listing;
 pub mod lsn;
+pub mod timeline;
 pub mod wal;

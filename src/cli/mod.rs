@@ -12,6 +12,8 @@ mod dump;
 mod init;
 mod key;
 mod repo;
+mod restore;
+mod restore_dump;
 mod wal;
 
 use std::path::PathBuf;
@@ -71,6 +73,12 @@ pub enum Command {
     List(catalog::ListArgs),
     /// Show everything about one backup or dump (`latest`: the newest)
     Info(catalog::InfoArgs),
+    /// Restore a base backup with point-in-time recovery (--pgdata), or one database from a dump (--dump)
+    ///
+    /// Chooses the newest backup that can reach the target, checks that the WAL it needs is archived,
+    /// and refuses a non-empty directory (unless --delta or --force) or a running server, all before
+    /// writing anything.
+    Restore(Box<restore::RestoreArgs>),
     /// Delete a backup or dump: its manifest first (it leaves listings at once), then its objects.
     /// Refuses to delete the only full backup unless --force
     Delete(catalog::DeleteArgs),
@@ -159,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => catalog::list(config_path, args).await,
         Command::Info(args) => catalog::info(config_path, args).await,
         Command::Delete(args) => catalog::delete(config_path, args).await,
+        Command::Restore(args) => restore::run(config_path, *args).await,
     }
 }
 

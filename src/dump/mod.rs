@@ -18,6 +18,7 @@
 
 pub mod manifest;
 pub mod program;
+pub mod restore;
 pub mod snapshot;
 
 use std::collections::BTreeMap;

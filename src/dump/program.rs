@@ -61,18 +61,51 @@ impl Finished {
 
     /// "exit status 1", "killed by signal 9", or the error that prevented waiting.
     pub fn describe_status(&self) -> String {
-        match &self.status {
-            Ok(status) => {
-                use std::os::unix::process::ExitStatusExt as _;
-                match (status.code(), status.signal()) {
-                    (Some(code), _) => format!("exit status {code}"),
-                    (None, Some(signal)) => format!("killed by signal {signal}"),
-                    (None, None) => status.to_string(),
+        describe_exit(&self.status)
+    }
+}
+
+/// "exit status 1", "killed by signal 9", or the error that prevented waiting.
+pub fn describe_exit(status: &io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt as _;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exit status {code}"),
+                (None, Some(signal)) => format!("killed by signal {signal}"),
+                (None, None) => status.to_string(),
+            }
+        }
+        Err(error) => format!("could not wait for it: {error}"),
+    }
+}
+
+/// Reads a program's standard error in the background until it closes, keeping only its last
+/// [`STDERR_TAIL_BYTES`] or so; [`last_lines`] makes a message of it.
+pub fn collect_stderr(mut stderr: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let mut tail = Vec::new();
+        let mut block = [0u8; 4096];
+        loop {
+            match stderr.read(&mut block).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => {
+                    tail.extend_from_slice(&block[..read]);
+                    if tail.len() > 2 * STDERR_TAIL_BYTES {
+                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                    }
                 }
             }
-            Err(error) => format!("could not wait for it: {error}"),
         }
-    }
+        tail
+    })
+}
+
+/// The last [`STDERR_TAIL_LINES`] lines of what a program printed, lossily decoded.
+pub fn last_lines(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
 }
 
 impl Program {
@@ -86,24 +119,9 @@ impl Program {
             .kill_on_drop(true);
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
 
-        let stderr = tokio::spawn(async move {
-            let mut tail = Vec::new();
-            let mut block = [0u8; 4096];
-            loop {
-                match stderr.read(&mut block).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => {
-                        tail.extend_from_slice(&block[..read]);
-                        if tail.len() > 2 * STDERR_TAIL_BYTES {
-                            tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                        }
-                    }
-                }
-            }
-            tail
-        });
+        let stderr = collect_stderr(stderr);
 
         let kill = CancellationToken::new();
         let (exit_tx, exit_rx) = oneshot::channel();
@@ -139,10 +157,7 @@ impl Program {
             Ok(outcome) => outcome,
             Err(error) => (Err(io::Error::other(error.to_string())), false),
         };
-        let stderr = (&mut self.stderr).await.unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&stderr);
-        let lines: Vec<&str> = stderr.trim_end().lines().collect();
-        let stderr = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
+        let stderr = last_lines(&(&mut self.stderr).await.unwrap_or_default());
         Finished { status, killed, failed_at_end: self.failed_at_end.load(Ordering::SeqCst), stderr }
     }
 }

@@ -633,15 +633,15 @@ pub fn format_setting(name: &str, value: &str) -> Result<String, ClusterError> {
 
 /// The OS account the PostgreSQL programs run as when lifeboat runs as root.
 #[derive(Debug, Clone)]
-struct OsUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
+pub(crate) struct OsUser {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) home: PathBuf,
 }
 
 impl OsUser {
-    fn lookup(name: &str) -> Result<Self, ClusterError> {
+    pub(crate) fn lookup(name: &str) -> Result<Self, ClusterError> {
         let missing = || ClusterError::NoSuchOsUser { user: name.to_string() };
         let c_name = CString::new(name).map_err(|_| missing())?;
         let mut buf: Vec<libc::c_char> = vec![0; 1024];
@@ -683,7 +683,7 @@ impl OsUser {
     }
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

@@ -17,4 +17,5 @@ pub mod check;
 pub mod fetch;
 pub mod page;
 pub mod push;
+pub mod records;
 pub mod spool;

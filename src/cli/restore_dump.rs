@@ -1,0 +1,111 @@
+//! `lifeboat restore --dump ID --db NAME --into URL [--table T ...]`: a logical restore of one
+//! database, or some of its tables, from a dump into a running server.
+//!
+//! The work is [`crate::dump::restore`]; this file resolves the dump, reports the plan on stderr
+//! and prints the summary (or JSON) on stdout.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::context::{load_config, open_repository};
+use crate::backup::format_bytes;
+use crate::catalog::layout::ClusterLayout;
+use crate::config::ConnectionString;
+use crate::dump::restore::{Ownership, Plan, RestoreReport, RestoreRequest, display_table, find_dump, restore};
+
+/// What the command line asked for (see [`super::restore::RestoreArgs`]).
+#[derive(Debug, Clone)]
+pub struct DumpRestoreRequest {
+    /// A dump id as `lifeboat list` shows it, or `latest` (the newest dump).
+    pub dump: String,
+    /// The database of the dump to restore.
+    pub database: String,
+    /// A libpq connection URL of the database to restore into.
+    pub into: String,
+    /// Only these tables (`name` or `schema.name`); empty: the whole database.
+    pub tables: Vec<String>,
+    /// Drop the objects being restored before recreating them.
+    pub clean: bool,
+    /// Print a JSON summary on stdout.
+    pub json: bool,
+}
+
+pub async fn run(config_path: Option<&Path>, request: DumpRestoreRequest) -> anyhow::Result<()> {
+    // The URL may hold a password: the parse error never quotes it.
+    let into = ConnectionString::parse(&request.into).map_err(|error| anyhow::anyhow!("--into {error}"))?;
+    let config = load_config(config_path)?;
+    let repository = open_repository(&config).await?;
+    let layout = ClusterLayout::new(&config.cluster.name);
+    let manifest = find_dump(&repository, &layout, &request.dump).await?;
+
+    let restore_request = RestoreRequest {
+        database: request.database.clone(),
+        into,
+        tables: request.tables.clone(),
+        clean: request.clean,
+        // Owners and grants as dumped: a restored table stays usable by the roles that used it.
+        ownership: Ownership::Keep,
+    };
+    let redacted = restore_request.into.redacted();
+    let mut on_plan = |plan: &Plan| print_plan(&manifest.id.to_string(), &request.database, &redacted, plan);
+    let report =
+        restore(&repository, &layout, &manifest, config.cluster.bin_dir.as_deref(), &restore_request, &mut on_plan)
+            .await
+            .with_context(|| format!("restore of database {:?} from dump {} failed", request.database, manifest.id))?;
+
+    if request.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+/// What is about to happen, on stderr (stdout is for the summary or the JSON).
+fn print_plan(id: &str, database: &str, into: &str, plan: &Plan) {
+    let what = if plan.whole_database {
+        format!("database {database:?}")
+    } else {
+        let names: Vec<String> = plan.tables.iter().map(|table| display_table(&table.schema, &table.table)).collect();
+        format!("{} of database {database:?}", names.join(", "))
+    };
+    eprintln!("restoring {what} from dump {id} into {into}");
+    if !plan.left_out.is_empty() {
+        eprintln!("not restored with the chosen tables:");
+        for left_out in &plan.left_out {
+            eprintln!("  {}: {}", left_out.entry, left_out.reason);
+        }
+    }
+}
+
+fn print_summary(report: &RestoreReport) {
+    if !report.whole_database {
+        for table in &report.tables {
+            println!("  {:<40} {:>14} rows", display_table(&table.schema, &table.table), group_thousands(table.rows));
+        }
+    }
+    println!(
+        "restored {} table(s) of database {:?} from dump {}: {} rows, every table's count as in the dump; \
+         {} read in {:.1}s",
+        report.tables.len(),
+        report.database,
+        report.dump,
+        group_thousands(report.rows),
+        format_bytes(report.bytes),
+        report.seconds
+    );
+}
+
+/// `1234567` → `1,234,567`.
+fn group_thousands(number: u64) -> String {
+    let digits = number.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}

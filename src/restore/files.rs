@@ -1,0 +1,467 @@
+//! Writing a backup's files into the target directory: directories and links first, then every
+//! data object streamed by a pool of workers (download, authenticate, decompress) and cut into the
+//! files it holds, each file checked against the manifest's BLAKE3 (G3).
+//!
+//! - A bundle is read from its start and only the files that are wanted are written; an object
+//!   none of whose files are wanted is not downloaded at all (delta restores).
+//! - A large file stored in parts is written by several workers at once, each at its own offset;
+//!   each part yields the BLAKE3 chaining value of its subtree and the last part to finish merges
+//!   them into the file's hash, exactly as the backup computed it.
+//! - Files are created with their recorded mode and get their recorded modification time; when
+//!   lifeboat runs as root everything is handed to the owner the server runs as.
+//! - Nothing is fsynced file by file: the caller syncs each filesystem once at the end.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use blake3::hazmat::{ChainingValue, HasherExt};
+
+use super::{CONTROL_FILE_PENDING, RestoreError};
+use crate::backup::copy::{CONTROL_FILE, merge_parts};
+use crate::catalog::backup_manifest::{BackupManifest, EntryKind, FileEntry};
+use crate::catalog::layout::ClusterLayout;
+use crate::object::ObjectError;
+use crate::repository::Repository;
+
+/// Bytes per read from an object's stream.
+const BLOCK: usize = 1024 * 1024;
+
+/// Who owns what the restore creates: `None` keeps the current user (lifeboat is not root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Where the manifest's paths go on this host.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub pgdata: PathBuf,
+    /// Tablespace oid → the directory its `pg_tblspc/<oid>` link points to.
+    pub tablespaces: BTreeMap<u32, PathBuf>,
+    pub owner: Option<Owner>,
+}
+
+impl Destination {
+    /// The local path of a manifest path. Files of tablespaces are reached through the
+    /// `pg_tblspc/<oid>` link, which is created before them.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.pgdata.join(relative)
+    }
+
+    /// Where a file's bytes are written: its own path, except `global/pg_control`, which waits
+    /// under a temporary name until the whole restore is durable.
+    pub fn write_path(&self, entry: &FileEntry) -> PathBuf {
+        if entry.path == CONTROL_FILE { self.path(CONTROL_FILE_PENDING) } else { self.path(&entry.path) }
+    }
+
+    /// Hands `path` to the owner (not following links).
+    pub fn chown(&self, path: &Path) -> io::Result<()> {
+        match self.owner {
+            Some(owner) => std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Counts for progress reports.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes: AtomicU64,
+    pub files: AtomicU64,
+}
+
+/// A manifest path is relative, `/`-separated and never climbs: anything else is refused before
+/// it is joined to a local directory.
+pub fn check_path(path: &str) -> Result<(), RestoreError> {
+    let bad = Path::new(path).components().any(|component| !matches!(component, Component::Normal(_)));
+    if path.is_empty() || bad || path.contains('\0') {
+        return Err(RestoreError::BadManifest { detail: format!("the manifest names an unsafe path {path:?}") });
+    }
+    Ok(())
+}
+
+/// Creates the directories and links of the manifest (existing directories are kept, with their
+/// mode corrected). Tablespace links point to their (possibly remapped) locations, which are
+/// created as needed.
+pub fn create_tree(manifest: &BackupManifest, destination: &Destination) -> Result<(), RestoreError> {
+    let io_error = |path: &Path, action: &'static str| {
+        let path = path.to_path_buf();
+        move |source: io::Error| RestoreError::Write { path, action, source }
+    };
+    for entry in &manifest.files {
+        check_path(&entry.path)?;
+        let path = destination.path(&entry.path);
+        match entry.kind {
+            EntryKind::Dir => {
+                match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_dir() => {}
+                    _ => fs::create_dir(&path).map_err(io_error(&path, "create directory"))?,
+                }
+                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode & 0o7777))
+                    .map_err(io_error(&path, "set the mode of"))?;
+                destination.chown(&path).map_err(io_error(&path, "change the owner of"))?;
+            }
+            EntryKind::Symlink => {
+                let target = link_target(entry, destination)?;
+                if let Some(oid) = tablespace_oid(&entry.path) {
+                    let location = destination.tablespaces.get(&oid).cloned().unwrap_or_else(|| target.clone());
+                    create_tablespace_dir(&location, destination)?;
+                }
+                match fs::read_link(&path) {
+                    Ok(existing) if existing == target => {}
+                    _ => std::os::unix::fs::symlink(&target, &path).map_err(io_error(&path, "create link"))?,
+                }
+                destination.chown(&path).map_err(io_error(&path, "change the owner of"))?;
+            }
+            EntryKind::File => {}
+        }
+    }
+    Ok(())
+}
+
+/// The target of a link entry: the remapped location for a tablespace link, else as recorded.
+fn link_target(entry: &FileEntry, destination: &Destination) -> Result<PathBuf, RestoreError> {
+    if let Some(oid) = tablespace_oid(&entry.path)
+        && let Some(location) = destination.tablespaces.get(&oid)
+    {
+        return Ok(location.clone());
+    }
+    entry
+        .target
+        .as_ref()
+        .map(PathBuf::from)
+        .ok_or_else(|| RestoreError::BadManifest { detail: format!("the link {} has no target", entry.path) })
+}
+
+/// `Some(oid)` for `pg_tblspc/<oid>`.
+pub fn tablespace_oid(path: &str) -> Option<u32> {
+    path.strip_prefix("pg_tblspc/").filter(|rest| !rest.contains('/')).and_then(|oid| oid.parse().ok())
+}
+
+fn create_tablespace_dir(location: &Path, destination: &Destination) -> Result<(), RestoreError> {
+    if location.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(location).map_err(|source| RestoreError::Write {
+        path: location.to_path_buf(),
+        action: "create the tablespace directory",
+        source,
+    })?;
+    fs::set_permissions(location, fs::Permissions::from_mode(0o700)).map_err(|source| RestoreError::Write {
+        path: location.to_path_buf(),
+        action: "set the mode of",
+        source,
+    })?;
+    destination.chown(location).map_err(|source| RestoreError::Write {
+        path: location.to_path_buf(),
+        action: "change the owner of",
+        source,
+    })
+}
+
+/// One run of a file's bytes inside an object's plaintext.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    /// Index into the manifest's files.
+    file: usize,
+    /// Where the bytes go in the file.
+    file_offset: u64,
+    /// Where they are in the object.
+    object_offset: u64,
+    length: u64,
+    /// The piece's number among the file's locations.
+    part: usize,
+}
+
+/// One object to read, and the pieces of wanted files in it, by object offset.
+#[derive(Debug, Clone)]
+struct Job {
+    object: String,
+    size: u64,
+    pieces: Vec<Piece>,
+}
+
+/// The chaining values of a file stored in several parts, as its parts finish.
+#[derive(Debug, Default)]
+struct PartHashes {
+    values: HashMap<usize, Vec<Option<(u64, ChainingValue)>>>,
+}
+
+/// Writes the regular files whose indexes are in `wanted` (every file for a fresh restore), with
+/// `workers` objects in flight. Empty files are created directly.
+pub async fn write_files(
+    repository: Arc<Repository>,
+    layout: &ClusterLayout,
+    manifest: Arc<BackupManifest>,
+    destination: Arc<Destination>,
+    wanted: &[usize],
+    workers: u32,
+    progress: Arc<Progress>,
+) -> Result<(), RestoreError> {
+    let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
+    for &index in wanted {
+        let entry = &manifest.files[index];
+        if entry.locations.is_empty() {
+            create_empty(entry, &destination)?;
+            progress.files.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let mut file_offset = 0;
+        for (part, location) in entry.locations.iter().enumerate() {
+            let size = manifest.objects.iter().find(|object| object.key == location.object).map(|object| object.size);
+            let Some(size) = size else {
+                return Err(RestoreError::BadManifest {
+                    detail: format!(
+                        "{} refers to object {}, which the manifest does not list",
+                        entry.path, location.object
+                    ),
+                });
+            };
+            jobs.entry(location.object.as_str())
+                .or_insert_with(|| Job { object: location.object.clone(), size, pieces: Vec::new() })
+                .pieces
+                .push(Piece {
+                    file: index,
+                    file_offset,
+                    object_offset: location.offset,
+                    length: location.length,
+                    part,
+                });
+            file_offset += location.length;
+        }
+    }
+    let mut jobs: Vec<Job> = jobs.into_values().collect();
+    for job in &mut jobs {
+        job.pieces.sort_by_key(|piece| piece.object_offset);
+    }
+    // Largest first, so no worker is left alone with a big object at the end.
+    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.object.cmp(&b.object)));
+
+    let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
+    let parts = Arc::new(Mutex::new(PartHashes::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let queue = queue.clone();
+        let repository = repository.clone();
+        let layout = layout.clone();
+        let manifest = manifest.clone();
+        let destination = destination.clone();
+        let progress = progress.clone();
+        let parts = parts.clone();
+        tasks.spawn(async move {
+            loop {
+                let Some(job) = queue.lock().expect("queue lock").pop_front() else {
+                    return Ok(());
+                };
+                let key = layout.backup_object(manifest.id, &job.object);
+                let stream = repository.get(&key).await.map_err(|source| RestoreError::Repository { source })?;
+                let context = JobContext {
+                    manifest: manifest.clone(),
+                    destination: destination.clone(),
+                    progress: progress.clone(),
+                    parts: parts.clone(),
+                    key: key.to_string(),
+                };
+                tokio::task::spawn_blocking(move || context.run(&job, tokio_util::io::SyncIoBridge::new(stream)))
+                    .await
+                    .expect("restore workers do not panic")?;
+            }
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                if first_error.is_none() {
+                    first_error = Some(error);
+                    // Stop handing out work; running jobs finish or fail on their own.
+                    queue.lock().expect("queue lock").clear();
+                }
+            }
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+fn create_empty(entry: &FileEntry, destination: &Destination) -> Result<(), RestoreError> {
+    let path = destination.write_path(entry);
+    let file = open_for_writing(&path, entry.mode, true)?;
+    finish_file(&file, &path, entry, destination)
+}
+
+fn open_for_writing(path: &Path, mode: u32, truncate: bool) -> Result<File, RestoreError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(mode & 0o7777)
+        .open(path)
+        .map_err(|source| RestoreError::Write { path: path.to_path_buf(), action: "create", source })
+}
+
+/// Sets the recorded mode (umask may have trimmed it), modification time and owner.
+fn finish_file(file: &File, path: &Path, entry: &FileEntry, destination: &Destination) -> Result<(), RestoreError> {
+    let write_error = |action: &'static str| {
+        let path = path.to_path_buf();
+        move |source: io::Error| RestoreError::Write { path, action, source }
+    };
+    file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777)).map_err(write_error("set the mode of"))?;
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
+    file.set_times(fs::FileTimes::new().set_modified(mtime)).map_err(write_error("set the time of"))?;
+    destination.chown(path).map_err(write_error("change the owner of"))
+}
+
+/// What a worker needs while it writes one object's files.
+struct JobContext {
+    manifest: Arc<BackupManifest>,
+    destination: Arc<Destination>,
+    progress: Arc<Progress>,
+    parts: Arc<Mutex<PartHashes>>,
+    key: String,
+}
+
+impl JobContext {
+    fn run(&self, job: &Job, mut stream: impl Read) -> Result<(), RestoreError> {
+        let mut buffer = vec![0u8; BLOCK];
+        let mut position = 0u64;
+        for piece in &job.pieces {
+            self.skip(&mut stream, piece.object_offset - position, &mut buffer)?;
+            position = piece.object_offset;
+            self.write_piece(&mut stream, piece, &mut buffer)?;
+            position += piece.length;
+        }
+        // Read to the end: the last chunk's authentication and the object's length are checked there.
+        let mut rest = 0u64;
+        loop {
+            let read = self.read(&mut stream, &mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            rest += read as u64;
+        }
+        if position + rest != job.size {
+            return Err(RestoreError::Damaged {
+                key: self.key.clone(),
+                detail: format!("it holds {} bytes, the manifest says {}", position + rest, job.size),
+            });
+        }
+        Ok(())
+    }
+
+    fn read(&self, stream: &mut impl Read, buffer: &mut [u8]) -> Result<usize, RestoreError> {
+        loop {
+            match stream.read(buffer) {
+                Ok(read) => return Ok(read),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    let detail = match ObjectError::from_io(&error) {
+                        Some(object_error) => object_error.to_string(),
+                        None => error.to_string(),
+                    };
+                    return Err(RestoreError::Damaged { key: self.key.clone(), detail });
+                }
+            }
+        }
+    }
+
+    fn skip(&self, stream: &mut impl Read, mut length: u64, buffer: &mut [u8]) -> Result<(), RestoreError> {
+        while length > 0 {
+            let want = buffer.len().min(usize::try_from(length).unwrap_or(usize::MAX));
+            let read = self.read(stream, &mut buffer[..want])?;
+            if read == 0 {
+                return Err(self.too_short());
+            }
+            length -= read as u64;
+        }
+        Ok(())
+    }
+
+    fn too_short(&self) -> RestoreError {
+        RestoreError::Damaged {
+            key: self.key.clone(),
+            detail: "it ends before the bytes the manifest places in it".into(),
+        }
+    }
+
+    fn write_piece(&self, stream: &mut impl Read, piece: &Piece, buffer: &mut [u8]) -> Result<(), RestoreError> {
+        let entry = &self.manifest.files[piece.file];
+        let path = self.destination.write_path(entry);
+        let whole = entry.locations.len() == 1;
+        let file = open_for_writing(&path, entry.mode, whole)?;
+        let mut hasher = blake3::Hasher::new();
+        if !whole {
+            hasher.set_input_offset(piece.file_offset);
+        }
+        let mut done = 0u64;
+        while done < piece.length {
+            let want = buffer.len().min(usize::try_from(piece.length - done).unwrap_or(usize::MAX));
+            let read = self.read(stream, &mut buffer[..want])?;
+            if read == 0 {
+                return Err(self.too_short());
+            }
+            file.write_all_at(&buffer[..read], piece.file_offset + done).map_err(|source| RestoreError::Write {
+                path: path.clone(),
+                action: "write",
+                source,
+            })?;
+            hasher.update(&buffer[..read]);
+            done += read as u64;
+            self.progress.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        let hash =
+            if whole { Some(hasher.finalize()) } else { self.part_finished(entry, piece, hasher.finalize_non_root()) };
+        if let Some(hash) = hash {
+            let expected = entry.blake3.as_deref().unwrap_or("");
+            if hash.to_hex().as_str() != expected {
+                return Err(RestoreError::HashMismatch {
+                    path: entry.path.clone(),
+                    key: self.key.clone(),
+                    expected: expected.to_owned(),
+                    actual: hash.to_hex().to_string(),
+                });
+            }
+            finish_file(&file, &path, entry, &self.destination)?;
+            self.progress.files.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Records a part's chaining value; the file's hash once every part is in.
+    fn part_finished(&self, entry: &FileEntry, piece: &Piece, value: ChainingValue) -> Option<blake3::Hash> {
+        let mut parts = self.parts.lock().expect("part hashes lock");
+        let values = parts.values.entry(piece.file).or_insert_with(|| vec![None; entry.locations.len()]);
+        values[piece.part] = Some((piece.length, value));
+        if values.iter().any(Option::is_none) {
+            return None;
+        }
+        let values: Vec<(u64, ChainingValue)> = values.iter().flatten().copied().collect();
+        parts.values.remove(&piece.file);
+        Some(merge_parts(&values, entry.locations[0].length))
+    }
+}
+
+/// BLAKE3 of a local file, for delta restores.
+pub fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
+    let mut file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; BLOCK];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buffer[..read]);
+    }
+}

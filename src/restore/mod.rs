@@ -1,0 +1,618 @@
+//! `lifeboat restore --pgdata DIR`: a physical restore and point-in-time recovery.
+//!
+//! Everything that can refuse the restore happens before the first byte is written: the catalog
+//! is read, the target is placed in the WAL ([`scan`]), the backup is chosen and the WAL it needs is
+//! checked ([`plan`]), and the target directory is inspected ([`target_dir`], G4). Then:
+//!
+//! 1. `--force` empties the directory; `--delta` removes what the manifest does not know and lists
+//!    the files that differ; otherwise the directory is new or empty.
+//! 2. Directories and links, then every file from its objects, hashed against the manifest
+//!    ([`files`], G3). `global/pg_control` is written under a temporary name.
+//! 3. `backup_label`, `tablespace_map`, `recovery.signal` and the recovery settings ([`recovery`]).
+//! 4. One `syncfs` per filesystem, then `pg_control` gets its name: a directory without it is
+//!    never mistaken for a complete one (PostgreSQL refuses to start without it).
+//! 5. With `--start`, the server is started and recovery followed to its target ([`start`]).
+
+pub mod files;
+pub mod plan;
+pub mod recovery;
+pub mod scan;
+pub mod start;
+pub mod target;
+pub mod target_dir;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use self::files::{Destination, Owner, Progress};
+use self::plan::{Catalog, Plan, PlanError, TargetPosition};
+use self::start::Reached;
+use self::target::{RecoveryGoal, RecoveryTarget};
+use self::target_dir::{DeltaPlan, ExistingData};
+use crate::backup::copy::CONTROL_FILE;
+use crate::backup::format_bytes;
+use crate::catalog::backup_manifest::{BackupManifest, ManifestError};
+use crate::catalog::id::BackupId;
+use crate::catalog::layout::ClusterLayout;
+use crate::catalog::listing::{self, CatalogError, Entry};
+use crate::catalog::lsn::Timeline;
+use crate::catalog::timeline::TimelineHistory;
+use crate::catalog::wal::WalFile;
+use crate::postgres::binaries::PgBinaries;
+use crate::repository::{Repository, RepositoryError};
+use crate::wal::check::{CheckError, check};
+
+/// Where `global/pg_control` is written until the rest of the restore is complete and synced.
+pub const CONTROL_FILE_PENDING: &str = "global/pg_control.lifeboat-restoring";
+/// How often progress is reported: on a terminal, and in plain log lines otherwise.
+const TERMINAL_PROGRESS: Duration = Duration::from_millis(500);
+const LOG_PROGRESS: Duration = Duration::from_secs(10);
+
+/// What to restore, where, and how.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub pgdata: PathBuf,
+    /// `--backup`: this backup instead of the newest one that reaches the target.
+    pub backup: Option<BackupId>,
+    pub goal: RecoveryGoal,
+    pub existing: ExistingData,
+    /// `--tablespace-map OLD=NEW`: OLD is a tablespace's original location, name or oid.
+    pub tablespace_map: Vec<(String, PathBuf)>,
+    pub workers: u32,
+    /// Write `archive_mode = off` into the recovery settings, so the restored server does not
+    /// archive into the repository (a copy for inspection, say).
+    pub archive_off: bool,
+    pub dry_run: bool,
+    /// `--start`, with an optional port for the server.
+    pub start: Option<Option<u16>>,
+    /// The `restore_command` written for PostgreSQL.
+    pub restore_command: String,
+    /// The OS user that owns the restored files when lifeboat runs as root, unless the data
+    /// directory (or its parent) already belongs to another non-root user.
+    pub os_user: String,
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// The outcome of a restore (or of a dry run: the plan, and nothing written).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreSummary {
+    pub backup: BackupId,
+    pub backup_stop_time: String,
+    pub backup_stop_lsn: String,
+    pub target: String,
+    pub timeline: u32,
+    pub first_wal: String,
+    pub last_wal: String,
+    pub wal_segments: u64,
+    pub archive_end: String,
+    pub pgdata: PathBuf,
+    pub tablespaces: BTreeMap<u32, PathBuf>,
+    pub mode: ExistingData,
+    pub dry_run: bool,
+    /// Files the backup has, and how many of them are (to be) written.
+    pub files: u64,
+    pub files_written: u64,
+    pub files_kept: u64,
+    pub removed: Vec<String>,
+    /// Plaintext bytes (to be) written, and the stored bytes fetched for them.
+    pub bytes_written: u64,
+    pub bytes_fetched: u64,
+    pub seconds: f64,
+    pub reached: Option<Reached>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+
+    #[error(transparent)]
+    Check(#[from] CheckError),
+
+    #[error("{source}")]
+    Repository { source: RepositoryError },
+
+    #[error("the backup manifest is not usable: {detail}")]
+    BadManifest { detail: String },
+
+    #[error(
+        "object {key} is damaged: {detail}. The restore stopped before starting PostgreSQL; restore from another \
+         backup (`lifeboat list`, then `--backup ID`) and run `lifeboat verify` on this one"
+    )]
+    Damaged { key: String, detail: String },
+
+    #[error(
+        "{path} restored from {key} does not match the backup manifest (BLAKE3 {actual}, expected {expected}); \
+         the restore stopped before starting PostgreSQL. Restore from another backup (`--backup ID`)"
+    )]
+    HashMismatch { path: String, key: String, expected: String, actual: String },
+
+    #[error("cannot {action} {}: {source}", path.display())]
+    Write { path: PathBuf, action: &'static str, source: std::io::Error },
+
+    #[error(
+        "{} is not empty; restore into an empty or new directory, or pass --delta (rewrite only what differs \
+         from the backup) or --force (delete everything in it first)", path.display()
+    )]
+    NotEmpty { path: PathBuf },
+
+    #[error(
+        "a PostgreSQL server (pid {pid}) is running on {}; stop it first (`pg_ctl stop -D {}`); lifeboat never \
+         restores under a running server", pgdata.display(), pgdata.display()
+    )]
+    ServerRunning { pgdata: PathBuf, pid: u32 },
+
+    #[error("--tablespace-map {old}: {reason}")]
+    TablespaceMap { old: String, reason: String },
+
+    #[error("cannot place the target in the archived WAL: {detail}")]
+    WalScan { detail: String },
+
+    #[error("{detail}")]
+    Binaries { detail: String },
+
+    #[error("cannot start PostgreSQL on the restored directory: {detail}")]
+    Start { detail: String },
+
+    #[error("recovery failed: {line} (server log: {}){tail}", log_file.display())]
+    Recovery { line: String, log_file: PathBuf, tail: String },
+}
+
+/// Reads what the repository knows about the cluster: backups, the archive, timeline histories.
+pub async fn load_catalog(repository: &Repository, layout: &ClusterLayout) -> Result<Catalog, RestoreError> {
+    let backups: Vec<BackupManifest> = listing::read_all(repository, layout)
+        .await?
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Entry::Full(manifest) => Some(*manifest),
+            Entry::Dump(_) => None,
+        })
+        .collect();
+    let archive = check(repository, layout).await?;
+    let mut histories = BTreeMap::new();
+    for name in &archive.history_files {
+        let Ok(WalFile::History(timeline)) = WalFile::parse(name, archive.segment_size) else { continue };
+        let key = layout.wal_file(&WalFile::History(timeline), archive.segment_size);
+        let bytes = repository.get_bytes(&key).await.map_err(|source| RestoreError::Repository { source })?;
+        let history = TimelineHistory::parse(timeline, &String::from_utf8_lossy(&bytes))
+            .map_err(|error| RestoreError::WalScan { detail: error.to_string() })?;
+        histories.insert(timeline, history);
+    }
+    Ok(Catalog { backups, archive, histories })
+}
+
+/// Places the target in the WAL where the plan needs it.
+async fn locate_target(
+    repository: &Arc<Repository>,
+    layout: &ClusterLayout,
+    catalog: &Catalog,
+    goal: &RecoveryGoal,
+) -> Result<TargetPosition, RestoreError> {
+    let needs_scan = matches!(goal.target, RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) | RecoveryTarget::Time(_));
+    if !needs_scan || catalog.backups.is_empty() {
+        return Ok(TargetPosition::NotNeeded);
+    }
+    let history = match plan::target_history(catalog, goal.timeline)? {
+        Some(history) => history,
+        None => {
+            let newest = catalog.backups.last().map_or(Timeline::FIRST, |backup| backup.timeline);
+            plan::target_history(catalog, target::TimelineChoice::Id(newest))?.expect("an explicit timeline")
+        }
+    };
+    let reachable = plan::reachable_backups(catalog, Some(&history))?;
+    let size = catalog.archive.segment_size;
+    let (Some((oldest, _)), Some((newest, _))) = (reachable.first(), reachable.last()) else {
+        return Ok(TargetPosition::LastTransaction(None));
+    };
+    match &goal.target {
+        RecoveryTarget::Time(_) => {
+            let first = newest.start_segment().number;
+            let Some(end) = plan::archive_end(&catalog.archive, &history, first) else {
+                return Ok(TargetPosition::LastTransaction(None));
+            };
+            let last = scan::last_transaction(repository.clone(), layout, size, &history, first, end.number).await?;
+            Ok(TargetPosition::LastTransaction(last))
+        }
+        target => {
+            let first = oldest.start_segment().number;
+            let Some(end) = plan::archive_end(&catalog.archive, &history, first) else {
+                return Ok(TargetPosition::LastTransaction(None));
+            };
+            scan::find_record(repository.clone(), layout, size, &history, first, end.number, target).await
+        }
+    }
+}
+
+/// Runs a restore: plans, checks, writes, and (with `--start`) recovers.
+pub async fn run(
+    repository: Arc<Repository>,
+    layout: &ClusterLayout,
+    options: &RestoreOptions,
+) -> Result<RestoreSummary, RestoreError> {
+    let began = Instant::now();
+    let catalog = load_catalog(&repository, layout).await?;
+    let position = locate_target(&repository, layout, &catalog, &options.goal).await?;
+    let plan = plan::choose(&catalog, &options.goal, position, options.backup)?;
+    let manifest = Arc::new(plan.backup.clone());
+    tracing::info!(
+        backup = %manifest.id,
+        "restoring backup {} (consistent at {}) to {}, following timeline {}",
+        manifest.id,
+        manifest.stop_lsn,
+        options.goal.target,
+        plan.history.timeline()
+    );
+
+    let binaries = find_binaries(options, &manifest)?;
+    let owner = resolve_owner(&options.pgdata, &options.os_user)?;
+    let tablespaces = map_tablespaces(&manifest, &options.tablespace_map)?;
+    let destination = Arc::new(Destination { pgdata: options.pgdata.clone(), tablespaces, owner });
+    let inspection = target_dir::inspect(&destination, options.existing)?;
+
+    let mut summary = summarise(&plan, options, &destination);
+    if options.dry_run {
+        if options.existing == ExistingData::Delta && inspection.pgdata_in_use {
+            tracing::info!(
+                "dry run: --delta compares every file by hash when it runs; the counts assume all are rewritten"
+            );
+        }
+        summary.seconds = began.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+
+    let wanted = prepare_directory(&manifest, &destination, options, inspection.pgdata_in_use)?;
+    if let Some(delta) = &wanted.delta {
+        tracing::info!(
+            "delta: {} files intact, {} to write, {} removed",
+            delta.kept,
+            delta.rewrite.len(),
+            delta.removed.len()
+        );
+        summary.files_kept = delta.kept as u64;
+        summary.removed = delta.removed.clone();
+    }
+    summary.files_written = wanted.files.len() as u64;
+    summary.bytes_written = wanted.files.iter().map(|&index| manifest.files[index].size.unwrap_or(0)).sum();
+    summary.bytes_fetched = fetched_bytes(&manifest, &wanted.files);
+
+    files::create_tree(&manifest, &destination)?;
+    let progress = Arc::new(Progress::default());
+    let writing = files::write_files(
+        repository.clone(),
+        layout,
+        manifest.clone(),
+        destination.clone(),
+        &wanted.files,
+        options.workers,
+        progress.clone(),
+    );
+    report_progress(writing, &progress, summary.bytes_written, wanted.files.len() as u64).await?;
+
+    let header = format!(
+        "restore of backup {} to {}, by lifeboat {}",
+        manifest.id,
+        options.goal.target,
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut settings = options.goal.settings(&options.restore_command, plan.history.timeline());
+    if options.archive_off {
+        settings.push(("archive_mode", "off".into()));
+    }
+    recovery::write_recovery_files(&manifest, &destination, &settings, &header)?;
+    ensure_wal_directory(&destination)?;
+    sync_filesystems(&destination)?;
+    commit_control_file(&destination, wanted.files.iter().any(|&index| manifest.files[index].path == CONTROL_FILE))?;
+    summary.seconds = began.elapsed().as_secs_f64();
+    tracing::info!(
+        "restored {} files ({}) into {} in {:.1} s",
+        summary.files_written,
+        format_bytes(summary.bytes_written),
+        options.pgdata.display(),
+        summary.seconds
+    );
+
+    if let Some(port) = options.start {
+        let binaries = binaries.ok_or_else(|| RestoreError::Binaries {
+            detail: "--start needs the PostgreSQL server binaries; set cluster.bin_dir".into(),
+        })?;
+        let runs_to_end = matches!(options.goal.target, RecoveryTarget::Latest);
+        let reached =
+            start::start_and_wait(&binaries, &options.pgdata, owner, port, options.goal.action, runs_to_end).await?;
+        summary.seconds = began.elapsed().as_secs_f64();
+        summary.reached = Some(reached);
+    }
+    Ok(summary)
+}
+
+/// The server binaries, which must match the backup's major version. Only `--start` needs them;
+/// otherwise a mismatch is a warning (the files can be restored for another host).
+fn find_binaries(options: &RestoreOptions, manifest: &BackupManifest) -> Result<Option<PgBinaries>, RestoreError> {
+    let major = manifest.postgres_version_num / 10000;
+    let found = PgBinaries::find(options.bin_dir.as_deref())
+        .map_err(|error| error.to_string())
+        .and_then(|binaries| binaries.check_server_major(major).map(|()| binaries).map_err(|error| error.to_string()));
+    match found {
+        Ok(binaries) => Ok(Some(binaries)),
+        Err(detail) if options.start.is_some() => Err(RestoreError::Binaries {
+            detail: format!("the backup is of PostgreSQL {major}, and --start needs its binaries: {detail}"),
+        }),
+        Err(detail) => {
+            tracing::warn!(
+                "the backup is of PostgreSQL {major}; starting the restored copy will need its binaries ({detail})"
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn resolve_owner(pgdata: &Path, os_user: &str) -> Result<Option<Owner>, RestoreError> {
+    if !crate::postgres::cluster::running_as_root() {
+        return Ok(None);
+    }
+    let fallback = crate::postgres::cluster::OsUser::lookup(os_user)
+        .map_err(|error| RestoreError::Binaries { detail: format!("{error} (cluster.os_user owns restored files)") })?;
+    let (uid, gid) = target_dir::owner_for(pgdata, Some((fallback.uid, fallback.gid))).expect("a fallback is given");
+    Ok(Some(Owner { uid, gid }))
+}
+
+/// Each tablespace's location on this host: as recorded, or remapped by `--tablespace-map`.
+fn map_tablespaces(
+    manifest: &BackupManifest,
+    requested: &[(String, PathBuf)],
+) -> Result<BTreeMap<u32, PathBuf>, RestoreError> {
+    let mut locations: BTreeMap<u32, PathBuf> =
+        manifest.tablespaces.iter().map(|tablespace| (tablespace.oid, PathBuf::from(&tablespace.location))).collect();
+    for (old, new) in requested {
+        let matching: Vec<u32> = manifest
+            .tablespaces
+            .iter()
+            .filter(|tablespace| {
+                tablespace.location == *old
+                    || tablespace.name.as_deref() == Some(old.as_str())
+                    || tablespace.oid.to_string() == *old
+            })
+            .map(|tablespace| tablespace.oid)
+            .collect();
+        let [oid] = matching[..] else {
+            let known: Vec<String> = manifest
+                .tablespaces
+                .iter()
+                .map(|t| format!("{} (oid {}, {})", t.location, t.oid, t.name.as_deref().unwrap_or("unnamed")))
+                .collect();
+            return Err(RestoreError::TablespaceMap {
+                old: old.clone(),
+                reason: if known.is_empty() {
+                    "the backup has no tablespaces".into()
+                } else {
+                    format!("no single tablespace of the backup matches it; the backup has {}", known.join(", "))
+                },
+            });
+        };
+        if !new.is_absolute() {
+            return Err(RestoreError::TablespaceMap {
+                old: old.clone(),
+                reason: "the new location must be absolute".into(),
+            });
+        }
+        locations.insert(oid, new.clone());
+    }
+    Ok(locations)
+}
+
+fn summarise(plan: &Plan, options: &RestoreOptions, destination: &Destination) -> RestoreSummary {
+    let manifest = &plan.backup;
+    let size = manifest.wal_segment_size;
+    let all: Vec<usize> = (0..manifest.files.len()).filter(|&index| manifest.files[index].size.is_some()).collect();
+    RestoreSummary {
+        backup: manifest.id,
+        backup_stop_time: target::postgres_time(manifest.stop_time),
+        backup_stop_lsn: manifest.stop_lsn.to_string(),
+        target: options.goal.target.to_string(),
+        timeline: plan.history.timeline().id(),
+        first_wal: plan.first_wal.name(size),
+        last_wal: plan.last_wal.name(size),
+        wal_segments: plan.wal_segments(),
+        archive_end: plan.archive_end.name(size),
+        pgdata: options.pgdata.clone(),
+        tablespaces: destination.tablespaces.clone(),
+        mode: options.existing,
+        dry_run: options.dry_run,
+        files: manifest.totals.files,
+        files_written: manifest.totals.files,
+        files_kept: 0,
+        removed: Vec::new(),
+        bytes_written: manifest.totals.bytes,
+        bytes_fetched: fetched_bytes(manifest, &all),
+        seconds: 0.0,
+        reached: None,
+    }
+}
+
+/// Stored bytes of the objects holding any of `files`.
+fn fetched_bytes(manifest: &BackupManifest, files: &[usize]) -> u64 {
+    let objects: std::collections::BTreeSet<&str> = files
+        .iter()
+        .flat_map(|&index| manifest.files[index].locations.iter().map(|location| location.object.as_str()))
+        .collect();
+    manifest
+        .objects
+        .iter()
+        .filter(|object| objects.contains(object.key.as_str()))
+        .map(|object| object.stored_size)
+        .sum()
+}
+
+/// The files to write, after emptying (`--force`) or comparing (`--delta`) an existing directory.
+struct Wanted {
+    files: Vec<usize>,
+    delta: Option<DeltaPlan>,
+}
+
+fn prepare_directory(
+    manifest: &BackupManifest,
+    destination: &Destination,
+    options: &RestoreOptions,
+    in_use: bool,
+) -> Result<Wanted, RestoreError> {
+    let pgdata = &destination.pgdata;
+    if !pgdata.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(pgdata)
+            .map_err(|source| RestoreError::Write { path: pgdata.clone(), action: "create", source })?;
+    }
+    std::fs::set_permissions(pgdata, std::os::unix::fs::PermissionsExt::from_mode(data_directory_mode(manifest)))
+        .map_err(|source| RestoreError::Write { path: pgdata.clone(), action: "set the mode of", source })?;
+    destination.chown(pgdata).map_err(|source| RestoreError::Write {
+        path: pgdata.clone(),
+        action: "change the owner of",
+        source,
+    })?;
+    // A directory without pg_control is never taken for a restored one: it goes first and comes back last.
+    for control in [CONTROL_FILE, CONTROL_FILE_PENDING] {
+        let path = destination.path(control);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|source| RestoreError::Write { path, action: "remove", source })?;
+        }
+    }
+    let every_file = || (0..manifest.files.len()).filter(|&index| manifest.files[index].size.is_some()).collect();
+    match options.existing {
+        ExistingData::Delta if in_use => {
+            let delta = target_dir::prepare_delta(manifest, destination, options.workers)?;
+            Ok(Wanted { files: delta.rewrite.clone(), delta: Some(delta) })
+        }
+        ExistingData::Force => {
+            target_dir::empty_directory(pgdata)?;
+            for location in destination.tablespaces.values() {
+                target_dir::empty_directory(location)?;
+            }
+            Ok(Wanted { files: every_file(), delta: None })
+        }
+        _ => Ok(Wanted { files: every_file(), delta: None }),
+    }
+}
+
+/// 0750 when the cluster allows group access (its directories are group-readable), else 0700.
+fn data_directory_mode(manifest: &BackupManifest) -> u32 {
+    match manifest.file("global") {
+        Some(global) if global.mode & 0o050 == 0o050 => 0o750,
+        _ => 0o700,
+    }
+}
+
+/// `pg_wal` and `pg_wal/archive_status` exist and are empty of WAL (the manifest records them
+/// as directories; this covers backups of clusters whose `pg_wal` was a link).
+fn ensure_wal_directory(destination: &Destination) -> Result<(), RestoreError> {
+    for dir in ["pg_wal", "pg_wal/archive_status"] {
+        let path = destination.path(dir);
+        if !path.is_dir() {
+            std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(|source| RestoreError::Write {
+                path: path.clone(),
+                action: "create",
+                source,
+            })?;
+            destination.chown(&path).map_err(|source| RestoreError::Write {
+                path,
+                action: "change the owner of",
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Flushes every filesystem written to: the data directory's and each tablespace's.
+fn sync_filesystems(destination: &Destination) -> Result<(), RestoreError> {
+    for dir in std::iter::once(&destination.pgdata).chain(destination.tablespaces.values()) {
+        let file = std::fs::File::open(dir).map_err(|source| RestoreError::Write {
+            path: dir.clone(),
+            action: "open",
+            source,
+        })?;
+        // SAFETY: syncfs takes a valid, open descriptor and touches no memory.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&file)) } != 0 {
+            let source = std::io::Error::last_os_error();
+            return Err(RestoreError::Write { path: dir.clone(), action: "sync", source });
+        }
+    }
+    Ok(())
+}
+
+/// Gives `pg_control` its name once everything else is durable, and makes the rename durable.
+fn commit_control_file(destination: &Destination, written: bool) -> Result<(), RestoreError> {
+    let pending = destination.path(CONTROL_FILE_PENDING);
+    let control = destination.path(CONTROL_FILE);
+    if written {
+        std::fs::rename(&pending, &control).map_err(|source| RestoreError::Write {
+            path: control.clone(),
+            action: "rename into place",
+            source,
+        })?;
+    }
+    let global = destination.path("global");
+    std::fs::File::open(&global).and_then(|dir| dir.sync_all()).map_err(|source| RestoreError::Write {
+        path: global,
+        action: "sync",
+        source,
+    })
+}
+
+/// Waits for `writing`, reporting progress on stderr: a line redrawn in place on a terminal,
+/// a log line every few seconds otherwise.
+async fn report_progress(
+    writing: impl std::future::Future<Output = Result<(), RestoreError>>,
+    progress: &Progress,
+    total_bytes: u64,
+    total_files: u64,
+) -> Result<(), RestoreError> {
+    let terminal = std::io::stderr().is_terminal();
+    let began = Instant::now();
+    let mut tick = tokio::time::interval(if terminal { TERMINAL_PROGRESS } else { LOG_PROGRESS });
+    tick.tick().await;
+    tokio::pin!(writing);
+    let line = || {
+        let bytes = progress.bytes.load(Ordering::Relaxed);
+        let files = progress.files.load(Ordering::Relaxed);
+        let seconds = began.elapsed().as_secs_f64().max(0.001);
+        let rate = bytes as f64 / seconds;
+        let left = if rate > 0.0 { (total_bytes.saturating_sub(bytes)) as f64 / rate } else { 0.0 };
+        format!(
+            "restored {} of {} ({:.0}%), {files} of {total_files} files, {}/s, about {:.0} s left",
+            format_bytes(bytes),
+            format_bytes(total_bytes),
+            100.0 * bytes as f64 / total_bytes.max(1) as f64,
+            format_bytes(rate as u64),
+            left
+        )
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut writing => break result,
+            _ = tick.tick() => {
+                if terminal {
+                    eprint!("\r\x1b[2K{}", line());
+                } else {
+                    tracing::info!("{}", line());
+                }
+            }
+        }
+    };
+    if terminal && began.elapsed() >= TERMINAL_PROGRESS {
+        eprintln!("\r\x1b[2K{}", line());
+    }
+    result
+}

@@ -1,0 +1,252 @@
+//! `restore --start`: start PostgreSQL on the restored directory, follow recovery in the server's
+//! log until it reaches the target, and report where it stopped.
+//!
+//! The server is started with `pg_ctl` as the directory's owner, logging to a file lifeboat reads
+//! (`<pgdata>/log/lifeboat-restore.log`, with the logging collector off and messages in English
+//! for this run), so the outcome is known without connecting: no password or `pg_hba.conf` entry
+//! is needed, which matters at 3 a.m. The server keeps running afterwards; restarting it under the
+//! service manager later restores the usual logging.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::RestoreError;
+use super::files::Owner;
+use super::target::TargetAction;
+use crate::postgres::binaries::PgBinaries;
+
+/// How often the log is read.
+const POLL: Duration = Duration::from_millis(200);
+/// How often progress is reported while recovery runs.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// How recovery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Recovery ended and the server accepts writes.
+    Promoted,
+    /// The server is paused at the target, read-only.
+    Paused,
+    /// The server shut down at the target (`--target-action shutdown`).
+    Shutdown,
+}
+
+/// What the server's log said about the point reached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reached {
+    pub outcome: Outcome,
+    /// "recovery stopping before commit of transaction 745, time 2026-11-27 06:01:02.123+00".
+    pub stopped: Option<String>,
+    /// "redo done at 0/5000110".
+    pub redo_done: Option<String>,
+    /// The commit time of the last transaction replayed.
+    pub last_transaction: Option<String>,
+    /// The new timeline after promotion.
+    pub new_timeline: Option<u32>,
+    /// WAL files fetched from the archive.
+    pub segments_restored: u64,
+    pub seconds: f64,
+    pub log_file: PathBuf,
+}
+
+/// Starts the server and waits until recovery has reached its target (or failed).
+pub async fn start_and_wait(
+    binaries: &PgBinaries,
+    pgdata: &Path,
+    owner: Option<Owner>,
+    port: Option<u16>,
+    action: TargetAction,
+    runs_to_end: bool,
+) -> Result<Reached, RestoreError> {
+    let began = Instant::now();
+    let pg_ctl = binaries.require("pg_ctl").map_err(|error| RestoreError::Start { detail: error.to_string() })?;
+    let log_dir = pgdata.join("log");
+    let log_file = log_dir.join("lifeboat-restore.log");
+    let prepare = || -> std::io::Result<()> {
+        fs::create_dir_all(&log_dir)?;
+        fs::write(&log_file, b"")?;
+        if let Some(owner) = owner {
+            std::os::unix::fs::chown(&log_dir, Some(owner.uid), Some(owner.gid))?;
+            std::os::unix::fs::chown(&log_file, Some(owner.uid), Some(owner.gid))?;
+        }
+        Ok(())
+    };
+    prepare().map_err(|source| RestoreError::Write { path: log_file.clone(), action: "create", source })?;
+
+    let mut server_options = String::from("-c logging_collector=off -c lc_messages=C");
+    if let Some(port) = port {
+        server_options.push_str(&format!(" -p {port}"));
+    }
+    let mut command = Command::new(&pg_ctl);
+    command
+        .args(["start", "--no-wait", "--silent", "--pgdata"])
+        .arg(pgdata)
+        .arg("--log")
+        .arg(&log_file)
+        .arg("-o")
+        .arg(&server_options)
+        .current_dir(pgdata)
+        .stdin(Stdio::null());
+    for name in ["PGDATA", "PGPORT", "PGHOST", "PGOPTIONS"] {
+        command.env_remove(name);
+    }
+    if let Some(owner) = owner {
+        command.uid(owner.uid).gid(owner.gid);
+    }
+    let output = tokio::process::Command::from(command)
+        .output()
+        .await
+        .map_err(|error| RestoreError::Start { detail: format!("cannot run {}: {error}", pg_ctl.display()) })?;
+    if !output.status.success() {
+        return Err(RestoreError::Start {
+            detail: format!(
+                "pg_ctl start failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                log_tail(&log_file)
+            ),
+        });
+    }
+
+    let mut last_report = Instant::now();
+    let mut seen_pid = false;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let log = fs::read_to_string(&log_file).unwrap_or_default();
+        let facts = LogFacts::read(&log);
+        if let Some(fatal) = &facts.fatal {
+            return Err(RestoreError::Recovery {
+                line: fatal.clone(),
+                log_file: log_file.clone(),
+                tail: log_tail(&log_file),
+            });
+        }
+        let running = super::target_dir::running_server(pgdata).is_some();
+        seen_pid |= running;
+        let outcome = if facts.ready_read_write {
+            Some(Outcome::Promoted)
+        } else if facts.paused && action == TargetAction::Pause && !runs_to_end {
+            Some(Outcome::Paused)
+        } else if facts.shut_down_at_target && !running {
+            Some(Outcome::Shutdown)
+        } else {
+            None
+        };
+        if let Some(outcome) = outcome {
+            return Ok(Reached {
+                outcome,
+                stopped: facts.stopped,
+                redo_done: facts.redo_done,
+                last_transaction: facts.last_transaction,
+                new_timeline: facts.new_timeline,
+                segments_restored: facts.segments_restored,
+                seconds: began.elapsed().as_secs_f64(),
+                log_file,
+            });
+        }
+        if seen_pid && !running {
+            return Err(RestoreError::Recovery {
+                line: "the server stopped before reaching the recovery target".into(),
+                log_file: log_file.clone(),
+                tail: log_tail(&log_file),
+            });
+        }
+        if last_report.elapsed() >= REPORT_EVERY {
+            last_report = Instant::now();
+            tracing::info!(
+                "recovering: {} WAL segments restored so far{}",
+                facts.segments_restored,
+                facts.last_segment.as_deref().map(|name| format!(", the last {name}")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// What lifeboat looks for in the server's log (messages in English, `lc_messages=C`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LogFacts {
+    fatal: Option<String>,
+    stopped: Option<String>,
+    redo_done: Option<String>,
+    last_transaction: Option<String>,
+    new_timeline: Option<u32>,
+    segments_restored: u64,
+    last_segment: Option<String>,
+    ready_read_write: bool,
+    paused: bool,
+    shut_down_at_target: bool,
+}
+
+impl LogFacts {
+    fn read(log: &str) -> LogFacts {
+        let mut facts = LogFacts::default();
+        for line in log.lines() {
+            let message = |marker: &str| line.find(marker).map(|at| line[at + marker.len()..].trim().to_owned());
+            if let Some(rest) = message("FATAL:").or_else(|| message("PANIC:")) {
+                facts.fatal.get_or_insert(rest);
+            } else if let Some(rest) = message("LOG:") {
+                if rest.starts_with("recovery stopping") {
+                    facts.stopped = Some(rest);
+                } else if rest.starts_with("redo done at") {
+                    facts.redo_done = Some(rest.split(" system usage").next().unwrap_or(&rest).to_owned());
+                } else if let Some(time) = rest.strip_prefix("last completed transaction was at log time ") {
+                    facts.last_transaction = Some(time.to_owned());
+                } else if let Some(id) = rest.strip_prefix("selected new timeline ID: ") {
+                    facts.new_timeline = id.trim().parse().ok();
+                } else if let Some(file) = rest.strip_prefix("restored log file \"") {
+                    facts.segments_restored += 1;
+                    facts.last_segment = file.split('"').next().map(str::to_owned);
+                } else if rest == "database system is ready to accept connections" {
+                    facts.ready_read_write = true;
+                } else if rest.starts_with("pausing at the end of recovery") || rest == "recovery has paused" {
+                    facts.paused = true;
+                } else if rest.starts_with("shutdown at recovery target") {
+                    facts.shut_down_at_target = true;
+                }
+            }
+        }
+        facts
+    }
+}
+
+fn log_tail(log_file: &Path) -> String {
+    let text = fs::read_to_string(log_file).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    if tail.is_empty() { String::new() } else { format!("\nlast lines of {}:\n{tail}", log_file.display()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_tells_where_recovery_stopped() {
+        let log = "\
+2026-11-27 06:00:00.000 UTC [10] LOG:  starting point-in-time recovery to 2026-11-27 05:59:58+00
+2026-11-27 06:00:00.100 UTC [10] LOG:  restored log file \"000000010000000000000003\" from archive
+2026-11-27 06:00:00.200 UTC [10] LOG:  restored log file \"000000010000000000000004\" from archive
+2026-11-27 06:00:00.300 UTC [10] LOG:  recovery stopping before commit of transaction 745, time 2026-11-27 05:59:59.5+00
+2026-11-27 06:00:00.300 UTC [10] LOG:  redo done at 0/4000110 system usage: CPU: user: 0.00 s
+2026-11-27 06:00:00.300 UTC [10] LOG:  last completed transaction was at log time 2026-11-27 05:59:57.25+00
+2026-11-27 06:00:00.400 UTC [10] LOG:  selected new timeline ID: 2
+2026-11-27 06:00:00.500 UTC [9] LOG:  database system is ready to accept connections
+";
+        let facts = LogFacts::read(log);
+        assert_eq!(facts.segments_restored, 2);
+        assert_eq!(facts.last_segment.as_deref(), Some("000000010000000000000004"));
+        assert!(facts.stopped.unwrap().contains("before commit of transaction 745"));
+        assert_eq!(facts.redo_done.as_deref(), Some("redo done at 0/4000110"));
+        assert_eq!(facts.last_transaction.as_deref(), Some("2026-11-27 05:59:57.25+00"));
+        assert_eq!(facts.new_timeline, Some(2));
+        assert!(facts.ready_read_write && facts.fatal.is_none());
+        let failed = LogFacts::read("x [1] FATAL:  recovery ended before configured recovery target was reached\n");
+        assert_eq!(failed.fatal.as_deref(), Some("recovery ended before configured recovery target was reached"));
+    }
+}

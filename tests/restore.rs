@@ -1,0 +1,527 @@
+//! `lifeboat restore` end to end on real clusters: the ledger test (rows committed in batches, a
+//! base backup in the middle, and a restore to each kind of target bringing back exactly the
+//! batches committed before it), recovery across a timeline switch, a delta restore that rewrites
+//! only the damaged files, restores from S3, a damaged object refused before PostgreSQL starts,
+//! and the refusals that protect the user (non-empty directory, running server, impossible targets).
+//!
+//! The source cluster archives with the built binary's `wal-push` into the test's repository, and
+//! restored servers fetch with its `wal-fetch`, as in production.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lifeboat::backup::BackupOptions;
+use lifeboat::config::{Config, RepositoryUrl};
+use lifeboat::keys::Unlock;
+use lifeboat::keys::slots::KeyFile;
+use lifeboat::object::WriteOptions;
+use lifeboat::postgres::binaries::PgBinaries;
+use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
+use lifeboat::repository::Repository;
+use lifeboat::storage::ObjectStore;
+use lifeboat::storage::local::LocalStore;
+use lifeboat::storage::s3::S3Store;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
+
+const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
+
+fn binaries() -> PgBinaries {
+    PgBinaries::find(None).expect("PostgreSQL binaries (scripts/test installs them)")
+}
+
+/// A cluster archiving with `wal-push` into the repository the test's configuration names.
+struct Setup {
+    dir: tempfile::TempDir,
+    cluster: LocalCluster,
+}
+
+impl Setup {
+    /// `repository` is the `[repository]` table's url line (default: a local directory), `extra`
+    /// is appended to the configuration.
+    async fn start(repository: Option<String>, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let config_path = dir.path().join("lifeboat.toml");
+        let options = LocalClusterOptions::default()
+            .setting("wal_level", "replica")
+            .setting("archive_mode", "on")
+            .setting("track_commit_timestamp", "on");
+        let cluster = LocalCluster::init(&binaries(), options).await.expect("init a cluster");
+        let command = format!("{LIFEBOAT} --config {} wal-push %p", config_path.display());
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(cluster.data_dir().join("postgresql.conf")).unwrap();
+        writeln!(conf, "{}", format_setting("archive_command", &command).unwrap()).unwrap();
+        let repository = repository.unwrap_or_else(|| format!("url = \"file://{root}/repo\"\n"));
+        let config = format!(
+            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}\"\n\n\
+             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\n{extra}",
+            pgdata = cluster.data_dir().display(),
+            connection = cluster.connection_url(),
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let mut setup = Setup { dir, cluster };
+        assert_success(&setup.run(&["init"]));
+        // wal-push and wal-fetch run as the server's OS user: they need the configuration, the key
+        // file and the local repository.
+        setup.cluster.give_to_server_user(setup.dir.path()).unwrap();
+        setup.cluster.start().await.expect("start the cluster");
+        // A first archived segment, so wal-push (as the server's OS user) creates the cluster's
+        // record and WAL directories before a backup taken by root creates their parent.
+        let mut conn = setup.connect().await;
+        execute(&mut conn, "CREATE TABLE first_segment (id int)").await;
+        archive_current_segment(&mut conn).await;
+        setup
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("lifeboat.toml")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(LIFEBOAT);
+        command.arg("--config").arg(self.config_path()).args(args);
+        for (variable, _) in std::env::vars_os() {
+            let name = variable.to_string_lossy();
+            if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") {
+                command.env_remove(&variable);
+            }
+        }
+        command.output().unwrap()
+    }
+
+    async fn connect(&self) -> PgConnection {
+        PgConnection::connect_with(&self.cluster.connect_options()).await.unwrap()
+    }
+
+    /// A base backup through the library, with 1 MiB parts so larger relation files are stored
+    /// in several objects and restored by several workers.
+    async fn backup(&self) -> String {
+        let config = Config::load(Some(&self.config_path())).unwrap();
+        let repository = open_repository(&config).await;
+        let options = BackupOptions { part_size: 1024 * 1024, ..BackupOptions::from_config(&config.backup) };
+        let summary = lifeboat::backup::run(&config, repository, &options).await.unwrap_or_else(|e| panic!("{e}"));
+        summary.manifest.id.to_string()
+    }
+
+    /// A directory for a restored copy that the server's OS user can use.
+    fn restore_dir(&self, name: &str) -> PathBuf {
+        self.cluster.root_dir().join(name)
+    }
+
+    /// `lifeboat restore --pgdata <dir> --archive-mode off <args>`.
+    fn restore(&self, pgdata: &Path, args: &[&str]) -> Output {
+        let pgdata = pgdata.display().to_string();
+        let mut all = vec!["restore", "--pgdata", pgdata.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+}
+
+async fn open_repository(config: &Config) -> Arc<Repository> {
+    let store: Arc<dyn ObjectStore> = match &config.repository.url {
+        RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
+        RepositoryUrl::S3 { .. } => Arc::new(S3Store::connect(config.s3_settings().unwrap()).await.unwrap()),
+    };
+    let unlock = Unlock::KeyFile(KeyFile::load(config.repository.key_file.as_ref().unwrap()).unwrap());
+    Arc::new(Repository::open(store, Some(&unlock), WriteOptions::default()).await.unwrap())
+}
+
+/// A server started by `restore --start`, stopped (by its data directory) when dropped.
+struct Restored {
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+}
+
+impl Restored {
+    async fn connect(&self) -> PgConnection {
+        let options =
+            PgConnectOptions::new().socket(&self.socket_dir).port(self.port).username("postgres").database("postgres");
+        PgConnection::connect_with(&options)
+            .await
+            .unwrap_or_else(|error| panic!("connect to the restored server: {error}"))
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if !self.pgdata.join("postmaster.pid").exists() {
+            return;
+        }
+        let pg_ctl = binaries().path("pg_ctl");
+        let mut command = Command::new(pg_ctl);
+        command.args(["stop", "--wait", "--mode", "immediate", "--pgdata"]).arg(&self.pgdata);
+        if let Some((uid, gid)) = owner_of(&self.pgdata) {
+            command.uid(uid).gid(gid).current_dir(&self.pgdata);
+        }
+        let _ = command.output();
+    }
+}
+
+fn owner_of(path: &Path) -> Option<(u32, u32)> {
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.uid() != unsafe { libc::geteuid() }).then_some((meta.uid(), meta.gid()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Restores into a fresh directory with `--start` and returns the running server.
+fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, String) {
+    let pgdata = setup.restore_dir(name);
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut all = vec!["--archive-mode", "off", "--start", "--port", port_text.as_str()];
+    all.extend_from_slice(args);
+    let output = setup.restore(&pgdata, &all);
+    let restored = Restored { pgdata, socket_dir: setup.cluster.socket_dir().to_path_buf(), port };
+    assert_success(&output);
+    (restored, String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[track_caller]
+fn assert_success(output: &Output) {
+    assert!(output.status.success(), "expected success\n{}", describe(output));
+}
+
+#[track_caller]
+fn assert_failure(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "expected exit status 1\n{}", describe(output));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+async fn execute(conn: &mut PgConnection, sql: &str) {
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
+async fn scalar(conn: &mut PgConnection, sql: &str) -> String {
+    sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// The batches present in the ledger, in order.
+async fn batches(conn: &mut PgConnection) -> Vec<i32> {
+    sqlx::query_scalar("SELECT DISTINCT batch FROM ledger ORDER BY batch").fetch_all(&mut *conn).await.unwrap()
+}
+
+/// Commits batch `batch` (100 rows) in one transaction; returns its xid and its commit time.
+async fn commit_batch(conn: &mut PgConnection, batch: i32) -> (String, String) {
+    // Commits at least a few milliseconds apart, so a time between two of them is easy to name.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    execute(conn, "BEGIN").await;
+    let xid = scalar(conn, "SELECT txid_current()::text").await;
+    execute(conn, &format!("INSERT INTO ledger SELECT {batch}, g, repeat('x', 200) FROM generate_series(1, 100) g"))
+        .await;
+    execute(conn, "COMMIT").await;
+    let committed = scalar(conn, &format!("SELECT pg_xact_commit_timestamp('{xid}'::xid)::text")).await;
+    (xid, committed)
+}
+
+/// Switches to a new WAL segment and waits until the finished one is archived.
+async fn archive_current_segment(conn: &mut PgConnection) {
+    let segment = scalar(conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let archived = scalar(conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
+        if archived.as_str() >= segment.as_str() && !archived.is_empty() {
+            return;
+        }
+        let failed = scalar(conn, "SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver").await;
+        assert!(Instant::now() < deadline, "segment {segment} was not archived in time (last failed: {failed})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A time between two commits, as PostgreSQL prints it: one millisecond after `after`.
+async fn just_after(conn: &mut PgConnection, time: &str) -> String {
+    scalar(conn, &format!("SELECT ('{time}'::timestamptz + interval '1 millisecond')::text")).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_comes_back_exactly_to_each_kind_of_target() {
+    let setup = Setup::start(None, "").await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    // A table large enough to be stored in several parts.
+    execute(&mut conn, "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 60000) g").await;
+    let mut commits = BTreeMap::new();
+    for batch in 1..=3 {
+        commits.insert(batch, commit_batch(&mut conn, batch).await);
+    }
+    let backup = setup.backup().await;
+    for batch in 4..=5 {
+        commits.insert(batch, commit_batch(&mut conn, batch).await);
+    }
+    let restore_point = scalar(&mut conn, "SELECT pg_create_restore_point('before_6')::text").await;
+    commits.insert(6, commit_batch(&mut conn, 6).await);
+    commits.insert(7, commit_batch(&mut conn, 7).await);
+    let lsn_after_7 = scalar(&mut conn, "SELECT pg_current_wal_insert_lsn()::text").await;
+    commits.insert(8, commit_batch(&mut conn, 8).await);
+    archive_current_segment(&mut conn).await;
+    assert!(!restore_point.is_empty());
+
+    // A dry run says what it would do and writes nothing.
+    let dry = setup.restore(&setup.restore_dir("dry"), &["--dry-run", "--target", "immediate"]);
+    assert_success(&dry);
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        stdout.contains(&format!("would restore backup {backup}")) && stdout.contains("nothing was written"),
+        "{stdout}"
+    );
+    assert!(!setup.restore_dir("dry").exists(), "a dry run creates nothing");
+
+    let time_after_5 = just_after(&mut conn, &commits[&5].1).await;
+    let xid_5 = commits[&5].0.clone();
+    let cases: Vec<(&str, Vec<&str>, Vec<i32>)> = vec![
+        ("immediate", vec!["--target", "immediate"], vec![1, 2, 3]),
+        ("time", vec!["--target-time", &time_after_5], vec![1, 2, 3, 4, 5]),
+        ("xid", vec!["--target-xid", &xid_5], vec![1, 2, 3, 4, 5]),
+        ("xid-exclusive", vec!["--target-xid", &xid_5, "--target-exclusive"], vec![1, 2, 3, 4]),
+        ("name", vec!["--target-name", "before_6"], vec![1, 2, 3, 4, 5]),
+        ("lsn", vec!["--target-lsn", &lsn_after_7], vec![1, 2, 3, 4, 5, 6, 7]),
+        ("latest", vec![], vec![1, 2, 3, 4, 5, 6, 7, 8]),
+    ];
+    for (name, args, expected) in cases {
+        let (restored, stdout) = restore_and_start(&setup, name, &args);
+        assert!(stdout.contains(&format!("restored backup {backup}")), "{name}: {stdout}");
+        assert!(stdout.contains("recovery finished"), "{name}: {stdout}");
+        let mut restored_conn = restored.connect().await;
+        assert_eq!(batches(&mut restored_conn).await, expected, "target {name}");
+        let rows = scalar(&mut restored_conn, "SELECT count(*)::text FROM ledger").await;
+        assert_eq!(rows, (expected.len() * 100).to_string(), "target {name}: whole batches only");
+        let bulk = scalar(&mut restored_conn, "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM bulk").await;
+        let original = scalar(&mut conn, "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM bulk").await;
+        assert_eq!(bulk, original, "target {name}: the multi-part table is intact");
+        drop(restored_conn);
+        drop(restored);
+        std::fs::remove_dir_all(setup.restore_dir(name)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impossible_targets_and_unsafe_directories_are_refused_before_anything_is_written() {
+    let setup = Setup::start(None, "").await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    let (_, before_backup) = commit_batch(&mut conn, 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    setup.backup().await;
+    commit_batch(&mut conn, 2).await;
+    archive_current_segment(&mut conn).await;
+    let target = setup.restore_dir("refused");
+
+    let error = assert_failure(&setup.restore(&target, &["--target-time", &before_backup]));
+    assert!(error.contains("precedes every backup") && error.contains("becomes consistent at"), "{error}");
+    let error = assert_failure(&setup.restore(&target, &["--target-time", "2099-01-01 00:00:00+00"]));
+    assert!(error.contains("lies past the end of the archived WAL") && error.contains("--target latest"), "{error}");
+    let error = assert_failure(&setup.restore(&target, &["--target-xid", "999999"]));
+    assert!(error.contains("transaction 999999 was not found in the archived WAL"), "{error}");
+    let error = assert_failure(&setup.restore(&target, &["--target-lsn", "FF/0"]));
+    assert!(error.contains("past the end of the archived WAL"), "{error}");
+    let usage = setup.restore(&target, &["--target-time", "2026-11-22 02:59:00"]);
+    assert_eq!(usage.status.code(), Some(2), "{}", describe(&usage));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("no UTC offset"), "{}", describe(&usage));
+    assert!(!target.exists(), "refusals write nothing");
+
+    // A non-empty directory, and a running server (the source's own data directory).
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("precious"), b"keep me").unwrap();
+    let error = assert_failure(&setup.restore(&target, &[]));
+    assert!(error.contains("is not empty") && error.contains("--delta") && error.contains("--force"), "{error}");
+    assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"keep me");
+    let error = assert_failure(&setup.restore(setup.cluster.data_dir(), &["--force"]));
+    assert!(error.contains("is running on") && error.contains("pg_ctl stop"), "{error}");
+    assert_eq!(batches(&mut conn).await, vec![1, 2], "the running cluster is untouched");
+}
+
+/// The files below `base/` with their inode numbers.
+fn relation_inodes(pgdata: &Path) -> BTreeMap<String, u64> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![pgdata.join("base")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let relative = entry.path().strip_prefix(pgdata).unwrap().display().to_string();
+                found.insert(relative, meta.ino());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_restore_rewrites_only_the_damaged_files() {
+    let setup = Setup::start(None, "").await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    execute(&mut conn, "CREATE TABLE other (id int PRIMARY KEY, v text)").await;
+    execute(&mut conn, "INSERT INTO other SELECT g, md5(g::text) FROM generate_series(1, 5000) g").await;
+    commit_batch(&mut conn, 1).await;
+    execute(&mut conn, "CHECKPOINT").await;
+    let ledger_file = scalar(&mut conn, "SELECT pg_relation_filepath('ledger')").await;
+    let other_file = scalar(&mut conn, "SELECT pg_relation_filepath('other')").await;
+    setup.backup().await;
+    commit_batch(&mut conn, 2).await;
+    archive_current_segment(&mut conn).await;
+
+    let pgdata = setup.restore_dir("delta");
+    assert_success(&setup.restore(&pgdata, &["--archive-mode", "off"]));
+    let before = relation_inodes(&pgdata);
+    assert!(before.contains_key(&ledger_file) && before.contains_key(&other_file), "{before:?}");
+    // Damage one relation file (same size, different bytes) and delete another.
+    let damaged = pgdata.join(&ledger_file);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[100] ^= 0xFF;
+    std::fs::write(&damaged, &bytes).unwrap();
+    std::fs::remove_file(pgdata.join(&other_file)).unwrap();
+    std::fs::write(pgdata.join("base/stray_file"), b"not in the backup").unwrap();
+
+    let error = assert_failure(&setup.restore(&pgdata, &["--archive-mode", "off"]));
+    assert!(error.contains("is not empty"), "{error}");
+    let port = free_port().to_string();
+    let output = setup.restore(&pgdata, &["--delta", "--archive-mode", "off", "--start", "--port", &port]);
+    let restored = Restored {
+        pgdata: pgdata.clone(),
+        socket_dir: setup.cluster.socket_dir().to_path_buf(),
+        port: port.parse().unwrap(),
+    };
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("1 removed"), "the stray file is removed: {stdout}");
+    assert!(!pgdata.join("base/stray_file").exists());
+
+    // Compare with the state right after the first restore: only the two files are new.
+    let after = relation_inodes(&pgdata);
+    let rewritten: Vec<&String> =
+        before.iter().filter(|(path, inode)| after.get(*path) != Some(inode)).map(|(path, _)| path).collect();
+    assert_eq!(rewritten, {
+        let mut expected = vec![&ledger_file, &other_file];
+        expected.sort();
+        expected
+    });
+    let mut restored_conn = restored.connect().await;
+    assert_eq!(batches(&mut restored_conn).await, vec![1, 2]);
+    assert_eq!(scalar(&mut restored_conn, "SELECT count(*)::text FROM other").await, "5000");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_object_stops_the_restore_before_postgres_starts_and_names_it() {
+    let setup = Setup::start(None, "").await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    commit_batch(&mut conn, 1).await;
+    let backup = setup.backup().await;
+    archive_current_segment(&mut conn).await;
+    // Flip one byte in the middle of the largest data object.
+    let data = setup.dir.path().join(format!("repo/clusters/main/backups/{backup}/data"));
+    let largest = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&largest, &bytes).unwrap();
+    let object = largest.file_name().unwrap().to_string_lossy().into_owned();
+
+    let pgdata = setup.restore_dir("damaged");
+    let port = free_port().to_string();
+    let error = assert_failure(&setup.restore(&pgdata, &["--start", "--port", &port]));
+    assert!(error.contains(&object) && error.contains("damaged"), "{error}");
+    assert!(error.contains("before starting PostgreSQL"), "{error}");
+    assert!(!pgdata.join("postmaster.pid").exists(), "no server was started");
+    assert!(!pgdata.join("global/pg_control").exists(), "a failed restore never looks complete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_follows_a_new_timeline_after_a_promotion() {
+    let setup = Setup::start(None, "").await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    commit_batch(&mut conn, 1).await;
+    setup.backup().await;
+    let (_, after_2) = commit_batch(&mut conn, 2).await;
+    commit_batch(&mut conn, 3).await;
+    archive_current_segment(&mut conn).await;
+
+    // Restore to just after batch 2 and promote: timeline 2, which keeps archiving (archive mode
+    // preserved) into the same repository.
+    let first = setup.restore_dir("first");
+    let port = free_port();
+    let time = just_after(&mut conn, &after_2).await;
+    let output = setup.restore(&first, &["--target-time", &time, "--start", "--port", &port.to_string()]);
+    let restored = Restored { pgdata: first.clone(), socket_dir: setup.cluster.socket_dir().to_path_buf(), port };
+    assert_success(&output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("new timeline 2"), "{}", describe(&output));
+    let mut restored_conn = restored.connect().await;
+    assert_eq!(batches(&mut restored_conn).await, vec![1, 2]);
+    let (_, after_20) = commit_batch(&mut restored_conn, 20).await;
+    commit_batch(&mut restored_conn, 21).await;
+    archive_current_segment(&mut restored_conn).await;
+    let time = just_after(&mut restored_conn, &after_20).await;
+    drop(restored_conn);
+    drop(restored);
+
+    // Restoring again to a time on timeline 2 follows the history through the switch.
+    let (second, stdout) = restore_and_start(&setup, "second", &["--target-time", &time]);
+    assert!(stdout.contains("timeline 2"), "{stdout}");
+    let mut second_conn = second.connect().await;
+    assert_eq!(batches(&mut second_conn).await, vec![1, 2, 20]);
+    // And timeline 1 is still there for whoever asks for it.
+    let (third, _) = restore_and_start(&setup, "third", &["--target-timeline", "1"]);
+    assert_eq!(batches(&mut third.connect().await).await, vec![1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_from_s3_brings_back_every_committed_row() {
+    let server = S3Server::start(S3ServerKind::S3sFs).await;
+    let bucket = server.fresh_bucket().await.bucket;
+    let s3 = format!(
+        "\n[repository.s3]\nendpoint = \"{}\"\nforce_path_style = true\n\
+         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+        server.endpoint()
+    );
+    let setup = Setup::start(Some(format!("url = \"s3://{bucket}/prod\"\n")), &s3).await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    execute(&mut conn, "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 60000) g").await;
+    commit_batch(&mut conn, 1).await;
+    setup.backup().await;
+    commit_batch(&mut conn, 2).await;
+    archive_current_segment(&mut conn).await;
+    let (restored, _) = restore_and_start(&setup, "from-s3", &[]);
+    let mut restored_conn = restored.connect().await;
+    assert_eq!(batches(&mut restored_conn).await, vec![1, 2]);
+    let bulk = scalar(&mut restored_conn, "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM bulk").await;
+    assert_eq!(bulk, scalar(&mut conn, "SELECT md5(string_agg(v, ',' ORDER BY id)) FROM bulk").await);
+}
