@@ -242,7 +242,7 @@ fn print_summary(summary: &RestoreSummary) {
         println!("dry run: nothing was written");
         return;
     }
-    println!("  took       {:.1} s", summary.seconds);
+    println!("  took       {:.1} s to write the files", summary.restore_seconds);
     match &summary.reached {
         None => {
             println!("start PostgreSQL on {} to recover (or run the restore with --start)", summary.pgdata.display())
