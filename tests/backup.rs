@@ -33,6 +33,7 @@ use lifeboat::storage::ObjectStore;
 use lifeboat::storage::local::LocalStore;
 use lifeboat::storage::s3::S3Store;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use support::output::{assert_failure, assert_success, describe};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
 
 const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
@@ -156,26 +157,6 @@ async fn open_repository(config: &Config) -> Arc<Repository> {
     let options =
         WriteOptions { compression: compression.algorithm, level: compression.level, ..WriteOptions::default() };
     Arc::new(Repository::open(store, Some(&unlock), options).await.unwrap())
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "expected success\n{}", describe(output));
-}
-
-#[track_caller]
-fn assert_failure(output: &Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "expected exit status 1\n{}", describe(output));
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn layout() -> ClusterLayout {

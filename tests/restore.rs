@@ -31,6 +31,7 @@ use lifeboat::storage::local::LocalStore;
 use lifeboat::storage::s3::S3Store;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use support::output::{assert_failure, assert_success, describe};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
 
 const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
@@ -188,26 +189,6 @@ fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, Str
     let restored = Restored { pgdata, socket_dir: setup.cluster.socket_dir().to_path_buf(), port };
     assert_success(&output);
     (restored, String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "expected success\n{}", describe(output));
-}
-
-#[track_caller]
-fn assert_failure(output: &Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "expected exit status 1\n{}", describe(output));
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 async fn execute(conn: &mut PgConnection, sql: &str) {

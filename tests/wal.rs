@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use lifeboat::postgres::binaries::PgBinaries;
 use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
 use sqlx::{Connection, PgConnection};
+use support::output::{assert_success, describe};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
 
 const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
@@ -133,22 +134,8 @@ fn segment_key(name: &str) -> String {
     format!("clusters/main/wal/{}/{name}", &name[..8])
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "expected success\n{}", describe(output));
 }
 
 #[track_caller]

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod output;
 pub mod s3;
