@@ -689,7 +689,7 @@ pub(crate) fn running_as_root() -> bool {
 }
 
 /// Whether `pid` names a live process (a zombie, dead but not yet reaped, counts as gone).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

@@ -205,6 +205,8 @@ pub async fn write_files(
     workers: u32,
     progress: Arc<Progress>,
 ) -> Result<(), RestoreError> {
+    let object_sizes: HashMap<&str, u64> =
+        manifest.objects.iter().map(|object| (object.key.as_str(), object.size)).collect();
     let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
     for &index in wanted {
         let entry = &manifest.files[index];
@@ -215,8 +217,7 @@ pub async fn write_files(
         }
         let mut file_offset = 0;
         for (part, location) in entry.locations.iter().enumerate() {
-            let size = manifest.objects.iter().find(|object| object.key == location.object).map(|object| object.size);
-            let Some(size) = size else {
+            let Some(&size) = object_sizes.get(location.object.as_str()) else {
                 return Err(RestoreError::BadManifest {
                     detail: format!(
                         "{} refers to object {}, which the manifest does not list",

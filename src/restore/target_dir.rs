@@ -58,13 +58,8 @@ pub fn inspect(destination: &Destination, existing: ExistingData) -> Result<Insp
 /// The pid in `postmaster.pid` if that process is alive.
 pub fn running_server(pgdata: &Path) -> Option<u32> {
     let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    if pid <= 0 {
-        return None;
-    }
-    // SAFETY: signal 0 delivers nothing; it only asks whether the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    alive.then_some(pid as u32)
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    crate::postgres::cluster::process_alive(pid).then_some(pid)
 }
 
 fn holds_anything(path: &Path) -> Result<bool, RestoreError> {
