@@ -28,4 +28,5 @@ pub mod repository;
 pub mod restore;
 pub mod secret;
 pub mod storage;
+pub mod verify;
 pub mod wal;

@@ -36,6 +36,13 @@ pub struct BackupArgs {
     /// The label given to pg_backup_start [default: "lifeboat <id>"]
     #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,
+    /// Verify the backup by restoring it into a scratch server right after taking it (as
+    /// `lifeboat verify ID`); the default when verify.after_backup is true
+    #[arg(long, conflicts_with = "no_verify")]
+    pub verify: bool,
+    /// Do not verify, whatever verify.after_backup says
+    #[arg(long)]
+    pub no_verify: bool,
     /// Print a JSON summary on stdout instead of text (progress goes to stderr either way)
     #[arg(long)]
     pub json: bool,
@@ -86,13 +93,27 @@ pub async fn run(config_path: Option<&Path>, args: BackupArgs) -> anyhow::Result
         Method::Basebackup => BackupMethod::Basebackup,
     };
     let repository = Arc::new(open_repository(&config).await?);
-    let summary = crate::backup::run(&config, repository, &options).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_summary(&summary))?);
-    } else {
+    let summary = crate::backup::run(&config, repository.clone(), &options).await?;
+    if !args.json {
         print_text(&summary);
     }
-    Ok(())
+    let verification = match super::verify::after_taking(&config, args.verify, args.no_verify) {
+        Some(verify_options) => Some(
+            super::verify::verify_taken(&config, &repository, summary.manifest.id, &verify_options, args.json).await?,
+        ),
+        None => None,
+    };
+    if args.json {
+        let mut json = serde_json::to_value(json_summary(&summary))?;
+        if let Some(report) = &verification {
+            json["verification"] = serde_json::to_value(report)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    match &verification {
+        Some(report) => super::verify::failure_error(report),
+        None => Ok(()),
+    }
 }
 
 fn json_summary(summary: &BackupSummary) -> JsonSummary<'_> {

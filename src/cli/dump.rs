@@ -22,7 +22,15 @@ pub struct DumpArgs {
     /// databases says
     #[arg(long)]
     pub all: bool,
-    /// Print the manifest as JSON on stdout when done (progress goes to stderr)
+    /// Verify the dump by restoring it into a scratch server right after taking it (as
+    /// `lifeboat verify ID`); the default when verify.after_backup is true
+    #[arg(long, conflicts_with = "no_verify")]
+    pub verify: bool,
+    /// Do not verify, whatever verify.after_backup says
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print the manifest as JSON on stdout when done (progress goes to stderr); with
+    /// verification, an object with "manifest" and "verification"
     #[arg(long)]
     pub json: bool,
 }
@@ -61,16 +69,27 @@ pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<(
             let _ = std::io::stdout().flush();
         }
     };
-    let manifest = crate::dump::dump(repository, &config.cluster, &request, &mut progress)
+    let manifest = crate::dump::dump(repository.clone(), &config.cluster, &request, &mut progress)
         .await
         .with_context(|| format!("dump of cluster {:?} failed", config.cluster.name.as_str()))?;
 
-    if json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
-    } else {
+    if !json {
         print_summary(&manifest);
     }
-    Ok(())
+    let Some(verify_options) = super::verify::after_taking(&config, args.verify, args.no_verify) else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+        }
+        return Ok(());
+    };
+    let report = super::verify::verify_taken(&config, &repository, manifest.id, &verify_options, json).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "manifest": manifest, "verification": report }))?
+        );
+    }
+    super::verify::failure_error(&report)
 }
 
 fn object_line(name: &str, object: &DumpObject, tables: Option<(usize, u64)>, seconds: Option<f64>) -> String {

@@ -183,7 +183,10 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         },
         tablespace_map: args.tablespace_map.clone(),
         workers: args.workers.unwrap_or(config.backup.workers),
-        archive_off: args.archive_mode == ArchiveMode::Off,
+        server_settings: match args.archive_mode {
+            ArchiveMode::Off => vec![("archive_mode", "off".to_owned())],
+            ArchiveMode::Preserve => Vec::new(),
+        },
         dry_run: args.dry_run,
         start: args.start.then_some(args.port),
         restore_command,
@@ -204,8 +207,13 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
 /// PostgreSQL runs it with.
 fn default_restore_command(config: &Path) -> anyhow::Result<String> {
     let exe = std::env::current_exe().map_err(|error| anyhow::anyhow!("cannot find this program's path: {error}"))?;
-    let config = std::path::absolute(config)?;
-    Ok(format!("{} --config {} wal-fetch %f %p", shell_quote(&exe), shell_quote(&config)))
+    Ok(lifeboat_command(&exe, &std::path::absolute(config)?, "wal-fetch %f %p"))
+}
+
+/// `'<exe>' --config '<config>' <arguments>`: how PostgreSQL runs lifeboat (archive_command,
+/// restore_command).
+pub(super) fn lifeboat_command(exe: &Path, config: &Path, arguments: &str) -> String {
+    format!("{} --config {} {arguments}", shell_quote(exe), shell_quote(config))
 }
 
 fn shell_quote(path: &Path) -> String {

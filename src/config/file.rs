@@ -5,15 +5,17 @@
 //! missing required key gets a message naming it instead of serde's "missing field".
 //! `deny_unknown_fields` everywhere: a key lifeboat would ignore must not look accepted.
 
+use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::ConfigError;
-use super::{Cipher, CompressionAlgorithm};
+use super::{AmcheckLevel, Cipher, CompressionAlgorithm};
 use crate::secret::Secret;
 
 /// Keys whose values are secret (or may contain one): errors about them never quote the value.
@@ -28,6 +30,7 @@ pub(super) struct RawConfig {
     pub backup: Option<RawBackup>,
     pub dump: Option<RawDump>,
     pub wal: Option<RawWal>,
+    pub verify: Option<RawVerify>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +96,66 @@ pub(super) struct RawDump {
 pub(super) struct RawWal {
     pub prefetch: Option<i64>,
     pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    pub after_backup: Option<bool>,
+    pub scratch_dir: Option<PathBuf>,
+    pub amcheck: Option<AmcheckLevel>,
+    pub timeout: Option<String>,
+    pub checks: Option<Vec<RawCheck>>,
+}
+
+/// An item of `verify.checks`: a query string (run in the database of `cluster.connection`), or
+/// an inline table `{ database = "...", query = "..." }`.
+///
+/// Deserialised by hand rather than as an untagged enum, whose only error is "data did not match
+/// any variant": this way a wrong item says what an item may be, and an unknown key in the table
+/// is named as such, at `verify.checks[<index>]`.
+#[derive(Debug)]
+pub(super) enum RawCheck {
+    Query(String),
+    Table(RawCheckTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheckTable {
+    pub database: Option<String>,
+    pub query: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawCheck {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CheckVisitor;
+
+        impl<'de> Visitor<'de> for CheckVisitor {
+            type Value = RawCheck;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(
+                    "a query string, or a table { database = \"...\", query = \"...\" } to run it in \
+                     another database",
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, query: &str) -> Result<RawCheck, E> {
+                Ok(RawCheck::Query(query.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, query: String) -> Result<RawCheck, E> {
+                Ok(RawCheck::Query(query))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCheck, A::Error> {
+                RawCheckTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawCheck::Table)
+            }
+        }
+
+        deserializer.deserialize_any(CheckVisitor)
+    }
 }
 
 /// Deserialises `text`, read from `file`, into the raw types.
@@ -171,21 +234,49 @@ impl<'a> Document<'a> {
     }
 
     /// The byte range of the value at `path` (for a table, its header), or of the nearest
-    /// enclosing table that is written in the file.
+    /// enclosing table that is written in the file. A segment may index into an array the way
+    /// error paths write it: `["verify", "checks[1]", "query"]`.
     pub fn span(&self, path: &[&str]) -> Option<Range<usize>> {
-        let mut table = self.root.as_ref()?.get_ref();
+        let mut table = Some(self.root.as_ref()?.get_ref());
         let mut found = None;
-        for (depth, segment) in path.iter().enumerate() {
-            let Some(value) = table.get(*segment) else {
+        'segments: for segment in path {
+            let (name, indices) = split_indices(segment);
+            let Some(mut value) = table.and_then(|table| table.get(name)) else {
                 break;
             };
             found = Some(value.span());
-            match value.get_ref() {
-                DeValue::Table(inner) if depth + 1 < path.len() => table = inner,
-                _ => break,
+            for index in indices {
+                let DeValue::Array(items) = value.get_ref() else {
+                    break 'segments;
+                };
+                let Some(item) = items.get(index) else {
+                    break 'segments;
+                };
+                value = item;
+                found = Some(value.span());
             }
+            table = match value.get_ref() {
+                DeValue::Table(inner) => Some(inner),
+                _ => None,
+            };
         }
         found
+    }
+}
+
+/// `"checks[1]"` is `("checks", [1])`; a segment without a well-formed index is all name.
+fn split_indices(segment: &str) -> (&str, Vec<usize>) {
+    let Some(open) = segment.find('[') else {
+        return (segment, Vec::new());
+    };
+    let indices: Option<Vec<usize>> = segment[open..]
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .map(|inner| inner.split("][").map(|index| index.parse().ok()).collect::<Option<Vec<usize>>>())
+        .unwrap_or(None);
+    match indices {
+        Some(indices) => (&segment[..open], indices),
+        None => (segment, Vec::new()),
     }
 }
 
@@ -203,6 +294,19 @@ mod tests {
         assert_eq!(at(&["repository", "compression", "level"]), Some("42"));
         assert_eq!(at(&["repository", "url"]), Some("[repository]"));
         assert_eq!(at(&["nothing"]), None);
+
+        let text = "[verify]\nchecks = [\n  \"select true\",\n  { database = \"app\", query = \"\" },\n]\n";
+        let document = Document::parse(text);
+        let at = |path: &[&str]| document.span(path).map(|span| &text[span]);
+        assert_eq!(at(&["verify", "checks[0]"]), Some("\"select true\""));
+        assert_eq!(at(&["verify", "checks[1]", "database"]), Some("\"app\""));
+        assert_eq!(at(&["verify", "checks[1]", "query"]), Some("\"\""));
+        // Past the end of the array, or into a string: the nearest thing that is written.
+        assert!(at(&["verify", "checks[2]"]).is_some_and(|span| span.starts_with('[')));
+        assert_eq!(at(&["verify", "checks[0]", "query"]), Some("\"select true\""));
+        assert_eq!(split_indices("checks[1]"), ("checks", vec![1]));
+        assert_eq!(split_indices("a[0][2]"), ("a", vec![0, 2]));
+        assert_eq!(split_indices("odd[x]"), ("odd[x]", vec![]));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub dump: DumpConfig,
     pub wal: WalConfig,
+    pub verify: VerifyConfig,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }
@@ -208,6 +209,74 @@ impl Default for WalConfig {
     fn default() -> Self {
         WalConfig { prefetch: Self::DEFAULT_PREFETCH, spool_dir: None }
     }
+}
+
+/// `[verify]`: proving backups and dumps by restoring them (`lifeboat verify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// `lifeboat backup` and `lifeboat dump` verify what they took, as with `--verify`.
+    pub after_backup: bool,
+    /// Where scratch restores are made, each in a `lifeboat-verify-<random>` directory under it.
+    /// Always absolute.
+    pub scratch_dir: PathBuf,
+    /// How much of every restored database `pg_amcheck` checks.
+    pub amcheck: AmcheckLevel,
+    /// A verification that runs longer is stopped, cleaned up and reported failed. At least 1s.
+    pub timeout: std::time::Duration,
+    /// The user's checks, in the order written; each query must return true.
+    pub checks: Vec<SqlCheck>,
+}
+
+impl VerifyConfig {
+    pub const DEFAULT_SCRATCH_DIR: &str = "/var/tmp";
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 60 * 60);
+    /// The shortest `timeout` accepted.
+    pub const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            after_backup: false,
+            scratch_dir: PathBuf::from(Self::DEFAULT_SCRATCH_DIR),
+            amcheck: AmcheckLevel::default(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// How much of every restored database `pg_amcheck` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmcheckLevel {
+    /// No `pg_amcheck`: the restore itself and the user's checks only.
+    Off,
+    /// `pg_amcheck`'s default checks, which include the structure of every B-tree index.
+    #[default]
+    Indexes,
+    /// Also `--heapallindexed`: every table row must be found in each of its B-tree indexes.
+    /// Slower (it reads every table), and finds rows missing from indexes.
+    HeapAllIndexed,
+}
+
+impl AmcheckLevel {
+    /// The configuration file's spelling: `"off"`, `"indexes"` or `"heapallindexed"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AmcheckLevel::Off => "off",
+            AmcheckLevel::Indexes => "indexes",
+            AmcheckLevel::HeapAllIndexed => "heapallindexed",
+        }
+    }
+}
+
+/// One user check: a query that must return true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlCheck {
+    /// The database it runs in; `None`: the database of `cluster.connection`.
+    pub database: Option<String>,
+    pub query: String,
 }
 
 /// A cluster name: `[a-zA-Z0-9_.-]{1,64}`, not `.` or `..`. It becomes a directory name in the

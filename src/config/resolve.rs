@@ -3,11 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::file::{Document, RawBackup, RawCluster, RawConfig, RawDump, RawRepository, RawS3, RawWal};
+use super::file::{
+    Document, RawBackup, RawCheck, RawCheckTable, RawCluster, RawConfig, RawDump, RawRepository, RawS3, RawVerify,
+    RawWal,
+};
 use super::{
     BackupConfig, Cipher, ClusterConfig, ClusterName, Compression, CompressionAlgorithm, Config, ConfigError,
-    ConfigSource, ConnectionString, DumpConfig, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin, WalConfig,
-    env,
+    ConfigSource, ConnectionString, DumpConfig, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin, SqlCheck,
+    VerifyConfig, WalConfig, env,
 };
 use crate::secret::Secret;
 use crate::storage::s3::S3Credentials;
@@ -79,7 +82,85 @@ pub(super) fn resolve(
     let backup = resolve_backup(&locator, raw.backup.unwrap_or_default())?;
     let dump = resolve_dump(&locator, raw.dump.unwrap_or_default())?;
     let wal = resolve_wal(&locator, raw.wal.unwrap_or_default())?;
-    Ok(Config { cluster, repository, backup, dump, wal, source })
+    let verify = resolve_verify(&locator, raw.verify.unwrap_or_default())?;
+    Ok(Config { cluster, repository, backup, dump, wal, verify, source })
+}
+
+fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig, ConfigError> {
+    let key = |name: &'static str| ["verify", name];
+    let defaults = VerifyConfig::default();
+    let scratch_dir = locator.absolute(&key("scratch_dir"), raw.scratch_dir)?.unwrap_or(defaults.scratch_dir);
+    let timeout = match raw.timeout {
+        None => defaults.timeout,
+        Some(text) => {
+            let timeout = super::parse_duration(&text).map_err(|message| locator.error(&key("timeout"), message))?;
+            if timeout < VerifyConfig::MIN_TIMEOUT {
+                return Err(locator.error(
+                    &key("timeout"),
+                    format!(
+                        "{text:?} is too short: a verification restores a whole backup or dump; give it \
+                         at least \"1s\" (default \"{}\")",
+                        super::format_duration(VerifyConfig::DEFAULT_TIMEOUT)
+                    ),
+                ));
+            }
+            timeout
+        }
+    };
+    let checks = raw
+        .checks
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, check)| resolve_check(locator, index, check))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(VerifyConfig {
+        after_backup: raw.after_backup.unwrap_or(defaults.after_backup),
+        scratch_dir,
+        amcheck: raw.amcheck.unwrap_or(defaults.amcheck),
+        timeout,
+        checks,
+    })
+}
+
+/// Item `index` of `verify.checks`; errors name it `verify.checks[<index>]`, as serde's do.
+fn resolve_check(locator: &Locator<'_>, index: usize, check: RawCheck) -> Result<SqlCheck, ConfigError> {
+    let item = format!("checks[{index}]");
+    let (database, query, query_key) = match check {
+        RawCheck::Query(query) => (None, query, vec!["verify", item.as_str()]),
+        RawCheck::Table(RawCheckTable { database, query: Some(query) }) => {
+            (database, query, vec!["verify", item.as_str(), "query"])
+        }
+        RawCheck::Table(RawCheckTable { query: None, .. }) => {
+            return Err(locator.error(
+                &["verify", &item, "query"],
+                "missing required key: the table needs `query = \"...\"`, a query that returns true \
+                 when the restored data is good",
+            ));
+        }
+    };
+    if query.trim().is_empty() {
+        return Err(locator.error(
+            &query_key,
+            "is an empty query; write one that returns true when the restored data is good, \
+             e.g. \"select count(*) > 0 from users\", or remove the item",
+        ));
+    }
+    if query.contains('\0') {
+        return Err(locator.error(&query_key, "contains a NUL character, which PostgreSQL cannot take; remove it"));
+    }
+    if let Some(database) = &database
+        && (database.is_empty() || database.contains('\0'))
+    {
+        return Err(locator.error(
+            &["verify", &item, "database"],
+            format!(
+                "{database:?} is not a database name; name the database the query runs in, or remove \
+                 `database` to run it in the database of cluster.connection"
+            ),
+        ));
+    }
+    Ok(SqlCheck { database, query })
 }
 
 fn resolve_wal(locator: &Locator<'_>, raw: RawWal) -> Result<WalConfig, ConfigError> {

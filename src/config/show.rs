@@ -141,5 +141,26 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         Some(dir) => writeln!(out, "spool_dir = {}", path(dir))?,
         None => writeln!(out, "# spool_dir: not set (.lifeboat-spool beside %p, i.e. pg_wal/.lifeboat-spool)")?,
     }
+
+    let verify = &config.verify;
+    writeln!(out, "\n[verify]")?;
+    writeln!(out, "after_backup = {}", verify.after_backup)?;
+    writeln!(out, "scratch_dir = {}", path(&verify.scratch_dir))?;
+    writeln!(out, "amcheck = {}", quote(verify.amcheck.as_str()))?;
+    writeln!(out, "timeout = {}", quote(&super::format_duration(verify.timeout)))?;
+    if verify.checks.is_empty() {
+        writeln!(out, "checks = []")?;
+    } else {
+        writeln!(out, "checks = [")?;
+        for check in &verify.checks {
+            match &check.database {
+                None => writeln!(out, "  {},", quote(&check.query))?,
+                Some(database) => {
+                    writeln!(out, "  {{ database = {}, query = {} }},", quote(database), quote(&check.query))?
+                }
+            }
+        }
+        writeln!(out, "]")?;
+    }
     Ok(())
 }

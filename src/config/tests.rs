@@ -85,8 +85,9 @@ fn the_example_documents_every_key() {
     for key in ["passphrase", "access_key_id", "secret_access_key"] {
         assert!(EXAMPLE.contains(&format!("\n# {key} = \"")), "{key} is not shown commented out");
     }
-    // Each key has a comment right above it (or above its group of commented secrets).
-    let lines: Vec<&str> = EXAMPLE.lines().collect();
+    // Each key has a comment right above it (or above its group of commented secrets), and so
+    // does each inline table in an array (the items of verify.checks).
+    let lines: Vec<&str> = EXAMPLE.lines().map(str::trim_start).collect();
     for (index, line) in lines.iter().enumerate() {
         let is_key = !line.starts_with('#') && !line.starts_with('[') && line.contains(" = ");
         if is_key {
@@ -249,8 +250,8 @@ fn unknown_keys_are_refused_with_their_place() {
     assert!(message.contains("`pgdata`") && message.contains("lifeboat.example.toml"), "{message}");
 
     // Sections of later versions are not silently accepted either.
-    let message = error(&format!("{MINIMAL}\n[verify]\nafter_backup = true\n"));
-    assert!(message.starts_with(&format!("{ORIGIN}:4:2: verify: unknown key `verify`")), "{message}");
+    let message = error(&format!("{MINIMAL}\n[notify]\nemail = \"dba@example.com\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:2: notify: unknown key `notify`")), "{message}");
 
     let message = error(&format!("{MINIMAL}[repository]\ncompression = {{ level = 3, threads = 4 }}\n"));
     assert!(message.starts_with(&format!("{ORIGIN}:4:28: repository.compression.threads: unknown key")), "{message}");
@@ -635,4 +636,135 @@ fn wal_settings_have_defaults_and_are_validated() {
     assert!(message.contains("wal.spool_dir") && message.contains("not an absolute path"), "{message}");
     let message = error(&format!("{MINIMAL}[wal]\nprefech = 4\n"));
     assert!(message.contains("unknown key `prefech`"), "{message}");
+}
+
+#[test]
+fn verify_settings_default_when_absent() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.verify, VerifyConfig::default());
+    assert!(!config.verify.after_backup);
+    assert_eq!(config.verify.scratch_dir, Path::new("/var/tmp"));
+    assert_eq!(config.verify.amcheck, AmcheckLevel::Indexes);
+    assert_eq!(config.verify.timeout, std::time::Duration::from_secs(6 * 3600));
+    assert!(config.verify.checks.is_empty());
+    // An empty table and an empty list are the defaults too.
+    assert_eq!(parse(&format!("{MINIMAL}[verify]\nchecks = []\n")).unwrap().verify, VerifyConfig::default());
+    let shown = config.to_redacted_toml();
+    assert!(
+        shown.ends_with(
+            "\n[verify]\nafter_backup = false\nscratch_dir = \"/var/tmp\"\namcheck = \"indexes\"\n\
+             timeout = \"6h\"\nchecks = []\n"
+        ),
+        "{shown}"
+    );
+    assert_eq!(
+        [AmcheckLevel::Off, AmcheckLevel::Indexes, AmcheckLevel::HeapAllIndexed].map(|level| level.as_str()),
+        ["off", "indexes", "heapallindexed"]
+    );
+}
+
+#[test]
+fn verify_settings_are_parsed_with_both_forms_of_check() {
+    let text = format!(
+        "{MINIMAL}[verify]\nafter_backup = true\nscratch_dir = \"/srv/scratch\"\namcheck = \"heapallindexed\"\n\
+         timeout = \"1h30m\"\nchecks = [\n  \"select count(*) > 0 from users\",\n  \
+         {{ database = \"app\", query = \"select max(created_at) > now() - interval '1 day' from orders\" }},\n  \
+         {{ query = \"select true\" }},\n]\n"
+    );
+    let config = parse(&text).unwrap();
+    let expected = VerifyConfig {
+        after_backup: true,
+        scratch_dir: PathBuf::from("/srv/scratch"),
+        amcheck: AmcheckLevel::HeapAllIndexed,
+        timeout: std::time::Duration::from_secs(5400),
+        checks: vec![
+            SqlCheck { database: None, query: "select count(*) > 0 from users".into() },
+            SqlCheck {
+                database: Some("app".into()),
+                query: "select max(created_at) > now() - interval '1 day' from orders".into(),
+            },
+            SqlCheck { database: None, query: "select true".into() },
+        ],
+    };
+    assert_eq!(config.verify, expected);
+    assert_eq!(parse(&format!("{MINIMAL}[verify]\namcheck = \"off\"\n")).unwrap().verify.amcheck, AmcheckLevel::Off);
+
+    // The example's section is the one documented.
+    let example = parse(EXAMPLE).unwrap().verify;
+    assert_eq!(example.checks.len(), 2);
+    assert_eq!(example.checks[1].database.as_deref(), Some("app"));
+    assert_eq!(
+        VerifyConfig { checks: Vec::new(), ..example },
+        VerifyConfig::default(),
+        "the example should show the defaults"
+    );
+
+    // config show prints both forms, as TOML that reads back the same (also with awkward queries).
+    let shown = config.to_redacted_toml();
+    assert!(
+        shown.contains(
+            "\n[verify]\nafter_backup = true\nscratch_dir = \"/srv/scratch\"\namcheck = \"heapallindexed\"\n\
+             timeout = \"1h30m\"\nchecks = [\n  \"select count(*) > 0 from users\",\n  \
+             { database = \"app\", query = \"select max(created_at) > now() - interval '1 day' from orders\" },\n  \
+             \"select true\",\n]\n"
+        ),
+        "{shown}"
+    );
+    assert_eq!(parse(&shown).unwrap().verify, expected);
+    let awkward = format!(
+        "{MINIMAL}[verify]\nchecks = [\"\"\"\nselect 'it''s' = \"it's\"\n  and true\"\"\", \
+         {{ database = 'Sales \"2026\"', query = 'select \\d' }}]\n"
+    );
+    let config = parse(&awkward).unwrap();
+    assert_eq!(config.verify.checks[0].query, "select 'it''s' = \"it's\"\n  and true");
+    assert_eq!(config.verify.checks[1].database.as_deref(), Some("Sales \"2026\""));
+    let shown = config.to_redacted_toml();
+    assert_eq!(parse(&shown).unwrap_or_else(|error| panic!("{error}\n{shown}")).verify, config.verify);
+}
+
+#[test]
+fn verify_settings_are_validated_with_their_place() {
+    let message = error(&format!("{MINIMAL}[verify]\nscratch_dir = \"scratch\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:15: verify.scratch_dir: \"scratch\" is not an absolute path")));
+
+    let message = error(&format!("{MINIMAL}[verify]\ntimeout = \"6 hours\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:11: verify.timeout: \"6 hours\" is not a duration")));
+    assert!(message.contains("\"10m\""), "{message}");
+    let message = error(&format!("{MINIMAL}[verify]\ntimeout = \"500ms\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:11: verify.timeout: \"500ms\" is too short")), "{message}");
+    assert!(message.contains("at least \"1s\""), "{message}");
+    assert_eq!(
+        parse(&format!("{MINIMAL}[verify]\ntimeout = \"1s\"\n")).unwrap().verify.timeout,
+        std::time::Duration::from_secs(1)
+    );
+
+    let message = error(&format!("{MINIMAL}[verify]\namcheck = \"full\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:11: verify.amcheck: unknown value `full`")), "{message}");
+    assert!(message.contains("`off`, `indexes`, `heapallindexed`"), "{message}");
+
+    // Checks: the item is named by its index, and the line is the item's (or its key's).
+    let checks = |items: &str| error(&format!("{MINIMAL}[verify]\nchecks = [\n  \"select true\",\n  {items},\n]\n"));
+    let message = checks("\"  \"");
+    assert!(message.starts_with(&format!("{ORIGIN}:6:3: verify.checks[1]: is an empty query")), "{message}");
+    let message = checks("{ database = \"app\", query = \"\" }");
+    assert!(message.starts_with(&format!("{ORIGIN}:6:31: verify.checks[1].query: is an empty query")), "{message}");
+    let message = checks("{ database = \"\", query = \"select true\" }");
+    assert!(
+        message.starts_with(&format!("{ORIGIN}:6:16: verify.checks[1].database: \"\" is not a database name")),
+        "{message}"
+    );
+    assert!(message.contains("cluster.connection"), "{message}");
+    let message = checks("{ database = \"app\" }");
+    assert!(message.starts_with(&format!("{ORIGIN}:6:3: verify.checks[1].query: missing required key")), "{message}");
+    let message = checks("{ db = \"app\", query = \"select true\" }");
+    assert!(message.starts_with(&format!("{ORIGIN}:6:5: verify.checks[1].db: unknown key `db`")), "{message}");
+    assert!(message.contains("`database`, `query`") || message.contains("`database` or `query`"), "{message}");
+    let message = checks("42");
+    assert!(message.starts_with(&format!("{ORIGIN}:6:3: verify.checks[1]: invalid type: integer `42`")), "{message}");
+    assert!(message.contains("expected a query string, or a table { database"), "{message}");
+    let message = error(&format!("{MINIMAL}[verify]\nchecks = \"select true\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:10: verify.checks: invalid type: string")), "{message}");
+
+    let message = error(&format!("{MINIMAL}[verify]\nafter_backups = true\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:1: verify.after_backups: unknown key")), "{message}");
 }

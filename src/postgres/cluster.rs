@@ -243,13 +243,22 @@ impl LocalCluster {
     /// Creates a new cluster (initdb) in a fresh scratch directory, configured but not started.
     pub async fn init(binaries: &PgBinaries, options: LocalClusterOptions) -> Result<Self, ClusterError> {
         let initdb = binaries.require("initdb")?;
-        binaries.require("pg_ctl")?;
-        binaries.require("postgres")?;
         // Refuse bad settings before anything is created.
         for (name, value) in &options.settings {
             format_setting(name, value)?;
         }
+        let cluster = Self::prepare(binaries, &options)?;
+        cluster.initdb(&initdb, &options).await?;
+        cluster.write_settings(&options)?;
+        Ok(cluster)
+    }
 
+    /// Creates the scratch directory (with its socket directory, and a free port chosen) but no
+    /// data directory: for a data directory that comes from elsewhere, such as a restore into
+    /// [`LocalCluster::data_dir`]. Dropping it stops whatever server runs there and removes it all.
+    pub fn prepare(binaries: &PgBinaries, options: &LocalClusterOptions) -> Result<Self, ClusterError> {
+        binaries.require("pg_ctl")?;
+        binaries.require("postgres")?;
         let run_as = if running_as_root() { Some(OsUser::lookup(&options.os_user)?) } else { None };
         let parent = options.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
         let root = create_scratch_dir(&parent, run_as.as_ref())?;
@@ -275,9 +284,6 @@ impl LocalCluster {
             return Err(ClusterError::SocketPathTooLong { path: socket, len });
         }
         make_private_dir(&cluster.socket_dir, cluster.run_as.as_ref())?;
-
-        cluster.initdb(&initdb, &options).await?;
-        cluster.write_settings(&options)?;
         Ok(cluster)
     }
 
@@ -433,6 +439,28 @@ impl LocalCluster {
             output: outputs.iter().map(describe_output).collect::<Vec<_>>().join("\n"),
             log_file: self.log_file.clone(),
             log_tail: self.log_tail(),
+        }
+    }
+
+    /// Stops the server and removes the scratch directory, reporting what could not be done
+    /// (the drop can only log it). A removal is retried briefly: a cancelled restore's workers may
+    /// still be finishing a file in it.
+    pub async fn remove(mut self) -> Result<(), ClusterError> {
+        self.stop().await?;
+        let mut attempt = 0;
+        loop {
+            match fs::remove_dir_all(&self.root) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(_) if attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(source) => {
+                    self.keep = true;
+                    return Err(ClusterError::Io { action: "remove", path: self.root.clone(), source });
+                }
+            }
         }
     }
 
@@ -594,6 +622,10 @@ impl Drop for LocalCluster {
         }
         if self.keep {
             tracing::info!(dir = %self.root.display(), "kept throwaway PostgreSQL cluster");
+            return;
+        }
+        if !self.root.exists() {
+            // Already removed by [`LocalCluster::remove`].
             return;
         }
         if let Err(err) = fs::remove_dir_all(&self.root) {

@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -205,13 +205,52 @@ pub async fn write_files(
     workers: u32,
     progress: Arc<Progress>,
 ) -> Result<(), RestoreError> {
+    read_objects(repository, layout, manifest, Some(destination), wanted, workers, progress).await
+}
+
+/// Reads every object of the backup, authenticating it and checking every file against the
+/// manifest's hash, without writing anything (`lifeboat verify --integrity-only`).
+pub async fn check_files(
+    repository: Arc<Repository>,
+    layout: &ClusterLayout,
+    manifest: Arc<BackupManifest>,
+    workers: u32,
+    progress: Arc<Progress>,
+) -> Result<(), RestoreError> {
+    let every_file: Vec<usize> =
+        (0..manifest.files.len()).filter(|&index| manifest.files[index].kind == EntryKind::File).collect();
+    read_objects(repository, layout, manifest, None, &every_file, workers, progress).await
+}
+
+/// Sets its flag when dropped: the blocking workers see it and stop, so a cancelled restore (the
+/// future dropped on Ctrl-C or a timeout) does not go on writing into a directory being removed.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The pool of object workers; files go to `destination`, or only get hashed when it is `None`.
+async fn read_objects(
+    repository: Arc<Repository>,
+    layout: &ClusterLayout,
+    manifest: Arc<BackupManifest>,
+    destination: Option<Arc<Destination>>,
+    wanted: &[usize],
+    workers: u32,
+    progress: Arc<Progress>,
+) -> Result<(), RestoreError> {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancelled.clone());
     let object_sizes: HashMap<&str, u64> =
         manifest.objects.iter().map(|object| (object.key.as_str(), object.size)).collect();
     let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
     for &index in wanted {
         let entry = &manifest.files[index];
         if entry.locations.is_empty() {
-            create_empty(entry, &destination)?;
+            create_empty(entry, destination.as_deref())?;
             progress.files.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -256,6 +295,7 @@ pub async fn write_files(
         let destination = destination.clone();
         let progress = progress.clone();
         let parts = parts.clone();
+        let cancelled = cancelled.clone();
         tasks.spawn(async move {
             loop {
                 let Some(job) = queue.lock().expect("queue lock").pop_front() else {
@@ -269,6 +309,7 @@ pub async fn write_files(
                     progress: progress.clone(),
                     parts: parts.clone(),
                     key: key.to_string(),
+                    cancelled: cancelled.clone(),
                 };
                 tokio::task::spawn_blocking(move || context.run(&job, tokio_util::io::SyncIoBridge::new(stream)))
                     .await
@@ -296,10 +337,28 @@ pub async fn write_files(
     }
 }
 
-fn create_empty(entry: &FileEntry, destination: &Destination) -> Result<(), RestoreError> {
+/// An empty file has no object: it is created (or, when only checking, its recorded hash is
+/// compared with the hash of nothing).
+fn create_empty(entry: &FileEntry, destination: Option<&Destination>) -> Result<(), RestoreError> {
+    let Some(destination) = destination else {
+        return check_hash(entry, blake3::hash(b""), "(no object: an empty file)");
+    };
     let path = destination.write_path(entry);
     let file = open_for_writing(&path, entry.mode, true)?;
     finish_file(&file, &path, entry, destination)
+}
+
+fn check_hash(entry: &FileEntry, hash: blake3::Hash, key: &str) -> Result<(), RestoreError> {
+    let expected = entry.blake3.as_deref().unwrap_or("");
+    if hash.to_hex().as_str() != expected {
+        return Err(RestoreError::HashMismatch {
+            path: entry.path.clone(),
+            key: key.to_owned(),
+            expected: expected.to_owned(),
+            actual: hash.to_hex().to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn open_for_writing(path: &Path, mode: u32, truncate: bool) -> Result<File, RestoreError> {
@@ -327,10 +386,12 @@ fn finish_file(file: &File, path: &Path, entry: &FileEntry, destination: &Destin
 /// What a worker needs while it writes one object's files.
 struct JobContext {
     manifest: Arc<BackupManifest>,
-    destination: Arc<Destination>,
+    /// `None`: the files are only hashed.
+    destination: Option<Arc<Destination>>,
     progress: Arc<Progress>,
     parts: Arc<Mutex<PartHashes>>,
     key: String,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl JobContext {
@@ -362,6 +423,9 @@ impl JobContext {
     }
 
     fn read(&self, stream: &mut impl Read, buffer: &mut [u8]) -> Result<usize, RestoreError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(RestoreError::Cancelled);
+        }
         loop {
             match stream.read(buffer) {
                 Ok(read) => return Ok(read),
@@ -398,9 +462,15 @@ impl JobContext {
 
     fn write_piece(&self, stream: &mut impl Read, piece: &Piece, buffer: &mut [u8]) -> Result<(), RestoreError> {
         let entry = &self.manifest.files[piece.file];
-        let path = self.destination.write_path(entry);
         let whole = entry.locations.len() == 1;
-        let file = open_for_writing(&path, entry.mode, whole)?;
+        let target = match &self.destination {
+            Some(destination) => {
+                let path = destination.write_path(entry);
+                let file = open_for_writing(&path, entry.mode, whole)?;
+                Some((path, file, destination))
+            }
+            None => None,
+        };
         let mut hasher = blake3::Hasher::new();
         if !whole {
             hasher.set_input_offset(piece.file_offset);
@@ -412,11 +482,13 @@ impl JobContext {
             if read == 0 {
                 return Err(self.too_short());
             }
-            file.write_all_at(&buffer[..read], piece.file_offset + done).map_err(|source| RestoreError::Write {
-                path: path.clone(),
-                action: "write",
-                source,
-            })?;
+            if let Some((path, file, _)) = &target {
+                file.write_all_at(&buffer[..read], piece.file_offset + done).map_err(|source| RestoreError::Write {
+                    path: path.clone(),
+                    action: "write",
+                    source,
+                })?;
+            }
             hasher.update(&buffer[..read]);
             done += read as u64;
             self.progress.bytes.fetch_add(read as u64, Ordering::Relaxed);
@@ -424,16 +496,10 @@ impl JobContext {
         let hash =
             if whole { Some(hasher.finalize()) } else { self.part_finished(entry, piece, hasher.finalize_non_root()) };
         if let Some(hash) = hash {
-            let expected = entry.blake3.as_deref().unwrap_or("");
-            if hash.to_hex().as_str() != expected {
-                return Err(RestoreError::HashMismatch {
-                    path: entry.path.clone(),
-                    key: self.key.clone(),
-                    expected: expected.to_owned(),
-                    actual: hash.to_hex().to_string(),
-                });
+            check_hash(entry, hash, &self.key)?;
+            if let Some((path, file, destination)) = &target {
+                finish_file(file, path, entry, destination)?;
             }
-            finish_file(&file, &path, entry, &self.destination)?;
             self.progress.files.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

@@ -66,9 +66,9 @@ pub struct RestoreOptions {
     /// `--tablespace-map OLD=NEW`: OLD is a tablespace's original location, name or oid.
     pub tablespace_map: Vec<(String, PathBuf)>,
     pub workers: u32,
-    /// Write `archive_mode = off` into the recovery settings, so the restored server does not
-    /// archive into the repository (a copy for inspection, say).
-    pub archive_off: bool,
+    /// Server settings written after the recovery settings, such as `archive_mode = off` so the
+    /// restored server does not archive into the repository (a copy for inspection, say).
+    pub server_settings: Vec<(&'static str, String)>,
     pub dry_run: bool,
     /// `--start`, with an optional port for the server.
     pub start: Option<Option<u16>>,
@@ -165,6 +165,9 @@ pub enum RestoreError {
 
     #[error("{detail}")]
     Binaries { detail: String },
+
+    #[error("the restore was cancelled")]
+    Cancelled,
 
     #[error("cannot start PostgreSQL on the restored directory: {detail}")]
     Start { detail: String },
@@ -310,9 +313,7 @@ pub async fn run(
         env!("CARGO_PKG_VERSION")
     );
     let mut settings = options.goal.settings(&options.restore_command, plan.history.timeline());
-    if options.archive_off {
-        settings.push(("archive_mode", "off".into()));
-    }
+    settings.extend(options.server_settings.iter().cloned());
     recovery::write_recovery_files(&manifest, &destination, &settings, &header)?;
     ensure_wal_directory(&destination)?;
     sync_filesystems(&destination)?;
@@ -361,7 +362,9 @@ fn find_binaries(options: &RestoreOptions, manifest: &BackupManifest) -> Result<
     }
 }
 
-fn resolve_owner(pgdata: &Path, os_user: &str) -> Result<Option<Owner>, RestoreError> {
+/// Who owns the restored files: `None` unless lifeboat runs as root (then the owner of the
+/// directory or its parent, else `os_user`).
+pub fn resolve_owner(pgdata: &Path, os_user: &str) -> Result<Option<Owner>, RestoreError> {
     if !crate::postgres::cluster::running_as_root() {
         return Ok(None);
     }

@@ -1,0 +1,178 @@
+//! `lifeboat verify`: proving that a backup or a dump can be restored, by restoring it.
+//!
+//! This module owns one verification from start to cleanup:
+//! - **integrity**: every object is read to its end and authenticated, every file (or dump
+//!   object) hashed against the manifest; for a base backup the WAL from its start to its stop
+//!   segment is read as well ([`physical`], [`logical`]);
+//! - **restore test** (unless `--integrity-only`): a base backup is restored into a scratch
+//!   directory and PostgreSQL recovers it to its consistent point; a dump is restored into a
+//!   scratch server lifeboat starts; then `pg_amcheck` and the user's SQL checks run ([`checks`]);
+//! - **cleanup**, always: the scratch server is stopped and its directory removed when the
+//!   verification passes, fails, times out (`verify.timeout`) or is interrupted (Ctrl-C, SIGTERM);
+//! - the **report** ([`report`]), stored in the repository unless the run was interrupted.
+//!
+//! A failed verification is not an error of this module: [`verify`] returns its report, with the
+//! phase and cause of the failure; errors are kept for what stops a verification from being
+//! attempted or recorded at all.
+
+mod checks;
+mod logical;
+mod physical;
+pub mod report;
+mod scratch;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use self::report::{Failure, Mode, Phase, VerifyReport};
+use self::scratch::Scratch;
+use crate::catalog::id::BackupId;
+use crate::catalog::layout::ClusterLayout;
+use crate::catalog::listing::{self, CatalogError, Entry};
+use crate::config::{AmcheckLevel, Config, SqlCheck};
+use crate::repository::{Repository, RepositoryError};
+use crate::storage::ObjectKey;
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Read and authenticate everything, but restore nothing.
+    pub integrity_only: bool,
+    pub amcheck: AmcheckLevel,
+    pub checks: Vec<SqlCheck>,
+    /// Where checks without a database run: the database of `cluster.connection`.
+    pub default_database: String,
+    /// Role names to try first when connecting to a restored cluster (the role of
+    /// `cluster.connection`); its bootstrap superuser is found from there.
+    pub roles: Vec<String>,
+    pub scratch_dir: PathBuf,
+    pub timeout: Duration,
+    pub workers: u32,
+    pub os_user: String,
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl VerifyOptions {
+    pub fn from_config(config: &Config) -> VerifyOptions {
+        let connection = crate::postgres::connect::connect_options(&config.cluster.connection).ok();
+        let default_database =
+            connection.as_ref().and_then(|options| options.get_database()).unwrap_or("postgres").to_owned();
+        let roles = connection.map(|options| vec![options.get_username().to_owned()]).unwrap_or_default();
+        VerifyOptions {
+            integrity_only: false,
+            amcheck: config.verify.amcheck,
+            checks: config.verify.checks.clone(),
+            default_database,
+            roles,
+            scratch_dir: config.verify.scratch_dir.clone(),
+            timeout: config.verify.timeout,
+            workers: config.backup.workers,
+            os_user: config.cluster.os_user.clone(),
+            bin_dir: config.cluster.bin_dir.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+
+    #[error(
+        "the verification of {id} was interrupted ({signal}); its scratch server was stopped and its files \
+         removed{leftover}. No report was stored"
+    )]
+    Interrupted { id: BackupId, signal: String, leftover: String },
+
+    #[error("the verification of {id} finished ({status}) but its report could not be stored at {key}: {source}")]
+    Store { id: BackupId, status: String, key: ObjectKey, source: RepositoryError },
+}
+
+/// What a verification needs besides its options.
+pub(crate) struct Context<'a> {
+    pub repository: Arc<Repository>,
+    pub layout: &'a ClusterLayout,
+    pub options: &'a VerifyOptions,
+}
+
+/// Verifies backup or dump `id`, cleans up, and stores the report. `interrupt` resolves (to a
+/// description such as "SIGINT") when the user wants the verification stopped.
+pub async fn verify(
+    repository: Arc<Repository>,
+    layout: &ClusterLayout,
+    id: BackupId,
+    options: &VerifyOptions,
+    interrupt: impl Future<Output = String>,
+) -> Result<VerifyReport, VerifyError> {
+    let entry = listing::read_entry(&repository, layout, id).await?;
+    let began = Instant::now();
+    let mode = if options.integrity_only { Mode::Integrity } else { Mode::Restore };
+    let mut report = VerifyReport::new(id, mode, Utc::now());
+    let context = Context { repository: repository.clone(), layout, options };
+    let mut scratch: Option<Scratch> = None;
+    tracing::info!(
+        "verifying {id} ({})",
+        if options.integrity_only { "integrity only" } else { "integrity and a restore test" }
+    );
+
+    let outcome = {
+        let work = async {
+            match &entry {
+                Entry::Full(manifest) => physical::verify(&context, manifest, &mut report, &mut scratch).await,
+                Entry::Dump(manifest) => logical::verify(&context, manifest, &mut report, &mut scratch).await,
+            }
+        };
+        tokio::select! {
+            result = work => Ok(result),
+            () = tokio::time::sleep(options.timeout) => Ok(Err(Failure::new(
+                Phase::Timeout,
+                format!(
+                    "the verification took longer than verify.timeout ({}) and was stopped; raise the timeout if \
+                     restoring this backup legitimately takes longer",
+                    crate::config::format_duration(options.timeout)
+                ),
+            ))),
+            signal = interrupt => Err(signal),
+        }
+    };
+
+    let cleanup = match scratch.take() {
+        Some(scratch) => scratch.remove().await,
+        None => Ok(()),
+    };
+    let outcome = match outcome {
+        Err(signal) => {
+            let leftover = match cleanup {
+                Ok(()) => String::new(),
+                Err(problem) => format!(" (except: {problem})"),
+            };
+            return Err(VerifyError::Interrupted { id, signal, leftover });
+        }
+        Ok(result) => result,
+    };
+    let failure = match (outcome, cleanup) {
+        (Err(failure), _) => Some(failure),
+        (Ok(()), Err(problem)) => Some(Failure::new(Phase::Cleanup, problem)),
+        (Ok(()), Ok(())) => None,
+    };
+    report.passed = failure.is_none();
+    report.failure = failure;
+    report.finished_at = Utc::now();
+    report.seconds = round(began.elapsed().as_secs_f64());
+    match report.store(&repository, layout).await {
+        Ok(key) => {
+            tracing::info!("verification of {id} {}: report stored at {key}", report.status());
+            Ok(report)
+        }
+        Err(source) => Err(VerifyError::Store { id, status: report.status(), key: report.key(layout), source }),
+    }
+}
+
+/// Seconds to the millisecond, for reports.
+fn round(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,362 @@
+//! Verifying a base backup.
+//!
+//! Integrity: the WAL from the backup's start segment to its stop segment is read and
+//! authenticated, then every data object is read and every file hashed against the manifest.
+//! The restore test does the same work for real: the WAL goes into the scratch directory (where
+//! PostgreSQL's `restore_command` copies it from, so the server never needs the repository's
+//! key), the files are restored into `data/` by the restore code users run, with every
+//! tablespace moved inside the scratch directory, and PostgreSQL recovers to the backup's
+//! consistent point and is promoted. Then `pg_amcheck` and the user's checks run.
+//!
+//! The scratch server runs with settings that keep it to itself whatever the backed-up
+//! configuration says: no TCP, its own socket and `pg_hba.conf`, no archiving, no synchronous
+//! standbys to wait for, small shared memory, no fsync.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::io::AsyncReadExt as _;
+
+use super::checks::Server;
+use super::report::{Failure, Phase, Recovery, VerifyReport};
+use super::scratch::Scratch;
+use super::{Context, round};
+use crate::catalog::backup_manifest::BackupManifest;
+use crate::catalog::lsn::Timeline;
+use crate::catalog::wal::WalFile;
+use crate::object::ObjectError;
+use crate::postgres::binaries::PgBinaries;
+use crate::postgres::cluster::LocalCluster;
+use crate::repository::RepositoryError;
+use crate::restore::files::{self, Progress};
+use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
+use crate::restore::target_dir::ExistingData;
+use crate::restore::{RestoreError, RestoreOptions};
+use crate::storage::StorageError;
+
+/// Bytes per read of a WAL segment.
+const BLOCK: usize = 1024 * 1024;
+
+pub(crate) async fn verify(
+    context: &Context<'_>,
+    manifest: &BackupManifest,
+    report: &mut VerifyReport,
+    scratch: &mut Option<Scratch>,
+) -> Result<(), Failure> {
+    let options = context.options;
+    if options.integrity_only {
+        read_wal(context, manifest, None, report).await?;
+        let progress = Arc::new(Progress::default());
+        files::check_files(
+            context.repository.clone(),
+            context.layout,
+            Arc::new(manifest.clone()),
+            options.workers,
+            progress.clone(),
+        )
+        .await
+        .map_err(restore_failure)?;
+        report.integrity.objects += manifest.objects.len() as u64;
+        report.integrity.bytes += progress.bytes.load(Ordering::Relaxed);
+        report.integrity.files = progress.files.load(Ordering::Relaxed);
+        return Ok(());
+    }
+
+    let binaries = server_binaries(options.bin_dir.as_deref(), manifest)?;
+    let segments = manifest.stop_segment().number - manifest.start_segment().number + 1;
+    let needed = manifest.totals.bytes + segments * u64::from(manifest.wal_segment_size.bytes());
+    let scratch = scratch.insert(Scratch::for_restore(options, &binaries, needed)?);
+    let cluster = scratch.cluster();
+    let began = Instant::now();
+
+    // The WAL first: a backup whose WAL is gone fails before gigabytes are written.
+    let wal_dir = scratch.wal_dir();
+    create_dir(&wal_dir)?;
+    read_wal(context, manifest, Some(&wal_dir), report).await?;
+    cluster.give_to_server_user(&wal_dir).map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
+
+    let restore_options = RestoreOptions {
+        pgdata: cluster.data_dir().to_path_buf(),
+        backup: Some(manifest.id),
+        goal: RecoveryGoal {
+            target: RecoveryTarget::Immediate,
+            timeline: TimelineChoice::Id(manifest.timeline),
+            action: TargetAction::Promote,
+            exclusive: false,
+        },
+        existing: ExistingData::Refuse,
+        tablespace_map: manifest
+            .tablespaces
+            .iter()
+            .map(|tablespace| {
+                (tablespace.oid.to_string(), cluster.root_dir().join("tablespaces").join(tablespace.oid.to_string()))
+            })
+            .collect(),
+        workers: options.workers,
+        server_settings: scratch_settings(cluster),
+        dry_run: false,
+        start: None,
+        restore_command: copy_command(&wal_dir),
+        os_user: options.os_user.clone(),
+        bin_dir: options.bin_dir.clone(),
+    };
+    let summary = crate::restore::run(context.repository.clone(), context.layout, &restore_options)
+        .await
+        .map_err(restore_failure)?;
+    report.integrity.objects += manifest.objects.len() as u64;
+    report.integrity.bytes += summary.bytes_written;
+    report.integrity.files = summary.files_written;
+    write_config_files(cluster)?;
+    let restore_seconds = began.elapsed().as_secs_f64();
+
+    let owner = crate::restore::resolve_owner(cluster.data_dir(), &options.os_user)
+        .map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
+    let reached = crate::restore::start::start_and_wait(
+        &binaries,
+        cluster.data_dir(),
+        owner,
+        Some(cluster.port()),
+        TargetAction::Promote,
+        false,
+    )
+    .await
+    .map_err(|error| Failure::new(Phase::Recovery, error.to_string()))?;
+    let server = Server::find_superuser(cluster, &options.roles).await?;
+    let (server_version, databases) = server.describe().await?;
+    report.recovery = Some(Recovery {
+        restore_seconds: round(restore_seconds),
+        recovery_seconds: round(reached.seconds),
+        total_seconds: round(began.elapsed().as_secs_f64()),
+        wal_segments_replayed: reached.segments_restored,
+        redo_done: reached.redo_done.clone(),
+        server_version,
+        databases: databases.clone(),
+    });
+    tracing::info!(
+        "restored and recovered in {:.1} s ({:.1} s writing files, {:.1} s recovering); databases: {}",
+        began.elapsed().as_secs_f64(),
+        restore_seconds,
+        reached.seconds,
+        databases.join(", ")
+    );
+
+    let amcheck = server.amcheck(options.amcheck, &binaries).await;
+    report.amcheck = amcheck.as_ref().ok().cloned().flatten();
+    amcheck?;
+    let (results, failure) = server.run_checks(&options.checks, &options.default_database, &databases, false).await;
+    report.checks = results;
+    failure.map_or(Ok(()), Err)
+}
+
+/// The server binaries of the backup's major version.
+pub(crate) fn server_binaries(bin_dir: Option<&Path>, manifest: &BackupManifest) -> Result<PgBinaries, Failure> {
+    let major = manifest.postgres_version_num / 10000;
+    PgBinaries::find(bin_dir).and_then(|binaries| binaries.check_server_major(major).map(|()| binaries)).map_err(
+        |error| {
+            Failure::new(
+                Phase::Scratch,
+                format!(
+                    "the backup is of PostgreSQL {major}, and a restore test needs that version's server binaries: \
+                     {error}; set cluster.bin_dir, or verify with --integrity-only"
+                ),
+            )
+        },
+    )
+}
+
+/// Reads every WAL segment from the backup's start to its stop, authenticated, into `into` (or
+/// nowhere, for an integrity check), and the timeline history files recovery asks for.
+async fn read_wal(
+    context: &Context<'_>,
+    manifest: &BackupManifest,
+    into: Option<&Path>,
+    report: &mut VerifyReport,
+) -> Result<(), Failure> {
+    let size = manifest.wal_segment_size;
+    let (first, last) = (manifest.start_segment(), manifest.stop_segment());
+    let mut segment = first;
+    while segment.number <= last.number {
+        let name = segment.name(size);
+        let key = context.layout.wal_file(&WalFile::Segment(segment), size);
+        let target = into.map(|dir| dir.join(&name));
+        let bytes = copy_object(context, &key, target.as_deref()).await.map_err(|problem| {
+            let what = match problem {
+                CopyProblem::Missing => "is not in the archive".to_owned(),
+                CopyProblem::Damaged(detail) => format!("is damaged in the archive ({detail})"),
+                CopyProblem::Other(detail) => format!("could not be read: {detail}"),
+            };
+            Failure::new(
+                Phase::Wal,
+                format!(
+                    "WAL segment {name} {what}; backup {} needs {} .. {} to reach a consistent state, so it cannot \
+                     be restored. `lifeboat wal check` lists the archive's gaps; take a new backup",
+                    manifest.id, manifest.start_wal, manifest.stop_wal
+                ),
+            )
+        })?;
+        if bytes != u64::from(size.bytes()) {
+            return Err(Failure::new(
+                Phase::Wal,
+                format!("WAL segment {name} holds {bytes} bytes in the archive, not {}; it is damaged", size.bytes()),
+            ));
+        }
+        report.integrity.wal_segments += 1;
+        report.integrity.objects += 1;
+        report.integrity.bytes += bytes;
+        segment = segment.next();
+    }
+    // Recovery reads the history of the backup's timeline (and its ancestors are named in it).
+    if let Some(dir) = into {
+        for id in 2..=manifest.timeline.id() {
+            let history = WalFile::History(Timeline::new(id).expect("timeline ids from 2 up are valid"));
+            let key = context.layout.wal_file(&history, size);
+            match copy_object(context, &key, Some(&dir.join(history.name(size)))).await {
+                Ok(_) | Err(CopyProblem::Missing) => {}
+                Err(CopyProblem::Damaged(detail) | CopyProblem::Other(detail)) => {
+                    return Err(Failure::new(
+                        Phase::Wal,
+                        format!("the history file of timeline {id} could not be read: {detail}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+enum CopyProblem {
+    Missing,
+    Damaged(String),
+    Other(String),
+}
+
+/// Streams one object's authenticated plaintext into `target` (or nowhere); its length.
+async fn copy_object(
+    context: &Context<'_>,
+    key: &crate::storage::ObjectKey,
+    target: Option<&Path>,
+) -> Result<u64, CopyProblem> {
+    let mut reader = match context.repository.get(key).await {
+        Ok(reader) => reader,
+        Err(RepositoryError::Storage(StorageError::NotFound { .. })) => return Err(CopyProblem::Missing),
+        Err(error) => return Err(CopyProblem::Other(error.to_string())),
+    };
+    let mut file = match target {
+        Some(path) => Some(
+            tokio::fs::File::create(path)
+                .await
+                .map_err(|error| CopyProblem::Other(format!("cannot create {}: {error}", path.display())))?,
+        ),
+        None => None,
+    };
+    let mut buffer = vec![0u8; BLOCK];
+    let mut total = 0u64;
+    loop {
+        let read = reader.read(&mut buffer).await.map_err(|error| match ObjectError::from_io(&error) {
+            Some(object_error) => CopyProblem::Damaged(object_error.to_string()),
+            None => CopyProblem::Other(error.to_string()),
+        })?;
+        if read == 0 {
+            break;
+        }
+        if let Some(file) = &mut file {
+            tokio::io::AsyncWriteExt::write_all(file, &buffer[..read])
+                .await
+                .map_err(|error| CopyProblem::Other(format!("cannot write {}: {error}", key)))?;
+        }
+        total += read as u64;
+    }
+    Ok(total)
+}
+
+/// A restore error in the words of a verification.
+fn restore_failure(error: RestoreError) -> Failure {
+    match error {
+        RestoreError::Damaged { key, detail } => {
+            Failure::new(Phase::Integrity, format!("object {key} of the backup is damaged: {detail}"))
+        }
+        RestoreError::HashMismatch { path, key, expected, actual } => Failure::new(
+            Phase::Integrity,
+            format!(
+                "{path}, read from object {key}, does not match the manifest (BLAKE3 {actual}, expected {expected})"
+            ),
+        ),
+        error @ (RestoreError::BadManifest { .. } | RestoreError::Manifest(_)) => {
+            Failure::new(Phase::Integrity, error.to_string())
+        }
+        error @ RestoreError::Plan(_) => Failure::new(Phase::Wal, error.to_string()),
+        error => Failure::new(Phase::Restore, error.to_string()),
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), Failure> {
+    std::fs::create_dir(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|error| Failure::new(Phase::Scratch, format!("cannot create {}: {error}", path.display())))
+}
+
+/// `cp '<dir>/%f' '%p'`, quoted for the shell, with `%` in the directory doubled for PostgreSQL.
+fn copy_command(dir: &Path) -> String {
+    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+    let dir = dir.to_string_lossy().replace('%', "%%");
+    format!("cp {} {}", quote(&format!("{dir}/%f")), quote("%p"))
+}
+
+/// Settings that keep the scratch server to itself, written after the recovery settings.
+fn scratch_settings(cluster: &LocalCluster) -> Vec<(&'static str, String)> {
+    let root = cluster.root_dir();
+    vec![
+        ("archive_mode", "off".into()),
+        ("listen_addresses", String::new()),
+        ("port", cluster.port().to_string()),
+        ("unix_socket_directories", cluster.socket_dir().to_string_lossy().into_owned()),
+        ("hba_file", root.join("pg_hba.conf").to_string_lossy().into_owned()),
+        ("ident_file", root.join("pg_ident.conf").to_string_lossy().into_owned()),
+        ("ssl", "off".into()),
+        ("hot_standby", "off".into()),
+        ("synchronous_standby_names", String::new()),
+        ("primary_conninfo", String::new()),
+        ("recovery_end_command", String::new()),
+        ("default_transaction_read_only", "off".into()),
+        ("shared_buffers", "128MB".into()),
+        ("fsync", "off".into()),
+    ]
+}
+
+/// `pg_hba.conf` and `pg_ident.conf` of the scratch server (trust on its private socket), and an
+/// empty `postgresql.conf` when the backup has none (Debian keeps it in /etc).
+fn write_config_files(cluster: &LocalCluster) -> Result<(), Failure> {
+    let root = cluster.root_dir();
+    let mut files: Vec<(PathBuf, &str)> = vec![
+        (
+            root.join("pg_hba.conf"),
+            "# lifeboat verify: the scratch server's private socket only\nlocal all all trust\n",
+        ),
+        (root.join("pg_ident.conf"), ""),
+    ];
+    let conf = cluster.data_dir().join("postgresql.conf");
+    if !conf.exists() {
+        files.push((conf, "# written by lifeboat verify: the backup has no postgresql.conf\n"));
+    }
+    for (path, text) in files {
+        std::fs::write(&path, text)
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|error| Failure::new(Phase::Scratch, format!("cannot write {}: {error}", path.display())))?;
+        cluster.give_to_server_user(&path).map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_command_survives_quotes_and_percent_signs() {
+        assert_eq!(copy_command(Path::new("/var/tmp/x/wal")), "cp '/var/tmp/x/wal/%f' '%p'");
+        assert_eq!(copy_command(Path::new("/tmp/it's 100%")), r"cp '/tmp/it'\''s 100%%/%f' '%p'");
+    }
+}

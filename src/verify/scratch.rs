@@ -1,0 +1,126 @@
+//! The scratch area of one verification: a [`LocalCluster`] directory under `verify.scratch_dir`
+//! (`lifeboat-pg-<random>/` with `data/`, `sock/` and, for base backups, `wal/`), created only
+//! after the free space is checked, owned by the unprivileged server user when lifeboat runs as
+//! root, and removed, server stopped first, when the verification ends however it ends.
+
+use std::path::{Path, PathBuf};
+
+use super::VerifyOptions;
+use super::report::{Failure, Phase};
+use crate::backup::format_bytes;
+use crate::postgres::binaries::PgBinaries;
+use crate::postgres::cluster::{LocalCluster, LocalClusterOptions};
+
+/// Room left over on top of the estimate: WAL written by recovery and the end-of-recovery
+/// checkpoint, logs, the amcheck extension.
+const MARGIN_BYTES: u64 = 256 * 1024 * 1024;
+
+pub(crate) struct Scratch {
+    cluster: LocalCluster,
+}
+
+impl Scratch {
+    /// An empty scratch directory for a restored data directory (no initdb).
+    pub fn for_restore(options: &VerifyOptions, binaries: &PgBinaries, needed: u64) -> Result<Scratch, Failure> {
+        let cluster_options = prepare(options, needed)?;
+        let cluster = LocalCluster::prepare(binaries, &cluster_options)
+            .map_err(|error| Failure::new(Phase::Scratch, format!("cannot create the scratch directory: {error}")))?;
+        Ok(Scratch { cluster })
+    }
+
+    /// A new, started, empty cluster to restore dumps into.
+    pub async fn new_cluster(options: &VerifyOptions, binaries: &PgBinaries, needed: u64) -> Result<Scratch, Failure> {
+        let cluster_options = prepare(options, needed)?;
+        let cluster = LocalCluster::start_new(binaries, cluster_options).await.map_err(|error| {
+            Failure::new(Phase::Scratch, format!("cannot start a scratch PostgreSQL server: {error}"))
+        })?;
+        Ok(Scratch { cluster })
+    }
+
+    pub fn cluster(&self) -> &LocalCluster {
+        &self.cluster
+    }
+
+    /// Where the WAL a restore test replays is put for PostgreSQL's `restore_command`.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.cluster.root_dir().join("wal")
+    }
+
+    /// Stops the server and removes every file; says what is left if that fails.
+    pub async fn remove(self) -> Result<(), String> {
+        let root = self.cluster.root_dir().to_path_buf();
+        self.cluster.remove().await.map_err(|error| {
+            format!(
+                "the scratch server or files in {} could not be removed ({error}); stop it with `pg_ctl stop -D \
+                 {}/data` and remove the directory",
+                root.display(),
+                root.display()
+            )
+        })
+    }
+}
+
+/// Checks the scratch location and its free space; the options for the cluster to create there.
+fn prepare(options: &VerifyOptions, needed: u64) -> Result<LocalClusterOptions, Failure> {
+    let dir = &options.scratch_dir;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            Failure::new(
+                Phase::Scratch,
+                format!(
+                    "verify.scratch_dir {} does not exist and cannot be created ({error}); create it or choose \
+                     another directory",
+                    dir.display()
+                ),
+            )
+        })?;
+    }
+    let needed = needed + needed / 10 + MARGIN_BYTES;
+    match free_space(dir) {
+        Ok(free) if free < needed => {
+            return Err(Failure::new(
+                Phase::Scratch,
+                format!(
+                    "verify.scratch_dir {} has {} free, and the restore test needs about {}; free some space or \
+                     point verify.scratch_dir at a larger filesystem",
+                    dir.display(),
+                    format_bytes(free),
+                    format_bytes(needed)
+                ),
+            ));
+        }
+        Ok(_) => {}
+        Err(error) => {
+            return Err(Failure::new(
+                Phase::Scratch,
+                format!("cannot read the free space of verify.scratch_dir {}: {error}", dir.display()),
+            ));
+        }
+    }
+    Ok(LocalClusterOptions::default().parent_dir(dir).os_user(options.os_user.clone()))
+}
+
+/// Bytes available to an unprivileged user on the filesystem holding `dir`.
+fn free_space(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string and `stat` points to writable memory of the right size.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the structure.
+    let stat = unsafe { stat.assume_init() };
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_is_read_and_a_missing_directory_is_an_error() {
+        assert!(free_space(Path::new("/")).unwrap() > 0);
+        assert!(free_space(Path::new("/nonexistent/lifeboat")).is_err());
+    }
+}
