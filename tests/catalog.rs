@@ -20,8 +20,9 @@ use lifeboat::object::WriteOptions;
 use lifeboat::postgres::binaries::PgBinaries;
 use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
 use lifeboat::repository::Repository;
+use lifeboat::storage::ObjectStore;
 use lifeboat::storage::local::LocalStore;
-use lifeboat::storage::{ObjectKey, ObjectStore, PutMode};
+use lifeboat::verify::report::{Mode, VerifyReport};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -196,9 +197,11 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
         DumpManifest::from_json(&repository.get_bytes(&DumpKeys::new(&layout, dump_id).manifest()).await.unwrap())
             .unwrap();
 
-    // A verification report of the newer backup (the later verify command writes these).
-    let report = ObjectKey::new(format!("{}{newer}/20261127T000000Z", layout.verify_prefix())).unwrap();
-    repository.put_bytes(&report, b"{}".to_vec(), PutMode::CreateOnly).await.unwrap();
+    // A passed verification report of the newer backup (`lifeboat verify` writes these; its own
+    // tests are in tests/verify.rs).
+    let mut report = VerifyReport::new(newer.parse().unwrap(), Mode::Restore, chrono::Utc::now());
+    report.passed = true;
+    let report_key = report.store(&repository, &layout).await.unwrap();
 
     // list --json: exactly the three, oldest first, as their manifests say.
     let list = setup.json(&["list", "--json"]);
@@ -227,8 +230,9 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
         );
     }
     assert_eq!(entries[0]["verification"], Value::Null);
-    assert_eq!(entries[1]["verification"], "reported");
-    assert_eq!(entries[1]["verification_reports"], 1);
+    assert_eq!(entries[1]["verification"]["status"], "passed");
+    assert_eq!(entries[1]["verification"]["reports"], 1);
+    assert_eq!(entries[1]["verification"]["report"], report_key.as_str());
     let dump_entry = &entries[2];
     assert_eq!(dump_entry["kind"], "dump");
     assert_eq!(dump_entry["databases"], serde_json::json!(["postgres"]));
@@ -245,7 +249,7 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
     for id in [&older, &newer, &dump] {
         assert!(text.contains(id.as_str()), "{id} missing from\n{text}");
     }
-    assert!(text.contains("reported"), "{text}");
+    assert!(text.contains(" passed "), "{text}");
     assert!(text.contains(&format!("{}..{}", newer_manifest.start_lsn, newer_manifest.stop_lsn)), "{text}");
     assert!(text.lines().all(|line| line.chars().count() <= 120), "{text}");
     assert!(text.contains("timeline 1:"), "{text}");

@@ -6,7 +6,6 @@
 //! data objects after it (a crash in between leaves unreferenced objects, which the next backup
 //! or dump of the cluster removes).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,21 +206,6 @@ pub async fn read_all(repository: &Repository, layout: &ClusterLayout) -> Result
         entries.push(read_entry(repository, layout, id).await?);
     }
     Ok(entries)
-}
-
-/// The number of objects under `verify/<id>/`, per id that has any.
-pub async fn verification_reports(
-    repository: &Repository,
-    layout: &ClusterLayout,
-) -> Result<BTreeMap<String, usize>, CatalogError> {
-    let prefix = layout.verify_prefix();
-    let mut reports = BTreeMap::new();
-    for meta in repository.store().list(&prefix).await? {
-        if let Some((id, _)) = meta.key.as_str().strip_prefix(prefix.as_str()).and_then(|rest| rest.split_once('/')) {
-            *reports.entry(id.to_owned()).or_insert(0) += 1;
-        }
-    }
-    Ok(reports)
 }
 
 fn not_found(repository: &Repository, layout: &ClusterLayout, id: &str, existing: &[BackupId]) -> CatalogError {

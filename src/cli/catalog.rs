@@ -12,9 +12,11 @@ use serde::Serialize;
 use super::context::{load_config, open_repository};
 use crate::backup::format_bytes;
 use crate::catalog::backup_manifest::{BackupManifest, Tablespace, Totals};
+use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, Entry};
 use crate::dump::manifest::{DumpManifest, TableRows};
+use crate::verify::report::{self, Mode, Reports, VerifyReport};
 use crate::wal::check::{ArchiveReport, Gap, SegmentRange, check};
 
 /// The widest a text table gets.
@@ -74,9 +76,25 @@ struct JsonListEntry<'a> {
     compression_ratio: f64,
     /// Dumps only (empty for full backups).
     databases: Vec<&'a str>,
-    /// null, or "reported" when objects exist under verify/<id>/.
-    verification: Option<&'static str>,
-    verification_reports: usize,
+    /// The newest verification report, null when there is none.
+    verification: Option<JsonVerification<'a>>,
+}
+
+/// What the verification reports of a backup or dump say.
+#[derive(Debug, Serialize)]
+struct JsonVerification<'a> {
+    /// "passed", "failed (<phase>)", or "unreadable" when the newest report cannot be read.
+    status: String,
+    passed: bool,
+    /// When the newest verification started.
+    verified_at: Option<String>,
+    /// How many reports exist under verify/<id>/.
+    reports: usize,
+    /// The key of the newest.
+    report: String,
+    /// `info` only: the newest report itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest: Option<&'a VerifyReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,7 +110,7 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
     let entries = listing::read_all(&repository, &layout).await?;
-    let reports = listing::verification_reports(&repository, &layout).await?;
+    let reports = report::read_latest(&repository, &layout).await?;
     let wal = check(&repository, &layout).await?;
     if args.json {
         let json = JsonList {
@@ -121,15 +139,35 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
     Ok(())
 }
 
-fn verification(entry: &Entry, reports: &BTreeMap<String, usize>) -> (Option<&'static str>, usize) {
-    match reports.get(&entry.id().to_string()) {
-        Some(&count) if count > 0 => (Some("reported"), count),
-        _ => (None, 0),
+fn verification<'a>(
+    entry: &Entry,
+    reports: &'a BTreeMap<BackupId, Reports>,
+    with_report: bool,
+) -> Option<JsonVerification<'a>> {
+    let reports = reports.get(&entry.id())?;
+    let latest = reports.latest.as_ref().ok();
+    Some(JsonVerification {
+        status: latest.map_or_else(|| "unreadable".to_owned(), VerifyReport::status),
+        passed: latest.is_some_and(|report| report.passed),
+        verified_at: latest.map(|report| report.started_at.to_rfc3339()),
+        reports: reports.count,
+        report: reports.latest_key.to_string(),
+        latest: latest.filter(|_| with_report),
+    })
+}
+
+/// The VERIFY column: the newest report's verdict, "?" when it cannot be read, "-" without one
+/// (`info` tells when and how).
+fn verification_cell(entry: &Entry, reports: &BTreeMap<BackupId, Reports>) -> &'static str {
+    match reports.get(&entry.id()).map(|reports| &reports.latest) {
+        None => "-",
+        Some(Err(_)) => "?",
+        Some(Ok(report)) if report.passed => "passed",
+        Some(Ok(_)) => "FAILED",
     }
 }
 
-fn list_entry<'a>(entry: &'a Entry, reports: &BTreeMap<String, usize>) -> JsonListEntry<'a> {
-    let (status, count) = verification(entry, reports);
+fn list_entry<'a>(entry: &'a Entry, reports: &'a BTreeMap<BackupId, Reports>) -> JsonListEntry<'a> {
     let full = match entry {
         Entry::Full(manifest) => Some(manifest),
         Entry::Dump(_) => None,
@@ -149,8 +187,7 @@ fn list_entry<'a>(entry: &'a Entry, reports: &BTreeMap<String, usize>) -> JsonLi
         stored_size: entry.stored_size(),
         compression_ratio: round(entry.compression_ratio(), 100.0),
         databases: entry.databases(),
-        verification: status,
-        verification_reports: count,
+        verification: verification(entry, reports, false),
     }
 }
 
@@ -173,7 +210,7 @@ fn format_duration(seconds: f64) -> String {
 
 /// The table of `list`: one row per backup or dump, columns sized to their content, the last
 /// column (WAL of a full backup, databases of a dump) cut so a row fits [`WIDTH`] columns.
-fn print_table(entries: &[Entry], reports: &BTreeMap<String, usize>) {
+fn print_table(entries: &[Entry], reports: &BTreeMap<BackupId, Reports>) {
     if entries.is_empty() {
         println!("no backups or dumps yet (`lifeboat backup` and `lifeboat dump` take them)");
         return;
@@ -183,7 +220,6 @@ fn print_table(entries: &[Entry], reports: &BTreeMap<String, usize>) {
     let rows: Vec<[String; 10]> = entries
         .iter()
         .map(|entry| {
-            let (status, _) = verification(entry, reports);
             let (timeline, last) = match entry {
                 Entry::Full(manifest) => {
                     (manifest.timeline.id().to_string(), format!("{}..{}", manifest.start_lsn, manifest.stop_lsn))
@@ -198,7 +234,7 @@ fn print_table(entries: &[Entry], reports: &BTreeMap<String, usize>) {
                 format_bytes(entry.size()),
                 format_bytes(entry.stored_size()),
                 format!("{:.1}x", entry.compression_ratio()),
-                status.unwrap_or("-").to_owned(),
+                verification_cell(entry, reports).to_owned(),
                 timeline,
                 last,
             ]
@@ -302,8 +338,7 @@ struct JsonFullInfo<'a> {
     compression_ratio: f64,
     objects: usize,
     files: usize,
-    verification: Option<&'static str>,
-    verification_reports: usize,
+    verification: Option<JsonVerification<'a>>,
 }
 
 /// `info --json` of a dump.
@@ -325,8 +360,7 @@ struct JsonDumpInfo<'a> {
     compression_ratio: f64,
     globals: JsonObject<'a>,
     databases: Vec<JsonDatabase<'a>>,
-    verification: Option<&'static str>,
-    verification_reports: usize,
+    verification: Option<JsonVerification<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -352,8 +386,8 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
     let layout = ClusterLayout::new(&config.cluster.name);
     let id = listing::resolve(&repository, &layout, &args.id).await?;
     let entry = listing::read_entry(&repository, &layout, id).await?;
-    let reports = listing::verification_reports(&repository, &layout).await?;
-    let (status, count) = verification(&entry, &reports);
+    let reports = report::read_latest(&repository, &layout).await?;
+    let verification = verification(&entry, &reports, true);
     let manifest_key = listing::manifest_key(&layout, id).to_string();
     match &entry {
         Entry::Full(manifest) => {
@@ -390,8 +424,7 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
                 compression_ratio: round(manifest.compression_ratio(), 100.0),
                 objects: manifest.objects.len(),
                 files: manifest.files.len(),
-                verification: status,
-                verification_reports: count,
+                verification,
             };
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
@@ -400,7 +433,7 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
             }
         }
         Entry::Dump(manifest) => {
-            let info = dump_info(manifest, &entry, manifest_key, status, count);
+            let info = dump_info(manifest, &entry, manifest_key, verification);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
@@ -419,8 +452,7 @@ fn dump_info<'a>(
     manifest: &'a DumpManifest,
     entry: &Entry,
     manifest_key: String,
-    verification: Option<&'static str>,
-    verification_reports: usize,
+    verification: Option<JsonVerification<'a>>,
 ) -> JsonDumpInfo<'a> {
     JsonDumpInfo {
         id: manifest.id.to_string(),
@@ -451,7 +483,6 @@ fn dump_info<'a>(
             })
             .collect(),
         verification,
-        verification_reports,
     }
 }
 
@@ -505,14 +536,38 @@ fn print_full(manifest: &BackupManifest, info: &JsonFullInfo<'_>) {
         manifest.objects.len(),
         manifest.compression_ratio()
     );
-    println!("  verification  {}", verification_text(info.verification, info.verification_reports));
+    print_verification(info.verification.as_ref());
 }
 
-fn verification_text(status: Option<&str>, reports: usize) -> String {
-    match status {
-        Some(status) => format!("{status} ({reports} object(s) under verify/)"),
-        None => "-".to_owned(),
+fn print_verification(verification: Option<&JsonVerification<'_>>) {
+    let Some(verification) = verification else {
+        println!("  verification  none yet (`lifeboat verify ID` restores it into a scratch server)");
+        return;
+    };
+    let Some(report) = verification.latest else {
+        println!("  verification  the newest report, {}, cannot be read", verification.report);
+        return;
+    };
+    let what = match report.mode {
+        Mode::Integrity => "integrity check",
+        Mode::Restore => "restore test",
+    };
+    println!(
+        "  verification  {} by a {what} at {} ({} report(s))",
+        if report.passed { "PASSED" } else { "FAILED" },
+        text_time(report.started_at),
+        verification.reports
+    );
+    if let Some(recovery) = &report.recovery {
+        println!(
+            "                {:.1} s to a usable server ({:.1} s writing files, {:.1} s recovering)",
+            recovery.total_seconds, recovery.restore_seconds, recovery.recovery_seconds
+        );
     }
+    if let Some(failure) = &report.failure {
+        println!("                failed in {}: {}", failure.phase.as_str(), failure.message);
+    }
+    println!("                report {}", verification.report);
 }
 
 fn print_dump(manifest: &DumpManifest, info: &JsonDumpInfo<'_>) {
@@ -536,7 +591,7 @@ fn print_dump(manifest: &DumpManifest, info: &JsonDumpInfo<'_>) {
         format_bytes(manifest.globals.object.size),
         if manifest.globals.role_passwords { "included" } else { "not included" }
     );
-    println!("  verification  {}", verification_text(info.verification, info.verification_reports));
+    print_verification(info.verification.as_ref());
     for database in &manifest.databases {
         println!();
         println!(
