@@ -122,9 +122,10 @@ impl Tour {
         let stopped = cluster.remove().await;
         outcome?;
         stopped?;
-        if running_as_root() {
+        let copy = self.workspace.join("bin");
+        if copy.exists() {
             // The copy was for the servers' archive_command and restore_command; they are gone.
-            std::fs::remove_dir_all(self.workspace.join("bin"))?;
+            std::fs::remove_dir_all(copy)?;
         }
         Ok(())
     }
@@ -305,11 +306,11 @@ impl Tour {
         Ok(Repository::init(store, Cipher::Aes256Gcm, Some(&unlock), "quickstart", write_options(config)).await?)
     }
 
-    /// This program where the server's OS user can run it: itself, or (as root) a copy in the
-    /// workspace.
+    /// This program where the server's OS user can run it: itself, or (as root, when it lives
+    /// somewhere private such as `/root`) a copy in the workspace.
     fn reachable_exe(&self) -> anyhow::Result<PathBuf> {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
-        if !running_as_root() {
+        if !running_as_root() || runnable_by_anyone(&exe) {
             return Ok(exe);
         }
         let bin = self.workspace.join("bin");
@@ -320,6 +321,11 @@ impl Tour {
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
         Ok(copy)
     }
+}
+
+/// Whether every user may run `exe`: it and each directory above it are executable by others.
+fn runnable_by_anyone(exe: &Path) -> bool {
+    exe.ancestors().all(|path| std::fs::metadata(path).is_ok_and(|metadata| metadata.permissions().mode() & 0o001 != 0))
 }
 
 /// A new workspace, reachable by the server's OS user.

@@ -24,7 +24,7 @@ const INTERRUPTED_EXIT: u8 = 130;
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("which").args(["id", "latest", "all"])))]
 pub struct VerifyArgs {
-    /// A backup or dump id as `lifeboat list` shows it
+    /// A backup or dump id as `lifeboat list` shows it, or `latest` (the newest of either kind)
     pub id: Option<String>,
     /// The newest base backup and the newest dump (the default)
     #[arg(long)]

@@ -275,6 +275,7 @@ async fn copy_object(
 /// A restore error in the words of a verification.
 fn restore_failure(error: RestoreError) -> Failure {
     match error {
+        RestoreError::Damaged { key, detail } if detail.contains(&key) => Failure::new(Phase::Integrity, detail),
         RestoreError::Damaged { key, detail } => {
             Failure::new(Phase::Integrity, format!("object {key} of the backup is damaged: {detail}"))
         }
