@@ -169,6 +169,9 @@ pub struct QuietExit {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_path = cli.config.as_deref();
     match cli.command {
+        Command::Quickstart(_) if config_path.is_some() => {
+            anyhow::bail!("quickstart takes no --config: it writes its own configuration into its workspace (--dir)")
+        }
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Init(args) => init::run(config_path, args).await,
         Command::Key(command) => key::run(config_path, command).await,

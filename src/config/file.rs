@@ -19,8 +19,13 @@ use super::{AmcheckLevel, Cipher, CompressionAlgorithm};
 use crate::secret::Secret;
 
 /// Keys whose values are secret (or may contain one): errors about them never quote the value.
-pub(super) const SECRET_KEYS: &[&str] =
-    &["cluster.connection", "repository.passphrase", "repository.s3.access_key_id", "repository.s3.secret_access_key"];
+pub(super) const SECRET_KEYS: &[&str] = &[
+    "cluster.connection",
+    "repository.passphrase",
+    "repository.s3.access_key_id",
+    "repository.s3.secret_access_key",
+    "verify.dump_server",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +108,7 @@ pub(super) struct RawWal {
 pub(super) struct RawVerify {
     pub after_backup: Option<bool>,
     pub scratch_dir: Option<PathBuf>,
+    pub dump_server: Option<Secret>,
     pub amcheck: Option<AmcheckLevel>,
     pub timeout: Option<String>,
     pub checks: Option<Vec<RawCheck>>,

@@ -216,9 +216,12 @@ impl Default for WalConfig {
 pub struct VerifyConfig {
     /// `lifeboat backup` and `lifeboat dump` verify what they took, as with `--verify`.
     pub after_backup: bool,
-    /// Where scratch restores are made, each in a `lifeboat-verify-<random>` directory under it.
+    /// Where scratch restores are made, each in a `lifeboat-pg-<random>` directory under it.
     /// Always absolute.
     pub scratch_dir: PathBuf,
+    /// A server to restore dumps into (scratch databases, dropped afterwards) instead of a
+    /// scratch cluster lifeboat starts; may carry a password, so it prints redacted.
+    pub dump_server: Option<ConnectionString>,
     /// How much of every restored database `pg_amcheck` checks.
     pub amcheck: AmcheckLevel,
     /// A verification that runs longer is stopped, cleaned up and reported failed. At least 1s.
@@ -239,6 +242,7 @@ impl Default for VerifyConfig {
         VerifyConfig {
             after_backup: false,
             scratch_dir: PathBuf::from(Self::DEFAULT_SCRATCH_DIR),
+            dump_server: None,
             amcheck: AmcheckLevel::default(),
             timeout: Self::DEFAULT_TIMEOUT,
             checks: Vec::new(),

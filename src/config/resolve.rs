@@ -107,6 +107,12 @@ fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig,
             timeout
         }
     };
+    let dump_server = match raw.dump_server {
+        None => None,
+        Some(text) => Some(
+            ConnectionString::parse(text.expose()).map_err(|message| locator.error(&key("dump_server"), message))?,
+        ),
+    };
     let checks = raw
         .checks
         .unwrap_or_default()
@@ -117,6 +123,7 @@ fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig,
     Ok(VerifyConfig {
         after_backup: raw.after_backup.unwrap_or(defaults.after_backup),
         scratch_dir,
+        dump_server,
         amcheck: raw.amcheck.unwrap_or(defaults.amcheck),
         timeout,
         checks,

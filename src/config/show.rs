@@ -146,6 +146,10 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     writeln!(out, "\n[verify]")?;
     writeln!(out, "after_backup = {}", verify.after_backup)?;
     writeln!(out, "scratch_dir = {}", path(&verify.scratch_dir))?;
+    match &verify.dump_server {
+        Some(server) => writeln!(out, "dump_server = {}", quote(&server.redacted()))?,
+        None => writeln!(out, "# dump_server: not set (dumps are verified in a scratch cluster lifeboat starts)")?,
+    }
     writeln!(out, "amcheck = {}", quote(verify.amcheck.as_str()))?;
     writeln!(out, "timeout = {}", quote(&super::format_duration(verify.timeout)))?;
     if verify.checks.is_empty() {

@@ -75,14 +75,19 @@ fn the_example_documents_every_key() {
     let all = struct_keys();
     assert!(all.len() >= 20, "the collector found too few keys: {all:?}");
     assert!(example_keys.is_subset(&all), "the example has keys the code does not know");
-    // Secrets are shown commented out, with their explanation, so nobody copies them live.
+    // Secrets (and verify.dump_server, a connection string that is unset by default) are shown
+    // commented out, with their explanation, so nobody copies them live.
     let commented: BTreeSet<String> = all.difference(&example_keys).cloned().collect();
-    let expected: BTreeSet<String> =
-        ["repository.passphrase", "repository.s3.access_key_id", "repository.s3.secret_access_key"]
-            .map(String::from)
-            .into();
+    let expected: BTreeSet<String> = [
+        "repository.passphrase",
+        "repository.s3.access_key_id",
+        "repository.s3.secret_access_key",
+        "verify.dump_server",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(commented, expected, "keys missing from config/lifeboat.example.toml");
-    for key in ["passphrase", "access_key_id", "secret_access_key"] {
+    for key in ["passphrase", "access_key_id", "secret_access_key", "dump_server"] {
         assert!(EXAMPLE.contains(&format!("\n# {key} = \"")), "{key} is not shown commented out");
     }
     // Each key has a comment right above it (or above its group of commented secrets), and so
@@ -652,8 +657,9 @@ fn verify_settings_default_when_absent() {
     let shown = config.to_redacted_toml();
     assert!(
         shown.ends_with(
-            "\n[verify]\nafter_backup = false\nscratch_dir = \"/var/tmp\"\namcheck = \"indexes\"\n\
-             timeout = \"6h\"\nchecks = []\n"
+            "\n[verify]\nafter_backup = false\nscratch_dir = \"/var/tmp\"\n\
+             # dump_server: not set (dumps are verified in a scratch cluster lifeboat starts)\n\
+             amcheck = \"indexes\"\ntimeout = \"6h\"\nchecks = []\n"
         ),
         "{shown}"
     );
@@ -675,6 +681,7 @@ fn verify_settings_are_parsed_with_both_forms_of_check() {
     let expected = VerifyConfig {
         after_backup: true,
         scratch_dir: PathBuf::from("/srv/scratch"),
+        dump_server: None,
         amcheck: AmcheckLevel::HeapAllIndexed,
         timeout: std::time::Duration::from_secs(5400),
         checks: vec![
@@ -703,7 +710,9 @@ fn verify_settings_are_parsed_with_both_forms_of_check() {
     let shown = config.to_redacted_toml();
     assert!(
         shown.contains(
-            "\n[verify]\nafter_backup = true\nscratch_dir = \"/srv/scratch\"\namcheck = \"heapallindexed\"\n\
+            "\n[verify]\nafter_backup = true\nscratch_dir = \"/srv/scratch\"\n\
+             # dump_server: not set (dumps are verified in a scratch cluster lifeboat starts)\n\
+             amcheck = \"heapallindexed\"\n\
              timeout = \"1h30m\"\nchecks = [\n  \"select count(*) > 0 from users\",\n  \
              { database = \"app\", query = \"select max(created_at) > now() - interval '1 day' from orders\" },\n  \
              \"select true\",\n]\n"
@@ -767,4 +776,19 @@ fn verify_settings_are_validated_with_their_place() {
 
     let message = error(&format!("{MINIMAL}[verify]\nafter_backups = true\n"));
     assert!(message.starts_with(&format!("{ORIGIN}:4:1: verify.after_backups: unknown key")), "{message}");
+}
+
+#[test]
+fn the_dump_server_is_a_secret_connection_string() {
+    let config =
+        parse(&format!("{MINIMAL}[verify]\ndump_server = \"postgresql://verifier:s3cret@scratch-db/postgres\"\n"))
+            .unwrap();
+    let server = config.verify.dump_server.as_ref().expect("dump_server is set");
+    assert_eq!(server.expose(), "postgresql://verifier:s3cret@scratch-db/postgres");
+    let shown = config.to_redacted_toml();
+    assert!(shown.contains("dump_server = \"postgresql://verifier:<redacted>@scratch-db/postgres\""), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let message = error(&format!("{MINIMAL}[verify]\ndump_server = \"mysql://root:s3cret@db\"\n"));
+    assert!(message.contains("verify.dump_server"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
 }

@@ -1,12 +1,14 @@
 //! Verifying a dump.
 //!
 //! Integrity: every object (the globals and each database's archive) is read to its end,
-//! authenticated, and its size and BLAKE3 compared with the manifest. The restore test starts a
-//! scratch server of its own, creates each dumped database there and restores it with the same
-//! code as `lifeboat restore --dump`, which reads and checks the object as it goes and counts
-//! every table's rows against the manifest before committing. Owners and grants are left out
-//! (`--no-owner --no-privileges`): the scratch server has none of the dumped roles, and what is
-//! proven is that the data comes back. Then the user's checks run on the databases the dump has.
+//! authenticated, and its size and BLAKE3 compared with the manifest. The restore test restores
+//! each dumped database, with the same code as `lifeboat restore --dump`, which reads and checks
+//! the object as it goes and counts every table's rows against the manifest before committing:
+//! into a scratch server lifeboat starts (the database under its own name), or, with
+//! `verify.dump_server`, into a scratch database `lifeboat_verify_<random>_<name>` on that
+//! server, dropped afterwards. Owners and grants are left out (`--no-owner --no-privileges`): the
+//! scratch server has none of the dumped roles, and what is proven is that the data comes back.
+//! Then the user's checks run on the databases the dump has.
 
 use std::time::Instant;
 
@@ -19,6 +21,7 @@ use super::{Context, round};
 use crate::config::ConnectionString;
 use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::restore::{Ownership, RestoreError, RestoreRequest};
+use crate::dump::snapshot::quote_identifier;
 use crate::object::ObjectError;
 use crate::postgres::binaries::PgBinaries;
 
@@ -30,7 +33,7 @@ pub(crate) async fn verify(
     context: &Context<'_>,
     manifest: &DumpManifest,
     report: &mut VerifyReport,
-    scratch: &mut Option<Scratch>,
+    scratch: &mut Scratch,
 ) -> Result<(), Failure> {
     let options = context.options;
     read_object(context, &manifest.globals.object, report).await?;
@@ -41,39 +44,44 @@ pub(crate) async fn verify(
         return Ok(());
     }
 
-    let major = manifest.server_version_num / 10000;
-    let binaries = PgBinaries::find(options.bin_dir.as_deref())
-        .map_err(|error| error.to_string())
-        .and_then(|binaries| {
-            if binaries.major() >= major {
-                Ok(binaries)
-            } else {
-                Err(format!("the PostgreSQL binaries in {} are version {}", binaries.dir().display(), binaries.major()))
+    // Where each database is restored: its own name on a scratch cluster, or a scratch name on
+    // verify.dump_server.
+    let (server, targets) = match &options.dump_server {
+        Some(dump_server) => {
+            let suffix = random_suffix()?;
+            let mut targets = Vec::new();
+            for database in &manifest.databases {
+                let name = scratch_database_name(&suffix, &database.name);
+                scratch.create_database(dump_server, &name).await?;
+                targets.push(dump_server.with_database(&name));
             }
-        })
-        .map_err(|detail| {
-            Failure::new(
-                Phase::Scratch,
-                format!(
-                    "the dump is of PostgreSQL {major}, and a restore test needs a server of that version or newer: \
-                     {detail}; set cluster.bin_dir, or verify with --integrity-only"
-                ),
-            )
-        })?;
-    let needed: u64 = manifest.databases.iter().map(|database| database.object.size * GROWTH).sum();
-    let scratch = scratch.insert(Scratch::new_cluster(options, &binaries, needed).await?);
-    let cluster = scratch.cluster();
-    let server = Server { cluster, superuser: cluster.superuser().to_owned() };
-    let scratch_url = ConnectionString::parse(&cluster.connection_url())
-        .map_err(|error| Failure::new(Phase::Scratch, format!("the scratch server's address: {error}")))?;
-
-    for database in &manifest.databases {
-        if database.name != "postgres" {
-            create_database(cluster, &database.name).await?;
+            let renamed = manifest
+                .databases
+                .iter()
+                .map(|database| (database.name.clone(), scratch_database_name(&suffix, &database.name)))
+                .collect();
+            let connect = crate::postgres::connect::connect_options(dump_server)
+                .map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
+            (Server::configured(connect, renamed), targets)
         }
+        None => {
+            let binaries = scratch_binaries(options.bin_dir.as_deref(), manifest.server_version_num / 10000)?;
+            let needed: u64 = manifest.databases.iter().map(|database| database.object.size * GROWTH).sum();
+            let cluster = scratch.start_cluster(options, &binaries, needed).await?;
+            let url = ConnectionString::parse(&cluster.connection_url())
+                .map_err(|error| Failure::new(Phase::Scratch, format!("the scratch server's address: {error}")))?;
+            for database in manifest.databases.iter().filter(|database| database.name != "postgres") {
+                scratch_cluster_database(cluster, &database.name).await?;
+            }
+            let targets = manifest.databases.iter().map(|database| url.with_database(&database.name)).collect();
+            (Server::scratch(cluster), targets)
+        }
+    };
+
+    for (database, into) in manifest.databases.iter().zip(targets) {
         let request = RestoreRequest {
             database: database.name.clone(),
-            into: scratch_url.with_database(&database.name),
+            into,
             tables: Vec::new(),
             clean: false,
             ownership: Ownership::Skip,
@@ -112,14 +120,56 @@ pub(crate) async fn verify(
     failure.map_or(Ok(()), Err)
 }
 
-async fn create_database(cluster: &crate::postgres::cluster::LocalCluster, name: &str) -> Result<(), Failure> {
+/// Server binaries of the dump's major version or newer, for the scratch cluster.
+fn scratch_binaries(bin_dir: Option<&std::path::Path>, major: u32) -> Result<PgBinaries, Failure> {
+    PgBinaries::find(bin_dir)
+        .map_err(|error| error.to_string())
+        .and_then(|binaries| {
+            if binaries.major() >= major {
+                Ok(binaries)
+            } else {
+                Err(format!("the PostgreSQL binaries in {} are version {}", binaries.dir().display(), binaries.major()))
+            }
+        })
+        .map_err(|detail| {
+            Failure::new(
+                Phase::Scratch,
+                format!(
+                    "the dump is of PostgreSQL {major}, and a restore test needs a server of that version or newer: \
+                     {detail}; set cluster.bin_dir or verify.dump_server, or verify with --integrity-only"
+                ),
+            )
+        })
+}
+
+/// `lifeboat_verify_<suffix>_<name>`, within PostgreSQL's 63 bytes, for a dumped database.
+fn scratch_database_name(suffix: &str, name: &str) -> String {
+    let mut scratch = format!("lifeboat_verify_{suffix}_");
+    for character in name.chars() {
+        let character = if character.is_ascii_alphanumeric() { character.to_ascii_lowercase() } else { '_' };
+        if scratch.len() >= 63 {
+            break;
+        }
+        scratch.push(character);
+    }
+    scratch
+}
+
+fn random_suffix() -> Result<String, Failure> {
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random)
+        .map_err(|error| Failure::new(Phase::Scratch, format!("no randomness for a scratch database name: {error}")))?;
+    Ok(hex::encode(random))
+}
+
+async fn scratch_cluster_database(cluster: &crate::postgres::cluster::LocalCluster, name: &str) -> Result<(), Failure> {
     use sqlx::Connection as _;
     let failure = |error: sqlx::Error| {
         Failure::new(Phase::Scratch, format!("cannot create database {name:?} to restore into: {error}"))
     };
     let mut connection =
         sqlx::postgres::PgConnection::connect_with(&cluster.connect_options()).await.map_err(failure)?;
-    let statement = format!("create database \"{}\" template template0", name.replace('"', "\"\""));
+    let statement = format!("create database {} template template0", quote_identifier(name));
     let created = sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await;
     let _ = connection.close().await;
     created.map(|_| ()).map_err(failure)
@@ -173,5 +223,18 @@ fn restore_failure(database: &str, error: RestoreError) -> Failure {
             Failure::new(Phase::Integrity, error.to_string())
         }
         error => Failure::new(Phase::Restore, format!("restoring database {database:?} failed: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_database_names_are_safe_and_short() {
+        assert_eq!(scratch_database_name("0a1b2c3d", "app"), "lifeboat_verify_0a1b2c3d_app");
+        assert_eq!(scratch_database_name("0a1b2c3d", "My App-2"), "lifeboat_verify_0a1b2c3d_my_app_2");
+        assert_eq!(scratch_database_name("0a1b2c3d", &"x".repeat(100)).len(), 63);
+        assert_eq!(scratch_database_name("0a1b2c3d", "é"), "lifeboat_verify_0a1b2c3d__");
     }
 }

@@ -33,7 +33,7 @@ use self::scratch::Scratch;
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
-use crate::config::{AmcheckLevel, Config, SqlCheck};
+use crate::config::{AmcheckLevel, Config, ConnectionString, SqlCheck};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::ObjectKey;
 
@@ -50,6 +50,8 @@ pub struct VerifyOptions {
     /// `cluster.connection`); its bootstrap superuser is found from there.
     pub roles: Vec<String>,
     pub scratch_dir: PathBuf,
+    /// Restore dumps into scratch databases on this server instead of a scratch cluster.
+    pub dump_server: Option<ConnectionString>,
     pub timeout: Duration,
     pub workers: u32,
     pub os_user: String,
@@ -69,6 +71,7 @@ impl VerifyOptions {
             default_database,
             roles,
             scratch_dir: config.verify.scratch_dir.clone(),
+            dump_server: config.verify.dump_server.clone(),
             timeout: config.verify.timeout,
             workers: config.backup.workers,
             os_user: config.cluster.os_user.clone(),
@@ -113,7 +116,7 @@ pub async fn verify(
     let mode = if options.integrity_only { Mode::Integrity } else { Mode::Restore };
     let mut report = VerifyReport::new(id, mode, Utc::now());
     let context = Context { repository: repository.clone(), layout, options };
-    let mut scratch: Option<Scratch> = None;
+    let mut scratch = Scratch::default();
     tracing::info!(
         "verifying {id} ({})",
         if options.integrity_only { "integrity only" } else { "integrity and a restore test" }
@@ -140,10 +143,7 @@ pub async fn verify(
         }
     };
 
-    let cleanup = match scratch.take() {
-        Some(scratch) => scratch.remove().await,
-        None => Ok(()),
-    };
+    let cleanup = scratch.remove().await;
     let outcome = match outcome {
         Err(signal) => {
             let leftover = match cleanup {

@@ -44,7 +44,7 @@ pub(crate) async fn verify(
     context: &Context<'_>,
     manifest: &BackupManifest,
     report: &mut VerifyReport,
-    scratch: &mut Option<Scratch>,
+    scratch: &mut Scratch,
 ) -> Result<(), Failure> {
     let options = context.options;
     if options.integrity_only {
@@ -68,12 +68,12 @@ pub(crate) async fn verify(
     let binaries = server_binaries(options.bin_dir.as_deref(), manifest)?;
     let segments = manifest.stop_segment().number - manifest.start_segment().number + 1;
     let needed = manifest.totals.bytes + segments * u64::from(manifest.wal_segment_size.bytes());
-    let scratch = scratch.insert(Scratch::for_restore(options, &binaries, needed)?);
-    let cluster = scratch.cluster();
+    let cluster = scratch.restore_dir(options, &binaries, needed)?;
     let began = Instant::now();
 
-    // The WAL first: a backup whose WAL is gone fails before gigabytes are written.
-    let wal_dir = scratch.wal_dir();
+    // The WAL first: a backup whose WAL is gone fails before gigabytes are written. PostgreSQL's
+    // restore_command copies it from here.
+    let wal_dir = cluster.root_dir().join("wal");
     create_dir(&wal_dir)?;
     read_wal(context, manifest, Some(&wal_dir), report).await?;
     cluster.give_to_server_user(&wal_dir).map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
@@ -143,9 +143,13 @@ pub(crate) async fn verify(
         databases.join(", ")
     );
 
-    let amcheck = server.amcheck(options.amcheck, &binaries).await;
-    report.amcheck = amcheck.as_ref().ok().cloned().flatten();
-    amcheck?;
+    report.amcheck = server.amcheck(cluster, options.amcheck, &binaries).await?;
+    if let Some(amcheck) = report.amcheck.as_ref().filter(|amcheck| !amcheck.passed) {
+        return Err(Failure::new(
+            Phase::Amcheck,
+            format!("pg_amcheck found problems in the restored databases:\n{}", amcheck.output),
+        ));
+    }
     let (results, failure) = server.run_checks(&options.checks, &options.default_database, &databases, false).await;
     report.checks = results;
     failure.map_or(Ok(()), Err)

@@ -1,13 +1,16 @@
-//! The scratch area of one verification: a [`LocalCluster`] directory under `verify.scratch_dir`
-//! (`lifeboat-pg-<random>/` with `data/`, `sock/` and, for base backups, `wal/`), created only
-//! after the free space is checked, owned by the unprivileged server user when lifeboat runs as
-//! root, and removed, server stopped first, when the verification ends however it ends.
+//! What one verification creates, and removes when it ends however it ends: a [`LocalCluster`]
+//! directory under `verify.scratch_dir` (`lifeboat-pg-<random>/` with `data/`, `sock/` and, for
+//! base backups, `wal/`), created only after the free space is checked and owned by the
+//! unprivileged server user when lifeboat runs as root, its server stopped before it is removed;
+//! or scratch databases on `verify.dump_server`, dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::VerifyOptions;
 use super::report::{Failure, Phase};
 use crate::backup::format_bytes;
+use crate::config::ConnectionString;
+use crate::dump::snapshot::quote_identifier;
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::cluster::{LocalCluster, LocalClusterOptions};
 
@@ -15,49 +18,102 @@ use crate::postgres::cluster::{LocalCluster, LocalClusterOptions};
 /// checkpoint, logs, the amcheck extension.
 const MARGIN_BYTES: u64 = 256 * 1024 * 1024;
 
+/// What one verification created, removed by [`Scratch::remove`] however the verification ends.
+#[derive(Default)]
 pub(crate) struct Scratch {
-    cluster: LocalCluster,
+    cluster: Option<LocalCluster>,
+    databases: Option<ScratchDatabases>,
+}
+
+/// Databases created on `verify.dump_server`.
+struct ScratchDatabases {
+    server: ConnectionString,
+    created: Vec<String>,
 }
 
 impl Scratch {
     /// An empty scratch directory for a restored data directory (no initdb).
-    pub fn for_restore(options: &VerifyOptions, binaries: &PgBinaries, needed: u64) -> Result<Scratch, Failure> {
+    pub fn restore_dir(
+        &mut self,
+        options: &VerifyOptions,
+        binaries: &PgBinaries,
+        needed: u64,
+    ) -> Result<&LocalCluster, Failure> {
         let cluster_options = prepare(options, needed)?;
         let cluster = LocalCluster::prepare(binaries, &cluster_options)
             .map_err(|error| Failure::new(Phase::Scratch, format!("cannot create the scratch directory: {error}")))?;
-        Ok(Scratch { cluster })
+        Ok(self.cluster.insert(cluster))
     }
 
     /// A new, started, empty cluster to restore dumps into.
-    pub async fn new_cluster(options: &VerifyOptions, binaries: &PgBinaries, needed: u64) -> Result<Scratch, Failure> {
+    pub async fn start_cluster(
+        &mut self,
+        options: &VerifyOptions,
+        binaries: &PgBinaries,
+        needed: u64,
+    ) -> Result<&LocalCluster, Failure> {
         let cluster_options = prepare(options, needed)?;
         let cluster = LocalCluster::start_new(binaries, cluster_options).await.map_err(|error| {
             Failure::new(Phase::Scratch, format!("cannot start a scratch PostgreSQL server: {error}"))
         })?;
-        Ok(Scratch { cluster })
+        Ok(self.cluster.insert(cluster))
     }
 
-    pub fn cluster(&self) -> &LocalCluster {
-        &self.cluster
+    /// Creates database `name` on `server`; it is dropped by [`Scratch::remove`].
+    pub async fn create_database(&mut self, server: &ConnectionString, name: &str) -> Result<(), Failure> {
+        let databases =
+            self.databases.get_or_insert_with(|| ScratchDatabases { server: server.clone(), created: Vec::new() });
+        run_statement(server, &format!("create database {} template template0", quote_identifier(name)))
+            .await
+            .map_err(|error| {
+                Failure::new(
+                    Phase::Scratch,
+                    format!(
+                        "cannot create the scratch database {name:?} on verify.dump_server {}: {error} (the role                          needs CREATEDB)",
+                        server.redacted()
+                    ),
+                )
+            })?;
+        databases.created.push(name.to_owned());
+        Ok(())
     }
 
-    /// Where the WAL a restore test replays is put for PostgreSQL's `restore_command`.
-    pub fn wal_dir(&self) -> PathBuf {
-        self.cluster.root_dir().join("wal")
-    }
-
-    /// Stops the server and removes every file; says what is left if that fails.
+    /// Stops the server and removes every file, drops every scratch database; says what is left
+    /// if that fails.
     pub async fn remove(self) -> Result<(), String> {
-        let root = self.cluster.root_dir().to_path_buf();
-        self.cluster.remove().await.map_err(|error| {
-            format!(
-                "the scratch server or files in {} could not be removed ({error}); stop it with `pg_ctl stop -D \
-                 {}/data` and remove the directory",
-                root.display(),
-                root.display()
-            )
-        })
+        let mut problems = Vec::new();
+        if let Some(cluster) = self.cluster {
+            let root = cluster.root_dir().to_path_buf();
+            if let Err(error) = cluster.remove().await {
+                problems.push(format!(
+                    "the scratch server or files in {} could not be removed ({error}); stop it with `pg_ctl stop -D \
+                     {}/data` and remove the directory",
+                    root.display(),
+                    root.display()
+                ));
+            }
+        }
+        if let Some(databases) = self.databases {
+            for name in &databases.created {
+                let statement = format!("drop database if exists {} with (force)", quote_identifier(name));
+                if let Err(error) = run_statement(&databases.server, &statement).await {
+                    problems.push(format!(
+                        "the scratch database {name:?} on {} could not be dropped ({error}); drop it by hand",
+                        databases.server.redacted()
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
+}
+
+/// One statement on the database `server` names.
+async fn run_statement(server: &ConnectionString, statement: &str) -> Result<(), String> {
+    let mut connection = crate::postgres::connect::connect(server).await.map_err(|error| error.to_string())?;
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut connection).await;
+    let _ = sqlx::Connection::close(connection).await;
+    result.map(|_| ()).map_err(|error| error.to_string())
 }
 
 /// Checks the scratch location and its free space; the options for the cluster to create there.
