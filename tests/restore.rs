@@ -5,137 +5,22 @@
 //! and the refusals that protect the user (non-empty directory, running server, impossible targets).
 //!
 //! The source cluster archives with the built binary's `wal-push` into the test's repository, and
-//! restored servers fetch with its `wal-fetch`, as in production.
+//! restored servers fetch with its `wal-fetch`, as in production (tests/support/archiving.rs).
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use lifeboat::backup::BackupOptions;
-use lifeboat::config::{Config, RepositoryUrl};
-use lifeboat::keys::Unlock;
-use lifeboat::keys::slots::KeyFile;
-use lifeboat::object::WriteOptions;
-use lifeboat::postgres::binaries::PgBinaries;
-use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
-use lifeboat::repository::Repository;
-use lifeboat::storage::ObjectStore;
-use lifeboat::storage::local::LocalStore;
-use lifeboat::storage::s3::S3Store;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
+use support::archiving::{Setup, archive_current_segment, binaries, execute, scalar};
 use support::output::{assert_failure, assert_success, describe};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
-
-const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
-
-fn binaries() -> PgBinaries {
-    PgBinaries::find(None).expect("PostgreSQL binaries (scripts/test installs them)")
-}
-
-/// A cluster archiving with `wal-push` into the repository the test's configuration names.
-struct Setup {
-    dir: tempfile::TempDir,
-    cluster: LocalCluster,
-}
-
-impl Setup {
-    /// `repository` is the `[repository]` table's url line (default: a local directory), `extra`
-    /// is appended to the configuration.
-    async fn start(repository: Option<String>, extra: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().display().to_string();
-        let config_path = dir.path().join("lifeboat.toml");
-        let options = LocalClusterOptions::default()
-            .setting("wal_level", "replica")
-            .setting("archive_mode", "on")
-            .setting("track_commit_timestamp", "on");
-        let cluster = LocalCluster::init(&binaries(), options).await.expect("init a cluster");
-        let command = format!("{LIFEBOAT} --config {} wal-push %p", config_path.display());
-        let mut conf =
-            std::fs::OpenOptions::new().append(true).open(cluster.data_dir().join("postgresql.conf")).unwrap();
-        writeln!(conf, "{}", format_setting("archive_command", &command).unwrap()).unwrap();
-        let repository = repository.unwrap_or_else(|| format!("url = \"file://{root}/repo\"\n"));
-        let config = format!(
-            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}\"\n\n\
-             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\n{extra}",
-            pgdata = cluster.data_dir().display(),
-            connection = cluster.connection_url(),
-        );
-        std::fs::write(&config_path, config).unwrap();
-        let mut setup = Setup { dir, cluster };
-        assert_success(&setup.run(&["init"]));
-        // wal-push and wal-fetch run as the server's OS user: they need the configuration, the key
-        // file and the local repository.
-        setup.cluster.give_to_server_user(setup.dir.path()).unwrap();
-        setup.cluster.start().await.expect("start the cluster");
-        // A first archived segment, so wal-push (as the server's OS user) creates the cluster's
-        // record and WAL directories before a backup taken by root creates their parent.
-        let mut conn = setup.connect().await;
-        execute(&mut conn, "CREATE TABLE first_segment (id int)").await;
-        archive_current_segment(&mut conn).await;
-        setup
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("lifeboat.toml")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(LIFEBOAT);
-        command.arg("--config").arg(self.config_path()).args(args);
-        for (variable, _) in std::env::vars_os() {
-            let name = variable.to_string_lossy();
-            if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") {
-                command.env_remove(&variable);
-            }
-        }
-        command.output().unwrap()
-    }
-
-    async fn connect(&self) -> PgConnection {
-        PgConnection::connect_with(&self.cluster.connect_options()).await.unwrap()
-    }
-
-    /// A base backup through the library, with 1 MiB parts so larger relation files are stored
-    /// in several objects and restored by several workers.
-    async fn backup(&self) -> String {
-        let config = Config::load(Some(&self.config_path())).unwrap();
-        let repository = open_repository(&config).await;
-        let options = BackupOptions { part_size: 1024 * 1024, ..BackupOptions::from_config(&config.backup) };
-        let summary = lifeboat::backup::run(&config, repository, &options).await.unwrap_or_else(|e| panic!("{e}"));
-        summary.manifest.id.to_string()
-    }
-
-    /// A directory for a restored copy that the server's OS user can use.
-    fn restore_dir(&self, name: &str) -> PathBuf {
-        self.cluster.root_dir().join(name)
-    }
-
-    /// `lifeboat restore --pgdata <dir> --archive-mode off <args>`.
-    fn restore(&self, pgdata: &Path, args: &[&str]) -> Output {
-        let pgdata = pgdata.display().to_string();
-        let mut all = vec!["restore", "--pgdata", pgdata.as_str()];
-        all.extend_from_slice(args);
-        self.run(&all)
-    }
-}
-
-async fn open_repository(config: &Config) -> Arc<Repository> {
-    let store: Arc<dyn ObjectStore> = match &config.repository.url {
-        RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
-        RepositoryUrl::S3 { .. } => Arc::new(S3Store::connect(config.s3_settings().unwrap()).await.unwrap()),
-    };
-    let unlock = Unlock::KeyFile(KeyFile::load(config.repository.key_file.as_ref().unwrap()).unwrap());
-    Arc::new(Repository::open(store, Some(&unlock), WriteOptions::default()).await.unwrap())
-}
 
 /// A server started by `restore --start`, stopped (by its data directory) when dropped.
 struct Restored {
@@ -191,20 +76,6 @@ fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, Str
     (restored, String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-async fn execute(conn: &mut PgConnection, sql: &str) {
-    sqlx::query(AssertSqlSafe(sql.to_owned()))
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"));
-}
-
-async fn scalar(conn: &mut PgConnection, sql: &str) -> String {
-    sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"))
-}
-
 /// The batches present in the ledger, in order.
 async fn batches(conn: &mut PgConnection) -> Vec<i32> {
     sqlx::query_scalar("SELECT DISTINCT batch FROM ledger ORDER BY batch").fetch_all(&mut *conn).await.unwrap()
@@ -221,21 +92,6 @@ async fn commit_batch(conn: &mut PgConnection, batch: i32) -> (String, String) {
     execute(conn, "COMMIT").await;
     let committed = scalar(conn, &format!("SELECT pg_xact_commit_timestamp('{xid}'::xid)::text")).await;
     (xid, committed)
-}
-
-/// Switches to a new WAL segment and waits until the finished one is archived.
-async fn archive_current_segment(conn: &mut PgConnection) {
-    let segment = scalar(conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let archived = scalar(conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
-        if archived.as_str() >= segment.as_str() && !archived.is_empty() {
-            return;
-        }
-        let failed = scalar(conn, "SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver").await;
-        assert!(Instant::now() < deadline, "segment {segment} was not archived in time (last failed: {failed})");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A time between two commits, as PostgreSQL prints it: one millisecond after `after`.

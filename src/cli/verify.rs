@@ -217,8 +217,13 @@ pub(super) fn print_report(report: &VerifyReport, layout: &ClusterLayout) {
         println!("  databases  {}", recovery.databases.join(", "));
     }
     for database in &report.restored_databases {
+        let renamed = if database.restored_as == database.name {
+            String::new()
+        } else {
+            format!(" (as {} on verify.dump_server, dropped)", database.restored_as)
+        };
         println!(
-            "  restored   {}: {} table(s), {} row(s), every count as in the dump ({:.1} s)",
+            "  restored   {}{renamed}: {} table(s), {} row(s), every count as in the dump ({:.1} s)",
             database.name, database.tables, database.rows, database.seconds
         );
     }

@@ -120,14 +120,14 @@ pub async fn start_and_wait(
         tokio::time::sleep(POLL).await;
         let log = fs::read_to_string(&log_file).unwrap_or_default();
         let facts = LogFacts::read(&log);
-        if let Some(fatal) = &facts.fatal {
-            return Err(RestoreError::Recovery {
-                line: fatal.clone(),
-                log_file: log_file.clone(),
-                tail: log_tail(&log_file),
-            });
-        }
         let running = super::target_dir::running_server(pgdata).is_some();
+        // A FATAL line may be a client turned away while recovery runs ("the database system is
+        // starting up"); recovery has failed only when the server is gone too.
+        if let Some(cause) = facts.cause()
+            && !running
+        {
+            return Err(RestoreError::Recovery { line: cause, log_file: log_file.clone(), tail: log_tail(&log_file) });
+        }
         seen_pid |= running;
         let outcome = if facts.ready_read_write {
             Some(Outcome::Promoted)
@@ -171,7 +171,8 @@ pub async fn start_and_wait(
 /// What lifeboat looks for in the server's log (messages in English, `lc_messages=C`).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct LogFacts {
-    fatal: Option<String>,
+    /// Every FATAL message and (prefixed `PANIC: `) PANIC message, in order.
+    fatal: Vec<String>,
     stopped: Option<String>,
     redo_done: Option<String>,
     last_transaction: Option<String>,
@@ -188,8 +189,10 @@ impl LogFacts {
         let mut facts = LogFacts::default();
         for line in log.lines() {
             let message = |marker: &str| line.find(marker).map(|at| line[at + marker.len()..].trim().to_owned());
-            if let Some(rest) = message("FATAL:").or_else(|| message("PANIC:")) {
-                facts.fatal.get_or_insert(rest);
+            if let Some(rest) = message("PANIC:") {
+                facts.fatal.push(format!("PANIC: {rest}"));
+            } else if let Some(rest) = message("FATAL:") {
+                facts.fatal.push(rest);
             } else if let Some(rest) = message("LOG:") {
                 if rest.starts_with("recovery stopping") {
                     facts.stopped = Some(rest);
@@ -212,6 +215,20 @@ impl LogFacts {
             }
         }
         facts
+    }
+}
+
+impl LogFacts {
+    /// What stopped the server: its first PANIC, else its first FATAL that is not a client being
+    /// turned away ("the database system is starting up", "... is shutting down"), else any FATAL.
+    fn cause(&self) -> Option<String> {
+        let about_clients = |line: &&String| line.starts_with("the database system is ");
+        self.fatal
+            .iter()
+            .find(|line| line.starts_with("PANIC: "))
+            .or_else(|| self.fatal.iter().find(|line| !about_clients(line)))
+            .or_else(|| self.fatal.first())
+            .cloned()
     }
 }
 
@@ -241,12 +258,15 @@ mod tests {
         let facts = LogFacts::read(log);
         assert_eq!(facts.segments_restored, 2);
         assert_eq!(facts.last_segment.as_deref(), Some("000000010000000000000004"));
-        assert!(facts.stopped.unwrap().contains("before commit of transaction 745"));
+        assert!(facts.stopped.as_deref().unwrap().contains("before commit of transaction 745"));
         assert_eq!(facts.redo_done.as_deref(), Some("redo done at 0/4000110"));
         assert_eq!(facts.last_transaction.as_deref(), Some("2026-11-27 05:59:57.25+00"));
         assert_eq!(facts.new_timeline, Some(2));
-        assert!(facts.ready_read_write && facts.fatal.is_none());
-        let failed = LogFacts::read("x [1] FATAL:  recovery ended before configured recovery target was reached\n");
-        assert_eq!(failed.fatal.as_deref(), Some("recovery ended before configured recovery target was reached"));
+        assert!(facts.ready_read_write && facts.cause().is_none());
+        let failed = LogFacts::read(
+            "x [2] FATAL:  the database system is starting up\n\
+             x [1] FATAL:  recovery ended before configured recovery target was reached\n",
+        );
+        assert_eq!(failed.cause().as_deref(), Some("recovery ended before configured recovery target was reached"));
     }
 }

@@ -46,14 +46,14 @@ pub(crate) async fn verify(
 
     // Where each database is restored: its own name on a scratch cluster, or a scratch name on
     // verify.dump_server.
-    let (server, targets) = match &options.dump_server {
+    let (server, targets): (Server, Vec<(String, ConnectionString)>) = match &options.dump_server {
         Some(dump_server) => {
             let suffix = random_suffix()?;
             let mut targets = Vec::new();
             for database in &manifest.databases {
                 let name = scratch_database_name(&suffix, &database.name);
                 scratch.create_database(dump_server, &name).await?;
-                targets.push(dump_server.with_database(&name));
+                targets.push((name.clone(), dump_server.with_database(&name)));
             }
             let renamed = manifest
                 .databases
@@ -73,12 +73,16 @@ pub(crate) async fn verify(
             for database in manifest.databases.iter().filter(|database| database.name != "postgres") {
                 scratch_cluster_database(cluster, &database.name).await?;
             }
-            let targets = manifest.databases.iter().map(|database| url.with_database(&database.name)).collect();
+            let targets = manifest
+                .databases
+                .iter()
+                .map(|database| (database.name.clone(), url.with_database(&database.name)))
+                .collect();
             (Server::scratch(cluster), targets)
         }
     };
 
-    for (database, into) in manifest.databases.iter().zip(targets) {
+    for (database, (restored_as, into)) in manifest.databases.iter().zip(targets) {
         let request = RestoreRequest {
             database: database.name.clone(),
             into,
@@ -102,6 +106,7 @@ pub(crate) async fn verify(
         report.integrity.files += 1;
         report.restored_databases.push(RestoredDatabase {
             name: database.name.clone(),
+            restored_as,
             tables: restored.tables.len(),
             rows: restored.rows,
             seconds: round(began.elapsed().as_secs_f64()),

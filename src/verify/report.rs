@@ -122,6 +122,9 @@ pub struct Recovery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoredDatabase {
     pub name: String,
+    /// The database it was restored into: `name` on a scratch cluster, a scratch name on
+    /// `verify.dump_server`.
+    pub restored_as: String,
     pub tables: usize,
     /// Rows counted after the restore; every table matched the dump's manifest.
     pub rows: u64,

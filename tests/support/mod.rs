@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod archiving;
 pub mod data;
 pub mod output;
 pub mod s3;
