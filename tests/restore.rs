@@ -278,18 +278,7 @@ async fn a_damaged_object_stops_the_restore_before_postgres_starts_and_names_it(
     commit_batch(&mut conn, 1).await;
     let backup = setup.backup().await;
     archive_current_segment(&mut conn).await;
-    // Flip one byte in the middle of the largest data object.
-    let data = setup.dir.path().join(format!("repo/clusters/main/backups/{backup}/data"));
-    let largest = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(&largest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&largest, &bytes).unwrap();
-    let object = largest.file_name().unwrap().to_string_lossy().into_owned();
+    let object = setup.damage_largest_object(&backup);
 
     let pgdata = setup.restore_dir("damaged");
     let port = free_port().to_string();

@@ -325,18 +325,7 @@ async fn a_dump_verified_on_a_configured_server_leaves_no_scratch_database() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_data_object_fails_integrity_and_is_named() {
     let (setup, id) = backed_up("").await;
-    // Flip one byte in the middle of the largest data object.
-    let data = setup.repo_dir().join(format!("clusters/main/backups/{id}/data"));
-    let largest = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(&largest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&largest, &bytes).unwrap();
-    let key = format!("clusters/main/backups/{id}/data/{}", largest.file_name().unwrap().to_string_lossy());
+    let key = setup.damage_largest_object(&id);
 
     for args in [vec!["verify", id.as_str()], vec!["verify", id.as_str(), "--integrity-only"]] {
         let error = assert_failure(&setup.run(&args));

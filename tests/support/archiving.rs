@@ -98,6 +98,22 @@ impl Setup {
         self.dir.path().join("repo")
     }
 
+    /// Flips one byte in the middle of the largest data object of `backup` in the local
+    /// repository; the object's key.
+    pub fn damage_largest_object(&self, backup: &str) -> String {
+        let data = self.repo_dir().join(format!("clusters/main/backups/{backup}/data"));
+        let largest = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+            .unwrap();
+        let mut bytes = std::fs::read(&largest).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&largest, &bytes).unwrap();
+        format!("clusters/main/backups/{backup}/data/{}", largest.file_name().unwrap().to_string_lossy())
+    }
+
     /// The `verify.scratch_dir` of [`Setup::start_verifying`]: an empty directory the server's
     /// OS user can reach.
     pub fn scratch_dir(&self) -> PathBuf {
