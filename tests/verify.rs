@@ -270,7 +270,13 @@ async fn a_good_base_backup_passes_a_restore_test_and_leaves_nothing_behind() {
 async fn a_good_dump_passes_with_its_row_counts() {
     let setup = Setup::start_verifying(&format!("checks = [{SHOP_CHECK}, \"select true\"]")).await;
     create_shop(&setup).await;
-    let id = dump_shop(&setup);
+    // dump --verify verifies what it took, and says so in its JSON.
+    let taken = setup.json(&["dump", "--db", "shop", "--verify", "--json"]);
+    let id = taken["manifest"]["id"].as_str().expect("the dump's manifest").to_owned();
+    assert_eq!(taken["verification"]["id"], id.as_str(), "{taken:#}");
+    assert_eq!(taken["verification"]["passed"], true, "{taken:#}");
+    assert_cleaned_up(&setup);
+
     let output = setup.run(&["verify", &id, "--json"]);
     assert_success(&output);
     let report = only_report(&output);
@@ -290,6 +296,7 @@ async fn a_good_dump_passes_with_its_row_counts() {
 
     let verification = verification(&setup, &id);
     assert_eq!(verification["status"], "passed", "{verification:#}");
+    assert_eq!(verification["reports"], 2, "dump --verify and verify each stored one");
     assert_eq!(verification["latest"]["id"], id.as_str());
     assert_cleaned_up(&setup);
 }
