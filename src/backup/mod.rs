@@ -764,6 +764,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sizes_read_well() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
     fn timelines_come_from_the_backup_label() {
         let label = "START WAL LOCATION: 0/2000028 (file 000000030000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n\
                      BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-27 03:45:12 UTC\n\

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::context::{load_config, open_repository};
+use crate::backup::format_bytes;
 use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::{DumpRequest, Progress, Selection};
 
@@ -129,18 +130,6 @@ fn seconds(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
     (end - start).to_std().ok().map(|duration| duration.as_secs_f64())
 }
 
-/// `1536` → `1.5 KiB`.
-fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
-
 /// `1234567` → `1,234,567`.
 fn group_thousands(number: u64) -> String {
     let digits = number.to_string();
@@ -160,10 +149,6 @@ mod tests {
 
     #[test]
     fn numbers_read_well() {
-        assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1023), "1023 B");
-        assert_eq!(format_bytes(1536), "1.5 KiB");
-        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
         assert_eq!(group_thousands(0), "0");
         assert_eq!(group_thousands(999), "999");
         assert_eq!(group_thousands(1_000), "1,000");
