@@ -182,15 +182,33 @@ async fn latest_of_each_kind(repository: &Repository, layout: &ClusterLayout) ->
     Ok([newest(BackupKind::Full), newest(BackupKind::Dump)].into_iter().flatten().collect())
 }
 
-/// Resolves when the user asks lifeboat to stop (Ctrl-C or SIGTERM), naming the signal.
+/// Resolves when the user asks lifeboat to stop (Ctrl-C or SIGTERM), naming the signal. The
+/// signals are watched from the first call on, for the life of the process, so one that arrives
+/// between two verifications of `--all` stops the next one at once.
 async fn interrupted() -> String {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT".to_owned(),
-        _ = terminate.recv() => "SIGTERM".to_owned(),
+    static SIGNAL: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<String>>> = std::sync::OnceLock::new();
+    let mut receiver = SIGNAL
+        .get_or_init(|| {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (sender, receiver) = tokio::sync::watch::channel(None);
+            // Registered here, before any verification starts; the task only waits.
+            if let (Ok(mut interrupt), Ok(mut terminate)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            {
+                tokio::spawn(async move {
+                    let name = tokio::select! {
+                        _ = interrupt.recv() => "SIGINT",
+                        _ = terminate.recv() => "SIGTERM",
+                    };
+                    let _ = sender.send(Some(name.to_owned()));
+                });
+            }
+            receiver
+        })
+        .clone();
+    match receiver.wait_for(Option::is_some).await {
+        Ok(signal) => signal.clone().unwrap_or_default(),
+        Err(_) => std::future::pending().await,
     }
 }
 
