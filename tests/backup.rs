@@ -10,171 +10,34 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use lifeboat::backup::{BackupOptions, BackupSummary};
+use lifeboat::backup::BackupOptions;
 use lifeboat::catalog::backup_manifest::{BackupManifest, EntryKind};
 use lifeboat::catalog::id::BackupId;
-use lifeboat::catalog::layout::ClusterLayout;
 use lifeboat::catalog::wal::WalFile;
-use lifeboat::config::{Config, RepositoryUrl};
-use lifeboat::keys::Unlock;
-use lifeboat::keys::slots::KeyFile;
-use lifeboat::object::WriteOptions;
-use lifeboat::postgres::binaries::PgBinaries;
-use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
+use lifeboat::config::Config;
+use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions};
 use lifeboat::repository::Repository;
-use lifeboat::storage::ObjectStore;
-use lifeboat::storage::local::LocalStore;
-use lifeboat::storage::s3::S3Store;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
+use support::archiving::{
+    Archiving, Options, Setup, binaries, execute, layout, lifeboat_command, open_repository, scalar,
+};
 use support::output::{assert_failure, assert_success, describe};
-use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
+use support::s3::{S3Server, S3ServerKind};
+use support::stored::verify_stored_bytes;
 
-const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
-
-fn binaries() -> PgBinaries {
-    PgBinaries::find(None).expect("PostgreSQL binaries (scripts/test installs them)")
-}
-
-/// How WAL leaves the test cluster.
-enum Archiving {
-    /// `cp` into `<cluster root>/archive`.
-    Copy,
-    /// The built binary's `wal-push`, into the test's repository.
-    WalPush,
-}
-
-/// A running cluster that archives its WAL, and a test directory with `lifeboat.toml`, a key
-/// file and (for the local backend) the repository.
-struct Setup {
-    dir: tempfile::TempDir,
-    cluster: LocalCluster,
-    /// Where `cp` archives to.
-    archive: PathBuf,
-    /// Whether WAL is archived with `cp` into `archive`.
-    copies_wal: bool,
-}
-
-impl Setup {
-    /// A cluster archiving as `archiving` says, and a configuration whose `[repository]` table
-    /// starts with `repository` (default: a local directory; the key file is added), with `extra`
-    /// appended to the file (e.g. a `[repository.s3]` table). The repository is initialised.
-    async fn start(archiving: Archiving, repository: Option<String>, extra: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().display().to_string();
-        let config_path = dir.path().join("lifeboat.toml");
-        let options = LocalClusterOptions::default().setting("wal_level", "replica").setting("archive_mode", "on");
-        let cluster = LocalCluster::init(&binaries(), options).await.expect("init a cluster");
-        // Outside the data directory, so the backup does not copy the archive.
-        let archive = cluster.root_dir().join("archive");
-        std::fs::create_dir(&archive).unwrap();
-        cluster.give_to_server_user(&archive).unwrap();
-        let command = match archiving {
-            Archiving::Copy => format!("test ! -f {0}/%f && cp %p {0}/%f", archive.display()),
-            Archiving::WalPush => format!("{LIFEBOAT} --config {} wal-push %p", config_path.display()),
-        };
-        let mut conf =
-            std::fs::OpenOptions::new().append(true).open(cluster.data_dir().join("postgresql.conf")).unwrap();
-        writeln!(conf, "{}", format_setting("archive_command", &command).unwrap()).unwrap();
-        let repository = repository.unwrap_or_else(|| format!("url = \"file://{root}/repo\"\n"));
-        let config = format!(
-            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}\"\n\n\
-             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\nlock_wait = \"5m\"\n{extra}",
-            pgdata = cluster.data_dir().display(),
-            connection = cluster.connection_url(),
-        );
-        std::fs::write(&config_path, config).unwrap();
-        let copies_wal = matches!(archiving, Archiving::Copy);
-        let mut setup = Setup { dir, cluster, archive, copies_wal };
-        assert_success(&setup.run(&["init"]));
-        if !copies_wal {
-            // The archiver runs wal-push as the server's OS user: it needs the configuration,
-            // the key file and the local repository.
-            setup.cluster.give_to_server_user(setup.dir.path()).unwrap();
-        }
-        setup.cluster.start().await.expect("start the cluster");
-        setup
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("lifeboat.toml")
-    }
-
-    fn config(&self) -> Config {
-        Config::load(Some(&self.config_path())).unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        lifeboat(&self.config_path(), args)
-    }
-
-    async fn connect(&self) -> PgConnection {
-        PgConnection::connect_with(&self.cluster.connect_options()).await.unwrap()
-    }
-
-    async fn repository(&self) -> Arc<Repository> {
-        open_repository(&self.config()).await
-    }
-
-    async fn backup(&self) -> BackupSummary {
-        let config = self.config();
-        let repository = open_repository(&config).await;
-        lifeboat::backup::run(&config, repository, &BackupOptions::from_config(&config.backup))
-            .await
-            .unwrap_or_else(|error| panic!("backup failed: {error}"))
-    }
+/// A cluster archiving as `archiving` says into the repository of `options` (initialised), with
+/// `backup.lock_wait` long enough for two backups to take turns.
+async fn start(archiving: Archiving, options: Options) -> Setup {
+    Setup::with(options.archiving(archiving).lock_wait("5m")).await
 }
 
 fn lifeboat(config: &Path, args: &[&str]) -> Output {
     lifeboat_command(config, args).output().unwrap()
-}
-
-fn lifeboat_command(config: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(LIFEBOAT);
-    command.arg("--config").arg(config).args(args);
-    for (variable, _) in std::env::vars_os() {
-        let name = variable.to_string_lossy();
-        if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") {
-            command.env_remove(&variable);
-        }
-    }
-    command
-}
-
-async fn open_repository(config: &Config) -> Arc<Repository> {
-    let store: Arc<dyn ObjectStore> = match &config.repository.url {
-        RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
-        RepositoryUrl::S3 { .. } => Arc::new(S3Store::connect(config.s3_settings().unwrap()).await.unwrap()),
-    };
-    let unlock = Unlock::KeyFile(KeyFile::load(config.repository.key_file.as_ref().unwrap()).unwrap());
-    let compression = config.repository.compression;
-    let options =
-        WriteOptions { compression: compression.algorithm, level: compression.level, ..WriteOptions::default() };
-    Arc::new(Repository::open(store, Some(&unlock), options).await.unwrap())
-}
-
-fn layout() -> ClusterLayout {
-    ClusterLayout::new(&lifeboat::config::ClusterName::parse("main").unwrap())
-}
-
-async fn execute(conn: &mut PgConnection, sql: &str) {
-    sqlx::query(AssertSqlSafe(sql.to_owned()))
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"));
-}
-
-async fn scalar(conn: &mut PgConnection, sql: &str) -> String {
-    sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"))
 }
 
 /// Paths (as the manifest writes them) of the interesting relations.
@@ -227,50 +90,6 @@ async fn populate(setup: &Setup) -> Relations {
     relations
 }
 
-/// Reads every object of the backup back through the repository (authenticated, decrypted):
-/// each object's plaintext hashes to its manifest entry, and each file's bytes, put together
-/// from its pieces (offset and length in their objects), hash to the file's entry. Returns the
-/// files' plaintexts by path.
-async fn verify_stored_bytes(repository: &Repository, manifest: &BackupManifest) -> BTreeMap<String, Vec<u8>> {
-    let layout = layout();
-    let directory = layout.backup_dir(manifest.id);
-    let listed: BTreeSet<String> = repository
-        .store()
-        .list(&directory)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|meta| meta.key.as_str().strip_prefix(&directory).unwrap().to_owned())
-        .collect();
-    let expected: BTreeSet<String> =
-        manifest.objects.iter().map(|object| object.key.clone()).chain(["manifest".to_owned()]).collect();
-    assert_eq!(listed, expected, "the backup's directory holds exactly the manifest and its objects");
-    let mut objects = BTreeMap::new();
-    for object in &manifest.objects {
-        let plaintext = repository.get_bytes(&layout.backup_object(manifest.id, &object.key)).await.unwrap();
-        assert_eq!(plaintext.len() as u64, object.size, "{}", object.key);
-        assert_eq!(blake3::hash(&plaintext).to_hex().to_string(), object.blake3, "{}", object.key);
-        objects.insert(object.key.clone(), plaintext);
-    }
-    let mut contents = BTreeMap::new();
-    let mut used = BTreeMap::<&str, u64>::new();
-    for file in manifest.files.iter().filter(|file| file.kind == EntryKind::File) {
-        let mut bytes = Vec::new();
-        for piece in &file.locations {
-            let object = &objects[&piece.object];
-            bytes.extend_from_slice(&object[piece.offset as usize..(piece.offset + piece.length) as usize]);
-            *used.entry(&piece.object).or_default() += piece.length;
-        }
-        assert_eq!(Some(bytes.len() as u64), file.size, "{}", file.path);
-        assert_eq!(Some(blake3::hash(&bytes).to_hex().to_string()), file.blake3, "{}", file.path);
-        contents.insert(file.path.clone(), bytes);
-    }
-    for object in &manifest.objects {
-        assert_eq!(used.get(object.key.as_str()).copied().unwrap_or(0), object.size, "{} is not all used", object.key);
-    }
-    contents
-}
-
 /// Everything the manifest of a backup of [`populate`]'s cluster must say.
 async fn check_backup(
     setup: &Setup,
@@ -303,8 +122,8 @@ async fn check_backup(
     assert!(manifest.backup_label.contains(&format!("LABEL: lifeboat {}", manifest.id)), "{}", manifest.backup_label);
     assert_eq!(manifest.start_segment().name(manifest.wal_segment_size), manifest.start_wal);
     assert_eq!(manifest.stop_segment().name(manifest.wal_segment_size), manifest.stop_wal);
-    if setup.copies_wal {
-        let history = std::fs::read_dir(&setup.archive)
+    if let Some(archive) = setup.archive_dir() {
+        let history = std::fs::read_dir(archive)
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .find(|path| path.extension().is_some_and(|extension| extension == "backup"))
@@ -313,7 +132,7 @@ async fn check_backup(
         assert!(text.contains(&format!("START WAL LOCATION: {} ", manifest.start_lsn)), "{text}");
         assert!(text.contains(&format!("STOP WAL LOCATION: {} ", manifest.stop_lsn)), "{text}");
         // pg_backup_stop waited for the archive: the last segment the backup needs is there.
-        assert!(setup.archive.join(&manifest.stop_wal).is_file(), "{} not archived", manifest.stop_wal);
+        assert!(archive.join(&manifest.stop_wal).is_file(), "{} not archived", manifest.stop_wal);
     }
     let tablespace_map = manifest.tablespace_map.as_deref().expect("a tablespace_map");
     assert!(
@@ -382,7 +201,7 @@ async fn check_backup(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
-    let setup = Setup::start(Archiving::Copy, None, "").await;
+    let setup = start(Archiving::Copy, Options::new()).await;
     let relations = populate(&setup).await;
     let output = setup.run(&["backup", "--json"]);
     assert_success(&output);
@@ -412,12 +231,7 @@ async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
 async fn a_backup_on_s3_lists_what_a_restore_needs() {
     let server = S3Server::start(S3ServerKind::S3sFs).await;
     let bucket = server.fresh_bucket().await.bucket;
-    let s3 = format!(
-        "\n[repository.s3]\nendpoint = \"{}\"\nforce_path_style = true\n\
-         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
-        server.endpoint()
-    );
-    let setup = Setup::start(Archiving::Copy, Some(format!("url = \"s3://{bucket}/prod\"\n")), &s3).await;
+    let setup = start(Archiving::Copy, Options::new().s3(&server, &bucket)).await;
     let relations = populate(&setup).await;
     // Small parts, so the large table is cut into several.
     let config = setup.config();
@@ -462,7 +276,7 @@ fn data_objects_on_disk(repo: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_killed_halfway_is_never_listed_and_the_next_one_removes_its_objects() {
-    let setup = Setup::start(Archiving::Copy, None, "").await;
+    let setup = start(Archiving::Copy, Options::new()).await;
     let mut conn = setup.connect().await;
     // About 40 MB that zstd level 19 needs many seconds for, while the small files are done at once.
     execute(&mut conn, "CREATE TABLE big (id int, payload text)").await;
@@ -480,7 +294,7 @@ async fn a_backup_killed_halfway_is_never_listed_and_the_next_one_removes_its_ob
     std::fs::write(&slow_config, text).unwrap();
     let mut child =
         lifeboat_command(&slow_config, &["backup"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let repo = setup.dir.path().join("repo");
+    let repo = setup.repo_dir();
     let deadline = Instant::now() + Duration::from_secs(120);
     while data_objects_on_disk(&repo).is_empty() {
         assert!(child.try_wait().unwrap().is_none(), "the backup ended before any data object was written");
@@ -501,7 +315,7 @@ async fn a_backup_killed_halfway_is_never_listed_and_the_next_one_removes_its_ob
     assert!(error.to_string().contains("there is no backup"), "{error}");
 
     // The next backup takes over the dead process's lease at once, removes the orphans, and works.
-    let summary = setup.backup().await;
+    let summary = setup.backup_with(|_| {}).await;
     assert!(summary.duration < Duration::from_secs(60), "took {:?}: did it wait for the dead lease?", summary.duration);
     assert_eq!(summary.removed_orphans.len(), 1);
     assert_eq!(summary.removed_orphans[0].id, killed);
@@ -515,8 +329,8 @@ async fn a_backup_killed_halfway_is_never_listed_and_the_next_one_removes_its_ob
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_concurrent_backups_take_turns() {
-    let setup = Setup::start(Archiving::Copy, None, "").await;
-    let (first, second) = tokio::join!(setup.backup(), setup.backup());
+    let setup = start(Archiving::Copy, Options::new()).await;
+    let (first, second) = tokio::join!(setup.backup_with(|_| {}), setup.backup_with(|_| {}));
     let (earlier, later) = if first.manifest.id < second.manifest.id { (first, second) } else { (second, first) };
     assert_ne!(earlier.manifest.id, later.manifest.id);
     assert!(
@@ -537,27 +351,12 @@ async fn two_concurrent_backups_take_turns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_wal_push_as_archive_command_the_wal_a_backup_needs_is_stored_when_it_completes() {
-    let setup = Setup::start(Archiving::WalPush, None, "").await;
+    let setup = start(Archiving::WalPush, Options::new()).await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g").await;
-    // A first archived segment, so wal-push (as the server's OS user) creates the WAL directories.
-    let first: String = scalar(&mut conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let archived = scalar(&mut conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
-        if archived >= first {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{first} was not archived: {}",
-            std::fs::read_to_string(setup.cluster.log_file()).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     conn.close().await.unwrap();
 
-    let summary = setup.backup().await;
+    let summary = setup.backup_with(|_| {}).await;
     let manifest = &summary.manifest;
     let repository = setup.repository().await;
     let size = manifest.wal_segment_size;

@@ -3,138 +3,17 @@
 //! the listing shows against the stored manifests, and deletes (manifest and every object gone;
 //! the only full backup kept unless `--force`; an unknown id named).
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod support;
 
 use lifeboat::catalog::backup_manifest::BackupManifest;
 use lifeboat::catalog::id::BackupId;
-use lifeboat::catalog::layout::ClusterLayout;
-use lifeboat::config::{Config, RepositoryUrl};
 use lifeboat::dump::manifest::{DumpKeys, DumpManifest};
-use lifeboat::keys::Unlock;
-use lifeboat::keys::slots::KeyFile;
-use lifeboat::object::WriteOptions;
-use lifeboat::postgres::binaries::PgBinaries;
-use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
 use lifeboat::repository::Repository;
-use lifeboat::storage::ObjectStore;
-use lifeboat::storage::local::LocalStore;
 use lifeboat::verify::report::{Mode, VerifyReport};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
-
-const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
-
-struct Setup {
-    dir: tempfile::TempDir,
-    cluster: LocalCluster,
-}
-
-impl Setup {
-    /// A cluster whose archive_command is the built binary's wal-push into a local repository.
-    async fn start() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().display().to_string();
-        let config_path = dir.path().join("lifeboat.toml");
-        let options = LocalClusterOptions::default().setting("wal_level", "replica").setting("archive_mode", "on");
-        let binaries = PgBinaries::find(None).expect("PostgreSQL binaries (scripts/test installs them)");
-        let cluster = LocalCluster::init(&binaries, options).await.expect("init a cluster");
-        let command = format!("{LIFEBOAT} --config {} wal-push %p", config_path.display());
-        let mut conf =
-            std::fs::OpenOptions::new().append(true).open(cluster.data_dir().join("postgresql.conf")).unwrap();
-        writeln!(conf, "{}", format_setting("archive_command", &command).unwrap()).unwrap();
-        let config = format!(
-            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}\"\n\n\
-             [repository]\nurl = \"file://{root}/repo\"\nkey_file = \"{root}/repo.key\"\n\n\
-             [backup]\nworkers = 2\nlock_wait = \"5m\"\n",
-            pgdata = cluster.data_dir().display(),
-            connection = cluster.connection_url(),
-        );
-        std::fs::write(&config_path, config).unwrap();
-        let mut setup = Setup { dir, cluster };
-        assert_success(&setup.run(&["init"]));
-        // The archiver runs wal-push as the server's OS user: it needs the configuration, the key
-        // file and the repository.
-        setup.cluster.give_to_server_user(setup.dir.path()).unwrap();
-        setup.cluster.start().await.expect("start the cluster");
-        setup
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("lifeboat.toml")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(LIFEBOAT);
-        command.arg("--config").arg(self.config_path()).args(args);
-        for (variable, _) in std::env::vars_os() {
-            let name = variable.to_string_lossy();
-            if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") || name.starts_with("PG") {
-                command.env_remove(&variable);
-            }
-        }
-        command.output().unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let output = self.run(args);
-        assert_success(&output);
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}\n{}", describe(&output)))
-    }
-
-    async fn repository(&self) -> Arc<Repository> {
-        let config = Config::load(Some(&self.config_path())).unwrap();
-        let RepositoryUrl::Local(root) = &config.repository.url else { panic!("a local repository") };
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(root));
-        let unlock = Unlock::KeyFile(KeyFile::load(config.repository.key_file.as_ref().unwrap()).unwrap());
-        Arc::new(Repository::open(store, Some(&unlock), WriteOptions::default()).await.unwrap())
-    }
-
-    async fn connect(&self) -> PgConnection {
-        PgConnection::connect_with(&self.cluster.connect_options()).await.unwrap()
-    }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "expected success\n{}", describe(output));
-}
-
-#[track_caller]
-fn assert_failure(output: &Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "expected exit status 1\n{}", describe(output));
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn layout() -> ClusterLayout {
-    ClusterLayout::new(&lifeboat::config::ClusterName::parse("main").unwrap())
-}
-
-async fn execute(conn: &mut PgConnection, sql: &str) {
-    sqlx::query(AssertSqlSafe(sql.to_owned()))
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"));
-}
-
-async fn scalar(conn: &mut PgConnection, sql: &str) -> String {
-    sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"))
-}
+use sqlx::Connection;
+use support::archiving::{Options, Setup, execute, layout};
+use support::output::{assert_failure, assert_success};
 
 async fn keys_under(repository: &Repository, prefix: &str) -> Vec<String> {
     repository.store().list(prefix).await.unwrap().into_iter().map(|meta| meta.key.to_string()).collect()
@@ -157,24 +36,9 @@ fn covered(list: &Value, first: &str, last: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
-    let setup = Setup::start().await;
+    let setup = Setup::with(Options::new().lock_wait("5m")).await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 12345) g").await;
-    // A first archived segment, so wal-push (as the server's OS user) creates the WAL directories.
-    let first: String = scalar(&mut conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let archived = scalar(&mut conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
-        if archived >= first {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{first} was not archived: {}",
-            std::fs::read_to_string(setup.cluster.log_file()).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     conn.close().await.unwrap();
 
     // Nothing yet: an empty catalog lists nothing and `latest` names no backup.

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use support::archiving::{Setup, archive_current_segment, binaries, execute, scalar};
+use support::archiving::{Options, Setup, archive_current_segment, binaries, execute, scalar};
 use support::output::{assert_failure, assert_success, describe};
-use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
+use support::s3::{S3Server, S3ServerKind};
 
 /// A server started by `restore --start`, stopped (by its data directory) when dropped.
 struct Restored {
@@ -59,14 +59,22 @@ fn owner_of(path: &Path) -> Option<(u32, u32)> {
     (meta.uid() != unsafe { libc::geteuid() }).then_some((meta.uid(), meta.gid()))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A port for a server of `setup`, which puts its socket in the source cluster's socket directory.
+/// The servers listen on that directory only, so a free TCP port may still be one of theirs: its
+/// socket's lock file says so.
+fn free_port(setup: &Setup) -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !setup.cluster.socket_dir().join(format!(".s.PGSQL.{port}.lock")).exists() {
+            return port;
+        }
+    }
 }
 
 /// Restores into a fresh directory with `--start` and returns the running server.
 fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, String) {
     let pgdata = setup.restore_dir(name);
-    let port = free_port();
+    let port = free_port(setup);
     let port_text = port.to_string();
     let mut all = vec!["--archive-mode", "off", "--start", "--port", port_text.as_str()];
     all.extend_from_slice(args);
@@ -101,7 +109,7 @@ async fn just_after(conn: &mut PgConnection, time: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ledger_comes_back_exactly_to_each_kind_of_target() {
-    let setup = Setup::start(None, "").await;
+    let setup = Setup::start().await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
     // A table large enough to be stored in several parts.
@@ -162,7 +170,7 @@ async fn the_ledger_comes_back_exactly_to_each_kind_of_target() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn impossible_targets_and_unsafe_directories_are_refused_before_anything_is_written() {
-    let setup = Setup::start(None, "").await;
+    let setup = Setup::start().await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
     let (_, before_backup) = commit_batch(&mut conn, 1).await;
@@ -217,7 +225,7 @@ fn relation_inodes(pgdata: &Path) -> BTreeMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delta_restore_rewrites_only_the_damaged_files() {
-    let setup = Setup::start(None, "").await;
+    let setup = Setup::start().await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
     execute(&mut conn, "CREATE TABLE other (id int PRIMARY KEY, v text)").await;
@@ -234,6 +242,9 @@ async fn a_delta_restore_rewrites_only_the_damaged_files() {
     assert_success(&setup.restore(&pgdata, &["--archive-mode", "off"]));
     let before = relation_inodes(&pgdata);
     assert!(before.contains_key(&ledger_file) && before.contains_key(&other_file), "{before:?}");
+    // Held open, these files keep their inodes: a file written anew cannot get the number of the one
+    // it replaces (ext4 hands freed inode numbers out again, so the comparison below could miss it).
+    let _held: Vec<std::fs::File> = before.keys().map(|path| std::fs::File::open(pgdata.join(path)).unwrap()).collect();
     // Damage one relation file (same size, different bytes) and delete another.
     let damaged = pgdata.join(&ledger_file);
     let mut bytes = std::fs::read(&damaged).unwrap();
@@ -244,7 +255,7 @@ async fn a_delta_restore_rewrites_only_the_damaged_files() {
 
     let error = assert_failure(&setup.restore(&pgdata, &["--archive-mode", "off"]));
     assert!(error.contains("is not empty"), "{error}");
-    let port = free_port().to_string();
+    let port = free_port(&setup).to_string();
     let output = setup.restore(&pgdata, &["--delta", "--archive-mode", "off", "--start", "--port", &port]);
     let restored = Restored {
         pgdata: pgdata.clone(),
@@ -272,7 +283,7 @@ async fn a_delta_restore_rewrites_only_the_damaged_files() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_object_stops_the_restore_before_postgres_starts_and_names_it() {
-    let setup = Setup::start(None, "").await;
+    let setup = Setup::start().await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
     commit_batch(&mut conn, 1).await;
@@ -281,7 +292,7 @@ async fn a_damaged_object_stops_the_restore_before_postgres_starts_and_names_it(
     let object = setup.damage_largest_object(&backup);
 
     let pgdata = setup.restore_dir("damaged");
-    let port = free_port().to_string();
+    let port = free_port(&setup).to_string();
     let error = assert_failure(&setup.restore(&pgdata, &["--start", "--port", &port]));
     assert!(error.contains(&object) && error.contains("damaged"), "{error}");
     assert!(error.contains("before starting PostgreSQL"), "{error}");
@@ -291,7 +302,7 @@ async fn a_damaged_object_stops_the_restore_before_postgres_starts_and_names_it(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_follows_a_new_timeline_after_a_promotion() {
-    let setup = Setup::start(None, "").await;
+    let setup = Setup::start().await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
     commit_batch(&mut conn, 1).await;
@@ -303,7 +314,7 @@ async fn recovery_follows_a_new_timeline_after_a_promotion() {
     // Restore to just after batch 2 and promote: timeline 2, which keeps archiving (archive mode
     // preserved) into the same repository.
     let first = setup.restore_dir("first");
-    let port = free_port();
+    let port = free_port(&setup);
     let time = just_after(&mut conn, &after_2).await;
     let output = setup.restore(&first, &["--target-time", &time, "--start", "--port", &port.to_string()]);
     let restored = Restored { pgdata: first.clone(), socket_dir: setup.cluster.socket_dir().to_path_buf(), port };
@@ -332,12 +343,7 @@ async fn recovery_follows_a_new_timeline_after_a_promotion() {
 async fn a_restore_from_s3_brings_back_every_committed_row() {
     let server = S3Server::start(S3ServerKind::S3sFs).await;
     let bucket = server.fresh_bucket().await.bucket;
-    let s3 = format!(
-        "\n[repository.s3]\nendpoint = \"{}\"\nforce_path_style = true\n\
-         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
-        server.endpoint()
-    );
-    let setup = Setup::start(Some(format!("url = \"s3://{bucket}/prod\"\n")), &s3).await;
+    let setup = Setup::with(Options::restorable().s3(&server, &bucket)).await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
     execute(&mut conn, "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 60000) g").await;

@@ -31,7 +31,9 @@ use lifeboat::storage::PutMode;
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use support::archiving::{LIFEBOAT, Setup, archive_current_segment, binaries, execute};
+use support::archiving::{
+    LIFEBOAT, Setup, archive_current_segment, binaries, execute, lifeboat_command, without_steering_env,
+};
 use support::output::{assert_failure, assert_success, describe};
 
 /// The database the tests fill, and a check that holds on it.
@@ -510,18 +512,9 @@ async fn the_quickstart_runs_end_to_end() {
     // The servers run as postgres and must reach the workspace.
     std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let workspace = parent.path().join("qs");
-    let clean = |command: &mut Command| {
-        for (variable, _) in std::env::vars_os() {
-            let name = variable.to_string_lossy();
-            if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") || name.starts_with("PG") {
-                command.env_remove(&variable);
-            }
-        }
-    };
     let mut command = Command::new(LIFEBOAT);
     command.arg("quickstart").arg("--dir").arg(&workspace);
-    clean(&mut command);
-    let output = command.output().unwrap();
+    let output = without_steering_env(&mut command).output().unwrap();
     assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -543,10 +536,7 @@ async fn the_quickstart_runs_end_to_end() {
     let running = processes_mentioning(&workspace);
     assert!(running.is_empty(), "processes still run from the workspace: {running:?}");
 
-    let mut command = Command::new(LIFEBOAT);
-    command.arg("--config").arg(workspace.join("lifeboat.toml")).args(["list", "--json"]);
-    clean(&mut command);
-    let output = command.output().unwrap();
+    let output = lifeboat_command(&workspace.join("lifeboat.toml"), &["list", "--json"]).output().unwrap();
     assert_success(&output);
     let list: Value = serde_json::from_slice(&output.stdout).unwrap();
     let backups = list["backups"].as_array().unwrap();

@@ -156,7 +156,7 @@ pub(crate) async fn verify(
 }
 
 /// The server binaries of the backup's major version.
-pub(crate) fn server_binaries(bin_dir: Option<&Path>, manifest: &BackupManifest) -> Result<PgBinaries, Failure> {
+fn server_binaries(bin_dir: Option<&Path>, manifest: &BackupManifest) -> Result<PgBinaries, Failure> {
     let major = manifest.postgres_version_num / 10000;
     PgBinaries::find(bin_dir).and_then(|binaries| binaries.check_server_major(major).map(|()| binaries)).map_err(
         |error| {

@@ -1,8 +1,10 @@
-//! A real cluster that archives its WAL with the built binary's `wal-push` into the repository of
-//! the test's configuration, as in production: what the restore and verify tests start from.
+//! A real cluster that archives its WAL into the repository of the test's configuration with the
+//! built binary's `wal-push`, as in production (or with `cp` into a directory, for tests that must
+//! not depend on `wal-push`): what the backup, catalog, restore and verify tests start from.
 //!
-//! Tests run as root and the server as `postgres`, so the test's directory (configuration, key
-//! file, local repository, scratch directory) is given to that user once the repository exists.
+//! Tests run as root and the server as `postgres`, so with `wal-push` the test's directory
+//! (configuration, key file, local repository, scratch directory) is given to that user once the
+//! repository exists.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat::backup::BackupOptions;
-use lifeboat::config::{Config, RepositoryUrl};
+use lifeboat::backup::{BackupOptions, BackupSummary};
+use lifeboat::catalog::layout::ClusterLayout;
+use lifeboat::config::{ClusterName, Config, RepositoryUrl};
 use lifeboat::keys::Unlock;
 use lifeboat::keys::slots::KeyFile;
 use lifeboat::object::WriteOptions;
@@ -24,6 +27,7 @@ use lifeboat::storage::s3::S3Store;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::output::assert_success;
+use super::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
 pub const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
 
@@ -31,61 +35,183 @@ pub fn binaries() -> PgBinaries {
     PgBinaries::find(None).expect("PostgreSQL binaries (scripts/test installs them)")
 }
 
-/// A cluster archiving with `wal-push` into the repository the test's configuration names.
+/// The layout of the cluster every test configuration names, `main`.
+pub fn layout() -> ClusterLayout {
+    ClusterLayout::new(&ClusterName::parse("main").unwrap())
+}
+
+/// How WAL leaves the test cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Archiving {
+    /// The built binary's `wal-push`, into the test's repository. The test's directory is given
+    /// to the server's OS user, and a first segment is archived before [`Setup::with`] returns.
+    #[default]
+    WalPush,
+    /// `cp` into [`Setup::archive_dir`] (outside the data directory, so a backup does not copy
+    /// the archive); the test's directory stays root's.
+    Copy,
+}
+
+/// How [`Setup::with`] makes the cluster and its configuration. Besides what is set here the
+/// server has `wal_level = replica` and `archive_mode = on`, and the configuration names cluster
+/// `main` with the server's data directory and connection, a key file, and `[backup]
+/// workers = 2`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    archiving: Archiving,
+    settings: Vec<(String, String)>,
+    hba: Option<String>,
+    repository: Option<String>,
+    connection_params: String,
+    lock_wait: Option<String>,
+    extra: String,
+}
+
+impl Options {
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// What the restore and verify tests use: `wal-push`, and commit timestamps kept (restores
+    /// to a time name commits).
+    pub fn restorable() -> Options {
+        Options::new().setting("track_commit_timestamp", "on")
+    }
+
+    pub fn archiving(mut self, archiving: Archiving) -> Options {
+        self.archiving = archiving;
+        self
+    }
+
+    /// One more server setting.
+    pub fn setting(mut self, name: &str, value: &str) -> Options {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Replaces the server's pg_hba.conf with `text` before it starts.
+    pub fn hba(mut self, text: &str) -> Options {
+        self.hba = Some(text.to_owned());
+        self
+    }
+
+    /// The `[repository]` table's url line (default: a local directory, [`Setup::repo_dir`]).
+    pub fn repository(mut self, url_line: &str) -> Options {
+        self.repository = Some(url_line.to_owned());
+        self
+    }
+
+    /// A repository in `bucket` (under `prod`) of a running S3-compatible server, with its
+    /// `[repository.s3]` table.
+    pub fn s3(self, server: &S3Server, bucket: &str) -> Options {
+        let table = format!(
+            "\n[repository.s3]\nendpoint = \"{}\"\nforce_path_style = true\n\
+             access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+            server.endpoint()
+        );
+        self.repository(&format!("url = \"s3://{bucket}/prod\"\n")).extra(&table)
+    }
+
+    /// Appended to the cluster's connection url in the configuration (`&name=value...`).
+    pub fn connection_params(mut self, params: &str) -> Options {
+        self.connection_params.push_str(params);
+        self
+    }
+
+    /// `backup.lock_wait`: how long a backup waits for another one's lease.
+    pub fn lock_wait(mut self, wait: &str) -> Options {
+        self.lock_wait = Some(wait.to_owned());
+        self
+    }
+
+    /// Appended to the configuration file (more tables).
+    pub fn extra(mut self, text: &str) -> Options {
+        self.extra.push_str(text);
+        self
+    }
+}
+
+/// A running cluster archiving its WAL, and a test directory with `lifeboat.toml`, a key file,
+/// and (with the default repository) the initialised repository.
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub cluster: LocalCluster,
+    /// Where `cp` archives to, with [`Archiving::Copy`].
+    archive: Option<PathBuf>,
 }
 
 impl Setup {
-    /// `repository` is the `[repository]` table's url line (default: a local directory), `extra`
-    /// is appended to the configuration.
-    pub async fn start(repository: Option<String>, extra: &str) -> Setup {
-        Setup::start_in(tempfile::tempdir().unwrap(), repository, extra).await
+    /// What the restore tests start from: [`Options::restorable`] with a local repository.
+    pub async fn start() -> Setup {
+        Setup::with(Options::restorable()).await
     }
 
-    /// A local repository and a `[verify]` table whose `scratch_dir` is [`Setup::scratch_dir`],
-    /// followed by `settings` (more `[verify]` keys such as `checks = [...]`).
+    /// As [`Setup::start`], with a `[verify]` table whose `scratch_dir` is
+    /// [`Setup::scratch_dir`], followed by `settings` (more `[verify]` keys such as
+    /// `checks = [...]`).
     pub async fn start_verifying(settings: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let scratch = dir.path().join("scratch");
         let extra = format!("\n[verify]\nscratch_dir = \"{}\"\n{settings}\n", scratch.display());
-        Setup::start_in(dir, None, &extra).await
+        Setup::start_in(dir, Options::restorable().extra(&extra)).await
     }
 
-    async fn start_in(dir: tempfile::TempDir, repository: Option<String>, extra: &str) -> Setup {
+    pub async fn with(options: Options) -> Setup {
+        Setup::start_in(tempfile::tempdir().unwrap(), options).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, options: Options) -> Setup {
         let root = dir.path().display().to_string();
         let config_path = dir.path().join("lifeboat.toml");
-        let options = LocalClusterOptions::default()
-            .setting("wal_level", "replica")
-            .setting("archive_mode", "on")
-            .setting("track_commit_timestamp", "on");
-        let cluster = LocalCluster::init(&binaries(), options).await.expect("init a cluster");
-        let command = format!("{LIFEBOAT} --config {} wal-push %p", config_path.display());
+        let mut cluster_options =
+            LocalClusterOptions::default().setting("wal_level", "replica").setting("archive_mode", "on");
+        for (name, value) in &options.settings {
+            cluster_options = cluster_options.setting(name, value);
+        }
+        let cluster = LocalCluster::init(&binaries(), cluster_options).await.expect("init a cluster");
+        let (command, archive) = match options.archiving {
+            Archiving::WalPush => (format!("{LIFEBOAT} --config {} wal-push %p", config_path.display()), None),
+            Archiving::Copy => {
+                let archive = cluster.root_dir().join("archive");
+                std::fs::create_dir(&archive).unwrap();
+                cluster.give_to_server_user(&archive).unwrap();
+                (format!("test ! -f {0}/%f && cp %p {0}/%f", archive.display()), Some(archive))
+            }
+        };
         let mut conf =
             std::fs::OpenOptions::new().append(true).open(cluster.data_dir().join("postgresql.conf")).unwrap();
         writeln!(conf, "{}", format_setting("archive_command", &command).unwrap()).unwrap();
-        let repository = repository.unwrap_or_else(|| format!("url = \"file://{root}/repo\"\n"));
+        if let Some(hba) = &options.hba {
+            std::fs::write(cluster.data_dir().join("pg_hba.conf"), hba).unwrap();
+        }
+        let repository = options.repository.unwrap_or_else(|| format!("url = \"file://{root}/repo\"\n"));
+        let lock_wait = options.lock_wait.map(|wait| format!("lock_wait = \"{wait}\"\n")).unwrap_or_default();
         let config = format!(
-            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}\"\n\n\
-             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\n{extra}",
+            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}{params}\"\n\n\
+             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\n{lock_wait}{extra}",
             pgdata = cluster.data_dir().display(),
             connection = cluster.connection_url(),
+            params = options.connection_params,
+            extra = options.extra,
         );
         std::fs::write(&config_path, config).unwrap();
         // Where verifications make their scratch restores; the server's OS user must reach it.
         std::fs::create_dir(dir.path().join("scratch")).unwrap();
-        let mut setup = Setup { dir, cluster };
+        let mut setup = Setup { dir, cluster, archive };
         assert_success(&setup.run(&["init"]));
-        // wal-push and wal-fetch run as the server's OS user: they need the configuration, the key
-        // file and the local repository.
-        setup.cluster.give_to_server_user(setup.dir.path()).unwrap();
+        if options.archiving == Archiving::WalPush {
+            // wal-push and wal-fetch run as the server's OS user: they need the configuration, the
+            // key file and the local repository.
+            setup.cluster.give_to_server_user(setup.dir.path()).unwrap();
+        }
         setup.cluster.start().await.expect("start the cluster");
-        // A first archived segment, so wal-push (as the server's OS user) creates the cluster's
-        // record and WAL directories before a backup taken by root creates their parent.
-        let mut conn = setup.connect().await;
-        execute(&mut conn, "CREATE TABLE first_segment (id int)").await;
-        archive_current_segment(&mut conn).await;
+        if options.archiving == Archiving::WalPush {
+            // A first archived segment, so wal-push (as the server's OS user) creates the cluster's
+            // record and WAL directories before a backup taken by root creates their parent.
+            let mut conn = setup.connect().await;
+            execute(&mut conn, "CREATE TABLE first_segment (id int)").await;
+            archive_current_segment(&mut conn).await;
+        }
         setup
     }
 
@@ -120,18 +246,14 @@ impl Setup {
         self.dir.path().join("scratch")
     }
 
-    /// The built binary with `--config` and `args`, without the environment variables that would
-    /// steer it elsewhere.
+    /// Where WAL is archived to with [`Archiving::Copy`].
+    pub fn archive_dir(&self) -> Option<&Path> {
+        self.archive.as_deref()
+    }
+
+    /// The built binary with this test's configuration and `args`; see [`lifeboat_command`].
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(LIFEBOAT);
-        command.arg("--config").arg(self.config_path()).args(args);
-        for (variable, _) in std::env::vars_os() {
-            let name = variable.to_string_lossy();
-            if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") {
-                command.env_remove(&variable);
-            }
-        }
-        command
+        lifeboat_command(&self.config_path(), args)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -151,20 +273,37 @@ impl Setup {
         PgConnection::connect_with(&self.cluster.connect_options()).await.unwrap()
     }
 
+    pub fn config(&self) -> Config {
+        Config::load(Some(&self.config_path())).unwrap()
+    }
+
+    /// The repository the configuration names, opened with the key file.
+    pub async fn repository(&self) -> Arc<Repository> {
+        open_repository(&self.config()).await
+    }
+
     /// The configuration and the repository it names, opened with the key file.
     pub async fn open(&self) -> (Config, Arc<Repository>) {
-        let config = Config::load(Some(&self.config_path())).unwrap();
+        let config = self.config();
         let repository = open_repository(&config).await;
         (config, repository)
     }
 
-    /// A base backup through the library, with 1 MiB parts so larger relation files are stored
-    /// in several objects and restored by several workers.
-    pub async fn backup(&self) -> String {
+    /// A base backup through the library, with the configuration's options as `adjust` leaves
+    /// them.
+    pub async fn backup_with(&self, adjust: impl FnOnce(&mut BackupOptions)) -> BackupSummary {
         let (config, repository) = self.open().await;
-        let options = BackupOptions { part_size: 1024 * 1024, ..BackupOptions::from_config(&config.backup) };
-        let summary = lifeboat::backup::run(&config, repository, &options).await.unwrap_or_else(|e| panic!("{e}"));
-        summary.manifest.id.to_string()
+        let mut options = BackupOptions::from_config(&config.backup);
+        adjust(&mut options);
+        lifeboat::backup::run(&config, repository, &options)
+            .await
+            .unwrap_or_else(|error| panic!("backup failed: {error}"))
+    }
+
+    /// A base backup through the library, with 1 MiB parts so larger relation files are stored
+    /// in several objects and restored by several workers; its id.
+    pub async fn backup(&self) -> String {
+        self.backup_with(|options| options.part_size = 1024 * 1024).await.manifest.id.to_string()
     }
 
     /// A directory for a restored copy that the server's OS user can use.
@@ -181,13 +320,38 @@ impl Setup {
     }
 }
 
+/// The built binary with `--config <config>` and `args`, without the environment variables that
+/// would steer it (or the PostgreSQL programs it runs) elsewhere.
+pub fn lifeboat_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(LIFEBOAT);
+    command.arg("--config").arg(config).args(args);
+    without_steering_env(&mut command);
+    command
+}
+
+/// Removes from `command`'s environment the `LIFEBOAT_`, `AWS_` and `PG` variables of the test
+/// process.
+pub fn without_steering_env(command: &mut Command) -> &mut Command {
+    for (variable, _) in std::env::vars_os() {
+        let name = variable.to_string_lossy();
+        if name.starts_with("LIFEBOAT_") || name.starts_with("AWS_") || name.starts_with("PG") {
+            command.env_remove(&variable);
+        }
+    }
+    command
+}
+
+/// The repository `config` names, opened with its key file, writing with its compression.
 pub async fn open_repository(config: &Config) -> Arc<Repository> {
     let store: Arc<dyn ObjectStore> = match &config.repository.url {
         RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
         RepositoryUrl::S3 { .. } => Arc::new(S3Store::connect(config.s3_settings().unwrap()).await.unwrap()),
     };
     let unlock = Unlock::KeyFile(KeyFile::load(config.repository.key_file.as_ref().unwrap()).unwrap());
-    Arc::new(Repository::open(store, Some(&unlock), WriteOptions::default()).await.unwrap())
+    let compression = config.repository.compression;
+    let options =
+        WriteOptions { compression: compression.algorithm, level: compression.level, ..WriteOptions::default() };
+    Arc::new(Repository::open(store, Some(&unlock), options).await.unwrap())
 }
 
 pub async fn execute(conn: &mut PgConnection, sql: &str) {

@@ -4,3 +4,4 @@ pub mod archiving;
 pub mod data;
 pub mod output;
 pub mod s3;
+pub mod stored;
