@@ -3,7 +3,9 @@
 //!   read, the restored cluster holds the test's database, `pg_amcheck` and a user check pass, the
 //!   report is stored and shown by `info`, and nothing is left behind (scratch directory empty,
 //!   no server running);
-//! - a good dump passes, with its restored row counts in the report;
+//! - a good dump passes, with its restored row counts in the report, in a scratch cluster and in
+//!   scratch databases on `verify.dump_server` (dropped afterwards); a backup in an S3 bucket
+//!   passes and its report is stored there;
 //! - damage is caught and named, in the right phase, and cleaned up after: a flipped byte in a data
 //!   object (integrity, with and without `--integrity-only`), a deleted WAL segment (wal), a user
 //!   check returning false (checks), a dump manifest whose row count no longer matches (row-counts);
@@ -32,9 +34,10 @@ use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use support::archiving::{
-    LIFEBOAT, Setup, archive_current_segment, binaries, execute, lifeboat_command, without_steering_env,
+    LIFEBOAT, Options, Setup, archive_current_segment, binaries, execute, lifeboat_command, without_steering_env,
 };
 use support::output::{assert_failure, assert_success, describe};
+use support::s3::{S3Server, S3ServerKind};
 
 /// The database the tests fill, and a check that holds on it.
 const SHOP_CHECK: &str = r#"{ database = "shop", query = "select count(*) = 1000 from t" }"#;
@@ -300,6 +303,26 @@ async fn a_good_dump_passes_with_its_row_counts() {
     assert_eq!(verification["status"], "passed", "{verification:#}");
     assert_eq!(verification["reports"], 2, "dump --verify and verify each stored one");
     assert_eq!(verification["latest"]["id"], id.as_str());
+    assert_cleaned_up(&setup);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_in_s3_is_verified_and_its_report_stored_there() {
+    let server = S3Server::start(S3ServerKind::S3sFs).await;
+    let bucket = server.fresh_bucket().await.bucket;
+    let setup = Setup::verifying(Options::restorable().s3(&server, &bucket), &format!("checks = [{SHOP_CHECK}]")).await;
+    create_shop(&setup).await;
+    let id = setup.backup().await;
+    archive_current_segment(&mut setup.connect().await).await;
+    let output = setup.run(&["verify", &id, "--json"]);
+    assert_success(&output);
+    let report = only_report(&output);
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["checks"][0]["outcome"], "passed", "{report:#}");
+    // info reads the report back from the bucket.
+    let verification = verification(&setup, &id);
+    assert_eq!(verification["status"], "passed", "{verification:#}");
+    assert!(verification["report"].as_str().unwrap().starts_with(&format!("clusters/main/verify/{id}/")));
     assert_cleaned_up(&setup);
 }
 

@@ -150,10 +150,15 @@ impl Setup {
     /// [`Setup::scratch_dir`], followed by `settings` (more `[verify]` keys such as
     /// `checks = [...]`).
     pub async fn start_verifying(settings: &str) -> Setup {
+        Setup::verifying(Options::restorable(), settings).await
+    }
+
+    /// [`Setup::start_verifying`] on top of `options` (an S3 repository, say).
+    pub async fn verifying(options: Options, settings: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let scratch = dir.path().join("scratch");
         let extra = format!("\n[verify]\nscratch_dir = \"{}\"\n{settings}\n", scratch.display());
-        Setup::start_in(dir, Options::restorable().extra(&extra)).await
+        Setup::start_in(dir, options.extra(&extra)).await
     }
 
     pub async fn with(options: Options) -> Setup {
