@@ -155,7 +155,11 @@ pub async fn verify(
         Ok(result) => result,
     };
     let failure = match (outcome, cleanup) {
-        (Err(failure), _) => Some(failure),
+        (Err(failure), Ok(())) => Some(failure),
+        (Err(mut failure), Err(problem)) => {
+            failure.message.push_str(&format!("; and then {problem}"));
+            Some(failure)
+        }
         (Ok(()), Err(problem)) => Some(Failure::new(Phase::Cleanup, problem)),
         (Ok(()), Ok(())) => None,
     };
