@@ -20,7 +20,33 @@
 #      --type=default --archive-mode=off`, `pg_ctl start -w -o "-p P"`, then pg_isready-like polling
 #      of pg_is_in_recovery() until false, in one measured shell script. Each restored server is then
 #      stopped (-m immediate) and its directory deleted. MB/s = restored bytes (without pg_wal) / wall.
-#   6. wal-push latency: ~SEGMENTS segments of WAL (INSERT ... repeat(md5(...)) + pg_switch_wal()),
+#   6. verify, RUNS times each, alternating (`sync` before each, outside the time):
+#      `lifeboat verify <newest lifeboat backup id> --integrity-only --json` (workers = 2) against
+#      `pgbackrest --stanza=bench verify --output=text --verbose` (process-max = 2). This is NOT a
+#      like-for-like comparison, and the table says so:
+#      - scope: pgBackRest verify checks every backup in its repository (the RUNS full backups of
+#        step 4) and its whole WAL archive; lifeboat checks one backup and the WAL from its start
+#        to its stop segment.
+#      - depth: lifeboat decrypts and authenticates every object (AES-GCM), decompresses it and
+#        hashes every file's plaintext against the manifest (BLAKE3), WAL alike. pgBackRest (2.45,
+#        the Debian package measured here) checks a backup file by the SHA-1 of its bytes as stored
+#        (encrypted and compressed; the manifest's repo checksum: no decryption, no decompression,
+#        so the plaintext is not checked), and a WAL file by decrypting, decompressing and hashing
+#        it (the SHA-1 in its name).
+#      So the table prints, per tool, the backups and WAL segments checked, the stored bytes read
+#      (lifeboat: stored_bytes of the backup + its WAL objects; pgBackRest: `du -sb` of
+#      backup/bench and archive/bench) and the plaintext bytes hashed after decryption and
+#      decompression (lifeboat: integrity.bytes of its report; pgBackRest: 16 MiB per archived WAL
+#      segment), each with MB/s = bytes / wall.
+#      Then, RUNS times, lifeboat's restore test: `lifeboat verify <id> --amcheck indexes
+#      --scratch-dir <work>/verify-scratch --json` (restores into a scratch directory, starts
+#      PostgreSQL, recovers to consistency, runs pg_amcheck on the indexes, stops the server and
+#      removes the directory): wall, RSS and the report's recovery.total_seconds (restore +
+#      recovery; restore_seconds and recovery_seconds beside it) and amcheck.seconds. pgBackRest
+#      has no restore test (its verify restores nothing); the closest figure is its restore + start
+#      of step 5, printed beside it. The RSS tree of the restore test counts lifeboat and the
+#      pg_ctl / pg_amcheck it runs, not the scratch server (pg_ctl --no-wait leaves it reparented).
+#   7. wal-push latency: ~SEGMENTS segments of WAL (INSERT ... repeat(md5(...)) + pg_switch_wal()),
 #      copied to a scratch directory, then one timed `lifeboat wal-push` and one timed
 #      `pgbackrest archive-push` per segment, sequentially, as the archiver calls them (OS user
 #      postgres, from the data directory, absolute paths), each into a fresh repository / stanza.
@@ -37,7 +63,8 @@
 # `apt-get install -y pgbackrest`; if that fails, only the lifeboat half runs.
 # Environment: BENCH_RUNS (default 3), BENCH_SCALE (default 100), BENCH_SEGMENTS (default 20),
 # BENCH_NO_INSTALL=1 (never run apt-get).
-# The cluster is stopped and the temporary directory removed on exit.
+# The cluster (and a restored or verify scratch server left running) is stopped and the temporary
+# directory, with the verify scratch directory inside it, removed on exit.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -105,11 +132,14 @@ chmod 755 "$work"
 chown postgres: "$work"
 as_pg=(runuser -u postgres --)
 data="$work/data"
-# Nothing runs in the background: the only processes left to stop are the cluster this script started
-# and a restored server if a restore run was interrupted.
+# Nothing runs in the background: the only processes left to stop are the cluster this script started,
+# a restored server if a restore run was interrupted, and a verify scratch server if lifeboat verify
+# was killed before its own cleanup (it removes its scratch server itself when it ends, also on
+# SIGINT / SIGTERM).
 cleanup() {
     local dir
-    for dir in "$work"/restore/*/; do
+    # Restored servers, and a verify scratch server if lifeboat was stopped before removing it.
+    for dir in "$work"/restore/*/ "$work"/verify-scratch/*/data/; do
         if [ -f "$dir/postmaster.pid" ]; then
             "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$dir" -m immediate --silent >/dev/null 2>&1 || true
         fi
@@ -358,6 +388,104 @@ for run in $(seq 1 "$RUNS"); do
     fi
 done
 
+# ---- verify ----
+# Integrity checks, alternating like the restores: lifeboat verifies its newest backup (one backup
+# and its WAL, every object decrypted, decompressed and hashed), pgBackRest verifies its whole
+# repository (every backup, by the checksum of the stored bytes, and the whole WAL archive,
+# decrypted and decompressed): the amounts each one reads and hashes are recorded beside the times.
+# Then lifeboat's restore test, which pgBackRest has no counterpart of.
+lb_id="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$results/lifeboat-$RUNS.json.stdout")"
+# What lifeboat's integrity check reads from the repository: the backup's stored objects and the
+# stored WAL segments from its start to its stop segment.
+python3 - "$results/lifeboat-$RUNS.json.stdout" "$lbdir/repo/clusters/bench/wal" >"$results/verify-lifeboat-amount.json" <<'PY'
+import json, os, sys
+backup, wal_dir = json.load(open(sys.argv[1])), sys.argv[2]
+start, stop = backup["start_wal"], backup["stop_wal"]
+wal_stored, segments = 0, 0
+for root, _, names in os.walk(wal_dir):
+    for name in names:
+        if len(name) == 24 and start[:8] == name[:8] and start <= name <= stop:
+            wal_stored += os.path.getsize(os.path.join(root, name))
+            segments += 1
+json.dump(dict(id=backup["id"], stored_bytes=backup["stored_bytes"] + wal_stored, wal_segments=segments), sys.stdout)
+PY
+if [ "$have_pgbackrest" = 1 ]; then
+    # What pgBackRest's verify reads: every backup of the stanza (hashed as stored, by the repo
+    # checksum of its manifest) and every file of its WAL archive (decrypted, decompressed).
+    python3 - "$(du_bytes "$pbdir/repo/backup/bench")" "$(du_bytes "$pbdir/repo/archive/bench")" \
+        >"$results/verify-pgbackrest-amount.json" <<'PY'
+import json, sys
+json.dump(dict(stored_bytes=int(sys.argv[1]) + int(sys.argv[2])), sys.stdout)
+PY
+fi
+verify_scratch="$work/verify-scratch"
+pg mkdir -p "$verify_scratch"
+run_verify() { # kind (integrity|restoretest), tool, run, command...
+    local kind="$1" tool="$2" run="$3"
+    shift 3
+    local out="$results/verify-$kind-$tool-$run.json" load
+    sync # the previous run's writes (restores, reports) go out outside the measured time
+    load="$(loadavg)"
+    if ! python3 "$measure" run --user postgres --cwd "$work" --out "$out" -- "$@"; then
+        echo "error: $tool verify ($kind) $run failed:" >&2
+        cat "$out.stderr" >&2
+        tail -n 40 "$out.stdout" >&2
+        exit 1
+    fi
+    python3 - "$out" "$load" "$tool" "verify-$kind-$tool-$run" <<'PY'
+import json, re, sys
+path, load, tool, name = sys.argv[1:5]
+r = json.load(open(path))
+r.update(load=load)
+text = open(path + ".stdout").read()
+extra = ""
+if tool == "lifeboat":
+    (report,) = json.loads(text)
+    if not report["passed"]:
+        sys.exit(f"error: {name}: the verification did not pass: {report['failure']}")
+    r["report"] = report
+    i = report["integrity"]
+    extra = f"read {i['bytes']:>13,} B, {i['files']} files, {i['wal_segments']} WAL segments"
+    if report.get("recovery"):
+        rec = report["recovery"]
+        extra += (f"; restore + recovery {rec['total_seconds']:.2f} s ({rec['restore_seconds']:.2f} + "
+                  f"{rec['recovery_seconds']:.2f}), amcheck {(report.get('amcheck') or {}).get('seconds', 0):.2f} s")
+else:
+    # pgbackrest verify --output=text --verbose: "status: ok", one "backup: LABEL, status: valid, total
+    # files checked: N, ..." line per backup and "total WAL checked: N" per archive id.
+    status = re.findall(r"^\s*status: (\S+)", text, re.M)
+    backups = re.findall(r"backup: (\S+), status: (\S+), total files checked: (\d+)", text)
+    wal = sum(int(n) for n in re.findall(r"total WAL checked: (\d+)", text))
+    if status[:1] != ["ok"] or any(state != "valid" for _, state, _ in backups):
+        print(f"warning: {name}: pgbackrest verify did not report everything valid:\n{text}", file=sys.stderr)
+    r.update(status=status[:1], backups=len(backups), files=sum(int(n) for _, _, n in backups), wal_segments=wal)
+    extra = f"{len(backups)} backups, {r['files']} files, {wal} WAL segments (status {''.join(status[:1]) or '?'})"
+json.dump(r, open(path, "w"))
+print(f"  {name:<32} {r['wall_s']:6.2f} s  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB, "
+      f"1 proc {r['proc_max_kib'] / 1024:6.1f} MiB  {extra}  (load {load})")
+PY
+}
+echo
+echo "verify, integrity only, alternating, $RUNS each: lifeboat verify $lb_id --integrity-only (one backup and its WAL)"
+[ "$have_pgbackrest" = 1 ] && echo "  and pgbackrest verify (every backup in the repository and the whole WAL archive):"
+for run in $(seq 1 "$RUNS"); do
+    run_verify integrity lifeboat "$run" "$lifeboat" --config "$lbconf" verify "$lb_id" --integrity-only --json
+    if [ "$have_pgbackrest" = 1 ]; then
+        run_verify integrity pgbackrest "$run" \
+            "$pgbackrest_bin" --config="$pbconf" --stanza=bench verify --output=text --verbose
+    fi
+done
+echo
+echo "verify with a restore test, $RUNS times: lifeboat verify $lb_id --amcheck indexes --scratch-dir $verify_scratch"
+echo "  (pgBackRest has no restore test):"
+for run in $(seq 1 "$RUNS"); do
+    run_verify restoretest lifeboat "$run" \
+        "$lifeboat" --config "$lbconf" verify "$lb_id" --amcheck indexes --scratch-dir "$verify_scratch" --json
+    if [ -n "$(ls -A "$verify_scratch")" ]; then
+        echo "warning: lifeboat verify left files in $verify_scratch: $(ls -A "$verify_scratch" | tr '\n' ' ')" >&2
+    fi
+done
+
 # ---- wal-push latency ----
 echo
 echo "making $SEGMENTS WAL segments (INSERT ... repeat(md5(...)) + pg_switch_wal())..."
@@ -463,9 +591,84 @@ if rrows:
         l, p = rsum["lifeboat"], rsum["pgbackrest"]
         print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
               f"RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
-    print("(wall = command to pg_is_in_recovery() = false; RSS includes the starting PostgreSQL server, a child "
-          "of the measured command while it runs; 1 proc = ru_maxrss of the finished processes, so not the server; "
-          "restored = data directory without pg_wal)")
+    print("(wall = command to pg_is_in_recovery() = false; RSS tree: pgBackRest's includes the starting PostgreSQL "
+          "server (pg_ctl -w, a child of the measured script), lifeboat's does not (its pg_ctl --no-wait leaves the "
+          "server detached), so that ratio flatters lifeboat; 1 proc = ru_maxrss of the finished processes, so not "
+          "the server; restored = data directory without pg_wal)")
+    print()
+vrows = {}
+for tool in ("lifeboat", "pgbackrest"):
+    rs = [json.load(open(f"{results}/verify-integrity-{tool}-{i}.json")) for i in range(1, runs + 1)
+          if os.path.exists(f"{results}/verify-integrity-{tool}-{i}.json")]
+    if rs:
+        vrows[tool] = rs
+if vrows:
+    print(f"verify, integrity only ({runs} each, alternating). NOT like for like: lifeboat checks one backup and its "
+          f"WAL, decrypting, decompressing and hashing all of it; pgBackRest every backup in its repository by the "
+          f"checksum of its stored (encrypted, compressed) bytes, and its whole WAL archive decrypted and decompressed:")
+    print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'backups':>7} {'WAL segs':>8}  "
+          f"{'stored bytes read':>17} {'MB/s':>6}  {'plaintext hashed':>16} {'MB/s':>6}  "
+          f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
+    vsum = {}
+    for tool, rs in vrows.items():
+        amount = json.load(open(f"{results}/verify-{tool}-amount.json"))
+        walls = [r["wall_s"] for r in rs]
+        wall = med(walls)
+        stored = amount["stored_bytes"]
+        if tool == "lifeboat":
+            # What its report says it read and hashed: the backup's files and its WAL segments.
+            plain = med([r["report"]["integrity"]["bytes"] for r in rs])
+            backups, segs = 1, med([r["report"]["integrity"]["wal_segments"] for r in rs])
+        else:
+            # Backup files are hashed as stored; only the WAL (16 MiB segments) is decrypted,
+            # decompressed and hashed.
+            backups = med([r["backups"] for r in rs])
+            segs = med([r["wal_segments"] for r in rs])
+            plain = segs * 16 * 1024 * 1024
+        stored_mbs = med([stored / r["wall_s"] / 1e6 for r in rs])
+        plain_mbs = med([plain / r["wall_s"] / 1e6 for r in rs])
+        tree = max(r["tree_peak_kib"] for r in rs) / 1024
+        proc = max(r["proc_max_kib"] for r in rs) / 1024
+        vsum[tool] = (wall, tree, proc)
+        name = "pgBackRest" if tool == "pgbackrest" else tool
+        print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {backups:>7.0f} {segs:>8.0f}  "
+              f"{stored:>17,.0f} {stored_mbs:6.0f}  {plain:>16,.0f} {plain_mbs:6.0f}  {tree:17.1f}  {proc:10.1f}")
+    if len(vsum) == 2:
+        l, p = vsum["lifeboat"], vsum["pgbackrest"]
+        print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f} (for different work, see above), "
+              f"RSS tree {l[1] / p[1]:.2f}, 1 proc {l[2] / p[2]:.2f}")
+    print("(lifeboat verify ID --integrity-only: every object of the backup and its WAL start..stop read, decrypted and "
+          "authenticated (AES-GCM), decompressed, every file's BLAKE3 compared with the manifest; plaintext = "
+          "integrity.bytes of its report. pgbackrest verify: each backup file's SHA-1 of its stored bytes against the "
+          "manifest's repo checksum (no decryption, no decompression: the plaintext is not checked), each archived "
+          "WAL file decrypted, decompressed and its SHA-1 checked; plaintext = 16 MiB per archived segment. "
+          "stored = repository bytes behind what was checked; MB/s = bytes / wall)")
+    print()
+trows = [json.load(open(f"{results}/verify-restoretest-lifeboat-{i}.json")) for i in range(1, runs + 1)
+         if os.path.exists(f"{results}/verify-restoretest-lifeboat-{i}.json")]
+if trows:
+    print(f"verify with a restore test, lifeboat only ({runs} runs; pgBackRest has no restore test, its verify "
+          f"restores nothing):")
+    print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'restore+recovery s [min-max]':<29} "
+          f"{'restore s':>9} {'recovery s':>10} {'amcheck s':>9}  {'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
+    walls = [r["wall_s"] for r in trows]
+    recs = [r["report"]["recovery"] for r in trows]
+    totals = [x["total_seconds"] for x in recs]
+    amcheck = med([(r["report"].get("amcheck") or {}).get("seconds", 0.0) for r in trows])
+    tree = max(r["tree_peak_kib"] for r in trows) / 1024
+    proc = max(r["proc_max_kib"] for r in trows) / 1024
+    print(f"{'lifeboat':<11} {2:>7}  {f'{med(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} "
+          f"{f'{med(totals):.2f} [{min(totals):.2f}-{max(totals):.2f}]':<29} "
+          f"{med([x['restore_seconds'] for x in recs]):9.2f} {med([x['recovery_seconds'] for x in recs]):10.2f} "
+          f"{amcheck:9.2f}  {tree:17.1f}  {proc:10.1f}")
+    if rrows:
+        near = ", ".join(f"{'pgBackRest' if t == 'pgbackrest' else t} {med([r['wall_s'] for r in rs]):.2f} s"
+                         for t, rs in rrows.items())
+        print(f"  for comparison, restore to a server out of recovery above (median wall): {near}")
+    print("(lifeboat verify ID --amcheck indexes --scratch-dir DIR: the integrity checks, the backup restored into a "
+          "scratch directory, PostgreSQL started and recovered to consistency, pg_amcheck on the indexes, server "
+          "stopped and directory removed; restore+recovery = recovery.total_seconds of the report; RSS tree = lifeboat "
+          "and its pg_ctl / pg_amcheck children, not the scratch server, which pg_ctl leaves reparented)")
     print()
 lat = {}
 for tool in ("lifeboat", "pgbackrest"):
@@ -485,5 +688,10 @@ for tool, rs in rows.items():
     print(f"load average (1/5/15 min) at the start of each {tool} run: " + "; ".join(r["load"] for r in rs))
 for tool, rs in rrows.items():
     print(f"load average (1/5/15 min) at the start of each {tool} restore: " + "; ".join(r["load"] for r in rs))
+for tool, rs in vrows.items():
+    print(f"load average (1/5/15 min) at the start of each {tool} integrity verify: " + "; ".join(r["load"] for r in rs))
+if trows:
+    print("load average (1/5/15 min) at the start of each lifeboat restore-test verify: "
+          + "; ".join(r["load"] for r in trows))
 EOF
 echo "load average at end: $(loadavg)"
