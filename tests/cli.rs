@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::output::{assert_failure, assert_success};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
 
 const PASSPHRASE: &str = "cli test passphrase: correct horse";
@@ -66,23 +67,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "expected success\nstdout: {}\nstderr: {}", stdout(output), stderr(output));
-}
-
-#[track_caller]
-fn assert_failure(output: &Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit 1\nstdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
-    stderr(output)
 }
 
 fn json(output: &Output) -> serde_json::Value {

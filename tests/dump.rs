@@ -27,6 +27,7 @@ use lifeboat::storage::s3::{S3Settings, S3Store};
 use lifeboat::storage::{ObjectKey, ObjectStore};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use support::output::{assert_failure, assert_success};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
 use tokio::io::AsyncReadExt;
 
@@ -230,23 +231,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "expected success\nstdout: {}\nstderr: {}", stdout(output), stderr(output));
-}
-
-#[track_caller]
-fn assert_failure(output: &Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit 1\nstdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
-    stderr(output)
 }
 
 fn manifest_of(output: &Output) -> DumpManifest {

@@ -4,6 +4,8 @@
 //! already exist, missing roles) change nothing on the target and say what to do. The target's
 //! password never reaches a command line or a message.
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -19,6 +21,7 @@ use lifeboat::repository::Repository;
 use lifeboat::storage::local::LocalStore;
 use lifeboat::storage::{ObjectKey, ObjectStore, PutMode};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use support::output::{assert_failure, assert_success};
 
 /// Two tables named `customers` and two named `regions`, in two schemas, so that choosing tables
 /// by name has to get the schema right; `sales.zz_history` is large (several chunks of the stored
@@ -230,23 +233,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(output.status.success(), "expected success\nstdout: {}\nstderr: {}", stdout(output), stderr(output));
-}
-
-#[track_caller]
-fn assert_failure(output: &Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "expected exit 1\nstdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
-    stderr(output)
 }
 
 fn report(output: &Output) -> serde_json::Value {
