@@ -13,11 +13,9 @@ use super::backup_manifest::{BackupManifest, MANIFEST, ManifestError};
 use super::id::{BackupId, BackupKind};
 use super::layout::ClusterLayout;
 use super::lease::{DEFAULT_TTL, Lease, LeaseError};
-use super::wal::WalSegment;
 use crate::dump::manifest::{DumpKeys, DumpManifest};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, StorageError};
-use crate::wal::check::{ArchiveReport, TimelineReport};
 
 /// The lease a delete takes: the one base backups and dumps take, so none of them overlap.
 pub const LOCK: &str = "backup";
@@ -239,33 +237,6 @@ pub async fn resolve(repository: &Repository, layout: &ClusterLayout, text: &str
     }
 }
 
-/// Whether every segment from `first` to `last` (same timeline) is archived, and the first one
-/// that is not.
-pub fn first_missing(report: &ArchiveReport, first: WalSegment, last: WalSegment) -> Option<WalSegment> {
-    let size = report.segment_size;
-    let timeline: Option<&TimelineReport> =
-        report.timelines.iter().find(|timeline| timeline.timeline == first.timeline);
-    let ranges: Vec<(WalSegment, WalSegment)> = timeline
-        .map(|timeline| {
-            timeline
-                .ranges
-                .iter()
-                .filter_map(|range| {
-                    Some((WalSegment::parse(&range.first, size).ok()?, WalSegment::parse(&range.last, size).ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut segment = first;
-    while segment <= last {
-        match ranges.iter().find(|(start, end)| *start <= segment && segment <= *end) {
-            Some((_, end)) => segment = end.next(),
-            None => return Some(segment),
-        }
-    }
-    None
-}
-
 /// What a delete removed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Deleted {
@@ -347,26 +318,7 @@ async fn delete_locked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::lsn::Timeline;
-    use crate::catalog::wal::{SegmentSize, WalFile};
     use crate::config::ClusterName;
-
-    #[test]
-    fn first_missing_names_the_first_segment_not_archived() {
-        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
-        let size = SegmentSize::DEFAULT;
-        let one = Timeline::FIRST;
-        let segment = |number| WalSegment::new(one, number);
-        let keys = [1, 2, 3, 5, 6].map(|number| layout.wal_file(&WalFile::Segment(segment(number)), size));
-        let report = ArchiveReport::from_keys(&layout, "test".into(), None, keys);
-        assert_eq!(first_missing(&report, segment(1), segment(3)), None);
-        assert_eq!(first_missing(&report, segment(2), segment(2)), None);
-        assert_eq!(first_missing(&report, segment(2), segment(6)), Some(segment(4)));
-        assert_eq!(first_missing(&report, segment(5), segment(7)), Some(segment(7)));
-        assert_eq!(first_missing(&report, segment(0), segment(1)), Some(segment(0)));
-        let two = WalSegment::new(Timeline::new(2).unwrap(), 1);
-        assert_eq!(first_missing(&report, two, two), Some(two));
-    }
 
     #[test]
     fn keys_of_an_id_depend_on_its_kind() {

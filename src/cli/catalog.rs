@@ -393,8 +393,7 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
         Entry::Full(manifest) => {
             let wal = check(&repository, &layout).await?;
             let (first, last) = (manifest.start_segment(), manifest.stop_segment());
-            let missing =
-                listing::first_missing(&wal, first, last).map(|segment| segment.name(manifest.wal_segment_size));
+            let missing = wal.first_missing(first, last).map(|segment| segment.name(manifest.wal_segment_size));
             let info = JsonFullInfo {
                 id: id.to_string(),
                 kind: "full",

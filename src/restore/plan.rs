@@ -15,7 +15,7 @@ use crate::catalog::backup_manifest::BackupManifest;
 use crate::catalog::id::BackupId;
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::timeline::TimelineHistory;
-use crate::catalog::wal::{SegmentSize, WalSegment};
+use crate::catalog::wal::WalSegment;
 use crate::wal::check::ArchiveReport;
 
 /// What the repository holds for the cluster.
@@ -305,14 +305,11 @@ fn precedes_target(backup: &BackupManifest, target: &RecoveryTarget, position: T
 /// `history`; `None` when `first` itself is missing.
 pub fn archive_end(archive: &ArchiveReport, history: &TimelineHistory, first: u64) -> Option<WalSegment> {
     let size = archive.segment_size;
-    let ranges = archived_ranges(archive);
     let mut number = first;
     let mut end = None;
     loop {
         let segment = history.segment(number, size);
-        let Some(range_end) = ranges.get(&segment.timeline).and_then(|ranges| {
-            ranges.iter().find(|(start, last)| *start <= number && number <= *last).map(|(_, last)| *last)
-        }) else {
+        let Some(range_end) = archive.run_end(segment.timeline, number) else {
             return end;
         };
         // Jump to the end of the run, but not past the point where the history changes timeline.
@@ -328,36 +325,17 @@ pub fn archive_end(archive: &ArchiveReport, history: &TimelineHistory, first: u6
 /// The highest segment number archived along `history` (on the timeline recovery would read it from).
 fn last_archived(archive: &ArchiveReport, history: &TimelineHistory) -> Option<u64> {
     let size = archive.segment_size;
-    archived_ranges(archive)
-        .iter()
-        .filter(|(timeline, _)| history.includes(**timeline))
-        .flat_map(|(timeline, ranges)| {
-            ranges.iter().flat_map(move |(first, last)| {
-                (*first..=*last).rev().find(|number| history.segment(*number, size).timeline == *timeline)
-            })
-        })
-        .max()
-}
-
-/// The archived segment numbers per timeline, as inclusive ranges.
-fn archived_ranges(archive: &ArchiveReport) -> BTreeMap<Timeline, Vec<(u64, u64)>> {
-    let size: SegmentSize = archive.segment_size;
     archive
         .timelines
         .iter()
-        .map(|timeline| {
-            let ranges = timeline
-                .ranges
-                .iter()
-                .filter_map(|range| {
-                    let first = WalSegment::parse(&range.first, size).ok()?;
-                    let last = WalSegment::parse(&range.last, size).ok()?;
-                    Some((first.number, last.number))
-                })
-                .collect();
-            (timeline.timeline, ranges)
+        .filter(|report| history.includes(report.timeline))
+        .flat_map(|report| {
+            report.ranges.iter().flat_map(move |range| {
+                let (first, last) = range.numbers;
+                (first..=last).rev().find(|number| history.segment(*number, size).timeline == report.timeline)
+            })
         })
-        .collect()
+        .max()
 }
 
 #[cfg(test)]
@@ -366,6 +344,7 @@ mod tests {
     use crate::catalog::backup_manifest::{BackupMethod, FORMAT_NAME, FORMAT_VERSION, Totals};
     use crate::catalog::cluster::SystemIdentifier;
     use crate::catalog::layout::ClusterLayout;
+    use crate::catalog::wal::SegmentSize;
     use crate::config::ClusterName;
     use crate::restore::target::TargetAction;
     use crate::storage::ObjectKey;

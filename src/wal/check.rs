@@ -52,6 +52,9 @@ pub struct SegmentRange {
     pub first: String,
     pub last: String,
     pub segments: u64,
+    /// The segment numbers of `first` and `last`, for lookups without parsing the names.
+    #[serde(skip)]
+    pub numbers: (u64, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,6 +125,29 @@ impl ArchiveReport {
     pub fn is_empty(&self) -> bool {
         self.timelines.is_empty() && self.history_files.is_empty()
     }
+
+    /// The last segment number of the run of archived segments on `timeline` that holds segment
+    /// number `number`; `None` when that segment is not archived.
+    pub fn run_end(&self, timeline: Timeline, number: u64) -> Option<u64> {
+        let report = self.timelines.iter().find(|report| report.timeline == timeline)?;
+        report
+            .ranges
+            .iter()
+            .find(|range| range.numbers.0 <= number && number <= range.numbers.1)
+            .map(|range| range.numbers.1)
+    }
+
+    /// The first segment from `first` to `last` (same timeline) that is not archived, if any.
+    pub fn first_missing(&self, first: WalSegment, last: WalSegment) -> Option<WalSegment> {
+        let mut number = first.number;
+        while number <= last.number {
+            match self.run_end(first.timeline, number) {
+                Some(end) => number = end + 1,
+                None => return Some(WalSegment::new(first.timeline, number)),
+            }
+        }
+        None
+    }
 }
 
 impl TimelineReport {
@@ -150,6 +176,7 @@ impl TimelineReport {
                 first: first.name(size),
                 last: last.name(size),
                 segments: last.number - first.number + 1,
+                numbers: (first.number, last.number),
             });
             if index < segments.len() {
                 let next = segments[index];
@@ -194,6 +221,23 @@ mod tests {
         ClusterLayout::new(&ClusterName::parse("main").unwrap())
     }
 
+    #[test]
+    fn first_missing_names_the_first_segment_not_archived() {
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        let size = SegmentSize::DEFAULT;
+        let one = Timeline::FIRST;
+        let segment = |number| WalSegment::new(one, number);
+        let keys = [1, 2, 3, 5, 6].map(|number| layout.wal_file(&WalFile::Segment(segment(number)), size));
+        let report = ArchiveReport::from_keys(&layout, "test".into(), None, keys);
+        assert_eq!(report.first_missing(segment(1), segment(3)), None);
+        assert_eq!(report.first_missing(segment(2), segment(2)), None);
+        assert_eq!(report.first_missing(segment(2), segment(6)), Some(segment(4)));
+        assert_eq!(report.first_missing(segment(5), segment(7)), Some(segment(7)));
+        assert_eq!(report.first_missing(segment(0), segment(1)), Some(segment(0)));
+        let two = WalSegment::new(Timeline::new(2).unwrap(), 1);
+        assert_eq!(report.first_missing(two, two), Some(two));
+    }
+
     fn key(text: &str) -> ObjectKey {
         ObjectKey::new(format!("clusters/main/wal/{text}")).unwrap()
     }
@@ -217,7 +261,8 @@ mod tests {
             vec![SegmentRange {
                 first: "000000010000000000000001".into(),
                 last: "000000010000000000000003".into(),
-                segments: 3
+                segments: 3,
+                numbers: (1, 3),
             }]
         );
         assert!(timeline.gaps.is_empty());
