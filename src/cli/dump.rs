@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::context::{load_config, open_repository};
-use crate::backup::format_bytes;
+use crate::backup::{format_bytes, group_thousands};
 use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::{DumpRequest, Progress, Selection};
 
@@ -128,30 +128,4 @@ fn print_summary(manifest: &DumpManifest) {
 
 fn seconds(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
     (end - start).to_std().ok().map(|duration| duration.as_secs_f64())
-}
-
-/// `1234567` → `1,234,567`.
-fn group_thousands(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(group_thousands(0), "0");
-        assert_eq!(group_thousands(999), "999");
-        assert_eq!(group_thousands(1_000), "1,000");
-        assert_eq!(group_thousands(1_234_567), "1,234,567");
-    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::context::{load_config, open_repository};
-use crate::backup::format_bytes;
+use crate::backup::{format_bytes, group_thousands};
 use crate::catalog::layout::ClusterLayout;
 use crate::config::ConnectionString;
 use crate::dump::restore::{Ownership, Plan, RestoreReport, RestoreRequest, display_table, find_dump, restore};
@@ -95,17 +95,4 @@ fn print_summary(report: &RestoreReport) {
         format_bytes(report.bytes),
         report.seconds
     );
-}
-
-/// `1234567` → `1,234,567`.
-fn group_thousands(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
