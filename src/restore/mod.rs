@@ -39,7 +39,7 @@ use self::target_dir::{DeltaPlan, ExistingData};
 use crate::backup::copy::CONTROL_FILE;
 use crate::backup::format_bytes;
 use crate::catalog::backup_manifest::{BackupManifest, ManifestError};
-use crate::catalog::id::BackupId;
+use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::catalog::lsn::Timeline;
@@ -177,9 +177,18 @@ pub enum RestoreError {
 }
 
 /// Reads what the repository knows about the cluster: backups, the archive, timeline histories.
-pub async fn load_catalog(repository: &Repository, layout: &ClusterLayout) -> Result<Catalog, RestoreError> {
-    let backups: Vec<BackupManifest> = listing::read_all(repository, layout)
-        .await?
+/// With `only` (a base backup chosen by `--backup`, or being verified), just that backup's
+/// manifest is read, not every one in the repository.
+pub async fn load_catalog(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    only: Option<BackupId>,
+) -> Result<Catalog, RestoreError> {
+    let entries = match only {
+        Some(id) if id.kind() == BackupKind::Full => vec![listing::read_entry(repository, layout, id).await?],
+        _ => listing::read_all(repository, layout).await?,
+    };
+    let backups: Vec<BackupManifest> = entries
         .into_iter()
         .filter_map(|entry| match entry {
             Entry::Full(manifest) => Some(*manifest),
@@ -248,7 +257,7 @@ pub async fn run(
     options: &RestoreOptions,
 ) -> Result<RestoreSummary, RestoreError> {
     let began = Instant::now();
-    let catalog = load_catalog(&repository, layout).await?;
+    let catalog = load_catalog(&repository, layout, options.backup).await?;
     let position = locate_target(&repository, layout, &catalog, &options.goal).await?;
     let plan = plan::choose(&catalog, &options.goal, position, options.backup)?;
     let manifest = Arc::new(plan.backup.clone());
