@@ -94,9 +94,7 @@ pub async fn find_record(
     let mut scanner = WalScanner::new(size);
     while let Some(next) = feed.next().await {
         let (segment, bytes) = next?;
-        let events =
-            scanner.feed(segment, &bytes).map_err(|error| RestoreError::WalScan { detail: error.to_string() })?;
-        for event in events {
+        for event in scan(&mut scanner, segment, &bytes)? {
             let found = match (&event, target) {
                 (
                     WalEvent::Commit { xid, lsn, end, .. } | WalEvent::Abort { xid, lsn, end, .. },
@@ -116,8 +114,9 @@ pub async fn find_record(
 }
 
 /// When the last transaction in segments `first..=last` along `history` finished, scanning
-/// backwards from `last` (two segments at a time, so a record that crosses into a segment is
-/// seen whole) and stopping at the first segment with one.
+/// backwards from `last` and stopping at the first segment with one. Each segment is scanned
+/// together with the one after it (already downloaded), so a record that crosses into a segment
+/// is seen whole; the downloads run ahead backwards.
 pub async fn last_transaction(
     repository: Arc<Repository>,
     layout: &ClusterLayout,
@@ -126,26 +125,31 @@ pub async fn last_transaction(
     first: u64,
     last: u64,
 ) -> Result<Option<DateTime<Utc>>, RestoreError> {
-    let mut number = last;
-    loop {
-        let window_start = number.saturating_sub(1).max(first);
-        let segments = (window_start..=number).map(|n| history.segment(n, size));
-        let mut feed = SegmentFeed::new(repository.clone(), layout.clone(), size, segments);
+    let newest_first = (first..=last).rev().map(|number| history.segment(number, size));
+    let mut feed = SegmentFeed::new(repository, layout.clone(), size, newest_first);
+    let mut later: Option<(WalSegment, Vec<u8>)> = None;
+    while let Some(next) = feed.next().await {
+        let (segment, bytes) = next?;
         let mut scanner = WalScanner::new(size);
         let mut latest: Option<DateTime<Utc>> = None;
-        while let Some(next) = feed.next().await {
-            let (segment, bytes) = next?;
-            let events =
-                scanner.feed(segment, &bytes).map_err(|error| RestoreError::WalScan { detail: error.to_string() })?;
-            for event in events {
+        let window = std::iter::once((segment, bytes.as_slice()))
+            .chain(later.as_ref().map(|(segment, bytes)| (*segment, bytes.as_slice())));
+        for (segment, bytes) in window {
+            for event in scan(&mut scanner, segment, bytes)? {
                 if let WalEvent::Commit { time, .. } | WalEvent::Abort { time, .. } = event {
                     latest = Some(latest.map_or(time, |seen| seen.max(time)));
                 }
             }
         }
-        if latest.is_some() || window_start == first {
+        if latest.is_some() {
             return Ok(latest);
         }
-        number = window_start;
+        later = Some((segment, bytes));
     }
+    Ok(None)
+}
+
+/// The events of one more segment.
+fn scan(scanner: &mut WalScanner, segment: WalSegment, bytes: &[u8]) -> Result<Vec<WalEvent>, RestoreError> {
+    scanner.feed(segment, bytes).map_err(|error| RestoreError::WalScan { detail: error.to_string() })
 }
