@@ -4,9 +4,9 @@
 //! manifest says, crash safety (a backup killed with SIGKILL is invisible and its objects are
 //! removed by the next one), and two concurrent backups taking turns on the lease.
 //!
-//! Most tests archive WAL with `cp` (so they do not depend on `wal-push`); one runs the built
-//! binary's `wal-push` as `archive_command` into the same repository, so `pg_backup_stop` waits on
-//! lifeboat's own archiving.
+//! The clusters archive with the built binary's `wal-push` into the backup's repository: a backup
+//! is complete only once the WAL it needs is there. One test archives with `cp` elsewhere, and
+//! the backup must fail.
 
 mod support;
 
@@ -28,7 +28,7 @@ use support::archiving::{
 };
 use support::output::{assert_failure, assert_success, describe};
 use support::s3::{S3Server, S3ServerKind};
-use support::stored::verify_stored_bytes;
+use support::stored::{archived_backup_history, verify_stored_bytes};
 
 /// A cluster archiving as `archiving` says into the repository of `options` (initialised), with
 /// `backup.lock_wait` long enough for two backups to take turns.
@@ -122,18 +122,9 @@ async fn check_backup(
     assert!(manifest.backup_label.contains(&format!("LABEL: lifeboat {}", manifest.id)), "{}", manifest.backup_label);
     assert_eq!(manifest.start_segment().name(manifest.wal_segment_size), manifest.start_wal);
     assert_eq!(manifest.stop_segment().name(manifest.wal_segment_size), manifest.stop_wal);
-    if let Some(archive) = setup.archive_dir() {
-        let history = std::fs::read_dir(archive)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .find(|path| path.extension().is_some_and(|extension| extension == "backup"))
-            .expect("pg_backup_stop archived a backup history file");
-        let text = std::fs::read_to_string(&history).unwrap();
-        assert!(text.contains(&format!("START WAL LOCATION: {} ", manifest.start_lsn)), "{text}");
-        assert!(text.contains(&format!("STOP WAL LOCATION: {} ", manifest.stop_lsn)), "{text}");
-        // pg_backup_stop waited for the archive: the last segment the backup needs is there.
-        assert!(archive.join(&manifest.stop_wal).is_file(), "{} not archived", manifest.stop_wal);
-    }
+    let text = archived_backup_history(repository, manifest).await;
+    assert!(text.contains(&format!("START WAL LOCATION: {} ", manifest.start_lsn)), "{text}");
+    assert!(text.contains(&format!("STOP WAL LOCATION: {} ", manifest.stop_lsn)), "{text}");
     let tablespace_map = manifest.tablespace_map.as_deref().expect("a tablespace_map");
     assert!(
         tablespace_map.contains(&format!("{} {}", relations.tablespace_oid, relations.tablespace_dir.display())),
@@ -201,7 +192,7 @@ async fn check_backup(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
-    let setup = start(Archiving::Copy, Options::new()).await;
+    let setup = start(Archiving::WalPush, Options::new()).await;
     let relations = populate(&setup).await;
     let output = setup.run(&["backup", "--json"]);
     assert_success(&output);
@@ -231,7 +222,7 @@ async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
 async fn a_backup_on_s3_lists_what_a_restore_needs() {
     let server = S3Server::start(S3ServerKind::S3sFs).await;
     let bucket = server.fresh_bucket().await.bucket;
-    let setup = start(Archiving::Copy, Options::new().s3(&server, &bucket)).await;
+    let setup = start(Archiving::WalPush, Options::new().s3(&server, &bucket)).await;
     let relations = populate(&setup).await;
     // Small parts, so the large table is cut into several.
     let config = setup.config();
@@ -276,7 +267,7 @@ fn data_objects_on_disk(repo: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_killed_halfway_is_never_listed_and_the_next_one_removes_its_objects() {
-    let setup = start(Archiving::Copy, Options::new()).await;
+    let setup = start(Archiving::WalPush, Options::new()).await;
     let mut conn = setup.connect().await;
     // About 40 MB that zstd level 19 needs many seconds for, while the small files are done at once.
     execute(&mut conn, "CREATE TABLE big (id int, payload text)").await;
@@ -329,7 +320,7 @@ async fn a_backup_killed_halfway_is_never_listed_and_the_next_one_removes_its_ob
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_concurrent_backups_take_turns() {
-    let setup = start(Archiving::Copy, Options::new()).await;
+    let setup = start(Archiving::WalPush, Options::new()).await;
     let (first, second) = tokio::join!(setup.backup_with(|_| {}), setup.backup_with(|_| {}));
     let (earlier, later) = if first.manifest.id < second.manifest.id { (first, second) } else { (second, first) };
     assert_ne!(earlier.manifest.id, later.manifest.id);
@@ -349,26 +340,32 @@ async fn two_concurrent_backups_take_turns() {
     }
 }
 
+/// Issue 9, defect 1: a backup whose WAL the cluster archives somewhere else (here `cp` into a
+/// directory) used to exit 0 and be listed, although it could not be restored. It must wait for
+/// its WAL in its own repository, fail naming the segment and the archive_command, and not be
+/// listed.
 #[tokio::test(flavor = "multi_thread")]
-async fn with_wal_push_as_archive_command_the_wal_a_backup_needs_is_stored_when_it_completes() {
-    let setup = start(Archiving::WalPush, Options::new()).await;
-    let mut conn = setup.connect().await;
-    execute(&mut conn, "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g").await;
-    conn.close().await.unwrap();
-
-    let summary = setup.backup_with(|_| {}).await;
-    let manifest = &summary.manifest;
+async fn hardening_1_a_backup_whose_wal_goes_elsewhere_is_not_complete() {
+    let setup = start(Archiving::Copy, Options::new().extra("archive_timeout = \"3s\"\n")).await;
+    let output = setup.run(&["backup"]);
+    let error = assert_failure(&output);
     let repository = setup.repository().await;
-    let size = manifest.wal_segment_size;
-    let stop = layout().wal_file(&WalFile::Segment(manifest.stop_segment()), size);
-    assert!(repository.store().head(&stop).await.unwrap().is_some(), "{stop} is not in the repository");
-    let start = manifest.start_segment();
-    let offset = (manifest.start_lsn.as_u64() - start.start_lsn(size).as_u64()) as u32;
-    let history = layout().wal_file(&WalFile::BackupHistory { segment: start, offset }, size);
-    let history = repository.get_bytes(&history).await.unwrap();
-    let history = String::from_utf8(history).unwrap();
-    assert!(history.contains(&format!("STOP WAL LOCATION: {} ", manifest.stop_lsn)), "{history}");
-    verify_stored_bytes(&repository, manifest).await;
+    let size = lifeboat::catalog::wal::SegmentSize::DEFAULT;
+    let needed = error.split("needs WAL segment ").nth(1).and_then(|rest| rest.get(..24)).unwrap_or_default();
+    assert!(WalFile::parse(needed, size).is_ok(), "no segment named: {error}");
+    assert!(
+        error.contains(&repository.location())
+            && error.contains("after 3s (backup.archive_timeout)")
+            && error.contains("not recorded as complete")
+            && error.contains(&format!("cp %p {}", setup.archive_dir().unwrap().display()))
+            && error.contains("lifeboat wal-push %p"),
+        "{error}"
+    );
+    assert!(setup.archive_dir().unwrap().join(needed).is_file(), "PostgreSQL did archive {needed}, elsewhere");
+    let listed = setup.json(&["list", "--json"]);
+    assert_eq!(listed["backups"], serde_json::json!([]), "{listed}");
+    let directories = backup_directories(&repository).await;
+    assert!(directories.values().all(|(has_manifest, _)| *has_manifest), "{directories:?}");
 }
 
 /// A directory that looks like a data directory of another cluster (another system identifier).
@@ -422,19 +419,21 @@ async fn what_cannot_be_backed_up_is_refused_with_the_next_step() {
     let error = assert_failure(&lifeboat(&config, &["backup"]));
     assert!(error.contains("wal_level = minimal") && error.contains("wal_level = replica"), "{error}");
 
-    // With archive_mode off the backup works, but says it cannot be restored without WAL.
+    // With archive_mode off no backup can ever be restored (issue 9, defect 1): refused before
+    // anything is copied.
     let mut conn = PgConnection::connect_with(&cluster.connect_options()).await.unwrap();
     execute(&mut conn, "ALTER SYSTEM SET wal_level = replica").await;
     conn.close().await.unwrap();
     cluster.stop().await.unwrap();
     cluster.start().await.unwrap();
-    let output = lifeboat(&config, &["backup"]);
-    assert_success(&output);
-    let warning = String::from_utf8_lossy(&output.stderr);
-    assert!(warning.contains("archive_mode is off") && warning.contains("cannot be restored"), "{warning}");
+    let error = assert_failure(&lifeboat(&config, &["backup"]));
+    assert!(
+        error.contains("archive_mode is off")
+            && error.contains("could never be restored")
+            && error.contains("wal-push"),
+        "{error}"
+    );
     // Nothing of the refused attempts was left behind.
     let repository = open_repository(&Config::load(Some(&config)).unwrap()).await;
-    let directories = backup_directories(&repository).await;
-    assert_eq!(directories.len(), 1);
-    assert!(directories.values().all(|(has_manifest, _)| *has_manifest));
+    assert!(backup_directories(&repository).await.is_empty());
 }

@@ -1,4 +1,4 @@
-//! `lifeboat backup --method basebackup` end to end: a real cluster (archiving with `cp`) with
+//! `lifeboat backup --method basebackup` end to end: a real cluster (archiving with `wal-push`) with
 //! several tables, one of them unlogged, backed up by streaming `pg_basebackup`'s tar output into
 //! a local-directory repository. The manifest has the native method's shape: LSNs from the
 //! server, `backup_label` as a field, no WAL, relation files hashing to the files on disk (and to
@@ -11,21 +11,17 @@ use lifeboat::backup::BackupOptions;
 use lifeboat::catalog::backup_manifest::{BackupManifest, BackupMethod, EntryKind};
 use lifeboat::catalog::id::BackupId;
 use sqlx::Connection;
-use support::archiving::{Archiving, Options, Setup, execute, layout, scalar};
+use support::archiving::{Options, Setup, execute, layout, scalar};
 use support::output::describe;
-use support::stored::verify_stored_bytes;
+use support::stored::{archived_backup_history, verify_stored_bytes};
 
 const PASSWORD: &str = "hunter2-sekrit";
 
-/// A cluster archiving with `cp`, autovacuum off (so nothing rewrites pages behind the test's
+/// A cluster archiving with `wal-push`, autovacuum off (so nothing rewrites pages behind the test's
 /// back), and an initialised local repository. The connection carries a password (trust ignores
 /// it) to check that it stays secret.
 fn options() -> Options {
-    Options::new()
-        .archiving(Archiving::Copy)
-        .setting("autovacuum", "off")
-        .connection_params(&format!("&password={PASSWORD}"))
-        .lock_wait("5m")
+    Options::new().setting("autovacuum", "off").connection_params(&format!("&password={PASSWORD}")).lock_wait("5m")
 }
 
 /// Runs `lifeboat backup --json` with `args`; its summary and the stored manifest.
@@ -84,15 +80,8 @@ async fn a_streamed_base_backup_has_the_native_shape() {
     assert_eq!(manifest.stop_segment().name(manifest.wal_segment_size), manifest.stop_wal);
     assert!(manifest.tablespace_map.is_none());
     // The stop LSN is the server's: the backup history file it archived records it.
-    let archive = setup.archive_dir().expect("archiving with cp");
-    let history = std::fs::read_dir(archive)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| path.extension().is_some_and(|extension| extension == "backup"))
-        .expect("the server archived a backup history file");
-    let history = std::fs::read_to_string(history).unwrap();
+    let history = archived_backup_history(&*setup.repository().await, &manifest).await;
     assert!(history.contains(&format!("STOP WAL LOCATION: {} ", manifest.stop_lsn)), "{history}");
-    assert!(archive.join(&manifest.stop_wal).exists(), "the stop segment {} is archived", manifest.stop_wal);
 
     let paths: Vec<&str> = manifest.files.iter().map(|file| file.path.as_str()).collect();
     let mut sorted = paths.clone();

@@ -49,7 +49,7 @@ use super::session::{ServerInfo, Session, Stopped};
 use super::tar::{MemberKind, TarError, TarReader};
 use super::{
     ARCHIVE_WAIT_WARNING, BackupError, BackupOptions, BackupSummary, Copied, LOCK, ManifestParts, PROGRESS_INTERVAL,
-    archiving_waits, build_manifest, choose_id, format_bytes, orphans, start_timeline, warn_about_archiving,
+    archiving_waits, build_manifest, check_archiving, choose_id, format_bytes, orphans, start_timeline,
 };
 use crate::catalog::backup_manifest::{BackupMethod, DATA_DIR, EntryKind, FileEntry, Location, ObjectEntry};
 use crate::catalog::cluster::{ClusterRecord, Observed, SystemIdentifier};
@@ -158,7 +158,7 @@ pub(super) async fn run(
     binaries.check_server_major(server.major())?;
     let program = binaries.require("pg_basebackup")?;
     let libpq = config.cluster.connection.for_libpq().map_err(BasebackupError::Connection)?;
-    warn_about_archiving(&server);
+    check_archiving(&server)?;
 
     let layout = ClusterLayout::new(&config.cluster.name);
     let lock = layout.lock(LOCK);
@@ -264,6 +264,16 @@ impl Job<'_> {
             let stop = WalSegment::containing(timeline, Lsn(stop_lsn.as_u64().saturating_sub(1)), server.segment_size);
             self.wait_for_archive(&stop.name(server.segment_size)).await?;
         }
+        super::wait_for_wal_in_repository(
+            &self.repository,
+            &self.layout,
+            server,
+            timeline,
+            start_lsn,
+            stop_lsn,
+            self.options,
+        )
+        .await?;
         let stop_time = Utc::now();
         let stopped = Stopped { lsn: stop_lsn, label_file, tablespace_map: streamed.tablespace_map };
         let copied = Copied { files: streamed.files, tablespaces: Vec::new(), objects: streamed.objects, vanished: 0 };

@@ -67,6 +67,8 @@ pub struct BackupOptions {
     pub workers: u32,
     pub fast_checkpoint: bool,
     pub lock_wait: Duration,
+    /// How long to wait for the backup's WAL to reach the repository ([`BackupConfig::archive_timeout`]).
+    pub archive_timeout: Duration,
     /// The label given to `pg_backup_start`; default `lifeboat <id>`.
     pub label: Option<String>,
     /// Files larger than this are cut into parts of this size, an object each, so a large file
@@ -83,6 +85,7 @@ impl BackupOptions {
             workers: config.workers,
             fast_checkpoint: config.fast_checkpoint,
             lock_wait: config.lock_wait,
+            archive_timeout: config.archive_timeout,
             label: None,
             part_size: copy::PART_SIZE,
             method: BackupMethod::Native,
@@ -186,6 +189,28 @@ pub enum BackupError {
     )]
     LeaseLost { lock: String },
 
+    #[error(
+        "the backup needs WAL segment {segment}, and {location} still does not have it after {waited}s \
+         (backup.archive_timeout). Without it the backup cannot be restored, so it was not recorded as complete. \
+         Check that {archiver} runs `lifeboat wal-push %p` with this configuration (the same repository.url and \
+         [cluster] name); this server's archive_command is {archive_command:?}. `lifeboat wal check` shows what \
+         the repository holds. Then take the backup again (raise backup.archive_timeout only if archiving lags)"
+    )]
+    WalNotInRepository {
+        segment: String,
+        location: String,
+        waited: u64,
+        archiver: &'static str,
+        archive_command: String,
+    },
+
+    #[error(
+        "archive_mode is off on the server, so nothing archives the WAL a backup needs and the backup could never \
+         be restored; nothing was copied. Set archive_mode = on and archive_command = 'lifeboat wal-push %p' in \
+         postgresql.conf, restart PostgreSQL, and take the backup again"
+    )]
+    ArchivingOff,
+
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 
@@ -236,11 +261,11 @@ pub async fn run(
     let session = Session::open(&config.cluster.connection).await?;
     let checked =
         check_server(&session, &pgdata, data_directory).and_then(|()| check_binaries(config, session.server.major()));
+    let checked = checked.and_then(|()| check_archiving(&session.server));
     if let Err(error) = checked {
         session.close().await;
         return Err(error);
     }
-    warn_about_archiving(&session.server);
 
     let layout = ClusterLayout::new(&config.cluster.name);
     let lock = layout.lock(LOCK);
@@ -325,6 +350,16 @@ impl Job<'_> {
             }
             wait_for_archive(&self.pgdata, &files).await?;
         }
+        wait_for_wal_in_repository(
+            &self.repository,
+            &self.layout,
+            &server,
+            timeline,
+            start_lsn,
+            stopped.lsn,
+            self.options,
+        )
+        .await?;
         let stop_time = Utc::now();
         let manifest = self.manifest(ManifestParts {
             id,
@@ -575,6 +610,47 @@ fn archiving_waits(server: &ServerInfo) -> bool {
     }
 }
 
+/// Waits until every WAL segment from the one holding `start_lsn` to the one holding the byte
+/// before `stop_lsn` is in the backup's own repository: PostgreSQL saying it archived them only
+/// means `archive_command` succeeded, which proves nothing when that command pushes to another
+/// repository (or nowhere). Waits up to `archive_timeout`.
+async fn wait_for_wal_in_repository(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    server: &ServerInfo,
+    timeline: Timeline,
+    start_lsn: Lsn,
+    stop_lsn: Lsn,
+    options: &BackupOptions,
+) -> Result<(), BackupError> {
+    let size = server.segment_size;
+    let first = WalSegment::containing(timeline, start_lsn, size);
+    let last = WalSegment::containing(timeline, Lsn(stop_lsn.as_u64().saturating_sub(1)), size);
+    let began = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    for number in first.number..=last.number {
+        let segment = WalSegment { timeline, number };
+        let key = layout.wal_file(&WalFile::Segment(segment), size);
+        while repository.store().head(&key).await?.is_none() {
+            let waited = began.elapsed();
+            if waited >= options.archive_timeout {
+                let archiver = if server.in_recovery { "the primary's archive_command" } else { "archive_command" };
+                return Err(BackupError::WalNotInRepository {
+                    segment: segment.name(size),
+                    location: repository.location(),
+                    waited: waited.as_secs(),
+                    archiver,
+                    archive_command: server.archive_command.clone(),
+                });
+            }
+            tokio::time::sleep(pause.min(options.archive_timeout.saturating_sub(waited))).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+    tracing::debug!(waited = ?began.elapsed(), "the WAL the backup needs is in the repository");
+    Ok(())
+}
+
 /// Waits until the archiver is done with `files` (the backup's last WAL segment and its backup
 /// history file), as `pg_backup_stop(wait_for_archive => true)` would: a file is archived when
 /// `pg_wal/archive_status/<file>.done` exists, or when it has neither `.done` nor `.ready` and is
@@ -728,20 +804,20 @@ fn check_binaries(config: &Config, server_major: u32) -> Result<(), BackupError>
     }
 }
 
-fn warn_about_archiving(server: &ServerInfo) {
-    if server.archive_mode == "off" {
+/// A primary that does not archive can never have a restorable backup (G1: refuse before copying
+/// anything). A standby's WAL may be archived by its primary, which the end of the backup waits for.
+fn check_archiving(server: &ServerInfo) -> Result<(), BackupError> {
+    if server.archive_mode == "off" && !server.in_recovery {
+        return Err(BackupError::ArchivingOff);
+    }
+    if server.in_recovery && server.archive_mode != "always" {
         tracing::warn!(
-            "archive_mode is off on the server: the backup will complete, but it cannot be restored without the \
-             WAL written while it runs, and nothing archives that WAL. Set archive_mode = on and \
-             archive_command = 'lifeboat wal-push %p' in postgresql.conf and restart PostgreSQL"
-        );
-    } else if server.in_recovery && server.archive_mode != "always" {
-        tracing::warn!(
-            "backing up a standby with archive_mode = {}: pg_backup_stop cannot wait for the WAL the backup needs \
-             to be archived; make sure the primary archives it (or set archive_mode = always here)",
+            "backing up a standby with archive_mode = {}: the backup completes once the primary's archive_command \
+             has pushed the WAL it needs into this repository (waiting up to backup.archive_timeout)",
             server.archive_mode
         );
     }
+    Ok(())
 }
 
 /// `1.55 GiB`, `312.0 MiB`, `8.0 KiB`, `17 B`.

@@ -24,6 +24,8 @@ pub struct ServerInfo {
     pub version: String,
     pub wal_level: String,
     pub archive_mode: String,
+    /// `archive_command`, named when the WAL a backup needs does not reach the repository.
+    pub archive_command: String,
     pub segment_size: SegmentSize,
     /// A standby: the backup is taken from a replica.
     pub in_recovery: bool,
@@ -73,7 +75,7 @@ impl Session {
                     current_setting('wal_level'), current_setting('archive_mode'), \
                     (SELECT setting::int8 * CASE unit WHEN '8kB' THEN 8192 WHEN 'MB' THEN 1048576 ELSE 1 END \
                        FROM pg_settings WHERE name = 'wal_segment_size'), \
-                    pg_is_in_recovery()",
+                    pg_is_in_recovery(), current_setting('archive_command')",
         )
         .fetch_one(&mut connection)
         .await
@@ -90,6 +92,7 @@ impl Session {
             version: row.get(1),
             wal_level: row.get(2),
             archive_mode: row.get(3),
+            archive_command: row.get(6),
             segment_size,
             in_recovery: row.get(5),
             data_directory: None,

@@ -87,6 +87,7 @@ pub(super) struct RawBackup {
     pub workers: Option<i64>,
     pub fast_checkpoint: Option<bool>,
     pub lock_wait: Option<String>,
+    pub archive_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -149,11 +149,16 @@ pub struct BackupConfig {
     /// How long a backup waits for another backup (or delete) of the cluster to finish before
     /// giving up, naming the holder of the lease.
     pub lock_wait: std::time::Duration,
+    /// How long a backup waits, once PostgreSQL has handed its last WAL segment to
+    /// `archive_command`, for the segments it needs to appear in its own repository. Past it the
+    /// backup fails instead of being recorded as complete: without that WAL it cannot be restored.
+    pub archive_timeout: std::time::Duration,
 }
 
 impl BackupConfig {
     pub const WORKERS: std::ops::RangeInclusive<u32> = 1..=256;
     pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+    pub const DEFAULT_ARCHIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// The default number of workers: the cores this process may use.
     pub fn default_workers() -> u32 {
@@ -163,7 +168,12 @@ impl BackupConfig {
 
 impl Default for BackupConfig {
     fn default() -> Self {
-        BackupConfig { workers: Self::default_workers(), fast_checkpoint: true, lock_wait: Self::DEFAULT_LOCK_WAIT }
+        BackupConfig {
+            workers: Self::default_workers(),
+            fast_checkpoint: true,
+            lock_wait: Self::DEFAULT_LOCK_WAIT,
+            archive_timeout: Self::DEFAULT_ARCHIVE_TIMEOUT,
+        }
     }
 }
 

@@ -185,13 +185,16 @@ fn resolve_wal(locator: &Locator<'_>, raw: RawWal) -> Result<WalConfig, ConfigEr
 fn resolve_backup(locator: &Locator<'_>, raw: RawBackup) -> Result<BackupConfig, ConfigError> {
     let defaults = BackupConfig::default();
     let workers = locator.in_range(&["backup", "workers"], raw.workers, defaults.workers, BackupConfig::WORKERS)?;
-    let lock_wait = match raw.lock_wait {
-        None => defaults.lock_wait,
-        Some(text) => {
-            super::parse_duration(&text).map_err(|message| locator.error(&["backup", "lock_wait"], message))?
-        }
+    let duration = |name: &'static str, raw: Option<String>, default| match raw {
+        None => Ok(default),
+        Some(text) => super::parse_duration(&text).map_err(|message| locator.error(&["backup", name], message)),
     };
-    Ok(BackupConfig { workers, fast_checkpoint: raw.fast_checkpoint.unwrap_or(defaults.fast_checkpoint), lock_wait })
+    Ok(BackupConfig {
+        workers,
+        fast_checkpoint: raw.fast_checkpoint.unwrap_or(defaults.fast_checkpoint),
+        lock_wait: duration("lock_wait", raw.lock_wait, defaults.lock_wait)?,
+        archive_timeout: duration("archive_timeout", raw.archive_timeout, defaults.archive_timeout)?,
+    })
 }
 
 fn resolve_dump(locator: &Locator<'_>, raw: RawDump) -> Result<DumpConfig, ConfigError> {

@@ -122,6 +122,7 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     writeln!(out, "workers = {}", backup.workers)?;
     writeln!(out, "fast_checkpoint = {}", backup.fast_checkpoint)?;
     writeln!(out, "lock_wait = {}", quote(&super::format_duration(backup.lock_wait)))?;
+    writeln!(out, "archive_timeout = {}", quote(&super::format_duration(backup.archive_timeout)))?;
 
     let dump = &config.dump;
     writeln!(out, "\n[dump]")?;

@@ -297,12 +297,21 @@ fn backup_settings_have_defaults_and_are_checked() {
     assert_eq!(config.backup.lock_wait, std::time::Duration::from_secs(600));
     assert_eq!(config.backup.workers, BackupConfig::default_workers());
     let text = format!("{MINIMAL}\n[backup]\nworkers = 3\nfast_checkpoint = false\nlock_wait = \"1h30m\"\n");
-    let expected = BackupConfig { workers: 3, fast_checkpoint: false, lock_wait: std::time::Duration::from_secs(5400) };
+    let expected = BackupConfig {
+        workers: 3,
+        fast_checkpoint: false,
+        lock_wait: std::time::Duration::from_secs(5400),
+        archive_timeout: std::time::Duration::from_secs(60),
+    };
     assert_eq!(parse(&text).unwrap().backup, expected);
     let message = error(&format!("{MINIMAL}\n[backup]\nworkers = 0\n"));
     assert_eq!(message, format!("{ORIGIN}:5:11: backup.workers: 0 is out of range (1..=256)"));
     let message = error(&format!("{MINIMAL}\n[backup]\nlock_wait = \"10 minutes\"\n"));
     assert!(message.contains(":5:13: backup.lock_wait: \"10 minutes\" is not a duration"), "{message}");
+    let config = parse(&format!("{MINIMAL}\n[backup]\narchive_timeout = \"5m\"\n")).unwrap();
+    assert_eq!(config.backup.archive_timeout, std::time::Duration::from_secs(300));
+    let message = error(&format!("{MINIMAL}\n[backup]\narchive_timeout = \"soon\"\n"));
+    assert!(message.contains("backup.archive_timeout: \"soon\" is not a duration"), "{message}");
     assert!(message.contains("\"10m\""), "{message}");
 }
 

@@ -53,3 +53,17 @@ pub async fn verify_stored_bytes(repository: &Repository, manifest: &BackupManif
     }
     contents
 }
+
+/// The backup history file PostgreSQL archived for `manifest`, read back from the repository, after
+/// checking that the backup's stop segment is there too (a backup completes only once its WAL is).
+pub async fn archived_backup_history(repository: &Repository, manifest: &BackupManifest) -> String {
+    use lifeboat::catalog::wal::WalFile;
+    let layout = layout();
+    let size = manifest.wal_segment_size;
+    let stop = layout.wal_file(&WalFile::Segment(manifest.stop_segment()), size);
+    assert!(repository.store().head(&stop).await.unwrap().is_some(), "{stop} is not in the repository");
+    let start = manifest.start_segment();
+    let offset = (manifest.start_lsn.as_u64() - start.start_lsn(size).as_u64()) as u32;
+    let history = layout.wal_file(&WalFile::BackupHistory { segment: start, offset }, size);
+    String::from_utf8(repository.get_bytes(&history).await.unwrap()).unwrap()
+}
