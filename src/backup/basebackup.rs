@@ -282,8 +282,7 @@ impl Job<'_> {
         if self.lease.is_lost() {
             return Err(BackupError::LeaseLost { lock: self.lock.clone() });
         }
-        let key = self.layout.backup_manifest(id);
-        self.repository.put_bytes(&key, manifest.to_json(), PutMode::CreateOnly).await?;
+        let key = super::store_manifest(&self.repository, &self.layout, &manifest).await?;
         tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete: manifest stored");
         Ok((manifest, key, removed, started.elapsed()))
     }

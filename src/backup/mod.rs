@@ -44,6 +44,7 @@ use crate::catalog::backup_manifest::{
 };
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
 use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::journal::{self, Event, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError, hostname};
 use crate::catalog::lsn::{Lsn, Timeline};
@@ -215,6 +216,9 @@ pub enum BackupError {
     Repository(#[from] RepositoryError),
 
     #[error(transparent)]
+    Journal(#[from] JournalError),
+
+    #[error(transparent)]
     Storage(#[from] StorageError),
 
     #[error("cannot read {}: {source}", path.display())]
@@ -375,9 +379,8 @@ impl Job<'_> {
         if self.lease.is_lost() {
             return Err(BackupError::LeaseLost { lock: self.lock.clone() });
         }
-        let key = self.layout.backup_manifest(id);
-        self.repository.put_bytes(&key, manifest.to_json(), PutMode::CreateOnly).await?;
-        tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete: manifest stored");
+        let key = store_manifest(&self.repository, &self.layout, &manifest).await?;
+        tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete: manifest stored and recorded");
         Ok((manifest, key, removed, started.elapsed()))
     }
 
@@ -608,6 +611,21 @@ fn archiving_waits(server: &ServerInfo) -> bool {
         "always" => true,
         _ => !server.in_recovery,
     }
+}
+
+/// Stores the manifest (create-only: the commit point, G1), then records the backup in the
+/// cluster's journal, so that its later disappearance is noticed (G9).
+async fn store_manifest(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    manifest: &BackupManifest,
+) -> Result<ObjectKey, BackupError> {
+    let key = layout.backup_manifest(manifest.id);
+    let json = manifest.to_json();
+    let manifest_blake3 = journal::hash_hex(&json);
+    repository.put_bytes(&key, json, PutMode::CreateOnly).await?;
+    journal::append(repository, layout, Event::Completed { id: manifest.id, manifest_blake3 }).await?;
+    Ok(key)
 }
 
 /// Waits until every WAL segment from the one holding `start_lsn` to the one holding the byte

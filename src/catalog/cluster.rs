@@ -11,7 +11,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::journal::{self, Event, JournalError};
 use super::layout::ClusterLayout;
+use super::listing::{self, Entry};
 use super::wal::SegmentSize;
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{PutMode, StorageError};
@@ -85,6 +87,9 @@ pub enum IdentityError {
          move it away and the next wal-push records the identity again"
     )]
     Damaged { location: String, key: String, detail: String },
+
+    #[error(transparent)]
+    Journal(Box<JournalError>),
 
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -179,14 +184,36 @@ impl ClusterRecord {
                     detail: "it was created by another process and then disappeared".into(),
                 });
             }
+            // A missing record is not proof that nothing was ever stored: check what the journal and
+            // the manifests say before writing one (G9), and record it in the journal first.
+            let known = known_identity(repository, layout).await?;
+            if let Some(known) = &known {
+                known.check(&repository.location(), layout, observed)?;
+            }
             let record = ClusterRecord::new(observed);
+            let event = Event::Identity {
+                system_identifier: record.system_identifier,
+                wal_segment_size: record.wal_segment_size,
+                recreated: known.is_some(),
+            };
+            journal::append(repository, layout, event)
+                .await
+                .map_err(|error| IdentityError::Journal(Box::new(error)))?;
             match repository.put_bytes(&key, record.to_json(), PutMode::CreateOnly).await {
                 Ok(_) => {
-                    tracing::info!(
-                        cluster = %layout.name(),
-                        system_identifier = %record.system_identifier,
-                        "first WAL or backup of this cluster: recorded its identity in {key}"
-                    );
+                    match &known {
+                        Some(known) => tracing::warn!(
+                            cluster = %layout.name(),
+                            system_identifier = %record.system_identifier,
+                            "the cluster record {key} was missing; wrote it again, with the identity known from {}",
+                            known.source
+                        ),
+                        None => tracing::info!(
+                            cluster = %layout.name(),
+                            system_identifier = %record.system_identifier,
+                            "first WAL or backup of this cluster: recorded its identity in {key}"
+                        ),
+                    }
                     return Ok(record);
                 }
                 Err(RepositoryError::Storage(StorageError::AlreadyExists { .. })) => lost_race = true,
@@ -244,6 +271,85 @@ impl ClusterRecord {
         json.push(b'\n');
         json
     }
+}
+
+/// The identity of the cluster as something other than its record knows it.
+struct KnownIdentity {
+    system_identifier: SystemIdentifier,
+    /// `None` when only dumps know the cluster (they do not record the segment size).
+    segment_size: Option<SegmentSize>,
+    /// Where it is known from, for messages.
+    source: String,
+    since: DateTime<Utc>,
+}
+
+impl KnownIdentity {
+    /// As [`ClusterRecord::check`], naming where the identity is known from.
+    fn check(&self, location: &str, layout: &ClusterLayout, observed: &Observed) -> Result<(), IdentityError> {
+        let record = ClusterRecord {
+            system_identifier: self.system_identifier,
+            wal_segment_size: self.segment_size.unwrap_or(observed.segment_size),
+            first_seen: self.since,
+            ..ClusterRecord::new(observed)
+        };
+        record.check(location, layout, observed).map_err(|error| match error {
+            IdentityError::OtherCluster(mut other) => {
+                other.key = self.source.clone();
+                IdentityError::OtherCluster(other)
+            }
+            IdentityError::SegmentSizeChanged(mut changed) => {
+                changed.key = self.source.clone();
+                IdentityError::SegmentSizeChanged(changed)
+            }
+            other => other,
+        })
+    }
+}
+
+/// What the journal, else the newest readable backup or dump manifest, says the cluster is.
+async fn known_identity(
+    repository: &Repository,
+    layout: &ClusterLayout,
+) -> Result<Option<KnownIdentity>, IdentityError> {
+    let view = journal::read(repository, layout).await.map_err(|error| IdentityError::Journal(Box::new(error)))?;
+    if let Some(head) = &view.head
+        && let Some(identity) = head.state.identity
+    {
+        return Ok(Some(KnownIdentity {
+            system_identifier: identity.system_identifier,
+            segment_size: Some(identity.wal_segment_size),
+            source: format!(
+                "the journal (entry {} under {}; the cluster record is missing)",
+                head.seq,
+                layout.journal_prefix()
+            ),
+            since: head.at,
+        }));
+    }
+    let ids = listing::list_ids(repository, layout).await.map_err(RepositoryError::from)?;
+    for id in ids.into_iter().rev() {
+        let source = format!("the manifest {} (the cluster record is missing)", listing::manifest_key(layout, id));
+        match listing::read_manifest(repository, layout, id).await {
+            Ok((Entry::Full(manifest), _)) => {
+                return Ok(Some(KnownIdentity {
+                    system_identifier: manifest.system_identifier,
+                    segment_size: Some(manifest.wal_segment_size),
+                    source,
+                    since: manifest.start_time,
+                }));
+            }
+            Ok((Entry::Dump(manifest), _)) => {
+                return Ok(Some(KnownIdentity {
+                    system_identifier: manifest.system_identifier,
+                    segment_size: None,
+                    source,
+                    since: manifest.started_at,
+                }));
+            }
+            Err(_) => continue,
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! clusters/<name>/wal/<timeline>/<segment>.partial     last segment of a timeline, incomplete
 //! clusters/<name>/wal/<timeline>/<segment>.<offset>.backup   backup history file
 //! clusters/<name>/wal/<timeline>.history               timeline history file
+//! clusters/<name>/journal/<seq>                       what lifeboat added and removed, in order
 //! clusters/<name>/backups/  dumps/  locks/  verify/
 //! ```
 
@@ -99,6 +100,11 @@ impl ClusterLayout {
     }
 
     /// `clusters/<name>/locks/<lock>`: the prefix of one lease's generations (see [`super::lease`]).
+    /// `clusters/<name>/journal/`: the cluster's journal (see [`super::journal`]).
+    pub fn journal_prefix(&self) -> String {
+        format!("{}/journal/", self.root)
+    }
+
     pub fn lock(&self, lock: &str) -> ObjectKey {
         self.key(&format!("locks/{lock}"))
     }
@@ -138,6 +144,7 @@ mod tests {
         assert_eq!(layout.backups_prefix(), "clusters/main/backups/");
         assert_eq!(layout.dumps_prefix(), "clusters/main/dumps/");
         assert_eq!(layout.verify_prefix(), "clusters/main/verify/");
+        assert_eq!(layout.journal_prefix(), "clusters/main/journal/");
         assert_eq!(layout.lock("backup").as_str(), "clusters/main/locks/backup");
         assert_eq!(layout.prefix(), "clusters/main/");
     }

@@ -1,11 +1,12 @@
 //! The catalog of one cluster: which backups and dumps exist (those with a manifest, G1), what
 //! each one is, whether verification reports exist for it, and deleting one.
 //!
-//! `lifeboat list`, `info` and `delete` are thin layers over this module. Deleting is the write
-//! order reversed: the manifest goes first, so the backup leaves every listing at once, and its
+//! `lifeboat list`, `info` and `delete` are thin layers over this module. Deleting is recorded in
+//! the cluster's journal first, then is the write order reversed: the manifest goes first, so the backup leaves every listing at once, and its
 //! data objects after it (a crash in between leaves unreferenced objects, which the next backup
 //! or dump of the cluster removes).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,6 +106,9 @@ pub enum CatalogError {
     #[error("{location}: the dump manifest {key} is unreadable ({detail})")]
     DumpManifest { location: String, key: ObjectKey, detail: String },
 
+    #[error("{location}: the manifest {key} does not authenticate ({detail}); it is damaged or was altered")]
+    Damaged { location: String, key: ObjectKey, detail: String },
+
     #[error(
         "refusing to delete {id}: it is the only full backup of cluster {cluster:?}, and without a base \
          backup no point-in-time restore is possible and all the archived WAL is useless. Take a new backup \
@@ -125,7 +129,27 @@ pub enum CatalogError {
     Lease(#[from] LeaseError),
 
     #[error(transparent)]
+    Journal(#[from] super::journal::JournalError),
+
+    #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+impl CatalogError {
+    /// The object and what is wrong with it, when the error says a manifest is damaged (as opposed
+    /// to the repository being unreachable).
+    pub fn damage(&self) -> Option<(ObjectKey, String)> {
+        match self {
+            CatalogError::Damaged { key, detail, .. } | CatalogError::DumpManifest { key, detail, .. } => {
+                Some((key.clone(), detail.clone()))
+            }
+            CatalogError::Manifest(ManifestError::Invalid { key, detail, .. }) => Some((key.clone(), detail.clone())),
+            CatalogError::Manifest(error @ ManifestError::Unsupported { key, .. }) => {
+                Some((key.clone(), error.to_string()))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<StorageError> for CatalogError {
@@ -156,7 +180,7 @@ pub fn verify_prefix(layout: &ClusterLayout, id: BackupId) -> String {
 }
 
 /// The ids of every backup and dump of the cluster that has a manifest, oldest first.
-pub async fn list_ids(repository: &Repository, layout: &ClusterLayout) -> Result<Vec<BackupId>, CatalogError> {
+pub async fn list_ids(repository: &Repository, layout: &ClusterLayout) -> Result<Vec<BackupId>, StorageError> {
     let mut ids = Vec::new();
     for (prefix, kind) in [(layout.backups_prefix(), BackupKind::Full), (layout.dumps_prefix(), BackupKind::Dump)] {
         for meta in repository.store().list(&prefix).await? {
@@ -176,34 +200,83 @@ pub async fn list_ids(repository: &Repository, layout: &ClusterLayout) -> Result
 
 /// Reads the manifest of `id`.
 pub async fn read_entry(repository: &Repository, layout: &ClusterLayout, id: BackupId) -> Result<Entry, CatalogError> {
-    match id.kind() {
-        BackupKind::Full => Ok(Entry::Full(Box::new(BackupManifest::read(repository, layout, id).await?))),
+    Ok(read_manifest(repository, layout, id).await?.0)
+}
+
+/// Reads and authenticates the manifest of `id`: what it says, and the BLAKE3 of its plaintext
+/// (what the journal records).
+pub async fn read_manifest(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    id: BackupId,
+) -> Result<(Entry, String), CatalogError> {
+    let key = manifest_key(layout, id);
+    let bytes = match repository.get_bytes(&key).await {
+        Ok(bytes) => bytes,
+        Err(RepositoryError::Storage(StorageError::NotFound { .. })) => {
+            return Err(not_found(repository, layout, &id.to_string(), &[]));
+        }
+        Err(RepositoryError::Object(error)) => {
+            return Err(CatalogError::Damaged { location: repository.location(), key, detail: error.to_string() });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let entry = match id.kind() {
+        BackupKind::Full => Entry::Full(Box::new(BackupManifest::from_json(&bytes, &repository.location(), &key)?)),
         BackupKind::Dump => {
-            let key = DumpKeys::new(layout, id).manifest();
-            let bytes = match repository.get_bytes(&key).await {
-                Ok(bytes) => bytes,
-                Err(RepositoryError::Storage(StorageError::NotFound { .. })) => {
-                    return Err(not_found(repository, layout, &id.to_string(), &[]));
-                }
-                Err(error) => return Err(error.into()),
-            };
             let manifest = DumpManifest::from_json(&bytes).map_err(|detail| CatalogError::DumpManifest {
                 location: repository.location(),
                 key,
                 detail,
             })?;
-            Ok(Entry::Dump(Box::new(manifest)))
+            Entry::Dump(Box::new(manifest))
         }
+    };
+    Ok((entry, super::journal::hash_hex(&bytes)))
+}
+
+/// A manifest that exists but cannot be used: it does not authenticate, or does not parse.
+#[derive(Debug, Clone)]
+pub struct DamagedManifest {
+    pub id: BackupId,
+    pub key: ObjectKey,
+    pub detail: String,
+}
+
+/// Every backup and dump whose manifest could be read, oldest first, and those whose manifest could not.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    /// The BLAKE3 of each entry's manifest.
+    pub hashes: BTreeMap<BackupId, String>,
+    pub damaged: Vec<DamagedManifest>,
+}
+
+impl Listing {
+    /// The ids of the readable full backups, for messages that suggest another one.
+    pub fn intact_full_backups(&self) -> Vec<BackupId> {
+        self.entries.iter().map(Entry::id).filter(|id| id.kind() == BackupKind::Full).collect()
     }
 }
 
-/// Every backup and dump, oldest first.
-pub async fn read_all(repository: &Repository, layout: &ClusterLayout) -> Result<Vec<Entry>, CatalogError> {
-    let mut entries = Vec::new();
+/// Every backup and dump. One damaged manifest does not hide the others: it is in `damaged`.
+pub async fn read_all(repository: &Repository, layout: &ClusterLayout) -> Result<Listing, CatalogError> {
+    let mut listing = Listing::default();
     for id in list_ids(repository, layout).await? {
-        entries.push(read_entry(repository, layout, id).await?);
+        match read_manifest(repository, layout, id).await {
+            Ok((entry, hash)) => {
+                listing.hashes.insert(id, hash);
+                listing.entries.push(entry);
+            }
+            // Deleted since it was listed.
+            Err(CatalogError::NotFound { .. }) => {}
+            Err(error) => match error.damage() {
+                Some((key, detail)) => listing.damaged.push(DamagedManifest { id, key, detail }),
+                None => return Err(error),
+            },
+        }
     }
-    Ok(entries)
+    Ok(listing)
 }
 
 fn not_found(repository: &Repository, layout: &ClusterLayout, id: &str, existing: &[BackupId]) -> CatalogError {
@@ -290,7 +363,9 @@ async fn delete_locked(
     if lease.is_lost() {
         return Err(CatalogError::LeaseLost { lock: lock.to_string(), id });
     }
-    // The commit point goes first: from here on the backup is not listed (G1, in reverse).
+    // Recorded before anything goes, so no reader ever takes the deletion for a loss (G9); then the
+    // commit point goes first: from here on the backup is not listed (G1, in reverse).
+    super::journal::append(repository, layout, super::journal::Event::Deleted { id }).await?;
     repository.store().delete(&manifest).await?;
     let mut bytes = 0;
     let mut count = 0;

@@ -11,10 +11,14 @@
 //! - [`lease`]: repository leases (one writer per cluster).
 //! - [`timeline`]: timeline histories, and which segment recovery reads on a timeline.
 //! - [`listing`]: which backups and dumps exist, reading them, deleting one.
+//! - [`journal`]: the append-only, hash-chained record of what lifeboat added and removed.
+//! - [`audit`]: the catalog as stored, checked against the journal: what is missing or altered.
 
+pub mod audit;
 pub mod backup_manifest;
 pub mod cluster;
 pub mod id;
+pub mod journal;
 pub mod layout;
 pub mod lease;
 pub mod listing;

@@ -11,12 +11,13 @@ use serde::Serialize;
 
 use super::context::{load_config, open_repository};
 use crate::backup::format_bytes;
+use crate::catalog::audit::{self, Problem, Verification};
 use crate::catalog::backup_manifest::{BackupManifest, Tablespace, Totals};
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, Entry};
 use crate::dump::manifest::{DumpManifest, TableRows};
-use crate::verify::report::{self, Mode, Reports, VerifyReport};
+use crate::verify::report::{Mode, VerifyReport};
 use crate::wal::check::{ArchiveReport, Gap, SegmentRange, check};
 
 /// The widest a text table gets.
@@ -56,6 +57,8 @@ struct JsonList<'a> {
     location: String,
     backups: Vec<JsonListEntry<'a>>,
     wal: Vec<JsonTimeline<'a>>,
+    /// Objects that are missing, altered, damaged or not recorded in the journal, by key.
+    problems: &'a [Problem],
 }
 
 #[derive(Debug, Serialize)]
@@ -84,14 +87,16 @@ struct JsonListEntry<'a> {
 #[derive(Debug, Serialize)]
 struct JsonVerification<'a> {
     /// "passed", "failed (<phase>)", or "unreadable" when the newest report cannot be read.
-    status: String,
+    status: &'a str,
     passed: bool,
-    /// When the newest verification started.
+    /// When the verification that gave the verdict started.
     verified_at: Option<String>,
     /// How many reports exist under verify/<id>/.
     reports: usize,
-    /// The key of the newest.
-    report: String,
+    /// The key of the report the verdict comes from.
+    report: &'a str,
+    /// Whether the cluster's journal records the verdict: only a recorded verdict counts.
+    recorded: bool,
     /// `info` only: the newest report itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     latest: Option<&'a VerifyReport>,
@@ -109,14 +114,13 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
     let config = load_config(config_path)?;
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
-    let entries = listing::read_all(&repository, &layout).await?;
-    let reports = report::read_latest(&repository, &layout).await?;
+    let survey = audit::survey(&repository, &layout).await?;
     let wal = check(&repository, &layout).await?;
     if args.json {
         let json = JsonList {
             cluster: layout.name().to_string(),
             location: repository.location(),
-            backups: entries.iter().map(|entry| list_entry(entry, &reports)).collect(),
+            backups: survey.entries.iter().map(|entry| list_entry(entry, &survey.verifications)).collect(),
             wal: wal
                 .timelines
                 .iter()
@@ -127,47 +131,68 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
                     gaps: &timeline.gaps,
                 })
                 .collect(),
+            problems: &survey.problems,
         };
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!("cluster {} in {}", layout.name(), repository.location());
         println!();
-        print_table(&entries, &reports);
+        print_table(&survey.entries, &survey.verifications);
         println!();
         print_wal(&wal);
+        print_problems(&survey.problems);
+    }
+    if !survey.problems.is_empty() {
+        anyhow::bail!(
+            "the repository has {} problem(s), listed {}: a backup, a report or a journal entry is missing, altered \
+             or unreadable. Find out what changed the repository before trusting it (docs/format.md section 12)",
+            survey.problems.len(),
+            if args.json { "under \"problems\"" } else { "above" }
+        );
     }
     Ok(())
 }
 
-fn verification<'a>(
-    entry: &Entry,
-    reports: &'a BTreeMap<BackupId, Reports>,
-    with_report: bool,
-) -> Option<JsonVerification<'a>> {
-    let reports = reports.get(&entry.id())?;
-    let latest = reports.latest.as_ref().ok();
-    Some(JsonVerification {
-        status: latest.map_or_else(|| "unreadable".to_owned(), VerifyReport::status),
-        passed: latest.is_some_and(|report| report.passed),
-        verified_at: latest.map(|report| report.started_at.to_rfc3339()),
-        reports: reports.count,
-        report: reports.latest_key.to_string(),
-        latest: latest.filter(|_| with_report),
-    })
-}
-
-/// The VERIFY column: the newest report's verdict, "?" when it cannot be read, "-" without one
-/// (`info` tells when and how).
-fn verification_cell(entry: &Entry, reports: &BTreeMap<BackupId, Reports>) -> &'static str {
-    match reports.get(&entry.id()).map(|reports| &reports.latest) {
-        None => "-",
-        Some(Err(_)) => "?",
-        Some(Ok(report)) if report.passed => "passed",
-        Some(Ok(_)) => "FAILED",
+fn print_problems(problems: &[Problem]) {
+    if problems.is_empty() {
+        return;
+    }
+    println!();
+    println!("PROBLEMS ({}):", problems.len());
+    for problem in problems {
+        println!("  {problem}");
     }
 }
 
-fn list_entry<'a>(entry: &'a Entry, reports: &'a BTreeMap<BackupId, Reports>) -> JsonListEntry<'a> {
+fn verification<'a>(
+    entry: &Entry,
+    verifications: &'a BTreeMap<BackupId, Verification>,
+    with_report: bool,
+) -> Option<JsonVerification<'a>> {
+    let verification = verifications.get(&entry.id())?;
+    Some(JsonVerification {
+        status: &verification.status,
+        passed: verification.passed,
+        verified_at: verification.verified_at.map(|at| at.to_rfc3339()),
+        reports: verification.reports,
+        report: &verification.report,
+        recorded: verification.recorded,
+        latest: verification.latest.as_ref().filter(|_| with_report),
+    })
+}
+
+/// The VERIFY column: the verdict, "?" when the newest report cannot be read (PROBLEMS names it),
+/// "-" without one (`info` tells when and how).
+fn verification_cell(entry: &Entry, verifications: &BTreeMap<BackupId, Verification>) -> &'static str {
+    match verifications.get(&entry.id()) {
+        None => "-",
+        Some(verification) if verification.status == "unreadable" => "?",
+        Some(verification) if verification.passed => "passed",
+        Some(_) => "FAILED",
+    }
+}
+
+fn list_entry<'a>(entry: &'a Entry, verifications: &'a BTreeMap<BackupId, Verification>) -> JsonListEntry<'a> {
     let full = match entry {
         Entry::Full(manifest) => Some(manifest),
         Entry::Dump(_) => None,
@@ -187,7 +212,7 @@ fn list_entry<'a>(entry: &'a Entry, reports: &'a BTreeMap<BackupId, Reports>) ->
         stored_size: entry.stored_size(),
         compression_ratio: round(entry.compression_ratio(), 100.0),
         databases: entry.databases(),
-        verification: verification(entry, reports, false),
+        verification: verification(entry, verifications, false),
     }
 }
 
@@ -210,7 +235,7 @@ fn format_duration(seconds: f64) -> String {
 
 /// The table of `list`: one row per backup or dump, columns sized to their content, the last
 /// column (WAL of a full backup, databases of a dump) cut so a row fits [`WIDTH`] columns.
-fn print_table(entries: &[Entry], reports: &BTreeMap<BackupId, Reports>) {
+fn print_table(entries: &[Entry], verifications: &BTreeMap<BackupId, Verification>) {
     if entries.is_empty() {
         println!("no backups or dumps yet (`lifeboat backup` and `lifeboat dump` take them)");
         return;
@@ -234,7 +259,7 @@ fn print_table(entries: &[Entry], reports: &BTreeMap<BackupId, Reports>) {
                 format_bytes(entry.size()),
                 format_bytes(entry.stored_size()),
                 format!("{:.1}x", entry.compression_ratio()),
-                verification_cell(entry, reports).to_owned(),
+                verification_cell(entry, verifications).to_owned(),
                 timeline,
                 last,
             ]
@@ -386,8 +411,13 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
     let layout = ClusterLayout::new(&config.cluster.name);
     let id = listing::resolve(&repository, &layout, &args.id).await?;
     let entry = listing::read_entry(&repository, &layout, id).await?;
-    let reports = report::read_latest(&repository, &layout).await?;
-    let verification = verification(&entry, &reports, true);
+    let survey = audit::survey(&repository, &layout).await?;
+    let verification = verification(&entry, &survey.verifications, true);
+    let id_text = id.to_string();
+    let problems: Vec<&Problem> = survey.problems.iter().filter(|problem| problem.key.contains(&id_text)).collect();
+    for problem in &problems {
+        tracing::warn!("{problem}");
+    }
     let manifest_key = listing::manifest_key(&layout, id).to_string();
     match &entry {
         Entry::Full(manifest) => {
@@ -544,7 +574,11 @@ fn print_verification(verification: Option<&JsonVerification<'_>>) {
         return;
     };
     let Some(report) = verification.latest else {
-        println!("  verification  the newest report, {}, cannot be read", verification.report);
+        println!(
+            "  verification  {} (journal's verdict); its report {} is missing or cannot be read",
+            verification.status.to_uppercase(),
+            verification.report
+        );
         return;
     };
     let what = match report.mode {

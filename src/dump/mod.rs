@@ -36,6 +36,7 @@ use self::program::{Finished, Program};
 use self::snapshot::{SnapshotError, SnapshotSession};
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
 use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{self, Lease, LeaseError};
 use crate::catalog::wal::SegmentSize;
@@ -134,6 +135,9 @@ pub enum DumpError {
         source: SnapshotError,
     },
 
+    #[error("dump {id} was stored, but recording it in the cluster's journal failed, so it was removed: {source}")]
+    Record { id: BackupId, source: JournalError },
+
     #[error("storing {what} failed; nothing of this dump was kept: {source}")]
     Store {
         what: String,
@@ -224,10 +228,15 @@ pub async fn dump(
             return Err(DumpError::LeaseLost { lock: lock.to_string() });
         }
         let key = dumper.keys.manifest();
+        let json = manifest.to_json();
+        let manifest_blake3 = journal::hash_hex(&json);
         repository
-            .put_bytes(&key, manifest.to_json(), PutMode::CreateOnly)
+            .put_bytes(&key, json, PutMode::CreateOnly)
             .await
             .map_err(|source| DumpError::Store { what: format!("the manifest {key}"), source })?;
+        journal::append(&repository, &layout, journal::Event::Completed { id: manifest.id, manifest_blake3 })
+            .await
+            .map_err(|source| DumpError::Record { id: manifest.id, source })?;
         Ok(manifest)
     }
     .await;

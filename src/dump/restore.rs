@@ -362,8 +362,12 @@ pub async fn find_dump(
     layout: &ClusterLayout,
     text: &str,
 ) -> Result<DumpManifest, RestoreError> {
-    let dumps: Vec<BackupId> =
-        listing::list_ids(repository, layout).await?.into_iter().filter(|id| id.kind() == BackupKind::Dump).collect();
+    let dumps: Vec<BackupId> = listing::list_ids(repository, layout)
+        .await
+        .map_err(CatalogError::from)?
+        .into_iter()
+        .filter(|id| id.kind() == BackupKind::Dump)
+        .collect();
     let id = if text == "latest" {
         *dumps.last().ok_or_else(|| RestoreError::NoDumps {
             location: repository.location(),

@@ -169,6 +169,13 @@ pub enum RestoreError {
     #[error("the restore was cancelled")]
     Cancelled,
 
+    #[error(
+        "the manifest {key} cannot be read ({detail}), so lifeboat cannot tell whether that backup is the one to \
+         restore, and nothing was written. Choose an intact backup with --backup <id> (intact full backups: \
+         {intact}); `lifeboat list` shows every problem in the repository"
+    )]
+    DamagedManifest { key: String, detail: String, intact: String },
+
     #[error("cannot start PostgreSQL on the restored directory: {detail}")]
     Start { detail: String },
 
@@ -186,7 +193,18 @@ pub async fn load_catalog(
 ) -> Result<Catalog, RestoreError> {
     let entries = match only {
         Some(id) if id.kind() == BackupKind::Full => vec![listing::read_entry(repository, layout, id).await?],
-        _ => listing::read_all(repository, layout).await?,
+        _ => {
+            let listing = listing::read_all(repository, layout).await?;
+            if let Some(damaged) = listing.damaged.first() {
+                let intact: Vec<String> = listing.intact_full_backups().iter().map(ToString::to_string).collect();
+                return Err(RestoreError::DamagedManifest {
+                    key: damaged.key.to_string(),
+                    detail: damaged.detail.clone(),
+                    intact: if intact.is_empty() { "none".to_owned() } else { intact.join(", ") },
+                });
+            }
+            listing.entries
+        }
     };
     let backups: Vec<BackupManifest> = entries
         .into_iter()

@@ -31,6 +31,7 @@ use chrono::Utc;
 use self::report::{Failure, Mode, Phase, VerifyReport};
 use self::scratch::Scratch;
 use crate::catalog::id::BackupId;
+use crate::catalog::journal::{self, Event, JournalError, Verdict};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::config::{AmcheckLevel, Config, ConnectionString, SqlCheck};
@@ -93,6 +94,12 @@ pub enum VerifyError {
 
     #[error("the verification of {id} finished ({status}) but its report could not be stored at {key}: {source}")]
     Store { id: BackupId, status: String, key: ObjectKey, source: RepositoryError },
+
+    #[error(
+        "the verification of {id} finished ({status}) and its report is stored at {key}, but recording it in the \
+         cluster's journal failed, so it does not count as a verification: {source}. Run it again"
+    )]
+    Record { id: BackupId, status: String, key: ObjectKey, source: JournalError },
 }
 
 /// What a verification needs besides its options.
@@ -111,7 +118,7 @@ pub async fn verify(
     options: &VerifyOptions,
     interrupt: impl Future<Output = String>,
 ) -> Result<VerifyReport, VerifyError> {
-    let entry = listing::read_entry(&repository, layout, id).await?;
+    let (entry, manifest_blake3) = listing::read_manifest(&repository, layout, id).await?;
     let began = Instant::now();
     let mode = if options.integrity_only { Mode::Integrity } else { Mode::Restore };
     let mut report = VerifyReport::new(id, mode, Utc::now());
@@ -167,12 +174,17 @@ pub async fn verify(
     report.failure = failure;
     report.finished_at = Utc::now();
     report.seconds = round(began.elapsed().as_secs_f64());
-    match report.store(&repository, layout).await {
-        Ok(key) => {
-            tracing::info!("verification of {id} {}: report stored at {key}", report.status());
+    let key = match report.store(&repository, layout).await {
+        Ok(key) => key,
+        Err(source) => return Err(VerifyError::Store { id, status: report.status(), key: report.key(layout), source }),
+    };
+    let verdict = Verdict::of(&report, &key, &report.to_json());
+    match journal::append(&repository, layout, Event::Verified { id, manifest_blake3, verdict }).await {
+        Ok(_) => {
+            tracing::info!("verification of {id} {}: report stored at {key} and recorded", report.status());
             Ok(report)
         }
-        Err(source) => Err(VerifyError::Store { id, status: report.status(), key: report.key(layout), source }),
+        Err(source) => Err(VerifyError::Record { id, status: report.status(), key, source }),
     }
 }
 

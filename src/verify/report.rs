@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
-use crate::catalog::listing::{self, CatalogError};
+use crate::catalog::listing;
 use crate::config::AmcheckLevel;
 use crate::repository::{Repository, RepositoryError};
-use crate::storage::{ObjectKey, PutMode};
+use crate::storage::{ObjectKey, PutMode, StorageError};
 
 /// The `format` field of every report.
 pub const FORMAT: &str = "lifeboat-verify-report";
@@ -247,11 +247,14 @@ impl VerifyReport {
     }
 }
 
-/// The verification reports of one backup or dump: how many, and the newest.
+/// The verification reports of one backup or dump: their keys, and the newest.
 #[derive(Debug, Clone)]
 pub struct Reports {
-    pub count: usize,
+    /// Every report's key, oldest first.
+    pub keys: Vec<ObjectKey>,
     pub latest_key: ObjectKey,
+    /// The newest report's plaintext (empty when it cannot be read), which the journal hashes.
+    pub latest_bytes: Vec<u8>,
     /// `Err` when the newest report cannot be read or parsed (it is then reported, not hidden).
     pub latest: Result<VerifyReport, String>,
 }
@@ -260,7 +263,7 @@ pub struct Reports {
 pub async fn read_latest(
     repository: &Repository,
     layout: &ClusterLayout,
-) -> Result<BTreeMap<BackupId, Reports>, CatalogError> {
+) -> Result<BTreeMap<BackupId, Reports>, StorageError> {
     let prefix = layout.verify_prefix();
     let mut keys: BTreeMap<BackupId, Vec<ObjectKey>> = BTreeMap::new();
     for meta in repository.store().list(&prefix).await? {
@@ -276,11 +279,14 @@ pub async fn read_latest(
     for (id, mut keys) in keys {
         keys.sort();
         let latest_key = keys.last().expect("at least one key").clone();
-        let latest = match repository.get_bytes(&latest_key).await {
-            Ok(bytes) => VerifyReport::from_json(&bytes),
-            Err(error) => Err(error.to_string()),
+        let (latest_bytes, latest) = match repository.get_bytes(&latest_key).await {
+            Ok(bytes) => {
+                let report = VerifyReport::from_json(&bytes);
+                (bytes, report)
+            }
+            Err(error) => (Vec::new(), Err(error.to_string())),
         };
-        reports.insert(id, Reports { count: keys.len(), latest_key, latest });
+        reports.insert(id, Reports { keys, latest_key, latest_bytes, latest });
     }
     Ok(reports)
 }

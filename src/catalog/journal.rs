@@ -1,0 +1,652 @@
+//! The journal of a cluster (`clusters/<name>/journal/<seq>`): an append-only, sealed,
+//! hash-chained record of every backup, dump, verification report, deletion and identity that
+//! lifeboat adds to or removes from the cluster, so that a deletion made by lifeboat can be told
+//! from an object that went missing (G9). docs/format.md section 12 is the normative description.
+//!
+//! - Each entry is a framed object (sealed: nobody without the key can write one, and an entry
+//!   does not authenticate under another entry's key), written with a create-only put at the next
+//!   sequence number, so concurrent writers serialise on the put and the loser retries.
+//! - Each entry names the BLAKE3 of its predecessor's plaintext and carries the whole resulting
+//!   [`State`] (the live backups and dumps with their manifests' hashes and newest verdicts), so a
+//!   reader needs the newest entry only, plus the chain back to what it has already checked.
+//! - This host remembers the newest entry it saw ([`HostMemory`]), so a journal cut back to an
+//!   older entry, or removed altogether, is reported instead of silently believed.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::audit::Problem;
+use super::cluster::{ClusterRecord, IdentityError, SystemIdentifier};
+use super::id::BackupId;
+use super::layout::ClusterLayout;
+use super::wal::SegmentSize;
+use crate::repository::{Repository, RepositoryError};
+use crate::storage::{ObjectKey, PutMode, StorageError};
+use crate::verify::report::Mode;
+
+pub const FORMAT_NAME: &str = "lifeboat-journal";
+pub const FORMAT_VERSION: u32 = 1;
+/// Sequence numbers are written with this many digits, so keys sort in sequence order.
+const SEQ_DIGITS: usize = 20;
+/// Appends lost to concurrent writers before giving up (each loss means another entry landed).
+const APPEND_ATTEMPTS: usize = 64;
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalEntry {
+    /// Always "lifeboat-journal".
+    pub format: String,
+    pub version: u32,
+    /// 1 for the first entry; the entry's key ends with it.
+    pub seq: u64,
+    /// BLAKE3 (hex) of the previous entry's plaintext; `None` only for entry 1.
+    pub previous: Option<String>,
+    pub at: DateTime<Utc>,
+    pub host: String,
+    pub lifeboat_version: String,
+    /// What happened.
+    pub event: Event,
+    /// What the cluster holds once `event` happened.
+    pub state: State,
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Event {
+    /// The first entry: the journal began, taking over what the repository already held (backups
+    /// and reports written before journals existed), as its state says.
+    Began { adopted: Vec<BackupId> },
+    /// The cluster record was written: first seen, or written again after it went missing.
+    Identity { system_identifier: SystemIdentifier, wal_segment_size: SegmentSize, recreated: bool },
+    /// A backup or dump completed: its manifest was stored.
+    Completed { id: BackupId, manifest_blake3: String },
+    /// A verification report was stored. It also records (adopts) the backup it verified if the
+    /// journal did not know it: the verification read and authenticated every object of it.
+    Verified { id: BackupId, manifest_blake3: String, verdict: Verdict },
+    /// lifeboat deletes a backup or dump (recorded before its manifest is removed).
+    Deleted { id: BackupId },
+}
+
+/// The cluster as the journal knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub identity: Option<Identity>,
+    /// Live backups and dumps, sorted by id.
+    pub items: Vec<Item>,
+    /// Backups and dumps lifeboat deleted, sorted by id.
+    pub deleted: Vec<Deletion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub system_identifier: SystemIdentifier,
+    pub wal_segment_size: SegmentSize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    pub id: BackupId,
+    /// BLAKE3 (hex) of the manifest's plaintext.
+    pub manifest_blake3: String,
+    /// The entry that recorded it.
+    pub recorded_in: u64,
+    /// The newest verification recorded for it.
+    pub verification: Option<RecordedVerdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deletion {
+    pub id: BackupId,
+    pub recorded_in: u64,
+}
+
+/// What a verification concluded, as recorded in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    /// The report's key.
+    pub report: String,
+    /// BLAKE3 (hex) of the report's plaintext.
+    pub report_blake3: String,
+    pub passed: bool,
+    /// "passed" or "failed (<phase>)", as the report says.
+    pub status: String,
+    pub mode: Mode,
+    pub verified_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedVerdict {
+    pub verdict: Verdict,
+    pub recorded_in: u64,
+}
+
+impl State {
+    pub fn item(&self, id: BackupId) -> Option<&Item> {
+        self.items.iter().find(|item| item.id == id)
+    }
+
+    pub fn deletion(&self, id: BackupId) -> Option<&Deletion> {
+        self.deleted.iter().find(|deletion| deletion.id == id)
+    }
+
+    /// The state once `event` (recorded in entry `seq`) happened.
+    fn apply(&self, event: &Event, seq: u64) -> State {
+        let mut next = self.clone();
+        match event {
+            Event::Began { .. } => {}
+            Event::Identity { system_identifier, wal_segment_size, .. } => {
+                next.identity =
+                    Some(Identity { system_identifier: *system_identifier, wal_segment_size: *wal_segment_size });
+            }
+            Event::Completed { id, manifest_blake3 } => next.record(*id, manifest_blake3, seq),
+            Event::Verified { id, manifest_blake3, verdict } => {
+                next.record(*id, manifest_blake3, seq);
+                let item = next.items.iter_mut().find(|item| item.id == *id).expect("recorded above");
+                item.verification = Some(RecordedVerdict { verdict: verdict.clone(), recorded_in: seq });
+            }
+            Event::Deleted { id } => {
+                next.items.retain(|item| item.id != *id);
+                next.deleted.retain(|deletion| deletion.id != *id);
+                next.deleted.push(Deletion { id: *id, recorded_in: seq });
+                next.deleted.sort_by_key(|deletion| deletion.id);
+            }
+        }
+        next
+    }
+
+    /// Records `id` with its manifest's hash, keeping what is known of it if the hash is the same.
+    fn record(&mut self, id: BackupId, manifest_blake3: &str, seq: u64) {
+        self.deleted.retain(|deletion| deletion.id != id);
+        match self.items.iter_mut().find(|item| item.id == id) {
+            Some(item) if item.manifest_blake3 == manifest_blake3 => {}
+            Some(item) => {
+                *item = Item { id, manifest_blake3: manifest_blake3.to_owned(), recorded_in: seq, verification: None }
+            }
+            None => {
+                self.items.push(Item {
+                    id,
+                    manifest_blake3: manifest_blake3.to_owned(),
+                    recorded_in: seq,
+                    verification: None,
+                });
+                self.items.sort_by_key(|item| item.id);
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "{location}: journal entry {key} cannot be read ({detail}). lifeboat does not add to a journal whose \
+         newest entry it cannot authenticate. If the configured key is right, the entry was damaged or altered: \
+         find out what changed the repository (docs/format.md section 12), and put the entry back from a copy"
+    )]
+    Unreadable { location: String, key: ObjectKey, detail: String },
+
+    #[error(
+        "{location}: the journal of cluster {cluster:?} is {found}, but this host saw it reach entry {remembered} \
+         ({memory}). The repository was rolled back or entries were deleted; lifeboat will not write over that \
+         history. Find out what changed the repository; if this host's memory is what is wrong (the repository was \
+         deliberately restored from an older copy), remove {memory} to accept the repository as it is"
+    )]
+    RolledBack { location: String, cluster: String, found: String, remembered: u64, memory: String },
+
+    #[error(
+        "{location}: could not add to the journal of cluster {cluster:?}: {attempts} other writers added entries \
+         first. Run the command again"
+    )]
+    Contended { location: String, cluster: String, attempts: usize },
+
+    #[error(transparent)]
+    Identity(Box<IdentityError>),
+
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+impl From<StorageError> for JournalError {
+    fn from(error: StorageError) -> Self {
+        JournalError::Repository(error.into())
+    }
+}
+
+impl From<IdentityError> for JournalError {
+    fn from(error: IdentityError) -> Self {
+        JournalError::Identity(Box::new(error))
+    }
+}
+
+/// What [`read`] found: the newest readable entry and what is wrong with the chain.
+#[derive(Debug, Clone, Default)]
+pub struct JournalView {
+    pub head: Option<JournalEntry>,
+    /// How many entries are listed.
+    pub entries: usize,
+    pub problems: Vec<Problem>,
+}
+
+impl JournalView {
+    pub fn state(&self) -> Option<&State> {
+        self.head.as_ref().map(|head| &head.state)
+    }
+}
+
+/// `clusters/<name>/journal/<seq>`.
+pub fn entry_key(layout: &ClusterLayout, seq: u64) -> ObjectKey {
+    ObjectKey::new(format!("{}{seq:0width$}", layout.journal_prefix(), width = SEQ_DIGITS))
+        .expect("journal keys are built from safe parts")
+}
+
+/// The sequence numbers of the listed entries, sorted, and the keys under `journal/` that are not
+/// entries.
+async fn list_entries(
+    repository: &Repository,
+    layout: &ClusterLayout,
+) -> Result<(Vec<u64>, Vec<String>), JournalError> {
+    let prefix = layout.journal_prefix();
+    let mut seqs = Vec::new();
+    let mut strangers = Vec::new();
+    for meta in repository.store().list(&prefix).await? {
+        let name = meta.key.as_str().strip_prefix(prefix.as_str()).unwrap_or_default();
+        match name.parse::<u64>() {
+            Ok(seq) if seq > 0 && name.len() == SEQ_DIGITS => seqs.push(seq),
+            _ => strangers.push(meta.key.to_string()),
+        }
+    }
+    seqs.sort_unstable();
+    Ok((seqs, strangers))
+}
+
+/// Reads entry `seq`: the entry and the BLAKE3 of its plaintext.
+async fn read_entry(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    seq: u64,
+) -> Result<(JournalEntry, String), EntryUnreadable> {
+    let key = entry_key(layout, seq);
+    let bytes = repository.get_bytes(&key).await.map_err(|error| EntryUnreadable(error.to_string()))?;
+    let entry: JournalEntry = serde_json::from_slice(&bytes).map_err(|error| EntryUnreadable(error.to_string()))?;
+    if entry.format != FORMAT_NAME || entry.version != FORMAT_VERSION {
+        return Err(EntryUnreadable(format!(
+            "format {:?} version {}, this lifeboat reads {FORMAT_NAME:?} version {FORMAT_VERSION}",
+            entry.format, entry.version
+        )));
+    }
+    if entry.seq != seq {
+        return Err(EntryUnreadable(format!("it says it is entry {}", entry.seq)));
+    }
+    Ok((entry, blake3::hash(&bytes).to_hex().to_string()))
+}
+
+/// Why an entry could not be used.
+struct EntryUnreadable(String);
+
+/// Reads the journal of the cluster: the newest entry, checked against its predecessors back to
+/// the newest entry this host has already checked (all of them the first time), and against what
+/// this host remembers. Never fails for what it finds wrong: that is in the view's problems.
+pub async fn read(repository: &Repository, layout: &ClusterLayout) -> Result<JournalView, JournalError> {
+    let (seqs, strangers) = list_entries(repository, layout).await?;
+    let mut view = JournalView { entries: seqs.len(), ..JournalView::default() };
+    for key in strangers {
+        view.problems.push(Problem { key, detail: "not a journal entry lifeboat wrote".into() });
+    }
+    let newest = seqs.last().copied().unwrap_or(0);
+    let mut expected = 1;
+    for &seq in &seqs {
+        if seq > expected {
+            let what = if seq - expected == 1 {
+                format!("entry {expected} is missing")
+            } else {
+                format!("entries {expected} to {} are missing", seq - 1)
+            };
+            view.problems.push(Problem {
+                key: entry_key(layout, expected).to_string(),
+                detail: format!("{what} (the journal goes on at entry {seq}): deleted by someone other than lifeboat"),
+            });
+        }
+        expected = seq + 1;
+    }
+
+    let memory = HostMemory::new(repository, layout);
+    let remembered = memory.as_ref().and_then(HostMemory::load);
+    // Walk back from the newest entry, checking each link, down to what this host checked before.
+    let stop_at = remembered.as_ref().map_or(0, |remembered| remembered.seq.min(newest));
+    let mut later: Option<(JournalEntry, String)> = None;
+    let mut head_hash = None;
+    for &seq in seqs.iter().rev() {
+        if seq < stop_at {
+            break;
+        }
+        let key = entry_key(layout, seq).to_string();
+        match read_entry(repository, layout, seq).await {
+            Ok((entry, hash)) => {
+                if let Some((later_entry, _)) = &later
+                    && later_entry.seq == seq + 1
+                    && later_entry.previous.as_deref() != Some(hash.as_str())
+                {
+                    view.problems.push(Problem {
+                        key: entry_key(layout, seq + 1).to_string(),
+                        detail: format!("does not follow entry {seq}: one of the two was replaced"),
+                    });
+                }
+                if let Some(remembered) = &remembered
+                    && remembered.seq == seq
+                    && remembered.blake3 != hash
+                {
+                    view.problems.push(Problem {
+                        key: key.clone(),
+                        detail: format!(
+                            "is not the entry {seq} this host saw at {}: the journal was rewritten",
+                            remembered.at.to_rfc3339()
+                        ),
+                    });
+                }
+                if view.head.is_none() {
+                    view.head = Some(entry.clone());
+                    head_hash = Some(hash.clone());
+                }
+                later = Some((entry, hash));
+            }
+            Err(EntryUnreadable(detail)) => {
+                view.problems.push(Problem { key, detail: format!("cannot be read: {detail}") });
+                later = None;
+            }
+        }
+    }
+    if let Some(remembered) = &remembered
+        && remembered.seq > newest
+    {
+        let found = if newest == 0 { "empty".to_owned() } else { format!("at entry {newest}") };
+        view.problems.push(Problem {
+            key: layout.journal_prefix(),
+            detail: format!(
+                "the journal is {found}, but this host saw it reach entry {} at {}: the repository was rolled back \
+                 or entries were deleted",
+                remembered.seq,
+                remembered.at.to_rfc3339()
+            ),
+        });
+    }
+    // Only a journal found whole moves this host's memory forward.
+    if view.problems.is_empty()
+        && let (Some(memory), Some(head), Some(hash)) = (&memory, &view.head, &head_hash)
+    {
+        memory.store(head.seq, hash);
+    }
+    Ok(view)
+}
+
+/// Records `event` as the next entry of the cluster's journal and returns the entry. When the
+/// journal has no entry yet, a first entry takes over what the repository already holds.
+pub async fn append(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    event: Event,
+) -> Result<JournalEntry, JournalError> {
+    let memory = HostMemory::new(repository, layout);
+    for _ in 0..APPEND_ATTEMPTS {
+        let (seqs, _) = list_entries(repository, layout).await?;
+        let (previous, state, seq) = match seqs.last() {
+            Some(&newest) => {
+                let (head, hash) =
+                    read_entry(repository, layout, newest).await.map_err(|EntryUnreadable(detail)| {
+                        JournalError::Unreadable {
+                            location: repository.location(),
+                            key: entry_key(layout, newest),
+                            detail,
+                        }
+                    })?;
+                (Some(hash), head.state, newest + 1)
+            }
+            None => (None, State::default(), 1),
+        };
+        if let Some(memory) = &memory
+            && let Some(remembered) = memory.load()
+            && remembered.seq >= seq
+        {
+            let found = if seq == 1 { "empty".to_owned() } else { format!("at entry {}", seq - 1) };
+            return Err(JournalError::RolledBack {
+                location: repository.location(),
+                cluster: layout.name().to_string(),
+                found,
+                remembered: remembered.seq,
+                memory: memory.path.display().to_string(),
+            });
+        }
+        if seq == 1 {
+            // Whoever wins entry 1, the event goes after it, on the next turn.
+            let adopted = adopt(repository, layout).await?;
+            let began = Event::Began { adopted: adopted.items.iter().map(|item| item.id).collect() };
+            put(repository, layout, &memory, None, adopted, 1, began).await?;
+            continue;
+        }
+        if let Some((entry, _)) = put(repository, layout, &memory, previous, state, seq, event.clone()).await? {
+            return Ok(entry);
+        }
+    }
+    Err(JournalError::Contended {
+        location: repository.location(),
+        cluster: layout.name().to_string(),
+        attempts: APPEND_ATTEMPTS,
+    })
+}
+
+/// Writes entry `seq` (create-only); `None` when another writer wrote it first.
+async fn put(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    memory: &Option<HostMemory>,
+    previous: Option<String>,
+    state: State,
+    seq: u64,
+    event: Event,
+) -> Result<Option<(JournalEntry, String)>, JournalError> {
+    let entry = JournalEntry {
+        format: FORMAT_NAME.to_owned(),
+        version: FORMAT_VERSION,
+        seq,
+        previous,
+        at: Utc::now(),
+        host: super::lease::hostname(),
+        lifeboat_version: env!("CARGO_PKG_VERSION").to_owned(),
+        state: state.apply(&event, seq),
+        event,
+    };
+    let bytes = serde_json::to_vec(&entry).expect("a journal entry serialises");
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    match repository.put_bytes(&entry_key(layout, seq), bytes, PutMode::CreateOnly).await {
+        Ok(_) => {
+            if let Some(memory) = memory {
+                memory.store(seq, &hash);
+            }
+            tracing::debug!(cluster = %layout.name(), seq, "journal entry written");
+            Ok(Some((entry, hash)))
+        }
+        Err(RepositoryError::Storage(StorageError::AlreadyExists { .. })) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// What a repository written before journals existed holds: every readable manifest, the newest
+/// readable report of each, and the cluster record.
+async fn adopt(repository: &Repository, layout: &ClusterLayout) -> Result<State, JournalError> {
+    let mut state = State::default();
+    if let Some(record) = ClusterRecord::read(repository, layout).await? {
+        state.identity =
+            Some(Identity { system_identifier: record.system_identifier, wal_segment_size: record.wal_segment_size });
+    }
+    let reports = crate::verify::report::read_latest(repository, layout).await?;
+    for id in super::listing::list_ids(repository, layout).await? {
+        let Ok(bytes) = repository.get_bytes(&super::listing::manifest_key(layout, id)).await else { continue };
+        let verification = reports.get(&id).and_then(|reports| {
+            let report = reports.latest.as_ref().ok()?;
+            Some(RecordedVerdict {
+                verdict: Verdict::of(report, &reports.latest_key, &reports.latest_bytes),
+                recorded_in: 1,
+            })
+        });
+        state.items.push(Item { id, manifest_blake3: hash_hex(&bytes), recorded_in: 1, verification });
+    }
+    Ok(state)
+}
+
+impl Verdict {
+    /// The verdict of `report`, stored under `key` as `bytes`.
+    pub fn of(report: &crate::verify::report::VerifyReport, key: &ObjectKey, bytes: &[u8]) -> Verdict {
+        Verdict {
+            report: key.to_string(),
+            report_blake3: hash_hex(bytes),
+            passed: report.passed,
+            status: report.status(),
+            mode: report.mode,
+            verified_at: report.started_at,
+        }
+    }
+}
+
+/// BLAKE3 of `bytes`, as the journal writes hashes.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// Where this host remembers the newest journal entry it saw of one cluster of one repository:
+/// `<state dir>/journal/<repository id>/<cluster>.json`. The state directory is
+/// `$LIFEBOAT_STATE_DIR`, else `/var/lib/lifeboat/state` for root, else
+/// `$XDG_STATE_HOME/lifeboat` or `~/.local/state/lifeboat`. Failing to read or write it never fails
+/// an operation (PostgreSQL's archive_command runs as another user than a DBA's shell); it only
+/// weakens what a rollback of the repository can be caught by.
+struct HostMemory {
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Remembered {
+    seq: u64,
+    blake3: String,
+    at: DateTime<Utc>,
+}
+
+impl HostMemory {
+    fn new(repository: &Repository, layout: &ClusterLayout) -> Option<HostMemory> {
+        let dir = state_dir()?;
+        let path = dir.join("journal").join(&repository.file().repository_id).join(format!("{}.json", layout.name()));
+        Some(HostMemory { path })
+    }
+
+    fn load(&self) -> Option<Remembered> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Remembers entry `seq` unless a newer one is remembered already.
+    fn store(&self, seq: u64, blake3: &str) {
+        if self.load().is_some_and(|remembered| remembered.seq > seq) {
+            return;
+        }
+        let remembered = Remembered { seq, blake3: blake3.to_owned(), at: Utc::now() };
+        let json = serde_json::to_vec(&remembered).expect("serialises");
+        let temporary = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let written = self
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&temporary, json))
+            .and_then(|()| std::fs::rename(&temporary, &self.path));
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&temporary);
+            tracing::debug!(%error, "cannot remember the journal head in {}", self.path.display());
+        }
+    }
+}
+
+fn state_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("LIFEBOAT_STATE_DIR").filter(|dir| !dir.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Some(PathBuf::from("/var/lib/lifeboat/state"));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
+        return Some(PathBuf::from(dir).join("lifeboat"));
+    }
+    std::env::var_os("HOME").filter(|dir| !dir.is_empty()).map(|home| PathBuf::from(home).join(".local/state/lifeboat"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> BackupId {
+        text.parse().unwrap()
+    }
+
+    fn verdict(passed: bool) -> Verdict {
+        Verdict {
+            report: "clusters/main/verify/20261127T021500Z-full/20261127T030000.000Z".into(),
+            report_blake3: "ab".repeat(32),
+            passed,
+            status: if passed { "passed".into() } else { "failed (recovery)".into() },
+            mode: Mode::Restore,
+            verified_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn state_follows_completions_verifications_and_deletions() {
+        let full = id("20261127T021500Z-full");
+        let dump = id("20261127T033000Z-dump");
+        let state = State::default()
+            .apply(&Event::Completed { id: dump, manifest_blake3: "d".into() }, 1)
+            .apply(&Event::Completed { id: full, manifest_blake3: "f".into() }, 2)
+            .apply(&Event::Verified { id: full, manifest_blake3: "f".into(), verdict: verdict(false) }, 3);
+        assert_eq!(state.items.iter().map(|item| item.id).collect::<Vec<_>>(), [full, dump]);
+        let recorded = state.item(full).unwrap().verification.as_ref().unwrap();
+        assert!(!recorded.verdict.passed);
+        assert_eq!(recorded.recorded_in, 3);
+
+        let state = state.apply(&Event::Deleted { id: dump }, 4);
+        assert!(state.item(dump).is_none());
+        assert_eq!(state.deletion(dump).unwrap().recorded_in, 4);
+        // A verification of a deleted backup whose manifest is back adopts it again.
+        let state = state.apply(&Event::Verified { id: dump, manifest_blake3: "d".into(), verdict: verdict(true) }, 5);
+        assert!(state.deletion(dump).is_none());
+        assert!(state.item(dump).unwrap().verification.as_ref().unwrap().verdict.passed);
+    }
+
+    #[test]
+    fn entries_round_trip_and_keys_sort_by_sequence() {
+        let layout = ClusterLayout::new(&crate::config::ClusterName::parse("main").unwrap());
+        assert_eq!(entry_key(&layout, 7).as_str(), "clusters/main/journal/00000000000000000007");
+        assert!(entry_key(&layout, 10) > entry_key(&layout, 9));
+        let entry = JournalEntry {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            seq: 2,
+            previous: Some("00".repeat(32)),
+            at: Utc::now(),
+            host: "db1".into(),
+            lifeboat_version: "0.1.0".into(),
+            event: Event::Verified {
+                id: id("20261127T021500Z-full"),
+                manifest_blake3: "f".into(),
+                verdict: verdict(true),
+            },
+            state: State::default(),
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(json.contains(r#""kind":"verified""#), "{json}");
+        assert_eq!(serde_json::from_str::<JournalEntry>(&json).unwrap(), entry);
+    }
+}
