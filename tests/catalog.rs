@@ -7,6 +7,8 @@ mod support;
 
 use lifeboat::catalog::backup_manifest::BackupManifest;
 use lifeboat::catalog::id::BackupId;
+use lifeboat::catalog::journal::{self, Event, Verdict};
+use lifeboat::catalog::listing;
 use lifeboat::dump::manifest::{DumpKeys, DumpManifest};
 use lifeboat::repository::Repository;
 use lifeboat::verify::report::{Mode, VerifyReport};
@@ -61,11 +63,16 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
         DumpManifest::from_json(&repository.get_bytes(&DumpKeys::new(&layout, dump_id).manifest()).await.unwrap())
             .unwrap();
 
-    // A passed verification report of the newer backup (`lifeboat verify` writes these; its own
-    // tests are in tests/verify.rs).
+    // A passed verification report of the newer backup, stored and recorded in the journal as
+    // `lifeboat verify` does (its own tests are in tests/verify.rs).
     let mut report = VerifyReport::new(newer.parse().unwrap(), Mode::Restore, chrono::Utc::now());
     report.passed = true;
     let report_key = report.store(&repository, &layout).await.unwrap();
+    let (_, manifest_blake3) = listing::read_manifest(&repository, &layout, newer.parse().unwrap()).await.unwrap();
+    let verdict = Verdict::of(&report, &report_key, &report.to_json());
+    journal::append(&repository, &layout, Event::Verified { id: newer.parse().unwrap(), manifest_blake3, verdict })
+        .await
+        .unwrap();
 
     // list --json: exactly the three, oldest first, as their manifests say.
     let list = setup.json(&["list", "--json"]);
@@ -97,6 +104,8 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
     assert_eq!(entries[1]["verification"]["status"], "passed");
     assert_eq!(entries[1]["verification"]["reports"], 1);
     assert_eq!(entries[1]["verification"]["report"], report_key.as_str());
+    assert_eq!(entries[1]["verification"]["recorded"], true);
+    assert_eq!(list["problems"], serde_json::json!([]));
     let dump_entry = &entries[2];
     assert_eq!(dump_entry["kind"], "dump");
     assert_eq!(dump_entry["databases"], serde_json::json!(["postgres"]));

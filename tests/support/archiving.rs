@@ -256,9 +256,17 @@ impl Setup {
         self.archive.as_deref()
     }
 
-    /// The built binary with this test's configuration and `args`; see [`lifeboat_command`].
+    /// The built binary with this test's configuration and `args`; see [`lifeboat_command`]. What
+    /// it remembers of the repository's journal is kept in the test's directory ([`Setup::state_dir`]).
     pub fn command(&self, args: &[&str]) -> Command {
-        lifeboat_command(&self.config_path(), args)
+        let mut command = lifeboat_command(&self.config_path(), args);
+        command.env("LIFEBOAT_STATE_DIR", self.state_dir());
+        command
+    }
+
+    /// Where the commands of [`Setup::command`] remember the newest journal entries they saw.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
