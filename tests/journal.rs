@@ -72,6 +72,11 @@ async fn hardening_2_a_deleted_manifest_is_named_and_a_deletion_by_lifeboat_is_n
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("PROBLEMS (1)") && text.contains(&key_of(&setup, &manifest)), "{text}");
 
+    // verify proves what is there, and names what is not.
+    let verified = setup.run(&["verify", "--all", "--integrity-only"]);
+    let error = assert_failure(&verified);
+    assert!(error.contains(&key_of(&setup, &manifest)) && error.contains("what was verified passed"), "{error}");
+
     // A deletion by lifeboat is recorded, so it is no problem; the missing one still is.
     assert_success(&setup.run(&["delete", &older, "--force"]));
     let (list, _) = failed_json(&setup, &["list", "--json"]);
@@ -209,4 +214,29 @@ async fn hardening_6_one_damaged_manifest_is_named_and_the_rest_still_listed_and
     let (list, _) = failed_json(&setup, &["list", "--json"]);
     assert_eq!(ids(&list), [older]);
     assert!(problem(&list, &key_of(&setup, &manifest)).is_some(), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_2_a_manifest_replaced_by_a_key_holder_fails_verification() {
+    let setup = Setup::start().await;
+    let id = backup(&setup);
+    let repository = setup.repository().await;
+    let layout = support::archiving::layout();
+    let key = layout.backup_manifest(id.parse().unwrap());
+    let mut manifest =
+        lifeboat::catalog::backup_manifest::BackupManifest::read(&repository, &layout, id.parse().unwrap())
+            .await
+            .unwrap();
+    manifest.label = "rewritten".to_owned();
+    repository.put_bytes(&key, manifest.to_json(), lifeboat::storage::PutMode::Overwrite).await.unwrap();
+
+    let (list, _) = failed_json(&setup, &["list", "--json"]);
+    let detail = problem(&list, key.as_str()).unwrap_or_else(|| panic!("not named: {list}"));
+    assert!(detail.contains("replaced"), "{detail}");
+    let error = assert_failure(&setup.run(&["verify", &id, "--integrity-only"]));
+    assert!(error.contains("verification of") && error.contains("is not the one journal entry"), "{error}");
+    // The failure is recorded; the manifest's recorded hash is not changed by it.
+    let (list, _) = failed_json(&setup, &["list", "--json"]);
+    assert_eq!(list["backups"][0]["verification"]["status"], "failed (integrity)", "{list}");
+    assert!(problem(&list, key.as_str()).is_some(), "{list}");
 }

@@ -65,7 +65,9 @@ pub enum Event {
     /// A backup or dump completed: its manifest was stored.
     Completed { id: BackupId, manifest_blake3: String },
     /// A verification report was stored. It also records (adopts) the backup it verified if the
-    /// journal did not know it: the verification read and authenticated every object of it.
+    /// journal did not know it: the verification read and authenticated every object of it. For a
+    /// backup the journal knows, `manifest_blake3` is what the verification read; the recorded
+    /// hash stays.
     Verified { id: BackupId, manifest_blake3: String, verdict: Verdict },
     /// lifeboat deletes a backup or dump (recorded before its manifest is removed).
     Deleted { id: BackupId },
@@ -150,7 +152,9 @@ impl State {
             }
             Event::Completed { id, manifest_blake3 } => next.record(*id, manifest_blake3, seq),
             Event::Verified { id, manifest_blake3, verdict } => {
-                next.record(*id, manifest_blake3, seq);
+                if next.item(*id).is_none() {
+                    next.record(*id, manifest_blake3, seq);
+                }
                 let item = next.items.iter_mut().find(|item| item.id == *id).expect("recorded above");
                 item.verification = Some(RecordedVerdict { verdict: verdict.clone(), recorded_in: seq });
             }
@@ -164,14 +168,13 @@ impl State {
         next
     }
 
-    /// Records `id` with its manifest's hash, keeping what is known of it if the hash is the same.
+    /// Records `id` with its manifest's hash. An id already recorded keeps its first hash: ids are
+    /// never reused, so another hash for it can only come from a manifest that was replaced, and
+    /// recording that would launder the replacement.
     fn record(&mut self, id: BackupId, manifest_blake3: &str, seq: u64) {
         self.deleted.retain(|deletion| deletion.id != id);
         match self.items.iter_mut().find(|item| item.id == id) {
-            Some(item) if item.manifest_blake3 == manifest_blake3 => {}
-            Some(item) => {
-                *item = Item { id, manifest_blake3: manifest_blake3.to_owned(), recorded_in: seq, verification: None }
-            }
+            Some(_) => {}
             None => {
                 self.items.push(Item {
                     id,

@@ -95,6 +95,9 @@ pub enum VerifyError {
     #[error("the verification of {id} finished ({status}) but its report could not be stored at {key}: {source}")]
     Store { id: BackupId, status: String, key: ObjectKey, source: RepositoryError },
 
+    #[error("cannot read the journal of the cluster before verifying {id}: {source}")]
+    Journal { id: BackupId, source: JournalError },
+
     #[error(
         "the verification of {id} finished ({status}) and its report is stored at {key}, but recording it in the \
          cluster's journal failed, so it does not count as a verification: {source}. Run it again"
@@ -129,8 +132,23 @@ pub async fn verify(
         if options.integrity_only { "integrity only" } else { "integrity and a restore test" }
     );
 
+    // A manifest that authenticates but is not the one the journal recorded was replaced (by
+    // someone holding the key): nothing it says can be trusted.
+    let recorded = journal::read(&repository, layout).await.map_err(|source| VerifyError::Journal { id, source })?;
+    let replaced =
+        recorded.state().and_then(|state| state.item(id)).filter(|item| item.manifest_blake3 != manifest_blake3);
     let outcome = {
         let work = async {
+            if let Some(item) = replaced {
+                return Err(Failure::new(
+                    Phase::Integrity,
+                    format!(
+                        "the manifest {} is not the one journal entry {} recorded (its BLAKE3 differs): it was replaced",
+                        listing::manifest_key(layout, id),
+                        item.recorded_in
+                    ),
+                ));
+            }
             match &entry {
                 Entry::Full(manifest) => physical::verify(&context, manifest, &mut report, &mut scratch).await,
                 Entry::Dump(manifest) => logical::verify(&context, manifest, &mut report, &mut scratch).await,
