@@ -390,6 +390,43 @@ pub async fn read(repository: &Repository, layout: &ClusterLayout) -> Result<Jou
     Ok(view)
 }
 
+/// Fails as [`append`] would, without writing: for writers that would otherwise do hours of work
+/// before finding that they cannot record it.
+pub async fn check_writable(repository: &Repository, layout: &ClusterLayout) -> Result<(), JournalError> {
+    let (seqs, _) = list_entries(repository, layout).await?;
+    let newest = seqs.last().copied().unwrap_or(0);
+    if newest > 0 {
+        read_entry(repository, layout, newest).await.map_err(|EntryUnreadable(detail)| JournalError::Unreadable {
+            location: repository.location(),
+            key: entry_key(layout, newest),
+            detail,
+        })?;
+    }
+    if let Some(memory) = HostMemory::new(repository, layout)
+        && let Some(remembered) = memory.load()
+        && remembered.seq > newest
+    {
+        return Err(rolled_back(repository, layout, &memory, newest, remembered.seq));
+    }
+    Ok(())
+}
+
+fn rolled_back(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    memory: &HostMemory,
+    newest: u64,
+    remembered: u64,
+) -> JournalError {
+    JournalError::RolledBack {
+        location: repository.location(),
+        cluster: layout.name().to_string(),
+        found: if newest == 0 { "empty".to_owned() } else { format!("at entry {newest}") },
+        remembered,
+        memory: memory.path.display().to_string(),
+    }
+}
+
 /// Records `event` as the next entry of the cluster's journal and returns the entry. When the
 /// journal has no entry yet, a first entry takes over what the repository already holds.
 pub async fn append(
@@ -418,14 +455,7 @@ pub async fn append(
             && let Some(remembered) = memory.load()
             && remembered.seq >= seq
         {
-            let found = if seq == 1 { "empty".to_owned() } else { format!("at entry {}", seq - 1) };
-            return Err(JournalError::RolledBack {
-                location: repository.location(),
-                cluster: layout.name().to_string(),
-                found,
-                remembered: remembered.seq,
-                memory: memory.path.display().to_string(),
-            });
+            return Err(rolled_back(repository, layout, memory, seq - 1, remembered.seq));
         }
         if seq == 1 {
             // Whoever wins entry 1, the event goes after it, on the next turn.

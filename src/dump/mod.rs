@@ -135,6 +135,9 @@ pub enum DumpError {
         source: SnapshotError,
     },
 
+    #[error("no dump was taken: {source}")]
+    Journal { source: JournalError },
+
     #[error("dump {id} was stored, but recording it in the cluster's journal failed, so it was removed: {source}")]
     Record { id: BackupId, source: JournalError },
 
@@ -187,6 +190,7 @@ pub async fn dump(
     ClusterRecord::ensure(&repository, &layout, &observed)
         .await
         .map_err(|error| DumpError::Identity(Box::new(error)))?;
+    journal::check_writable(&repository, &layout).await.map_err(|source| DumpError::Journal { source })?;
 
     let lock = layout.lock(LOCK);
     let lease = Lease::acquire(repository.clone(), &lock, "dump", lease::DEFAULT_TTL, request.lock_wait).await?;
