@@ -240,3 +240,23 @@ async fn hardening_2_a_manifest_replaced_by_a_key_holder_fails_verification() {
     assert_eq!(list["backups"][0]["verification"]["status"], "failed (integrity)", "{list}");
     assert!(problem(&list, key.as_str()).is_some(), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_8_a_damaged_verification_report_is_named_by_list() {
+    let setup = Setup::start().await;
+    let id = backup(&setup);
+    assert_success(&setup.run(&["verify", &id, "--integrity-only"]));
+    let list = setup.json(&["list", "--json"]);
+    let report = list["backups"][0]["verification"]["report"].as_str().unwrap().to_owned();
+    let path = setup.repo_dir().join(&report);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    let (list, _) = failed_json(&setup, &["list", "--json"]);
+    let detail = problem(&list, &report).unwrap_or_else(|| panic!("not named: {list}"));
+    assert!(detail.contains("replaced or cannot be read"), "{detail}");
+    let text = String::from_utf8(setup.run(&["list"]).stdout).unwrap();
+    assert!(text.contains("PROBLEMS (1)") && text.contains(&report), "{text}");
+}
