@@ -495,15 +495,22 @@ async fn foreign_repo_file(
     } else {
         "the two disagree on the repository id, so one of them is another repository's"
     };
+    // Both files are plain JSON, so putting the copy back is a plain copy; on a local directory
+    // the command can be given exactly.
+    let how = match location.strip_prefix("file://") {
+        Some(root) => format!(" (`cp {root}/{REPO_FILE_COPY} {root}/{REPO_FILE}`)"),
+        None => String::new(),
+    };
     let next = if let Some(slot) = opens_copy {
         format!(
-            "The configured key opens lifeboat.repo.copy (slot {slot}): copy lifeboat.repo.copy over lifeboat.repo \
-             (both are plain JSON), then run `lifeboat key check`."
+            "The configured key opens lifeboat.repo.copy (slot {slot}): copy lifeboat.repo.copy over \
+             lifeboat.repo{how}, then run `lifeboat key check`."
         )
     } else if copy_matches_objects {
-        "lifeboat.repo.copy matches the stored objects: copy it over lifeboat.repo (both are plain JSON), then \
-         run `lifeboat key check` to try the configured key."
-            .to_owned()
+        format!(
+            "lifeboat.repo.copy matches the stored objects: copy it over lifeboat.repo{how}, then run \
+             `lifeboat key check` to try the configured key."
+        )
     } else if let Some((_, key_id)) = &object {
         format!(
             "Put back this repository's own lifeboat.repo (the one with {}) from wherever a copy of it is kept: \
