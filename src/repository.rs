@@ -5,6 +5,10 @@
 //! plaintext JSON (it must be readable before any key is known); it holds the format version, the
 //! cipher and the key slots. A second copy, `lifeboat.repo.copy`, is written after every change and
 //! read only if the first is unreadable, because losing that one object would lose every backup.
+//!
+//! When the configured key opens no slot, the repository is asked why before the key is blamed:
+//! `lifeboat.repo` may be another repository's, put in place of this one's. Its copy, and the key
+//! id in the header of a sealed object that should exist, say so without any key.
 
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::keys::master::random_array;
 use crate::keys::{KeyError, KeySlot, MasterKey, SlotKind, Unlock};
-use crate::object::{Cipher, ObjectError, SealSummary, WriteOptions, open_reader, seal_reader};
+use crate::object::{Cipher, HEADER_LEN, Header, ObjectError, SealSummary, WriteOptions, open_reader, seal_reader};
 use crate::storage::{ByteReader, ObjectKey, ObjectStore, PutMode, StorageError};
 
 pub const REPO_FILE: &str = "lifeboat.repo";
@@ -42,6 +46,8 @@ pub struct Repository {
     store: Arc<dyn ObjectStore>,
     file: RepoFile,
     master: Option<Arc<MasterKey>>,
+    /// The id of the slot that unwrapped `master`; `None` without encryption.
+    opened_by: Option<String>,
     write_options: WriteOptions,
 }
 
@@ -72,8 +78,12 @@ pub enum RepositoryError {
     #[error("{location}: lifeboat.repo is unreadable ({detail}) and so is lifeboat.repo.copy")]
     BadRepoFile { location: String, detail: String },
 
-    #[error("{location}: lifeboat.repo has format version {version}; this lifeboat reads version 1, upgrade it")]
-    UnsupportedVersion { location: String, version: u32 },
+    #[error(
+        "{location}: {name} has format version {found}, and this lifeboat ({release}) reads version \
+         {supported} only: it was written by another lifeboat release. Run a lifeboat that reads version \
+         {found} (`lifeboat --version` shows this one's release); nothing was changed"
+    )]
+    UnsupportedVersion { location: String, name: &'static str, found: u64, supported: u32, release: &'static str },
 
     #[error(
         "{location} is encrypted and no key is configured; set repository.passphrase_file, \
@@ -82,14 +92,19 @@ pub enum RepositoryError {
     KeyRequired { location: String },
 
     #[error(
-        "{unlock} opens none of the {tried} {kind} slot(s) of {location}: it is wrong, or its slot \
-         was removed; check the configured key (`lifeboat key list` shows the slots)"
+        "{unlock} opens none of the {tried} {kind} slot(s) of repository {repository_id} at {location}: \
+         the key is wrong, or its slot was removed; check the configured key (`lifeboat key list` \
+         shows the slots, `lifeboat key check` tries the key)"
     )]
-    NoMatchingSlot { location: String, unlock: String, kind: SlotKind, tried: usize },
+    NoMatchingSlot { location: String, repository_id: String, unlock: String, kind: SlotKind, tried: usize },
+
+    #[error("{0}")]
+    ForeignRepoFile(Box<ForeignRepoFile>),
 
     #[error(
         "{location} has no {kind} slot, so {unlock} cannot open it; open it with another key and \
-         add one with `lifeboat key add`"
+         add one with `lifeboat key add {flag} <PATH>`",
+        flag = kind.add_flag()
     )]
     NoSlotOfKind { location: String, unlock: String, kind: SlotKind },
 
@@ -121,6 +136,31 @@ pub enum RepositoryError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What shows that `lifeboat.repo` is not this repository's (see [`RepositoryError::ForeignRepoFile`]).
+#[derive(Debug)]
+pub struct ForeignRepoFile {
+    pub location: String,
+    pub repository_id: String,
+    /// "key id <hex>", or "unencrypted".
+    pub key: String,
+    /// "lifeboat.repo.copy belongs to repository ... and clusters/main/cluster was sealed with key id ...".
+    pub evidence: String,
+    /// What that means: which of the two files is the foreign one, as far as can be told.
+    pub verdict: String,
+    /// The operator's next step.
+    pub next: String,
+}
+
+impl std::fmt::Display for ForeignRepoFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lifeboat.repo at {} belongs to repository {} ({}), but {}: {}. {}",
+            self.location, self.repository_id, self.key, self.evidence, self.verdict, self.next
+        )
+    }
 }
 
 impl Repository {
@@ -161,7 +201,8 @@ impl Repository {
             key_id,
             slots,
         };
-        let repository = Repository { store, file, master, write_options };
+        let opened_by = file.slots.first().map(|slot| slot.id.clone());
+        let repository = Repository { store, file, master, opened_by, write_options };
         repository.write_repo_file(PutMode::CreateOnly).await?;
         Ok(repository)
     }
@@ -172,16 +213,63 @@ impl Repository {
         unlock: Option<&Unlock>,
         write_options: WriteOptions,
     ) -> Result<Repository, RepositoryError> {
+        Repository::open_probing(store, unlock, write_options, &[]).await
+    }
+
+    /// As [`Repository::open`]; when `unlock` opens no slot, `probes` (sealed objects that should
+    /// exist, such as a cluster's identity record) and `lifeboat.repo.copy` are read to tell a
+    /// wrong key from another repository's `lifeboat.repo` put in place of this one's.
+    pub async fn open_probing(
+        store: Arc<dyn ObjectStore>,
+        unlock: Option<&Unlock>,
+        write_options: WriteOptions,
+        probes: &[ObjectKey],
+    ) -> Result<Repository, RepositoryError> {
         let file = read_repo_file(store.as_ref()).await?;
         let location = store.location();
-        let master = match file.cipher {
-            Cipher::None => None,
+        let (master, opened_by) = match file.cipher {
+            Cipher::None => (None, None),
             Cipher::Aes256Gcm => {
                 let unlock = unlock.ok_or_else(|| RepositoryError::KeyRequired { location: location.clone() })?;
-                Some(Arc::new(unlock_master(&file, unlock, &location)?))
+                match unlock_master(&file, unlock, &location) {
+                    Ok((master, slot)) => (Some(Arc::new(master)), Some(slot)),
+                    Err(error @ (RepositoryError::NoMatchingSlot { .. } | RepositoryError::NoSlotOfKind { .. })) => {
+                        let sealed = first_sealed(store.as_ref(), probes).await;
+                        let foreign = foreign_repo_file(store.as_ref(), &file, Some(unlock), sealed).await;
+                        return Err(foreign.unwrap_or(error));
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         };
-        Ok(Repository { store, file, master, write_options })
+        Ok(Repository { store, file, master, opened_by, write_options })
+    }
+
+    /// The slot that opened the repository; `None` when it is not encrypted.
+    pub fn opened_slot(&self) -> Option<&KeySlot> {
+        let id = self.opened_by.as_deref()?;
+        self.file.slots.iter().find(|slot| slot.id == id)
+    }
+
+    /// Checks that the objects were sealed with this repository's master key, by the first of
+    /// `probes` that exists: its header names the key, and reading it whole authenticates it.
+    /// `unlock` (the key that opened the repository) only shapes the advice if they were not.
+    /// The probe read; `None` when none exists (nothing was stored yet).
+    pub async fn check_objects_key(
+        &self,
+        probes: &[ObjectKey],
+        unlock: Option<&Unlock>,
+    ) -> Result<Option<ObjectKey>, RepositoryError> {
+        let Some(sealed) = first_sealed(self.store.as_ref(), probes).await else {
+            return Ok(None);
+        };
+        let probe = sealed.0.clone();
+        // Only an object sealed under another master key makes this `Some`.
+        if let Some(foreign) = foreign_repo_file(self.store.as_ref(), &self.file, unlock, Some(sealed)).await {
+            return Err(foreign);
+        }
+        self.get_bytes(&probe).await?;
+        Ok(Some(probe))
     }
 
     pub fn location(&self) -> String {
@@ -312,12 +400,20 @@ async fn read_repo_file(store: &dyn ObjectStore) -> Result<RepoFile, RepositoryE
             }
             Err(error) => return Err(error.into()),
         };
+        // The version first: another version's fields are not this one's, and "missing field"
+        // would hide that the file is simply newer (or older) than this lifeboat.
+        if let Some(found) = other_version(&bytes) {
+            return Err(RepositoryError::UnsupportedVersion {
+                location,
+                name,
+                found,
+                supported: FORMAT_VERSION,
+                release: env!("CARGO_PKG_VERSION"),
+            });
+        }
         match serde_json::from_slice::<RepoFile>(&bytes) {
             Ok(file) if file.format != FORMAT_NAME => {
                 first_problem.get_or_insert_with(|| format!("format is {:?}, not {FORMAT_NAME:?}", file.format));
-            }
-            Ok(file) if file.version != FORMAT_VERSION => {
-                return Err(RepositoryError::UnsupportedVersion { location, version: file.version });
             }
             Ok(file) => {
                 if let Some(problem) = first_problem {
@@ -336,6 +432,149 @@ async fn read_repo_file(store: &dyn ObjectStore) -> Result<RepoFile, RepositoryE
     }
 }
 
+/// The `version` of a `lifeboat.repo` that says it is one (by its `format`) of another version
+/// than this lifeboat's; `None` otherwise (this version, or not readable as one at all).
+fn other_version(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        format: String,
+        version: u64,
+    }
+    let versioned: Versioned = serde_json::from_slice(bytes).ok()?;
+    (versioned.format == FORMAT_NAME && versioned.version != u64::from(FORMAT_VERSION)).then_some(versioned.version)
+}
+
+/// Evidence that `file` (read as `lifeboat.repo`) is another repository's: `lifeboat.repo.copy`
+/// of another repository, or a stored object (`sealed`: its key and the key id in its header)
+/// sealed under another master key. With `unlock`, whether it opens the copy decides the advice.
+/// `None` when nothing contradicts `file`, or the object agrees with it (then the key, or the
+/// copy, is what is wrong), or the evidence cannot be read: the caller's own error then stands.
+async fn foreign_repo_file(
+    store: &dyn ObjectStore,
+    file: &RepoFile,
+    unlock: Option<&Unlock>,
+    sealed: Option<(ObjectKey, [u8; 16])>,
+) -> Option<RepositoryError> {
+    let location = store.location();
+    let file_key = file_key_id(file);
+    if sealed.as_ref().is_some_and(|(_, key_id)| *key_id == file_key) {
+        return None;
+    }
+    let object = sealed;
+    let copy = read_copy(store).await.filter(|copy| copy.repository_id != file.repository_id);
+    if copy.is_none() && object.is_none() {
+        return None;
+    }
+    let mut evidence = Vec::new();
+    if let Some(copy) = &copy {
+        evidence.push(format!(
+            "lifeboat.repo.copy belongs to repository {} ({})",
+            copy.repository_id,
+            describe_key(file_key_id(copy))
+        ));
+    }
+    if let Some((key, key_id)) = &object {
+        let sealed = if *key_id == [0; 16] {
+            "is not encrypted".to_owned()
+        } else {
+            format!("was sealed with key id {}", hex::encode(key_id))
+        };
+        evidence.push(format!("{key}, stored in it, {sealed}"));
+    }
+    let opens_copy = match (&copy, unlock) {
+        (Some(copy), Some(unlock)) => unlock_master(copy, unlock, &location).ok().map(|(_, slot)| slot),
+        _ => None,
+    };
+    let copy_matches_objects = match (&copy, &object) {
+        (Some(copy), Some((_, key_id))) => file_key_id(copy) == *key_id,
+        _ => false,
+    };
+    let conclusive = object.is_some() || opens_copy.is_some();
+    let verdict = if conclusive {
+        "it is another repository's lifeboat.repo, put in place of this one's"
+    } else {
+        "the two disagree on the repository id, so one of them is another repository's"
+    };
+    // Both files are plain JSON, so putting the copy back is a plain copy; on a local directory
+    // the command can be given exactly.
+    let how = match location.strip_prefix("file://") {
+        Some(root) => format!(" (`cp {root}/{REPO_FILE_COPY} {root}/{REPO_FILE}`)"),
+        None => String::new(),
+    };
+    let next = if let Some(slot) = opens_copy {
+        format!(
+            "The configured key opens lifeboat.repo.copy (slot {slot}): copy lifeboat.repo.copy over \
+             lifeboat.repo{how}, then run `lifeboat key check`."
+        )
+    } else if copy_matches_objects {
+        format!(
+            "lifeboat.repo.copy matches the stored objects: copy it over lifeboat.repo{how}, then run \
+             `lifeboat key check` to try the configured key."
+        )
+    } else if let Some((_, key_id)) = &object {
+        format!(
+            "Put back this repository's own lifeboat.repo (the one with {}) from wherever a copy of it is kept: \
+             no key opens the stored objects without it. Then run `lifeboat key check`.",
+            describe_key(*key_id)
+        )
+    } else {
+        "Compare both with your records of this repository's id (`lifeboat repo info` shows the one in use), \
+         put back this repository's own lifeboat.repo, then run `lifeboat key check`."
+            .to_owned()
+    };
+    Some(RepositoryError::ForeignRepoFile(Box::new(ForeignRepoFile {
+        location,
+        repository_id: file.repository_id.clone(),
+        key: describe_key(file_key),
+        evidence: evidence.join(", and "),
+        verdict: verdict.to_owned(),
+        next,
+    })))
+}
+
+/// `lifeboat.repo.copy`, if it is readable as a repository description of this version.
+async fn read_copy(store: &dyn ObjectStore) -> Option<RepoFile> {
+    let key = ObjectKey::new(REPO_FILE_COPY).expect("a valid key");
+    let bytes = read_plain(store, &key).await.ok()?;
+    serde_json::from_slice::<RepoFile>(&bytes).ok().filter(|copy| copy.format == FORMAT_NAME)
+}
+
+/// The key id objects sealed under `file` carry in their header: zeros without encryption (and
+/// for an unreadable `key_id`, which no header carries either).
+fn file_key_id(file: &RepoFile) -> [u8; 16] {
+    match file.cipher {
+        Cipher::None => [0; 16],
+        Cipher::Aes256Gcm => file
+            .key_id
+            .as_deref()
+            .and_then(|hex_id| hex::decode(hex_id).ok())
+            .and_then(|bytes| bytes.try_into().ok())
+            .unwrap_or([0; 16]),
+    }
+}
+
+fn describe_key(key_id: [u8; 16]) -> String {
+    if key_id == [0; 16] { "unencrypted".to_owned() } else { format!("key id {}", hex::encode(key_id)) }
+}
+
+/// The first of `probes` that exists and has a readable header, with the key id in that header.
+/// Only the header is fetched: no key is needed to read it.
+async fn first_sealed(store: &dyn ObjectStore, probes: &[ObjectKey]) -> Option<(ObjectKey, [u8; 16])> {
+    for key in probes {
+        let Ok(mut reader) = store.get_range(key, 0..HEADER_LEN as u64).await else {
+            continue;
+        };
+        let mut bytes = Vec::with_capacity(HEADER_LEN);
+        if reader.read_to_end(&mut bytes).await.is_err() {
+            continue;
+        }
+        if let Ok(header) = Header::decode(key, &bytes) {
+            return Some((key.clone(), header.key_id));
+        }
+    }
+    None
+}
+
 async fn read_plain(store: &dyn ObjectStore, key: &ObjectKey) -> Result<Vec<u8>, StorageError> {
     let mut reader = store.get(key).await?;
     let mut bytes = Vec::new();
@@ -348,7 +587,8 @@ async fn read_plain(store: &dyn ObjectStore, key: &ObjectKey) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
-fn unlock_master(file: &RepoFile, unlock: &Unlock, location: &str) -> Result<MasterKey, RepositoryError> {
+/// The master key and the id of the slot that opened it.
+fn unlock_master(file: &RepoFile, unlock: &Unlock, location: &str) -> Result<(MasterKey, String), RepositoryError> {
     let key_id_hex = file.key_id.as_deref().unwrap_or_default();
     let key_id: [u8; 16] = hex::decode(key_id_hex).ok().and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| {
         RepositoryError::BadRepoFile {
@@ -367,11 +607,12 @@ fn unlock_master(file: &RepoFile, unlock: &Unlock, location: &str) -> Result<Mas
     for slot in &candidates {
         if let Some(master) = slot.try_unwrap(unlock, &file.repository_id, key_id)? {
             tracing::debug!(slot = %slot.id, "repository key unwrapped");
-            return Ok(master);
+            return Ok((master, slot.id.clone()));
         }
     }
     Err(RepositoryError::NoMatchingSlot {
         location: location.to_owned(),
+        repository_id: file.repository_id.clone(),
         unlock: unlock.describe(),
         kind: unlock.kind(),
         tried: candidates.len(),

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::catalog::layout::ClusterLayout;
 use crate::config::{Config, KeySource, RepositoryUrl};
 use crate::keys::Unlock;
 use crate::keys::slots::KeyFile;
 use crate::object::WriteOptions;
 use crate::repository::Repository;
-use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
+use crate::storage::{ObjectKey, ObjectStore};
 
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
@@ -46,10 +47,16 @@ pub fn write_options(config: &Config) -> WriteOptions {
     WriteOptions { compression: compression.algorithm, level: compression.level, ..WriteOptions::default() }
 }
 
+/// Sealed objects whose header shows which master key the repository's objects are under: the
+/// cluster's identity record, written by its first backup or WAL.
+pub fn key_probes(config: &Config) -> Vec<ObjectKey> {
+    vec![ClusterLayout::new(&config.cluster.name).cluster_record()]
+}
+
 pub async fn open_repository(config: &Config) -> anyhow::Result<Repository> {
     let store = connect_store(config).await?;
     let unlock = configured_unlock(config)?;
-    Repository::open(store, unlock.as_ref(), write_options(config))
+    Repository::open_probing(store, unlock.as_ref(), write_options(config), &key_probes(config))
         .await
         .with_context(|| format!("cannot open the repository of cluster {:?}", config.cluster.name))
 }

@@ -50,7 +50,7 @@ pub enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Create a new, empty repository at repository.url with a fresh random master key
     Init(init::InitArgs),
-    /// Manage the key slots that open the repository (add, list, remove)
+    /// Manage the key slots that open the repository (add, list, remove, check)
     #[command(subcommand)]
     Key(key::KeyCommand),
     /// Inspect the repository

@@ -18,9 +18,20 @@ pub enum ConfigError {
     )]
     NotFound { path: PathBuf, chosen_by: &'static str },
 
-    /// The configuration file exists but cannot be read (permissions, not UTF-8, a directory...).
-    #[error("cannot read the configuration file {path}: {error}", path = path.display())]
-    Unreadable { path: PathBuf, error: std::io::Error },
+    /// The configuration path is a directory, not a file.
+    #[error(
+        "the configuration file {path} ({chosen_by}) is a directory; lifeboat expects a TOML file there. \
+         {next}",
+        path = path.display()
+    )]
+    IsDirectory { path: PathBuf, chosen_by: &'static str, next: String },
+
+    /// The configuration file exists but cannot be read (permissions, not UTF-8...).
+    #[error(
+        "cannot read the configuration file {path} ({chosen_by}): {error}. {next}",
+        path = path.display()
+    )]
+    Unreadable { path: PathBuf, chosen_by: &'static str, error: std::io::Error, next: String },
 
     /// Something in the file: TOML syntax, an unknown key, a wrong type, a missing or invalid value.
     #[error("{0}")]
@@ -40,7 +51,7 @@ pub enum ConfigError {
     NoKey { file: PathBuf },
 
     #[error(
-        "cannot read the passphrase file {path} (named by {named_by}): {error}",
+        "cannot read the passphrase file {path} (named by {named_by}): {error}. {next}",
         path = path.display()
     )]
     PassphraseFile {
@@ -48,6 +59,8 @@ pub enum ConfigError {
         /// `env LIFEBOAT_PASSPHRASE_FILE` or `repository.passphrase_file`.
         named_by: String,
         error: std::io::Error,
+        /// What to do, for this kind of error.
+        next: String,
     },
 
     #[error("the passphrase from {origin} is not UTF-8 text")]

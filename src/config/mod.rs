@@ -380,12 +380,24 @@ impl Config {
             (None, Some(path)) => (PathBuf::from(path), "named by LIFEBOAT_CONFIG"),
             (None, None) => (PathBuf::from(DEFAULT_PATH), "the default location"),
         };
+        if path.is_dir() {
+            let inside = path.join("lifeboat.toml");
+            let next = if inside.is_file() {
+                format!("Did you mean --config {}?", inside.display())
+            } else {
+                "Pass the file itself with --config <PATH> (or LIFEBOAT_CONFIG)".to_owned()
+            };
+            return Err(ConfigError::IsDirectory { path, chosen_by, next });
+        }
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ConfigError::NotFound { path, chosen_by });
             }
-            Err(error) => return Err(ConfigError::Unreadable { path, error }),
+            Err(error) => {
+                let next = unreadable_advice(&error, "configuration file");
+                return Err(ConfigError::Unreadable { path, chosen_by, error, next });
+            }
         };
         let config = Config::from_toml(&text, &path, &env)?;
         config.warn_if_secrets_exposed();
@@ -485,7 +497,8 @@ fn read_passphrase_file(path: &Path, origin: SecretOrigin) -> Result<Secret, Con
             SecretOrigin::File { named_by, .. } => named_by.clone(),
             other => other.to_string(),
         };
-        ConfigError::PassphraseFile { path: path.to_path_buf(), named_by, error }
+        let next = unreadable_advice(&error, "passphrase file");
+        ConfigError::PassphraseFile { path: path.to_path_buf(), named_by, error, next }
     })?;
     let origin = origin.to_string();
     if let Some(mode) = permission_bits(path)
@@ -510,6 +523,28 @@ fn read_passphrase_file(path: &Path, origin: SecretOrigin) -> Result<Secret, Con
         return Err(ConfigError::EmptyPassphrase { origin });
     }
     Ok(Secret::new(content))
+}
+
+/// The next step when a file lifeboat needs (`what`: "configuration file", "passphrase file")
+/// exists but cannot be read.
+fn unreadable_advice(error: &std::io::Error, what: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "This user (uid {}) may not read it: run lifeboat as a user who may (root, or the user that \
+             runs PostgreSQL's archive_command), or give that user read access without making it \
+             world-readable (`chgrp postgres` and `chmod 640`)",
+            current_uid()
+        ),
+        std::io::ErrorKind::InvalidData => format!("The {what} must be UTF-8 text"),
+        std::io::ErrorKind::IsADirectory => format!("That is a directory: name the {what} itself"),
+        std::io::ErrorKind::NotFound => format!("Create the {what}, or correct the path that names it"),
+        _ => format!("Check that the path names the {what} and that it is readable"),
+    }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 #[cfg(unix)]

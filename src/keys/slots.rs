@@ -64,7 +64,13 @@ impl KeyFile {
     /// stop WAL archiving, which is worse than the exposure the operator can fix with chmod.
     pub fn load(path: &Path) -> Result<KeyFile, KeyError> {
         let bad = |detail: String| KeyError::KeyFile { path: path.to_owned(), detail };
-        let metadata = std::fs::metadata(path).map_err(|error| bad(error.to_string()))?;
+        let unreadable = |error: std::io::Error| bad(unreadable_key_file(&error));
+        let metadata = std::fs::metadata(path).map_err(unreadable)?;
+        if metadata.is_dir() {
+            return Err(bad(
+                "is a directory; repository.key_file (or LIFEBOAT_KEY_FILE) must name the key file itself".into(),
+            ));
+        }
         if metadata.permissions().mode() & 0o077 != 0 {
             tracing::warn!(
                 path = %path.display(),
@@ -72,15 +78,17 @@ impl KeyFile {
                 path.display()
             );
         }
-        let mut bytes = std::fs::read(path).map_err(|error| bad(error.to_string()))?;
+        let mut bytes = std::fs::read(path).map_err(unreadable)?;
         while bytes.last().is_some_and(u8::is_ascii_whitespace) {
             bytes.pop();
         }
         if bytes.len() < MIN_KEY_FILE_BYTES {
             wipe(&mut bytes);
             return Err(bad(format!(
-                "holds fewer than {MIN_KEY_FILE_BYTES} bytes; create a strong one with `lifeboat key add --key-file {}` \
-                 after moving this one away",
+                "holds fewer than {MIN_KEY_FILE_BYTES} bytes, too few to be a key, so lifeboat never made a slot for \
+                 it. Move it away and let lifeboat create a strong one (256 random bits, mode 0600): \
+                 `lifeboat key add --new-key-file {}` with the repository opened by another key (its \
+                 passphrase), or `lifeboat init` for a new repository",
                 path.display()
             )));
         }
@@ -114,11 +122,42 @@ impl KeyFile {
     }
 }
 
+/// Why a key file could not be read, and what to do about it.
+fn unreadable_key_file(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "does not exist. It is named by repository.key_file (or LIFEBOAT_KEY_FILE); \
+             put the repository's key file back there from where you keep a copy, or correct the path, or open \
+             the repository with its passphrase instead (`lifeboat key list` shows its slots)"
+            .to_owned(),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot be read by this user (uid {}): {error}. Run lifeboat as the user that owns the key file \
+             (for wal-push, PostgreSQL's OS user), or give that user read access (`chmod 600` and `chown`)",
+            current_uid()
+        ),
+        _ => format!("cannot be read: {error}; check that the path names the repository's key file"),
+    }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SlotKind {
     Passphrase,
     KeyFile,
+}
+
+impl SlotKind {
+    /// The option of `lifeboat key add` that adds a slot of this kind.
+    pub fn add_flag(self) -> &'static str {
+        match self {
+            SlotKind::Passphrase => "--new-passphrase-file",
+            SlotKind::KeyFile => "--new-key-file",
+        }
+    }
 }
 
 impl std::fmt::Display for SlotKind {

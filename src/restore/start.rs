@@ -2,12 +2,20 @@
 //! log until it reaches the target, and report where it stopped.
 //!
 //! The server is started with `pg_ctl` as the directory's owner, logging to a file lifeboat reads
-//! (`<pgdata>/log/lifeboat-restore.log`, with the logging collector off and messages in English
-//! for this run), so the outcome is known without connecting: no password or `pg_hba.conf` entry
-//! is needed, which matters at 3 a.m. The server keeps running afterwards; restarting it under the
+//! (`<pgdata>/lifeboat-restore.log`, with the logging collector off and messages in English for
+//! this run), so the outcome is known without connecting: no password or `pg_hba.conf` entry is
+//! needed, which matters at 3 a.m. The server keeps running afterwards; restarting it under the
 //! service manager later restores the usual logging.
+//!
+//! The log sits at the top of the data directory because that is the only place every data
+//! directory has: `log` may be PostgreSQL's log directory, the file `pg_ctl -l "$PGDATA/log"`
+//! writes, or absent. It is created, never truncated: a name already taken (a log restored with
+//! the backup, a file of the operator's) is left alone and the next free
+//! `lifeboat-restore.<n>.log` is used.
 
 use std::fs;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +32,50 @@ use crate::postgres::binaries::PgBinaries;
 const POLL: Duration = Duration::from_millis(200);
 /// How often progress is reported while recovery runs.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// The server's log during `restore --start`, in the data directory (see the module comment).
+const LOG_STEM: &str = "lifeboat-restore";
+/// How many numbered names are tried before giving up on finding a free one.
+const LOG_NAMES: u32 = 1000;
+
+/// Whether `relative` (a path in the data directory) is a server log `restore --start` writes:
+/// `lifeboat-restore.log` or `lifeboat-restore.<n>.log` at the top.
+pub fn is_restore_log(relative: &str) -> bool {
+    let Some(rest) = relative.strip_prefix(LOG_STEM).and_then(|rest| rest.strip_suffix(".log")) else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.strip_prefix('.').is_some_and(|number| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Creates the log file in `pgdata` under the first free name, owned by `owner` (the server writes
+/// to it) and readable by it alone: a server log can quote data.
+fn create_log_file(pgdata: &Path, owner: Option<Owner>) -> Result<PathBuf, RestoreError> {
+    let mut last = pgdata.join(format!("{LOG_STEM}.log"));
+    for number in 0..LOG_NAMES {
+        let name = if number == 0 { format!("{LOG_STEM}.log") } else { format!("{LOG_STEM}.{number}.log") };
+        let path = pgdata.join(name);
+        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(_) => {
+                if let Some(owner) = owner {
+                    std::os::unix::fs::chown(&path, Some(owner.uid), Some(owner.gid)).map_err(|source| {
+                        RestoreError::Write { path: path.clone(), action: "give to the server's user", source }
+                    })?;
+                }
+                return Ok(path);
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => last = path,
+            Err(source) => return Err(RestoreError::Write { path, action: "create the server's log", source }),
+        }
+    }
+    Err(RestoreError::Write {
+        path: last,
+        action: "create the server's log",
+        source: io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{LOG_NAMES} earlier {LOG_STEM} logs are in the way; remove the old ones"),
+        ),
+    })
+}
 
 /// How recovery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,18 +118,7 @@ pub async fn start_and_wait(
 ) -> Result<Reached, RestoreError> {
     let began = Instant::now();
     let pg_ctl = binaries.require("pg_ctl").map_err(|error| RestoreError::Start { detail: error.to_string() })?;
-    let log_dir = pgdata.join("log");
-    let log_file = log_dir.join("lifeboat-restore.log");
-    let prepare = || -> std::io::Result<()> {
-        fs::create_dir_all(&log_dir)?;
-        fs::write(&log_file, b"")?;
-        if let Some(owner) = owner {
-            std::os::unix::fs::chown(&log_dir, Some(owner.uid), Some(owner.gid))?;
-            std::os::unix::fs::chown(&log_file, Some(owner.uid), Some(owner.gid))?;
-        }
-        Ok(())
-    };
-    prepare().map_err(|source| RestoreError::Write { path: log_file.clone(), action: "create", source })?;
+    let log_file = create_log_file(pgdata, owner)?;
 
     let mut server_options = String::from("-c logging_collector=off -c lc_messages=C");
     if let Some(port) = port {
@@ -268,5 +309,31 @@ mod tests {
              x [1] FATAL:  recovery ended before configured recovery target was reached\n",
         );
         assert_eq!(failed.cause().as_deref(), Some("recovery ended before configured recovery target was reached"));
+    }
+
+    #[test]
+    fn the_log_never_replaces_what_the_data_directory_holds() {
+        let pgdata = tempfile::tempdir().unwrap();
+        // What `pg_ctl -l "$PGDATA/log"` leaves, and a log restored with the backup.
+        fs::write(pgdata.path().join("log"), "the operator's log\n").unwrap();
+        fs::write(pgdata.path().join("lifeboat-restore.log"), "an earlier restore\n").unwrap();
+        let first = create_log_file(pgdata.path(), None).unwrap();
+        assert_eq!(first, pgdata.path().join("lifeboat-restore.1.log"));
+        let second = create_log_file(pgdata.path(), None).unwrap();
+        assert_eq!(second, pgdata.path().join("lifeboat-restore.2.log"));
+        assert_eq!(fs::read_to_string(pgdata.path().join("log")).unwrap(), "the operator's log\n");
+        assert_eq!(fs::read_to_string(pgdata.path().join("lifeboat-restore.log")).unwrap(), "an earlier restore\n");
+        for name in ["lifeboat-restore.log", "lifeboat-restore.1.log", "lifeboat-restore.12.log"] {
+            assert!(is_restore_log(name), "{name}");
+        }
+        for name in [
+            "log",
+            "log/lifeboat-restore.log",
+            "lifeboat-restore..log",
+            "lifeboat-restore.x.log",
+            "lifeboat-restore.log.1",
+        ] {
+            assert!(!is_restore_log(name), "{name}");
+        }
     }
 }

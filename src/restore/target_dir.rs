@@ -97,8 +97,13 @@ fn remove_entry(path: &Path) -> Result<(), RestoreError> {
     removed.map_err(|source| RestoreError::Write { path: path.to_path_buf(), action: "remove", source })
 }
 
-/// Files a restore writes itself (not from the manifest): replaced without being reported.
-const WRITTEN_BY_RESTORE: &[&str] = &["backup_label", "tablespace_map", "recovery.signal", "log/lifeboat-restore.log"];
+/// Files a restore writes itself (not from the manifest): replaced without being reported. So is
+/// the server's log of `restore --start` ([`super::start::is_restore_log`]).
+const WRITTEN_BY_RESTORE: &[&str] = &["backup_label", "tablespace_map", "recovery.signal"];
+
+fn written_by_restore(relative: &str) -> bool {
+    WRITTEN_BY_RESTORE.contains(&relative) || super::start::is_restore_log(relative)
+}
 
 /// What a delta restore does to an existing directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -184,7 +189,7 @@ fn remove_unknown(
         };
         if !kind_matches {
             remove_entry(&path)?;
-            if !WRITTEN_BY_RESTORE.contains(&rel.as_str()) {
+            if !written_by_restore(&rel) {
                 removed.push(rel);
             }
             continue;
