@@ -77,6 +77,12 @@ async fn hardening_2_a_deleted_manifest_is_named_and_a_deletion_by_lifeboat_is_n
     let error = assert_failure(&verified);
     assert!(error.contains(&key_of(&setup, &manifest)) && error.contains("what was verified passed"), "{error}");
 
+    // A restore chooses among what remains, and says what is missing.
+    let planned = setup.restore(&setup.restore_dir("planned"), &["--dry-run"]);
+    assert_success(&planned);
+    let warning = String::from_utf8_lossy(&planned.stderr);
+    assert!(warning.contains(&format!("{newer} is missing from the repository")), "{warning}");
+
     // A deletion by lifeboat is recorded, so it is no problem; the missing one still is.
     assert_success(&setup.run(&["delete", &older, "--force"]));
     let (list, _) = failed_json(&setup, &["list", "--json"]);
