@@ -137,7 +137,11 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
     } else {
         println!("cluster {} in {}", layout.name(), repository.location());
         println!();
-        print_table(&survey.entries, &survey.verifications);
+        if survey.entries.is_empty() && !survey.problems.is_empty() {
+            println!("no intact backups or dumps (PROBLEMS below says what is missing)");
+        } else {
+            print_table(&survey.entries, &survey.verifications);
+        }
         println!();
         print_wal(&wal);
         print_problems(&survey.problems);
