@@ -767,8 +767,17 @@ impl ObjectStore for S3Store {
                 .set_key_marker(key_marker.take())
                 .set_upload_id_marker(upload_marker.take())
                 .send()
-                .await
-                .map_err(|error| self.classify("sweep", prefix, error))?;
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                // Some S3-compatible servers (s3s-fs) cannot list uploads: there only a lifecycle
+                // rule (AbortIncompleteMultipartUpload) can expire them.
+                Err(error) if error.code() == Some("NotImplemented") => {
+                    tracing::debug!(location = %self.location, "the server cannot list multipart uploads");
+                    return Ok(swept);
+                }
+                Err(error) => return Err(self.classify("sweep", prefix, error)),
+            };
             for upload in page.uploads() {
                 let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else { continue };
                 let stale = upload.initiated().is_some_and(|initiated| initiated.secs() <= cutoff);
