@@ -2,7 +2,8 @@
 //!
 //! Everything that can refuse the restore happens before the first byte is written: the catalog
 //! is read, the target is placed in the WAL ([`scan`]), the backup is chosen and the WAL it needs is
-//! checked ([`plan`]), and the target directory is inspected ([`target_dir`], G4). Then:
+//! checked ([`plan`]), the target directory is inspected ([`target_dir`], G4), and the WAL up to
+//! the backup's consistent point is read and authenticated ([`wal`]; also on a dry run). Then:
 //!
 //! 1. `--force` empties the directory; `--delta` removes what the manifest does not know and lists
 //!    the files that differ; otherwise the directory is new or empty.
@@ -12,6 +13,9 @@
 //! 4. One `syncfs` per filesystem, then `pg_control` gets its name: a directory without it is
 //!    never mistaken for a complete one (PostgreSQL refuses to start without it).
 //! 5. With `--start`, the server is started and recovery followed to its target ([`start`]).
+//!
+//! A failure in steps 1 to 4 leaves a directory without `pg_control`, and its error says so and
+//! what to run next: the same restore with `--delta` to resume, or `--force` to start over.
 
 pub mod files;
 pub mod plan;
