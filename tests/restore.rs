@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use lifeboat::catalog::wal::{SegmentSize, WalFile, WalSegment};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use support::archiving::{Options, Setup, archive_current_segment, binaries, execute, scalar};
+use support::archiving::{Options, Setup, archive_current_segment, binaries, execute, layout, scalar};
 use support::output::{assert_failure, assert_success, describe};
 use support::s3::{S3Server, S3ServerKind};
 
@@ -298,6 +299,53 @@ async fn a_damaged_object_stops_the_restore_before_postgres_starts_and_names_it(
     assert!(error.contains("before starting PostgreSQL"), "{error}");
     assert!(!pgdata.join("postmaster.pid").exists(), "no server was started");
     assert!(!pgdata.join("global/pg_control").exists(), "a failed restore never looks complete");
+}
+
+/// Flips one byte in the middle of the stored object of WAL segment `name` of timeline 1; its path.
+fn damage_wal_segment(setup: &Setup, name: &str) -> PathBuf {
+    let segment = WalSegment::parse(name, SegmentSize::DEFAULT).unwrap();
+    let key = layout().wal_file(&WalFile::Segment(segment), SegmentSize::DEFAULT);
+    let path = setup.repo_dir().join(key.as_str());
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_4_a_damaged_wal_segment_the_backup_needs_fails_the_restore_before_anything_is_written() {
+    let setup = Setup::start().await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    commit_batch(&mut conn, 1).await;
+    let manifest = setup.backup_with(|options| options.part_size = 1024 * 1024).await.manifest;
+    archive_current_segment(&mut conn).await;
+
+    // Intact, a restore says which WAL it authenticated.
+    let intact = setup.restore_dir("intact");
+    let output = setup.restore(&intact, &[]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{} .. {} authenticated", manifest.start_wal, manifest.stop_wal)),
+        "{}",
+        describe(&output)
+    );
+
+    damage_wal_segment(&setup, &manifest.start_wal);
+    let pgdata = setup.restore_dir("damaged-wal");
+    let error = assert_failure(&setup.restore(&pgdata, &[]));
+    assert!(error.contains(&format!("WAL file {} is damaged", manifest.start_wal)), "{error}");
+    assert!(error.contains(&manifest.id.to_string()) && error.contains("--backup ID"), "{error}");
+    assert!(error.contains("Nothing was written"), "{error}");
+    assert!(!pgdata.exists(), "a restore that cannot recover writes nothing");
+
+    // --force must not empty a directory for a restore that cannot succeed.
+    let kept = intact.join("PG_VERSION");
+    let error = assert_failure(&setup.restore(&intact, &["--force"]));
+    assert!(error.contains(&manifest.start_wal), "{error}");
+    assert!(kept.exists() && intact.join("global/pg_control").exists(), "--force deleted nothing");
 }
 
 #[tokio::test(flavor = "multi_thread")]

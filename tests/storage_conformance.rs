@@ -150,6 +150,22 @@ mod checks {
         assert!(store.list("failed/").await.unwrap().is_empty());
     }
 
+    /// A sweep for leftovers of interrupted puts, even with no age bound, removes no object and
+    /// leaves every listing as it was (and the backend accepts the calls it makes).
+    pub async fn sweep_keeps_every_object(store: Arc<dyn ObjectStore>) {
+        for name in ["kept/a", "kept/deep/er/b", "kept/empty", "other/c"] {
+            let data = if name.ends_with("empty") { Vec::new() } else { name.as_bytes().to_vec() };
+            store.put(&key(name), bytes_reader(data), PutMode::CreateOnly).await.unwrap();
+        }
+        let before = store.list("").await.unwrap();
+        let swept = store.sweep("kept/", std::time::Duration::ZERO).await.unwrap();
+        assert_eq!(swept.partial, 0, "nothing was interrupted: {swept:?}");
+        assert_eq!(store.list("").await.unwrap(), before);
+        assert_eq!(read_all(store.as_ref(), "kept/deep/er/b").await, b"kept/deep/er/b");
+        store.sweep("", std::time::Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(store.list("").await.unwrap(), before);
+    }
+
     /// Byte-identical sealed round trips at every size that stresses chunking: 0, 1, one chunk
     /// minus one, one chunk, one chunk plus one. Without compression the sealed stream is the
     /// plaintext itself, so these sizes land exactly on chunk boundaries.
@@ -321,6 +337,8 @@ macro_rules! conformance {
             async fn list_by_prefix() { let (_h, s) = store().await; checks::list_by_prefix(s).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn failed_body_leaves_nothing() { let (_h, s) = store().await; checks::failed_body_leaves_nothing(s).await }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sweep_keeps_every_object() { let (_h, s) = store().await; checks::sweep_keeps_every_object(s).await }
             #[tokio::test(flavor = "multi_thread")]
             async fn sealed_chunk_boundaries() { let (_h, s) = store().await; checks::sealed_chunk_boundaries(s).await }
             #[tokio::test(flavor = "multi_thread")]

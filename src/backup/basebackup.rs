@@ -176,6 +176,7 @@ pub(super) async fn run(
         lock: lock.to_string(),
     };
     let result = job.run().await;
+    let result = super::orphans::after_job(&job.repository, &job.layout, &lease, result).await;
     let released = lease.release().await;
     let (manifest, manifest_key, removed_orphans, backup_duration) = result?;
     if let Err(error) = released {

@@ -20,7 +20,9 @@
 //!    archived (as `wait_for_archive => true` would, but without its one-second polling).
 //! 6. Write the manifest ([`crate::catalog::backup_manifest`]) last, create-only (G1), and release
 //!    the lease. On any failure after step 4 began, `pg_backup_stop` is called without waiting,
-//!    nothing is listed, and the next backup removes the objects.
+//!    nothing is listed, and the backup removes its objects before releasing the lease (the next
+//!    backup does, if that fails or the process is killed). Either way the cluster's leftovers
+//!    are swept before the lease goes ([`crate::catalog::leftovers`]).
 
 pub mod basebackup;
 pub mod copy;
@@ -233,6 +235,12 @@ pub enum BackupError {
 
     #[error(transparent)]
     Basebackup(#[from] basebackup::BasebackupError),
+
+    #[error(
+        "{source}\nRemoving what the failed backup had written failed too ({cleanup}): whatever it wrote is left \
+         under {prefix}<its id>/, without a manifest, so it is listed nowhere; the next backup removes it"
+    )]
+    LeftBehind { source: Box<BackupError>, prefix: String, cleanup: String },
 }
 
 impl From<IdentityError> for BackupError {
@@ -282,6 +290,7 @@ pub async fn run(
     };
     let job = Job { repository, layout, pgdata, data_directory, options, lease: &lease, lock: lock.to_string() };
     let result = job.run(session).await;
+    let result = orphans::after_job(&job.repository, &job.layout, &lease, result).await;
     let released = lease.release().await;
     let (manifest, manifest_key, removed_orphans, backup_duration) = result?;
     if let Err(error) = released {

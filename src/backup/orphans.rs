@@ -5,6 +5,10 @@
 //! taking space. The next backup removes those while it holds the cluster's backup lease, so no
 //! backup that is still running can be mistaken for one (only the lease holder writes there).
 //! Keys under `backups/` that are not a backup id's are not lifeboat's and are left alone.
+//!
+//! A backup that fails (a full disk, a lost connection) does not wait for the next one: before
+//! its lease is released it removes its own objects the same way ([`after_job`]), and the error
+//! says what is left if that fails too.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +18,8 @@ use super::BackupError;
 use crate::catalog::backup_manifest::MANIFEST;
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
+use crate::catalog::lease::Lease;
+use crate::catalog::leftovers;
 use crate::repository::Repository;
 use crate::storage::ObjectKey;
 
@@ -66,9 +72,45 @@ pub async fn remove_orphans(
         tracing::warn!(
             backup = %id,
             objects = count,
-            "removed the objects of an interrupted backup (it has no manifest, so it was never a backup)"
+            "removed the objects of an interrupted or failed backup (it has no manifest, so it was never a backup)"
         );
         removed.push(RemovedOrphans { id, objects: count });
     }
     Ok(removed)
+}
+
+/// What a backup does under its lease once its job ended: when it failed, its objects (a backup
+/// directory without a manifest) are removed, and then the cluster's leftovers are swept
+/// ([`leftovers`]). With the lease lost another lifeboat may be writing, so nothing is touched.
+pub async fn after_job<T>(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    lease: &Lease,
+    result: Result<T, BackupError>,
+) -> Result<T, BackupError> {
+    if lease.is_lost() {
+        return result;
+    }
+    let result = match result {
+        Ok(done) => Ok(done),
+        Err(error) => match remove_orphans(repository, layout).await {
+            Ok(removed) => {
+                for orphan in &removed {
+                    tracing::info!(
+                        backup = %orphan.id,
+                        "the backup failed: removed the {} objects it had written",
+                        orphan.objects
+                    );
+                }
+                Err(error)
+            }
+            Err(cleanup) => Err(BackupError::LeftBehind {
+                source: Box::new(error),
+                prefix: layout.backups_prefix(),
+                cleanup: cleanup.to_string(),
+            }),
+        },
+    };
+    leftovers::sweep(repository, layout).await;
+    result
 }

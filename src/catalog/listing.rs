@@ -335,6 +335,10 @@ pub async fn delete(
     let lock = layout.lock(LOCK);
     let lease = Lease::acquire(repository.clone(), &lock, &format!("delete {id_text}"), DEFAULT_TTL, lock_wait).await?;
     let result = delete_locked(&repository, layout, id_text, force, &lease, &lock).await;
+    // The deleted backup's empty directories go too, with what interrupted writes left.
+    if !lease.is_lost() {
+        super::leftovers::sweep(&repository, layout).await;
+    }
     if let Err(error) = lease.release().await {
         tracing::warn!(%error, "could not release the lock {lock}; it expires by itself");
     }

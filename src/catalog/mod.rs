@@ -9,6 +9,7 @@
 //! - [`id`]: backup and dump ids.
 //! - [`backup_manifest`]: the manifest of a base backup (its commit point, and what restore reads).
 //! - [`lease`]: repository leases (one writer per cluster).
+//! - [`leftovers`]: sweeping partial uploads and empty directories, by the lease holder.
 //! - [`timeline`]: timeline histories, and which segment recovery reads on a timeline.
 //! - [`listing`]: which backups and dumps exist, reading them, deleting one.
 //! - [`journal`]: the append-only, hash-chained record of what lifeboat added and removed.
@@ -21,6 +22,7 @@ pub mod id;
 pub mod journal;
 pub mod layout;
 pub mod lease;
+pub mod leftovers;
 pub mod listing;
 pub mod lsn;
 pub mod timeline;

@@ -236,6 +236,10 @@ fn print_summary(summary: &RestoreSummary) {
         "  WAL        {} .. {} ({} segments needed; the archive continues to {})",
         summary.first_wal, summary.last_wal, summary.wal_segments, summary.archive_end
     );
+    println!(
+        "             {} .. {} authenticated ({} segments, to the backup's consistent point)",
+        summary.first_wal, summary.wal_authenticated_to, summary.wal_authenticated
+    );
     let files = if summary.dry_run { "to write" } else { "written" };
     println!(
         "  files      {} of {} {files} ({}, {} fetched)",

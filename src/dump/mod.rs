@@ -13,8 +13,10 @@
 //! 4. Write the manifest ([`manifest`]) last, create-only: the dump exists from that moment (G1).
 //!
 //! A failure anywhere fails the whole dump: no manifest is written and the objects stored so far
-//! are removed (or, after a crash, by the next dump). The database password is handed to the
-//! programs in `PGPASSWORD`, never on their command line, and is removed from anything they print.
+//! are removed (or, after a crash or if removing them fails, by the next dump). Either way what
+//! interrupted writes left in the cluster's prefix is swept before the lease goes ([`leftovers`]).
+//! The database password is handed to the programs in `PGPASSWORD`, never on their command line,
+//! and is removed from anything they print.
 
 pub mod manifest;
 pub mod program;
@@ -39,6 +41,7 @@ use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{self, Lease, LeaseError};
+use crate::catalog::leftovers;
 use crate::catalog::wal::SegmentSize;
 use crate::config::{ClusterConfig, ConnectionString};
 use crate::postgres::binaries::{BinariesError, PgBinaries};
@@ -149,6 +152,12 @@ pub enum DumpError {
     },
 
     #[error(
+        "{source}\nRemoving what the failed dump had written failed too ({cleanup}): it is left under {prefix}, \
+         without a manifest, so it is listed nowhere; the next dump removes it"
+    )]
+    LeftBehind { source: Box<DumpError>, prefix: String, cleanup: String },
+
+    #[error(
         "lost the lease {lock} while dumping (this process stalled past its expiry and another \
          lifeboat took it over); the dump was discarded"
     )]
@@ -245,8 +254,15 @@ pub async fn dump(
     }
     .await;
 
-    if let (Err(_), Some(prefix)) = (&outcome, prefix_to_remove) {
-        remove_objects(&repository, &prefix).await;
+    let outcome = match (outcome, prefix_to_remove) {
+        (Err(error), Some(prefix)) => match remove_objects(&repository, &prefix).await {
+            Ok(()) => Err(error),
+            Err(cleanup) => Err(DumpError::LeftBehind { source: Box::new(error), prefix, cleanup }),
+        },
+        (outcome, _) => outcome,
+    };
+    if !lease.is_lost() {
+        leftovers::sweep(&repository, &layout).await;
     }
     if let Err(error) = lease.release().await {
         tracing::warn!(%error, "could not release the lease; it expires by itself");
@@ -581,16 +597,25 @@ async fn remove_incomplete_dumps(repository: &Repository, layout: &ClusterLayout
     }
 }
 
-/// Best-effort removal of everything under `prefix` (a failed dump's objects).
-async fn remove_objects(repository: &Repository, prefix: &str) {
-    match repository.store().list(prefix).await {
-        Ok(listing) => {
-            for meta in listing {
-                if let Err(error) = repository.store().delete(&meta.key).await {
-                    tracing::warn!(%error, "could not remove {}; the next dump removes it", meta.key);
-                }
-            }
+/// Removes everything under `prefix` (a failed dump's objects); on failure, what went wrong and
+/// how many objects are left.
+async fn remove_objects(repository: &Repository, prefix: &str) -> Result<(), String> {
+    let listing = repository.store().list(prefix).await.map_err(|error| error.to_string())?;
+    let mut left = 0;
+    let mut last_error = None;
+    for meta in &listing {
+        if let Err(error) = repository.store().delete(&meta.key).await {
+            left += 1;
+            last_error = Some(error);
         }
-        Err(error) => tracing::warn!(%error, "could not remove the failed dump's objects; the next dump removes them"),
+    }
+    match last_error {
+        None => {
+            if !listing.is_empty() {
+                tracing::info!("the dump failed: removed the {} objects it had written", listing.len());
+            }
+            Ok(())
+        }
+        Some(error) => Err(format!("{left} of {} objects are left; the last error: {error}", listing.len())),
     }
 }

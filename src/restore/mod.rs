@@ -2,7 +2,8 @@
 //!
 //! Everything that can refuse the restore happens before the first byte is written: the catalog
 //! is read, the target is placed in the WAL ([`scan`]), the backup is chosen and the WAL it needs is
-//! checked ([`plan`]), and the target directory is inspected ([`target_dir`], G4). Then:
+//! checked ([`plan`]), the target directory is inspected ([`target_dir`], G4), and the WAL up to
+//! the backup's consistent point is read and authenticated ([`wal`]; also on a dry run). Then:
 //!
 //! 1. `--force` empties the directory; `--delta` removes what the manifest does not know and lists
 //!    the files that differ; otherwise the directory is new or empty.
@@ -12,6 +13,9 @@
 //! 4. One `syncfs` per filesystem, then `pg_control` gets its name: a directory without it is
 //!    never mistaken for a complete one (PostgreSQL refuses to start without it).
 //! 5. With `--start`, the server is started and recovery followed to its target ([`start`]).
+//!
+//! A failure in steps 1 to 4 leaves a directory without `pg_control`, and its error says so and
+//! what to run next: the same restore with `--delta` to resume, or `--force` to start over.
 
 pub mod files;
 pub mod plan;
@@ -20,6 +24,7 @@ pub mod scan;
 pub mod start;
 pub mod target;
 pub mod target_dir;
+pub mod wal;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -91,6 +96,10 @@ pub struct RestoreSummary {
     pub first_wal: String,
     pub last_wal: String,
     pub wal_segments: u64,
+    /// The WAL from `first_wal` to this segment (the backup's consistent point) was read and
+    /// authenticated before anything was written: this many segments.
+    pub wal_authenticated_to: String,
+    pub wal_authenticated: u64,
     pub archive_end: String,
     pub pgdata: PathBuf,
     pub tablespaces: BTreeMap<u32, PathBuf>,
@@ -165,6 +174,20 @@ pub enum RestoreError {
 
     #[error("{detail}")]
     Binaries { detail: String },
+
+    #[error(
+        "{source}. Backup {backup} cannot be restored from this archive: recovery needs WAL {first} .. {last} to \
+         reach a consistent state. Nothing was written to {}. Restore from another backup (`lifeboat list`, then \
+         `--backup ID`), and run `lifeboat wal check`", pgdata.display()
+    )]
+    Wal { source: Box<wal::WalReadError>, backup: BackupId, first: String, last: String, pgdata: PathBuf },
+
+    #[error(
+        "{source}\n{} holds a partial restore ({written}) and no global/pg_control, so PostgreSQL will not start \
+         on it. Once the cause is fixed, run the same restore with --delta to resume (intact files are kept) or \
+         with --force to start over (everything in it is deleted first)", pgdata.display()
+    )]
+    Partial { source: Box<RestoreError>, pgdata: PathBuf, written: String },
 
     #[error("the restore was cancelled")]
     Cancelled,
@@ -278,7 +301,7 @@ pub async fn run(
     let catalog = load_catalog(&repository, layout, options.backup).await?;
     let position = locate_target(&repository, layout, &catalog, &options.goal).await?;
     let plan = plan::choose(&catalog, &options.goal, position, options.backup)?;
-    let manifest = Arc::new(plan.backup.clone());
+    let manifest = &plan.backup;
     tracing::info!(
         backup = %manifest.id,
         "restoring backup {} (consistent at {}) to {}, following timeline {}",
@@ -288,13 +311,14 @@ pub async fn run(
         plan.history.timeline()
     );
 
-    let binaries = find_binaries(options, &manifest)?;
+    let binaries = find_binaries(options, manifest)?;
     let owner = resolve_owner(&options.pgdata, &options.os_user)?;
-    let tablespaces = map_tablespaces(&manifest, &options.tablespace_map)?;
+    let tablespaces = map_tablespaces(manifest, &options.tablespace_map)?;
     let destination = Arc::new(Destination { pgdata: options.pgdata.clone(), tablespaces, owner });
     let inspection = target_dir::inspect(&destination, options.existing)?;
 
     let mut summary = summarise(&plan, options, &destination);
+    authenticate_wal(&repository, layout, &plan, options, &mut summary).await?;
     if options.dry_run {
         if options.existing == ExistingData::Delta && inspection.pgdata_in_use {
             tracing::info!(
@@ -305,46 +329,27 @@ pub async fn run(
         return Ok(summary);
     }
 
-    let wanted = prepare_directory(&manifest, &destination, options, inspection.pgdata_in_use)?;
-    if let Some(delta) = &wanted.delta {
-        tracing::info!(
-            "delta: {} files intact, {} to write, {} removed",
-            delta.kept,
-            delta.rewrite.len(),
-            delta.removed.len()
-        );
-        summary.files_kept = delta.kept as u64;
-        summary.removed = delta.removed.clone();
-    }
-    summary.files_written = wanted.files.len() as u64;
-    summary.bytes_written = wanted.files.iter().map(|&index| manifest.files[index].size.unwrap_or(0)).sum();
-    summary.bytes_fetched = fetched_bytes(&manifest, &wanted.files);
-
-    files::create_tree(&manifest, &destination)?;
     let progress = Arc::new(Progress::default());
-    let writing = files::write_files(
-        repository.clone(),
+    let written = write_directory(
+        &repository,
         layout,
-        manifest.clone(),
-        destination.clone(),
-        &wanted.files,
-        options.workers,
-        progress.clone(),
-    );
-    report_progress(writing, &progress, summary.bytes_written, wanted.files.len() as u64).await?;
-
-    let header = format!(
-        "restore of backup {} to {}, by lifeboat {}",
-        manifest.id,
-        options.goal.target,
-        env!("CARGO_PKG_VERSION")
-    );
-    let mut settings = options.goal.settings(&options.restore_command, plan.history.timeline());
-    settings.extend(options.server_settings.iter().cloned());
-    recovery::write_recovery_files(&manifest, &destination, &settings, &header)?;
-    ensure_wal_directory(&destination)?;
-    sync_filesystems(&destination)?;
-    commit_control_file(&destination, wanted.files.iter().any(|&index| manifest.files[index].path == CONTROL_FILE))?;
+        &plan,
+        options,
+        &destination,
+        inspection.pgdata_in_use,
+        &progress,
+        &mut summary,
+    )
+    .await;
+    if let Err(error) = written {
+        let files = progress.files.load(Ordering::Relaxed);
+        let bytes = progress.bytes.load(Ordering::Relaxed);
+        return Err(RestoreError::Partial {
+            source: Box::new(error),
+            pgdata: options.pgdata.clone(),
+            written: format!("{files} files, {}, written by this run", format_bytes(bytes)),
+        });
+    }
     summary.restore_seconds = began.elapsed().as_secs_f64();
     summary.seconds = summary.restore_seconds;
     tracing::info!(
@@ -366,6 +371,97 @@ pub async fn run(
         summary.reached = Some(reached);
     }
     Ok(summary)
+}
+
+/// Reads the WAL recovery needs to reach the backup's consistent point, authenticated, before
+/// anything is written (see [`wal`]). The segments after it, up to the target, are checked for
+/// presence by the planner and authenticated by `wal-fetch` as recovery reads them.
+async fn authenticate_wal(
+    repository: &Arc<Repository>,
+    layout: &ClusterLayout,
+    plan: &Plan,
+    options: &RestoreOptions,
+    summary: &mut RestoreSummary,
+) -> Result<(), RestoreError> {
+    let size = plan.backup.wal_segment_size;
+    let consistent = plan.history.segment(plan.backup.stop_segment().number, size);
+    let segments: Vec<_> =
+        (plan.first_wal.number..=consistent.number).map(|number| plan.history.segment(number, size)).collect();
+    let began = Instant::now();
+    wal::read_segments(repository.clone(), layout, size, &segments, options.workers as usize, None).await.map_err(
+        |source| RestoreError::Wal {
+            source: Box::new(source),
+            backup: plan.backup.id,
+            first: plan.first_wal.name(size),
+            last: consistent.name(size),
+            pgdata: options.pgdata.clone(),
+        },
+    )?;
+    summary.wal_authenticated_to = consistent.name(size);
+    summary.wal_authenticated = segments.len() as u64;
+    tracing::info!(
+        "WAL {} to {} authenticated ({} segments, up to the backup's consistent point) in {:.1} s",
+        summary.first_wal,
+        summary.wal_authenticated_to,
+        summary.wal_authenticated,
+        began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Empties or compares the directory, writes every file, the recovery settings, syncs, and
+/// gives `pg_control` its name last.
+#[allow(clippy::too_many_arguments)]
+async fn write_directory(
+    repository: &Arc<Repository>,
+    layout: &ClusterLayout,
+    plan: &Plan,
+    options: &RestoreOptions,
+    destination: &Arc<Destination>,
+    in_use: bool,
+    progress: &Arc<Progress>,
+    summary: &mut RestoreSummary,
+) -> Result<(), RestoreError> {
+    let manifest = Arc::new(plan.backup.clone());
+    let wanted = prepare_directory(&manifest, destination, options, in_use)?;
+    if let Some(delta) = &wanted.delta {
+        tracing::info!(
+            "delta: {} files intact, {} to write, {} removed",
+            delta.kept,
+            delta.rewrite.len(),
+            delta.removed.len()
+        );
+        summary.files_kept = delta.kept as u64;
+        summary.removed = delta.removed.clone();
+    }
+    summary.files_written = wanted.files.len() as u64;
+    summary.bytes_written = wanted.files.iter().map(|&index| manifest.files[index].size.unwrap_or(0)).sum();
+    summary.bytes_fetched = fetched_bytes(&manifest, &wanted.files);
+
+    files::create_tree(&manifest, destination)?;
+    let writing = files::write_files(
+        repository.clone(),
+        layout,
+        manifest.clone(),
+        destination.clone(),
+        &wanted.files,
+        options.workers,
+        progress.clone(),
+    );
+    report_progress(writing, progress, summary.bytes_written, wanted.files.len() as u64).await?;
+
+    let header = format!(
+        "restore of backup {} to {}, by lifeboat {}",
+        manifest.id,
+        options.goal.target,
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut settings = options.goal.settings(&options.restore_command, plan.history.timeline());
+    settings.extend(options.server_settings.iter().cloned());
+    recovery::write_recovery_files(&manifest, destination, &settings, &header)?;
+    ensure_wal_directory(destination)?;
+    sync_filesystems(destination)?;
+    commit_control_file(destination, wanted.files.iter().any(|&index| manifest.files[index].path == CONTROL_FILE))
 }
 
 /// The server binaries, which must match the backup's major version. Only `--start` needs them;
@@ -458,6 +554,8 @@ fn summarise(plan: &Plan, options: &RestoreOptions, destination: &Destination) -
         first_wal: plan.first_wal.name(size),
         last_wal: plan.last_wal.name(size),
         wal_segments: plan.wal_segments(),
+        wal_authenticated_to: String::new(),
+        wal_authenticated: 0,
         archive_end: plan.archive_end.name(size),
         pgdata: options.pgdata.clone(),
         tablespaces: destination.tablespaces.clone(),

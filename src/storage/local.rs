@@ -3,22 +3,27 @@
 //! Writes are atomic and durable: bytes go to a temporary file beside the target (a name no key
 //! can take, see [`RESERVED_PREFIX`]), which is fsynced, then renamed (or, for create-only puts,
 //! hard-linked, which fails if the target exists) into place, and the directory is fsynced. A
-//! crash leaves either the old object, the new one, or a stray temporary file that `list` ignores.
+//! crash leaves either the old object, the new one, or a stray temporary file that `list` ignores
+//! and [`ObjectStore::sweep`] removes once it has been left alone long enough; deletes leave empty
+//! directories, which the sweep removes too.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::SyncIoBridge;
 
 use super::key::RESERVED_PREFIX;
-use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError};
+use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError, Swept};
 use crate::keys::master::random_array;
 
 const COPY_BUFFER: usize = 1024 * 1024;
+/// How a put names its temporary file: the reserved prefix, this, and random hex.
+const TEMPORARY: &str = "tmp-";
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -52,7 +57,7 @@ impl LocalStore {
         let target = self.path(key);
         let parent = target.parent().expect("an object path lies below the root").to_owned();
         create_dirs_durably(&parent).map_err(|error| self.io_error("put", key.as_str(), error))?;
-        let temporary = parent.join(format!("{RESERVED_PREFIX}tmp-{}", hex::encode(random_array::<8>())));
+        let temporary = parent.join(format!("{RESERVED_PREFIX}{TEMPORARY}{}", hex::encode(random_array::<8>())));
         let result = write_and_publish(&temporary, &target, body, mode);
         if result.is_err() {
             let _ = std::fs::remove_file(&temporary);
@@ -118,6 +123,62 @@ fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Removes the temporary files below `dir` not modified for `idle`, then the directories below it
+/// left empty and not modified for `idle`, deepest first. Returns whether `dir` is empty now.
+/// A put may create a file in a directory at any moment: removing a directory that is no longer
+/// empty fails and is not an error, and a put that loses its directory or its temporary file
+/// fails (it never publishes a partial object).
+fn sweep_dir(dir: &Path, idle: Duration, now: SystemTime, swept: &mut Swept) -> std::io::Result<bool> {
+    let idle_since = |metadata: &std::fs::Metadata| {
+        idle.is_zero() || metadata.modified().ok().and_then(|time| now.duration_since(time).ok()) >= Some(idle)
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    let mut left = 0;
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        let temporary =
+            entry.file_name().to_str().is_some_and(|name| name.starts_with(&format!("{RESERVED_PREFIX}{TEMPORARY}")));
+        let gone = if file_type.is_dir() {
+            sweep_dir(&path, idle, now, swept)?
+                && entry.metadata().is_ok_and(|metadata| idle_since(&metadata))
+                && match std::fs::remove_dir(&path) {
+                    Ok(()) => {
+                        swept.directories += 1;
+                        true
+                    }
+                    Err(_) => false,
+                }
+        } else if file_type.is_file() && temporary {
+            match entry.metadata() {
+                Ok(metadata) if idle_since(&metadata) => match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        swept.partial += 1;
+                        swept.bytes += metadata.len();
+                        true
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+                    Err(error) => return Err(error),
+                },
+                Ok(_) => false,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+                Err(error) => return Err(error),
+            }
+        } else {
+            false
+        };
+        if !gone {
+            left += 1;
+        }
+    }
+    Ok(left == 0)
 }
 
 /// Collects every object below `dir` whose key starts with `prefix`, skipping temporary files.
@@ -222,5 +283,16 @@ impl ObjectStore for LocalStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(self.io_error("delete", key.as_str(), error)),
         }
+    }
+
+    async fn sweep(&self, prefix: &str, idle: Duration) -> Result<Swept, StorageError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut swept = Swept::default();
+            sweep_dir(&dir, idle, SystemTime::now(), &mut swept).map(|_| swept)
+        })
+        .await
+        .expect("the local sweep task does not panic");
+        swept.map_err(|error| self.io_error("sweep", prefix, error))
     }
 }

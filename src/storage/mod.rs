@@ -11,6 +11,7 @@ pub mod s3;
 
 use std::fmt;
 use std::ops::Range;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
@@ -68,6 +69,37 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// Removes the object. Deleting a key that holds nothing succeeds, so deletes can be retried.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+
+    /// Removes what interrupted puts left below `prefix` (a directory-like prefix ending in `/`)
+    /// and left alone for at least `idle`: partial uploads (a local temporary file, an S3
+    /// multipart upload never completed) and, locally, empty directories. These never hold an
+    /// object: a put publishes its bytes under the key only once they are complete. Removing one
+    /// that a stalled writer still uses makes that put fail, never publishes anything, so `idle`
+    /// only keeps the sweep from failing puts that are merely slow. Objects are never touched.
+    async fn sweep(&self, prefix: &str, idle: Duration) -> Result<Swept, StorageError>;
+}
+
+/// What a [`ObjectStore::sweep`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Partial uploads, and the bytes they held (as far as the backend tells).
+    pub partial: u64,
+    pub bytes: u64,
+    pub directories: u64,
+}
+
+impl Swept {
+    pub fn is_empty(&self) -> bool {
+        *self == Swept::default()
+    }
+}
+
+impl std::ops::AddAssign for Swept {
+    fn add_assign(&mut self, other: Swept) {
+        self.partial += other.partial;
+        self.bytes += other.bytes;
+        self.directories += other.directories;
+    }
 }
 
 /// A storage failure, classed so callers can decide whether trying again makes sense.

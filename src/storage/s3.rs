@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
-use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError};
+use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError, Swept};
 use crate::secret::Secret;
 
 /// Everything the S3 backend needs, resolved from `[repository]` and `[repository.s3]`.
@@ -746,6 +746,68 @@ impl ObjectStore for S3Store {
             Err(error) if is_missing_object(&error) => Ok(()),
             Err(error) => Err(self.classify("delete", key.as_str(), error)),
         }
+    }
+
+    /// Aborts the multipart uploads below `prefix` started more than `idle` ago: what a put killed
+    /// mid-upload leaves (invisible to `list`, but stored and billed). S3 has no directories.
+    async fn sweep(&self, prefix: &str, idle: Duration) -> Result<Swept, StorageError> {
+        let full_prefix = format!("{}{}", self.key_prefix, prefix);
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(idle)
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_secs() as i64);
+        let mut swept = Swept::default();
+        let (mut key_marker, mut upload_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                // Some S3-compatible servers (s3s-fs) cannot list uploads: there only a lifecycle
+                // rule (AbortIncompleteMultipartUpload) can expire them.
+                Err(error) if error.code() == Some("NotImplemented") => {
+                    tracing::debug!(location = %self.location, "the server cannot list multipart uploads");
+                    return Ok(swept);
+                }
+                Err(error) => return Err(self.classify("sweep", prefix, error)),
+            };
+            for upload in page.uploads() {
+                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else { continue };
+                let stale = upload.initiated().is_some_and(|initiated| initiated.secs() <= cutoff);
+                if !key.starts_with(&full_prefix) || !stale {
+                    continue;
+                }
+                match self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .send()
+                    .await
+                {
+                    Ok(_) => swept.partial += 1,
+                    // Completed or aborted since it was listed.
+                    Err(error) if error.code() == Some("NoSuchUpload") => {}
+                    Err(error) => return Err(self.classify("sweep", key, error)),
+                }
+            }
+            match (page.is_truncated(), page.next_key_marker(), page.next_upload_id_marker()) {
+                (Some(true), Some(key), upload) => {
+                    key_marker = Some(key.to_owned());
+                    upload_marker = upload.map(str::to_owned);
+                }
+                _ => break,
+            }
+        }
+        Ok(swept)
     }
 }
 

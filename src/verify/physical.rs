@@ -18,27 +18,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::io::AsyncReadExt as _;
-
 use super::checks::Server;
 use super::report::{Failure, Phase, Recovery, VerifyReport};
 use super::scratch::Scratch;
 use super::{Context, round};
 use crate::catalog::backup_manifest::BackupManifest;
 use crate::catalog::lsn::Timeline;
-use crate::catalog::wal::WalFile;
-use crate::object::ObjectError;
+use crate::catalog::wal::{WalFile, WalSegment};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::cluster::LocalCluster;
-use crate::repository::RepositoryError;
 use crate::restore::files::{self, Progress};
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
+use crate::restore::wal::{self, WalReadError};
 use crate::restore::{RestoreError, RestoreOptions};
-use crate::storage::StorageError;
-
-/// Bytes per read of a WAL segment.
-const BLOCK: usize = 1024 * 1024;
 
 pub(crate) async fn verify(
     context: &Context<'_>,
@@ -181,48 +174,44 @@ async fn read_wal(
 ) -> Result<(), Failure> {
     let size = manifest.wal_segment_size;
     let (first, last) = (manifest.start_segment(), manifest.stop_segment());
-    let mut segment = first;
-    while segment.number <= last.number {
-        let name = segment.name(size);
-        let key = context.layout.wal_file(&WalFile::Segment(segment), size);
-        let target = into.map(|dir| dir.join(&name));
-        let bytes = copy_object(context, &key, target.as_deref()).await.map_err(|problem| {
-            let what = match problem {
-                CopyProblem::Missing => "is not in the archive".to_owned(),
-                CopyProblem::Damaged(detail) => format!("is damaged in the archive ({detail})"),
-                CopyProblem::Other(detail) => format!("could not be read: {detail}"),
-            };
-            Failure::new(
-                Phase::Wal,
-                format!(
-                    "WAL segment {name} {what}; backup {} needs {} .. {} to reach a consistent state, so it cannot \
+    let segments: Vec<WalSegment> =
+        (first.number..=last.number).map(|number| WalSegment::new(first.timeline, number)).collect();
+    let parallel = context.options.workers as usize;
+    let bytes = wal::read_segments(context.repository.clone(), context.layout, size, &segments, parallel, into)
+        .await
+        .map_err(|error| {
+        let what = match &error {
+            WalReadError::Missing { .. } => "is not in the archive".to_owned(),
+            WalReadError::Damaged { detail, .. } => format!("is damaged in the archive ({detail})"),
+            other => format!("could not be read: {other}"),
+        };
+        Failure::new(
+            Phase::Wal,
+            format!(
+                "WAL segment {} {what}; backup {} needs {} .. {} to reach a consistent state, so it cannot \
                      be restored. `lifeboat wal check` lists the archive's gaps; take a new backup",
-                    manifest.id, manifest.start_wal, manifest.stop_wal
-                ),
-            )
-        })?;
-        if bytes != u64::from(size.bytes()) {
-            return Err(Failure::new(
-                Phase::Wal,
-                format!("WAL segment {name} holds {bytes} bytes in the archive, not {}; it is damaged", size.bytes()),
-            ));
-        }
-        report.integrity.wal_segments += 1;
-        report.integrity.objects += 1;
-        report.integrity.bytes += bytes;
-        segment = segment.next();
-    }
+                error.name(),
+                manifest.id,
+                manifest.start_wal,
+                manifest.stop_wal
+            ),
+        )
+    })?;
+    report.integrity.wal_segments += segments.len() as u64;
+    report.integrity.objects += segments.len() as u64;
+    report.integrity.bytes += bytes;
     // Recovery reads the history of the backup's timeline (and its ancestors are named in it).
     if let Some(dir) = into {
         for id in 2..=manifest.timeline.id() {
             let history = WalFile::History(Timeline::new(id).expect("timeline ids from 2 up are valid"));
             let key = context.layout.wal_file(&history, size);
-            match copy_object(context, &key, Some(&dir.join(history.name(size)))).await {
-                Ok(_) | Err(CopyProblem::Missing) => {}
-                Err(CopyProblem::Damaged(detail) | CopyProblem::Other(detail)) => {
+            let name = history.name(size);
+            match wal::read_object(&context.repository, &key, &name, Some(&dir.join(&name))).await {
+                Ok(_) | Err(WalReadError::Missing { .. }) => {}
+                Err(error) => {
                     return Err(Failure::new(
                         Phase::Wal,
-                        format!("the history file of timeline {id} could not be read: {detail}"),
+                        format!("the history file of timeline {id} could not be read: {error}"),
                     ));
                 }
             }
@@ -231,54 +220,11 @@ async fn read_wal(
     Ok(())
 }
 
-enum CopyProblem {
-    Missing,
-    Damaged(String),
-    Other(String),
-}
-
-/// Streams one object's authenticated plaintext into `target` (or nowhere); its length.
-async fn copy_object(
-    context: &Context<'_>,
-    key: &crate::storage::ObjectKey,
-    target: Option<&Path>,
-) -> Result<u64, CopyProblem> {
-    let mut reader = match context.repository.get(key).await {
-        Ok(reader) => reader,
-        Err(RepositoryError::Storage(StorageError::NotFound { .. })) => return Err(CopyProblem::Missing),
-        Err(error) => return Err(CopyProblem::Other(error.to_string())),
-    };
-    let mut file = match target {
-        Some(path) => Some(
-            tokio::fs::File::create(path)
-                .await
-                .map_err(|error| CopyProblem::Other(format!("cannot create {}: {error}", path.display())))?,
-        ),
-        None => None,
-    };
-    let mut buffer = vec![0u8; BLOCK];
-    let mut total = 0u64;
-    loop {
-        let read = reader.read(&mut buffer).await.map_err(|error| match ObjectError::from_io(&error) {
-            Some(object_error) => CopyProblem::Damaged(object_error.to_string()),
-            None => CopyProblem::Other(error.to_string()),
-        })?;
-        if read == 0 {
-            break;
-        }
-        if let Some(file) = &mut file {
-            tokio::io::AsyncWriteExt::write_all(file, &buffer[..read])
-                .await
-                .map_err(|error| CopyProblem::Other(format!("cannot write {}: {error}", key)))?;
-        }
-        total += read as u64;
-    }
-    Ok(total)
-}
-
 /// A restore error in the words of a verification.
 fn restore_failure(error: RestoreError) -> Failure {
     match error {
+        // The scratch directory is removed whatever happens: the advice on resuming is not for it.
+        RestoreError::Partial { source, .. } => restore_failure(*source),
         RestoreError::Damaged { key, detail } if detail.contains(&key) => Failure::new(Phase::Integrity, detail),
         RestoreError::Damaged { key, detail } => {
             Failure::new(Phase::Integrity, format!("object {key} of the backup is damaged: {detail}"))
@@ -292,7 +238,7 @@ fn restore_failure(error: RestoreError) -> Failure {
         error @ (RestoreError::BadManifest { .. } | RestoreError::Manifest(_)) => {
             Failure::new(Phase::Integrity, error.to_string())
         }
-        error @ RestoreError::Plan(_) => Failure::new(Phase::Wal, error.to_string()),
+        error @ (RestoreError::Plan(_) | RestoreError::Wal { .. }) => Failure::new(Phase::Wal, error.to_string()),
         error => Failure::new(Phase::Restore, error.to_string()),
     }
 }
