@@ -206,7 +206,7 @@ async fn relay(
             let number = stats.responses.fetch_add(1, Ordering::Relaxed);
             let framing = body_framing(&response, Some((&method, status)));
             let period = period.load(Ordering::Relaxed);
-            let scheduled = period > 0 && (number + phase) % period == 0;
+            let scheduled = period > 0 && (number + phase % period).is_multiple_of(period);
             let budget = scheduled.then(|| {
                 let head = response.len() as u64;
                 match framing.known_length() {
