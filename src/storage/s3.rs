@@ -5,8 +5,9 @@
 //! bucket keys under the configured prefix, streaming puts (a single PutObject for small bodies, a
 //! bounded-memory multipart upload for large ones, aborted on any failure), conditional create-only
 //! writes, ranged gets whose bodies resume after a dropped connection (`resume`), paginated
-//! listing, and turning SDK errors into [`StorageError`]s an operator can act on. Credentials never leave the SDK's credential provider: errors, logs and `Debug`
-//! output name the bucket and the endpoint only (G5).
+//! listing, and turning SDK errors into [`StorageError`]s an operator can act on. Credentials never
+//! leave the SDK's credential provider: errors, logs and `Debug` output name the bucket and the
+//! endpoint only (G5).
 
 mod resume;
 

@@ -1,9 +1,10 @@
 //! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 for tests: it forwards every connection to an
 //! upstream server (the S3-compatible server of `s3.rs`) byte for byte and cuts a given share of
 //! the responses short: it forwards only the first part of a response's bytes and then closes
-//! both connections, as a flaky network or a restarted load balancer would. A response with a body is cut at a random point of its body, one without
-//! (HEAD, most PUT answers) at a random point of its status line and headers: cuts before the
-//! body are what the SDK's own retries handle, cuts inside it are what the store must resume.
+//! both connections, as a flaky network or a restarted load balancer would. A response with a
+//! body is cut at a random point of its body, one without (HEAD, most PUT answers) at a random
+//! point of its status line and headers: cuts before the body are what the SDK's own retries
+//! handle, cuts inside it are what the store must resume.
 //!
 //! The proxy follows HTTP/1.1 framing (Content-Length, chunked, bodiless responses to HEAD and
 //! 1xx/204/304) in both directions so that, with keep-alive, it sees every response on a

@@ -1,7 +1,7 @@
 //! Reading an object body to its end although the connection drops part-way through it.
 //!
 //! The SDK retries a request until its response headers arrive; the body of a GetObject is
-//! streamed afterwards, and a connection cut while it streams used to surface to the caller as
+//! streamed afterwards, and a connection cut while it streams would reach the caller as a bare
 //! "streaming error". [`ResumingReader`] owns what happens then: it remembers how many bytes it has
 //! handed to its reader, and on a failed or early-ended body asks its [`Reopen`] source for the
 //! rest (a ranged GET pinned to the first response's ETag, see `S3Resume` in the parent module),
@@ -156,10 +156,8 @@ impl ResumingReader {
                 Some(Err(io::Error::new(error.kind(), format!("{error}: {reason}"))))
             }
             Next::Resume { from, end, delay } => {
-                tracing::debug!(
-                    from, ?end, ?delay, error = %error.map_or_else(|| "early end of body".to_owned(), |e| e.to_string()),
-                    "object body interrupted; asking for the rest"
-                );
+                let cause = error.map_or_else(|| "early end of body".to_owned(), |error| error.to_string());
+                tracing::debug!(from, ?end, ?delay, %cause, "object body interrupted; asking for the rest");
                 let request = self.source.reopen(from, end);
                 self.state = State::Reopening(Box::pin(async move {
                     tokio::time::sleep(delay).await;
