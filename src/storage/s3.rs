@@ -4,12 +4,16 @@
 //! [`S3Settings`] (endpoint, region, credentials, retries, timeouts), mapping repository keys to
 //! bucket keys under the configured prefix, streaming puts (a single PutObject for small bodies, a
 //! bounded-memory multipart upload for large ones, aborted on any failure), conditional create-only
-//! writes, ranged gets, paginated listing, and turning SDK errors into [`StorageError`]s an operator
-//! can act on. Credentials never leave the SDK's credential provider: errors, logs and `Debug`
-//! output name the bucket and the endpoint only (G5).
+//! writes, ranged gets whose bodies resume after a dropped connection (`resume`), paginated
+//! listing, and turning SDK errors into [`StorageError`]s an operator can act on. Credentials never
+//! leave the SDK's credential provider: errors, logs and `Debug` output name the bucket and the
+//! endpoint only (G5).
+
+mod resume;
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -19,12 +23,14 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, StorageClass};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
+use self::resume::{Backoff, Reopen, Reopening, ResumingReader, check_resumed};
 use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError, Swept};
 use crate::secret::Secret;
 
@@ -165,6 +171,8 @@ pub struct S3Store {
     part_size: usize,
     /// `max-keys` for ListObjectsV2; `None` lets the server choose (1,000 on AWS).
     list_page_size: Option<i32>,
+    /// The SDK's retry budget and backoff, applied to object bodies that drop mid-stream.
+    body_backoff: Backoff,
     /// Set once any request proved the bucket exists. Until then a 404 from head or get is
     /// double-checked with HeadBucket (see [`S3Store::confirm_bucket`]) so a wrong bucket name is
     /// reported as such rather than as a missing object.
@@ -209,11 +217,14 @@ impl S3Store {
             });
         }
 
+        // Standard mode: exponential backoff with jitter on throttling, 5xx, timeouts and
+        // transport errors, guarded by a retry quota so an outage does not multiply traffic.
+        let retry = RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1));
+        let body_backoff =
+            Backoff { max_attempts: retry.max_attempts(), initial: retry.initial_backoff(), max: retry.max_backoff() };
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
-            // Standard mode: exponential backoff with jitter on throttling, 5xx, timeouts and
-            // transport errors, guarded by a retry quota so an outage does not multiply traffic.
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
+            .retry_config(retry)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
@@ -245,6 +256,7 @@ impl S3Store {
             storage_class: settings.storage_class.as_deref().map(StorageClass::from),
             part_size: settings.part_size.max(S3Settings::MIN_PART_SIZE),
             list_page_size: None,
+            body_backoff,
             bucket_seen: AtomicBool::new(false),
         })
     }
@@ -314,6 +326,16 @@ impl S3Store {
             SdkError::ConstructionFailure(_) => {
                 return self.service_error(operation, key, error_chain(&error), false);
             }
+            // The connection dropped while the response was being read (or it arrived garbled):
+            // the SDK retried it as transient, and it stays worth another attempt later.
+            SdkError::ResponseError(_) => {
+                let detail = format!(
+                    "the response from {} was cut short (after all retries): {}",
+                    self.endpoint,
+                    error_chain(&error)
+                );
+                return self.service_error(operation, key, detail, true);
+            }
             _ => {}
         }
         let status = http_status(&error);
@@ -380,6 +402,26 @@ impl S3Store {
             Ok(()) => self.not_found(key),
             Err(error) => error,
         }
+    }
+
+    /// The body of a GetObject response holding the object's bytes from `start`, as a reader that
+    /// asks for the rest with a ranged GET, pinned to this response's ETag, when the connection
+    /// drops mid-body (see `resume`). Without an ETag nothing could tell a replaced object from
+    /// the one being read, so such a body is handed out as it is.
+    fn resuming_body(&self, key: &ObjectKey, output: GetObjectOutput, start: u64) -> ByteReader {
+        let end = output.content_length().and_then(|length| u64::try_from(length).ok()).map(|length| start + length);
+        let Some(etag) = output.e_tag().map(str::to_owned) else {
+            return Box::new(output.body.into_async_read());
+        };
+        let source =
+            S3Resume { client: self.client.clone(), bucket: self.bucket.clone(), s3_key: self.s3_key(key), etag };
+        Box::new(ResumingReader::new(
+            Box::new(output.body.into_async_read()),
+            start,
+            end,
+            self.body_backoff,
+            Arc::new(source),
+        ))
     }
 
     async fn put_single(&self, key: &ObjectKey, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
@@ -563,6 +605,54 @@ impl S3Store {
     }
 }
 
+/// Where a GetObject body that dropped mid-stream gets the rest of its bytes: a ranged GetObject
+/// with `If-Match` on the first response's ETag, so that an object replaced in between is an
+/// error rather than a splice of two versions. The request goes through the SDK and so gets its
+/// retries and backoff like any other.
+struct S3Resume {
+    client: Client,
+    bucket: String,
+    s3_key: String,
+    etag: String,
+}
+
+impl Reopen for S3Resume {
+    fn reopen(&self, from: u64, end: Option<u64>) -> Reopening {
+        let range = match end {
+            Some(end) => format!("bytes={from}-{}", end - 1),
+            None => format!("bytes={from}-"),
+        };
+        let request = self.client.get_object().bucket(&self.bucket).key(&self.s3_key).if_match(&self.etag).range(range);
+        let expected_etag = self.etag.clone();
+        Box::pin(async move {
+            let output = match request.send().await {
+                Ok(output) => output,
+                // Asked for the bytes after the end of an object of unknown length: there are none.
+                Err(error)
+                    if end.is_none() && (error.code() == Some("InvalidRange") || http_status(&error) == Some(416)) =>
+                {
+                    return Ok(Box::new(tokio::io::empty()) as ByteReader);
+                }
+                Err(error) if is_precondition_failure(&error) => {
+                    return Err(std::io::Error::other(format!(
+                        "the object was replaced while being read (its ETag is no longer {expected_etag}); \
+                         run the command again"
+                    )));
+                }
+                Err(error) => {
+                    return Err(std::io::Error::other(format!(
+                        "asking again for the bytes from {from} after the connection dropped failed: {}",
+                        error_chain(&error)
+                    )));
+                }
+            };
+            check_resumed(from, end, output.content_range(), output.content_length(), output.e_tag(), &expected_etag)
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(output.body.into_async_read()) as ByteReader)
+        })
+    }
+}
+
 /// Aborts a multipart upload that was neither completed nor explicitly aborted, e.g. because the
 /// `put` future was dropped mid-upload. Best effort: a bucket lifecycle rule for incomplete
 /// multipart uploads remains the backstop.
@@ -642,7 +732,7 @@ impl ObjectStore for S3Store {
         match self.client.get_object().bucket(&self.bucket).key(self.s3_key(key)).send().await {
             Ok(output) => {
                 self.bucket_exists();
-                Ok(Box::new(output.body.into_async_read()))
+                Ok(self.resuming_body(key, output, 0))
             }
             Err(error) if is_missing_object(&error) => Err(self.missing_object(key).await),
             Err(error) => Err(self.classify("get", key.as_str(), error)),
@@ -668,7 +758,7 @@ impl ObjectStore for S3Store {
         match request.send().await {
             Ok(output) => {
                 self.bucket_exists();
-                Ok(Box::new(output.body.into_async_read()))
+                Ok(self.resuming_body(key, output, range.start))
             }
             // 416: the range starts at or after the end of an existing object, so it holds no bytes.
             Err(error) if error.code() == Some("InvalidRange") || http_status(&error) == Some(416) => {

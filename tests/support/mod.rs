@@ -2,6 +2,7 @@
 
 pub mod archiving;
 pub mod data;
+pub mod faulty_proxy;
 pub mod output;
 pub mod s3;
 pub mod stored;
