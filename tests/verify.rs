@@ -441,6 +441,14 @@ async fn a_dump_whose_row_count_differs_from_its_manifest_fails_row_counts() {
     table.rows += 1;
     repository.put_bytes(&key, manifest.to_json(), PutMode::Overwrite).await.unwrap();
 
+    // The journal knows the manifest was replaced, before anything is restored.
+    let error = assert_failure(&setup.run(&["verify", &id, "--integrity-only"]));
+    assert!(error.contains("failed (integrity)") && error.contains("is not the one journal entry"), "{error}");
+    // Without a journal (a repository from before journals, and a host that never saw one), the
+    // manifest is all there is to go on, and the restored counts contradict it.
+    std::fs::remove_dir_all(setup.repo_dir().join("clusters/main/journal")).unwrap();
+    std::fs::remove_dir_all(setup.state_dir()).unwrap();
+
     let output = setup.run(&["verify", &id, "--json"]);
     let error = assert_failure(&output);
     assert!(error.contains(&format!("verification of {id} failed (row-counts)")), "{error}");
