@@ -7,7 +7,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use lifeboat::keys::Unlock;
@@ -16,8 +16,9 @@ use lifeboat::object::WriteOptions;
 use lifeboat::repository::Repository;
 use lifeboat::storage::local::LocalStore;
 use lifeboat::storage::{ObjectKey, PutMode};
-use support::archiving::{Setup, archive_current_segment, binaries, lifeboat_command};
+use support::archiving::{Setup, archive_current_segment, lifeboat_command};
 use support::output::{assert_failure, assert_success, describe};
+use support::restored::{Restored, free_port};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -107,7 +108,7 @@ async fn hardening_7_a_plain_file_named_log_in_the_data_directory_does_not_stop_
     let port_text = port.to_string();
     let output =
         setup.restore(&pgdata, &["--archive-mode", "off", "--start", "--port", &port_text, "--target", "immediate"]);
-    let _server = Running { pgdata: pgdata.clone() };
+    let _server = Restored::of(&setup, pgdata.clone(), port);
     assert_success(&output);
     let restore_log = pgdata.join("lifeboat-restore.log");
     assert!(
@@ -118,35 +119,6 @@ async fn hardening_7_a_plain_file_named_log_in_the_data_directory_does_not_stop_
     let logged = std::fs::read_to_string(&restore_log).unwrap();
     assert!(logged.contains("database system is ready to accept connections"), "{logged}");
     assert_eq!(std::fs::read_to_string(pgdata.join("log")).unwrap(), operators_log, "the restored `log` was changed");
-}
-
-/// A server started by `restore --start`, stopped by its data directory when dropped.
-struct Running {
-    pgdata: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if !self.pgdata.join("postmaster.pid").exists() {
-            return;
-        }
-        let mut command = Command::new(binaries().path("pg_ctl"));
-        command.args(["stop", "--wait", "--mode", "immediate", "--pgdata"]).arg(&self.pgdata);
-        let meta = std::fs::metadata(&self.pgdata).unwrap();
-        command.uid(std::os::unix::fs::MetadataExt::uid(&meta)).gid(std::os::unix::fs::MetadataExt::gid(&meta));
-        command.current_dir(&self.pgdata);
-        let _ = command.output();
-    }
-}
-
-/// A port no server of `setup` uses (their sockets are all in the source cluster's socket directory).
-fn free_port(setup: &Setup) -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !setup.cluster.socket_dir().join(format!(".s.PGSQL.{port}.lock")).exists() {
-            return port;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

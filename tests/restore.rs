@@ -11,66 +11,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use lifeboat::catalog::wal::{SegmentSize, WalFile, WalSegment};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
-use support::archiving::{Options, Setup, archive_current_segment, binaries, execute, layout, scalar};
+use sqlx::PgConnection;
+use support::archiving::{Options, Setup, archive_current_segment, execute, layout, scalar};
 use support::output::{assert_failure, assert_success, describe};
+use support::restored::{Restored, free_port};
 use support::s3::{S3Server, S3ServerKind};
-
-/// A server started by `restore --start`, stopped (by its data directory) when dropped.
-struct Restored {
-    pgdata: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-}
-
-impl Restored {
-    async fn connect(&self) -> PgConnection {
-        let options =
-            PgConnectOptions::new().socket(&self.socket_dir).port(self.port).username("postgres").database("postgres");
-        PgConnection::connect_with(&options)
-            .await
-            .unwrap_or_else(|error| panic!("connect to the restored server: {error}"))
-    }
-}
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        if !self.pgdata.join("postmaster.pid").exists() {
-            return;
-        }
-        let pg_ctl = binaries().path("pg_ctl");
-        let mut command = Command::new(pg_ctl);
-        command.args(["stop", "--wait", "--mode", "immediate", "--pgdata"]).arg(&self.pgdata);
-        if let Some((uid, gid)) = owner_of(&self.pgdata) {
-            command.uid(uid).gid(gid).current_dir(&self.pgdata);
-        }
-        let _ = command.output();
-    }
-}
-
-fn owner_of(path: &Path) -> Option<(u32, u32)> {
-    let meta = std::fs::metadata(path).ok()?;
-    (meta.uid() != unsafe { libc::geteuid() }).then_some((meta.uid(), meta.gid()))
-}
-
-/// A port for a server of `setup`, which puts its socket in the source cluster's socket directory.
-/// The servers listen on that directory only, so a free TCP port may still be one of theirs: its
-/// socket's lock file says so.
-fn free_port(setup: &Setup) -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !setup.cluster.socket_dir().join(format!(".s.PGSQL.{port}.lock")).exists() {
-            return port;
-        }
-    }
-}
 
 /// Restores into a fresh directory with `--start` and returns the running server.
 fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, String) {
@@ -80,7 +29,7 @@ fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, Str
     let mut all = vec!["--archive-mode", "off", "--start", "--port", port_text.as_str()];
     all.extend_from_slice(args);
     let output = setup.restore(&pgdata, &all);
-    let restored = Restored { pgdata, socket_dir: setup.cluster.socket_dir().to_path_buf(), port };
+    let restored = Restored::of(setup, pgdata, port);
     assert_success(&output);
     (restored, String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -258,11 +207,7 @@ async fn a_delta_restore_rewrites_only_the_damaged_files() {
     assert!(error.contains("is not empty"), "{error}");
     let port = free_port(&setup).to_string();
     let output = setup.restore(&pgdata, &["--delta", "--archive-mode", "off", "--start", "--port", &port]);
-    let restored = Restored {
-        pgdata: pgdata.clone(),
-        socket_dir: setup.cluster.socket_dir().to_path_buf(),
-        port: port.parse().unwrap(),
-    };
+    let restored = Restored::of(&setup, pgdata.clone(), port.parse().unwrap());
     assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("1 removed"), "the stray file is removed: {stdout}");
@@ -365,7 +310,7 @@ async fn recovery_follows_a_new_timeline_after_a_promotion() {
     let port = free_port(&setup);
     let time = just_after(&mut conn, &after_2).await;
     let output = setup.restore(&first, &["--target-time", &time, "--start", "--port", &port.to_string()]);
-    let restored = Restored { pgdata: first.clone(), socket_dir: setup.cluster.socket_dir().to_path_buf(), port };
+    let restored = Restored::of(&setup, first.clone(), port);
     assert_success(&output);
     assert!(String::from_utf8_lossy(&output.stdout).contains("new timeline 2"), "{}", describe(&output));
     let mut restored_conn = restored.connect().await;

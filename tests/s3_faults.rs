@@ -7,21 +7,15 @@
 
 mod support;
 
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
 
 use lifeboat::storage::s3::{S3Settings, S3Store};
 use lifeboat::storage::{ByteReader, ObjectKey, ObjectStore, PutMode};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
-use support::archiving::{
-    Archiving, Options, Setup, archive_current_segment, binaries, execute, lifeboat_command, scalar,
-};
+use support::archiving::{Archiving, Options, Setup, archive_current_segment, execute, lifeboat_command, scalar};
 use support::data::{Pattern, generated_bytes};
 use support::faulty_proxy::FaultyProxy;
 use support::output::describe;
+use support::restored::{Restored, free_port};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
 use tokio::io::AsyncReadExt;
 
@@ -191,7 +185,7 @@ async fn hardening_3_restores_survive_cut_s3_responses() {
         let pgdata_text = pgdata.display().to_string();
         let args = ["restore", "--pgdata", &pgdata_text, "--archive-mode", "off", "--start", "--port", &port_text];
         let output = lifeboat_command(&proxy_config, &args).output().unwrap();
-        let restored = Restored { pgdata, socket_dir: setup.cluster.socket_dir().to_path_buf(), port };
+        let restored = Restored::of(&setup, pgdata, port);
         assert!(
             output.status.success(),
             "{attempt} restore through the proxy ({}):\n{}",
@@ -208,48 +202,4 @@ async fn hardening_3_restores_survive_cut_s3_responses() {
     }
     let stats = proxy.stats();
     assert!(stats.cut_in_body() > 0, "no response was cut inside its body, so nothing was tested: {}", stats.summary());
-}
-
-/// A server started by `restore --start`, stopped (immediately, by its data directory) when
-/// dropped.
-struct Restored {
-    pgdata: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-}
-
-impl Restored {
-    async fn connect(&self) -> PgConnection {
-        let options =
-            PgConnectOptions::new().socket(&self.socket_dir).port(self.port).username("postgres").database("postgres");
-        PgConnection::connect_with(&options)
-            .await
-            .unwrap_or_else(|error| panic!("connect to the restored server: {error}"))
-    }
-}
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        if !self.pgdata.join("postmaster.pid").exists() {
-            return;
-        }
-        let mut command = Command::new(binaries().path("pg_ctl"));
-        command.args(["stop", "--wait", "--mode", "immediate", "--pgdata"]).arg(&self.pgdata);
-        let meta = std::fs::metadata(&self.pgdata).unwrap();
-        if meta.uid() != unsafe { libc::geteuid() } {
-            command.uid(meta.uid()).gid(meta.gid()).current_dir(&self.pgdata);
-        }
-        let _ = command.output();
-    }
-}
-
-/// A TCP port for a restored server, which puts its socket beside the source cluster's: a port
-/// whose socket lock file exists there is taken even though TCP says it is free.
-fn free_port(setup: &Setup) -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !setup.cluster.socket_dir().join(format!(".s.PGSQL.{port}.lock")).exists() {
-            return port;
-        }
-    }
 }

@@ -431,11 +431,14 @@ impl JobContext {
                 Ok(read) => return Ok(read),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    let detail = match ObjectError::from_io(&error) {
-                        Some(object_error) => object_error.to_string(),
-                        None => error.to_string(),
-                    };
-                    return Err(RestoreError::Damaged { key: self.key.clone(), detail });
+                    // Only what fails authentication is damage; a read that fails (the storage or
+                    // the network, past its retries) says nothing about the backup.
+                    return Err(match ObjectError::from_io(&error) {
+                        Some(object_error) => {
+                            RestoreError::Damaged { key: self.key.clone(), detail: object_error.to_string() }
+                        }
+                        None => RestoreError::Unreadable { key: self.key.clone(), detail: error.to_string() },
+                    });
                 }
             }
         }

@@ -146,6 +146,13 @@ pub enum RestoreError {
     Damaged { key: String, detail: String },
 
     #[error(
+        "could not read object {key} from the repository ({detail}); this says nothing about the backup. Check \
+         that the repository is reachable (on a flaky network raise repository.s3.max_attempts), then run the same \
+         restore again with --delta to resume"
+    )]
+    Unreadable { key: String, detail: String },
+
+    #[error(
         "{path} restored from {key} does not match the backup manifest (BLAKE3 {actual}, expected {expected}); \
          the restore stopped before starting PostgreSQL. Restore from another backup (`--backup ID`)"
     )]

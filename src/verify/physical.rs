@@ -229,6 +229,10 @@ fn restore_failure(error: RestoreError) -> Failure {
         RestoreError::Damaged { key, detail } => {
             Failure::new(Phase::Integrity, format!("object {key} of the backup is damaged: {detail}"))
         }
+        RestoreError::Unreadable { key, detail } => Failure::new(
+            Phase::Restore,
+            format!("could not read object {key} from the repository ({detail}): the backup was proven neither way"),
+        ),
         RestoreError::HashMismatch { path, key, expected, actual } => Failure::new(
             Phase::Integrity,
             format!(

@@ -4,5 +4,6 @@ pub mod archiving;
 pub mod data;
 pub mod faulty_proxy;
 pub mod output;
+pub mod restored;
 pub mod s3;
 pub mod stored;
