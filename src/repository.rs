@@ -380,6 +380,37 @@ fn is_repo_file(key: &ObjectKey) -> bool {
     key.as_str() == REPO_FILE || key.as_str() == REPO_FILE_COPY
 }
 
+impl Repository {
+    /// Whether `lifeboat.repo` and `lifeboat.repo.copy` both hold what this repository was opened
+    /// with: each one that does not is named with what is wrong and how to put it right. Losing
+    /// the copy goes unnoticed otherwise, until the day the first one is lost too.
+    pub async fn check_repo_files(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let mut problems = Vec::new();
+        for (name, other) in [(REPO_FILE, REPO_FILE_COPY), (REPO_FILE_COPY, REPO_FILE)] {
+            let key = ObjectKey::new(name).expect("a valid key");
+            let found = match read_plain(self.store.as_ref(), &key).await {
+                Ok(bytes) => serde_json::from_slice::<RepoFile>(&bytes).ok(),
+                Err(StorageError::NotFound { .. }) => {
+                    problems.push((name.to_owned(), format!("is missing; put it back from {other} (copy the file)")));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            if found.as_ref() != Some(&self.file) {
+                problems.push((
+                    name.to_owned(),
+                    format!(
+                        "does not hold the repository description lifeboat opened (repository {}); it was altered or \
+                         replaced: put it back from {other} if that one is right (`lifeboat key check` tells)",
+                        self.file.repository_id
+                    ),
+                ));
+            }
+        }
+        Ok(problems)
+    }
+}
+
 impl RepoFile {
     /// Reads `lifeboat.repo` (no key needed), falling back to its copy if the first is missing or damaged.
     pub async fn read(store: &dyn ObjectStore) -> Result<RepoFile, RepositoryError> {

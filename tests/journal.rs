@@ -266,3 +266,20 @@ async fn hardening_8_a_damaged_verification_report_is_named_by_list() {
     let text = String::from_utf8(setup.run(&["list"]).stdout).unwrap();
     assert!(text.contains("PROBLEMS (1)") && text.contains(&report), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hardening_2_a_deleted_wal_segment_a_backup_needs_and_a_deleted_repo_file_copy_are_named() {
+    let setup = Setup::start().await;
+    let id = backup(&setup);
+    let list = setup.json(&["list", "--json"]);
+    let start_wal = list["backups"][0]["start_wal"].as_str().unwrap().to_owned();
+    let segment = format!("clusters/main/wal/{}/{start_wal}", &start_wal[..8]);
+    std::fs::remove_file(setup.repo_dir().join(&segment)).unwrap();
+    std::fs::remove_file(setup.repo_dir().join("lifeboat.repo.copy")).unwrap();
+
+    let (list, _) = failed_json(&setup, &["list", "--json"]);
+    let detail = problem(&list, &segment).unwrap_or_else(|| panic!("not named: {list}"));
+    assert!(detail.contains(&format!("backup {id} needs it")) && detail.contains("cannot be restored"), "{detail}");
+    let detail = problem(&list, "lifeboat.repo.copy").unwrap_or_else(|| panic!("not named: {list}"));
+    assert!(detail.contains("is missing") && detail.contains("lifeboat.repo"), "{detail}");
+}

@@ -181,6 +181,9 @@ pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<S
             Err(error) => problems.push(Problem { key, detail: error.to_string() }),
         }
     }
+    for (key, detail) in repository.check_repo_files().await? {
+        problems.push(Problem { key, detail });
+    }
     Ok(Survey { entries, verifications, problems, journal })
 }
 

@@ -16,6 +16,7 @@ use crate::catalog::backup_manifest::{BackupManifest, Tablespace, Totals};
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, Entry};
+use crate::catalog::wal::WalFile;
 use crate::dump::manifest::{DumpManifest, TableRows};
 use crate::verify::report::{Mode, VerifyReport};
 use crate::wal::check::{ArchiveReport, Gap, SegmentRange, check};
@@ -114,8 +115,9 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
     let config = load_config(config_path)?;
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
-    let survey = audit::survey(&repository, &layout).await?;
+    let mut survey = audit::survey(&repository, &layout).await?;
     let wal = check(&repository, &layout).await?;
+    survey.problems.extend(missing_backup_wal(&survey.entries, &wal, &layout));
     if args.json {
         let json = JsonList {
             cluster: layout.name().to_string(),
@@ -155,6 +157,28 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
         );
     }
     Ok(())
+}
+
+/// A segment a listed full backup needs to reach consistency that is not archived: without it
+/// the backup cannot be restored, whatever else is there.
+fn missing_backup_wal(entries: &[Entry], wal: &ArchiveReport, layout: &ClusterLayout) -> Vec<Problem> {
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Entry::Full(manifest) => Some(manifest),
+            Entry::Dump(_) => None,
+        })
+        .filter_map(|manifest| {
+            let missing = wal.first_missing(manifest.start_segment(), manifest.stop_segment())?;
+            Some(Problem {
+                key: layout.wal_file(&WalFile::Segment(missing), manifest.wal_segment_size).to_string(),
+                detail: format!(
+                    "is missing, and backup {} needs it (its WAL runs from {} to {}): that backup cannot be restored",
+                    manifest.id, manifest.start_wal, manifest.stop_wal
+                ),
+            })
+        })
+        .collect()
 }
 
 fn print_problems(problems: &[Problem]) {
