@@ -190,6 +190,8 @@ async fn hardening_2_journal_entries_deleted_or_cut_back_are_reported_and_stop_w
     // ... and nothing is written on top of a history that was cut back.
     let error = assert_failure(&setup.run(&["backup"]));
     assert!(error.contains("rolled back") && error.contains(&setup.state_dir().display().to_string()), "{error}");
+    let error = assert_failure(&setup.run(&["verify", "--integrity-only"]));
+    assert!(error.contains("was not verified") && error.contains("rolled back"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -95,7 +95,7 @@ pub enum VerifyError {
     #[error("the verification of {id} finished ({status}) but its report could not be stored at {key}: {source}")]
     Store { id: BackupId, status: String, key: ObjectKey, source: RepositoryError },
 
-    #[error("cannot read the journal of the cluster before verifying {id}: {source}")]
+    #[error("{id} was not verified: {source}")]
     Journal { id: BackupId, source: JournalError },
 
     #[error(
@@ -134,6 +134,8 @@ pub async fn verify(
 
     // A manifest that authenticates but is not the one the journal recorded was replaced (by
     // someone holding the key): nothing it says can be trusted.
+    // A verification whose report could not be recorded would be wasted work: find out first.
+    journal::check_writable(&repository, layout).await.map_err(|source| VerifyError::Journal { id, source })?;
     let recorded = journal::read(&repository, layout).await.map_err(|source| VerifyError::Journal { id, source })?;
     let replaced =
         recorded.state().and_then(|state| state.item(id)).filter(|item| item.manifest_blake3 != manifest_blake3);
