@@ -206,7 +206,7 @@ impl Job<'_> {
         if let Some(identifier) = server.system_identifier {
             self.ensure_identity(identifier, source.clone()).await?;
         }
-        crate::catalog::journal::check_writable(&self.repository, &self.layout).await?;
+        crate::catalog::journal::writable_head(&self.repository, &self.layout).await?;
         let removed = orphans::remove_orphans(&self.repository, &self.layout).await?;
         let (id, start_time) = choose_id(&self.repository, &self.layout).await?;
         let label = self.options.label.clone().unwrap_or_else(|| format!("lifeboat {id}"));

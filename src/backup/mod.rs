@@ -330,7 +330,7 @@ impl Job<'_> {
             source: format!("the data directory {} (global/pg_control)", self.pgdata.display()),
         };
         ClusterRecord::ensure(&self.repository, &self.layout, &observed).await?;
-        journal::check_writable(&self.repository, &self.layout).await?;
+        journal::writable_head(&self.repository, &self.layout).await?;
         let removed = orphans::remove_orphans(&self.repository, &self.layout).await?;
         let (id, start_time) = self.choose_id().await?;
         let label = self.options.label.clone().unwrap_or_else(|| format!("lifeboat {id}"));

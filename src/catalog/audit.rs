@@ -22,11 +22,11 @@ use chrono::{DateTime, Utc};
 
 use super::cluster::ClusterRecord;
 use super::id::BackupId;
-use super::journal::{self, JournalView};
+use super::journal;
 use super::layout::ClusterLayout;
 use super::listing::{self, CatalogError, Entry, manifest_key};
 use crate::repository::Repository;
-use crate::verify::report::{self, Mode, Reports, VerifyReport};
+use crate::verify::report::{self, Reports, VerifyReport};
 
 /// Something wrong with one stored object, found by [`survey`] or the journal reader.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -49,7 +49,6 @@ pub struct Verification {
     /// journal does not record a verdict.
     pub status: String,
     pub passed: bool,
-    pub mode: Option<Mode>,
     /// When the verification that gave this verdict started.
     pub verified_at: Option<DateTime<Utc>>,
     /// Reports stored under `verify/<id>/`.
@@ -71,14 +70,6 @@ pub struct Survey {
     pub entries: Vec<Entry>,
     pub verifications: BTreeMap<BackupId, Verification>,
     pub problems: Vec<Problem>,
-    pub journal: JournalView,
-}
-
-impl Survey {
-    /// The ids of the readable full backups, for messages that suggest another one.
-    pub fn intact_full_backups(&self) -> Vec<BackupId> {
-        self.entries.iter().map(Entry::id).filter(|id| id.kind() == super::id::BackupKind::Full).collect()
-    }
 }
 
 /// Reads every manifest, the newest report of each backup and dump, the cluster record and the
@@ -184,7 +175,7 @@ pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<S
     for (key, detail) in repository.check_repo_files().await? {
         problems.push(Problem { key, detail });
     }
-    Ok(Survey { entries, verifications, problems, journal })
+    Ok(Survey { entries, verifications, problems })
 }
 
 /// The verdict on `id`: the journal's when it records one, else what the stored reports say,
@@ -199,10 +190,11 @@ fn judge(
     let count = reports.map_or(0, |reports| reports.keys.len());
     if let Some(recorded) = recorded {
         let verdict = &recorded.verdict;
-        let stored = reports.and_then(|reports| reports.keys.iter().find(|key| key.as_str() == verdict.report));
+        // The reports that hold the recorded one (which is then stored), if any.
+        let holding = reports.filter(|reports| reports.keys.iter().any(|key| key.as_str() == verdict.report));
         let mut latest = None;
-        match (stored, reports) {
-            (None, _) => problems.push(Problem {
+        match holding {
+            None => problems.push(Problem {
                 key: verdict.report.clone(),
                 detail: format!(
                     "is missing: journal entry {} recorded this verification of {id} ({}), and lifeboat never deletes \
@@ -210,7 +202,7 @@ fn judge(
                     recorded.recorded_in, verdict.status
                 ),
             }),
-            (Some(key), Some(reports)) if *key == reports.latest_key => {
+            Some(reports) if reports.latest_key.as_str() == verdict.report => {
                 if journal::hash_hex(&reports.latest_bytes) != verdict.report_blake3 {
                     problems.push(Problem {
                         key: verdict.report.clone(),
@@ -223,19 +215,17 @@ fn judge(
                     latest = reports.latest.as_ref().ok().cloned();
                 }
             }
-            (Some(_), Some(reports)) => problems.push(Problem {
+            Some(reports) => problems.push(Problem {
                 key: reports.latest_key.to_string(),
                 detail: format!(
                     "is a newer report on {id} than the one the journal recorded (entry {}): it does not count",
                     recorded.recorded_in
                 ),
             }),
-            (Some(_), None) => unreachable!("a stored key comes from the reports"),
         }
         return Some(Verification {
             status: verdict.status.clone(),
             passed: verdict.passed,
-            mode: Some(verdict.mode),
             verified_at: Some(verdict.verified_at),
             reports: count,
             report: verdict.report.clone(),
@@ -266,7 +256,6 @@ fn judge(
     Some(Verification {
         status: latest.as_ref().map_or_else(|| "unreadable".to_owned(), VerifyReport::status),
         passed: latest.as_ref().is_some_and(|report| report.passed),
-        mode: latest.as_ref().map(|report| report.mode),
         verified_at: latest.as_ref().map(|report| report.started_at),
         reports: reports.keys.len(),
         report: reports.latest_key.to_string(),

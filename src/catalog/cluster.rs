@@ -224,29 +224,13 @@ impl ClusterRecord {
 
     /// Refuses `observed` if it comes from another cluster (or the same with another segment size).
     pub fn check(&self, location: &str, layout: &ClusterLayout, observed: &Observed) -> Result<(), IdentityError> {
-        let key = layout.cluster_record().to_string();
-        if self.system_identifier != observed.system_identifier {
-            return Err(IdentityError::OtherCluster(Box::new(OtherCluster {
-                cluster: layout.name().to_string(),
-                location: location.to_owned(),
-                key,
-                recorded: self.system_identifier,
-                found: observed.system_identifier,
-                first_seen: self.first_seen.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-                origin: observed.source.clone(),
-            })));
-        }
-        if self.wal_segment_size != observed.segment_size {
-            return Err(IdentityError::SegmentSizeChanged(Box::new(SegmentSizeChanged {
-                cluster: layout.name().to_string(),
-                location: location.to_owned(),
-                key,
-                recorded: self.wal_segment_size,
-                found: observed.segment_size,
-                origin: observed.source.clone(),
-            })));
-        }
-        Ok(())
+        let known = KnownIdentity {
+            system_identifier: self.system_identifier,
+            segment_size: Some(self.wal_segment_size),
+            source: layout.cluster_record().to_string(),
+            since: self.first_seen,
+        };
+        known.check(location, layout, observed)
     }
 
     /// Records a major version not seen before. Rare (the identifier changes with `pg_upgrade`),
@@ -273,7 +257,7 @@ impl ClusterRecord {
     }
 }
 
-/// The identity of the cluster as something other than its record knows it.
+/// The identity of the cluster as its record, the journal or a manifest knows it.
 struct KnownIdentity {
     system_identifier: SystemIdentifier,
     /// `None` when only dumps know the cluster (they do not record the segment size).
@@ -284,25 +268,33 @@ struct KnownIdentity {
 }
 
 impl KnownIdentity {
-    /// As [`ClusterRecord::check`], naming where the identity is known from.
+    /// Refuses `observed` if it comes from another cluster (or the same with another segment
+    /// size), naming where the identity is known from.
     fn check(&self, location: &str, layout: &ClusterLayout, observed: &Observed) -> Result<(), IdentityError> {
-        let record = ClusterRecord {
-            system_identifier: self.system_identifier,
-            wal_segment_size: self.segment_size.unwrap_or(observed.segment_size),
-            first_seen: self.since,
-            ..ClusterRecord::new(observed)
-        };
-        record.check(location, layout, observed).map_err(|error| match error {
-            IdentityError::OtherCluster(mut other) => {
-                other.key = self.source.clone();
-                IdentityError::OtherCluster(other)
-            }
-            IdentityError::SegmentSizeChanged(mut changed) => {
-                changed.key = self.source.clone();
-                IdentityError::SegmentSizeChanged(changed)
-            }
-            other => other,
-        })
+        if self.system_identifier != observed.system_identifier {
+            return Err(IdentityError::OtherCluster(Box::new(OtherCluster {
+                cluster: layout.name().to_string(),
+                location: location.to_owned(),
+                key: self.source.clone(),
+                recorded: self.system_identifier,
+                found: observed.system_identifier,
+                first_seen: self.since.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                origin: observed.source.clone(),
+            })));
+        }
+        if let Some(recorded) = self.segment_size
+            && recorded != observed.segment_size
+        {
+            return Err(IdentityError::SegmentSizeChanged(Box::new(SegmentSizeChanged {
+                cluster: layout.name().to_string(),
+                location: location.to_owned(),
+                key: self.source.clone(),
+                recorded,
+                found: observed.segment_size,
+                origin: observed.source.clone(),
+            })));
+        }
+        Ok(())
     }
 }
 

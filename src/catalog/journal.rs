@@ -234,8 +234,6 @@ impl From<IdentityError> for JournalError {
 #[derive(Debug, Clone, Default)]
 pub struct JournalView {
     pub head: Option<JournalEntry>,
-    /// How many entries are listed.
-    pub entries: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -289,7 +287,7 @@ async fn read_entry(
     if entry.seq != seq {
         return Err(EntryUnreadable(format!("it says it is entry {}", entry.seq)));
     }
-    Ok((entry, blake3::hash(&bytes).to_hex().to_string()))
+    Ok((entry, hash_hex(&bytes)))
 }
 
 /// Why an entry could not be used.
@@ -300,7 +298,7 @@ struct EntryUnreadable(String);
 /// this host remembers. Never fails for what it finds wrong: that is in the view's problems.
 pub async fn read(repository: &Repository, layout: &ClusterLayout) -> Result<JournalView, JournalError> {
     let (seqs, strangers) = list_entries(repository, layout).await?;
-    let mut view = JournalView { entries: seqs.len(), ..JournalView::default() };
+    let mut view = JournalView::default();
     for key in strangers {
         view.problems.push(Problem { key, detail: "not a journal entry lifeboat wrote".into() });
     }
@@ -390,41 +388,35 @@ pub async fn read(repository: &Repository, layout: &ClusterLayout) -> Result<Jou
     Ok(view)
 }
 
-/// Fails as [`append`] would, without writing: for writers that would otherwise do hours of work
-/// before finding that they cannot record it.
-pub async fn check_writable(repository: &Repository, layout: &ClusterLayout) -> Result<(), JournalError> {
+/// The newest entry and the BLAKE3 of its plaintext, checked as a writer must before adding to
+/// it: it authenticates, and this host remembers no newer one. `None` for an empty journal.
+/// Writers that would otherwise do hours of work before finding that they cannot record it call
+/// this first; [`append`] calls it for every entry it writes.
+pub async fn writable_head(
+    repository: &Repository,
+    layout: &ClusterLayout,
+) -> Result<Option<(JournalEntry, String)>, JournalError> {
     let (seqs, _) = list_entries(repository, layout).await?;
     let newest = seqs.last().copied().unwrap_or(0);
-    if newest > 0 {
-        read_entry(repository, layout, newest).await.map_err(|EntryUnreadable(detail)| JournalError::Unreadable {
-            location: repository.location(),
-            key: entry_key(layout, newest),
-            detail,
-        })?;
-    }
     if let Some(memory) = HostMemory::new(repository, layout)
         && let Some(remembered) = memory.load()
         && remembered.seq > newest
     {
-        return Err(rolled_back(repository, layout, &memory, newest, remembered.seq));
+        return Err(JournalError::RolledBack {
+            location: repository.location(),
+            cluster: layout.name().to_string(),
+            found: if newest == 0 { "empty".to_owned() } else { format!("at entry {newest}") },
+            remembered: remembered.seq,
+            memory: memory.path.display().to_string(),
+        });
     }
-    Ok(())
-}
-
-fn rolled_back(
-    repository: &Repository,
-    layout: &ClusterLayout,
-    memory: &HostMemory,
-    newest: u64,
-    remembered: u64,
-) -> JournalError {
-    JournalError::RolledBack {
-        location: repository.location(),
-        cluster: layout.name().to_string(),
-        found: if newest == 0 { "empty".to_owned() } else { format!("at entry {newest}") },
-        remembered,
-        memory: memory.path.display().to_string(),
+    if newest == 0 {
+        return Ok(None);
     }
+    let head = read_entry(repository, layout, newest).await.map_err(|EntryUnreadable(detail)| {
+        JournalError::Unreadable { location: repository.location(), key: entry_key(layout, newest), detail }
+    })?;
+    Ok(Some(head))
 }
 
 /// Records `event` as the next entry of the cluster's journal and returns the entry. When the
@@ -436,34 +428,14 @@ pub async fn append(
 ) -> Result<JournalEntry, JournalError> {
     let memory = HostMemory::new(repository, layout);
     for _ in 0..APPEND_ATTEMPTS {
-        let (seqs, _) = list_entries(repository, layout).await?;
-        let (previous, state, seq) = match seqs.last() {
-            Some(&newest) => {
-                let (head, hash) =
-                    read_entry(repository, layout, newest).await.map_err(|EntryUnreadable(detail)| {
-                        JournalError::Unreadable {
-                            location: repository.location(),
-                            key: entry_key(layout, newest),
-                            detail,
-                        }
-                    })?;
-                (Some(hash), head.state, newest + 1)
-            }
-            None => (None, State::default(), 1),
-        };
-        if let Some(memory) = &memory
-            && let Some(remembered) = memory.load()
-            && remembered.seq >= seq
-        {
-            return Err(rolled_back(repository, layout, memory, seq - 1, remembered.seq));
-        }
-        if seq == 1 {
+        let Some((head, hash)) = writable_head(repository, layout).await? else {
             // Whoever wins entry 1, the event goes after it, on the next turn.
             let adopted = adopt(repository, layout).await?;
             let began = Event::Began { adopted: adopted.items.iter().map(|item| item.id).collect() };
             put(repository, layout, &memory, None, adopted, 1, began).await?;
             continue;
-        }
+        };
+        let (previous, state, seq) = (Some(hash), head.state, head.seq + 1);
         if let Some((entry, _)) = put(repository, layout, &memory, previous, state, seq, event.clone()).await? {
             return Ok(entry);
         }
@@ -497,7 +469,7 @@ async fn put(
         event,
     };
     let bytes = serde_json::to_vec(&entry).expect("a journal entry serialises");
-    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let hash = hash_hex(&bytes);
     match repository.put_bytes(&entry_key(layout, seq), bytes, PutMode::CreateOnly).await {
         Ok(_) => {
             if let Some(memory) = memory {

@@ -438,12 +438,15 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
     let id = listing::resolve(&repository, &layout, &args.id).await?;
-    let entry = listing::read_entry(&repository, &layout, id).await?;
-    let survey = audit::survey(&repository, &layout).await?;
-    let verification = verification(&entry, &survey.verifications, true);
+    let audit::Survey { entries, verifications, problems } = audit::survey(&repository, &layout).await?;
+    // The survey read every intact manifest; one it left out is read again for its error.
+    let entry = match entries.into_iter().find(|entry| entry.id() == id) {
+        Some(entry) => entry,
+        None => listing::read_entry(&repository, &layout, id).await?,
+    };
+    let verification = verification(&entry, &verifications, true);
     let id_text = id.to_string();
-    let problems: Vec<&Problem> = survey.problems.iter().filter(|problem| problem.key.contains(&id_text)).collect();
-    for problem in &problems {
+    for problem in problems.iter().filter(|problem| problem.key.contains(&id_text)) {
         tracing::warn!("{problem}");
     }
     let manifest_key = listing::manifest_key(&layout, id).to_string();

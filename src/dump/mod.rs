@@ -199,7 +199,7 @@ pub async fn dump(
     ClusterRecord::ensure(&repository, &layout, &observed)
         .await
         .map_err(|error| DumpError::Identity(Box::new(error)))?;
-    journal::check_writable(&repository, &layout).await.map_err(|source| DumpError::Journal { source })?;
+    journal::writable_head(&repository, &layout).await.map_err(|source| DumpError::Journal { source })?;
 
     let lock = layout.lock(LOCK);
     let lease = Lease::acquire(repository.clone(), &lock, "dump", lease::DEFAULT_TTL, request.lock_wait).await?;

@@ -132,13 +132,13 @@ pub async fn verify(
         if options.integrity_only { "integrity only" } else { "integrity and a restore test" }
     );
 
+    // A verification whose report could not be recorded would be wasted work: find out first.
+    let head =
+        journal::writable_head(&repository, layout).await.map_err(|source| VerifyError::Journal { id, source })?;
     // A manifest that authenticates but is not the one the journal recorded was replaced (by
     // someone holding the key): nothing it says can be trusted.
-    // A verification whose report could not be recorded would be wasted work: find out first.
-    journal::check_writable(&repository, layout).await.map_err(|source| VerifyError::Journal { id, source })?;
-    let recorded = journal::read(&repository, layout).await.map_err(|source| VerifyError::Journal { id, source })?;
     let replaced =
-        recorded.state().and_then(|state| state.item(id)).filter(|item| item.manifest_blake3 != manifest_blake3);
+        head.as_ref().and_then(|(head, _)| head.state.item(id)).filter(|item| item.manifest_blake3 != manifest_blake3);
     let outcome = {
         let work = async {
             if let Some(item) = replaced {
