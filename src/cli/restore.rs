@@ -194,7 +194,6 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         bin_dir: config.cluster.bin_dir.clone(),
     };
     let repository = open_repository(&config).await?;
-    warn_about_missing_backups(&repository, &layout).await;
     let summary = crate::restore::run(std::sync::Arc::new(repository), &layout, &options).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -285,30 +284,5 @@ fn print_summary(summary: &RestoreSummary) {
                 reached.log_file.display()
             );
         }
-    }
-}
-
-/// A restore chooses among the backups that are there; one the journal records but that is gone
-/// (deleted behind lifeboat's back) would silently not be chosen. Say so, without stopping an
-/// incident's restore over it: reading the journal and the listing is cheap, and failing to is
-/// only worth a debug line.
-async fn warn_about_missing_backups(repository: &crate::repository::Repository, layout: &ClusterLayout) {
-    let (Ok(journal), Ok(ids)) = (
-        crate::catalog::journal::read(repository, layout).await,
-        crate::catalog::listing::list_ids(repository, layout).await,
-    ) else {
-        tracing::debug!("could not read the journal or the listing to check for missing backups");
-        return;
-    };
-    for problem in &journal.problems {
-        tracing::warn!("the repository's journal has a problem: {problem}");
-    }
-    let Some(state) = journal.state() else { return };
-    for item in state.items.iter().filter(|item| !ids.contains(&item.id)) {
-        tracing::warn!(
-            "{} is missing from the repository although the journal records it and lifeboat never deleted it; \
-             this restore chooses among the backups that remain (`lifeboat list` names every problem)",
-            item.id
-        );
     }
 }

@@ -233,6 +233,7 @@ pub async fn load_catalog(
                     intact: if intact.is_empty() { "none".to_owned() } else { intact.join(", ") },
                 });
             }
+            warn_about_missing_backups(repository, layout, &listing).await;
             listing.entries
         }
     };
@@ -254,6 +255,30 @@ pub async fn load_catalog(
         histories.insert(timeline, history);
     }
     Ok(Catalog { backups, archive, histories })
+}
+
+/// Choosing among the backups that are there, one the journal records but that is gone (deleted
+/// behind lifeboat's back) would silently not be chosen: say so, without stopping a restore over
+/// it (`lifeboat list` names every problem). A journal that cannot be read is only a debug line.
+async fn warn_about_missing_backups(repository: &Repository, layout: &ClusterLayout, listing: &listing::Listing) {
+    let journal = match crate::catalog::journal::read(repository, layout).await {
+        Ok(journal) => journal,
+        Err(error) => {
+            tracing::debug!(%error, "could not read the journal to check for missing backups");
+            return;
+        }
+    };
+    for problem in &journal.problems {
+        tracing::warn!("the repository's journal has a problem: {problem}");
+    }
+    let Some(state) = journal.state() else { return };
+    for item in state.items.iter().filter(|item| !listing.entries.iter().any(|entry| entry.id() == item.id)) {
+        tracing::warn!(
+            "{} is missing from the repository although the journal records it and lifeboat never deleted it; \
+             this restore chooses among the backups that remain (`lifeboat list` names every problem)",
+            item.id
+        );
+    }
 }
 
 /// Places the target in the WAL where the plan needs it.
