@@ -368,6 +368,26 @@ async fn a_segment_from_another_cluster_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_segment_of_an_unknown_postgresql_version_is_refused_by_name() {
+    let (_segments_dir, segments) = real_segments(1).await;
+    let archive = Archive::local(0);
+    // The same segment as a PostgreSQL newer than 18 might write it: another page magic.
+    let newer = archive.path("pg_wal").join(file_name(&segments[0]));
+    std::fs::create_dir_all(newer.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(&segments[0]).unwrap();
+    bytes[0..2].copy_from_slice(&0xD11Au16.to_ne_bytes());
+    std::fs::write(&newer, &bytes).unwrap();
+
+    let error = assert_exit_1(&archive.run(&["wal-push", newer.to_str().unwrap()]));
+    assert!(error.contains(&format!("{} has WAL page magic 0xD11A", newer.display())), "{error}");
+    assert!(error.contains("PostgreSQL 13 (0xD106)") && error.contains("18 (0xD118)"), "{error}");
+    assert!(error.contains("upgrade lifeboat") && error.contains("nothing was stored"), "{error}");
+    assert!(!archive.path("repo/clusters").exists(), "nothing should have been written");
+    // The segment as PostgreSQL really wrote it goes in.
+    assert_success(&archive.run(&["wal-push", segments[0].to_str().unwrap()]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn files_that_are_not_wal_segments_are_refused() {
     let archive = Archive::local(0);
     let junk = archive.path("000000010000000000000001");

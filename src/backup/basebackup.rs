@@ -62,6 +62,7 @@ use crate::config::Config;
 use crate::dump::program::Program;
 use crate::object::SealSummary;
 use crate::postgres::binaries::PgBinaries;
+use crate::postgres::version;
 use crate::repository::{Repository, RepositoryError};
 use crate::secret::{REDACTED, Secret};
 use crate::storage::{ObjectKey, PutMode};
@@ -110,12 +111,6 @@ pub enum BasebackupError {
     NoStopLsn,
 
     #[error(
-        "the server runs PostgreSQL {version}; `--method basebackup` needs PostgreSQL 13 or later (its backup \
-         manifest gives the backup's end point). Take a native backup on the database host instead"
-    )]
-    TooOld { version: String },
-
-    #[error(
         "cannot tell which PostgreSQL cluster this is: the connecting role may not call pg_control_system() and \
          the archive had no global/pg_control; connect as a superuser or a role allowed to call it"
     )]
@@ -141,12 +136,7 @@ pub(super) async fn run(
     let session = Session::open(&config.cluster.connection).await?;
     let server = session.server.clone();
     session.close().await;
-    if server.version_num < 100_000 {
-        return Err(BackupError::UnsupportedServer { version: server.version.clone() });
-    }
-    if server.version_num < 130_000 {
-        return Err(BasebackupError::TooOld { version: server.version.clone() }.into());
-    }
+    version::check_supported(server.major(), format_args!("the server at {}", config.cluster.connection))?;
     if server.wal_level == "minimal" {
         return Err(BackupError::WalLevelMinimal);
     }

@@ -54,6 +54,7 @@ use crate::catalog::wal::{WalFile, WalSegment};
 use crate::config::{BackupConfig, Config};
 use crate::postgres::binaries::{BinariesError, PgBinaries};
 use crate::postgres::connect::ConnectError;
+use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, PutMode, StorageError};
 
@@ -137,8 +138,8 @@ pub enum BackupError {
     #[error("PostgreSQL could not {action}: {detail}{hint}")]
     Postgres { action: String, detail: String, hint: String },
 
-    #[error("the server runs PostgreSQL {version}; lifeboat backs up PostgreSQL 10 and later")]
-    UnsupportedServer { version: String },
+    #[error(transparent)]
+    Version(#[from] UnsupportedVersion),
 
     #[error(
         "the server has wal_level = minimal, which makes online backups impossible; set wal_level = replica \
@@ -779,9 +780,7 @@ fn inspect_data_directory(pgdata: &Path) -> Result<DataDirectory, BackupError> {
 fn check_server(session: &Session, pgdata: &Path, data_directory: DataDirectory) -> Result<(), BackupError> {
     let server = &session.server;
     let connection = session.redacted().to_owned();
-    if server.version_num < 100_000 {
-        return Err(BackupError::UnsupportedServer { version: server.version.clone() });
-    }
+    version::check_supported(server.major(), format_args!("the server at {connection}"))?;
     match (server.system_identifier, &server.data_directory) {
         (Some(server_identifier), _) => {
             if server_identifier != data_directory.system_identifier {

@@ -46,6 +46,7 @@ use crate::catalog::wal::SegmentSize;
 use crate::config::{ClusterConfig, ConnectionString};
 use crate::postgres::binaries::{BinariesError, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
+use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::secret::{REDACTED, Secret};
 use crate::storage::{ByteReader, ObjectKey, PutMode};
@@ -85,6 +86,9 @@ pub enum Progress<'a> {
 pub enum DumpError {
     #[error(transparent)]
     Binaries(#[from] BinariesError),
+
+    #[error(transparent)]
+    Version(#[from] UnsupportedVersion),
 
     #[error(
         "pg_dump in {} is PostgreSQL {tools}, older than the server (PostgreSQL {server}), and pg_dump \
@@ -313,9 +317,14 @@ impl Server {
         .await
         .map_err(query("list the databases"))?;
         let _ = conn.close().await;
+        let version_num = version_num.max(0) as u32;
+        version::check_supported(
+            version::major_of_version_num(version_num),
+            format_args!("the server at {connection}"),
+        )?;
         Ok(Server {
             version,
-            version_num: version_num.max(0) as u32,
+            version_num,
             // pg_control_system() shows the unsigned identifier as a signed bigint.
             system_identifier: SystemIdentifier(system_identifier as u64),
             segment_size: SegmentSize::new(segment_size.max(0) as u64).unwrap_or_default(),

@@ -51,6 +51,7 @@ use crate::catalog::lsn::Timeline;
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::WalFile;
 use crate::postgres::binaries::PgBinaries;
+use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::wal::check::{CheckError, check};
 
@@ -123,6 +124,9 @@ pub struct RestoreSummary {
 pub enum RestoreError {
     #[error(transparent)]
     Plan(#[from] PlanError),
+
+    #[error("{0}; nothing was written")]
+    Version(#[from] UnsupportedVersion),
 
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -343,6 +347,10 @@ pub async fn run(
         plan.history.timeline()
     );
 
+    version::check_supported(
+        version::major_of_version_num(manifest.postgres_version_num),
+        format_args!("backup {}", manifest.id),
+    )?;
     let binaries = find_binaries(options, manifest)?;
     let owner = resolve_owner(&options.pgdata, &options.os_user)?;
     let tablespaces = map_tablespaces(manifest, &options.tablespace_map)?;

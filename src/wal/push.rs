@@ -21,6 +21,7 @@ use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::wal::{InvalidWalName, SegmentSize, WalFile};
 use crate::object::ObjectError;
+use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ByteReader, ObjectKey, PutMode, StorageError};
 
@@ -67,6 +68,9 @@ pub enum PushError {
 
     #[error(transparent)]
     Identity(#[from] IdentityError),
+
+    #[error("{0}; nothing was stored")]
+    Version(#[from] UnsupportedVersion),
 
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -116,6 +120,7 @@ pub async fn push(repository: &Repository, layout: &ClusterLayout, path: &Path) 
         let header = LongPageHeader::read(path)
             .map_err(read_error)?
             .map_err(|reason| PushError::BadSegment { path: path.to_owned(), reason })?;
+        version::check_wal_magic(header.magic, format_args!("{}", path.display()))?;
         let size = header.segment_size;
         let file = WalFile::parse(name, size).map_err(not_wal)?;
         check_segment(path, &file, &header)?;

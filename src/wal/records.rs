@@ -6,7 +6,7 @@
 //! *start* in each one. It is pure and synchronous: no files, no I/O, no allocation beyond the
 //! bytes of one record (at most 1 GiB, and only as far as the segment really holds it).
 //!
-//! # The format read here (PostgreSQL 13 to 17, host byte order)
+//! # The format read here (PostgreSQL 13 to 18, host byte order)
 //! A segment is a sequence of WAL pages (`xlp_xlog_blcksz`, normally 8 KiB). Each page starts with
 //! `XLogPageHeaderData` (24 bytes with padding; the segment's first page has the 40-byte long
 //! header, see [`super::page`]): magic, flags, timeline, the page's own LSN, and `xlp_rem_len`,
@@ -38,7 +38,8 @@
 //! - `RM_XACT_ID`: `XLOG_XACT_COMMIT`, `XLOG_XACT_COMMIT_PREPARED` ([`WalEvent::Commit`]) and
 //!   `XLOG_XACT_ABORT`, `XLOG_XACT_ABORT_PREPARED` ([`WalEvent::Abort`]). The main data is
 //!   `xl_xact_commit`/`xl_xact_abort` (`xact_time`), then, as `xl_xact_xinfo` says: database,
-//!   subtransactions, relations, dropped statistics (15+), invalidations (commit only), and the
+//!   subtransactions, relations, dropped statistics (15+; each item 12 bytes, 16 from 18, which
+//!   widened the object id to 64 bits), invalidations (commit only), and the
 //!   two-phase xid. The xid reported is what recovery compares with `recovery_target_xid`:
 //!   `xl_xid` for a plain commit or abort, the two-phase xid for the `_PREPARED` kinds.
 //!   Subtransaction ids are walked over, not reported (recovery does not stop at them either).
@@ -65,6 +66,7 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::lsn::Lsn;
 use crate::catalog::wal::{SegmentSize, WalSegment};
+use crate::postgres::version;
 use crate::wal::page::{LONG_HEADER_LEN, LongPageHeader};
 
 /// `SizeOfXLogShortPHD`: `XLogPageHeaderData` (20 bytes) MAXALIGNed.
@@ -109,6 +111,9 @@ const XACT_DBINFO_LEN: usize = 8;
 const RELFILENODE_LEN: usize = 12;
 /// `xl_xact_stats_item` up to PostgreSQL 17: kind, database oid, object oid.
 const STATS_ITEM_LEN: usize = 12;
+/// `xl_xact_stats_item` from PostgreSQL 18: kind, database oid, and a 64-bit object id stored as
+/// two 32-bit halves.
+const STATS_ITEM_LEN_18: usize = 16;
 /// `SharedInvalidationMessage`: a union whose largest member (the smgr message) is 16 bytes.
 const INVAL_MESSAGE_LEN: usize = 16;
 
@@ -187,8 +192,9 @@ pub enum ScanProblem {
     #[error("its first page has no valid long header: {0}")]
     LongHeader(String),
     #[error(
-        "the page header's magic {found:#06X} is not a WAL format lifeboat reads (PostgreSQL 13 to 17: \
-         0xD106, 0xD10D, 0xD110, 0xD113, 0xD116)"
+        "the page header's magic {found:#06X} is not a WAL format lifeboat reads ({}): the segment comes \
+         from a PostgreSQL newer than this lifeboat (upgrade lifeboat) or is not WAL",
+        version::wal_magic_list()
     )]
     UnknownFormat { found: u16 },
     #[error("the page header's magic is {found:#06X}, but the segment's first page has {expected:#06X}")]
@@ -513,7 +519,7 @@ impl WalScanner {
                     op,
                     XLOG_XACT_COMMIT | XLOG_XACT_COMMIT_PREPARED | XLOG_XACT_ABORT | XLOG_XACT_ABORT_PREPARED
                 ) {
-                    let (xid, time) = xact_end(header.info, header.xid, main)
+                    let (xid, time) = xact_end(header.info, header.xid, main, view.format)
                         .map_err(|reason| fail(ScanProblem::Malformed(reason)))?;
                     events.push(match op {
                         XLOG_XACT_COMMIT | XLOG_XACT_COMMIT_PREPARED => WalEvent::Commit { xid, lsn, end, time },
@@ -556,15 +562,12 @@ struct WalFormat {
 
 impl WalFormat {
     fn from_magic(magic: u16) -> Option<WalFormat> {
-        let major = match magic {
-            0xD106 => 13,
-            0xD10D => 14,
-            0xD110 => 15,
-            0xD113 => 16,
-            0xD116 => 17,
-            _ => return None,
-        };
-        Some(WalFormat { magic, major })
+        version::major_of_wal_magic(magic).map(|major| WalFormat { magic, major })
+    }
+
+    /// The size of one dropped-statistics item in a commit or abort record.
+    fn stats_item_len(self) -> usize {
+        if self.major >= 18 { STATS_ITEM_LEN_18 } else { STATS_ITEM_LEN }
     }
 
     /// The `bimg_info` bits that say a full-page image is compressed: one flag up to 14
@@ -826,7 +829,7 @@ fn main_data(record: &[u8], format: WalFormat) -> Result<&[u8], String> {
 
 /// The xid and time of a commit or abort record (`xl_xact_commit`/`xl_xact_abort` and what
 /// follows, as PostgreSQL's `ParseCommitRecord` and `ParseAbortRecord` read it).
-fn xact_end(info: u8, record_xid: u32, main: &[u8]) -> Result<(u32, DateTime<Utc>), String> {
+fn xact_end(info: u8, record_xid: u32, main: &[u8], format: WalFormat) -> Result<(u32, DateTime<Utc>), String> {
     let op = info & XLOG_XACT_OPMASK;
     let is_commit = matches!(op, XLOG_XACT_COMMIT | XLOG_XACT_COMMIT_PREPARED);
     let mut cursor = Cursor::new(main);
@@ -842,7 +845,7 @@ fn xact_end(info: u8, record_xid: u32, main: &[u8]) -> Result<(u32, DateTime<Utc
         cursor.counted(RELFILENODE_LEN, "the dropped relations")?;
     }
     if xinfo & XACT_XINFO_HAS_DROPPED_STATS != 0 {
-        cursor.counted(STATS_ITEM_LEN, "the dropped statistics")?;
+        cursor.counted(format.stats_item_len(), "the dropped statistics")?;
     }
     if is_commit && xinfo & XACT_XINFO_HAS_INVALS != 0 {
         cursor.counted(INVAL_MESSAGE_LEN, "the invalidation messages")?;
@@ -1123,11 +1126,23 @@ mod tests {
         invals: usize,
         twophase: Option<u32>,
         gid: Option<&'static str>,
+        /// The size of one dropped-statistics item: 12 up to PostgreSQL 17, 16 from 18.
+        stats_item_len: usize,
     }
 
     impl Xact {
         fn plain() -> Xact {
-            Xact { time: TIME, xinfo: 0, subxacts: vec![], rels: 0, stats: 0, invals: 0, twophase: None, gid: None }
+            Xact {
+                time: TIME,
+                xinfo: 0,
+                subxacts: vec![],
+                rels: 0,
+                stats: 0,
+                invals: 0,
+                twophase: None,
+                gid: None,
+                stats_item_len: STATS_ITEM_LEN,
+            }
         }
 
         fn main(&self, commit: bool) -> Vec<u8> {
@@ -1146,7 +1161,7 @@ mod tests {
             }
             for (count, item, flag) in [
                 (self.rels, RELFILENODE_LEN, XACT_XINFO_HAS_RELFILENODES),
-                (self.stats, STATS_ITEM_LEN, XACT_XINFO_HAS_DROPPED_STATS),
+                (self.stats, self.stats_item_len, XACT_XINFO_HAS_DROPPED_STATS),
                 (if commit { self.invals } else { 0 }, INVAL_MESSAGE_LEN, XACT_XINFO_HAS_INVALS),
             ] {
                 if count > 0 {
@@ -1282,6 +1297,7 @@ mod tests {
             invals: 4,
             twophase: Some(900),
             gid: Some("gid-1"),
+            stats_item_len: STATS_ITEM_LEN,
         };
         let committed = wal.append(RM_XACT_ID, full.info(XLOG_XACT_COMMIT_PREPARED), 0, &data(&full.main(true)));
         let aborted = wal.append(
@@ -1310,6 +1326,33 @@ mod tests {
         wal.append(RM_XACT_ID, XLOG_XACT_COMMIT | XLOG_XACT_HAS_INFO, 5, &data(&main));
         let error = wal.scan(0).unwrap_err();
         assert!(error.to_string().contains("subtransactions"), "{error}");
+    }
+
+    #[test]
+    fn dropped_statistics_items_are_walked_at_each_major_s_size() {
+        // A prepared commit dropping two tables' statistics: the two-phase xid comes after the
+        // items, so an item size off by 4 bytes reads the wrong xid or runs past the record.
+        let xact = |stats_item_len| Xact {
+            xinfo: XACT_XINFO_HAS_DBINFO,
+            stats: 2,
+            invals: 1,
+            twophase: Some(4242),
+            stats_item_len,
+            ..Xact::plain()
+        };
+        for (magic, item_len) in [(0xD110, 12), (0xD116, 12), (0xD118, 16)] {
+            let mut wal = TestWal::with_magic(1, magic);
+            let xact = xact(item_len);
+            let at = wal.append(RM_XACT_ID, xact.info(XLOG_XACT_COMMIT_PREPARED), 0, &data(&xact.main(true)));
+            let events = wal.scan(0).unwrap_or_else(|error| panic!("magic {magic:#06X}: {error}"));
+            assert_eq!(events, vec![WalEvent::Commit { xid: 4242, lsn: at.0, end: at.1, time: time(TIME) }]);
+        }
+        // PostgreSQL 18's items read with PostgreSQL 17's size are not taken for a commit of
+        // another transaction.
+        let mut wal = TestWal::with_magic(1, 0xD116);
+        let xact = xact(16);
+        wal.append(RM_XACT_ID, xact.info(XLOG_XACT_COMMIT_PREPARED), 0, &data(&xact.main(true)));
+        assert!(!matches!(wal.scan(0).as_deref(), Ok([WalEvent::Commit { xid: 4242, .. }])));
     }
 
     #[test]
@@ -1555,11 +1598,13 @@ mod tests {
         // Truncated files, unknown formats.
         let error = expect_problem(&wal.segment(0)[..MIB / 2], 1);
         assert_eq!(error.problem, ScanProblem::Length { expected: MIB as u64, found: (MIB / 2) as u64 });
-        let mut pg18 = wal.segment(0).to_vec();
-        pg18[0..2].copy_from_slice(&0xD118u16.to_ne_bytes());
-        let error = expect_problem(&pg18, 1);
-        assert_eq!(error.problem, ScanProblem::UnknownFormat { found: 0xD118 });
-        assert!(error.to_string().contains("PostgreSQL 13 to 17"), "{error}");
+        let mut newer = wal.segment(0).to_vec();
+        newer[0..2].copy_from_slice(&0xD11Au16.to_ne_bytes());
+        let error = expect_problem(&newer, 1);
+        assert_eq!(error.problem, ScanProblem::UnknownFormat { found: 0xD11A });
+        let message = error.to_string();
+        assert!(message.contains("magic 0xD11A is not a WAL format lifeboat reads"), "{message}");
+        assert!(message.contains("PostgreSQL 13 (0xD106)") && message.contains("18 (0xD118)"), "{message}");
         assert!(matches!(expect_problem(&[0; MIB], 1).problem, ScanProblem::LongHeader(_)));
     }
 
