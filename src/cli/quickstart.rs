@@ -30,6 +30,7 @@ use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::cluster::{LocalCluster, LocalClusterOptions, OsUser, running_as_root};
+use crate::postgres::version;
 use crate::repository::Repository;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice, postgres_time};
 use crate::restore::target_dir::ExistingData;
@@ -53,12 +54,21 @@ pub struct QuickstartArgs {
     /// The OS user that runs PostgreSQL when lifeboat runs as root
     #[arg(long, value_name = "USER", default_value = "postgres")]
     pub os_user: String,
+    /// The directory of the PostgreSQL server programs to run (initdb, pg_ctl, postgres), to try
+    /// a particular major; it becomes the tour's `[cluster] bin_dir` [default: found through
+    /// pg_config, else the newest /usr/lib/postgresql/<major>/bin]
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
 }
 
 pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
-    let binaries = PgBinaries::find(None).context(
+    let binaries = PgBinaries::find(args.bin_dir.as_deref()).context(
         "the quickstart needs the PostgreSQL server binaries (initdb, pg_ctl, postgres): install them \
-         (Debian/Ubuntu: `apt-get install postgresql`), or put their directory on PATH",
+         (Debian/Ubuntu: `apt-get install postgresql`), put their directory on PATH, or name it with --bin-dir",
+    )?;
+    version::check_supported(
+        binaries.major(),
+        format_args!("the PostgreSQL programs in {}", binaries.dir().display()),
     )?;
     let workspace = create_workspace(args.dir.as_deref(), &args.os_user)?;
     println!("lifeboat quickstart: the life cycle of a backup on a throwaway cluster");
