@@ -148,6 +148,10 @@ const DATABASE_LEVEL: &[&str] = &["ENCODING", "STDSTRINGS", "SEARCHPATH", "DATAB
 /// only by a short trailer (a comment, `\unrestrict`), so it is always in this tail.
 const HOLD_BACK: usize = 64 * 1024;
 
+/// How far into pg_restore's SQL its preamble (see [`SessionPreamble`]) is looked for; a script
+/// whose first statement comes later is passed on untouched.
+const PREAMBLE_LIMIT: usize = 64 * 1024;
+
 /// The marker of a failed row-count check in psql's error output: `<marker> <index> <rows>`.
 const COUNT_MARKER: &str = "lifeboat-row-count-mismatch";
 
@@ -477,11 +481,12 @@ pub async fn restore(
                 });
             }
         }
-        Ok((plan, list))
+        let settings = target.settings().await?;
+        Ok((plan, list, settings))
     }
     .await;
     target.close().await;
-    let (plan, list) = outcome?;
+    let (plan, list, settings) = outcome?;
     on_plan(&plan);
 
     let list_file = match &list {
@@ -512,6 +517,7 @@ pub async fn restore(
         into: &into,
         tables: &plan.tables,
         whole_database: plan.whole_database,
+        preamble: SessionPreamble { known: settings },
     };
     let bytes = job.run().await?;
     drop(list_file);
@@ -1256,19 +1262,41 @@ enum RelayError {
 }
 
 /// Copies pg_restore's output to psql, holding back the last [`HOLD_BACK`] bytes (which hold the
-/// `COMMIT`) until the end.
-async fn relay(mut from: ChildStdout, mut to: ChildStdin, abort: &CancellationToken) -> Result<Relayed, RelayError> {
+/// `COMMIT`) until the end, and leaving out of the script's preamble the settings the target does
+/// not know ([`SessionPreamble`]).
+async fn relay(
+    mut from: ChildStdout,
+    mut to: ChildStdin,
+    preamble: &SessionPreamble,
+    abort: &CancellationToken,
+) -> Result<Relayed, RelayError> {
     let mut held: Vec<u8> = Vec::with_capacity(3 * HOLD_BACK);
     let mut buffer = vec![0u8; HOLD_BACK];
+    let mut in_preamble = true;
     loop {
         let read = tokio::select! {
             read = from.read(&mut buffer) => read.map_err(RelayError::Read)?,
             () = abort.cancelled() => return Err(RelayError::Aborted),
         };
         if read == 0 {
+            if in_preamble {
+                held = preamble.filter(&held);
+            }
             return Ok(Relayed { psql_stdin: to, tail: held });
         }
         held.extend_from_slice(&buffer[..read]);
+        if in_preamble {
+            match SessionPreamble::end(&held) {
+                Some(end) => {
+                    let mut filtered = preamble.filter(&held[..end]);
+                    filtered.extend_from_slice(&held[end..]);
+                    held = filtered;
+                    in_preamble = false;
+                }
+                None if held.len() < PREAMBLE_LIMIT => continue,
+                None => in_preamble = false,
+            }
+        }
         if held.len() > 2 * HOLD_BACK {
             let forward = held.len() - HOLD_BACK;
             tokio::select! {
@@ -1277,6 +1305,73 @@ async fn relay(mut from: ChildStdout, mut to: ChildStdin, abort: &CancellationTo
             }
             held.drain(..forward);
         }
+    }
+}
+
+/// The session settings at the start of pg_restore's script, and the ones the target knows.
+///
+/// pg_restore begins its SQL by setting session parameters as of its own major version (pg_restore
+/// 17 and newer write `SET transaction_timeout = 0;`). It must be at least as new as the pg_dump
+/// that wrote the archive, so restoring into an older server (a dump verified in a scratch
+/// server of the dumped major, a table brought back into a PostgreSQL 13 database) can mean a
+/// pg_restore newer than the target, which stops at the first parameter the target has never had.
+/// Such a setting changes nothing on that server, so its line is left out, with a note in the log.
+/// Only the preamble is touched: the lines before the first one that is not blank, a comment,
+/// psql's `\restrict`, `BEGIN;`, a `SET` or a `SELECT pg_catalog.set_config(...)`.
+struct SessionPreamble {
+    /// `pg_settings.name` of the target, lower case.
+    known: HashSet<String>,
+}
+
+impl SessionPreamble {
+    /// Where the first statement after the preamble starts, once a whole line of it is there.
+    fn end(script: &[u8]) -> Option<usize> {
+        let mut offset = 0;
+        for line in script.split_inclusive(|&byte| byte == b'\n') {
+            if !line.ends_with(b"\n") {
+                return None;
+            }
+            if !Self::is_preamble(line) {
+                return Some(offset);
+            }
+            offset += line.len();
+        }
+        None
+    }
+
+    fn is_preamble(line: &[u8]) -> bool {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim();
+        line.is_empty()
+            || line.starts_with("--")
+            || line.starts_with("\\restrict ")
+            || line == "BEGIN;"
+            || line.starts_with("SET ")
+            || line.starts_with("SELECT pg_catalog.set_config(")
+    }
+
+    /// `preamble` without the `SET` lines of parameters the target does not know.
+    fn filter(&self, preamble: &[u8]) -> Vec<u8> {
+        let mut kept = Vec::with_capacity(preamble.len());
+        for line in preamble.split_inclusive(|&byte| byte == b'\n') {
+            match Self::set_parameter(line) {
+                Some(name) if !self.known.contains(&name) => tracing::info!(
+                    "left out pg_restore's `{}`: the target server has no parameter {name} (pg_restore is newer than it)",
+                    String::from_utf8_lossy(line).trim()
+                ),
+                _ => kept.extend_from_slice(line),
+            }
+        }
+        kept
+    }
+
+    /// The parameter a `SET name = value;` (or `SET name TO value;`) line sets, lower case.
+    fn set_parameter(line: &[u8]) -> Option<String> {
+        let line = std::str::from_utf8(line).ok()?.trim();
+        let rest = line.strip_prefix("SET ")?.strip_suffix(';')?;
+        let (name, value) = rest.split_once(" = ").or_else(|| rest.split_once(" TO "))?;
+        let plain = !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"_.".contains(&byte));
+        (plain && !value.is_empty()).then(|| name.to_ascii_lowercase())
     }
 }
 
@@ -1297,6 +1392,8 @@ struct Job<'a> {
     /// The tables whose rows are counted before the commit.
     tables: &'a [TableRows],
     whole_database: bool,
+    /// What the target knows of pg_restore's opening settings.
+    preamble: SessionPreamble,
 }
 
 impl Job<'_> {
@@ -1342,7 +1439,7 @@ impl Job<'_> {
                 fed
             };
             let relaying = async {
-                let relayed = relay(restore_stdout, psql_stdin, &abort).await;
+                let relayed = relay(restore_stdout, psql_stdin, &self.preamble, &abort).await;
                 if relayed.is_err() {
                     abort.cancel();
                 }
@@ -1627,6 +1724,15 @@ impl Target {
         Ok(rows.iter().map(|row| row.get::<String, _>(0)).collect())
     }
 
+    /// The names of the target's parameters (`pg_settings`), lower case.
+    async fn settings(&mut self) -> Result<HashSet<String>, RestoreError> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT pg_catalog.lower(name) FROM pg_catalog.pg_settings")
+            .fetch_all(self.connection())
+            .await
+            .map_err(self.query_error("list the server's parameters"))?;
+        Ok(names.into_iter().collect())
+    }
+
     async fn has_schema(&mut self, name: &str) -> Result<bool, RestoreError> {
         let exists = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)")
             .bind(name)
@@ -1674,6 +1780,53 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The start of `pg_restore --file=- --single-transaction` as PostgreSQL 18's writes it.
+    const SCRIPT_18: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\n\
+        -- Dumped from database version 13.23\n-- Dumped by pg_dump version 18.6\n\nBEGIN;\n\n\
+        SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET idle_in_transaction_session_timeout = 0;\n\
+        SET transaction_timeout = 0;\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n\
+        SELECT pg_catalog.set_config('search_path', '', false);\nSET check_function_bodies = false;\n\
+        SET xmloption = content;\nSET client_min_messages = warning;\nSET row_security = off;\n\n\
+        SET default_tablespace = '';\n\nCREATE TABLE public.t (i integer);\nSET transaction_timeout = 0;\n";
+
+    #[test]
+    fn settings_an_older_target_lacks_are_left_out_of_the_preamble_only() {
+        let known: HashSet<String> = [
+            "statement_timeout",
+            "lock_timeout",
+            "idle_in_transaction_session_timeout",
+            "client_encoding",
+            "standard_conforming_strings",
+            "check_function_bodies",
+            "xmloption",
+            "client_min_messages",
+            "row_security",
+            "default_tablespace",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        let preamble = SessionPreamble { known };
+        let script = SCRIPT_18.as_bytes();
+        let end = SessionPreamble::end(script).expect("the preamble ends at the first statement");
+        assert!(SCRIPT_18[end..].starts_with("CREATE TABLE"), "{}", &SCRIPT_18[end..]);
+        let filtered = String::from_utf8(preamble.filter(&script[..end])).unwrap();
+        assert!(!filtered.contains("transaction_timeout"), "{filtered}");
+        assert!(filtered.contains("BEGIN;\n") && filtered.contains("\\restrict AbC123\n"), "{filtered}");
+        assert!(filtered.contains("SET idle_in_transaction_session_timeout = 0;\nSET client_encoding"), "{filtered}");
+        assert_eq!(filtered.len(), end - "SET transaction_timeout = 0;\n".len());
+        // A target that knows every parameter gets the preamble unchanged.
+        let everything = SessionPreamble {
+            known: SCRIPT_18.lines().filter_map(|line| SessionPreamble::set_parameter(line.as_bytes())).collect(),
+        };
+        assert_eq!(everything.filter(&script[..end]), &script[..end]);
+        // No end until a whole line of the first statement is there.
+        assert_eq!(SessionPreamble::end(&script[..end + 5]), None);
+        assert_eq!(SessionPreamble::set_parameter(b"SET search_path TO public;\n"), Some("search_path".into()));
+        assert_eq!(SessionPreamble::set_parameter(b"SET SESSION AUTHORIZATION 'x';\n"), None);
+        assert_eq!(SessionPreamble::set_parameter(b"SET ROLE admin;\n"), None);
+    }
 
     const LISTING: &str = "\
 ;
