@@ -25,7 +25,7 @@ use super::{Context, round};
 use crate::catalog::backup_manifest::BackupManifest;
 use crate::catalog::lsn::Timeline;
 use crate::catalog::wal::{WalFile, WalSegment};
-use crate::postgres::binaries::PgBinaries;
+use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
 use crate::restore::files::{self, Progress};
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
@@ -136,11 +136,11 @@ pub(crate) async fn verify(
         databases.join(", ")
     );
 
-    report.amcheck = server.amcheck(cluster, options.amcheck, &binaries).await?;
+    report.amcheck = server.amcheck(cluster, options.amcheck, options.bin_dir.as_deref()).await?;
     if let Some(amcheck) = report.amcheck.as_ref().filter(|amcheck| !amcheck.passed) {
         return Err(Failure::new(
             Phase::Amcheck,
-            format!("pg_amcheck found problems in the restored databases:\n{}", amcheck.output),
+            format!("amcheck found problems in the restored databases:\n{}", amcheck.output),
         ));
     }
     let (results, failure) = server.run_checks(&options.checks, &options.default_database, &databases, false).await;
@@ -151,7 +151,7 @@ pub(crate) async fn verify(
 /// The server binaries of the backup's major version.
 fn server_binaries(bin_dir: Option<&Path>, manifest: &BackupManifest) -> Result<PgBinaries, Failure> {
     let major = manifest.postgres_version_num / 10000;
-    PgBinaries::find(bin_dir).and_then(|binaries| binaries.check_server_major(major).map(|()| binaries)).map_err(
+    PgBinaries::locate(bin_dir, &Need::server(major, format!("a restore test of backup {}", manifest.id))).map_err(
         |error| {
             Failure::new(
                 Phase::Scratch,
