@@ -33,6 +33,17 @@ const BTREE_INDEXES: &str = "select c.oid, format('%I.%I', n.nspname, c.relname)
      where a.amname = 'btree' and i.indisready and i.indisvalid and c.relpersistence <> 't' \
      order by n.nspname, c.relname";
 
+/// amcheck at `level` on every database of `cluster`, a cluster lifeboat started, as a restore test
+/// runs it (as the cluster's superuser; `bin_dir` is `cluster.bin_dir`, where `pg_amcheck` is
+/// looked for first). See [`Server::amcheck`].
+pub async fn amcheck_cluster(
+    cluster: &LocalCluster,
+    level: AmcheckLevel,
+    bin_dir: Option<&Path>,
+) -> Result<Option<Amcheck>, Failure> {
+    Server::scratch(cluster).amcheck(cluster, level, bin_dir).await
+}
+
 /// A server to check: how to connect (host or socket, port, role), and, on `verify.dump_server`,
 /// the scratch database each dumped database was restored into.
 pub(crate) struct Server {
