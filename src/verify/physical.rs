@@ -6,7 +6,8 @@
 //! PostgreSQL's `restore_command` copies it from, so the server never needs the repository's
 //! key), the files are restored into `data/` by the restore code users run, with every
 //! tablespace moved inside the scratch directory, and PostgreSQL recovers to the backup's
-//! consistent point and is promoted. Then `pg_amcheck` and the user's checks run.
+//! consistent point and is promoted. Then amcheck (`pg_amcheck`, or SQL on PostgreSQL 13) and the
+//! user's checks run.
 //!
 //! The scratch server runs with settings that keep it to itself whatever the backed-up
 //! configuration says: no TCP, its own socket and `pg_hba.conf`, no archiving, no synchronous
