@@ -571,7 +571,8 @@ async fn pg_dump_older_than_the_server_is_refused() {
     let error = assert_failure(&env.lifeboat(&["dump", "--all"]).await);
     let server = binaries().major();
     assert!(
-        error.contains(&format!("is PostgreSQL {older}, older than the server (PostgreSQL {server})"))
+        error.contains(&format!("holds pg_dump {older} (too old)"))
+            && error.contains(&format!("version {server}"))
             && error.contains(&format!("postgresql-client-{server}")),
         "{error}"
     );

@@ -61,7 +61,7 @@ use crate::catalog::wal::WalSegment;
 use crate::config::Config;
 use crate::dump::program::Program;
 use crate::object::SealSummary;
-use crate::postgres::binaries::PgBinaries;
+use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::version;
 use crate::repository::{Repository, RepositoryError};
 use crate::secret::{REDACTED, Secret};
@@ -144,8 +144,12 @@ pub(super) async fn run(
         let names: Vec<&str> = server.tablespaces.iter().map(|(_, name, _)| name.as_str()).collect();
         return Err(BasebackupError::Tablespaces { count: names.len(), names: names.join(", ") }.into());
     }
-    let binaries = PgBinaries::find(config.cluster.bin_dir.as_deref())?;
-    binaries.check_server_major(server.major())?;
+    let need = Need::clients(
+        &["pg_basebackup"],
+        server.major(),
+        format!("the server at {}", config.cluster.connection.redacted()),
+    );
+    let binaries = PgBinaries::locate(config.cluster.bin_dir.as_deref(), &need)?;
     let program = binaries.require("pg_basebackup")?;
     let libpq = config.cluster.connection.for_libpq().map_err(BasebackupError::Connection)?;
     check_archiving(&server)?;

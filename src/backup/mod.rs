@@ -52,7 +52,7 @@ use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError, hostname};
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::wal::{WalFile, WalSegment};
 use crate::config::{BackupConfig, Config};
-use crate::postgres::binaries::{BinariesError, PgBinaries};
+use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::ConnectError;
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
@@ -818,11 +818,13 @@ fn check_server(session: &Session, pgdata: &Path, data_directory: DataDirectory)
     Ok(())
 }
 
-/// The installed PostgreSQL programs must match the server: a restore on this host uses them.
-/// A native backup runs none of them, so when none are found (and none are configured) it only warns.
+/// A restore on this host needs server programs of the server's major version. A native backup runs
+/// none of them, so when none are found it only warns; a configured `cluster.bin_dir` that does not
+/// fit is an error, as it is for every command.
 fn check_binaries(config: &Config, server_major: u32) -> Result<(), BackupError> {
-    match PgBinaries::find(config.cluster.bin_dir.as_deref()) {
-        Ok(binaries) => Ok(binaries.check_server_major(server_major)?),
+    let need = Need::server(server_major, format!("the server at {}", config.cluster.connection.redacted()));
+    match PgBinaries::locate(config.cluster.bin_dir.as_deref(), &need) {
+        Ok(_) => Ok(()),
         Err(error) if config.cluster.bin_dir.is_some() => Err(error.into()),
         Err(error) => {
             tracing::warn!("{error}; the backup does not need them, but restoring it on this host will");

@@ -63,9 +63,11 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     writeln!(out, "connection = {}", quote(&cluster.connection.redacted()))?;
     match &cluster.bin_dir {
         Some(bin_dir) => writeln!(out, "bin_dir = {}", path(bin_dir))?,
-        None => {
-            writeln!(out, "# bin_dir: not set (found with pg_config --bindir, else /usr/lib/postgresql/<major>/bin)")?
-        }
+        None => writeln!(
+            out,
+            "# bin_dir: not set (the programs that fit the server are found through pg_config --bindir, \
+                 /usr/lib/postgresql/<major>/bin, /usr/pgsql-<major>/bin and PATH)"
+        )?,
     }
     writeln!(out, "os_user = {}", quote(&cluster.os_user))?;
 

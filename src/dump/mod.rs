@@ -2,8 +2,8 @@
 //! streamed into the repository, with every table's exact row count.
 //!
 //! One dump, `lifeboat dump`, goes like this:
-//! 1. Inspect the server (version, system identifier, databases) and check that the local
-//!    `pg_dump` is not older than the server, which it would refuse to dump. Record or check the
+//! 1. Inspect the server (version, system identifier, databases) and find a `pg_dump` of its
+//!    major or newer, which dumps it (an older one refuses). Record or check the
 //!    cluster's identity ([`crate::catalog::cluster::ClusterRecord`]), as backups and WAL do.
 //! 2. Take the cluster's lease (`locks/backup`, the lock base backups and deletes take too), then
 //!    remove what a killed earlier dump left behind: objects under `dumps/<id>/` with no manifest.
@@ -44,7 +44,7 @@ use crate::catalog::lease::{self, Lease, LeaseError};
 use crate::catalog::leftovers;
 use crate::catalog::wal::SegmentSize;
 use crate::config::{ClusterConfig, ConnectionString};
-use crate::postgres::binaries::{BinariesError, PgBinaries};
+use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
@@ -89,14 +89,6 @@ pub enum DumpError {
 
     #[error(transparent)]
     Version(#[from] UnsupportedVersion),
-
-    #[error(
-        "pg_dump in {} is PostgreSQL {tools}, older than the server (PostgreSQL {server}), and pg_dump \
-         refuses to dump a newer server; install postgresql-client-{server} (or newer) and point \
-         cluster.bin_dir at its bin directory (e.g. /usr/lib/postgresql/{server}/bin)",
-        dir.display()
-    )]
-    ToolsTooOld { dir: PathBuf, tools: u32, server: u32 },
 
     #[error("{0}")]
     Connection(String),
@@ -176,20 +168,19 @@ pub async fn dump(
     request: &DumpRequest,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<DumpManifest, DumpError> {
-    let binaries = PgBinaries::find(cluster.bin_dir.as_deref())?;
-    let pg_dump = binaries.require("pg_dump")?;
-    let pg_dumpall = binaries.require("pg_dumpall")?;
     // Refuse a connection that cannot be passed safely before anything else happens.
     cluster.connection.for_libpq().map_err(DumpError::Connection)?;
 
     let server = Server::inspect(&cluster.connection).await?;
-    if binaries.major() < server.major() {
-        return Err(DumpError::ToolsTooOld {
-            dir: binaries.dir().to_path_buf(),
-            tools: binaries.major(),
-            server: server.major(),
-        });
-    }
+    // pg_dump refuses a server newer than itself; a newer pg_dump dumps an older server.
+    let need = Need::clients(
+        &["pg_dump", "pg_dumpall"],
+        server.major(),
+        format!("the server at {}", cluster.connection.redacted()),
+    );
+    let binaries = PgBinaries::locate(cluster.bin_dir.as_deref(), &need)?;
+    let pg_dump = binaries.require("pg_dump")?;
+    let pg_dumpall = binaries.require("pg_dumpall")?;
     let databases = server.choose(&request.selection)?;
     let pg_dump_version = program_version(&pg_dump).await?;
 

@@ -59,7 +59,7 @@ use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::config::ConnectionString;
-use crate::postgres::binaries::{BinariesError, PgBinaries};
+use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
 use crate::repository::{Repository, RepositoryError};
 use crate::secret::{REDACTED, Secret};
@@ -266,14 +266,6 @@ pub enum RestoreError {
     #[error(transparent)]
     Binaries(#[from] BinariesError),
 
-    #[error(
-        "pg_restore in {} is PostgreSQL {tools}, older than the pg_dump that wrote dump {id} \
-         ({pg_dump}), and cannot read it; install postgresql-client-{dumped} (or newer) and point \
-         cluster.bin_dir at its bin directory (e.g. /usr/lib/postgresql/{dumped}/bin)",
-        dir.display()
-    )]
-    ToolsTooOld { dir: PathBuf, tools: u32, dumped: u32, id: BackupId, pg_dump: String },
-
     #[error("dump {id} records an unreadable pg_dump version {text:?}")]
     DumpVersion { id: BackupId, text: String },
 
@@ -415,18 +407,16 @@ pub async fn restore(
     })?;
     let requested = request.tables.iter().map(|name| TableName::parse(name)).collect::<Result<Vec<_>, _>>()?;
 
-    let binaries = PgBinaries::find(bin_dir)?;
+    // pg_restore reads archives of its own major and older ones, never newer: the dump's pg_dump
+    // decides, whatever the server it came from.
     let dumped = dump_major(&manifest.pg_dump_version)
         .ok_or_else(|| RestoreError::DumpVersion { id, text: manifest.pg_dump_version.clone() })?;
-    if binaries.major() < dumped {
-        return Err(RestoreError::ToolsTooOld {
-            dir: binaries.dir().to_path_buf(),
-            tools: binaries.major(),
-            dumped,
-            id,
-            pg_dump: manifest.pg_dump_version.clone(),
-        });
-    }
+    let need = Need::clients(
+        &["pg_restore", "psql"],
+        dumped,
+        format!("dump {id} (written by {})", manifest.pg_dump_version.trim()),
+    );
+    let binaries = PgBinaries::locate(bin_dir, &need)?;
     let pg_restore = binaries.require("pg_restore")?;
     let psql = binaries.require("psql")?;
     let into = request.into.redacted();

@@ -1,8 +1,8 @@
 //! PostgreSQL on this host: where its programs live and how lifeboat runs a cluster of its own.
 //!
-//! - [`binaries`]: finds the installed PostgreSQL programs (`cluster.bin_dir`, else
-//!   `pg_config --bindir`, else the newest `/usr/lib/postgresql/<major>/bin`) and knows their major
-//!   version, so callers can check that the tools match the server they talk to.
+//! - [`binaries`]: finds the installed PostgreSQL programs that fit the server lifeboat talks to
+//!   (server programs of exactly its major, client programs of its major or newer), in
+//!   `cluster.bin_dir` first, then the usual places, and says what is needed when nothing fits.
 //! - [`cluster`]: [`cluster::LocalCluster`], a throwaway cluster in a scratch directory (initdb,
 //!   Unix socket only, its own port) used by the tests and by the product's scratch restores
 //!   (verification, migration rehearsal, quickstart). When lifeboat runs as root it runs the

@@ -50,7 +50,7 @@ use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::catalog::lsn::Timeline;
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::WalFile;
-use crate::postgres::binaries::PgBinaries;
+use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::wal::check::{CheckError, check};
@@ -504,13 +504,12 @@ async fn write_directory(
     commit_control_file(destination, wanted.files.iter().any(|&index| manifest.files[index].path == CONTROL_FILE))
 }
 
-/// The server binaries, which must match the backup's major version. Only `--start` needs them;
-/// otherwise a mismatch is a warning (the files can be restored for another host).
+/// The server binaries, which must be of the backup's major version. Only `--start` needs them;
+/// otherwise their absence is a warning (the files can be restored for another host).
 fn find_binaries(options: &RestoreOptions, manifest: &BackupManifest) -> Result<Option<PgBinaries>, RestoreError> {
     let major = manifest.postgres_version_num / 10000;
-    let found = PgBinaries::find(options.bin_dir.as_deref())
-        .map_err(|error| error.to_string())
-        .and_then(|binaries| binaries.check_server_major(major).map(|()| binaries).map_err(|error| error.to_string()));
+    let need = Need::server(major, format!("backup {}", manifest.id));
+    let found = PgBinaries::locate(options.bin_dir.as_deref(), &need).map_err(|error| error.to_string());
     match found {
         Ok(binaries) => Ok(Some(binaries)),
         Err(detail) if options.start.is_some() => Err(RestoreError::Binaries {

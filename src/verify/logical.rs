@@ -23,7 +23,7 @@ use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::restore::{Ownership, RestoreError, RestoreRequest};
 use crate::dump::snapshot::quote_identifier;
 use crate::object::ObjectError;
-use crate::postgres::binaries::PgBinaries;
+use crate::postgres::binaries::{Need, PgBinaries};
 
 /// How much larger than its dump a restored database may be (indexes are rebuilt), for the
 /// free-space check.
@@ -65,7 +65,7 @@ pub(crate) async fn verify(
             (Server::configured(connect, renamed), targets)
         }
         None => {
-            let binaries = scratch_binaries(options.bin_dir.as_deref(), manifest.server_version_num / 10000)?;
+            let binaries = scratch_binaries(options.bin_dir.as_deref(), manifest)?;
             let needed: u64 = manifest.databases.iter().map(|database| database.object.size * GROWTH).sum();
             let cluster = scratch.start_cluster(options, &binaries, needed).await?;
             let url = ConnectionString::parse(&cluster.connection_url())
@@ -125,26 +125,19 @@ pub(crate) async fn verify(
     failure.map_or(Ok(()), Err)
 }
 
-/// Server binaries of the dump's major version or newer, for the scratch cluster.
-fn scratch_binaries(bin_dir: Option<&std::path::Path>, major: u32) -> Result<PgBinaries, Failure> {
-    PgBinaries::find(bin_dir)
-        .map_err(|error| error.to_string())
-        .and_then(|binaries| {
-            if binaries.major() >= major {
-                Ok(binaries)
-            } else {
-                Err(format!("the PostgreSQL binaries in {} are version {}", binaries.dir().display(), binaries.major()))
-            }
-        })
-        .map_err(|detail| {
-            Failure::new(
-                Phase::Scratch,
-                format!(
-                    "the dump is of PostgreSQL {major}, and a restore test needs a server of that version or newer: \
-                     {detail}; set cluster.bin_dir or verify.dump_server, or verify with --integrity-only"
-                ),
-            )
-        })
+/// Server binaries of the dump's major version, else the closest newer one, for the scratch cluster.
+fn scratch_binaries(bin_dir: Option<&std::path::Path>, manifest: &DumpManifest) -> Result<PgBinaries, Failure> {
+    let major = manifest.server_version_num / 10000;
+    let need = Need::server_or_newer(major, format!("a restore test of dump {}", manifest.id));
+    PgBinaries::locate(bin_dir, &need).map_err(|error| {
+        Failure::new(
+            Phase::Scratch,
+            format!(
+                "the dump is of PostgreSQL {major}, and a restore test needs a server of that version or newer: \
+                 {error}; set cluster.bin_dir or verify.dump_server, or verify with --integrity-only"
+            ),
+        )
+    })
 }
 
 /// `lifeboat_verify_<suffix>_<name>`, within PostgreSQL's 63 bytes, for a dumped database.

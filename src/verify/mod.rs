@@ -21,6 +21,8 @@ mod physical;
 pub mod report;
 mod scratch;
 
+pub use checks::amcheck_cluster;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;

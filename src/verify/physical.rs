@@ -6,7 +6,8 @@
 //! PostgreSQL's `restore_command` copies it from, so the server never needs the repository's
 //! key), the files are restored into `data/` by the restore code users run, with every
 //! tablespace moved inside the scratch directory, and PostgreSQL recovers to the backup's
-//! consistent point and is promoted. Then `pg_amcheck` and the user's checks run.
+//! consistent point and is promoted. Then amcheck (`pg_amcheck`, or SQL on PostgreSQL 13) and the
+//! user's checks run.
 //!
 //! The scratch server runs with settings that keep it to itself whatever the backed-up
 //! configuration says: no TCP, its own socket and `pg_hba.conf`, no archiving, no synchronous
@@ -25,7 +26,7 @@ use super::{Context, round};
 use crate::catalog::backup_manifest::BackupManifest;
 use crate::catalog::lsn::Timeline;
 use crate::catalog::wal::{WalFile, WalSegment};
-use crate::postgres::binaries::PgBinaries;
+use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
 use crate::restore::files::{self, Progress};
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
@@ -136,11 +137,11 @@ pub(crate) async fn verify(
         databases.join(", ")
     );
 
-    report.amcheck = server.amcheck(cluster, options.amcheck, &binaries).await?;
+    report.amcheck = server.amcheck(cluster, options.amcheck, options.bin_dir.as_deref()).await?;
     if let Some(amcheck) = report.amcheck.as_ref().filter(|amcheck| !amcheck.passed) {
         return Err(Failure::new(
             Phase::Amcheck,
-            format!("pg_amcheck found problems in the restored databases:\n{}", amcheck.output),
+            format!("amcheck found problems in the restored databases:\n{}", amcheck.output),
         ));
     }
     let (results, failure) = server.run_checks(&options.checks, &options.default_database, &databases, false).await;
@@ -151,7 +152,7 @@ pub(crate) async fn verify(
 /// The server binaries of the backup's major version.
 fn server_binaries(bin_dir: Option<&Path>, manifest: &BackupManifest) -> Result<PgBinaries, Failure> {
     let major = manifest.postgres_version_num / 10000;
-    PgBinaries::find(bin_dir).and_then(|binaries| binaries.check_server_major(major).map(|()| binaries)).map_err(
+    PgBinaries::locate(bin_dir, &Need::server(major, format!("a restore test of backup {}", manifest.id))).map_err(
         |error| {
             Failure::new(
                 Phase::Scratch,
