@@ -269,6 +269,10 @@ pub(super) fn print_report(report: &VerifyReport, layout: &ClusterLayout) {
     if let Some(amcheck) = &report.amcheck {
         let verdict = if amcheck.passed { "no corruption found" } else { "PROBLEMS FOUND" };
         println!("  amcheck    {}: {verdict} ({:.1} s)", amcheck.level.as_str(), amcheck.seconds);
+        // The output's first line says how the checks ran (pg_amcheck, or SQL on PostgreSQL 13).
+        if let Some(how) = amcheck.output.lines().next().filter(|line| !line.is_empty()) {
+            println!("             {how}");
+        }
     }
     if !report.checks.is_empty() {
         let count = |outcome: CheckOutcome| report.checks.iter().filter(|check| check.outcome == outcome).count();

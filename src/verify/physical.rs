@@ -28,6 +28,7 @@ use crate::catalog::lsn::Timeline;
 use crate::catalog::wal::{WalFile, WalSegment};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
+use crate::postgres::version;
 use crate::restore::files::{self, Progress};
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
@@ -151,7 +152,9 @@ pub(crate) async fn verify(
 
 /// The server binaries of the backup's major version.
 fn server_binaries(bin_dir: Option<&Path>, manifest: &BackupManifest) -> Result<PgBinaries, Failure> {
-    let major = manifest.postgres_version_num / 10000;
+    let major = version::major_of_version_num(manifest.postgres_version_num);
+    version::check_supported(major, format_args!("backup {}", manifest.id))
+        .map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
     PgBinaries::locate(bin_dir, &Need::server(major, format!("a restore test of backup {}", manifest.id))).map_err(
         |error| {
             Failure::new(
