@@ -9,16 +9,18 @@
 //!   table (PostgreSQL 15+ log the dropped statistics in its commit record) and a prepared one:
 //!   restores to a time, an xid (inclusive and exclusive), the restore point, an LSN, latest and
 //!   immediate each bring back exactly the batches committed before the target (restored servers
-//!   fetch WAL with `wal-fetch`), and a delta restore over a used restored directory too.
-//! - A streamed base backup (`--method basebackup`) restored to latest, and a timeline switch: a
-//!   restore to the restore point, promoted and archiving into the same repository, commits on
-//!   timeline 2, which a later restore follows.
+//!   fetch WAL with `wal-fetch`), and so does a delta restore over a used restored directory.
+//! - A streamed base backup (`--method basebackup`, `pg_basebackup`) restored to latest.
+//! - A timeline switch: a restore to a restore point, promoted and archiving into the same
+//!   repository, commits on timeline 2, which a later restore to latest follows.
 //! - A verification by restore of a base backup (amcheck at its default level), a dump verified
 //!   with its exact row counts, and the dump restored into a fresh database.
 //!
 //! Each setup runs its major's server programs and names them in `[cluster] bin_dir` (the default
 //! major, 15, is found by discovery), with PostgreSQL 18's client programs at the end of `PATH`
-//! (tests/support/postgres.rs).
+//! (tests/support/postgres.rs). Where a scenario has independent steps (the restore targets, the
+//! verifications and the dump restore), each is tried and the test fails at the end with every
+//! failed step's output, so one run tells what fails on a major.
 
 mod support;
 
@@ -27,7 +29,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use support::archiving::{Options, Setup, archive_current_segment, execute, scalar};
-use support::output::{assert_success, describe};
+use support::output::describe;
 use support::restored::{Restored, free_port};
 
 /// Rows per batch: enough to tell batches apart, small enough to keep the WAL to a few segments.
@@ -183,32 +185,52 @@ async fn native_backup_restores_every_target(major: u32) {
         }
         restored_conn.close().await.unwrap();
     }
-    assert!(failures.is_empty(), "PostgreSQL {major}: {} restore(s) failed\n{}", failures.len(), failures.join("\n"));
 
     // A delta restore over the used directory of the first restore (recovered, promoted, stopped)
     // keeps the files that are intact and recovers to latest.
-    let (restored, stdout) = restore_and_start(&setup, "immediate", &["--delta", "--archive-mode", "off"]);
-    assert!(stdout.contains("files already intact"), "{stdout}");
-    let mut restored_conn = restored.connect().await;
-    assert_eq!(batches(&mut restored_conn).await, vec![1, 2, 3, 4, 5, 6, 7], "delta restore to latest");
-    assert!(!table_exists(&mut restored_conn, "doomed").await);
+    let pgdata = setup.restore_dir("immediate");
+    let port = free_port(&setup);
+    let port_text = port.to_string();
+    let output = setup.restore(&pgdata, &["--delta", "--archive-mode", "off", "--start", "--port", &port_text]);
+    let restored = Restored::of(&setup, pgdata, port);
+    if output.status.success() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("files already intact"), "{stdout}");
+        let mut restored_conn = restored.connect().await;
+        assert_eq!(batches(&mut restored_conn).await, vec![1, 2, 3, 4, 5, 6, 7], "delta restore to latest");
+        assert!(!table_exists(&mut restored_conn, "doomed").await);
+    } else {
+        failures.push(format!("delta restore to latest:\n{}", describe(&output)));
+    }
+    assert!(failures.is_empty(), "PostgreSQL {major}: {} restore(s) failed\n{}", failures.len(), failures.join("\n"));
 }
 
-async fn streamed_backup_and_a_timeline_switch(major: u32) {
+async fn streamed_backup_restores_to_latest(major: u32) {
     let setup = Setup::with(options(major)).await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL)").await;
     commit_batch(&mut conn, 1).await;
     let backup_id = backup(&setup, &["--method", "basebackup"]);
     commit_batch(&mut conn, 2).await;
-    scalar(&mut conn, "SELECT pg_create_restore_point('switch')::text").await;
-    commit_batch(&mut conn, 3).await;
     archive_current_segment(&mut conn).await;
 
     let (latest, stdout) = restore_and_start(&setup, "latest", &["--archive-mode", "off"]);
     assert!(stdout.contains(&format!("restored backup {backup_id}")), "{stdout}");
-    assert_eq!(batches(&mut latest.connect().await).await, vec![1, 2, 3], "the streamed backup restored to latest");
-    drop(latest);
+    let mut latest_conn = latest.connect().await;
+    assert_eq!(server_major(&mut latest_conn).await, major);
+    assert_eq!(batches(&mut latest_conn).await, vec![1, 2], "the streamed backup restored to latest");
+}
+
+async fn a_timeline_switch_is_followed(major: u32) {
+    let setup = Setup::with(options(major)).await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL)").await;
+    commit_batch(&mut conn, 1).await;
+    backup(&setup, &[]);
+    commit_batch(&mut conn, 2).await;
+    scalar(&mut conn, "SELECT pg_create_restore_point('switch')::text").await;
+    commit_batch(&mut conn, 3).await;
+    archive_current_segment(&mut conn).await;
 
     // Restored to the restore point and promoted, the server archives timeline 2 into the same
     // repository (the archive mode is kept).
@@ -222,10 +244,13 @@ async fn streamed_backup_and_a_timeline_switch(major: u32) {
     switched_conn.close().await.unwrap();
     drop(switched);
 
-    // Restoring to latest follows the newest timeline through the switch.
+    // Restoring to latest follows the newest timeline through the switch; timeline 1 is still
+    // there for whoever asks for it.
     let (followed, stdout) = restore_and_start(&setup, "followed", &["--archive-mode", "off"]);
     assert!(stdout.contains("timeline 2"), "{stdout}");
     assert_eq!(batches(&mut followed.connect().await).await, vec![1, 2, 20, 21], "timeline 2 after the switch");
+    let (old, _) = restore_and_start(&setup, "old", &["--archive-mode", "off", "--target-timeline", "1"]);
+    assert_eq!(batches(&mut old.connect().await).await, vec![1, 2, 3], "timeline 1");
 }
 
 /// The URL of database `database` of the setup's cluster.
@@ -233,14 +258,18 @@ fn database_url(setup: &Setup, database: &str) -> String {
     setup.cluster.connection_url().replacen("postgresql:///postgres?", &format!("postgresql:///{database}?"), 1)
 }
 
-/// The JSON array `verify --json` printed; its only report.
-fn only_report(setup: &Setup, id: &str) -> Value {
+/// Runs `verify <id> --json`; its only report, or what went wrong.
+fn verify(setup: &Setup, id: &str) -> Result<Value, String> {
     let output = setup.run(&["verify", id, "--json"]);
-    assert_success(&output);
-    let reports: Vec<Value> = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("verify --json printed no JSON array ({error})\n{}", describe(&output)));
-    assert_eq!(reports.len(), 1, "{}", describe(&output));
-    reports.into_iter().next().unwrap()
+    let report = serde_json::from_slice::<Vec<Value>>(&output.stdout)
+        .ok()
+        .filter(|reports| reports.len() == 1)
+        .and_then(|reports| reports.into_iter().next());
+    match report {
+        Some(report) if output.status.success() && report["passed"] == true => Ok(report),
+        Some(report) => Err(format!("verify {id} failed: {}\n{}", report["failure"], describe(&output))),
+        None => Err(format!("verify {id} printed no single report\n{}", describe(&output))),
+    }
 }
 
 async fn verification_and_dumps(major: u32) {
@@ -255,37 +284,54 @@ async fn verification_and_dumps(major: u32) {
     let fingerprint = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM t";
     let source = scalar(&mut shop, fingerprint).await;
     shop.close().await.unwrap();
+    // The backup returns once the WAL it needs is in the repository: nothing more to archive.
     let backup_id = backup(&setup, &[]);
-    archive_current_segment(&mut conn).await;
+    // Every step that does not depend on a failed one is tried, so one run tells which fail on
+    // this major.
+    let mut failures = Vec::new();
 
-    let report = only_report(&setup, &backup_id);
-    assert_eq!(report["passed"], true, "{report:#}");
-    assert!(report["recovery"]["databases"].as_array().unwrap().contains(&Value::from("shop")), "{report:#}");
-    assert!(
-        report["recovery"]["server_version"].as_str().unwrap().starts_with(&format!("PostgreSQL {major}")),
-        "{report:#}"
-    );
-    assert_eq!(report["amcheck"]["passed"], true, "{report:#}");
+    match verify(&setup, &backup_id) {
+        Ok(report) => {
+            assert!(report["recovery"]["databases"].as_array().unwrap().contains(&Value::from("shop")), "{report:#}");
+            let version = report["recovery"]["server_version"].as_str().unwrap();
+            assert!(version.starts_with(&format!("PostgreSQL {major}")), "{report:#}");
+            assert_eq!(report["amcheck"]["passed"], true, "{report:#}");
+        }
+        Err(failure) => failures.push(failure),
+    }
 
-    let dump = setup.json(&["dump", "--db", "shop", "--json"]);
-    let dump_id = dump["id"].as_str().unwrap_or_else(|| panic!("dump --json printed no id: {dump}")).to_owned();
-    let report = only_report(&setup, &dump_id);
-    assert_eq!(report["kind"], "dump", "{report:#}");
-    assert_eq!(report["passed"], true, "{report:#}");
-    let restored = report["restored_databases"].as_array().unwrap();
-    assert_eq!(restored.len(), 1, "{report:#}");
-    assert_eq!(restored[0]["name"], "shop", "{report:#}");
-    assert_eq!(restored[0]["tables"], 2, "{report:#}");
-    assert_eq!(restored[0]["rows"], 1037, "{report:#}");
+    let output = setup.run(&["dump", "--db", "shop", "--json"]);
+    if output.status.success() {
+        let dump: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let dump_id = dump["id"].as_str().unwrap_or_else(|| panic!("dump --json printed no id: {dump}")).to_owned();
+        match verify(&setup, &dump_id) {
+            Ok(report) => {
+                assert_eq!(report["kind"], "dump", "{report:#}");
+                let restored = report["restored_databases"].as_array().unwrap();
+                assert_eq!(restored.len(), 1, "{report:#}");
+                assert_eq!(restored[0]["name"], "shop", "{report:#}");
+                assert_eq!(restored[0]["tables"], 2, "{report:#}");
+                assert_eq!(restored[0]["rows"], 1037, "{report:#}");
+            }
+            Err(failure) => failures.push(failure),
+        }
 
-    execute(&mut conn, "CREATE DATABASE shop_copy").await;
-    let into = database_url(&setup, "shop_copy");
-    let output = setup.run(&["restore", "--dump", &dump_id, "--db", "shop", "--into", &into]);
-    assert_success(&output);
-    let mut copy = PgConnection::connect_with(&setup.cluster.connect_options().database("shop_copy")).await.unwrap();
-    assert_eq!(scalar(&mut copy, "SELECT count(*)::text FROM t").await, "1000");
-    assert_eq!(scalar(&mut copy, "SELECT count(*)::text FROM u").await, "37");
-    assert_eq!(scalar(&mut copy, fingerprint).await, source, "the dump restored row for row");
+        execute(&mut conn, "CREATE DATABASE shop_copy").await;
+        let into = database_url(&setup, "shop_copy");
+        let output = setup.run(&["restore", "--dump", &dump_id, "--db", "shop", "--into", &into]);
+        if output.status.success() {
+            let options = setup.cluster.connect_options().database("shop_copy");
+            let mut copy = PgConnection::connect_with(&options).await.unwrap();
+            assert_eq!(scalar(&mut copy, "SELECT count(*)::text FROM t").await, "1000");
+            assert_eq!(scalar(&mut copy, "SELECT count(*)::text FROM u").await, "37");
+            assert_eq!(scalar(&mut copy, fingerprint).await, source, "the dump restored row for row");
+        } else {
+            failures.push(format!("restore --dump {dump_id} failed\n{}", describe(&output)));
+        }
+    } else {
+        failures.push(format!("dump failed\n{}", describe(&output)));
+    }
+    assert!(failures.is_empty(), "PostgreSQL {major}: {} step(s) failed\n{}", failures.len(), failures.join("\n"));
 }
 
 /// One module per major (`pg13`, ...), with one test per scenario.
@@ -298,8 +344,13 @@ macro_rules! matrix {
             }
 
             #[tokio::test(flavor = "multi_thread")]
-            async fn streamed_backup_and_a_timeline_switch() {
-                super::streamed_backup_and_a_timeline_switch($major).await;
+            async fn streamed_backup_restores_to_latest() {
+                super::streamed_backup_restores_to_latest($major).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn a_timeline_switch_is_followed() {
+                super::a_timeline_switch_is_followed($major).await;
             }
 
             #[tokio::test(flavor = "multi_thread")]
