@@ -27,6 +27,7 @@ use lifeboat::storage::s3::S3Store;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::output::assert_success;
+use super::postgres;
 use super::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
 pub const LIFEBOAT: &str = env!("CARGO_BIN_EXE_lifeboat");
@@ -59,6 +60,8 @@ pub enum Archiving {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     archiving: Archiving,
+    /// The major of [`Options::postgres`]; `None` finds the programs as lifeboat does.
+    postgres: Option<u32>,
     settings: Vec<(String, String)>,
     hba: Option<String>,
     repository: Option<String>,
@@ -80,6 +83,15 @@ impl Options {
 
     pub fn archiving(mut self, archiving: Archiving) -> Options {
         self.archiving = archiving;
+        self
+    }
+
+    /// Runs PostgreSQL `major` (tests/support/postgres.rs): the cluster is made with its programs,
+    /// the configuration names them in `[cluster] bin_dir` (except for the default major, whose
+    /// programs lifeboat finds by itself), and the lifeboat commands of the setup find
+    /// PostgreSQL 18's client programs at the end of their `PATH`, as an operator's would.
+    pub fn postgres(mut self, major: u32) -> Options {
+        self.postgres = Some(major);
         self
     }
 
@@ -138,6 +150,8 @@ pub struct Setup {
     pub cluster: LocalCluster,
     /// Where `cp` archives to, with [`Archiving::Copy`].
     archive: Option<PathBuf>,
+    /// The `PATH` of the setup's lifeboat commands, with [`Options::postgres`].
+    path: Option<std::ffi::OsString>,
 }
 
 impl Setup {
@@ -173,7 +187,8 @@ impl Setup {
         for (name, value) in &options.settings {
             cluster_options = cluster_options.setting(name, value);
         }
-        let cluster = LocalCluster::init(&binaries(), cluster_options).await.expect("init a cluster");
+        let binaries = options.postgres.map_or_else(binaries, postgres::binaries);
+        let cluster = LocalCluster::init(&binaries, cluster_options).await.expect("init a cluster");
         let (command, archive) = match options.archiving {
             Archiving::WalPush => (format!("{LIFEBOAT} --config {} wal-push %p", config_path.display()), None),
             Archiving::Copy => {
@@ -191,8 +206,12 @@ impl Setup {
         }
         let repository = options.repository.unwrap_or_else(|| format!("url = \"file://{root}/repo\"\n"));
         let lock_wait = options.lock_wait.map(|wait| format!("lock_wait = \"{wait}\"\n")).unwrap_or_default();
+        let bin_dir = match options.postgres {
+            Some(major) if major != postgres::DEFAULT_MAJOR => format!("bin_dir = \"{}\"\n", binaries.dir().display()),
+            _ => String::new(),
+        };
         let config = format!(
-            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}{params}\"\n\n\
+            "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}{params}\"\n{bin_dir}\n\
              [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\n{lock_wait}{extra}",
             pgdata = cluster.data_dir().display(),
             connection = cluster.connection_url(),
@@ -202,7 +221,8 @@ impl Setup {
         std::fs::write(&config_path, config).unwrap();
         // Where verifications make their scratch restores; the server's OS user must reach it.
         std::fs::create_dir(dir.path().join("scratch")).unwrap();
-        let mut setup = Setup { dir, cluster, archive };
+        let path = options.postgres.map(|_| postgres::path_with_clients());
+        let mut setup = Setup { dir, cluster, archive, path };
         assert_success(&setup.run(&["init"]));
         if options.archiving == Archiving::WalPush {
             // wal-push and wal-fetch run as the server's OS user: they need the configuration, the
@@ -261,6 +281,9 @@ impl Setup {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = lifeboat_command(&self.config_path(), args);
         command.env("LIFEBOAT_STATE_DIR", self.state_dir());
+        if let Some(path) = &self.path {
+            command.env("PATH", path);
+        }
         command
     }
 

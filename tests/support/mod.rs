@@ -4,6 +4,7 @@ pub mod archiving;
 pub mod data;
 pub mod faulty_proxy;
 pub mod output;
+pub mod postgres;
 pub mod restored;
 pub mod s3;
 pub mod stored;

@@ -6,24 +6,32 @@ use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::Command;
 
+use lifeboat::postgres::binaries::PgBinaries;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use super::archiving::{Setup, binaries};
+use super::archiving::Setup;
 
 /// A server started by `restore --start` with its socket in `socket_dir`, stopped (immediately)
-/// when dropped, as the data directory's owner.
+/// when dropped, as the data directory's owner, with the `pg_ctl` of its major.
 pub struct Restored {
     pub pgdata: PathBuf,
     pub socket_dir: PathBuf,
     pub port: u16,
+    /// The programs of the source cluster, whose major the restored server has.
+    binaries: PgBinaries,
 }
 
 impl Restored {
     /// The server `restore --start --port <port>` started on `pgdata` for `setup`: its socket is
     /// beside the source cluster's.
     pub fn of(setup: &Setup, pgdata: PathBuf, port: u16) -> Restored {
-        Restored { pgdata, socket_dir: setup.cluster.socket_dir().to_path_buf(), port }
+        Restored {
+            pgdata,
+            socket_dir: setup.cluster.socket_dir().to_path_buf(),
+            port,
+            binaries: setup.cluster.binaries().clone(),
+        }
     }
 
     pub async fn connect(&self) -> PgConnection {
@@ -40,7 +48,7 @@ impl Drop for Restored {
         if !self.pgdata.join("postmaster.pid").exists() {
             return;
         }
-        let mut command = Command::new(binaries().path("pg_ctl"));
+        let mut command = Command::new(self.binaries.path("pg_ctl"));
         command.args(["stop", "--wait", "--mode", "immediate", "--pgdata"]).arg(&self.pgdata);
         if let Ok(meta) = std::fs::metadata(&self.pgdata)
             // SAFETY: geteuid has no preconditions.
