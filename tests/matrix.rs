@@ -15,6 +15,8 @@
 //!   repository, commits on timeline 2, which a later restore to latest follows.
 //! - A verification by restore of a base backup (amcheck at its default level), a dump verified
 //!   with its exact row counts, and the dump restored into a fresh database.
+//! - `lifeboat quickstart --bin-dir <the major's programs>`: the whole tour (archive, backup,
+//!   verify, accident, point-in-time restore) brings the 1000 orders back.
 //!
 //! Each setup runs its major's server programs and names them in `[cluster] bin_dir` (the default
 //! major, 15, is found by discovery), with PostgreSQL 18's client programs at the end of `PATH`
@@ -24,12 +26,15 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
-use support::archiving::{Options, Setup, archive_current_segment, execute, scalar};
+use support::archiving::{LIFEBOAT, Options, Setup, archive_current_segment, execute, scalar, without_steering_env};
 use support::output::describe;
+use support::postgres;
 use support::restored::{Restored, free_port};
 
 /// Rows per batch: enough to tell batches apart, small enough to keep the WAL to a few segments.
@@ -334,6 +339,27 @@ async fn verification_and_dumps(major: u32) {
     assert!(failures.is_empty(), "PostgreSQL {major}: {} step(s) failed\n{}", failures.len(), failures.join("\n"));
 }
 
+async fn quickstart(major: u32) {
+    let parent = tempfile::tempdir().unwrap();
+    // The tour's servers run as the postgres OS user and must reach the workspace.
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let workspace = parent.path().join("qs");
+    let mut command = Command::new(LIFEBOAT);
+    command.arg("quickstart").arg("--bin-dir").arg(postgres::bin_dir(major)).arg("--dir").arg(&workspace);
+    without_steering_env(&mut command).env("PATH", postgres::path_with_clients());
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "the quickstart on PostgreSQL {major} failed\n{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("server     PostgreSQL {major}.")), "{stdout}");
+    assert!(stdout.contains("PASSED"), "{stdout}");
+    assert!(
+        stdout.lines().any(|line| line.trim_start().starts_with("restored") && line.ends_with(" 1000 orders")),
+        "step 8 shows the orders back: {stdout}"
+    );
+    let config = std::fs::read_to_string(workspace.join("lifeboat.toml")).unwrap();
+    assert!(config.contains(&postgres::bin_dir(major).display().to_string()), "{config}");
+}
+
 /// One module per major (`pg13`, ...), with one test per scenario.
 macro_rules! matrix {
     ($($module:ident: $major:literal),* $(,)?) => {$(
@@ -356,6 +382,11 @@ macro_rules! matrix {
             #[tokio::test(flavor = "multi_thread")]
             async fn verification_and_dumps() {
                 super::verification_and_dumps($major).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn quickstart() {
+                super::quickstart($major).await;
             }
         }
     )*};
