@@ -14,6 +14,11 @@
 //!   directory, `pg_backup_stop`, the manifest written last).
 //! - [`wal`]: WAL archiving: `wal-push`, `wal-fetch` with prefetch, and the continuity check.
 //! - [`dump`]: logical dumps (`pg_dump` per database, `pg_dumpall --globals-only`) with row counts.
+//! - [`restore`]: physical restores with point-in-time recovery.
+//! - [`verify`]: proving backups and dumps restorable, in a scratch server.
+//! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
+//!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
+//!   record from one `emit`) and the audit trail.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
 pub mod backup;
@@ -23,6 +28,7 @@ pub mod config;
 pub mod dump;
 pub mod keys;
 pub mod object;
+pub mod ops;
 pub mod postgres;
 pub mod repository;
 pub mod restore;

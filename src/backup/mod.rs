@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use self::copy::{Copier, FileOutcome, Progress};
 use self::session::{ServerInfo, Session, Stopped};
@@ -81,6 +82,11 @@ pub struct BackupOptions {
     pub part_size: u64,
     /// Native (lifeboat copies the data directory) or `pg_basebackup`'s tar stream ([`basebackup`]).
     pub method: BackupMethod,
+    /// Cancelled: the native backup stops before its manifest is written, cleaning up as after a
+    /// failure ([`BackupError::Cancelled`]).
+    pub cancel: CancellationToken,
+    /// Bytes copied so far, for the caller's progress reports.
+    pub progress: Arc<Progress>,
 }
 
 impl BackupOptions {
@@ -93,6 +99,8 @@ impl BackupOptions {
             label: None,
             part_size: copy::PART_SIZE,
             method: BackupMethod::Native,
+            cancel: CancellationToken::new(),
+            progress: Arc::new(Progress::default()),
         }
     }
 }
@@ -119,6 +127,9 @@ impl BackupSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    #[error("the backup was cancelled ({phase}); nothing is listed")]
+    Cancelled { phase: &'static str },
+
     #[error(
         "cluster.pgdata is not set in {}; set it to the data directory of the running cluster (psql's \
          `SHOW data_directory` prints it): lifeboat backup reads the files itself, on the database host",
@@ -353,28 +364,38 @@ impl Job<'_> {
         let stopped = session.stop(false).await?;
         session.close().await;
         let timeline = start_timeline(&stopped.label_file)?;
-        if archiving_waits(&server) {
-            let mut files = vec![
-                WalSegment::containing(timeline, Lsn(stopped.lsn.as_u64().saturating_sub(1)), server.segment_size)
-                    .name(server.segment_size),
-            ];
-            if !server.in_recovery {
-                let start = WalSegment::containing(timeline, start_lsn, server.segment_size);
-                let offset = start_lsn.as_u64() - start.start_lsn(server.segment_size).as_u64();
-                files.push(WalFile::BackupHistory { segment: start, offset: offset as u32 }.name(server.segment_size));
+        let archived = async {
+            if archiving_waits(&server) {
+                let mut files = vec![
+                    WalSegment::containing(timeline, Lsn(stopped.lsn.as_u64().saturating_sub(1)), server.segment_size)
+                        .name(server.segment_size),
+                ];
+                if !server.in_recovery {
+                    let start = WalSegment::containing(timeline, start_lsn, server.segment_size);
+                    let offset = start_lsn.as_u64() - start.start_lsn(server.segment_size).as_u64();
+                    files.push(
+                        WalFile::BackupHistory { segment: start, offset: offset as u32 }.name(server.segment_size),
+                    );
+                }
+                wait_for_archive(&self.pgdata, &files).await?;
             }
-            wait_for_archive(&self.pgdata, &files).await?;
+            wait_for_wal_in_repository(
+                &self.repository,
+                &self.layout,
+                &server,
+                timeline,
+                start_lsn,
+                stopped.lsn,
+                self.options,
+            )
+            .await
+        };
+        tokio::select! {
+            archived = archived => archived?,
+            () = self.options.cancel.cancelled() => {
+                return Err(BackupError::Cancelled { phase: "while waiting for its WAL to be archived" });
+            }
         }
-        wait_for_wal_in_repository(
-            &self.repository,
-            &self.layout,
-            &server,
-            timeline,
-            start_lsn,
-            stopped.lsn,
-            self.options,
-        )
-        .await?;
         let stop_time = Utc::now();
         let manifest = self.manifest(ManifestParts {
             id,
@@ -389,6 +410,9 @@ impl Job<'_> {
         });
         if self.lease.is_lost() {
             return Err(BackupError::LeaseLost { lock: self.lock.clone() });
+        }
+        if self.options.cancel.is_cancelled() {
+            return Err(BackupError::Cancelled { phase: "before its manifest was written" });
         }
         let key = store_manifest(&self.repository, &self.layout, &manifest).await?;
         tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete: manifest stored and recorded");
@@ -426,7 +450,7 @@ impl Job<'_> {
             layout: self.layout.clone(),
             id,
             entries: entries.clone(),
-            progress: Arc::new(Progress::default()),
+            progress: self.options.progress.clone(),
         };
         let mut task = tokio::spawn({
             let copier = copier.clone();
@@ -438,6 +462,10 @@ impl Job<'_> {
         tick.tick().await;
         let mut outcomes = loop {
             tokio::select! {
+                () = self.options.cancel.cancelled() => {
+                    task.abort();
+                    return Err(BackupError::Cancelled { phase: "while copying files" });
+                }
                 joined = &mut task => match joined {
                     Ok(result) => break result?,
                     Err(error) => std::panic::resume_unwind(error.into_panic()),

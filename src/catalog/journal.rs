@@ -575,7 +575,8 @@ impl HostMemory {
     }
 }
 
-fn state_dir() -> Option<PathBuf> {
+/// This host's state directory (see [`HostMemory`]); also where the audit spool lives.
+pub fn state_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("LIFEBOAT_STATE_DIR").filter(|dir| !dir.is_empty()) {
         return Some(PathBuf::from(dir));
     }

@@ -8,6 +8,7 @@
 //! clusters/<name>/wal/<timeline>/<segment>.<offset>.backup   backup history file
 //! clusters/<name>/wal/<timeline>.history               timeline history file
 //! clusters/<name>/journal/<seq>                       what lifeboat added and removed, in order
+//! clusters/<name>/audit/<time>-<random>                a batch of audit lines (who ran what, and how it ended)
 //! clusters/<name>/backups/  dumps/  locks/  verify/
 //! ```
 
@@ -103,6 +104,16 @@ impl ClusterLayout {
     /// `clusters/<name>/journal/`: the cluster's journal (see [`super::journal`]).
     pub fn journal_prefix(&self) -> String {
         format!("{}/journal/", self.root)
+    }
+
+    /// `clusters/<name>/audit/`: batches of audit lines (see [`crate::ops::audit`]).
+    pub fn audit_prefix(&self) -> String {
+        format!("{}/audit/", self.root)
+    }
+
+    /// `clusters/<name>/audit/<batch>`: one batch; `batch` is `<UTC time>-<random hex>`.
+    pub fn audit_batch(&self, batch: &str) -> ObjectKey {
+        self.key(&format!("audit/{batch}"))
     }
 
     pub fn lock(&self, lock: &str) -> ObjectKey {

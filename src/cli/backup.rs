@@ -2,12 +2,10 @@
 //! a physical base backup, native (on the database host) or streamed from `pg_basebackup`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::context::{load_config, open_repository};
 use crate::backup::{BackupOptions, BackupSummary, format_bytes};
 use crate::catalog::backup_manifest::BackupMethod;
 use crate::config::BackupConfig;
@@ -79,7 +77,8 @@ struct JsonSummary<'a> {
 }
 
 pub async fn run(config_path: Option<&Path>, args: BackupArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let context = super::operation_context(config_path).await?;
+    let config = &context.config;
     let mut options = BackupOptions::from_config(&config.backup);
     if let Some(workers) = args.workers {
         options.workers = workers;
@@ -92,25 +91,22 @@ pub async fn run(config_path: Option<&Path>, args: BackupArgs) -> anyhow::Result
         Method::Native => BackupMethod::Native,
         Method::Basebackup => BackupMethod::Basebackup,
     };
-    let repository = Arc::new(open_repository(&config).await?);
-    let summary = crate::backup::run(&config, repository.clone(), &options).await?;
-    if !args.json {
-        print_text(&summary);
-    }
-    let verification = match super::verify::after_taking(&config, args.verify, args.no_verify) {
-        Some(verify_options) => Some(
-            super::verify::verify_taken(&config, &repository, summary.manifest.id, &verify_options, args.json).await?,
-        ),
-        None => None,
-    };
+    let verify = super::verify::after_taking(config, args.verify, args.no_verify);
+    let taken = crate::ops::backup_then_verify(&context, options, verify.as_ref()).await?;
+    let (summary, verification) = (&taken.summary, &taken.verification);
     if args.json {
-        let mut json = serde_json::to_value(json_summary(&summary))?;
-        if let Some(report) = &verification {
+        let mut json = serde_json::to_value(json_summary(summary))?;
+        if let Some(report) = verification {
             json["verification"] = serde_json::to_value(report)?;
         }
         println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_text(summary);
+        if let Some(report) = verification {
+            super::verify::print_report(report, &context.layout);
+        }
     }
-    match &verification {
+    match verification {
         Some(report) => super::verify::failure_error(report),
         None => Ok(()),
     }

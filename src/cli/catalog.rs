@@ -4,12 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use clap::Args;
 use serde::Serialize;
 
-use super::context::{load_config, open_repository};
 use crate::backup::format_bytes;
 use crate::catalog::audit::{self, Problem, Verification};
 use crate::catalog::backup_manifest::{BackupManifest, Tablespace, Totals};
@@ -17,7 +15,9 @@ use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, Entry};
 use crate::catalog::wal::WalFile;
+use crate::config::Config;
 use crate::dump::manifest::{DumpManifest, TableRows};
+use crate::ops::open::open_repository;
 use crate::verify::report::{Mode, VerifyReport};
 use crate::wal::check::{ArchiveReport, Gap, SegmentRange, check};
 
@@ -112,7 +112,7 @@ struct JsonTimeline<'a> {
 }
 
 pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = Config::load(config_path)?;
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
     let mut survey = audit::survey(&repository, &layout).await?;
@@ -434,7 +434,7 @@ struct JsonDatabase<'a> {
 }
 
 pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = Config::load(config_path)?;
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
     let id = listing::resolve(&repository, &layout, &args.id).await?;
@@ -678,10 +678,9 @@ fn print_dump(manifest: &DumpManifest, info: &JsonDumpInfo<'_>) {
 }
 
 pub async fn delete(config_path: Option<&Path>, args: DeleteArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
-    let repository = Arc::new(open_repository(&config).await?);
-    let layout = ClusterLayout::new(&config.cluster.name);
-    let deleted = listing::delete(repository, &layout, &args.id, args.force, config.backup.lock_wait).await?;
+    let context = super::operation_context(config_path).await?;
+    let layout = &context.layout;
+    let deleted = crate::ops::delete(&context, &args.id, args.force).await?;
     let reports =
         if deleted.reports > 0 { format!(", {} verification report(s)", deleted.reports) } else { String::new() };
     println!(

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use clap::Subcommand;
 
-use super::context::{configured_unlock, connect_store, load_config, write_options};
+use crate::config::Config;
+use crate::ops::open::{configured_unlock, connect_store, write_options};
 use crate::repository::Repository;
 
 #[derive(Debug, Subcommand)]
@@ -21,7 +22,7 @@ pub enum ConfigCommand {
 }
 
 pub async fn run(config_path: Option<&Path>, command: ConfigCommand) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = Config::load(config_path)?;
     match command {
         ConfigCommand::Show => print!("{}", config.to_redacted_toml()),
         ConfigCommand::Check { offline } => {

@@ -2,13 +2,10 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::Arc;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use super::context::{load_config, open_repository};
 use crate::backup::{format_bytes, group_thousands};
 use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::{DumpRequest, Progress, Selection};
@@ -37,7 +34,8 @@ pub struct DumpArgs {
 }
 
 pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let context = super::operation_context(config_path).await?;
+    let config = &context.config;
     let selection = if args.all {
         Selection::All
     } else if !args.databases.is_empty() {
@@ -45,7 +43,6 @@ pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<(
     } else {
         config.dump.databases.clone().map_or(Selection::All, Selection::Databases)
     };
-    let repository = Arc::new(open_repository(&config).await?);
     let request = DumpRequest { selection, lock_wait: config.dump.lock_wait };
 
     // With --json, stdout holds only the manifest; the progress lines go to stderr.
@@ -70,27 +67,27 @@ pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<(
             let _ = std::io::stdout().flush();
         }
     };
-    let manifest = crate::dump::dump(repository.clone(), &config.cluster, &request, &mut progress)
-        .await
-        .with_context(|| format!("dump of cluster {:?} failed", config.cluster.name.as_str()))?;
-
-    if !json {
-        print_summary(&manifest);
-    }
-    let Some(verify_options) = super::verify::after_taking(&config, args.verify, args.no_verify) else {
+    let verify = super::verify::after_taking(config, args.verify, args.no_verify);
+    let taken = crate::ops::dump_then_verify(&context, &request, &mut progress, verify.as_ref()).await?;
+    let manifest = &taken.manifest;
+    let Some(report) = &taken.verification else {
         if json {
-            println!("{}", serde_json::to_string_pretty(&manifest)?);
+            println!("{}", serde_json::to_string_pretty(manifest)?);
+        } else {
+            print_summary(manifest);
         }
         return Ok(());
     };
-    let report = super::verify::verify_taken(&config, &repository, manifest.id, &verify_options, json).await?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "manifest": manifest, "verification": report }))?
         );
+    } else {
+        print_summary(manifest);
+        super::verify::print_report(report, &context.layout);
     }
-    super::verify::failure_error(&report)
+    super::verify::failure_error(report)
 }
 
 fn object_line(name: &str, object: &DumpObject, tables: Option<(usize, u64)>, seconds: Option<f64>) -> String {

@@ -4,11 +4,12 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::context::{connect_store, load_config, write_options};
+use crate::config::Config;
 use crate::config::KeySource;
 use crate::keys::Unlock;
 use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
+use crate::ops::open::{connect_store, write_options};
 use crate::repository::Repository;
 
 #[derive(Debug, Args)]
@@ -19,7 +20,7 @@ pub struct InitArgs {
 }
 
 pub async fn run(config_path: Option<&Path>, args: InitArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = Config::load(config_path)?;
     let store = connect_store(&config).await?;
     let cipher = config.repository.cipher;
     let unlock = match cipher {

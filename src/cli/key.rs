@@ -8,11 +8,11 @@ use anyhow::{Context as _, bail};
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
 
-use super::context::{configured_unlock, connect_store, key_probes, load_config, open_repository, write_options};
 use crate::config::{Config, SecretOrigin};
 use crate::keys::Unlock;
 use crate::keys::slots::{Kdf, KeyFile, KeySlot};
 use crate::object::Cipher;
+use crate::ops::open::{configured_unlock, connect_store, key_probes, open_repository, write_options};
 use crate::repository::{RepoFile, Repository};
 use crate::secret::Secret;
 
@@ -58,7 +58,7 @@ pub struct AddArgs {
 }
 
 pub async fn run(config_path: Option<&Path>, command: KeyCommand) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = Config::load(config_path)?;
     match command {
         KeyCommand::Add(args) => {
             let mut repository = open_repository(&config).await?;

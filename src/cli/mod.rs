@@ -4,10 +4,10 @@
 //! stdout and diagnostics on stderr, and return errors instead of exiting, so [`main`] alone maps
 //! them to exit codes.
 
+mod audit;
 mod backup;
 mod catalog;
 mod config_cmd;
-mod context;
 mod dump;
 mod init;
 mod key;
@@ -94,6 +94,8 @@ pub enum Command {
     /// Delete a backup or dump: its manifest first (it leaves listings at once), then its objects.
     /// Refuses to delete the only full backup unless --force
     Delete(catalog::DeleteArgs),
+    /// Show the audit trail stored in the repository: who ran which operation, when, and how it ended
+    Audit(audit::AuditArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -126,6 +128,12 @@ pub fn main() -> ExitCode {
         Err(error) if error.is::<QuietExit>() => {
             ExitCode::from(error.downcast_ref::<QuietExit>().map_or(1, |quiet| quiet.code))
         }
+        Err(error)
+            if matches!(error.downcast_ref::<crate::ops::OpError>(), Some(crate::ops::OpError::Cancelled { .. })) =>
+        {
+            eprintln!("lifeboat: {error}");
+            ExitCode::from(INTERRUPTED_EXIT)
+        }
         Err(error) => {
             eprintln!("lifeboat: error: {error}");
             for cause in error.chain().skip(1) {
@@ -135,6 +143,9 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// The exit status after a cancellation, as shells report a process ended by SIGINT.
+const INTERRUPTED_EXIT: u8 = 130;
 
 static BROKEN_PIPE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -187,6 +198,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => catalog::delete(config_path, args).await,
         Command::Restore(args) => restore::run(config_path, *args).await,
         Command::Verify(args) => verify::run(config_path, args).await,
+        Command::Audit(args) => audit::run(config_path, args).await,
+    }
+}
+
+/// The context of an operation: the configuration, the opened repository, and a cancellation
+/// that SIGINT and SIGTERM trigger (the operation stops at a safe point and reports cancelled).
+async fn operation_context(config_path: Option<&std::path::Path>) -> anyhow::Result<crate::ops::OpContext> {
+    let context = crate::ops::open(crate::config::Config::load(config_path)?).await?;
+    cancel_on_signals(&context.cancel);
+    Ok(context)
+}
+
+fn cancel_on_signals(cancel: &crate::ops::Cancel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered before the operation starts; the task only waits.
+    if let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            cancel.cancel(name);
+        });
     }
 }
 

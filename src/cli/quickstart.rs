@@ -20,7 +20,6 @@ use anyhow::Context as _;
 use clap::Args;
 use sqlx::{Connection as _, PgConnection};
 
-use super::context::{connect_store, write_options};
 use super::restore::lifeboat_command;
 use crate::backup::{BackupOptions, format_bytes};
 use crate::catalog::layout::ClusterLayout;
@@ -28,6 +27,7 @@ use crate::config::Config;
 use crate::keys::Unlock;
 use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
+use crate::ops::open::{connect_store, write_options};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::cluster::{LocalCluster, LocalClusterOptions, OsUser, running_as_root};
 use crate::postgres::version;
@@ -272,6 +272,7 @@ impl Tour {
             restore_command: lifeboat_command(&self.exe, &self.config_path, "wal-fetch %f %p"),
             os_user: self.os_user.clone(),
             bin_dir: Some(self.binaries.dir().to_path_buf()),
+            cancel: tokio_util::sync::CancellationToken::new(),
         };
         Ok(crate::restore::run(repository, layout, &options).await?)
     }

@@ -5,9 +5,10 @@ use std::path::Path;
 use clap::Subcommand;
 use serde::Serialize;
 
-use super::context::{connect_store, load_config};
 use super::key::{SlotView, print_slots};
+use crate::config::Config;
 use crate::object::Cipher;
+use crate::ops::open::connect_store;
 use crate::repository::RepoFile;
 
 #[derive(Debug, Subcommand)]
@@ -31,7 +32,7 @@ struct RepoInfo {
 }
 
 pub async fn run(config_path: Option<&Path>, command: RepoCommand) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = Config::load(config_path)?;
     let RepoCommand::Info { json } = command;
     let store = connect_store(&config).await?;
     let file = RepoFile::read(store.as_ref()).await?;

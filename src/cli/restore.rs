@@ -5,10 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, ValueEnum};
 
-use super::context::{load_config, open_repository};
 use super::restore_dump::{self, DumpRestoreRequest};
 use crate::backup::format_bytes;
-use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lsn::Lsn;
 use crate::config::BackupConfig;
 use crate::restore::start::Outcome;
@@ -153,14 +151,14 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         };
         return restore_dump::run(config_path, request).await;
     }
-    let config = load_config(config_path)?;
+    let context = super::operation_context(config_path).await?;
+    let config = &context.config;
     let pgdata = args.pgdata.clone().expect("clap requires --pgdata without --dump");
     let pgdata = std::path::absolute(&pgdata)?;
     let restore_command = match &args.restore_command {
         Some(command) => command.clone(),
         None => default_restore_command(config.origin())?,
     };
-    let layout = ClusterLayout::new(&config.cluster.name);
     let backup = match &args.backup {
         Some(text) => Some(text.parse().map_err(|error| anyhow::anyhow!("--backup {text}: {error}"))?),
         None => None,
@@ -192,9 +190,9 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         restore_command,
         os_user: config.cluster.os_user.clone(),
         bin_dir: config.cluster.bin_dir.clone(),
+        cancel: context.cancel.token().clone(),
     };
-    let repository = open_repository(&config).await?;
-    let summary = crate::restore::run(std::sync::Arc::new(repository), &layout, &options).await?;
+    let summary = crate::ops::restore(&context, options).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -6,13 +6,10 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
-use super::context::{load_config, open_repository};
 use crate::backup::{format_bytes, group_thousands};
-use crate::catalog::layout::ClusterLayout;
 use crate::config::ConnectionString;
-use crate::dump::restore::{Ownership, Plan, RestoreReport, RestoreRequest, display_table, find_dump, restore};
+use crate::dump::manifest::DumpManifest;
+use crate::dump::restore::{Ownership, Plan, RestoreReport, RestoreRequest, display_table};
 
 /// What the command line asked for (see [`super::restore::RestoreArgs`]).
 #[derive(Debug, Clone)]
@@ -34,11 +31,7 @@ pub struct DumpRestoreRequest {
 pub async fn run(config_path: Option<&Path>, request: DumpRestoreRequest) -> anyhow::Result<()> {
     // The URL may hold a password: the parse error never quotes it.
     let into = ConnectionString::parse(&request.into).map_err(|error| anyhow::anyhow!("--into {error}"))?;
-    let config = load_config(config_path)?;
-    let repository = open_repository(&config).await?;
-    let layout = ClusterLayout::new(&config.cluster.name);
-    let manifest = find_dump(&repository, &layout, &request.dump).await?;
-
+    let context = super::operation_context(config_path).await?;
     let restore_request = RestoreRequest {
         database: request.database.clone(),
         into,
@@ -48,11 +41,9 @@ pub async fn run(config_path: Option<&Path>, request: DumpRestoreRequest) -> any
         ownership: Ownership::Keep,
     };
     let redacted = restore_request.into.redacted();
-    let mut on_plan = |plan: &Plan| print_plan(&manifest.id.to_string(), &request.database, &redacted, plan);
-    let report =
-        restore(&repository, &layout, &manifest, config.cluster.bin_dir.as_deref(), &restore_request, &mut on_plan)
-            .await
-            .with_context(|| format!("restore of database {:?} from dump {} failed", request.database, manifest.id))?;
+    let mut on_plan =
+        |manifest: &DumpManifest, plan: &Plan| print_plan(&manifest.id.to_string(), &request.database, &redacted, plan);
+    let report = crate::ops::restore_dump(&context, &request.dump, &restore_request, &mut on_plan).await?;
 
     if request.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -2,25 +2,17 @@
 //! restoring them (see [`crate::verify`]), and the `--verify` of `backup` and `dump`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 
-use super::QuietExit;
-use super::context::{load_config, open_repository};
 use crate::backup::format_bytes;
-use crate::catalog::audit;
-use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::id::BackupKind;
 use crate::catalog::layout::ClusterLayout;
-use crate::catalog::listing;
 use crate::config::{AmcheckLevel, Config, parse_duration};
-use crate::repository::Repository;
+use crate::ops::VerifyTarget;
+use crate::verify::VerifyOptions;
 use crate::verify::report::{CheckOutcome, Mode, VerifyReport};
-use crate::verify::{VerifyError, VerifyOptions};
-
-/// The exit status after an interruption, as shells report a process ended by SIGINT.
-const INTERRUPTED_EXIT: u8 = 130;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("which").args(["id", "latest", "all"])))]
@@ -60,24 +52,15 @@ fn parse_amcheck(text: &str) -> Result<AmcheckLevel, String> {
 }
 
 pub async fn run(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
-    let repository = Arc::new(open_repository(&config).await?);
-    let layout = ClusterLayout::new(&config.cluster.name);
-    let ids = if let Some(id) = &args.id {
-        vec![listing::resolve(&repository, &layout, id).await?]
+    let context = super::operation_context(config_path).await?;
+    let target = if let Some(id) = &args.id {
+        VerifyTarget::Id(id.clone())
     } else if args.all {
-        listing::list_ids(&repository, &layout).await?
+        VerifyTarget::All
     } else {
-        latest_of_each_kind(&repository, &layout).await?
+        VerifyTarget::Latest
     };
-    if ids.is_empty() {
-        anyhow::bail!(
-            "cluster {:?} has no backups or dumps in {} to verify; take one with `lifeboat backup` or `lifeboat dump`",
-            layout.name().as_str(),
-            repository.location()
-        );
-    }
-    let mut options = VerifyOptions::from_config(&config);
+    let mut options = VerifyOptions::from_config(&context.config);
     options.integrity_only = args.integrity_only;
     if let Some(level) = args.amcheck {
         options.amcheck = level;
@@ -88,20 +71,19 @@ pub async fn run(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::Result
     if let Some(timeout) = args.timeout {
         options.timeout = timeout;
     }
-    let verified = verify_and_report(&repository, &layout, &ids, &options, args.json).await.map(|_| ());
-    // What was not there to verify: the repository checked against its journal (G9). With an id,
-    // only what concerns that id.
-    let survey = audit::survey(&repository, &layout).await?;
-    let named: Vec<String> = if args.id.is_some() { ids.iter().map(ToString::to_string).collect() } else { Vec::new() };
-    let problems: Vec<_> = survey
-        .problems
-        .iter()
-        .filter(|problem| named.is_empty() || named.iter().any(|id| problem.key.contains(id.as_str())))
-        .collect();
-    for problem in &problems {
+    let outcome = crate::ops::verify(&context, &target, &options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.reports)?);
+    } else {
+        for report in &outcome.reports {
+            print_report(report, &context.layout);
+        }
+    }
+    let verified = verdict(&outcome.reports);
+    for problem in &outcome.problems {
         eprintln!("lifeboat: problem: {problem}");
     }
-    match (verified, problems.len()) {
+    match (verified, outcome.problems.len()) {
         (verified, 0) => verified,
         (Ok(()), count) => anyhow::bail!(
             "what was verified passed, but the repository has {count} problem(s), named above: something is missing, \
@@ -117,65 +99,12 @@ pub fn after_taking(config: &Config, verify: bool, no_verify: bool) -> Option<Ve
     (verify || (config.verify.after_backup && !no_verify)).then(|| VerifyOptions::from_config(config))
 }
 
-/// Verifies one id the way `backup --verify` and `dump --verify` do, printing the report as text
-/// (unless `quiet`). A failed verification is a report too: [`failure_error`] turns it into the
-/// command's error once the caller has printed what it prints.
-pub async fn verify_taken(
-    config: &Config,
-    repository: &Arc<Repository>,
-    id: BackupId,
-    options: &VerifyOptions,
-    quiet: bool,
-) -> anyhow::Result<VerifyReport> {
-    let layout = ClusterLayout::new(&config.cluster.name);
-    let report = verify_one(repository, &layout, id, options).await?;
-    if !quiet {
-        print_report(&report, &layout);
-    }
-    Ok(report)
-}
-
-async fn verify_one(
-    repository: &Arc<Repository>,
-    layout: &ClusterLayout,
-    id: BackupId,
-    options: &VerifyOptions,
-) -> anyhow::Result<VerifyReport> {
-    match crate::verify::verify(repository.clone(), layout, id, options, interrupted()).await {
-        Ok(report) => Ok(report),
-        Err(error @ VerifyError::Interrupted { .. }) => {
-            eprintln!("lifeboat: {error}");
-            Err(QuietExit { code: INTERRUPTED_EXIT }.into())
-        }
-        Err(error) => Err(error.into()),
-    }
-}
-
-async fn verify_and_report(
-    repository: &Arc<Repository>,
-    layout: &ClusterLayout,
-    ids: &[BackupId],
-    options: &VerifyOptions,
-    json: bool,
-) -> anyhow::Result<Vec<VerifyReport>> {
-    let mut reports = Vec::new();
-    for &id in ids {
-        let report = verify_one(repository, layout, id, options).await?;
-        if !json {
-            print_report(&report, layout);
-        }
-        reports.push(report);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    }
+/// The command's error when any verification failed.
+fn verdict(reports: &[VerifyReport]) -> anyhow::Result<()> {
     let failed: Vec<&VerifyReport> = reports.iter().filter(|report| !report.passed).collect();
     match failed.as_slice() {
-        [] => Ok(reports),
-        [report] => {
-            failure_error(report)?;
-            Ok(reports)
-        }
+        [] => Ok(()),
+        [report] => failure_error(report),
         several => anyhow::bail!(
             "{} of {} verifications failed: {}",
             several.len(),
@@ -193,43 +122,6 @@ pub fn failure_error(report: &VerifyReport) -> anyhow::Result<()> {
             anyhow::bail!("verification of {} failed ({}): {}", report.id, failure.phase.as_str(), failure.message)
         }
         None => anyhow::bail!("verification of {} failed", report.id),
-    }
-}
-
-/// The newest base backup and the newest dump, whichever exist.
-async fn latest_of_each_kind(repository: &Repository, layout: &ClusterLayout) -> anyhow::Result<Vec<BackupId>> {
-    let ids = listing::list_ids(repository, layout).await?;
-    let newest = |kind: BackupKind| ids.iter().rev().find(|id| id.kind() == kind).copied();
-    Ok([newest(BackupKind::Full), newest(BackupKind::Dump)].into_iter().flatten().collect())
-}
-
-/// Resolves when the user asks lifeboat to stop (Ctrl-C or SIGTERM), naming the signal. The
-/// signals are watched from the first call on, for the life of the process, so one that arrives
-/// between two verifications of `--all` stops the next one at once.
-async fn interrupted() -> String {
-    static SIGNAL: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<String>>> = std::sync::OnceLock::new();
-    let mut receiver = SIGNAL
-        .get_or_init(|| {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (sender, receiver) = tokio::sync::watch::channel(None);
-            // Registered here, before any verification starts; the task only waits.
-            if let (Ok(mut interrupt), Ok(mut terminate)) =
-                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-            {
-                tokio::spawn(async move {
-                    let name = tokio::select! {
-                        _ = interrupt.recv() => "SIGINT",
-                        _ = terminate.recv() => "SIGTERM",
-                    };
-                    let _ = sender.send(Some(name.to_owned()));
-                });
-            }
-            receiver
-        })
-        .clone();
-    match receiver.wait_for(Option::is_some).await {
-        Ok(signal) => signal.clone().unwrap_or_default(),
-        Err(_) => std::future::pending().await,
     }
 }
 

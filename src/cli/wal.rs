@@ -10,11 +10,11 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::QuietExit;
-use super::context::{load_config, open_repository};
 use crate::catalog::layout::ClusterLayout;
-use crate::wal::check::{ArchiveReport, check};
+use crate::config::Config;
+use crate::ops::open::open_repository;
+use crate::wal::check::ArchiveReport;
 use crate::wal::fetch::{FetchOptions, Fetched, PREFETCH_WAIT, fetch};
-use crate::wal::push::push;
 use crate::wal::spool::DEFAULT_DIR_NAME;
 
 #[derive(Debug, Args)]
@@ -42,15 +42,13 @@ pub enum WalCommand {
 }
 
 pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
-    let repository = open_repository(&config).await?;
-    let layout = ClusterLayout::new(&config.cluster.name);
-    push(&repository, &layout, &args.path).await?;
+    let context = super::operation_context(config_path).await?;
+    crate::ops::wal_push(&context, &args.path).await?;
     Ok(())
 }
 
 pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let config = Config::load(config_path)?;
     let repository = Arc::new(open_repository(&config).await?);
     let layout = ClusterLayout::new(&config.cluster.name);
     let spool_dir = match &config.wal.spool_dir {
@@ -77,10 +75,8 @@ pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> an
 
 pub async fn run(config_path: Option<&Path>, command: WalCommand) -> anyhow::Result<()> {
     let WalCommand::Check { json } = command;
-    let config = load_config(config_path)?;
-    let repository = open_repository(&config).await?;
-    let layout = ClusterLayout::new(&config.cluster.name);
-    let report = check(&repository, &layout).await?;
+    let context = super::operation_context(config_path).await?;
+    let report = crate::ops::wal_check(&context).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

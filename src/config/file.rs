@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub dump: Option<RawDump>,
     pub wal: Option<RawWal>,
     pub verify: Option<RawVerify>,
+    pub audit: Option<RawAudit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +96,12 @@ pub(super) struct RawBackup {
 pub(super) struct RawDump {
     pub databases: Option<Vec<String>>,
     pub lock_wait: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

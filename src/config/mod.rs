@@ -62,6 +62,7 @@ pub struct Config {
     pub dump: DumpConfig,
     pub wal: WalConfig,
     pub verify: VerifyConfig,
+    pub audit: AuditConfig,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }
@@ -195,6 +196,23 @@ impl DumpConfig {
 impl Default for DumpConfig {
     fn default() -> Self {
         DumpConfig { databases: None, lock_wait: Self::DEFAULT_LOCK_WAIT }
+    }
+}
+
+/// `[audit]`: the local copy of the audit trail (see `crate::ops::audit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The JSON-lines file every operation appends its record to.
+    pub path: PathBuf,
+}
+
+impl AuditConfig {
+    pub const DEFAULT_PATH: &'static str = "/var/log/lifeboat/audit.jsonl";
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { path: PathBuf::from(Self::DEFAULT_PATH) }
     }
 }
 

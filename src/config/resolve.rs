@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use super::file::{
-    Document, RawBackup, RawCheck, RawCheckTable, RawCluster, RawConfig, RawDump, RawRepository, RawS3, RawVerify,
-    RawWal,
+    Document, RawAudit, RawBackup, RawCheck, RawCheckTable, RawCluster, RawConfig, RawDump, RawRepository, RawS3,
+    RawVerify, RawWal,
 };
 use super::{
-    BackupConfig, Cipher, ClusterConfig, ClusterName, Compression, CompressionAlgorithm, Config, ConfigError,
-    ConfigSource, ConnectionString, DumpConfig, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin, SqlCheck,
-    VerifyConfig, WalConfig, env,
+    AuditConfig, BackupConfig, Cipher, ClusterConfig, ClusterName, Compression, CompressionAlgorithm, Config,
+    ConfigError, ConfigSource, ConnectionString, DumpConfig, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin,
+    SqlCheck, VerifyConfig, WalConfig, env,
 };
 use crate::secret::Secret;
 use crate::storage::s3::S3Credentials;
@@ -83,7 +83,8 @@ pub(super) fn resolve(
     let dump = resolve_dump(&locator, raw.dump.unwrap_or_default())?;
     let wal = resolve_wal(&locator, raw.wal.unwrap_or_default())?;
     let verify = resolve_verify(&locator, raw.verify.unwrap_or_default())?;
-    Ok(Config { cluster, repository, backup, dump, wal, verify, source })
+    let audit = resolve_audit(&locator, raw.audit.unwrap_or_default())?;
+    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, source })
 }
 
 fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig, ConfigError> {
@@ -168,6 +169,14 @@ fn resolve_check(locator: &Locator<'_>, index: usize, check: RawCheck) -> Result
         ));
     }
     Ok(SqlCheck { database, query })
+}
+
+fn resolve_audit(locator: &Locator<'_>, raw: RawAudit) -> Result<AuditConfig, ConfigError> {
+    let path = locator.absolute(&["audit", "path"], raw.path)?;
+    if path.as_ref().is_some_and(|path| path.file_name().is_none()) {
+        return Err(locator.error(&["audit", "path"], "names a directory; name the file the audit lines go to"));
+    }
+    Ok(path.map_or_else(AuditConfig::default, |path| AuditConfig { path }))
 }
 
 fn resolve_wal(locator: &Locator<'_>, raw: RawWal) -> Result<WalConfig, ConfigError> {

@@ -145,6 +145,9 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         None => writeln!(out, "# spool_dir: not set (.lifeboat-spool beside %p, i.e. pg_wal/.lifeboat-spool)")?,
     }
 
+    writeln!(out, "\n[audit]")?;
+    writeln!(out, "path = {}", path(&config.audit.path))?;
+
     let verify = &config.verify;
     writeln!(out, "\n[verify]")?;
     writeln!(out, "after_backup = {}", verify.after_backup)?;

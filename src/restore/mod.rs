@@ -35,6 +35,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use self::files::{Destination, Owner, Progress};
 use self::plan::{Catalog, Plan, PlanError, TargetPosition};
@@ -84,6 +85,9 @@ pub struct RestoreOptions {
     /// directory (or its parent) already belongs to another non-root user.
     pub os_user: String,
     pub bin_dir: Option<PathBuf>,
+    /// Cancelled: the restore stops writing files and ends as [`RestoreError::Interrupted`], leaving
+    /// the partial directory a failure leaves.
+    pub cancel: CancellationToken,
 }
 
 /// The outcome of a restore (or of a dry run: the plan, and nothing written).
@@ -122,6 +126,9 @@ pub struct RestoreSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    #[error("the restore was cancelled ({phase})")]
+    Interrupted { phase: &'static str },
+
     #[error(transparent)]
     Plan(#[from] PlanError),
 
@@ -356,6 +363,9 @@ pub async fn run(
     let tablespaces = map_tablespaces(manifest, &options.tablespace_map)?;
     let destination = Arc::new(Destination { pgdata: options.pgdata.clone(), tablespaces, owner });
     let inspection = target_dir::inspect(&destination, options.existing)?;
+    if options.cancel.is_cancelled() {
+        return Err(RestoreError::Interrupted { phase: "before anything was written" });
+    }
 
     let mut summary = summarise(&plan, options, &destination);
     authenticate_wal(&repository, layout, &plan, options, &mut summary).await?;
@@ -488,7 +498,10 @@ async fn write_directory(
         options.workers,
         progress.clone(),
     );
-    report_progress(writing, progress, summary.bytes_written, wanted.files.len() as u64).await?;
+    report_progress(writing, progress, summary.bytes_written, wanted.files.len() as u64, &options.cancel).await?;
+    if options.cancel.is_cancelled() {
+        return Err(RestoreError::Interrupted { phase: "before the recovery settings were written" });
+    }
 
     let header = format!(
         "restore of backup {} to {}, by lifeboat {}",
@@ -749,6 +762,7 @@ async fn report_progress(
     progress: &Progress,
     total_bytes: u64,
     total_files: u64,
+    cancel: &CancellationToken,
 ) -> Result<(), RestoreError> {
     let terminal = std::io::stderr().is_terminal();
     let began = Instant::now();
@@ -773,6 +787,7 @@ async fn report_progress(
     let result = loop {
         tokio::select! {
             result = &mut writing => break result,
+            () = cancel.cancelled() => break Err(RestoreError::Interrupted { phase: "while writing files" }),
             _ = tick.tick() => {
                 if terminal {
                     eprint!("\r\x1b[2K{}", line());

@@ -97,6 +97,8 @@ pub(crate) async fn verify(
         restore_command: copy_command(&wal_dir),
         os_user: options.os_user.clone(),
         bin_dir: options.bin_dir.clone(),
+        // The verification's own interrupt stops the whole restore.
+        cancel: tokio_util::sync::CancellationToken::new(),
     };
     let summary = crate::restore::run(context.repository.clone(), context.layout, &restore_options)
         .await

@@ -55,8 +55,8 @@ pub enum Archiving {
 
 /// How [`Setup::with`] makes the cluster and its configuration. Besides what is set here the
 /// server has `wal_level = replica` and `archive_mode = on`, and the configuration names cluster
-/// `main` with the server's data directory and connection, a key file, and `[backup]
-/// workers = 2`.
+/// `main` with the server's data directory and connection, a key file, `[backup]
+/// workers = 2`, and the audit log in the test's directory ([`Setup::audit_path`]).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     archiving: Archiving,
@@ -212,7 +212,8 @@ impl Setup {
         };
         let config = format!(
             "[cluster]\nname = \"main\"\npgdata = \"{pgdata}\"\nconnection = \"{connection}{params}\"\n{bin_dir}\n\
-             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\n{lock_wait}{extra}",
+             [repository]\n{repository}key_file = \"{root}/repo.key\"\n\n[backup]\nworkers = 2\n{lock_wait}{extra}\n\
+             [audit]\npath = \"{root}/audit.jsonl\"\n",
             pgdata = cluster.data_dir().display(),
             connection = cluster.connection_url(),
             params = options.connection_params,
@@ -242,6 +243,11 @@ impl Setup {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("lifeboat.toml")
+    }
+
+    /// The local audit log (`[audit] path`).
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
     }
 
     /// The local repository's directory (with the default repository url).

@@ -1,26 +1,32 @@
-//! What most commands need first: the configuration, the store it points at, the key it names,
-//! and the opened repository.
+//! Opening what an operation needs from the configuration: the store the repository URL names,
+//! the key the configuration names, and the repository itself, with typed errors.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
 use crate::catalog::layout::ClusterLayout;
-use crate::config::{Config, KeySource, RepositoryUrl};
+use crate::config::{Config, ConfigError, KeySource, RepositoryUrl};
 use crate::keys::Unlock;
-use crate::keys::slots::KeyFile;
+use crate::keys::slots::{KeyError, KeyFile};
 use crate::object::WriteOptions;
-use crate::repository::Repository;
+use crate::repository::{Repository, RepositoryError};
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
-use crate::storage::{ObjectKey, ObjectStore};
+use crate::storage::{ObjectKey, ObjectStore, StorageError};
 
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StorageError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot open the repository of cluster {cluster:?}: {source}")]
+    Repository { cluster: String, source: RepositoryError },
 }
 
-pub async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+/// The store the repository URL names (an S3 store checks its bucket when connecting).
+pub async fn connect_store(config: &Config) -> Result<Arc<dyn ObjectStore>, OpenError> {
     Ok(match &config.repository.url {
         RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
         RepositoryUrl::S3 { .. } => {
@@ -32,7 +38,7 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStor
 
 /// The key the configuration names, loaded; `None` when none is configured (enough for an
 /// unencrypted repository, and for commands that read only `lifeboat.repo`).
-pub fn configured_unlock(config: &Config) -> anyhow::Result<Option<Unlock>> {
+pub fn configured_unlock(config: &Config) -> Result<Option<Unlock>, OpenError> {
     if !config.has_key() {
         return Ok(None);
     }
@@ -53,10 +59,11 @@ pub fn key_probes(config: &Config) -> Vec<ObjectKey> {
     vec![ClusterLayout::new(&config.cluster.name).cluster_record()]
 }
 
-pub async fn open_repository(config: &Config) -> anyhow::Result<Repository> {
+/// The repository of the configuration, opened with its key.
+pub async fn open_repository(config: &Config) -> Result<Repository, OpenError> {
     let store = connect_store(config).await?;
     let unlock = configured_unlock(config)?;
     Repository::open_probing(store, unlock.as_ref(), write_options(config), &key_probes(config))
         .await
-        .with_context(|| format!("cannot open the repository of cluster {:?}", config.cluster.name))
+        .map_err(|source| OpenError::Repository { cluster: config.cluster.name.as_str().to_owned(), source })
 }

@@ -1,0 +1,401 @@
+//! Events: every notable happening of an operation as one typed [`Event`], and the one place,
+//! [`EventSink::emit`], that turns an event into its log line, its metrics and (for an
+//! operation's start and end) its audit record, so the three cannot drift apart.
+//!
+//! The level of the log line follows one rule: ERROR is reserved for data at risk, that is a
+//! verification that found a backup or dump not restorable. Everything else that went wrong (a
+//! failed backup, a refused restore) is WARN: the operator must act, but what is stored is as good
+//! as before. Starts, progress, successes and cancellations are INFO; each WAL segment pushed is
+//! DEBUG (PostgreSQL runs `wal-push` for every segment and copies its stderr into its log).
+//!
+//! Metrics are kept in process ([`Metrics`]): counters, gauges and histogram sums keyed by a name
+//! and labels, for the daemon to expose later.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::audit::{AuditLog, AuditRecord};
+
+/// What an operation is; its name is the audit record's `operation` and the metrics' label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operation {
+    Backup,
+    Dump,
+    Verify,
+    Restore,
+    Delete,
+    WalPush,
+    WalCheck,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Backup => "backup",
+            Operation::Dump => "dump",
+            Operation::Verify => "verify",
+            Operation::Restore => "restore",
+            Operation::Delete => "delete",
+            Operation::WalPush => "wal-push",
+            Operation::WalCheck => "wal-check",
+        }
+    }
+
+    /// Long operations also leave an audit line when they start, so one that never finished
+    /// (the host died) still shows in the trail.
+    pub fn is_long(self) -> bool {
+        matches!(self, Operation::Backup | Operation::Dump | Operation::Verify | Operation::Restore)
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed { error: String },
+    Cancelled { reason: String },
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// The facts of one finished operation beyond its outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes read or written (the backup's data, the dump's size, what a restore wrote).
+    pub bytes: u64,
+    /// Ids (backups, dumps, WAL files) the operation created.
+    pub created: Vec<String>,
+    /// Ids the operation deleted.
+    pub deleted: Vec<String>,
+}
+
+/// One notable happening. `arguments` are what matter to a reader of the trail (ids, targets,
+/// never secrets): the caller builds them from typed options, never from a configuration value
+/// that may hold a password.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        operation: Operation,
+        arguments: BTreeMap<String, String>,
+    },
+    Progressed {
+        operation: Operation,
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+    },
+    Finished {
+        operation: Operation,
+        arguments: BTreeMap<String, String>,
+        outcome: Outcome,
+        duration: Duration,
+        totals: Totals,
+    },
+    WalPushed {
+        segment: String,
+        bytes: u64,
+        already_archived: bool,
+    },
+    Verdict {
+        id: String,
+        passed: bool,
+        status: String,
+    },
+}
+
+/// A metric's identity: its name and its labels, in order.
+pub type MetricKey = (String, Vec<(String, String)>);
+
+/// A metric's current value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricValue {
+    Counter(u64),
+    Gauge(f64),
+    /// The sum and count of the observed values (a histogram without buckets).
+    Summary {
+        sum: f64,
+        count: u64,
+    },
+}
+
+/// In-process metrics, readable by whoever holds the sink (the daemon, later, over HTTP).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    values: Mutex<BTreeMap<MetricKey, MetricValue>>,
+}
+
+impl Metrics {
+    fn update(&self, name: &str, labels: &[(&str, &str)], change: impl FnOnce(Option<MetricValue>) -> MetricValue) {
+        let key = (name.to_owned(), labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        let mut values = self.values.lock().expect("the metrics lock is not poisoned");
+        let value = change(values.get(&key).copied());
+        values.insert(key, value);
+    }
+
+    fn add(&self, name: &str, labels: &[(&str, &str)], by: u64) {
+        self.update(name, labels, |old| match old {
+            Some(MetricValue::Counter(count)) => MetricValue::Counter(count + by),
+            _ => MetricValue::Counter(by),
+        });
+    }
+
+    fn set(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.update(name, labels, |_| MetricValue::Gauge(value));
+    }
+
+    fn observe(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.update(name, labels, |old| match old {
+            Some(MetricValue::Summary { sum, count }) => MetricValue::Summary { sum: sum + value, count: count + 1 },
+            _ => MetricValue::Summary { sum: value, count: 1 },
+        });
+    }
+
+    /// The value of one metric, if it was ever set.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<MetricValue> {
+        let key: MetricKey =
+            (name.to_owned(), labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        self.values.lock().expect("the metrics lock is not poisoned").get(&key).copied()
+    }
+
+    /// Every metric, sorted by name and labels.
+    pub fn snapshot(&self) -> Vec<(MetricKey, MetricValue)> {
+        let values = self.values.lock().expect("the metrics lock is not poisoned");
+        values.iter().map(|(key, value)| (key.clone(), *value)).collect()
+    }
+}
+
+/// Where events go: the tracing subscriber, the metrics and the audit log. Cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
+}
+
+impl EventSink {
+    pub fn new(audit: AuditLog) -> EventSink {
+        EventSink { metrics: Arc::new(Metrics::default()), audit: Arc::new(audit) }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Writes the event's log line, updates its metrics and, for an operation's start (long
+    /// operations) and end, appends its audit record. Never fails: telemetry that cannot be
+    /// written is warned about, and the operation goes on.
+    pub async fn emit(&self, event: Event) {
+        self.log(&event);
+        self.count(&event);
+        match &event {
+            Event::Started { operation, arguments } if operation.is_long() => {
+                self.audit.append(&AuditRecord::started(*operation, arguments, self.audit.cluster())).await;
+            }
+            Event::Finished { operation, arguments, outcome, duration, totals } => {
+                let record =
+                    AuditRecord::finished(*operation, arguments, self.audit.cluster(), outcome, *duration, totals);
+                self.audit.append(&record).await;
+                self.audit.after_operation(*operation).await;
+            }
+            _ => {}
+        }
+    }
+
+    fn log(&self, event: &Event) {
+        match event {
+            Event::Started { operation, arguments } => {
+                tracing::info!(operation = operation.as_str(), ?arguments, "{} started", operation.as_str())
+            }
+            Event::Progressed { operation, bytes_done, bytes_total } => match bytes_total {
+                Some(total) => tracing::info!(
+                    operation = operation.as_str(),
+                    bytes_done,
+                    bytes_total = total,
+                    "{}: {bytes_done} of {total} bytes",
+                    operation.as_str()
+                ),
+                None => tracing::info!(
+                    operation = operation.as_str(),
+                    bytes_done,
+                    "{}: {bytes_done} bytes",
+                    operation.as_str()
+                ),
+            },
+            Event::Finished { operation, outcome, duration, .. } => {
+                let seconds = duration.as_secs_f64();
+                let name = operation.as_str();
+                match outcome {
+                    Outcome::Succeeded => tracing::info!(operation = name, seconds, "{name} succeeded"),
+                    Outcome::Cancelled { reason } => {
+                        tracing::info!(operation = name, seconds, "{name} cancelled ({reason})")
+                    }
+                    Outcome::Failed { error } => tracing::warn!(operation = name, seconds, "{name} failed: {error}"),
+                }
+            }
+            Event::WalPushed { segment, bytes, already_archived } => {
+                tracing::debug!(segment, bytes, already_archived, "archived {segment}")
+            }
+            Event::Verdict { id, passed: true, status } => tracing::info!(id, "verification of {id}: {status}"),
+            Event::Verdict { id, passed: false, status } => {
+                tracing::error!(id, "verification of {id}: {status}; it may not be restorable")
+            }
+        }
+    }
+
+    fn count(&self, event: &Event) {
+        let metrics = &self.metrics;
+        match event {
+            Event::Started { operation, .. } => {
+                metrics.add("lifeboat_operations_started_total", &[("operation", operation.as_str())], 1);
+                metrics.set("lifeboat_operation_running", &[("operation", operation.as_str())], 1.0);
+            }
+            Event::Progressed { operation, bytes_done, .. } => {
+                metrics.set("lifeboat_operation_bytes_done", &[("operation", operation.as_str())], *bytes_done as f64);
+            }
+            Event::Finished { operation, outcome, duration, totals, .. } => {
+                let labels = [("operation", operation.as_str()), ("result", outcome.as_str())];
+                metrics.add("lifeboat_operations_finished_total", &labels, 1);
+                metrics.observe("lifeboat_operation_duration_seconds", &labels, duration.as_secs_f64());
+                metrics.add("lifeboat_operation_bytes_total", &[("operation", operation.as_str())], totals.bytes);
+                metrics.set("lifeboat_operation_running", &[("operation", operation.as_str())], 0.0);
+            }
+            Event::WalPushed { bytes, already_archived, .. } => {
+                let already = if *already_archived { "true" } else { "false" };
+                metrics.add("lifeboat_wal_segments_pushed_total", &[("already_archived", already)], 1);
+                metrics.add("lifeboat_wal_bytes_pushed_total", &[], *bytes);
+            }
+            Event::Verdict { passed, .. } => {
+                let verdict = if *passed { "passed" } else { "failed" };
+                metrics.add("lifeboat_verifications_total", &[("verdict", verdict)], 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::catalog::layout::ClusterLayout;
+    use crate::config::ClusterName;
+
+    /// Collects what the tracing subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn one_finished_event_gives_a_log_line_a_metric_and_an_audit_record_that_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("audit.jsonl");
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        let sink = EventSink::new(AuditLog::new(local.clone(), &layout, None));
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        let arguments = BTreeMap::from([("method".to_owned(), "native".to_owned())]);
+        let finished = Event::Finished {
+            operation: Operation::Backup,
+            arguments: arguments.clone(),
+            outcome: Outcome::Failed { error: "the server went away".into() },
+            duration: Duration::from_millis(2500),
+            totals: Totals { bytes: 4096, ..Totals::default() },
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                sink.emit(Event::Started { operation: Operation::Backup, arguments }).await;
+                sink.emit(finished).await;
+            });
+        });
+
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let failed_line = log.lines().find(|line| line.contains("backup failed")).expect(&log);
+        assert!(failed_line.contains("WARN") && failed_line.contains("the server went away"), "{log}");
+        assert!(log.lines().any(|line| line.contains("INFO") && line.contains("backup started")), "{log}");
+
+        let metrics = sink.metrics();
+        let labels = [("operation", "backup"), ("result", "failed")];
+        assert_eq!(metrics.get("lifeboat_operations_finished_total", &labels), Some(MetricValue::Counter(1)));
+        assert_eq!(
+            metrics.get("lifeboat_operation_duration_seconds", &labels),
+            Some(MetricValue::Summary { sum: 2.5, count: 1 })
+        );
+        assert_eq!(
+            metrics.get("lifeboat_operation_bytes_total", &[("operation", "backup")]),
+            Some(MetricValue::Counter(4096))
+        );
+        assert_eq!(
+            metrics.get("lifeboat_operation_running", &[("operation", "backup")]),
+            Some(MetricValue::Gauge(0.0))
+        );
+
+        let text = std::fs::read_to_string(&local).unwrap();
+        let records: Vec<AuditRecord> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(records.len(), 2, "a started and a finished line: {text}");
+        assert_eq!((records[0].event.as_str(), records[0].result.as_deref()), ("started", None));
+        let record = &records[1];
+        assert_eq!((record.event.as_str(), record.operation.as_str()), ("finished", "backup"));
+        assert_eq!(record.result.as_deref(), Some("failed"));
+        assert_eq!(record.error.as_deref(), Some("the server went away"));
+        assert_eq!((record.duration_seconds, record.bytes), (Some(2.5), Some(4096)));
+        assert_eq!(record.arguments["method"], "native");
+        assert_eq!(record.cluster, "main");
+    }
+
+    #[test]
+    fn a_short_operation_leaves_no_started_line_and_a_verdict_that_failed_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("audit.jsonl");
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        let sink = EventSink::new(AuditLog::new(local.clone(), &layout, None));
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                sink.emit(Event::Started { operation: Operation::Delete, arguments: BTreeMap::new() }).await;
+                sink.emit(Event::Verdict {
+                    id: "20261201T100000Z-full".into(),
+                    passed: false,
+                    status: "failed".into(),
+                })
+                .await;
+            });
+        });
+        assert!(!local.exists(), "no audit line for a delete that has not finished");
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.lines().any(|line| line.contains("ERROR") && line.contains("20261201T100000Z-full")), "{log}");
+        assert_eq!(
+            sink.metrics().get("lifeboat_verifications_total", &[("verdict", "failed")]),
+            Some(MetricValue::Counter(1))
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Operations: the one library-level way to run backup, dump, verify, restore, delete, wal-push
+//! and the WAL check, whoever the caller (the CLI now; the daemon and the migration runner later).
+//!
+//! Every operation takes an [`OpContext`] (configuration, opened repository, cluster layout,
+//! cancellation, event sink) and typed options, returns a typed result and prints nothing. Each
+//! one emits [`event::Event::Started`] and [`event::Event::Finished`] through the context's sink,
+//! which logs, counts and audits them ([`event`], [`audit`]).
+//!
+//! Cancellation has one path, [`Cancel`]: the caller cancels (the CLI on SIGINT or SIGTERM), and
+//! the operation stops at a safe point. Backup, restore and verify watch it themselves and clean
+//! up as they do on failure (a backup removes its objects, a restore leaves its documented
+//! partial directory, a verification stops its scratch server); the others are dropped where they
+//! are, which their crash-safe write order allows (as if the process had been killed). Either
+//! way the operation ends as [`OpError::Cancelled`] and its audit line says `cancelled`.
+
+pub mod audit;
+pub mod event;
+pub mod open;
+mod run;
+
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+pub use self::open::OpenError;
+pub use self::run::{
+    BackupAndVerify, DumpAndVerify, OpError, VerifyOutcome, VerifyTarget, backup, backup_then_verify, delete, dump,
+    dump_then_verify, restore, restore_dump, verify, wal_check, wal_push,
+};
+use crate::catalog::layout::ClusterLayout;
+use crate::config::Config;
+use crate::repository::Repository;
+use audit::AuditLog;
+use event::EventSink;
+
+/// A request to stop, with the reason (`SIGINT`, `SIGTERM`, `shutdown`) the operation reports.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    token: CancellationToken,
+    reason: Arc<OnceLock<String>>,
+}
+
+impl Cancel {
+    /// Asks every operation of this context to stop; the first reason given is kept.
+    pub fn cancel(&self, reason: &str) {
+        let _ = self.reason.set(reason.to_owned());
+        self.token.cancel();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub fn reason(&self) -> String {
+        self.reason.get().cloned().unwrap_or_else(|| "cancelled".to_owned())
+    }
+
+    /// Resolves, to the reason, once cancelled.
+    pub async fn cancelled(&self) -> String {
+        self.token.cancelled().await;
+        self.reason()
+    }
+}
+
+/// What every operation takes.
+#[derive(Clone)]
+pub struct OpContext {
+    pub config: Arc<Config>,
+    pub repository: Arc<Repository>,
+    pub layout: ClusterLayout,
+    pub cancel: Cancel,
+    pub events: EventSink,
+}
+
+/// Opens the repository the configuration names and the cluster's audit trail.
+pub async fn open(config: Config) -> Result<OpContext, OpenError> {
+    let repository = Arc::new(open::open_repository(&config).await?);
+    let layout = ClusterLayout::new(&config.cluster.name);
+    let audit = AuditLog::new(config.audit.path.clone(), &layout, Some(repository.clone()));
+    Ok(OpContext {
+        config: Arc::new(config),
+        repository,
+        layout,
+        cancel: Cancel::default(),
+        events: EventSink::new(audit),
+    })
+}

@@ -1,0 +1,438 @@
+//! The operations themselves: each one emits its start, runs the library code under the
+//! context's cancellation, and emits its end with what it created or deleted ([`run_operation`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::OpContext;
+use super::event::{Event, Operation, Outcome, Totals};
+use crate::backup::{BackupError, BackupOptions, BackupSummary};
+use crate::catalog::audit::{self, Problem};
+use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::listing::{self, CatalogError, Deleted};
+use crate::dump::manifest::DumpManifest;
+use crate::dump::{DumpError, DumpRequest, Progress, Selection};
+use crate::restore::{RestoreError, RestoreOptions, RestoreSummary};
+use crate::storage::StorageError;
+use crate::verify::report::VerifyReport;
+use crate::verify::{VerifyError, VerifyOptions};
+use crate::wal::check::{ArchiveReport, CheckError};
+use crate::wal::push::{PushError, Pushed};
+
+/// How often a running backup reports the bytes it copied.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The operation stopped because its context was cancelled; `message` says what it left.
+    #[error("{message}")]
+    Cancelled { operation: &'static str, reason: String, message: String },
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error("dump of cluster {cluster:?} failed")]
+    Dump { cluster: String, source: DumpError },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(transparent)]
+    DumpRestore(#[from] crate::dump::restore::RestoreError),
+    #[error("restore of database {database:?} from dump {dump} failed")]
+    DumpRestoreFailed { database: String, dump: BackupId, source: crate::dump::restore::RestoreError },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(
+        "cluster {cluster:?} has no backups or dumps in {location} to verify; take one with `lifeboat backup` or \
+         `lifeboat dump`"
+    )]
+    NothingToVerify { cluster: String, location: String },
+}
+
+impl From<StorageError> for OpError {
+    fn from(error: StorageError) -> Self {
+        OpError::Catalog(CatalogError::from(error))
+    }
+}
+
+/// Emits the start, runs `work` (raced against cancellation unless `watches_cancel`: the
+/// operation then stops at its own safe points), and emits the end. `judge` turns a result into
+/// the totals and the outcome (a verification that ran but failed is a failed operation).
+async fn run_operation<T>(
+    context: &OpContext,
+    operation: Operation,
+    arguments: BTreeMap<String, String>,
+    watches_cancel: bool,
+    work: impl Future<Output = Result<T, OpError>>,
+    judge: impl FnOnce(&T) -> (Totals, Outcome),
+) -> Result<T, OpError> {
+    let began = Instant::now();
+    context.events.emit(Event::Started { operation, arguments: arguments.clone() }).await;
+    let result = if watches_cancel {
+        work.await
+    } else {
+        tokio::select! {
+            result = work => result,
+            reason = context.cancel.cancelled() => Err(OpError::Cancelled {
+                operation: operation.as_str(),
+                message: format!("{} was cancelled ({reason}) before it finished", operation.as_str()),
+                reason,
+            }),
+        }
+    };
+    let result = match result {
+        Err(error) if context.cancel.is_cancelled() && !matches!(error, OpError::Cancelled { .. }) => {
+            Err(OpError::Cancelled {
+                operation: operation.as_str(),
+                reason: context.cancel.reason(),
+                message: error.to_string(),
+            })
+        }
+        other => other,
+    };
+    let (totals, outcome) = match &result {
+        Ok(value) => judge(value),
+        Err(OpError::Cancelled { reason, .. }) => (Totals::default(), Outcome::Cancelled { reason: reason.clone() }),
+        Err(error) => (Totals::default(), Outcome::Failed { error: error.to_string() }),
+    };
+    context.events.emit(Event::Finished { operation, arguments, outcome, duration: began.elapsed(), totals }).await;
+    result
+}
+
+fn arguments<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().filter(|(_, value)| !value.is_empty()).map(|(key, value)| (key.to_owned(), value)).collect()
+}
+
+/// Takes a base backup (`options.cancel` and `options.progress` are the context's).
+pub async fn backup(context: &OpContext, mut options: BackupOptions) -> Result<BackupSummary, OpError> {
+    options.cancel = context.cancel.token().clone();
+    let progress = options.progress.clone();
+    let arguments = arguments([
+        ("method", format!("{:?}", options.method).to_lowercase()),
+        ("workers", options.workers.to_string()),
+        ("label", options.label.clone().unwrap_or_default()),
+    ]);
+    let work = async {
+        let running = crate::backup::run(&context.config, context.repository.clone(), &options);
+        tokio::pin!(running);
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut running => break result.map_err(OpError::from),
+                _ = tick.tick() => {
+                    let bytes_done = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
+                    context.events.emit(Event::Progressed { operation: Operation::Backup, bytes_done, bytes_total: None }).await;
+                }
+            }
+        }
+    };
+    run_operation(context, Operation::Backup, arguments, true, work, |summary: &BackupSummary| {
+        let totals = Totals {
+            bytes: summary.manifest.totals.bytes,
+            created: vec![summary.manifest.id.to_string()],
+            deleted: summary.removed_orphans.iter().map(|orphans| orphans.id.to_string()).collect(),
+        };
+        (totals, Outcome::Succeeded)
+    })
+    .await
+}
+
+/// A backup and, with `verify`, its verification.
+pub struct BackupAndVerify {
+    pub summary: BackupSummary,
+    pub verification: Option<VerifyReport>,
+}
+
+/// "Backup, then verify it": `backup --verify`.
+pub async fn backup_then_verify(
+    context: &OpContext,
+    options: BackupOptions,
+    verify: Option<&VerifyOptions>,
+) -> Result<BackupAndVerify, OpError> {
+    let summary = backup(context, options).await?;
+    let verification = match verify {
+        Some(verify_options) => Some(verify_one(context, summary.manifest.id, verify_options).await?),
+        None => None,
+    };
+    Ok(BackupAndVerify { summary, verification })
+}
+
+/// Takes logical dumps; `progress` hears of each database as it is done (the caller renders it).
+pub async fn dump(
+    context: &OpContext,
+    request: &DumpRequest,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<DumpManifest, OpError> {
+    let selection = match &request.selection {
+        Selection::All => "all".to_owned(),
+        Selection::Databases(names) => names.join(","),
+    };
+    let work = async {
+        crate::dump::dump(context.repository.clone(), &context.config.cluster, request, progress)
+            .await
+            .map_err(|source| OpError::Dump { cluster: context.config.cluster.name.as_str().to_owned(), source })
+    };
+    run_operation(context, Operation::Dump, arguments([("databases", selection)]), false, work, |manifest| {
+        let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
+        let totals = Totals {
+            bytes: objects.map(|object| object.size).sum(),
+            created: vec![manifest.id.to_string()],
+            deleted: Vec::new(),
+        };
+        (totals, Outcome::Succeeded)
+    })
+    .await
+}
+
+/// A dump and, with `verify`, its verification.
+pub struct DumpAndVerify {
+    pub manifest: DumpManifest,
+    pub verification: Option<VerifyReport>,
+}
+
+/// "Dump, then verify it": `dump --verify`.
+pub async fn dump_then_verify(
+    context: &OpContext,
+    request: &DumpRequest,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    verify: Option<&VerifyOptions>,
+) -> Result<DumpAndVerify, OpError> {
+    let manifest = dump(context, request, progress).await?;
+    let verification = match verify {
+        Some(verify_options) => Some(verify_one(context, manifest.id, verify_options).await?),
+        None => None,
+    };
+    Ok(DumpAndVerify { manifest, verification })
+}
+
+/// What `verify` verifies.
+#[derive(Debug, Clone)]
+pub enum VerifyTarget {
+    /// A backup or dump id as `lifeboat list` shows it, or `latest`.
+    Id(String),
+    /// The newest base backup and the newest dump.
+    Latest,
+    /// Every backup and dump, oldest first.
+    All,
+}
+
+/// The reports of a verification run, and what the repository's survey found missing or altered
+/// (for one id, only what concerns it).
+pub struct VerifyOutcome {
+    pub reports: Vec<VerifyReport>,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyOutcome {
+    fn failure(&self) -> Option<String> {
+        let failed: Vec<String> = self
+            .reports
+            .iter()
+            .filter(|report| !report.passed)
+            .map(|report| format!("{} ({})", report.id, report.status()))
+            .collect();
+        match (failed.is_empty(), self.problems.len()) {
+            (true, 0) => None,
+            (true, count) => Some(format!("the repository has {count} problem(s)")),
+            (false, _) => Some(format!("verification failed: {}", failed.join(", "))),
+        }
+    }
+}
+
+/// Verifies backups and dumps by restoring them; goes on after a failed one. A failed
+/// verification is a report, not an error; the outcome's audit line says failed.
+pub async fn verify(
+    context: &OpContext,
+    target: &VerifyTarget,
+    options: &VerifyOptions,
+) -> Result<VerifyOutcome, OpError> {
+    let (repository, layout) = (&context.repository, &context.layout);
+    let ids = match target {
+        VerifyTarget::Id(text) => vec![listing::resolve(repository, layout, text).await?],
+        VerifyTarget::All => listing::list_ids(repository, layout).await?,
+        VerifyTarget::Latest => {
+            let ids = listing::list_ids(repository, layout).await?;
+            let newest = |kind: BackupKind| ids.iter().rev().find(|id| id.kind() == kind).copied();
+            [newest(BackupKind::Full), newest(BackupKind::Dump)].into_iter().flatten().collect()
+        }
+    };
+    if ids.is_empty() {
+        return Err(OpError::NothingToVerify {
+            cluster: layout.name().as_str().to_owned(),
+            location: repository.location(),
+        });
+    }
+    let work = async {
+        let mut reports = Vec::new();
+        for &id in &ids {
+            reports.push(verify_report(context, id, options).await?);
+        }
+        // What was not there to verify: the repository checked against its journal (G9). With an
+        // id, only what concerns that id.
+        let survey = audit::survey(repository, layout).await?;
+        let named: Vec<String> = if matches!(target, VerifyTarget::Id(_)) {
+            ids.iter().map(ToString::to_string).collect()
+        } else {
+            Vec::new()
+        };
+        let problems = survey
+            .problems
+            .into_iter()
+            .filter(|problem| named.is_empty() || named.iter().any(|id| problem.key.contains(id.as_str())))
+            .collect();
+        Ok(VerifyOutcome { reports, problems })
+    };
+    run_operation(context, Operation::Verify, verify_arguments(target, &ids, options), true, work, |outcome| {
+        let totals =
+            Totals { bytes: outcome.reports.iter().map(|report| report.integrity.bytes).sum(), ..Totals::default() };
+        (totals, outcome.failure().map_or(Outcome::Succeeded, |error| Outcome::Failed { error }))
+    })
+    .await
+}
+
+/// One verification, audited as its own operation (after a backup or dump).
+async fn verify_one(context: &OpContext, id: BackupId, options: &VerifyOptions) -> Result<VerifyReport, OpError> {
+    let target = VerifyTarget::Id(id.to_string());
+    let work = verify_report(context, id, options);
+    run_operation(context, Operation::Verify, verify_arguments(&target, &[id], options), true, work, |report| {
+        let outcome = if report.passed {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed { error: format!("verification of {} {}", report.id, report.status()) }
+        };
+        (Totals { bytes: report.integrity.bytes, ..Totals::default() }, outcome)
+    })
+    .await
+}
+
+fn verify_arguments(target: &VerifyTarget, ids: &[BackupId], options: &VerifyOptions) -> BTreeMap<String, String> {
+    let which = match target {
+        VerifyTarget::Id(text) => text.clone(),
+        VerifyTarget::Latest => "latest".to_owned(),
+        VerifyTarget::All => "all".to_owned(),
+    };
+    arguments([
+        ("target", which),
+        ("ids", ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
+        ("mode", if options.integrity_only { "integrity" } else { "restore" }.to_owned()),
+    ])
+}
+
+/// Verifies `id` under the context's cancellation and emits the verdict.
+async fn verify_report(context: &OpContext, id: BackupId, options: &VerifyOptions) -> Result<VerifyReport, OpError> {
+    let report =
+        crate::verify::verify(context.repository.clone(), &context.layout, id, options, context.cancel.cancelled())
+            .await?;
+    context
+        .events
+        .emit(Event::Verdict { id: report.id.to_string(), passed: report.passed, status: report.status() })
+        .await;
+    Ok(report)
+}
+
+/// A physical restore (`options.cancel` is the context's).
+pub async fn restore(context: &OpContext, mut options: RestoreOptions) -> Result<RestoreSummary, OpError> {
+    options.cancel = context.cancel.token().clone();
+    let arguments = arguments([
+        ("pgdata", options.pgdata.display().to_string()),
+        ("backup", options.backup.map(|id| id.to_string()).unwrap_or_default()),
+        ("target", options.goal.target.to_string()),
+        ("dry_run", if options.dry_run { "true".to_owned() } else { String::new() }),
+    ]);
+    let work = async {
+        crate::restore::run(context.repository.clone(), &context.layout, &options).await.map_err(OpError::from)
+    };
+    run_operation(context, Operation::Restore, arguments, true, work, |summary| {
+        (Totals { bytes: summary.bytes_written, ..Totals::default() }, Outcome::Succeeded)
+    })
+    .await
+}
+
+/// A logical restore of one database (or some of its tables) from dump `dump` (an id or `latest`).
+pub async fn restore_dump(
+    context: &OpContext,
+    dump: &str,
+    request: &crate::dump::restore::RestoreRequest,
+    on_plan: &mut (dyn FnMut(&DumpManifest, &crate::dump::restore::Plan) + Send),
+) -> Result<crate::dump::restore::RestoreReport, OpError> {
+    let arguments = arguments([
+        ("dump", dump.to_owned()),
+        ("database", request.database.clone()),
+        ("into", request.into.redacted()),
+        ("tables", request.tables.join(",")),
+    ]);
+    let work = async {
+        let manifest = crate::dump::restore::find_dump(&context.repository, &context.layout, dump).await?;
+        let bin_dir = context.config.cluster.bin_dir.as_deref();
+        let mut on_plan = |plan: &crate::dump::restore::Plan| on_plan(&manifest, plan);
+        crate::dump::restore::restore(&context.repository, &context.layout, &manifest, bin_dir, request, &mut on_plan)
+            .await
+            .map_err(|source| OpError::DumpRestoreFailed {
+                database: request.database.clone(),
+                dump: manifest.id,
+                source,
+            })
+    };
+    run_operation(context, Operation::Restore, arguments, false, work, |report| {
+        (Totals { bytes: report.bytes, ..Totals::default() }, Outcome::Succeeded)
+    })
+    .await
+}
+
+/// Deletes backup or dump `id` (`force`: even the only full backup).
+pub async fn delete(context: &OpContext, id: &str, force: bool) -> Result<Deleted, OpError> {
+    let arguments =
+        arguments([("id", id.to_owned()), ("force", if force { "true".to_owned() } else { String::new() })]);
+    let lock_wait = context.config.backup.lock_wait;
+    let work = async { Ok(listing::delete(context.repository.clone(), &context.layout, id, force, lock_wait).await?) };
+    run_operation(context, Operation::Delete, arguments, false, work, |deleted| {
+        (
+            Totals { bytes: deleted.bytes, created: Vec::new(), deleted: vec![deleted.id.to_string()] },
+            Outcome::Succeeded,
+        )
+    })
+    .await
+}
+
+/// Archives one WAL file (PostgreSQL's archive_command).
+pub async fn wal_push(context: &OpContext, path: &Path) -> Result<Pushed, OpError> {
+    let arguments = arguments([("path", path.display().to_string())]);
+    let work = async {
+        let pushed = crate::wal::push::push(&context.repository, &context.layout, path).await?;
+        context
+            .events
+            .emit(Event::WalPushed {
+                segment: pushed.name.clone(),
+                bytes: pushed.bytes,
+                already_archived: pushed.already_archived,
+            })
+            .await;
+        Ok(pushed)
+    };
+    run_operation(context, Operation::WalPush, arguments, false, work, |pushed| {
+        let created = if pushed.already_archived { Vec::new() } else { vec![pushed.name.clone()] };
+        (Totals { bytes: pushed.bytes, created, deleted: Vec::new() }, Outcome::Succeeded)
+    })
+    .await
+}
+
+/// The WAL archive per timeline, with its gaps (`wal check`).
+pub async fn wal_check(context: &OpContext) -> Result<ArchiveReport, OpError> {
+    let work = async { Ok(crate::wal::check::check(&context.repository, &context.layout).await?) };
+    run_operation(context, Operation::WalCheck, BTreeMap::new(), false, work, |report| {
+        let gaps = report.gaps().count();
+        let outcome = if gaps == 0 {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed { error: format!("the WAL archive has {gaps} gap(s)") }
+        };
+        (Totals::default(), outcome)
+    })
+    .await
+}
