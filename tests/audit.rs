@@ -117,7 +117,9 @@ async fn every_operation_leaves_one_audit_line_locally_and_in_the_repository_wit
     assert_no_secret("the commands' output", &outputs);
 }
 
-/// Starts `lifeboat <args>` and waits until its audit line says the operation started.
+/// Starts `lifeboat <args>` and waits until its audit line says the operation started. The
+/// caller waits for the child ([`interrupt`]).
+#[allow(clippy::zombie_processes)]
 fn start_and_wait(setup: &Setup, args: &[&str], operation: &str) -> Child {
     let before = audit_lines(&setup.audit_path()).len();
     let child =
