@@ -8,11 +8,13 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use support::archiving::{LIFEBOAT, Options, Setup, archive_current_segment, execute};
+use sqlx::{Connection as _, PgConnection};
 use support::output::{assert_success, describe};
 use support::s3::{S3Server, S3ServerKind, SECRET_KEY};
 
@@ -38,7 +40,7 @@ fn assert_no_secret(what: &str, text: &str) {
 }
 
 fn run_checked(setup: &Setup, args: &[&str], outputs: &mut String) -> Output {
-    let output = setup.command(args).env("LIFEBOAT_PASSPHRASE", PASSPHRASE).output().unwrap();
+    let output = setup.command(args).output().unwrap();
     outputs.push_str(&String::from_utf8_lossy(&output.stdout));
     outputs.push_str(&String::from_utf8_lossy(&output.stderr));
     output
@@ -48,9 +50,37 @@ fn run_checked(setup: &Setup, args: &[&str], outputs: &mut String) -> Output {
 async fn every_operation_leaves_one_audit_line_locally_and_in_the_repository_without_secrets() {
     let server = S3Server::start(S3ServerKind::S3sFs).await;
     let bucket = server.fresh_bucket().await.bucket;
-    let options = Options::restorable().s3(&server, &bucket).connection_params(&format!("&password={PASSWORD}"));
-    let setup = Setup::with(options).await;
+    // Local connections of role `auditor` must give its password (SCRAM); the test's own
+    // connections, as the bootstrap superuser, are trusted.
+    let hba = "local all auditor scram-sha-256\nlocal all all trust\n";
+    let setup = Setup::with(Options::restorable().s3(&server, &bucket).hba(hba)).await;
     let mut conn = setup.connect().await;
+    execute(&mut conn, &format!("CREATE ROLE auditor LOGIN SUPERUSER PASSWORD '{PASSWORD}'")).await;
+    let unchecked = setup.cluster.connect_options().username("auditor").password("not the password");
+    assert!(PgConnection::connect_with(&unchecked).await.is_err(), "the server checks auditor's password");
+
+    // The repository is opened with a passphrase from here on: a slot for it, the configuration
+    // names its file instead of the key file, and the key file is gone.
+    let passphrase_file = setup.dir.path().join("passphrase");
+    std::fs::write(&passphrase_file, PASSPHRASE).unwrap();
+    std::fs::set_permissions(&passphrase_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    setup.cluster.give_to_server_user(&passphrase_file).unwrap();
+    let mut outputs = String::new();
+    assert_success(&run_checked(
+        &setup,
+        &["key", "add", "--new-passphrase-file", passphrase_file.to_str().unwrap()],
+        &mut outputs,
+    ));
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let key_file_line = config.lines().find(|line| line.starts_with("key_file = ")).unwrap().to_owned();
+    let config = config
+        .replace(&key_file_line, &format!("passphrase_file = \"{}\"", passphrase_file.display()))
+        .replacen("&user=postgres", &format!("&user=auditor&password={PASSWORD}"), 1);
+    assert!(config.contains("user=auditor"), "{config}");
+    std::fs::write(setup.config_path(), config).unwrap();
+    std::fs::remove_file(setup.dir.path().join("repo.key")).unwrap();
+    assert_success(&run_checked(&setup, &["key", "check"], &mut outputs));
+
     // wal-push, run by the server, spools its audit lines where the test's commands keep their state,
     // so the next of those mirrors them.
     let command = format!(
@@ -64,7 +94,6 @@ async fn every_operation_leaves_one_audit_line_locally_and_in_the_repository_wit
     execute(&mut conn, "INSERT INTO things SELECT g, 'thing ' || g FROM generate_series(1, 1000) g").await;
     archive_current_segment(&mut conn).await;
 
-    let mut outputs = String::new();
     let backup = run_checked(&setup, &["backup", "--json"], &mut outputs);
     assert_success(&backup);
     let backup_id =
