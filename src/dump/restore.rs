@@ -49,11 +49,10 @@ use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Row as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use super::manifest::{DatabaseDump, DumpKeys, DumpManifest, TableRows};
-use super::program::{collect_stderr, describe_exit, last_lines};
 use super::snapshot::quote_identifier;
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
@@ -61,8 +60,9 @@ use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::config::ConnectionString;
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
+use crate::postgres::process::{PgCommand, RedactedTail, describe_exit, redact};
 use crate::repository::{Repository, RepositoryError};
-use crate::secret::{REDACTED, Secret};
+use crate::secret::Secret;
 use crate::storage::{ByteReader, ObjectKey};
 
 /// Entry kinds (pg_restore's "desc") that belong to the table they depend on, and so are restored
@@ -1138,12 +1138,11 @@ async fn read_toc(
     pg_restore: &Path,
     into: &str,
 ) -> Result<Toc, RestoreError> {
-    let mut command = Command::new(pg_restore);
+    let mut command = PgCommand::local(pg_restore);
     command.args(["--list", "--verbose"]);
-    let mut child = spawn_piped(pg_restore, command, Stdio::piped())?;
+    let (mut child, stderr) = spawn_piped(pg_restore, command, Stdio::piped())?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let mut stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = collect_stderr(child.stderr.take().expect("stderr is piped"));
 
     let source = repository.get(key).await.map_err(|source| RestoreError::Fetch { key: key.clone(), source })?;
     let never = CancellationToken::new();
@@ -1154,7 +1153,7 @@ async fn read_toc(
     // pg_restore stops reading after the table of contents: the rest need not be read here.
     let (fed, listing) = tokio::join!(feed(source, stdin, false, &never), reading);
     let status = child.wait().await;
-    let stderr = last_lines(&stderr.await.unwrap_or_default());
+    let stderr = stderr.lines().await;
     if let Err(FeedError::Read(error)) = fed {
         return Err(RestoreError::Damaged { detail: read_error(key, &error), into: into.to_owned() });
     }
@@ -1177,9 +1176,12 @@ fn read_error(key: &ObjectKey, error: &io::Error) -> String {
     }
 }
 
-fn spawn_piped(program: &Path, mut command: Command, stdout: Stdio) -> Result<Child, RestoreError> {
-    command.stdin(Stdio::piped()).stdout(stdout).stderr(Stdio::piped()).kill_on_drop(true);
-    command.spawn().map_err(|source| RestoreError::Spawn { program: program.to_path_buf(), source })
+/// Starts `command` with its standard input piped; the process, and its standard error's tail.
+fn spawn_piped(program: &Path, mut command: PgCommand, stdout: Stdio) -> Result<(Child, RedactedTail), RestoreError> {
+    command.stdin_piped();
+    let child =
+        command.spawn(stdout).map_err(|source| RestoreError::Spawn { program: program.to_path_buf(), source })?;
+    Ok(child.into_parts())
 }
 
 /// How much of an object was read, and its hash (of all of it, or of what was read).
@@ -1389,20 +1391,15 @@ struct Job<'a> {
 impl Job<'_> {
     /// Restores, and returns the bytes read from the repository.
     async fn run(&self) -> Result<u64, RestoreError> {
-        let mut restore_command = Command::new(self.pg_restore);
+        let mut restore_command = PgCommand::local(self.pg_restore);
         restore_command.args(&self.restore_args);
-        let mut pg_restore = spawn_piped(self.pg_restore, restore_command, Stdio::piped())?;
-        let mut psql_command = Command::new(self.psql);
+        let (mut pg_restore, restore_stderr) = spawn_piped(self.pg_restore, restore_command, Stdio::piped())?;
+        let mut psql_command = PgCommand::client(self.psql, self.password);
         psql_command
             .args(["--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1"])
             .arg(format!("--dbname={}", self.url))
             .env("PGAPPNAME", "lifeboat restore");
-        if let Some(password) = self.password {
-            psql_command.env("PGPASSWORD", password.expose());
-        }
-        let mut psql = spawn_piped(self.psql, psql_command, Stdio::null())?;
-        let restore_stderr = collect_stderr(pg_restore.stderr.take().expect("stderr is piped"));
-        let psql_stderr = collect_stderr(psql.stderr.take().expect("stderr is piped"));
+        let (mut psql, psql_stderr) = spawn_piped(self.psql, psql_command, Stdio::null())?;
 
         let source = match self.repository.get(self.key).await {
             Ok(source) => source,
@@ -1462,7 +1459,8 @@ impl Job<'_> {
             }
         };
         let ((fed, relayed, restore_status), psql_ended) = tokio::join!(stages, watching);
-        let restore_stderr = self.redact(&last_lines(&restore_stderr.await.unwrap_or_default()));
+        // Redacted like everything shown about the target, although pg_restore never has the password.
+        let restore_stderr = redact(&restore_stderr.lines().await, self.password);
 
         // Failures, the most fundamental first. psql is stopped before anything is reported, and
         // it never received the COMMIT, so the target is unchanged.
@@ -1473,7 +1471,7 @@ impl Job<'_> {
                 Some(status) => status,
                 None => psql.wait().await,
             };
-            let stderr = self.redact(&last_lines(&psql_stderr.await.unwrap_or_default()));
+            let stderr = psql_stderr.lines().await;
             return Err(self.sql_failure(&status, stderr, false));
         } else if !matches!(&restore_status, Ok(status) if status.success()) {
             Some(RestoreError::PgRestore {
@@ -1535,7 +1533,7 @@ impl Job<'_> {
         }
         drop(psql_stdin);
         let status = psql.wait().await;
-        let stderr = self.redact(&last_lines(&psql_stderr.await.unwrap_or_default()));
+        let stderr = psql_stderr.lines().await;
         if sent.is_ok() && matches!(&status, Ok(status) if status.success()) {
             if !stderr.is_empty() {
                 tracing::warn!("psql: {stderr}");
@@ -1568,13 +1566,6 @@ impl Job<'_> {
             if stderr.is_empty() { format!("(nothing; it ended with {})", describe_exit(status)) } else { stderr };
         let hint = sql_hint(&stderr, self.whole_database);
         RestoreError::Sql { into, stderr, hint }
-    }
-
-    fn redact(&self, text: &str) -> String {
-        match self.password {
-            Some(password) if !password.expose().is_empty() => text.replace(password.expose(), REDACTED),
-            _ => text.to_owned(),
-        }
     }
 }
 
