@@ -10,6 +10,8 @@
 //! - [`repository`]: a store plus keys: `lifeboat.repo`, sealed object reads and writes.
 //! - [`postgres`]: PostgreSQL binaries and throwaway local clusters.
 //! - [`catalog`]: the per-cluster layout of the repository, typed names, and leases (one writer).
+//! - [`format`]: the records lifeboat stores (backup and dump manifests, verification reports),
+//!   their versions and keys, side by side.
 //! - [`backup`]: native physical base backups (`pg_backup_start`, a parallel copy of the data
 //!   directory, `pg_backup_stop`, the manifest written last).
 //! - [`wal`]: WAL archiving: `wal-push`, `wal-fetch` with prefetch, and the continuity check.
@@ -21,6 +23,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dump;
+pub mod format;
 pub mod keys;
 pub mod object;
 pub mod postgres;

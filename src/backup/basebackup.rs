@@ -50,7 +50,6 @@ use super::{
     ARCHIVE_WAIT_WARNING, BackupError, BackupOptions, BackupSummary, Copied, LOCK, ManifestParts, PROGRESS_INTERVAL,
     archiving_waits, build_manifest, check_archiving, choose_id, format_bytes, orphans, start_timeline,
 };
-use crate::catalog::backup_manifest::{BackupMethod, DATA_DIR, EntryKind, FileEntry, Location, ObjectEntry};
 use crate::catalog::cluster::{ClusterRecord, Observed, SystemIdentifier};
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
@@ -59,6 +58,7 @@ use crate::catalog::lsn::Lsn;
 use crate::catalog::wal::WalSegment;
 use crate::config::Config;
 use crate::dump::program::Program;
+use crate::format::backup_manifest::{BackupMethod, DATA_DIR, EntryKind, FileEntry, Location, ObjectEntry};
 use crate::object::SealSummary;
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::process::PgCommand;

@@ -18,7 +18,7 @@
 //!    watching the lease.
 //! 5. `pg_backup_stop` on the same connection, then wait until the WAL the backup needs is
 //!    archived (as `wait_for_archive => true` would, but without its one-second polling).
-//! 6. Write the manifest ([`crate::catalog::backup_manifest`]) last, create-only (G1), and release
+//! 6. Write the manifest ([`crate::format::backup_manifest`]) last, create-only (G1), and release
 //!    the lease. On any failure after step 4 began, `pg_backup_stop` is called without waiting,
 //!    nothing is listed, and the backup removes its objects before releasing the lease (the next
 //!    backup does, if that fails or the process is killed). Either way the cluster's leftovers
@@ -41,17 +41,18 @@ use chrono::{DateTime, Utc};
 use self::copy::{Copier, FileOutcome, Progress};
 use self::session::{ServerInfo, Session, Stopped};
 use self::walk::{WalkError, WalkedKind};
-use crate::catalog::backup_manifest::{
-    BackupManifest, BackupMethod, EntryKind, FORMAT_NAME, FORMAT_VERSION, FileEntry, Tablespace, Totals,
-};
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
 use crate::catalog::id::{BackupId, BackupKind};
-use crate::catalog::journal::{self, Event, JournalError};
+use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError, hostname};
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::wal::{WalFile, WalSegment};
 use crate::config::{BackupConfig, Config};
+use crate::format::backup_manifest::{
+    BackupManifest, BackupMethod, EntryKind, FORMAT_NAME, FORMAT_VERSION, FileEntry, Tablespace, Totals,
+};
+use crate::format::journal_entry::{Event, hash_hex};
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::ConnectError;
 use crate::postgres::version::{self, UnsupportedVersion};
@@ -315,7 +316,7 @@ struct Job<'a> {
 struct Copied {
     files: Vec<FileEntry>,
     tablespaces: Vec<Tablespace>,
-    objects: Vec<crate::catalog::backup_manifest::ObjectEntry>,
+    objects: Vec<crate::format::backup_manifest::ObjectEntry>,
     vanished: u64,
 }
 
@@ -633,7 +634,7 @@ async fn store_manifest(
 ) -> Result<ObjectKey, BackupError> {
     let key = layout.backup_manifest(manifest.id);
     let json = manifest.to_json();
-    let manifest_blake3 = journal::hash_hex(&json);
+    let manifest_blake3 = hash_hex(&json);
     repository.put_bytes(&key, json, PutMode::CreateOnly).await?;
     journal::append(repository, layout, Event::Completed { id: manifest.id, manifest_blake3 }).await?;
     Ok(key)

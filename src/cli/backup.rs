@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::context::{load_config, open_repository};
 use crate::backup::{BackupOptions, BackupSummary, format_bytes};
-use crate::catalog::backup_manifest::BackupMethod;
 use crate::config::BackupConfig;
+use crate::format::backup_manifest::BackupMethod;
 
 /// `--method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::context::{load_config, open_repository};
 use crate::backup::{format_bytes, group_thousands};
-use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::{DumpRequest, Progress, Selection};
+use crate::format::dump_manifest::{DumpManifest, DumpObject};
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {

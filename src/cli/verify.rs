@@ -15,8 +15,8 @@ use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing;
 use crate::config::{AmcheckLevel, Config, parse_duration};
+use crate::format::verify_report::{CheckOutcome, Mode, VerifyReport};
 use crate::repository::Repository;
-use crate::verify::report::{CheckOutcome, Mode, VerifyReport};
 use crate::verify::{VerifyError, VerifyOptions};
 
 /// The exit status after an interruption, as shells report a process ended by SIGINT.

@@ -10,7 +10,7 @@
 //! 3. Store the globals, then each database in turn: a `REPEATABLE READ` transaction exports its
 //!    snapshot ([`snapshot`]), `pg_dump --snapshot` streams the database in that snapshot straight
 //!    into a repository put ([`program`]), and meanwhile the same transaction counts every table.
-//! 4. Write the manifest ([`manifest`]) last, create-only: the dump exists from that moment (G1).
+//! 4. Write the manifest ([`crate::format::dump_manifest`]) last, create-only: the dump exists from that moment (G1).
 //!
 //! A failure anywhere fails the whole dump: no manifest is written and the objects stored so far
 //! are removed (or, after a crash or if removing them fails, by the next dump). Either way what
@@ -18,7 +18,6 @@
 //! The database password is handed to the programs in `PGPASSWORD`, never on their command line,
 //! and is removed from anything they print.
 
-pub mod manifest;
 pub mod program;
 pub mod restore;
 pub mod snapshot;
@@ -32,7 +31,6 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
-use self::manifest::{DatabaseDump, DumpKeys, DumpManifest, DumpObject, FORMAT_NAME, FORMAT_VERSION, GlobalsDump};
 use self::program::{Finished, Program};
 use self::snapshot::{SnapshotError, SnapshotSession};
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
@@ -43,6 +41,10 @@ use crate::catalog::lease::{self, Lease, LeaseError};
 use crate::catalog::leftovers;
 use crate::catalog::wal::SegmentSize;
 use crate::config::{ClusterConfig, ConnectionString};
+use crate::format::dump_manifest::{
+    DatabaseDump, DumpKeys, DumpManifest, DumpObject, FORMAT_NAME, FORMAT_VERSION, GlobalsDump,
+};
+use crate::format::journal_entry;
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
 use crate::postgres::process::PgCommand;
@@ -236,12 +238,12 @@ pub async fn dump(
         }
         let key = dumper.keys.manifest();
         let json = manifest.to_json();
-        let manifest_blake3 = journal::hash_hex(&json);
+        let manifest_blake3 = journal_entry::hash_hex(&json);
         repository
             .put_bytes(&key, json, PutMode::CreateOnly)
             .await
             .map_err(|source| DumpError::Store { what: format!("the manifest {key}"), source })?;
-        journal::append(&repository, &layout, journal::Event::Completed { id: manifest.id, manifest_blake3 })
+        journal::append(&repository, &layout, journal_entry::Event::Completed { id: manifest.id, manifest_blake3 })
             .await
             .map_err(|source| DumpError::Record { id: manifest.id, source })?;
         Ok(manifest)

@@ -52,12 +52,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
-use super::manifest::{DatabaseDump, DumpKeys, DumpManifest, TableRows};
 use super::snapshot::quote_identifier;
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::config::ConnectionString;
+use crate::format::dump_manifest::{DatabaseDump, DumpKeys, DumpManifest, TableRows};
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
 use crate::postgres::process::{PgCommand, RedactedTail, describe_exit, redact};
@@ -1878,7 +1878,7 @@ mod tests {
         let rows = |schema: &str, table: &str, rows| TableRows { schema: schema.into(), table: table.into(), rows };
         DatabaseDump {
             name: "src".into(),
-            object: super::super::manifest::DumpObject {
+            object: crate::format::dump_manifest::DumpObject {
                 key: "k".into(),
                 size: 1,
                 stored_size: 1,

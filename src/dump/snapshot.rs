@@ -9,8 +9,8 @@
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
-use super::manifest::TableRows;
 use crate::config::ConnectionString;
+use crate::format::dump_manifest::TableRows;
 use crate::postgres::connect::{ConnectError, connect};
 
 /// The tables whose rows `pg_dump` writes: ordinary tables (leaf partitions included; the

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::RestoreError;
 use super::files::{Destination, hash_file, tablespace_oid};
-use crate::catalog::backup_manifest::{BackupManifest, EntryKind};
+use crate::format::backup_manifest::{BackupManifest, EntryKind};
 
 /// How to treat a target directory that is not empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -13,8 +13,8 @@ use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
-use super::report::{Amcheck, CheckOutcome, CheckResult, Failure, Phase};
 use crate::config::{AmcheckLevel, SqlCheck};
+use crate::format::verify_report::{Amcheck, CheckOutcome, CheckResult, Failure, Phase};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
 use crate::postgres::process::PgCommand;

@@ -15,13 +15,13 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt as _;
 
 use super::checks::Server;
-use super::report::{Failure, Phase, RestoredDatabase, VerifyReport};
 use super::scratch::Scratch;
 use super::{Context, round};
 use crate::config::ConnectionString;
-use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::restore::{Ownership, RestoreError, RestoreRequest};
 use crate::dump::snapshot::quote_identifier;
+use crate::format::dump_manifest::{DumpManifest, DumpObject};
+use crate::format::verify_report::{Failure, Phase, RestoredDatabase, VerifyReport};
 use crate::object::ObjectError;
 use crate::postgres::binaries::{Need, PgBinaries};
 

@@ -20,12 +20,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::checks::Server;
-use super::report::{Failure, Phase, Recovery, VerifyReport};
 use super::scratch::Scratch;
 use super::{Context, round};
-use crate::catalog::backup_manifest::BackupManifest;
 use crate::catalog::lsn::Timeline;
 use crate::catalog::wal::{WalFile, WalSegment};
+use crate::format::backup_manifest::BackupManifest;
+use crate::format::verify_report::{Failure, Phase, Recovery, VerifyReport};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
 use crate::postgres::version;

@@ -7,10 +7,10 @@
 use std::path::Path;
 
 use super::VerifyOptions;
-use super::report::{Failure, Phase};
 use crate::backup::format_bytes;
 use crate::config::ConnectionString;
 use crate::dump::snapshot::quote_identifier;
+use crate::format::verify_report::{Failure, Phase};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::cluster::{LocalCluster, LocalClusterOptions};
 
