@@ -1,7 +1,7 @@
 //! `lifeboat restore --dump ID --db NAME --into URL [--table T ...]`: a logical restore of one
 //! database, or some of its tables, from a dump into a running server.
 //!
-//! The work is [`crate::dump::restore`]; this file resolves the dump, reports the plan on stderr
+//! The work is [`crate::restore::dump`]; this file resolves the dump, reports the plan on stderr
 //! and prints the summary (or JSON) on stdout.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use super::context::{load_config, open_repository};
 use crate::backup::{format_bytes, group_thousands};
 use crate::catalog::layout::ClusterLayout;
 use crate::config::ConnectionString;
-use crate::dump::restore::{Ownership, Plan, RestoreReport, RestoreRequest, display_table, find_dump, restore};
+use crate::restore::dump::{Ownership, Plan, RestoreReport, RestoreRequest, display_table, find_dump, restore};
 
 /// What the command line asked for (see [`super::restore::RestoreArgs`]).
 #[derive(Debug, Clone)]

@@ -19,7 +19,6 @@
 //! and is removed from anything they print.
 
 pub mod program;
-pub mod restore;
 pub mod snapshot;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@
 //! A failure in steps 1 to 4 leaves a directory without `pg_control`, and its error says so and
 //! what to run next: the same restore with `--delta` to resume, or `--force` to start over.
 
+pub mod dump;
 pub mod files;
 pub mod plan;
 pub mod recovery;

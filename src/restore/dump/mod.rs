@@ -52,11 +52,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::quote_identifier;
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::config::ConnectionString;
+use crate::dump::snapshot::quote_identifier;
 use crate::format::dump_manifest::{DatabaseDump, DumpKeys, DumpManifest, TableRows};
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
