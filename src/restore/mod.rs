@@ -16,6 +16,9 @@
 //!
 //! A failure in steps 1 to 4 leaves a directory without `pg_control`, and its error says so and
 //! what to run next: the same restore with `--delta` to resume, or `--force` to start over.
+//!
+//! `lifeboat restore --dump ID` (a logical restore of one database of a dump into a running
+//! server) is [`dump`].
 
 pub mod dump;
 pub mod files;
