@@ -16,6 +16,8 @@
 //!   directory, `pg_backup_stop`, the manifest written last).
 //! - [`wal`]: WAL archiving: `wal-push`, `wal-fetch` with prefetch, and the continuity check.
 //! - [`dump`]: logical dumps (`pg_dump` per database, `pg_dumpall --globals-only`) with row counts.
+//! - [`util`]: small helpers written once: byte counts for people, SQL and shell quoting,
+//!   percent-encoding, process liveness.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
 pub mod backup;
@@ -31,5 +33,6 @@ pub mod repository;
 pub mod restore;
 pub mod secret;
 pub mod storage;
+pub mod util;
 pub mod verify;
 pub mod wal;

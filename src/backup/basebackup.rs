@@ -48,7 +48,7 @@ use super::session::{ServerInfo, Session, Stopped};
 use super::tar::{MemberKind, TarError, TarReader};
 use super::{
     ARCHIVE_WAIT_WARNING, BackupError, BackupOptions, BackupSummary, Copied, LOCK, ManifestParts, PROGRESS_INTERVAL,
-    archiving_waits, build_manifest, check_archiving, choose_id, format_bytes, orphans, start_timeline,
+    archiving_waits, build_manifest, check_archiving, choose_id, orphans, start_timeline,
 };
 use crate::catalog::cluster::{ClusterRecord, Observed, SystemIdentifier};
 use crate::catalog::id::BackupId;
@@ -66,6 +66,7 @@ use crate::postgres::version;
 use crate::repository::{Repository, RepositoryError};
 use crate::secret::Secret;
 use crate::storage::{ObjectKey, PutMode};
+use crate::util::format_bytes;
 
 /// Bytes per block handed to an object's upload.
 const SEND_BLOCK: usize = 1024 * 1024;

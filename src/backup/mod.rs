@@ -58,6 +58,7 @@ use crate::postgres::connect::ConnectError;
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, PutMode, StorageError};
+use crate::util::format_bytes;
 
 /// The lease that keeps two backups (or a backup and a delete) of one cluster apart.
 pub const LOCK: &str = "backup";
@@ -850,49 +851,9 @@ fn check_archiving(server: &ServerInfo) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// `1.55 GiB`, `312.0 MiB`, `8.0 KiB`, `17 B`.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// `1234567` → `1,234,567`.
-pub fn group_thousands(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1023), "1023 B");
-        assert_eq!(format_bytes(1536), "1.5 KiB");
-        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
-        assert_eq!(group_thousands(0), "0");
-        assert_eq!(group_thousands(999), "999");
-        assert_eq!(group_thousands(1_000), "1,000");
-        assert_eq!(group_thousands(1_234_567), "1,234,567");
-    }
 
     #[test]
     fn timelines_come_from_the_backup_label() {
@@ -903,13 +864,6 @@ mod tests {
         let old = "START WAL LOCATION: 0/2000028 (file 0000000A0000000000000002)\nLABEL: x\n";
         assert_eq!(start_timeline(old).unwrap().id(), 10);
         assert!(matches!(start_timeline("LABEL: x\n"), Err(BackupError::BadLabel { .. })));
-    }
-
-    #[test]
-    fn byte_counts_read_well() {
-        assert_eq!(format_bytes(17), "17 B");
-        assert_eq!(format_bytes(8192), "8.0 KiB");
-        assert_eq!(format_bytes(1_668_032_204), "1.6 GiB");
     }
 
     #[test]

@@ -8,9 +8,10 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::context::{load_config, open_repository};
-use crate::backup::{BackupOptions, BackupSummary, format_bytes};
+use crate::backup::{BackupOptions, BackupSummary};
 use crate::config::BackupConfig;
 use crate::format::backup_manifest::BackupMethod;
+use crate::util::format_bytes;
 
 /// `--method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

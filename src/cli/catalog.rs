@@ -10,7 +10,6 @@ use clap::Args;
 use serde::Serialize;
 
 use super::context::{load_config, open_repository};
-use crate::backup::format_bytes;
 use crate::catalog::audit::{self, Problem, Verification};
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
@@ -19,6 +18,7 @@ use crate::catalog::wal::WalFile;
 use crate::format::backup_manifest::{BackupManifest, Tablespace, Totals};
 use crate::format::dump_manifest::{DumpManifest, TableRows};
 use crate::format::verify_report::{Mode, VerifyReport};
+use crate::util::format_bytes;
 use crate::wal::check::{ArchiveReport, Gap, SegmentRange, check};
 
 /// The widest a text table gets.

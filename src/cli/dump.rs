@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::context::{load_config, open_repository};
-use crate::backup::{format_bytes, group_thousands};
 use crate::dump::{DumpRequest, Progress, Selection};
 use crate::format::dump_manifest::{DumpManifest, DumpObject};
+use crate::util::{format_bytes, group_thousands};
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {

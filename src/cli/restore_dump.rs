@@ -9,10 +9,10 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::context::{load_config, open_repository};
-use crate::backup::{format_bytes, group_thousands};
 use crate::catalog::layout::ClusterLayout;
 use crate::config::ConnectionString;
 use crate::restore::dump::{Ownership, Plan, RestoreReport, RestoreRequest, display_table, find_dump, restore};
+use crate::util::{format_bytes, group_thousands};
 
 /// What the command line asked for (see [`super::restore::RestoreArgs`]).
 #[derive(Debug, Clone)]

@@ -9,7 +9,6 @@ use clap::{ArgGroup, Args};
 
 use super::QuietExit;
 use super::context::{load_config, open_repository};
-use crate::backup::format_bytes;
 use crate::catalog::audit;
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
@@ -17,6 +16,7 @@ use crate::catalog::listing;
 use crate::config::{AmcheckLevel, Config, parse_duration};
 use crate::format::verify_report::{CheckOutcome, Mode, VerifyReport};
 use crate::repository::Repository;
+use crate::util::format_bytes;
 use crate::verify::{VerifyError, VerifyOptions};
 
 /// The exit status after an interruption, as shells report a process ended by SIGINT.

@@ -18,7 +18,6 @@
 //!   directory is used to stop anything; no process is ever killed by name.
 
 use std::ffi::{CStr, CString, OsStr};
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -31,6 +30,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::binaries::{BinariesError, PgBinaries};
 use super::process::{PgCommand, last_lines, read_tail};
+use crate::util::{percent_encode, process_alive};
 
 /// Longest Unix socket path the kernel accepts: `sun_path` is 108 bytes including the final NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -540,9 +540,9 @@ impl LocalCluster {
     pub fn connection_url(&self) -> String {
         format!(
             "postgresql:///postgres?host={}&port={}&user={}",
-            percent_encode(self.socket_dir.as_os_str().as_bytes()),
+            percent_encode(self.socket_dir.as_os_str().as_bytes(), b"/"),
             self.port,
-            percent_encode(self.superuser.as_bytes()),
+            percent_encode(self.superuser.as_bytes(), b"/"),
         )
     }
 
@@ -709,29 +709,6 @@ pub(crate) fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether `pid` names a live process (a zombie, dead but not yet reaped, counts as gone).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
-    let exists = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
-        return false;
-    }
-    // /proc/<pid>/stat is "pid (comm) state ..."; comm may contain spaces and parentheses.
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state != "Z" && state != "X"),
-        Err(_) => true,
-    }
-}
-
 /// A port nobody was listening on a moment ago. The server only uses it to name its Unix socket,
 /// so a later collision on TCP cannot hurt; keeping it free on TCP lets a caller who turns on
 /// `listen_addresses` use it too.
@@ -818,19 +795,6 @@ fn describe_output(output: &Output) -> String {
     if text.is_empty() { "(no output)".to_string() } else { text }
 }
 
-/// Percent-encodes everything but unreserved characters and `/`, for a URL query value.
-fn percent_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &byte in bytes {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,11 +817,5 @@ mod tests {
         }
         let err = format_setting("archive_command", "a\nb").unwrap_err().to_string();
         assert!(err.contains("archive_command") && err.contains("line breaks"), "{err}");
-    }
-
-    #[test]
-    fn urls_encode_the_socket_directory() {
-        assert_eq!(percent_encode(b"/tmp/lifeboat-pg-ab12/sock"), "/tmp/lifeboat-pg-ab12/sock");
-        assert_eq!(percent_encode(b"/tmp/a b&c"), "/tmp/a%20b%26c");
     }
 }

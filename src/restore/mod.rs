@@ -46,7 +46,6 @@ use self::start::Reached;
 use self::target::{RecoveryGoal, RecoveryTarget};
 use self::target_dir::{DeltaPlan, ExistingData};
 use crate::backup::copy::CONTROL_FILE;
-use crate::backup::format_bytes;
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
@@ -57,6 +56,7 @@ use crate::format::backup_manifest::{BackupManifest, ManifestError};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
+use crate::util::format_bytes;
 use crate::wal::check::{CheckError, check};
 
 /// Where `global/pg_control` is written until the rest of the restore is complete and synced.

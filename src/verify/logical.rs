@@ -18,12 +18,12 @@ use super::checks::Server;
 use super::scratch::Scratch;
 use super::{Context, round};
 use crate::config::ConnectionString;
-use crate::dump::snapshot::quote_identifier;
 use crate::format::dump_manifest::{DumpManifest, DumpObject};
 use crate::format::verify_report::{Failure, Phase, RestoredDatabase, VerifyReport};
 use crate::object::ObjectError;
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::restore::dump::{Ownership, RestoreError, RestoreRequest};
+use crate::util::quote_identifier;
 
 /// How much larger than its dump a restored database may be (indexes are rebuilt), for the
 /// free-space check.

@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::RestoreError;
 use super::select::display_table;
-use crate::dump::snapshot::quote_identifier;
 use crate::format::dump_manifest::TableRows;
 use crate::postgres::process::{PgCommand, RedactedTail, describe_exit, redact};
 use crate::repository::Repository;
 use crate::secret::Secret;
 use crate::storage::{ByteReader, ObjectKey};
+use crate::util::quote_identifier;
 
 /// How much of pg_restore's SQL lifeboat holds back from psql. The script's `COMMIT` is followed
 /// only by a short trailer (a comment, `\unrestrict`), so it is always in this tail.

@@ -10,8 +10,8 @@ use super::target::Target;
 use super::toc::{Toc, TocEntry};
 use super::{LeftOut, RestoreError};
 use crate::catalog::id::BackupId;
-use crate::dump::snapshot::quote_identifier;
 use crate::format::dump_manifest::{DatabaseDump, TableRows};
+use crate::util::quote_identifier;
 
 /// Entry kinds (pg_restore's "desc") that belong to the table they depend on, and so are restored
 /// with it.
