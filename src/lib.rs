@@ -10,6 +10,8 @@
 //! - [`repository`]: a store plus keys: `lifeboat.repo`, sealed object reads and writes.
 //! - [`postgres`]: PostgreSQL binaries and throwaway local clusters.
 //! - [`catalog`]: the per-cluster layout of the repository, typed names, and leases (one writer).
+//! - [`format`]: the records lifeboat stores (backup and dump manifests, verification reports),
+//!   their versions and keys, side by side.
 //! - [`backup`]: native physical base backups (`pg_backup_start`, a parallel copy of the data
 //!   directory, `pg_backup_stop`, the manifest written last).
 //! - [`wal`]: WAL archiving: `wal-push`, `wal-fetch` with prefetch, and the continuity check.
@@ -19,6 +21,8 @@
 //! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
 //!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
 //!   record from one `emit`) and the audit trail.
+//! - [`util`]: small helpers written once: byte counts for people, SQL and shell quoting,
+//!   percent-encoding, process liveness.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
 
 pub mod backup;
@@ -26,6 +30,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dump;
+pub mod format;
 pub mod keys;
 pub mod object;
 pub mod ops;
@@ -34,5 +39,6 @@ pub mod repository;
 pub mod restore;
 pub mod secret;
 pub mod storage;
+pub mod util;
 pub mod verify;
 pub mod wal;

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use support::archiving::{LIFEBOAT, Options, Setup, archive_current_segment, execute};
 use sqlx::{Connection as _, PgConnection};
+use support::archiving::{LIFEBOAT, Options, Setup, archive_current_segment, execute};
 use support::output::{assert_success, describe};
 use support::s3::{S3Server, S3ServerKind, SECRET_KEY};
 

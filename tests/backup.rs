@@ -16,10 +16,10 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lifeboat::backup::BackupOptions;
-use lifeboat::catalog::backup_manifest::{BackupManifest, EntryKind};
 use lifeboat::catalog::id::BackupId;
 use lifeboat::catalog::wal::WalFile;
 use lifeboat::config::Config;
+use lifeboat::format::backup_manifest::{BackupManifest, EntryKind};
 use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions};
 use lifeboat::repository::Repository;
 use sqlx::{Connection, PgConnection};
@@ -141,7 +141,7 @@ async fn check_backup(
     }
     let large = entry(&relations.large);
     assert!(large.size.unwrap() >= 4 * 1024 * 1024, "the large table has {:?} bytes", large.size);
-    let object_of = |piece: &lifeboat::catalog::backup_manifest::Location| {
+    let object_of = |piece: &lifeboat::format::backup_manifest::Location| {
         manifest.objects.iter().find(|object| object.key == piece.object).unwrap().clone()
     };
     if part_size >= large.size.unwrap() {

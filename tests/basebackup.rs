@@ -8,8 +8,8 @@
 mod support;
 
 use lifeboat::backup::BackupOptions;
-use lifeboat::catalog::backup_manifest::{BackupManifest, BackupMethod, EntryKind};
 use lifeboat::catalog::id::BackupId;
+use lifeboat::format::backup_manifest::{BackupManifest, BackupMethod, EntryKind};
 use sqlx::Connection;
 use support::archiving::{Options, Setup, execute, layout, scalar};
 use support::output::describe;

@@ -5,13 +5,14 @@
 
 mod support;
 
-use lifeboat::catalog::backup_manifest::BackupManifest;
 use lifeboat::catalog::id::BackupId;
-use lifeboat::catalog::journal::{self, Event, Verdict};
+use lifeboat::catalog::journal;
 use lifeboat::catalog::listing;
-use lifeboat::dump::manifest::{DumpKeys, DumpManifest};
+use lifeboat::format::backup_manifest::BackupManifest;
+use lifeboat::format::dump_manifest::{DumpKeys, DumpManifest};
+use lifeboat::format::journal_entry::{Event, Verdict};
+use lifeboat::format::verify_report::{Mode, VerifyReport};
 use lifeboat::repository::Repository;
-use lifeboat::verify::report::{Mode, VerifyReport};
 use serde_json::Value;
 use sqlx::Connection;
 use support::archiving::{Options, Setup, execute, layout};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use lifeboat::catalog::layout::ClusterLayout;
 use lifeboat::catalog::lease::Lease;
 use lifeboat::config::ClusterName;
-use lifeboat::dump::manifest::{DumpManifest, encode_database_name};
+use lifeboat::format::dump_manifest::{DumpManifest, encode_database_name};
 use lifeboat::keys::Unlock;
 use lifeboat::keys::slots::KeyFile;
 use lifeboat::object::WriteOptions;

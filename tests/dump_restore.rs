@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 
-use lifeboat::dump::manifest::DumpManifest;
+use lifeboat::format::dump_manifest::DumpManifest;
 use lifeboat::keys::Unlock;
 use lifeboat::keys::slots::KeyFile;
 use lifeboat::object::WriteOptions;

@@ -232,7 +232,7 @@ async fn hardening_2_a_manifest_replaced_by_a_key_holder_fails_verification() {
     let layout = support::archiving::layout();
     let key = layout.backup_manifest(id.parse().unwrap());
     let mut manifest =
-        lifeboat::catalog::backup_manifest::BackupManifest::read(&repository, &layout, id.parse().unwrap())
+        lifeboat::format::backup_manifest::BackupManifest::read(&repository, &layout, id.parse().unwrap())
             .await
             .unwrap();
     manifest.label = "rewritten".to_owned();

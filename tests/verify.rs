@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat::catalog::id::BackupId;
 use lifeboat::catalog::layout::ClusterLayout;
-use lifeboat::dump::manifest::{DumpKeys, DumpManifest};
+use lifeboat::format::dump_manifest::{DumpKeys, DumpManifest};
 use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions};
 use lifeboat::storage::PutMode;
 use serde_json::Value;

@@ -36,9 +36,9 @@ use tokio::sync::mpsc;
 
 use super::BackupError;
 use super::walk::{Walked, WalkedKind};
-use crate::catalog::backup_manifest::{DATA_DIR, Location, ObjectEntry};
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
+use crate::format::backup_manifest::{DATA_DIR, Location, ObjectEntry};
 use crate::repository::Repository;
 use crate::storage::PutMode;
 

@@ -18,7 +18,7 @@
 //!    watching the lease.
 //! 5. `pg_backup_stop` on the same connection, then wait until the WAL the backup needs is
 //!    archived (as `wait_for_archive => true` would, but without its one-second polling).
-//! 6. Write the manifest ([`crate::catalog::backup_manifest`]) last, create-only (G1), and release
+//! 6. Write the manifest ([`crate::format::backup_manifest`]) last, create-only (G1), and release
 //!    the lease. On any failure after step 4 began, `pg_backup_stop` is called without waiting,
 //!    nothing is listed, and the backup removes its objects before releasing the lease (the next
 //!    backup does, if that fails or the process is killed). Either way the cluster's leftovers
@@ -42,22 +42,24 @@ use tokio_util::sync::CancellationToken;
 use self::copy::{Copier, FileOutcome, Progress};
 use self::session::{ServerInfo, Session, Stopped};
 use self::walk::{WalkError, WalkedKind};
-use crate::catalog::backup_manifest::{
-    BackupManifest, BackupMethod, EntryKind, FORMAT_NAME, FORMAT_VERSION, FileEntry, Tablespace, Totals,
-};
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
 use crate::catalog::id::{BackupId, BackupKind};
-use crate::catalog::journal::{self, Event, JournalError};
+use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError, hostname};
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::wal::{WalFile, WalSegment};
 use crate::config::{BackupConfig, Config};
+use crate::format::backup_manifest::{
+    BackupManifest, BackupMethod, EntryKind, FORMAT_NAME, FORMAT_VERSION, FileEntry, Tablespace, Totals,
+};
+use crate::format::journal_entry::{Event, hash_hex};
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::ConnectError;
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, PutMode, StorageError};
+use crate::util::format_bytes;
 
 /// The lease that keeps two backups (or a backup and a delete) of one cluster apart.
 pub const LOCK: &str = "backup";
@@ -326,7 +328,7 @@ struct Job<'a> {
 struct Copied {
     files: Vec<FileEntry>,
     tablespaces: Vec<Tablespace>,
-    objects: Vec<crate::catalog::backup_manifest::ObjectEntry>,
+    objects: Vec<crate::format::backup_manifest::ObjectEntry>,
     vanished: u64,
 }
 
@@ -661,7 +663,7 @@ async fn store_manifest(
 ) -> Result<ObjectKey, BackupError> {
     let key = layout.backup_manifest(manifest.id);
     let json = manifest.to_json();
-    let manifest_blake3 = journal::hash_hex(&json);
+    let manifest_blake3 = hash_hex(&json);
     repository.put_bytes(&key, json, PutMode::CreateOnly).await?;
     journal::append(repository, layout, Event::Completed { id: manifest.id, manifest_blake3 }).await?;
     Ok(key)
@@ -877,49 +879,9 @@ fn check_archiving(server: &ServerInfo) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// `1.55 GiB`, `312.0 MiB`, `8.0 KiB`, `17 B`.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// `1234567` → `1,234,567`.
-pub fn group_thousands(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1023), "1023 B");
-        assert_eq!(format_bytes(1536), "1.5 KiB");
-        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
-        assert_eq!(group_thousands(0), "0");
-        assert_eq!(group_thousands(999), "999");
-        assert_eq!(group_thousands(1_000), "1,000");
-        assert_eq!(group_thousands(1_234_567), "1,234,567");
-    }
 
     #[test]
     fn timelines_come_from_the_backup_label() {
@@ -930,13 +892,6 @@ mod tests {
         let old = "START WAL LOCATION: 0/2000028 (file 0000000A0000000000000002)\nLABEL: x\n";
         assert_eq!(start_timeline(old).unwrap().id(), 10);
         assert!(matches!(start_timeline("LABEL: x\n"), Err(BackupError::BadLabel { .. })));
-    }
-
-    #[test]
-    fn byte_counts_read_well() {
-        assert_eq!(format_bytes(17), "17 B");
-        assert_eq!(format_bytes(8192), "8.0 KiB");
-        assert_eq!(format_bytes(1_668_032_204), "1.6 GiB");
     }
 
     #[test]

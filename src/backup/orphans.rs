@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use tokio::task::JoinSet;
 
 use super::BackupError;
-use crate::catalog::backup_manifest::MANIFEST;
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::Lease;
 use crate::catalog::leftovers;
+use crate::format::backup_manifest::MANIFEST;
 use crate::repository::Repository;
 use crate::storage::ObjectKey;
 

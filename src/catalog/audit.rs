@@ -25,8 +25,9 @@ use super::id::BackupId;
 use super::journal;
 use super::layout::ClusterLayout;
 use super::listing::{self, CatalogError, Entry, manifest_key};
+use crate::format::journal_entry;
+use crate::format::verify_report::{self, Reports, VerifyReport};
 use crate::repository::Repository;
-use crate::verify::report::{self, Reports, VerifyReport};
 
 /// Something wrong with one stored object, found by [`survey`] or the journal reader.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -77,7 +78,7 @@ pub struct Survey {
 pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<Survey, CatalogError> {
     let journal = journal::read(repository, layout).await?;
     let listing = listing::read_all(repository, layout).await?;
-    let reports = report::read_latest(repository, layout).await?;
+    let reports = verify_report::read_latest(repository, layout).await?;
     let mut problems = journal.problems.clone();
     let state = journal.state().cloned();
 
@@ -183,7 +184,7 @@ pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<S
 fn judge(
     id: BackupId,
     journaled: bool,
-    recorded: Option<&journal::RecordedVerdict>,
+    recorded: Option<&journal_entry::RecordedVerdict>,
     reports: Option<&Reports>,
     problems: &mut Vec<Problem>,
 ) -> Option<Verification> {
@@ -203,7 +204,7 @@ fn judge(
                 ),
             }),
             Some(reports) if reports.latest_key.as_str() == verdict.report => {
-                if journal::hash_hex(&reports.latest_bytes) != verdict.report_blake3 {
+                if journal_entry::hash_hex(&reports.latest_bytes) != verdict.report_blake3 {
                     problems.push(Problem {
                         key: verdict.report.clone(),
                         detail: format!(

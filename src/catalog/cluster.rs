@@ -11,10 +11,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::journal::{self, Event, JournalError};
+use super::journal::{self, JournalError};
 use super::layout::ClusterLayout;
 use super::listing::{self, Entry};
 use super::wal::SegmentSize;
+use crate::format::journal_entry::Event;
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{PutMode, StorageError};
 

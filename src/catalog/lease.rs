@@ -262,14 +262,7 @@ fn holder_is_gone(holder: &LeaseHolder) -> bool {
     if holder.expires_at < Utc::now() {
         return true;
     }
-    holder.host == hostname() && !process_exists(holder.pid)
-}
-
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
-    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
-    let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    holder.host == hostname() && !crate::util::process_alive(holder.pid)
 }
 
 pub fn hostname() -> String {

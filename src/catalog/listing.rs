@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backup_manifest::{BackupManifest, MANIFEST, ManifestError};
 use super::id::{BackupId, BackupKind};
 use super::layout::ClusterLayout;
 use super::lease::{DEFAULT_TTL, Lease, LeaseError};
-use crate::dump::manifest::{DumpKeys, DumpManifest};
+use crate::format::backup_manifest::{BackupManifest, MANIFEST, ManifestError};
+use crate::format::dump_manifest::{DumpKeys, DumpManifest};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, StorageError};
 
@@ -91,7 +91,7 @@ impl Entry {
     }
 }
 
-fn dump_objects(manifest: &DumpManifest) -> impl Iterator<Item = &crate::dump::manifest::DumpObject> {
+fn dump_objects(manifest: &DumpManifest) -> impl Iterator<Item = &crate::format::dump_manifest::DumpObject> {
     std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|database| &database.object))
 }
 
@@ -232,7 +232,7 @@ pub async fn read_manifest(
             Entry::Dump(Box::new(manifest))
         }
     };
-    Ok((entry, super::journal::hash_hex(&bytes)))
+    Ok((entry, crate::format::journal_entry::hash_hex(&bytes)))
 }
 
 /// A manifest that exists but cannot be used: it does not authenticate, or does not parse.
@@ -369,7 +369,7 @@ async fn delete_locked(
     }
     // Recorded before anything goes, so no reader ever takes the deletion for a loss (G9); then the
     // commit point goes first: from here on the backup is not listed (G1, in reverse).
-    super::journal::append(repository, layout, super::journal::Event::Deleted { id }).await?;
+    super::journal::append(repository, layout, crate::format::journal_entry::Event::Deleted { id }).await?;
     repository.store().delete(&manifest).await?;
     let mut bytes = 0;
     let mut count = 0;

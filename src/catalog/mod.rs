@@ -7,7 +7,6 @@
 //! - [`cluster`]: the cluster record (system identifier, segment size) that keeps two PostgreSQL
 //!   clusters from sharing one cluster name.
 //! - [`id`]: backup and dump ids.
-//! - [`backup_manifest`]: the manifest of a base backup (its commit point, and what restore reads).
 //! - [`lease`]: repository leases (one writer per cluster).
 //! - [`leftovers`]: sweeping partial uploads and empty directories, by the lease holder.
 //! - [`timeline`]: timeline histories, and which segment recovery reads on a timeline.
@@ -16,7 +15,6 @@
 //! - [`audit`]: the catalog as stored, checked against the journal: what is missing or altered.
 
 pub mod audit;
-pub mod backup_manifest;
 pub mod cluster;
 pub mod id;
 pub mod journal;

@@ -6,9 +6,10 @@ use std::path::Path;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::backup::{BackupOptions, BackupSummary, format_bytes};
-use crate::catalog::backup_manifest::BackupMethod;
+use crate::backup::{BackupOptions, BackupSummary};
 use crate::config::BackupConfig;
+use crate::format::backup_manifest::BackupMethod;
+use crate::util::format_bytes;
 
 /// `--method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

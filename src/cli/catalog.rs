@@ -8,17 +8,17 @@ use std::path::Path;
 use clap::Args;
 use serde::Serialize;
 
-use crate::backup::format_bytes;
 use crate::catalog::audit::{self, Problem, Verification};
-use crate::catalog::backup_manifest::{BackupManifest, Tablespace, Totals};
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, Entry};
 use crate::catalog::wal::WalFile;
 use crate::config::Config;
-use crate::dump::manifest::{DumpManifest, TableRows};
+use crate::format::backup_manifest::{BackupManifest, Tablespace, Totals};
+use crate::format::dump_manifest::{DumpManifest, TableRows};
+use crate::format::verify_report::{Mode, VerifyReport};
 use crate::ops::open::open_repository;
-use crate::verify::report::{Mode, VerifyReport};
+use crate::util::format_bytes;
 use crate::wal::check::{ArchiveReport, Gap, SegmentRange, check};
 
 /// The widest a text table gets.
@@ -362,7 +362,7 @@ fn print_wal(report: &ArchiveReport) {
 struct JsonFullInfo<'a> {
     id: String,
     kind: &'static str,
-    method: &'a crate::catalog::backup_manifest::BackupMethod,
+    method: &'a crate::format::backup_manifest::BackupMethod,
     cluster: &'a str,
     manifest: String,
     system_identifier: String,
@@ -504,7 +504,7 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
     Ok(())
 }
 
-fn json_object(object: &crate::dump::manifest::DumpObject) -> JsonObject<'_> {
+fn json_object(object: &crate::format::dump_manifest::DumpObject) -> JsonObject<'_> {
     JsonObject { key: &object.key, size: object.size, stored_size: object.stored_size }
 }
 

@@ -6,9 +6,9 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use crate::backup::{format_bytes, group_thousands};
-use crate::dump::manifest::{DumpManifest, DumpObject};
 use crate::dump::{DumpRequest, Progress, Selection};
+use crate::format::dump_manifest::{DumpManifest, DumpObject};
+use crate::util::{format_bytes, group_thousands};
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {

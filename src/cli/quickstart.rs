@@ -21,7 +21,7 @@ use clap::Args;
 use sqlx::{Connection as _, PgConnection};
 
 use super::restore::lifeboat_command;
-use crate::backup::{BackupOptions, format_bytes};
+use crate::backup::BackupOptions;
 use crate::catalog::layout::ClusterLayout;
 use crate::config::Config;
 use crate::keys::Unlock;
@@ -35,6 +35,7 @@ use crate::repository::Repository;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice, postgres_time};
 use crate::restore::target_dir::ExistingData;
 use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::util::format_bytes;
 use crate::verify::VerifyOptions;
 
 /// Rows the tour loads and then "loses".

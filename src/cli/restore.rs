@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use clap::{ArgGroup, Args, ValueEnum};
 
 use super::restore_dump::{self, DumpRestoreRequest};
-use crate::backup::format_bytes;
 use crate::catalog::lsn::Lsn;
 use crate::config::BackupConfig;
 use crate::restore::start::Outcome;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
 use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::util::{format_bytes, shell_quote};
 
 /// `--target latest|immediate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -211,11 +211,11 @@ fn default_restore_command(config: &Path) -> anyhow::Result<String> {
 /// `'<exe>' --config '<config>' <arguments>`: how PostgreSQL runs lifeboat (archive_command,
 /// restore_command).
 pub(super) fn lifeboat_command(exe: &Path, config: &Path, arguments: &str) -> String {
-    format!("{} --config {} {arguments}", shell_quote(exe), shell_quote(config))
-}
-
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+    format!(
+        "{} --config {} {arguments}",
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&config.display().to_string())
+    )
 }
 
 fn print_summary(summary: &RestoreSummary) {

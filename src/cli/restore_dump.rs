@@ -1,15 +1,15 @@
 //! `lifeboat restore --dump ID --db NAME --into URL [--table T ...]`: a logical restore of one
 //! database, or some of its tables, from a dump into a running server.
 //!
-//! The work is [`crate::dump::restore`]; this file resolves the dump, reports the plan on stderr
+//! The work is [`crate::restore::dump`]; this file resolves the dump, reports the plan on stderr
 //! and prints the summary (or JSON) on stdout.
 
 use std::path::Path;
 
-use crate::backup::{format_bytes, group_thousands};
 use crate::config::ConnectionString;
-use crate::dump::manifest::DumpManifest;
-use crate::dump::restore::{Ownership, Plan, RestoreReport, RestoreRequest, display_table};
+use crate::format::dump_manifest::DumpManifest;
+use crate::restore::dump::{Ownership, Plan, RestoreReport, RestoreRequest, display_table};
+use crate::util::{format_bytes, group_thousands};
 
 /// What the command line asked for (see [`super::restore::RestoreArgs`]).
 #[derive(Debug, Clone)]

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 
-use crate::backup::format_bytes;
 use crate::catalog::id::BackupKind;
 use crate::catalog::layout::ClusterLayout;
 use crate::config::{AmcheckLevel, Config, parse_duration};
+use crate::format::verify_report::{CheckOutcome, Mode, VerifyReport};
 use crate::ops::VerifyTarget;
+use crate::util::format_bytes;
 use crate::verify::VerifyOptions;
-use crate::verify::report::{CheckOutcome, Mode, VerifyReport};
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("which").args(["id", "latest", "all"])))]

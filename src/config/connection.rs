@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::secret::{REDACTED, Secret};
+use crate::util::percent_encode;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionString(Secret);
@@ -62,7 +63,7 @@ impl ConnectionString {
             format!("{}{}", url.scheme, url.userinfo.map(|userinfo| format!("{userinfo}@")).unwrap_or_default());
         out.push_str(url.hosts);
         out.push('/');
-        out.push_str(&percent_encode(database));
+        out.push_str(&percent_encode(database.as_bytes(), b""));
         let query: Vec<&str> =
             url.query_parameters().filter(|parameter| parameter_name(parameter) != "dbname").collect();
         if !query.is_empty() {
@@ -155,19 +156,6 @@ impl<'a> UrlParts<'a> {
 
 fn parameter_name(parameter: &str) -> &str {
     parameter.split_once('=').map_or(parameter, |(name, _)| name)
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &byte in text.as_bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Decodes `%XX` escapes (a `%` not followed by two hex digits stays as it is, as libpq would

@@ -10,7 +10,7 @@
 //! 3. Store the globals, then each database in turn: a `REPEATABLE READ` transaction exports its
 //!    snapshot ([`snapshot`]), `pg_dump --snapshot` streams the database in that snapshot straight
 //!    into a repository put ([`program`]), and meanwhile the same transaction counts every table.
-//! 4. Write the manifest ([`manifest`]) last, create-only: the dump exists from that moment (G1).
+//! 4. Write the manifest ([`crate::format::dump_manifest`]) last, create-only: the dump exists from that moment (G1).
 //!
 //! A failure anywhere fails the whole dump: no manifest is written and the objects stored so far
 //! are removed (or, after a crash or if removing them fails, by the next dump). Either way what
@@ -18,9 +18,7 @@
 //! The database password is handed to the programs in `PGPASSWORD`, never on their command line,
 //! and is removed from anything they print.
 
-pub mod manifest;
 pub mod program;
-pub mod restore;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -30,10 +28,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use self::manifest::{DatabaseDump, DumpKeys, DumpManifest, DumpObject, FORMAT_NAME, FORMAT_VERSION, GlobalsDump};
 use self::program::{Finished, Program};
 use self::snapshot::{SnapshotError, SnapshotSession};
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
@@ -44,11 +40,15 @@ use crate::catalog::lease::{self, Lease, LeaseError};
 use crate::catalog::leftovers;
 use crate::catalog::wal::SegmentSize;
 use crate::config::{ClusterConfig, ConnectionString};
+use crate::format::dump_manifest::{
+    DatabaseDump, DumpKeys, DumpManifest, DumpObject, FORMAT_NAME, FORMAT_VERSION, GlobalsDump,
+};
+use crate::format::journal_entry;
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::postgres::connect::{ConnectError, connect};
+use crate::postgres::process::PgCommand;
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
-use crate::secret::{REDACTED, Secret};
 use crate::storage::{ByteReader, ObjectKey, PutMode};
 
 /// The lease a dump holds: the same as base backups and deletes, so none of them overlap.
@@ -237,12 +237,12 @@ pub async fn dump(
         }
         let key = dumper.keys.manifest();
         let json = manifest.to_json();
-        let manifest_blake3 = journal::hash_hex(&json);
+        let manifest_blake3 = journal_entry::hash_hex(&json);
         repository
             .put_bytes(&key, json, PutMode::CreateOnly)
             .await
             .map_err(|source| DumpError::Store { what: format!("the manifest {key}"), source })?;
-        journal::append(&repository, &layout, journal::Event::Completed { id: manifest.id, manifest_blake3 })
+        journal::append(&repository, &layout, journal_entry::Event::Completed { id: manifest.id, manifest_blake3 })
             .await
             .map_err(|source| DumpError::Record { id: manifest.id, source })?;
         Ok(manifest)
@@ -383,7 +383,7 @@ struct Dumper<'a> {
 
 impl Dumper<'_> {
     async fn globals(&self, server: &Server) -> Result<GlobalsDump, DumpError> {
-        let (mut command, password) = libpq_command(&self.pg_dumpall, self.connection)?;
+        let mut command = libpq_command(&self.pg_dumpall, self.connection)?;
         command.args(["--globals-only", &format!("--database={}", server.database)]);
         if !server.superuser {
             tracing::warn!(
@@ -396,7 +396,7 @@ impl Dumper<'_> {
         let key = self.keys.globals();
         let stored = self.store(&key, output, &program).await;
         let finished = program.finish().await;
-        let summary = settle("pg_dumpall", "the globals", &key, stored, finished, None, password.as_ref())?;
+        let summary = settle("pg_dumpall", "the globals", &key, stored, finished, None)?;
         Ok(GlobalsDump { object: DumpObject::new(&key, &summary), role_passwords: server.superuser })
     }
 
@@ -408,7 +408,7 @@ impl Dumper<'_> {
         let snapshot = session.snapshot().to_owned();
         tracing::info!(database = name, %snapshot, "dumping");
 
-        let (mut command, password) = libpq_command(&self.pg_dump, &connection)?;
+        let mut command = libpq_command(&self.pg_dump, &connection)?;
         // The repository compresses: pg_dump's own zlib would only cost time and ratio.
         command.args(["--format=custom", "--compress=0", &format!("--snapshot={snapshot}")]);
         let (program, output) = spawn(&self.pg_dump, command)?;
@@ -446,7 +446,7 @@ impl Dumper<'_> {
             None => (None, None),
         };
         let what = format!("database {name:?}");
-        let summary = settle("pg_dump", &what, &key, stored, finished, count_error, password.as_ref())?;
+        let summary = settle("pg_dump", &what, &key, stored, finished, count_error)?;
         let tables = tables.expect("settle fails unless the counts succeeded");
         Ok(DatabaseDump {
             name: name.to_owned(),
@@ -484,11 +484,10 @@ fn settle(
     stored: Result<crate::object::SealSummary, RepositoryError>,
     finished: Finished,
     count_error: Option<DumpError>,
-    password: Option<&Secret>,
 ) -> Result<crate::object::SealSummary, DumpError> {
     let failed_by_itself = (finished.failed_at_end && !finished.killed) || (stored.is_ok() && !finished.success());
     if failed_by_itself {
-        let stderr = redact(&finished.stderr, password);
+        let stderr = finished.stderr.clone();
         return Err(DumpError::ProgramFailed {
             program,
             what: what.to_owned(),
@@ -501,43 +500,31 @@ fn settle(
     }
     let summary = stored.map_err(|source| DumpError::Store { what: format!("{what} as {key}"), source })?;
     if !finished.stderr.trim().is_empty() {
-        tracing::warn!(program, "{what}: {}", redact(&finished.stderr, password));
+        tracing::warn!(program, "{what}: {}", finished.stderr);
     }
     Ok(summary)
 }
 
 /// A command for a libpq program connecting with `connection`: the URL without its password on
-/// the command line, the password in `PGPASSWORD`, and never a password prompt.
-fn libpq_command(program: &Path, connection: &ConnectionString) -> Result<(Command, Option<Secret>), DumpError> {
+/// the command line, the password in `PGPASSWORD` (redacted from its output), and never a
+/// password prompt.
+fn libpq_command(program: &Path, connection: &ConnectionString) -> Result<PgCommand, DumpError> {
     let libpq = connection.for_libpq().map_err(DumpError::Connection)?;
-    let mut command = Command::new(program);
+    let mut command = PgCommand::client(program, libpq.password.as_ref());
     command.arg("--no-password").arg(format!("--dbname={}", libpq.url));
-    if let Some(password) = &libpq.password {
-        command.env("PGPASSWORD", password.expose());
-    }
-    Ok((command, libpq.password))
+    Ok(command)
 }
 
-fn spawn(path: &Path, command: Command) -> Result<(Program, ByteReader), DumpError> {
+fn spawn(path: &Path, command: PgCommand) -> Result<(Program, ByteReader), DumpError> {
     Program::spawn(command).map_err(|source| DumpError::Spawn { program: path.to_path_buf(), source })
-}
-
-/// `text` with every occurrence of the password replaced.
-fn redact(text: &str, password: Option<&Secret>) -> String {
-    match password {
-        Some(password) if !password.expose().is_empty() => text.replace(password.expose(), REDACTED),
-        _ => text.to_owned(),
-    }
 }
 
 /// What `pg_dump --version` prints, e.g. "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)".
 async fn program_version(program: &Path) -> Result<String, DumpError> {
-    let output = Command::new(program)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|source| DumpError::Spawn { program: program.to_path_buf(), source })?;
+    let mut command = PgCommand::local(program);
+    command.arg("--version");
+    let output =
+        command.output().await.map_err(|source| DumpError::Spawn { program: program.to_path_buf(), source })?;
     let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     if !output.status.success() || text.is_empty() {
         return Err(DumpError::Spawn {

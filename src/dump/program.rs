@@ -7,8 +7,9 @@
 //! until the program has exited successfully; if it failed (or was killed), the read fails instead,
 //! the put fails, and nothing is stored.
 //!
-//! Standard error is collected in the background, keeping only its last lines, for the error
-//! message. Dropping a [`Program`] kills the process.
+//! The command comes from [`crate::postgres::process`], which collects standard error in the
+//! background (its last lines, password redacted) for the error message. Dropping a [`Program`]
+//! kills the process.
 
 use std::future::Future;
 use std::io;
@@ -18,25 +19,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio::process::{ChildStdout, Command};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::process::ChildStdout;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::postgres::process::{PgCommand, RedactedTail, describe_exit};
 use crate::storage::ByteReader;
-
-/// How much of a program's standard error is kept.
-const STDERR_TAIL_BYTES: usize = 16 * 1024;
-/// How many of its last lines an error message shows.
-pub const STDERR_TAIL_LINES: usize = 15;
 
 /// A running program whose standard output is being consumed through the reader that
 /// [`Program::spawn`] returned.
 pub struct Program {
     kill: CancellationToken,
     waiter: JoinHandle<(io::Result<ExitStatus>, bool)>,
-    stderr: JoinHandle<Vec<u8>>,
+    /// Taken by [`Program::finish`].
+    stderr: Option<RedactedTail>,
     failed_at_end: Arc<AtomicBool>,
 }
 
@@ -50,7 +48,7 @@ pub struct Finished {
     /// Whether the reader reached the end of the output and then failed because of the exit
     /// status: the consumer of the output failed because of the program, not the other way round.
     pub failed_at_end: bool,
-    /// The last lines of its standard error, lossily decoded.
+    /// The last lines of its standard error, lossily decoded, password redacted.
     pub stderr: String,
 }
 
@@ -65,63 +63,12 @@ impl Finished {
     }
 }
 
-/// "exit status 1", "killed by signal 9", or the error that prevented waiting.
-pub fn describe_exit(status: &io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt as _;
-            match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exit status {code}"),
-                (None, Some(signal)) => format!("killed by signal {signal}"),
-                (None, None) => status.to_string(),
-            }
-        }
-        Err(error) => format!("could not wait for it: {error}"),
-    }
-}
-
-/// Reads a program's standard error in the background until it closes, keeping only its last
-/// [`STDERR_TAIL_BYTES`] or so; [`last_lines`] makes a message of it.
-pub fn collect_stderr(mut stderr: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<Vec<u8>> {
-    tokio::spawn(async move {
-        let mut tail = Vec::new();
-        let mut block = [0u8; 4096];
-        loop {
-            match stderr.read(&mut block).await {
-                Ok(0) | Err(_) => break,
-                Ok(read) => {
-                    tail.extend_from_slice(&block[..read]);
-                    if tail.len() > 2 * STDERR_TAIL_BYTES {
-                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                    }
-                }
-            }
-        }
-        tail
-    })
-}
-
-/// The last [`STDERR_TAIL_LINES`] lines of what a program printed, lossily decoded.
-pub fn last_lines(output: &[u8]) -> String {
-    let text = String::from_utf8_lossy(output);
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
-}
-
 impl Program {
-    /// Starts `command` with standard output and error piped (standard input is closed). Returns
-    /// the program and its output, which ends only after a successful exit.
-    pub fn spawn(mut command: Command) -> io::Result<(Program, ByteReader)> {
-        command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn()?;
+    /// Starts `command` with standard output piped. Returns the program and its output, which
+    /// ends only after a successful exit.
+    pub fn spawn(command: PgCommand) -> io::Result<(Program, ByteReader)> {
+        let (mut child, stderr) = command.spawn(std::process::Stdio::piped())?.into_parts();
         let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-
-        let stderr = collect_stderr(stderr);
 
         let kill = CancellationToken::new();
         let (exit_tx, exit_rx) = oneshot::channel();
@@ -143,7 +90,7 @@ impl Program {
 
         let failed_at_end = Arc::new(AtomicBool::new(false));
         let output = CheckedOutput { stdout, exit: Some(exit_rx), failed_at_end: failed_at_end.clone() };
-        Ok((Program { kill, waiter, stderr, failed_at_end }, Box::new(output)))
+        Ok((Program { kill, waiter, stderr: Some(stderr), failed_at_end }, Box::new(output)))
     }
 
     /// Stops the program (SIGKILL) if it is still running; its output then fails instead of ending.
@@ -157,7 +104,10 @@ impl Program {
             Ok(outcome) => outcome,
             Err(error) => (Err(io::Error::other(error.to_string())), false),
         };
-        let stderr = last_lines(&(&mut self.stderr).await.unwrap_or_default());
+        let stderr = match self.stderr.take() {
+            Some(stderr) => stderr.lines().await,
+            None => String::new(),
+        };
         Finished { status, killed, failed_at_end: self.failed_at_end.load(Ordering::SeqCst), stderr }
     }
 }
@@ -200,8 +150,12 @@ impl AsyncRead for CheckedOutput {
 mod tests {
     use super::*;
 
-    fn shell(script: &str) -> Command {
-        let mut command = Command::new("/bin/sh");
+    use tokio::io::AsyncReadExt as _;
+
+    use crate::postgres::process::STDERR_TAIL_LINES;
+
+    fn shell(script: &str) -> PgCommand {
+        let mut command = PgCommand::local(std::path::Path::new("/bin/sh"));
         command.arg("-c").arg(script);
         command
     }

@@ -9,9 +9,10 @@
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
-use super::manifest::TableRows;
 use crate::config::ConnectionString;
+use crate::format::dump_manifest::TableRows;
 use crate::postgres::connect::{ConnectError, connect};
+use crate::util::quote_identifier;
 
 /// The tables whose rows `pg_dump` writes: ordinary tables (leaf partitions included; the
 /// partitioned parents hold no rows of their own), not temporary ones, outside the system schemas,
@@ -104,21 +105,4 @@ pub enum SnapshotError {
 
     #[error("could not {what}: {detail}")]
     Query { what: String, detail: String },
-}
-
-/// `name` as a PostgreSQL quoted identifier: in double quotes, with double quotes doubled.
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_identifier("orders"), "\"orders\"");
-        assert_eq!(quote_identifier("Mixed \"Case\""), "\"Mixed \"\"Case\"\"\"");
-        assert_eq!(quote_identifier("a.b; drop"), "\"a.b; drop\"");
-    }
 }

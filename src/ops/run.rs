@@ -12,11 +12,11 @@ use crate::backup::{BackupError, BackupOptions, BackupSummary};
 use crate::catalog::audit::{self, Problem};
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::listing::{self, CatalogError, Deleted};
-use crate::dump::manifest::DumpManifest;
 use crate::dump::{DumpError, DumpRequest, Progress, Selection};
+use crate::format::dump_manifest::DumpManifest;
+use crate::format::verify_report::VerifyReport;
 use crate::restore::{RestoreError, RestoreOptions, RestoreSummary};
 use crate::storage::StorageError;
-use crate::verify::report::VerifyReport;
 use crate::verify::{VerifyError, VerifyOptions};
 use crate::wal::check::{ArchiveReport, CheckError};
 use crate::wal::push::{PushError, Pushed};
@@ -38,9 +38,9 @@ pub enum OpError {
     #[error(transparent)]
     Restore(#[from] RestoreError),
     #[error(transparent)]
-    DumpRestore(#[from] crate::dump::restore::RestoreError),
+    DumpRestore(#[from] crate::restore::dump::RestoreError),
     #[error("restore of database {database:?} from dump {dump} failed")]
-    DumpRestoreFailed { database: String, dump: BackupId, source: crate::dump::restore::RestoreError },
+    DumpRestoreFailed { database: String, dump: BackupId, source: crate::restore::dump::RestoreError },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -358,9 +358,9 @@ pub async fn restore(context: &OpContext, mut options: RestoreOptions) -> Result
 pub async fn restore_dump(
     context: &OpContext,
     dump: &str,
-    request: &crate::dump::restore::RestoreRequest,
-    on_plan: &mut (dyn FnMut(&DumpManifest, &crate::dump::restore::Plan) + Send),
-) -> Result<crate::dump::restore::RestoreReport, OpError> {
+    request: &crate::restore::dump::RestoreRequest,
+    on_plan: &mut (dyn FnMut(&DumpManifest, &crate::restore::dump::Plan) + Send),
+) -> Result<crate::restore::dump::RestoreReport, OpError> {
     let arguments = arguments([
         ("dump", dump.to_owned()),
         ("database", request.database.clone()),
@@ -368,10 +368,10 @@ pub async fn restore_dump(
         ("tables", request.tables.join(",")),
     ]);
     let work = async {
-        let manifest = crate::dump::restore::find_dump(&context.repository, &context.layout, dump).await?;
+        let manifest = crate::restore::dump::find_dump(&context.repository, &context.layout, dump).await?;
         let bin_dir = context.config.cluster.bin_dir.as_deref();
-        let mut on_plan = |plan: &crate::dump::restore::Plan| on_plan(&manifest, plan);
-        crate::dump::restore::restore(&context.repository, &context.layout, &manifest, bin_dir, request, &mut on_plan)
+        let mut on_plan = |plan: &crate::restore::dump::Plan| on_plan(&manifest, plan);
+        crate::restore::dump::restore(&context.repository, &context.layout, &manifest, bin_dir, request, &mut on_plan)
             .await
             .map_err(|source| OpError::DumpRestoreFailed {
                 database: request.database.clone(),

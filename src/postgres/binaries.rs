@@ -27,7 +27,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use super::process::PgCommand;
 
 /// Where Debian and Ubuntu install each PostgreSQL major version (`<root>/<major>/bin`).
 const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
@@ -509,10 +510,9 @@ fn is_program(dir: &Path, name: &str) -> bool {
 
 /// The major version `program --version` reports.
 fn read_major(program: &Path) -> Result<u32, BinariesError> {
-    let output = Command::new(program)
+    let output = PgCommand::local(program)
         .arg("--version")
-        .stdin(Stdio::null())
-        .output()
+        .output_blocking()
         .map_err(|source| BinariesError::Run { program: program.to_path_buf(), source })?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     match parse_major(&text) {
@@ -534,7 +534,7 @@ fn parse_major(version_output: &str) -> Option<u32> {
 
 /// What `pg_config --bindir` says, if pg_config is on the PATH and answers.
 fn pg_config_bindir() -> Option<PathBuf> {
-    let output = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    let output = PgCommand::local(Path::new("pg_config")).arg("--bindir").output_blocking().ok()?;
     if !output.status.success() {
         return None;
     }

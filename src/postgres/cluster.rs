@@ -18,28 +18,25 @@
 //!   directory is used to stop anything; no process is ever killed by name.
 
 use std::ffi::{CStr, CString, OsStr};
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{ExitStatus, Output};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::binaries::{BinariesError, PgBinaries};
+use super::process::{PgCommand, last_lines, read_tail};
+use crate::util::{percent_encode, process_alive};
 
 /// Longest Unix socket path the kernel accepts: `sun_path` is 108 bytes including the final NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
 /// How many lines of the server log an error message carries.
 const LOG_TAIL_LINES: usize = 30;
-
-/// Environment variables that would steer the PostgreSQL programs away from this cluster.
-const STEERING_ENV: &[&str] = &["PGDATA", "PGPORT", "PGHOST", "PGHOSTADDR", "PGOPTIONS", "PGUSER"];
 
 /// How local connections authenticate (the `initdb --auth-local` method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -411,7 +408,8 @@ impl LocalCluster {
         let pg_ctl = self.binaries.require("pg_ctl")?;
         let mut outputs = Vec::new();
         for mode in ["fast", "immediate"] {
-            let output = self.stop_command(&pg_ctl, mode).output().map_err(|source| self.run_error(&pg_ctl, source))?;
+            let output =
+                self.stop_command(&pg_ctl, mode).output_blocking().map_err(|source| self.run_error(&pg_ctl, source))?;
             if output.status.success() {
                 return Ok(());
             }
@@ -423,7 +421,7 @@ impl LocalCluster {
         Err(self.stop_error(&outputs))
     }
 
-    fn stop_command(&self, pg_ctl: &Path, mode: &str) -> Command {
+    fn stop_command(&self, pg_ctl: &Path, mode: &str) -> PgCommand {
         let mut command = self.command(pg_ctl);
         command
             .args(["stop", "--wait", "--silent", "--mode", mode, "--timeout"])
@@ -542,9 +540,9 @@ impl LocalCluster {
     pub fn connection_url(&self) -> String {
         format!(
             "postgresql:///postgres?host={}&port={}&user={}",
-            percent_encode(self.socket_dir.as_os_str().as_bytes()),
+            percent_encode(self.socket_dir.as_os_str().as_bytes(), b"/"),
             self.port,
-            percent_encode(self.superuser.as_bytes()),
+            percent_encode(self.superuser.as_bytes(), b"/"),
         )
     }
 
@@ -559,27 +557,18 @@ impl LocalCluster {
     }
 
     /// A command for one of the PostgreSQL programs: run as the server's OS user when needed, in
-    /// the scratch directory (the caller's directory may not be readable by that user), with the
-    /// environment variables that would point it elsewhere removed.
-    fn command(&self, program: &Path) -> Command {
-        let mut command = Command::new(program);
-        command.current_dir(&self.root).stdin(Stdio::null());
-        for name in STEERING_ENV {
-            command.env_remove(name);
-        }
+    /// the scratch directory (the caller's directory may not be readable by that user).
+    fn command(&self, program: &Path) -> PgCommand {
+        let mut command = PgCommand::local(program);
+        command.current_dir(&self.root);
         if let Some(user) = &self.run_as {
-            command
-                .uid(user.uid)
-                .gid(user.gid)
-                .env("HOME", &user.home)
-                .env("USER", &user.name)
-                .env("LOGNAME", &user.name);
+            command.run_as(user);
         }
         command
     }
 
-    async fn run(&self, program: &Path, command: Command) -> Result<Output, ClusterError> {
-        tokio::process::Command::from(command).output().await.map_err(|source| self.run_error(program, source))
+    async fn run(&self, program: &Path, command: PgCommand) -> Result<Output, ClusterError> {
+        command.output().await.map_err(|source| self.run_error(program, source))
     }
 
     fn run_error(&self, program: &Path, source: io::Error) -> ClusterError {
@@ -720,29 +709,6 @@ pub(crate) fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether `pid` names a live process (a zombie, dead but not yet reaped, counts as gone).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
-    let exists = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
-        return false;
-    }
-    // /proc/<pid>/stat is "pid (comm) state ..."; comm may contain spaces and parentheses.
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state != "Z" && state != "X"),
-        Err(_) => true,
-    }
-}
-
 /// A port nobody was listening on a moment ago. The server only uses it to name its Unix socket,
 /// so a later collision on TCP cannot hurt; keeping it free on TCP lets a caller who turns on
 /// `listen_addresses` use it too.
@@ -829,35 +795,6 @@ fn describe_output(output: &Output) -> String {
     if text.is_empty() { "(no output)".to_string() } else { text }
 }
 
-fn last_lines(text: &str, count: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..].join("\n")
-}
-
-/// The last `count` lines of a file, reading at most its last 64 KiB.
-fn read_tail(path: &Path, count: usize) -> io::Result<String> {
-    const MAX: u64 = 64 * 1024;
-    let mut file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(MAX)))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(last_lines(String::from_utf8_lossy(&bytes).trim_end(), count))
-}
-
-/// Percent-encodes everything but unreserved characters and `/`, for a URL query value.
-fn percent_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &byte in bytes {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -880,18 +817,5 @@ mod tests {
         }
         let err = format_setting("archive_command", "a\nb").unwrap_err().to_string();
         assert!(err.contains("archive_command") && err.contains("line breaks"), "{err}");
-    }
-
-    #[test]
-    fn urls_encode_the_socket_directory() {
-        assert_eq!(percent_encode(b"/tmp/lifeboat-pg-ab12/sock"), "/tmp/lifeboat-pg-ab12/sock");
-        assert_eq!(percent_encode(b"/tmp/a b&c"), "/tmp/a%20b%26c");
-    }
-
-    #[test]
-    fn last_lines_keeps_the_end() {
-        assert_eq!(last_lines("a\nb\nc", 2), "b\nc");
-        assert_eq!(last_lines("a", 5), "a");
-        assert_eq!(last_lines("", 5), "");
     }
 }

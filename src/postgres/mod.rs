@@ -8,10 +8,14 @@
 //!   (verification, migration rehearsal, quickstart). When lifeboat runs as root it runs the
 //!   server programs as an unprivileged OS user, because PostgreSQL refuses to run as root.
 //! - [`connect`]: connections to the running cluster named by `cluster.connection`.
+//! - [`process`]: the one way PostgreSQL programs are started: the cleaned environment, the
+//!   password in `PGPASSWORD` only, the cluster's OS user when lifeboat is root, and the tail of
+//!   standard error kept (password redacted) for error messages.
 //! - [`version`]: the majors lifeboat supports (13 to 18), recognised by version number and by
 //!   WAL page magic; anything else is refused by name.
 
 pub mod binaries;
 pub mod cluster;
 pub mod connect;
+pub mod process;
 pub mod version;

@@ -24,8 +24,8 @@ use blake3::hazmat::{ChainingValue, HasherExt};
 
 use super::{CONTROL_FILE_PENDING, RestoreError};
 use crate::backup::copy::{CONTROL_FILE, merge_parts};
-use crate::catalog::backup_manifest::{BackupManifest, EntryKind, FileEntry};
 use crate::catalog::layout::ClusterLayout;
+use crate::format::backup_manifest::{BackupManifest, EntryKind, FileEntry};
 use crate::object::ObjectError;
 use crate::repository::Repository;
 

@@ -16,7 +16,11 @@
 //!
 //! A failure in steps 1 to 4 leaves a directory without `pg_control`, and its error says so and
 //! what to run next: the same restore with `--delta` to resume, or `--force` to start over.
+//!
+//! `lifeboat restore --dump ID` (a logical restore of one database of a dump into a running
+//! server) is [`dump`].
 
+pub mod dump;
 pub mod files;
 pub mod plan;
 pub mod recovery;
@@ -43,17 +47,17 @@ use self::start::Reached;
 use self::target::{RecoveryGoal, RecoveryTarget};
 use self::target_dir::{DeltaPlan, ExistingData};
 use crate::backup::copy::CONTROL_FILE;
-use crate::backup::format_bytes;
-use crate::catalog::backup_manifest::{BackupManifest, ManifestError};
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::catalog::lsn::Timeline;
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::WalFile;
+use crate::format::backup_manifest::{BackupManifest, ManifestError};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
+use crate::util::format_bytes;
 use crate::wal::check::{CheckError, check};
 
 /// Where `global/pg_control` is written until the rest of the restore is complete and synced.

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::target::{RecoveryGoal, RecoveryTarget, TimelineChoice, postgres_time};
-use crate::catalog::backup_manifest::BackupManifest;
 use crate::catalog::id::BackupId;
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::WalSegment;
+use crate::format::backup_manifest::BackupManifest;
 use crate::wal::check::ArchiveReport;
 
 /// What the repository holds for the cluster.
@@ -341,11 +341,11 @@ fn last_archived(archive: &ArchiveReport, history: &TimelineHistory) -> Option<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::backup_manifest::{BackupMethod, FORMAT_NAME, FORMAT_VERSION, Totals};
     use crate::catalog::cluster::SystemIdentifier;
     use crate::catalog::layout::ClusterLayout;
     use crate::catalog::wal::SegmentSize;
     use crate::config::ClusterName;
+    use crate::format::backup_manifest::{BackupMethod, FORMAT_NAME, FORMAT_VERSION, Totals};
     use crate::restore::target::TargetAction;
     use crate::storage::ObjectKey;
 

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use super::RestoreError;
 use super::files::Destination;
-use crate::catalog::backup_manifest::BackupManifest;
+use crate::format::backup_manifest::BackupManifest;
 use crate::postgres::cluster::format_setting;
 
 pub const AUTO_CONF: &str = "postgresql.auto.conf";

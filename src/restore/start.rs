@@ -16,9 +16,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,6 +25,7 @@ use super::RestoreError;
 use super::files::Owner;
 use super::target::TargetAction;
 use crate::postgres::binaries::PgBinaries;
+use crate::postgres::process::{PgCommand, read_tail};
 
 /// How often the log is read.
 const POLL: Duration = Duration::from_millis(200);
@@ -124,7 +123,7 @@ pub async fn start_and_wait(
     if let Some(port) = port {
         server_options.push_str(&format!(" -p {port}"));
     }
-    let mut command = Command::new(&pg_ctl);
+    let mut command = PgCommand::local(&pg_ctl);
     command
         .args(["start", "--no-wait", "--silent", "--pgdata"])
         .arg(pgdata)
@@ -132,15 +131,11 @@ pub async fn start_and_wait(
         .arg(&log_file)
         .arg("-o")
         .arg(&server_options)
-        .current_dir(pgdata)
-        .stdin(Stdio::null());
-    for name in ["PGDATA", "PGPORT", "PGHOST", "PGOPTIONS"] {
-        command.env_remove(name);
-    }
+        .current_dir(pgdata);
     if let Some(owner) = owner {
-        command.uid(owner.uid).gid(owner.gid);
+        command.run_as_ids(owner.uid, owner.gid);
     }
-    let output = tokio::process::Command::from(command)
+    let output = command
         .output()
         .await
         .map_err(|error| RestoreError::Start { detail: format!("cannot run {}: {error}", pg_ctl.display()) })?;
@@ -274,9 +269,7 @@ impl LogFacts {
 }
 
 fn log_tail(log_file: &Path) -> String {
-    let text = fs::read_to_string(log_file).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    let tail = read_tail(log_file, 20).unwrap_or_default();
     if tail.is_empty() { String::new() } else { format!("\nlast lines of {}:\n{tail}", log_file.display()) }
 }
 

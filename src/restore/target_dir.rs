@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::RestoreError;
 use super::files::{Destination, hash_file, tablespace_oid};
-use crate::catalog::backup_manifest::{BackupManifest, EntryKind};
+use crate::format::backup_manifest::{BackupManifest, EntryKind};
 
 /// How to treat a target directory that is not empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,7 +59,7 @@ pub fn inspect(destination: &Destination, existing: ExistingData) -> Result<Insp
 pub fn running_server(pgdata: &Path) -> Option<u32> {
     let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    crate::postgres::cluster::process_alive(pid).then_some(pid)
+    crate::util::process_alive(pid).then_some(pid)
 }
 
 fn holds_anything(path: &Path) -> Result<bool, RestoreError> {

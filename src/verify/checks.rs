@@ -7,17 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Instant;
 
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 
-use super::report::{Amcheck, CheckOutcome, CheckResult, Failure, Phase};
 use crate::config::{AmcheckLevel, SqlCheck};
+use crate::format::verify_report::{Amcheck, CheckOutcome, CheckResult, Failure, Phase};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
+use crate::postgres::process::PgCommand;
 
 /// Lines of amcheck output kept in a report.
 const OUTPUT_LINES: usize = 40;
@@ -179,7 +179,7 @@ impl Server {
                 )
             })?;
         let (program, program_major) = program;
-        let mut command = tokio::process::Command::new(&program);
+        let mut command = PgCommand::local(&program);
         command
             .arg("--host")
             .arg(cluster.socket_dir())
@@ -187,11 +187,7 @@ impl Server {
             .arg(cluster.port().to_string())
             .arg("--username")
             .arg(self.options.get_username())
-            .args(["--no-password", "--all", "--install-missing"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .args(["--no-password", "--all", "--install-missing"]);
         match level {
             AmcheckLevel::Off => unreachable!("the caller returns before"),
             // Every btree index (user and catalog), no heap checks.
@@ -199,9 +195,6 @@ impl Server {
             // Tables and their indexes, and every heap tuple must have its index entries.
             AmcheckLevel::HeapAllIndexed => command.arg("--heapallindexed"),
         };
-        for name in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS", "PGSERVICE"] {
-            command.env_remove(name);
-        }
         let output = command
             .output()
             .await

@@ -15,15 +15,15 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt as _;
 
 use super::checks::Server;
-use super::report::{Failure, Phase, RestoredDatabase, VerifyReport};
 use super::scratch::Scratch;
 use super::{Context, round};
 use crate::config::ConnectionString;
-use crate::dump::manifest::{DumpManifest, DumpObject};
-use crate::dump::restore::{Ownership, RestoreError, RestoreRequest};
-use crate::dump::snapshot::quote_identifier;
+use crate::format::dump_manifest::{DumpManifest, DumpObject};
+use crate::format::verify_report::{Failure, Phase, RestoredDatabase, VerifyReport};
 use crate::object::ObjectError;
 use crate::postgres::binaries::{Need, PgBinaries};
+use crate::restore::dump::{Ownership, RestoreError, RestoreRequest};
+use crate::util::quote_identifier;
 
 /// How much larger than its dump a restored database may be (indexes are rebuilt), for the
 /// free-space check.
@@ -91,7 +91,7 @@ pub(crate) async fn verify(
             ownership: Ownership::Skip,
         };
         let began = Instant::now();
-        let restored = crate::dump::restore::restore(
+        let restored = crate::restore::dump::restore(
             &context.repository,
             context.layout,
             manifest,

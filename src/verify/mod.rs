@@ -9,7 +9,7 @@
 //!   scratch server lifeboat starts; then `pg_amcheck` and the user's SQL checks run ([`checks`]);
 //! - **cleanup**, always: the scratch server is stopped and its directory removed when the
 //!   verification passes, fails, times out (`verify.timeout`) or is interrupted (Ctrl-C, SIGTERM);
-//! - the **report** ([`report`]), stored in the repository unless the run was interrupted.
+//! - the **report** ([`crate::format::verify_report`]), stored in the repository unless the run was interrupted.
 //!
 //! A failed verification is not an error of this module: [`verify`] returns its report, with the
 //! phase and cause of the failure; errors are kept for what stops a verification from being
@@ -18,7 +18,6 @@
 mod checks;
 mod logical;
 mod physical;
-pub mod report;
 mod scratch;
 
 pub use checks::amcheck_cluster;
@@ -30,13 +29,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use self::report::{Failure, Mode, Phase, VerifyReport};
 use self::scratch::Scratch;
 use crate::catalog::id::BackupId;
-use crate::catalog::journal::{self, Event, JournalError, Verdict};
+use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::config::{AmcheckLevel, Config, ConnectionString, SqlCheck};
+use crate::format::journal_entry::{Event, Verdict};
+use crate::format::verify_report::{Failure, Mode, Phase, VerifyReport};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::ObjectKey;
 

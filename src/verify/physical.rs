@@ -20,12 +20,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::checks::Server;
-use super::report::{Failure, Phase, Recovery, VerifyReport};
 use super::scratch::Scratch;
 use super::{Context, round};
-use crate::catalog::backup_manifest::BackupManifest;
 use crate::catalog::lsn::Timeline;
 use crate::catalog::wal::{WalFile, WalSegment};
+use crate::format::backup_manifest::BackupManifest;
+use crate::format::verify_report::{Failure, Phase, Recovery, VerifyReport};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
 use crate::postgres::version;
@@ -34,6 +34,7 @@ use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, Timelin
 use crate::restore::target_dir::ExistingData;
 use crate::restore::wal::{self, WalReadError};
 use crate::restore::{RestoreError, RestoreOptions};
+use crate::util::shell_quote;
 
 pub(crate) async fn verify(
     context: &Context<'_>,
@@ -261,9 +262,8 @@ fn create_dir(path: &Path) -> Result<(), Failure> {
 
 /// `cp '<dir>/%f' '%p'`, quoted for the shell, with `%` in the directory doubled for PostgreSQL.
 fn copy_command(dir: &Path) -> String {
-    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
     let dir = dir.to_string_lossy().replace('%', "%%");
-    format!("cp {} {}", quote(&format!("{dir}/%f")), quote("%p"))
+    format!("cp {} {}", shell_quote(&format!("{dir}/%f")), shell_quote("%p"))
 }
 
 /// Settings that keep the scratch server to itself, written after the recovery settings.

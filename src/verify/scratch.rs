@@ -7,12 +7,12 @@
 use std::path::Path;
 
 use super::VerifyOptions;
-use super::report::{Failure, Phase};
-use crate::backup::format_bytes;
 use crate::config::ConnectionString;
-use crate::dump::snapshot::quote_identifier;
+use crate::format::verify_report::{Failure, Phase};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::cluster::{LocalCluster, LocalClusterOptions};
+use crate::util::format_bytes;
+use crate::util::quote_identifier;
 
 /// Room left over on top of the estimate: WAL written by recovery and the end-of-recovery
 /// checkpoint, logs, the amcheck extension.

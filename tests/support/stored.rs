@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use lifeboat::catalog::backup_manifest::{BackupManifest, EntryKind};
+use lifeboat::format::backup_manifest::{BackupManifest, EntryKind};
 use lifeboat::repository::Repository;
 
 use super::archiving::layout;

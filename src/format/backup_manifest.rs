@@ -12,11 +12,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::cluster::SystemIdentifier;
-use super::id::BackupId;
-use super::layout::ClusterLayout;
-use super::lsn::{Lsn, Timeline};
-use super::wal::{SegmentSize, WalSegment};
+use crate::catalog::cluster::SystemIdentifier;
+use crate::catalog::id::BackupId;
+use crate::catalog::layout::ClusterLayout;
+use crate::catalog::lsn::{Lsn, Timeline};
+use crate::catalog::wal::{SegmentSize, WalSegment};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, StorageError};
 

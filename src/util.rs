@@ -1,0 +1,133 @@
+//! Small helpers several modules share, each written once: byte counts and numbers for people,
+//! SQL identifier quoting, percent-encoding for connection URLs, shell quoting for the commands
+//! PostgreSQL runs, and whether a process is alive.
+
+use std::fmt::Write as _;
+
+/// `1.55 GiB`, `312.0 MiB`, `8.0 KiB`, `17 B`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `1234567` → `1,234,567`.
+pub fn group_thousands(number: u64) -> String {
+    let digits = number.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// `name` as a PostgreSQL quoted identifier: in double quotes, with double quotes doubled.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Percent-encodes every byte of `bytes` but the RFC 3986 unreserved characters and those in
+/// `keep` (`/` for a socket directory in a query value), for a component of a connection URL.
+pub fn percent_encode(bytes: &[u8], keep: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &byte in bytes {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || keep.contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// `text` as one word for the POSIX shell: in single quotes, each single quote written `'\''`.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Whether `pid` names a live process on this host (a zombie, dead but not yet reaped, counts as
+/// gone).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
+    let exists =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    // /proc/<pid>/stat is "pid (comm) state ..."; comm may contain spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1_000), "1,000");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn byte_counts_read_well() {
+        assert_eq!(format_bytes(17), "17 B");
+        assert_eq!(format_bytes(8192), "8.0 KiB");
+        assert_eq!(format_bytes(1_668_032_204), "1.6 GiB");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("orders"), "\"orders\"");
+        assert_eq!(quote_identifier("Mixed \"Case\""), "\"Mixed \"\"Case\"\"\"");
+        assert_eq!(quote_identifier("a.b; drop"), "\"a.b; drop\"");
+    }
+
+    #[test]
+    fn urls_encode_the_socket_directory() {
+        assert_eq!(percent_encode(b"/tmp/lifeboat-pg-ab12/sock", b"/"), "/tmp/lifeboat-pg-ab12/sock");
+        assert_eq!(percent_encode(b"/tmp/a b&c", b"/"), "/tmp/a%20b%26c");
+        assert_eq!(percent_encode("p@ss/wörd".as_bytes(), b""), "p%40ss%2Fw%C3%B6rd");
+    }
+
+    #[test]
+    fn shell_words_survive_quotes() {
+        assert_eq!(shell_quote("/usr/bin/lifeboat"), "'/usr/bin/lifeboat'");
+        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+    }
+
+    #[test]
+    fn this_process_is_alive_and_pid_zero_is_not() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(0));
+        assert!(!process_alive(u32::MAX));
+    }
+}
