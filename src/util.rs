@@ -2,7 +2,7 @@
 //! SQL identifier quoting, percent-encoding for connection URLs, shell quoting for the commands
 //! PostgreSQL runs, and whether a process is alive.
 
-use std::fmt::Write as _;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
 /// `1.55 GiB`, `312.0 MiB`, `8.0 KiB`, `17 B`.
 pub fn format_bytes(bytes: u64) -> String {
@@ -37,21 +37,22 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Percent-encodes every byte of `bytes` but the RFC 3986 unreserved characters and those in
-/// `keep` (`/` for a socket directory in a query value), for a component of a connection URL.
-pub fn percent_encode(bytes: &[u8], keep: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &byte in bytes {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || keep.contains(&byte) {
-            out.push(byte as char);
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
+/// For a component of a connection URL: every byte but the RFC 3986 unreserved characters is
+/// encoded.
+pub const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// The same, keeping `/`: for a socket directory in a query value, which stays readable.
+pub const URL_PATH: &AsciiSet = &URL_COMPONENT.remove(b'/');
+
+/// `bytes` percent-encoded (upper-case hex) but for what `set` lets through.
+pub fn percent_encode(bytes: &[u8], set: &'static AsciiSet) -> String {
+    percent_encoding::percent_encode(bytes, set).to_string()
 }
 
 /// `text` as one word for the POSIX shell: in single quotes, each single quote written `'\''`.
+///
+/// Written here rather than taken from `shlex`: that crate quotes only when it must and switches
+/// between quoting styles, while a command lifeboat puts in `restore_command` should read the same
+/// whatever the path.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
@@ -113,9 +114,9 @@ mod tests {
 
     #[test]
     fn urls_encode_the_socket_directory() {
-        assert_eq!(percent_encode(b"/tmp/lifeboat-pg-ab12/sock", b"/"), "/tmp/lifeboat-pg-ab12/sock");
-        assert_eq!(percent_encode(b"/tmp/a b&c", b"/"), "/tmp/a%20b%26c");
-        assert_eq!(percent_encode("p@ss/wörd".as_bytes(), b""), "p%40ss%2Fw%C3%B6rd");
+        assert_eq!(percent_encode(b"/tmp/lifeboat-pg-ab12/sock", URL_PATH), "/tmp/lifeboat-pg-ab12/sock");
+        assert_eq!(percent_encode(b"/tmp/a b&c", URL_PATH), "/tmp/a%20b%26c");
+        assert_eq!(percent_encode("p@ss/wörd~-_.".as_bytes(), URL_COMPONENT), "p%40ss%2Fw%C3%B6rd~-_.");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::secret::{REDACTED, Secret};
-use crate::util::percent_encode;
+use crate::util::{URL_COMPONENT, percent_encode};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionString(Secret);
@@ -63,7 +63,7 @@ impl ConnectionString {
             format!("{}{}", url.scheme, url.userinfo.map(|userinfo| format!("{userinfo}@")).unwrap_or_default());
         out.push_str(url.hosts);
         out.push('/');
-        out.push_str(&percent_encode(database.as_bytes(), b""));
+        out.push_str(&percent_encode(database.as_bytes(), URL_COMPONENT));
         let query: Vec<&str> =
             url.query_parameters().filter(|parameter| parameter_name(parameter) != "dbname").collect();
         if !query.is_empty() {
@@ -161,25 +161,7 @@ fn parameter_name(parameter: &str) -> &str {
 /// Decodes `%XX` escapes (a `%` not followed by two hex digits stays as it is, as libpq would
 /// refuse it anyway). The error never quotes the text: it is a password.
 fn percent_decode(text: &str) -> Result<Secret, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = (bytes[index] == b'%')
-            .then(|| bytes.get(index + 1..index + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                index += 3;
-            }
-            None => {
-                out.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
+    let out: Vec<u8> = percent_encoding::percent_decode_str(text).collect();
     String::from_utf8(out).map(Secret::new).map_err(|error| {
         crate::secret::wipe(&mut error.into_bytes());
         "the password in cluster.connection is not valid UTF-8 once percent-decoded".to_string()

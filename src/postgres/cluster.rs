@@ -17,7 +17,6 @@
 //!   the directory, unless it was asked to be kept. Only `pg_ctl` on this cluster's own data
 //!   directory is used to stop anything; no process is ever killed by name.
 
-use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -30,7 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::binaries::{BinariesError, PgBinaries};
 use super::process::{PgCommand, last_lines, read_tail};
-use crate::util::{percent_encode, process_alive};
+use crate::util::{URL_PATH, percent_encode, process_alive};
 
 /// Longest Unix socket path the kernel accepts: `sun_path` is 108 bytes including the final NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -540,9 +539,9 @@ impl LocalCluster {
     pub fn connection_url(&self) -> String {
         format!(
             "postgresql:///postgres?host={}&port={}&user={}",
-            percent_encode(self.socket_dir.as_os_str().as_bytes(), b"/"),
+            percent_encode(self.socket_dir.as_os_str().as_bytes(), URL_PATH),
             self.port,
-            percent_encode(self.superuser.as_bytes(), b"/"),
+            percent_encode(self.superuser.as_bytes(), URL_PATH),
         )
     }
 
@@ -663,50 +662,18 @@ pub(crate) struct OsUser {
 
 impl OsUser {
     pub(crate) fn lookup(name: &str) -> Result<Self, ClusterError> {
-        let missing = || ClusterError::NoSuchOsUser { user: name.to_string() };
-        let c_name = CString::new(name).map_err(|_| missing())?;
-        let mut buf: Vec<libc::c_char> = vec![0; 1024];
-        loop {
-            let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-            let mut result: *mut libc::passwd = std::ptr::null_mut();
-            // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size;
-            // getpwnam_r writes only into `pwd` and `buf`.
-            let rc = unsafe {
-                libc::getpwnam_r(c_name.as_ptr(), pwd.as_mut_ptr(), buf.as_mut_ptr(), buf.len(), &mut result)
-            };
-            if rc == libc::ERANGE && buf.len() < (1 << 20) {
-                buf.resize(buf.len() * 2, 0);
-                continue;
-            }
-            if rc != 0 {
-                return Err(ClusterError::OsUserLookup {
-                    user: name.to_string(),
-                    source: io::Error::from_raw_os_error(rc),
-                });
-            }
-            if result.is_null() {
-                return Err(missing());
-            }
-            // SAFETY: a non-null result means `pwd` was filled in; its strings point into `buf`,
-            // which is still alive.
-            let pwd = unsafe { pwd.assume_init() };
-            let home = unsafe { CStr::from_ptr(pwd.pw_dir) };
-            if pwd.pw_uid == 0 {
-                return Err(ClusterError::OsUserIsRoot { user: name.to_string() });
-            }
-            return Ok(Self {
-                name: name.to_string(),
-                uid: pwd.pw_uid,
-                gid: pwd.pw_gid,
-                home: PathBuf::from(OsStr::from_bytes(home.to_bytes())),
-            });
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|errno| ClusterError::OsUserLookup { user: name.to_string(), source: io::Error::from(errno) })?
+            .ok_or_else(|| ClusterError::NoSuchOsUser { user: name.to_string() })?;
+        if user.uid.is_root() {
+            return Err(ClusterError::OsUserIsRoot { user: name.to_string() });
         }
+        Ok(Self { name: name.to_string(), uid: user.uid.as_raw(), gid: user.gid.as_raw(), home: user.dir })
     }
 }
 
 pub(crate) fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::Uid::effective().is_root()
 }
 
 /// A port nobody was listening on a moment ago. The server only uses it to name its Unix socket,
@@ -808,6 +775,18 @@ mod tests {
             r"archive_command = 'lifeboat wal-push ''%p'' C:\\x'"
         );
         assert_eq!(format_setting("lifeboat.marker", "it's").unwrap(), "lifeboat.marker = 'it''s'");
+    }
+
+    #[test]
+    fn os_users_are_looked_up_by_name_and_root_is_refused() {
+        // The tests run their servers as `postgres`, so the account exists wherever they run.
+        let postgres = OsUser::lookup("postgres").unwrap();
+        assert!(postgres.uid != 0 && postgres.name == "postgres" && postgres.home.is_absolute(), "{postgres:?}");
+        assert!(matches!(OsUser::lookup("root"), Err(ClusterError::OsUserIsRoot { .. })));
+        for missing in ["lifeboat-no-such-user", "nul\0inside"] {
+            let error = OsUser::lookup(missing).unwrap_err();
+            assert!(matches!(&error, ClusterError::NoSuchOsUser { user } if user == missing), "{error}");
+        }
     }
 
     #[test]

@@ -148,11 +148,6 @@ impl PgCommand {
         self
     }
 
-    /// `text` with the password replaced.
-    pub fn redact(&self, text: &str) -> String {
-        redact(text, self.password.as_ref())
-    }
-
     /// Runs the program to its end, blocking, collecting its output (for `Drop`, and for the
     /// synchronous `--version` probes).
     pub fn output_blocking(&mut self) -> io::Result<Output> {
@@ -178,7 +173,7 @@ impl PgCommand {
 
 /// A started PostgreSQL program: the process, and its standard error being collected.
 pub struct PgChild {
-    pub child: Child,
+    child: Child,
     stderr: StderrTail,
     password: Option<Secret>,
 }
@@ -205,10 +200,10 @@ impl RedactedTail {
 
 /// Reads a program's standard error in the background until it closes, keeping only its last
 /// [`STDERR_TAIL_BYTES`] or so.
-pub struct StderrTail(JoinHandle<Vec<u8>>);
+struct StderrTail(JoinHandle<Vec<u8>>);
 
 impl StderrTail {
-    pub fn collect(mut stderr: impl AsyncRead + Unpin + Send + 'static) -> Self {
+    fn collect(mut stderr: impl AsyncRead + Unpin + Send + 'static) -> Self {
         StderrTail(tokio::spawn(async move {
             let mut tail = Vec::new();
             let mut block = [0u8; 4096];
@@ -228,7 +223,7 @@ impl StderrTail {
     }
 
     /// Waits for standard error to close; its last [`STDERR_TAIL_LINES`] lines, lossily decoded.
-    pub async fn lines(self) -> String {
+    async fn lines(self) -> String {
         let tail = self.0.await.unwrap_or_default();
         last_lines(String::from_utf8_lossy(&tail).trim_end(), STDERR_TAIL_LINES)
     }

@@ -884,6 +884,12 @@ fn align(offset: usize) -> usize {
 /// CRC-32C (Castagnoli), as PostgreSQL's `pg_crc32c`: reflected polynomial 0x82F63B78, started
 /// from all ones and inverted at the end. [`update`] continues a running value so a record can be
 /// checked in two pieces; the hardware instruction is used where the CPU has it.
+///
+/// Kept by hand rather than taken from the `crc32c` crate: the WAL scan checks one record at a
+/// time, mostly a few hundred bytes or less, and there the crate measured 2 to 3 times slower
+/// (64-byte records: 3.5-4.1 GB/s by hand, 1.2-1.6 GB/s with the crate; 200-byte records: 8.3
+/// against 3.7-3.9 GB/s; equal at 8 KiB). It is faster only on buffers of megabytes, which the
+/// scan never checks in one piece.
 pub(crate) mod crc32c {
     const POLYNOMIAL: u32 = 0x82F6_3B78;
 
