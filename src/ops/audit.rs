@@ -358,20 +358,11 @@ fn lock(file: &File) -> std::io::Result<()> {
 fn os_user() -> String {
     static USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     USER.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        let uid = unsafe { libc::geteuid() };
-        let mut passwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-        let mut buffer = vec![0 as libc::c_char; 4096];
-        let mut result = std::ptr::null_mut();
-        // SAFETY: getpwuid_r writes only into `passwd` and `buffer`, within the length given.
-        let status =
-            unsafe { libc::getpwuid_r(uid, passwd.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut result) };
-        if status != 0 || result.is_null() {
-            return uid.to_string();
+        let uid = nix::unistd::geteuid();
+        match nix::unistd::User::from_uid(uid) {
+            Ok(Some(user)) => user.name,
+            _ => uid.to_string(),
         }
-        // SAFETY: getpwuid_r succeeded, so `passwd` is initialised and pw_name points into `buffer`.
-        let name = unsafe { std::ffi::CStr::from_ptr(passwd.assume_init().pw_name) };
-        name.to_string_lossy().into_owned()
     })
     .clone()
 }
