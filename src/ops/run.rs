@@ -1,5 +1,7 @@
 //! The operations themselves: each one emits its start, runs the library code under the
 //! context's cancellation, and emits its end with what it created or deleted ([`run_operation`]).
+//! Backup, dump, restore and verify also emit their progress while they work
+//! ([`reporting_progress`]), read from the counters the library code advances.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -110,8 +112,9 @@ async fn run_operation<T>(
 /// A count of bytes done, and the total when known.
 type Count = (u64, Option<u64>);
 
-/// Runs `work`, emitting the count `read` gives every [`PROGRESS_INTERVAL`] while it changes and,
-/// once the work succeeded, the final count `last` gives (none: the work had nothing to count).
+/// Runs `work`, emitting the count `read` gives every [`PROGRESS_INTERVAL`], changed or not (a
+/// count that stands still still shows the operation is alive, in the periodic log line too),
+/// and, once the work succeeded, the final count `last` gives (none: the work counted nothing).
 async fn reporting_progress<T>(
     context: &OpContext,
     operation: Operation,
@@ -124,17 +127,10 @@ async fn reporting_progress<T>(
     let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tick.tick().await;
-    let mut reported = None;
     let result = loop {
         tokio::select! {
             result = &mut work => break result,
-            _ = tick.tick() => {
-                let count = read();
-                if reported != Some(count) {
-                    reported = Some(count);
-                    context.events.emit(progressed(count)).await;
-                }
-            }
+            _ = tick.tick() => context.events.emit(progressed(read())).await,
         }
     };
     if let Some(count) = result.as_ref().ok().and_then(last) {
