@@ -47,7 +47,7 @@ use super::copy::{BUNDLE_FILE_LIMIT, BUNDLE_TARGET, CONTROL_FILE, merge_parts};
 use super::session::{ServerInfo, Session, Stopped};
 use super::tar::{MemberKind, TarError, TarReader};
 use super::{
-    ARCHIVE_WAIT_WARNING, BackupError, BackupOptions, BackupSummary, Copied, LOCK, ManifestParts, PROGRESS_INTERVAL,
+    ARCHIVE_WAIT_WARNING, BackupError, BackupOptions, BackupSummary, Copied, LOCK, ManifestParts, PING_INTERVAL,
     archiving_waits, build_manifest, check_archiving, choose_id, orphans, start_timeline,
 };
 use crate::catalog::cluster::{ClusterRecord, Observed, SystemIdentifier};
@@ -442,12 +442,11 @@ impl<'a> Streamer<'a> {
             manifest_tail: None,
         };
         let began = Instant::now();
-        let mut next_report = PROGRESS_INTERVAL;
+        let mut next_check = PING_INTERVAL;
         let mut buffer = vec![0u8; 256 * 1024];
         while let Some(member) = reader.next_member().await.map_err(BasebackupError::from)? {
-            if began.elapsed() >= next_report {
-                next_report += PROGRESS_INTERVAL;
-                tracing::info!(backup = %self.id, "received {} so far", format_bytes(self.bytes));
+            if began.elapsed() >= next_check {
+                next_check += PING_INTERVAL;
                 if self.job.lease.is_lost() {
                     return Err(BackupError::LeaseLost { lock: self.job.lock.clone() });
                 }
@@ -534,6 +533,7 @@ impl<'a> Streamer<'a> {
     ) -> Result<Vec<u8>, BackupError> {
         let mut head = Vec::new();
         self.bytes += size;
+        self.job.options.progress.bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         entry.size = Some(size);
         if size == 0 {
             entry.blake3 = Some(blake3::hash(b"").to_hex().to_string());

@@ -181,10 +181,13 @@ pub enum FileRead {
     },
 }
 
-/// Bytes copied so far, for progress reports.
+/// Bytes copied so far, for progress reports, and how many the copy expects.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub bytes: AtomicU64,
+    /// The size of the files to copy as the walk found them; 0 until the walk is done (files may
+    /// still grow or shrink while they are copied).
+    pub bytes_total: AtomicU64,
 }
 
 /// Copies jobs into one backup's directory.

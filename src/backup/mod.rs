@@ -63,8 +63,8 @@ use crate::util::format_bytes;
 
 /// The lease that keeps two backups (or a backup and a delete) of one cluster apart.
 pub const LOCK: &str = "backup";
-/// How often progress is logged and the held connection pinged while files are copied.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the held connection is pinged and the lease checked while files are copied.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// How often a warning is logged while the backup waits for its WAL to be archived.
 const ARCHIVE_WAIT_WARNING: Duration = Duration::from_secs(30);
 
@@ -445,6 +445,7 @@ impl Job<'_> {
             self.options.workers,
             walked.excluded,
         );
+        self.options.progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
         let copy_began = Instant::now();
         let entries = Arc::new(walked.entries);
         let copier = Copier {
@@ -460,7 +461,7 @@ impl Job<'_> {
             let jobs = plan.jobs;
             async move { copier.run(jobs, workers).await }
         });
-        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        let mut tick = tokio::time::interval(PING_INTERVAL);
         tick.tick().await;
         let mut outcomes = loop {
             tokio::select! {
@@ -473,14 +474,6 @@ impl Job<'_> {
                     Err(error) => std::panic::resume_unwind(error.into_panic()),
                 },
                 _ = tick.tick() => {
-                    let done = copier.progress.bytes.load(Ordering::Relaxed);
-                    tracing::info!(
-                        backup = %id,
-                        "copied {} of {} ({:.0}%)",
-                        format_bytes(done),
-                        format_bytes(plan.bytes),
-                        100.0 * done as f64 / plan.bytes.max(1) as f64,
-                    );
                     if self.lease.is_lost() {
                         task.abort();
                         return Err(BackupError::LeaseLost { lock: self.lock.clone() });

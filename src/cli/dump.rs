@@ -60,12 +60,14 @@ pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<(
                 seconds(database.started_at, database.finished_at),
             ),
         };
-        if json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-            let _ = std::io::stdout().flush();
-        }
+        super::progress::above_bars(|| {
+            if json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            }
+        });
     };
     let verify = super::verify::after_taking(config, args.verify, args.no_verify);
     let taken = crate::ops::dump_then_verify(&context, &request, &mut progress, verify.as_ref()).await?;

@@ -11,6 +11,7 @@ mod config_cmd;
 mod dump;
 mod init;
 mod key;
+mod progress;
 mod quickstart;
 mod repo;
 mod restore;
@@ -205,7 +206,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The context of an operation: the configuration, the opened repository, and a cancellation
 /// that SIGINT and SIGTERM trigger (the operation stops at a safe point and reports cancelled).
 async fn operation_context(config_path: Option<&std::path::Path>) -> anyhow::Result<crate::ops::OpContext> {
-    let context = crate::ops::open(crate::config::Config::load(config_path)?).await?;
+    let mut context = crate::ops::open(crate::config::Config::load(config_path)?).await?;
+    progress::install(&mut context.events);
     cancel_on_signals(&context.cancel);
     Ok(context)
 }
@@ -237,9 +239,10 @@ fn init_tracing(verbose: Option<u8>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // No colour codes unless stderr is a terminal: PostgreSQL copies wal-push's stderr into its log.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log_writer = progress::LogWriter::for_stderr();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || log_writer)
         .with_ansi(ansi)
         .with_target(false)
         .init();

@@ -274,6 +274,7 @@ impl Tour {
             os_user: self.os_user.clone(),
             bin_dir: Some(self.binaries.dir().to_path_buf()),
             cancel: tokio_util::sync::CancellationToken::new(),
+            progress: Default::default(),
         };
         Ok(crate::restore::run(repository, layout, &options).await?)
     }

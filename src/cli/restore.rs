@@ -191,6 +191,7 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         os_user: config.cluster.os_user.clone(),
         bin_dir: config.cluster.bin_dir.clone(),
         cancel: context.cancel.token().clone(),
+        progress: Default::default(),
     };
     let summary = crate::ops::restore(&context, options).await?;
     if args.json {

@@ -10,12 +10,18 @@
 //!
 //! Metrics are kept in process ([`Metrics`]): counters, gauges and histogram sums keyed by a name
 //! and labels, for the daemon to expose later.
+//!
+//! Progress comes often (a few times a second, for a live bar) but is logged at most every
+//! [`PROGRESS_LOG_INTERVAL`] per operation, so a log file gets a line every few seconds, not a
+//! flood; the audit trail never hears of it. Whoever shows events live (the CLI's progress bar)
+//! registers an [`Observer`], which `emit()` calls last.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::audit::{AuditLog, AuditRecord};
+use crate::util::format_bytes;
 
 /// What an operation is; its name is the audit record's `operation` and the metrics' label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,6 +117,12 @@ pub enum Event {
     },
 }
 
+/// How often a running operation's progress is logged (its events may come more often).
+pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Called with every event after it was logged, counted and audited.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// A metric's identity: its name and its labels, in order.
 pub type MetricKey = (String, Vec<(String, String)>);
 
@@ -177,11 +189,24 @@ impl Metrics {
 pub struct EventSink {
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
+    /// When each running operation's progress was last logged (or, before that, when it started).
+    progress_logged: Arc<Mutex<BTreeMap<Operation, Instant>>>,
+    observer: Option<Observer>,
 }
 
 impl EventSink {
     pub fn new(audit: AuditLog) -> EventSink {
-        EventSink { metrics: Arc::new(Metrics::default()), audit: Arc::new(audit) }
+        EventSink {
+            metrics: Arc::new(Metrics::default()),
+            audit: Arc::new(audit),
+            progress_logged: Arc::default(),
+            observer: None,
+        }
+    }
+
+    /// Has `observer` called with every event this sink (and its clones made from now on) emits.
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -210,28 +235,51 @@ impl EventSink {
             }
             _ => {}
         }
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
+
+    /// Whether this progress event is the one to log: the first [`PROGRESS_LOG_INTERVAL`] after
+    /// the operation started or its progress was last logged.
+    fn progress_due(&self, operation: Operation) -> bool {
+        let mut logged = self.progress_logged.lock().expect("the progress lock is not poisoned");
+        let now = Instant::now();
+        let last = logged.entry(operation).or_insert(now);
+        if now.duration_since(*last) < PROGRESS_LOG_INTERVAL {
+            return false;
+        }
+        *last = now;
+        true
     }
 
     fn log(&self, event: &Event) {
         match event {
             Event::Started { operation, arguments } => {
+                self.progress_logged
+                    .lock()
+                    .expect("the progress lock is not poisoned")
+                    .insert(*operation, Instant::now());
                 tracing::info!(operation = operation.as_str(), ?arguments, "{} started", operation.as_str())
             }
-            Event::Progressed { operation, bytes_done, bytes_total } => match bytes_total {
-                Some(total) => tracing::info!(
-                    operation = operation.as_str(),
-                    bytes_done,
-                    bytes_total = total,
-                    "{}: {bytes_done} of {total} bytes",
-                    operation.as_str()
-                ),
-                None => tracing::info!(
-                    operation = operation.as_str(),
-                    bytes_done,
-                    "{}: {bytes_done} bytes",
-                    operation.as_str()
-                ),
-            },
+            Event::Progressed { operation, bytes_done, bytes_total } => {
+                if !self.progress_due(*operation) {
+                    return;
+                }
+                let name = operation.as_str();
+                let done = format_bytes(*bytes_done);
+                match bytes_total {
+                    Some(total) => tracing::info!(
+                        operation = name,
+                        bytes_done,
+                        bytes_total = total,
+                        "{name}: {done} of {} ({:.0}%)",
+                        format_bytes(*total),
+                        100.0 * *bytes_done as f64 / (*total).max(1) as f64
+                    ),
+                    None => tracing::info!(operation = name, bytes_done, "{name}: {done}"),
+                }
+            }
             Event::Finished { operation, outcome, duration, .. } => {
                 let seconds = duration.as_secs_f64();
                 let name = operation.as_str();
@@ -396,6 +444,43 @@ mod tests {
         assert_eq!(
             sink.metrics().get("lifeboat_verifications_total", &[("verdict", "failed")]),
             Some(MetricValue::Counter(1))
+        );
+    }
+
+    #[test]
+    fn progress_reaches_the_observer_every_time_but_the_log_at_its_own_rate_and_never_the_audit_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("audit.jsonl");
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        let mut sink = EventSink::new(AuditLog::new(local.clone(), &layout, None));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let observed = seen.clone();
+        sink.set_observer(Arc::new(move |event| {
+            if let Event::Progressed { bytes_done, .. } = event {
+                observed.lock().unwrap().push(*bytes_done);
+            }
+        }));
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                sink.emit(Event::Started { operation: Operation::Dump, arguments: BTreeMap::new() }).await;
+                for bytes_done in [1, 2, 3] {
+                    let event = Event::Progressed { operation: Operation::Dump, bytes_done, bytes_total: Some(3) };
+                    sink.emit(event).await;
+                }
+            });
+        });
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("dump started") && !log.contains("dump: "), "no progress line within 10 s: {log}");
+        let text = std::fs::read_to_string(&local).unwrap();
+        assert_eq!(text.lines().count(), 1, "only the start is audited: {text}");
+        assert_eq!(
+            sink.metrics().get("lifeboat_operation_bytes_done", &[("operation", "dump")]),
+            Some(MetricValue::Gauge(3.0))
         );
     }
 }

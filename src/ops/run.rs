@@ -1,9 +1,13 @@
 //! The operations themselves: each one emits its start, runs the library code under the
 //! context's cancellation, and emits its end with what it created or deleted ([`run_operation`]).
+//! Backup, dump, restore and verify also emit their progress while they work
+//! ([`reporting_progress`]), read from the counters the library code advances.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::OpContext;
@@ -21,8 +25,9 @@ use crate::verify::{VerifyError, VerifyOptions};
 use crate::wal::check::{ArchiveReport, CheckError};
 use crate::wal::push::{PushError, Pushed};
 
-/// How often a running backup reports the bytes it copied.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a running operation's progress goes to the event sink: often enough for a live bar;
+/// the sink logs it at its own, slower rate ([`super::event::PROGRESS_LOG_INTERVAL`]).
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -104,6 +109,41 @@ async fn run_operation<T>(
     result
 }
 
+/// A count of bytes done, and the total when known.
+type Count = (u64, Option<u64>);
+
+/// Runs `work`, emitting the count `read` gives every [`PROGRESS_INTERVAL`], changed or not (a
+/// count that stands still still shows the operation is alive, in the periodic log line too),
+/// and, once the work succeeded, the final count `last` gives (none: the work counted nothing).
+async fn reporting_progress<T>(
+    context: &OpContext,
+    operation: Operation,
+    read: impl Fn() -> Count,
+    work: impl Future<Output = Result<T, OpError>>,
+    last: impl FnOnce(&T) -> Option<Count>,
+) -> Result<T, OpError> {
+    let progressed = |(bytes_done, bytes_total): Count| Event::Progressed { operation, bytes_done, bytes_total };
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick.tick().await;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = tick.tick() => context.events.emit(progressed(read())).await,
+        }
+    };
+    if let Some(count) = result.as_ref().ok().and_then(last) {
+        context.events.emit(progressed(count)).await;
+    }
+    result
+}
+
+/// A total that is 0 is not known yet.
+fn known(total: u64) -> Option<u64> {
+    (total > 0).then_some(total)
+}
+
 fn arguments<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     pairs.into_iter().filter(|(_, value)| !value.is_empty()).map(|(key, value)| (key.to_owned(), value)).collect()
 }
@@ -117,21 +157,16 @@ pub async fn backup(context: &OpContext, mut options: BackupOptions) -> Result<B
         ("workers", options.workers.to_string()),
         ("label", options.label.clone().unwrap_or_default()),
     ]);
-    let work = async {
-        let running = crate::backup::run(&context.config, context.repository.clone(), &options);
-        tokio::pin!(running);
-        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                result = &mut running => break result.map_err(OpError::from),
-                _ = tick.tick() => {
-                    let bytes_done = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
-                    context.events.emit(Event::Progressed { operation: Operation::Backup, bytes_done, bytes_total: None }).await;
-                }
-            }
-        }
-    };
+    let copied = || progress.bytes.load(Ordering::Relaxed);
+    let work = reporting_progress(
+        context,
+        Operation::Backup,
+        || (copied(), known(progress.bytes_total.load(Ordering::Relaxed))),
+        async {
+            crate::backup::run(&context.config, context.repository.clone(), &options).await.map_err(OpError::from)
+        },
+        |summary: &BackupSummary| Some((copied(), Some(summary.manifest.totals.bytes))),
+    );
     run_operation(context, Operation::Backup, arguments, true, work, |summary: &BackupSummary| {
         let totals = Totals {
             bytes: summary.manifest.totals.bytes,
@@ -173,21 +208,43 @@ pub async fn dump(
         Selection::All => "all".to_owned(),
         Selection::Databases(names) => names.join(","),
     };
-    let work = async {
-        crate::dump::dump(context.repository.clone(), &context.config.cluster, request, progress)
+    // A dump's size is known a database at a time, as each one is stored.
+    let stored = AtomicU64::new(0);
+    let mut on_progress = |event: Progress<'_>| {
+        match &event {
+            Progress::Started { .. } => {}
+            Progress::GlobalsDone(globals) => {
+                stored.fetch_add(globals.object.size, Ordering::Relaxed);
+            }
+            Progress::DatabaseDone(database) => {
+                stored.fetch_add(database.object.size, Ordering::Relaxed);
+            }
+        }
+        progress(event);
+    };
+    let dumping = async {
+        crate::dump::dump(context.repository.clone(), &context.config.cluster, request, &mut on_progress)
             .await
             .map_err(|source| OpError::Dump { cluster: context.config.cluster.name.as_str().to_owned(), source })
     };
+    let work = reporting_progress(
+        context,
+        Operation::Dump,
+        || (stored.load(Ordering::Relaxed), None),
+        dumping,
+        |manifest: &DumpManifest| Some((stored.load(Ordering::Relaxed), Some(dump_size(manifest)))),
+    );
     run_operation(context, Operation::Dump, arguments([("databases", selection)]), false, work, |manifest| {
-        let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
-        let totals = Totals {
-            bytes: objects.map(|object| object.size).sum(),
-            created: vec![manifest.id.to_string()],
-            deleted: Vec::new(),
-        };
+        let totals = Totals { bytes: dump_size(manifest), created: vec![manifest.id.to_string()], deleted: Vec::new() };
         (totals, Outcome::Succeeded)
     })
     .await
+}
+
+/// The bytes a dump holds (before compression).
+fn dump_size(manifest: &DumpManifest) -> u64 {
+    let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
+    objects.map(|object| object.size).sum()
 }
 
 /// A dump and, with `verify`, its verification.
@@ -324,11 +381,22 @@ fn verify_arguments(target: &VerifyTarget, ids: &[BackupId], options: &VerifyOpt
     ])
 }
 
-/// Verifies `id` under the context's cancellation and emits the verdict.
+/// Verifies `id` under the context's cancellation, reporting the bytes it restores (or reads), and
+/// emits the verdict.
 async fn verify_report(context: &OpContext, id: BackupId, options: &VerifyOptions) -> Result<VerifyReport, OpError> {
-    let report =
-        crate::verify::verify(context.repository.clone(), &context.layout, id, options, context.cancel.cancelled())
-            .await?;
+    let options = VerifyOptions { progress: Arc::default(), ..options.clone() };
+    let progress = options.progress.clone();
+    let count = || (progress.bytes.load(Ordering::Relaxed), known(progress.bytes_total.load(Ordering::Relaxed)));
+    let verifying = async {
+        let cancelled = context.cancel.cancelled();
+        Ok(crate::verify::verify(context.repository.clone(), &context.layout, id, &options, cancelled).await?)
+    };
+    // A dump's verification restores through pg_restore and counts nothing.
+    let report = reporting_progress(context, Operation::Verify, count, verifying, |_: &VerifyReport| {
+        let (done, total) = count();
+        total.map(|_| (done, total))
+    })
+    .await?;
     context
         .events
         .emit(Event::Verdict { id: report.id.to_string(), passed: report.passed, status: report.status() })
@@ -345,9 +413,16 @@ pub async fn restore(context: &OpContext, mut options: RestoreOptions) -> Result
         ("target", options.goal.target.to_string()),
         ("dry_run", if options.dry_run { "true".to_owned() } else { String::new() }),
     ]);
-    let work = async {
+    options.progress = Arc::default();
+    let progress = options.progress.clone();
+    let written = || progress.bytes.load(Ordering::Relaxed);
+    let restoring = async {
         crate::restore::run(context.repository.clone(), &context.layout, &options).await.map_err(OpError::from)
     };
+    // A dry run writes nothing: no progress to report.
+    let count = || (written(), known(progress.bytes_total.load(Ordering::Relaxed)));
+    let last = |summary: &RestoreSummary| (!options.dry_run).then(|| (written(), Some(summary.bytes_written)));
+    let work = reporting_progress(context, Operation::Restore, count, restoring, last);
     run_operation(context, Operation::Restore, arguments, true, work, |summary| {
         (Totals { bytes: summary.bytes_written, ..Totals::default() }, Outcome::Succeeded)
     })

@@ -70,11 +70,22 @@ impl Destination {
     }
 }
 
-/// Counts for progress reports.
+/// Counts for progress reports, read by whoever runs the restore while it writes.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub bytes: AtomicU64,
     pub files: AtomicU64,
+    /// The bytes this run is to write; 0 until the plan is made.
+    pub bytes_total: AtomicU64,
+}
+
+impl Progress {
+    /// Starts a new count of `bytes_total` bytes.
+    pub fn restart(&self, bytes_total: u64) {
+        self.bytes.store(0, Ordering::Relaxed);
+        self.files.store(0, Ordering::Relaxed);
+        self.bytes_total.store(bytes_total, Ordering::Relaxed);
+    }
 }
 
 /// A manifest path is relative, `/`-separated and never climbs: anything else is refused before

@@ -31,12 +31,11 @@ pub mod target_dir;
 pub mod wal;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal as _;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -62,9 +61,6 @@ use crate::wal::check::{CheckError, check};
 
 /// Where `global/pg_control` is written until the rest of the restore is complete and synced.
 pub const CONTROL_FILE_PENDING: &str = "global/pg_control.lifeboat-restoring";
-/// How often progress is reported: on a terminal, and in plain log lines otherwise.
-const TERMINAL_PROGRESS: Duration = Duration::from_millis(500);
-const LOG_PROGRESS: Duration = Duration::from_secs(10);
 
 /// What to restore, where, and how.
 #[derive(Debug, Clone)]
@@ -92,6 +88,9 @@ pub struct RestoreOptions {
     /// Cancelled: the restore stops writing files and ends as [`RestoreError::Interrupted`], leaving
     /// the partial directory a failure leaves.
     pub cancel: CancellationToken,
+    /// Counts the files and bytes written, restarted when writing begins, for the caller to report
+    /// progress from (the restore prints nothing).
+    pub progress: Arc<Progress>,
 }
 
 /// The outcome of a restore (or of a dry run: the plan, and nothing written).
@@ -383,18 +382,10 @@ pub async fn run(
         return Ok(summary);
     }
 
-    let progress = Arc::new(Progress::default());
-    let written = write_directory(
-        &repository,
-        layout,
-        &plan,
-        options,
-        &destination,
-        inspection.pgdata_in_use,
-        &progress,
-        &mut summary,
-    )
-    .await;
+    let progress = &options.progress;
+    let written =
+        write_directory(&repository, layout, &plan, options, &destination, inspection.pgdata_in_use, &mut summary)
+            .await;
     if let Err(error) = written {
         let files = progress.files.load(Ordering::Relaxed);
         let bytes = progress.bytes.load(Ordering::Relaxed);
@@ -473,7 +464,6 @@ async fn write_directory(
     options: &RestoreOptions,
     destination: &Arc<Destination>,
     in_use: bool,
-    progress: &Arc<Progress>,
     summary: &mut RestoreSummary,
 ) -> Result<(), RestoreError> {
     let manifest = Arc::new(plan.backup.clone());
@@ -493,6 +483,7 @@ async fn write_directory(
     summary.bytes_fetched = fetched_bytes(&manifest, &wanted.files);
 
     files::create_tree(&manifest, destination)?;
+    options.progress.restart(summary.bytes_written);
     let writing = files::write_files(
         repository.clone(),
         layout,
@@ -500,9 +491,12 @@ async fn write_directory(
         destination.clone(),
         &wanted.files,
         options.workers,
-        progress.clone(),
+        options.progress.clone(),
     );
-    report_progress(writing, progress, summary.bytes_written, wanted.files.len() as u64, &options.cancel).await?;
+    tokio::select! {
+        result = writing => result?,
+        () = options.cancel.cancelled() => return Err(RestoreError::Interrupted { phase: "while writing files" }),
+    }
     if options.cancel.is_cancelled() {
         return Err(RestoreError::Interrupted { phase: "before the recovery settings were written" });
     }
@@ -757,52 +751,4 @@ fn commit_control_file(destination: &Destination, written: bool) -> Result<(), R
         action: "sync",
         source,
     })
-}
-
-/// Waits for `writing`, reporting progress on stderr: a line redrawn in place on a terminal,
-/// a log line every few seconds otherwise.
-async fn report_progress(
-    writing: impl std::future::Future<Output = Result<(), RestoreError>>,
-    progress: &Progress,
-    total_bytes: u64,
-    total_files: u64,
-    cancel: &CancellationToken,
-) -> Result<(), RestoreError> {
-    let terminal = std::io::stderr().is_terminal();
-    let began = Instant::now();
-    let mut tick = tokio::time::interval(if terminal { TERMINAL_PROGRESS } else { LOG_PROGRESS });
-    tick.tick().await;
-    tokio::pin!(writing);
-    let line = || {
-        let bytes = progress.bytes.load(Ordering::Relaxed);
-        let files = progress.files.load(Ordering::Relaxed);
-        let seconds = began.elapsed().as_secs_f64().max(0.001);
-        let rate = bytes as f64 / seconds;
-        let left = if rate > 0.0 { (total_bytes.saturating_sub(bytes)) as f64 / rate } else { 0.0 };
-        format!(
-            "restored {} of {} ({:.0}%), {files} of {total_files} files, {}/s, about {:.0} s left",
-            format_bytes(bytes),
-            format_bytes(total_bytes),
-            100.0 * bytes as f64 / total_bytes.max(1) as f64,
-            format_bytes(rate as u64),
-            left
-        )
-    };
-    let result = loop {
-        tokio::select! {
-            result = &mut writing => break result,
-            () = cancel.cancelled() => break Err(RestoreError::Interrupted { phase: "while writing files" }),
-            _ = tick.tick() => {
-                if terminal {
-                    eprint!("\r\x1b[2K{}", line());
-                } else {
-                    tracing::info!("{}", line());
-                }
-            }
-        }
-    };
-    if terminal && began.elapsed() >= TERMINAL_PROGRESS {
-        eprintln!("\r\x1b[2K{}", line());
-    }
-    result
 }

@@ -59,6 +59,9 @@ pub struct VerifyOptions {
     pub workers: u32,
     pub os_user: String,
     pub bin_dir: Option<PathBuf>,
+    /// Counts the bytes read (integrity only) or restored into the scratch cluster, restarted by
+    /// each verification, for the caller to report progress from.
+    pub progress: Arc<crate::restore::files::Progress>,
 }
 
 impl VerifyOptions {
@@ -79,6 +82,7 @@ impl VerifyOptions {
             workers: config.backup.workers,
             os_user: config.cluster.os_user.clone(),
             bin_dir: config.cluster.bin_dir.clone(),
+            progress: Arc::default(),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::format::verify_report::{Failure, Phase, Recovery, VerifyReport};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::LocalCluster;
 use crate::postgres::version;
-use crate::restore::files::{self, Progress};
+use crate::restore::files;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
 use crate::restore::wal::{self, WalReadError};
@@ -45,7 +45,8 @@ pub(crate) async fn verify(
     let options = context.options;
     if options.integrity_only {
         read_wal(context, manifest, None, report).await?;
-        let progress = Arc::new(Progress::default());
+        let progress = &options.progress;
+        progress.restart(manifest.totals.bytes);
         files::check_files(
             context.repository.clone(),
             context.layout,
@@ -100,6 +101,7 @@ pub(crate) async fn verify(
         bin_dir: options.bin_dir.clone(),
         // The verification's own interrupt stops the whole restore.
         cancel: tokio_util::sync::CancellationToken::new(),
+        progress: options.progress.clone(),
     };
     let summary = crate::restore::run(context.repository.clone(), context.layout, &restore_options)
         .await
