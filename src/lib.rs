@@ -16,7 +16,8 @@
 //!   directory, `pg_backup_stop`, the manifest written last).
 //! - [`wal`]: WAL archiving: `wal-push`, `wal-fetch` with prefetch, and the continuity check.
 //! - [`dump`]: logical dumps (`pg_dump` per database, `pg_dumpall --globals-only`) with row counts.
-//! - [`restore`]: physical restores with point-in-time recovery.
+//! - [`restore`]: physical restores with point-in-time recovery, and logical restores of a dump's
+//!   databases or tables (`restore::dump`).
 //! - [`verify`]: proving backups and dumps restorable, in a scratch server.
 //! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
 //!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
