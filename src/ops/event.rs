@@ -354,19 +354,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_finished_event_gives_a_log_line_a_metric_and_an_audit_record_that_agree() {
-        let dir = tempfile::tempdir().unwrap();
-        let local = dir.path().join("audit.jsonl");
+    /// A sink for cluster `main` whose local audit file is `audit.jsonl` in `dir`, and that path.
+    fn sink_in(dir: &std::path::Path) -> (EventSink, std::path::PathBuf) {
+        let local = dir.join("audit.jsonl");
         let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
-        let sink = EventSink::new(AuditLog::new(local.clone(), &layout, None));
+        (EventSink::new(AuditLog::new(local.clone(), &layout, None)), local)
+    }
+
+    /// Runs `events` on a fresh runtime under a subscriber logging up to `level`; what it logged.
+    fn logged(level: tracing::Level, events: impl std::future::Future<Output = ()>) -> String {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
+            .with_max_level(level)
             .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(events);
+        });
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn one_finished_event_gives_a_log_line_a_metric_and_an_audit_record_that_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, local) = sink_in(dir.path());
         let arguments = BTreeMap::from([("method".to_owned(), "native".to_owned())]);
         let finished = Event::Finished {
             operation: Operation::Backup,
@@ -375,15 +388,10 @@ mod tests {
             duration: Duration::from_millis(2500),
             totals: Totals { bytes: 4096, ..Totals::default() },
         };
-        tracing::subscriber::with_default(subscriber, || {
-            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            runtime.block_on(async {
-                sink.emit(Event::Started { operation: Operation::Backup, arguments }).await;
-                sink.emit(finished).await;
-            });
+        let log = logged(tracing::Level::DEBUG, async {
+            sink.emit(Event::Started { operation: Operation::Backup, arguments }).await;
+            sink.emit(finished).await;
         });
-
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let failed_line = log.lines().find(|line| line.contains("backup failed")).expect(&log);
         assert!(failed_line.contains("WARN") && failed_line.contains("the server went away"), "{log}");
         assert!(log.lines().any(|line| line.contains("INFO") && line.contains("backup started")), "{log}");
@@ -420,26 +428,13 @@ mod tests {
     #[test]
     fn a_short_operation_leaves_no_started_line_and_a_verdict_that_failed_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let local = dir.path().join("audit.jsonl");
-        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
-        let sink = EventSink::new(AuditLog::new(local.clone(), &layout, None));
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-        tracing::subscriber::with_default(subscriber, || {
-            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            runtime.block_on(async {
-                sink.emit(Event::Started { operation: Operation::Delete, arguments: BTreeMap::new() }).await;
-                sink.emit(Event::Verdict {
-                    id: "20261201T100000Z-full".into(),
-                    passed: false,
-                    status: "failed".into(),
-                })
+        let (sink, local) = sink_in(dir.path());
+        let log = logged(tracing::Level::INFO, async {
+            sink.emit(Event::Started { operation: Operation::Delete, arguments: BTreeMap::new() }).await;
+            sink.emit(Event::Verdict { id: "20261201T100000Z-full".into(), passed: false, status: "failed".into() })
                 .await;
-            });
         });
         assert!(!local.exists(), "no audit line for a delete that has not finished");
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(log.lines().any(|line| line.contains("ERROR") && line.contains("20261201T100000Z-full")), "{log}");
         assert_eq!(
             sink.metrics().get("lifeboat_verifications_total", &[("verdict", "failed")]),
@@ -450,9 +445,7 @@ mod tests {
     #[test]
     fn progress_reaches_the_observer_every_time_but_the_log_at_its_own_rate_and_never_the_audit_trail() {
         let dir = tempfile::tempdir().unwrap();
-        let local = dir.path().join("audit.jsonl");
-        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
-        let mut sink = EventSink::new(AuditLog::new(local.clone(), &layout, None));
+        let (mut sink, local) = sink_in(dir.path());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let observed = seen.clone();
         sink.set_observer(Arc::new(move |event| {
@@ -460,21 +453,14 @@ mod tests {
                 observed.lock().unwrap().push(*bytes_done);
             }
         }));
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-        tracing::subscriber::with_default(subscriber, || {
-            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            runtime.block_on(async {
-                sink.emit(Event::Started { operation: Operation::Dump, arguments: BTreeMap::new() }).await;
-                for bytes_done in [1, 2, 3] {
-                    let event = Event::Progressed { operation: Operation::Dump, bytes_done, bytes_total: Some(3) };
-                    sink.emit(event).await;
-                }
-            });
+        let log = logged(tracing::Level::INFO, async {
+            sink.emit(Event::Started { operation: Operation::Dump, arguments: BTreeMap::new() }).await;
+            for bytes_done in [1, 2, 3] {
+                let event = Event::Progressed { operation: Operation::Dump, bytes_done, bytes_total: Some(3) };
+                sink.emit(event).await;
+            }
         });
         assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(log.contains("dump started") && !log.contains("dump: "), "no progress line within 10 s: {log}");
         let text = std::fs::read_to_string(&local).unwrap();
         assert_eq!(text.lines().count(), 1, "only the start is audited: {text}");
