@@ -22,6 +22,8 @@
 //! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
 //!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
 //!   record from one `emit`) and the audit trail.
+//! - [`report`]: the shapes lifeboat reports in (`--json`, and the text rendered from them): one
+//!   versioned view per kind of thing, documented in docs/json.md.
 //! - [`util`]: small helpers written once: byte counts for people, SQL and shell quoting,
 //!   percent-encoding, process liveness.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::run`].
@@ -36,6 +38,7 @@ pub mod keys;
 pub mod object;
 pub mod ops;
 pub mod postgres;
+pub mod report;
 pub mod repository;
 pub mod restore;
 pub mod secret;

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use crate::config::{Config, parse_duration};
+use super::table;
 use crate::ops::audit::{AuditRecord, read_trail};
+use crate::report::{self, audit::AuditView};
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -15,7 +17,7 @@ pub struct AuditArgs {
     /// back from now ('2h', '7d')
     #[arg(long, value_name = "TIME|DURATION", value_parser = parse_since)]
     pub since: Option<DateTime<Utc>>,
-    /// Print the records as a JSON array on stdout instead of one line each
+    /// Print JSON (schema audit/1, docs/json.md) on stdout instead of a table
     #[arg(long)]
     pub json: bool,
 }
@@ -35,40 +37,56 @@ pub async fn run(config_path: Option<&Path>, args: AuditArgs) -> anyhow::Result<
     // What this host has not mirrored yet belongs to the trail too.
     context.events.audit().flush().await;
     let records = read_trail(&context.repository, &context.layout, args.since).await?;
+    let view = AuditView {
+        cluster: context.layout.name().to_string(),
+        since: args.since.map(|since| since.to_rfc3339()),
+        records,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        println!("{}", report::to_json(&view));
+    } else if view.records.is_empty() {
+        println!("no audit records for cluster {}{}", view.cluster, since_text(args.since));
     } else {
-        for record in &records {
-            println!("{}", text_line(record));
-        }
+        print_table(&view.records);
     }
     Ok(())
 }
 
-fn text_line(record: &AuditRecord) -> String {
-    let mut line = format!(
-        "{} {:<8} {:<9} {:<9} {}@{}",
-        record.time.format("%Y-%m-%d %H:%M:%S%.3fZ"),
-        record.operation,
-        record.event,
-        record.result.as_deref().unwrap_or("-"),
-        record.user,
-        record.host
-    );
-    for (name, value) in &record.arguments {
-        line.push_str(&format!(" {name}={value}"));
+fn since_text(since: Option<DateTime<Utc>>) -> String {
+    since.map(|since| format!(" since {}", since.format("%Y-%m-%d %H:%M:%SZ"))).unwrap_or_default()
+}
+
+/// One row per record; DETAIL holds the arguments, the duration, what was created or deleted and
+/// the error, in that order.
+fn print_table(records: &[AuditRecord]) {
+    let mut rows = table::plain(&["TIME (UTC)", "OPERATION", "EVENT", "RESULT", "BY", "DETAIL"], &[]);
+    for record in records {
+        rows.add_row(vec![
+            record.time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            record.operation.clone(),
+            record.event.clone(),
+            record.result.clone().unwrap_or_else(|| "-".to_owned()),
+            format!("{}@{}", record.user, record.host),
+            detail(record),
+        ]);
     }
+    println!("{}", table::render(&rows));
+}
+
+fn detail(record: &AuditRecord) -> String {
+    let mut parts: Vec<String> = record.arguments.iter().map(|(name, value)| format!("{name}={value}")).collect();
     if let Some(seconds) = record.duration_seconds {
-        line.push_str(&format!(" {seconds:.1}s"));
+        parts.push(format!("{seconds:.1}s"));
     }
     if !record.created.is_empty() {
-        line.push_str(&format!(" created={}", record.created.join(",")));
+        parts.push(format!("created={}", record.created.join(",")));
     }
     if !record.deleted.is_empty() {
-        line.push_str(&format!(" deleted={}", record.deleted.join(",")));
+        parts.push(format!("deleted={}", record.deleted.join(",")));
     }
+    let mut text = parts.join(" ");
     if let Some(error) = &record.error {
-        line.push_str(&format!(": {error}"));
+        text.push_str(&format!(": {error}"));
     }
-    line
+    text
 }

@@ -4,11 +4,10 @@
 use std::path::Path;
 
 use clap::{Args, ValueEnum};
-use serde::Serialize;
-
-use crate::backup::{BackupOptions, BackupSummary};
+use crate::backup::BackupOptions;
 use crate::config::BackupConfig;
 use crate::format::backup_manifest::BackupMethod;
+use crate::report::{self, backup::BackupView};
 use crate::util::format_bytes;
 
 /// `--method`.
@@ -42,39 +41,10 @@ pub struct BackupArgs {
     /// Do not verify, whatever verify.after_backup says
     #[arg(long)]
     pub no_verify: bool,
-    /// Print a JSON summary on stdout instead of text (progress goes to stderr either way)
+    /// Print the backup as JSON (schema backup/1, docs/json.md) on stdout instead of text; progress
+    /// goes to stderr either way
     #[arg(long)]
     pub json: bool,
-}
-
-/// What `--json` prints: the manifest's headline facts, without the file list.
-#[derive(Debug, Serialize)]
-struct JsonSummary<'a> {
-    id: String,
-    cluster: &'a str,
-    method: &'static str,
-    manifest: String,
-    system_identifier: String,
-    postgres_version: &'a str,
-    timeline: u32,
-    start_lsn: String,
-    stop_lsn: String,
-    start_wal: &'a str,
-    stop_wal: &'a str,
-    start_time: String,
-    stop_time: String,
-    files: u64,
-    directories: u64,
-    symlinks: u64,
-    vanished_files: u64,
-    tablespaces: usize,
-    bytes: u64,
-    stored_bytes: u64,
-    objects: u64,
-    compression_ratio: f64,
-    duration_seconds: f64,
-    bytes_per_second: f64,
-    removed_orphans: usize,
 }
 
 pub async fn run(config_path: Option<&Path>, args: BackupArgs) -> anyhow::Result<()> {
@@ -94,72 +64,29 @@ pub async fn run(config_path: Option<&Path>, args: BackupArgs) -> anyhow::Result
     };
     let verify = super::verify::after_taking(config, args.verify, args.no_verify);
     let taken = crate::ops::backup_then_verify(&context, options, verify.as_ref()).await?;
-    let (summary, verification) = (&taken.summary, &taken.verification);
+    let view = BackupView::taken(&taken.summary, &context.layout, taken.verification.as_ref());
     if args.json {
-        let mut json = serde_json::to_value(json_summary(summary))?;
-        if let Some(report) = verification {
-            json["verification"] = serde_json::to_value(report)?;
-        }
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        println!("{}", report::to_json(&view));
     } else {
-        print_text(summary);
-        if let Some(report) = verification {
+        print_text(&view);
+        if let Some(report) = &taken.verification {
             super::verify::print_report(report, &context.layout);
         }
     }
-    match verification {
+    match &taken.verification {
         Some(report) => super::verify::failure_error(report),
         None => Ok(()),
     }
 }
 
-fn json_summary(summary: &BackupSummary) -> JsonSummary<'_> {
-    let manifest = &summary.manifest;
-    JsonSummary {
-        id: manifest.id.to_string(),
-        cluster: &manifest.cluster,
-        method: match manifest.method {
-            BackupMethod::Native => "native",
-            BackupMethod::Basebackup => "basebackup",
-        },
-        manifest: summary.manifest_key.to_string(),
-        system_identifier: manifest.system_identifier.to_string(),
-        postgres_version: &manifest.postgres_version,
-        timeline: manifest.timeline.id(),
-        start_lsn: manifest.start_lsn.to_string(),
-        stop_lsn: manifest.stop_lsn.to_string(),
-        start_wal: &manifest.start_wal,
-        stop_wal: &manifest.stop_wal,
-        start_time: manifest.start_time.to_rfc3339(),
-        stop_time: manifest.stop_time.to_rfc3339(),
-        files: manifest.totals.files,
-        directories: manifest.totals.directories,
-        symlinks: manifest.totals.symlinks,
-        vanished_files: manifest.totals.vanished,
-        tablespaces: manifest.tablespaces.len(),
-        bytes: manifest.totals.bytes,
-        stored_bytes: manifest.totals.stored_bytes,
-        objects: manifest.totals.objects,
-        compression_ratio: (manifest.compression_ratio() * 100.0).round() / 100.0,
-        duration_seconds: (summary.backup_duration.as_secs_f64() * 1000.0).round() / 1000.0,
-        bytes_per_second: summary.bytes_per_second().round(),
-        removed_orphans: summary.removed_orphans.iter().map(|orphans| orphans.objects).sum(),
-    }
-}
-
-fn print_text(summary: &BackupSummary) {
-    let manifest = &summary.manifest;
-    let totals = &manifest.totals;
-    println!("backup {} of cluster {} complete", manifest.id, manifest.cluster);
+fn print_text(view: &BackupView) {
+    let totals = &view.totals;
+    println!("backup {} of cluster {} complete", view.id, view.cluster);
     println!(
         "  WAL       timeline {}, start {} ({}), stop {} ({})",
-        manifest.timeline.id(),
-        manifest.start_lsn,
-        manifest.start_wal,
-        manifest.stop_lsn,
-        manifest.stop_wal
+        view.timeline, view.start_lsn, view.start_wal, view.stop_lsn, view.stop_wal
     );
-    let tablespaces = match manifest.tablespaces.len() {
+    let tablespaces = match view.tablespaces.len() {
         0 => String::new(),
         1 => ", 1 tablespace".to_owned(),
         count => format!(", {count} tablespaces"),
@@ -170,12 +97,10 @@ fn print_text(summary: &BackupSummary) {
         format_bytes(totals.bytes),
         format_bytes(totals.stored_bytes),
         totals.objects,
-        manifest.compression_ratio()
+        view.compression_ratio
     );
-    println!(
-        "  time      {:.1} s, {:.0} MB/s",
-        summary.backup_duration.as_secs_f64(),
-        summary.bytes_per_second() / 1_000_000.0
-    );
-    println!("  manifest  {}", summary.manifest_key);
+    if let Some(run) = &view.run {
+        println!("  time      {:.1} s, {:.0} MB/s", run.backup_seconds, run.bytes_per_second / 1_000_000.0);
+    }
+    println!("  manifest  {}", view.manifest);
 }

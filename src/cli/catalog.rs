@@ -1,34 +1,36 @@
 //! `lifeboat list`, `lifeboat info <ID>` and `lifeboat delete <ID>`: the catalog of the cluster's
-//! backups and dumps (see [`crate::catalog::listing`]). The JSON shapes are documented in
-//! docs/format.md section 9.
+//! backups and dumps (see [`crate::catalog::listing`]), printed from the views of
+//! [`crate::report`] (docs/json.md).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use clap::Args;
-use serde::Serialize;
 
-use crate::catalog::audit::{self, Problem, Verification};
-use crate::catalog::id::BackupId;
+use crate::catalog::audit::{self, Problem};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, Entry};
 use crate::catalog::wal::WalFile;
 use crate::config::Config;
-use crate::format::backup_manifest::{BackupManifest, Tablespace, Totals};
-use crate::format::dump_manifest::{DumpManifest, TableRows};
-use crate::format::verify_report::{Mode, VerifyReport};
+use crate::format::dump_manifest::TableRows;
+use crate::format::verify_report::Mode;
 use crate::ops::open::open_repository;
+use crate::report::backup::{BackupView, Detail, DumpView, EntryView, VerificationView};
+use crate::report::catalog::{DeleteView, ListView};
+use crate::report::wal::WalArchiveView;
+use crate::report;
 use crate::util::format_bytes;
-use crate::wal::check::{ArchiveReport, Gap, SegmentRange, check};
+use crate::wal::check::{ArchiveReport, check};
 
-/// The widest a text table gets.
-const WIDTH: usize = 120;
+use super::table;
+
+/// The widest the last column of `list` (LSNs or databases) gets.
+const LAST_COLUMN: usize = 48;
 /// Tables shown per database by `info` (text); `--json` shows all.
 const TOP_TABLES: usize = 10;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print JSON instead of a table
+    /// Print JSON (schema list/1, docs/json.md) instead of a table
     #[arg(long)]
     pub json: bool,
 }
@@ -37,7 +39,7 @@ pub struct ListArgs {
 pub struct InfoArgs {
     /// A backup or dump id as `lifeboat list` shows it, or `latest`
     pub id: String,
-    /// Print JSON instead of text
+    /// Print JSON (schema backup/1 or dump/1, docs/json.md) instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -49,66 +51,9 @@ pub struct DeleteArgs {
     /// Delete even the only remaining full backup (point-in-time restore becomes impossible)
     #[arg(long)]
     pub force: bool,
-}
-
-/// `list --json`.
-#[derive(Debug, Serialize)]
-struct JsonList<'a> {
-    cluster: String,
-    location: String,
-    backups: Vec<JsonListEntry<'a>>,
-    wal: Vec<JsonTimeline<'a>>,
-    /// Objects that are missing, altered, damaged or not recorded in the journal, by key.
-    problems: &'a [Problem],
-}
-
-#[derive(Debug, Serialize)]
-struct JsonListEntry<'a> {
-    id: String,
-    kind: &'static str,
-    start_time: String,
-    stop_time: String,
-    duration_seconds: f64,
-    /// Full backups only (null for dumps).
-    timeline: Option<u32>,
-    start_lsn: Option<String>,
-    stop_lsn: Option<String>,
-    start_wal: Option<&'a str>,
-    stop_wal: Option<&'a str>,
-    size: u64,
-    stored_size: u64,
-    compression_ratio: f64,
-    /// Dumps only (empty for full backups).
-    databases: Vec<&'a str>,
-    /// The newest verification report, null when there is none.
-    verification: Option<JsonVerification<'a>>,
-}
-
-/// What the verification reports of a backup or dump say.
-#[derive(Debug, Serialize)]
-struct JsonVerification<'a> {
-    /// "passed", "failed (<phase>)", or "unreadable" when the newest report cannot be read.
-    status: &'a str,
-    passed: bool,
-    /// When the verification that gave the verdict started.
-    verified_at: Option<String>,
-    /// How many reports exist under verify/<id>/.
-    reports: usize,
-    /// The key of the report the verdict comes from.
-    report: &'a str,
-    /// Whether the cluster's journal records the verdict: only a recorded verdict counts.
-    recorded: bool,
-    /// `info` only: the newest report itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    latest: Option<&'a VerifyReport>,
-}
-
-#[derive(Debug, Serialize)]
-struct JsonTimeline<'a> {
-    timeline: u32,
-    segments: u64,
-    ranges: &'a [SegmentRange],
-    gaps: &'a [Gap],
+    /// Print what was deleted as JSON (schema delete/1, docs/json.md) instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<()> {
@@ -118,41 +63,26 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
     let mut survey = audit::survey(&repository, &layout).await?;
     let wal = check(&repository, &layout).await?;
     survey.problems.extend(missing_backup_wal(&survey.entries, &wal, &layout));
+    let view = ListView::new(&layout, &survey.entries, &survey.verifications, &wal, &survey.problems);
     if args.json {
-        let json = JsonList {
-            cluster: layout.name().to_string(),
-            location: repository.location(),
-            backups: survey.entries.iter().map(|entry| list_entry(entry, &survey.verifications)).collect(),
-            wal: wal
-                .timelines
-                .iter()
-                .map(|timeline| JsonTimeline {
-                    timeline: timeline.timeline.id(),
-                    segments: timeline.segments,
-                    ranges: &timeline.ranges,
-                    gaps: &timeline.gaps,
-                })
-                .collect(),
-            problems: &survey.problems,
-        };
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        println!("{}", report::to_json(&view));
     } else {
-        println!("cluster {} in {}", layout.name(), repository.location());
+        println!("cluster {} in {}", view.cluster, view.location);
         println!();
-        if survey.entries.is_empty() && !survey.problems.is_empty() {
+        if view.backups.is_empty() && !view.problems.is_empty() {
             println!("no intact backups or dumps (PROBLEMS below says what is missing)");
         } else {
-            print_table(&survey.entries, &survey.verifications);
+            print_table(&view.backups);
         }
         println!();
-        print_wal(&wal);
-        print_problems(&survey.problems);
+        print_wal(&view.wal);
+        print_problems(&view.problems);
     }
-    if !survey.problems.is_empty() {
+    if !view.problems.is_empty() {
         anyhow::bail!(
             "the repository has {} problem(s), listed {}: a backup, a report or a journal entry is missing, altered \
              or unreadable. Find out what changed the repository before trusting it (docs/format.md section 12)",
-            survey.problems.len(),
+            view.problems.len(),
             if args.json { "under \"problems\"" } else { "above" }
         );
     }
@@ -192,60 +122,15 @@ fn print_problems(problems: &[Problem]) {
     }
 }
 
-fn verification<'a>(
-    entry: &Entry,
-    verifications: &'a BTreeMap<BackupId, Verification>,
-    with_report: bool,
-) -> Option<JsonVerification<'a>> {
-    let verification = verifications.get(&entry.id())?;
-    Some(JsonVerification {
-        status: &verification.status,
-        passed: verification.passed,
-        verified_at: verification.verified_at.map(|at| at.to_rfc3339()),
-        reports: verification.reports,
-        report: &verification.report,
-        recorded: verification.recorded,
-        latest: verification.latest.as_ref().filter(|_| with_report),
-    })
-}
-
 /// The VERIFY column: the verdict, "?" when the newest report cannot be read (PROBLEMS names it),
 /// "-" without one (`info` tells when and how).
-fn verification_cell(entry: &Entry, verifications: &BTreeMap<BackupId, Verification>) -> &'static str {
-    match verifications.get(&entry.id()) {
+fn verification_cell(verification: Option<&VerificationView>) -> &'static str {
+    match verification {
         None => "-",
         Some(verification) if verification.status == "unreadable" => "?",
         Some(verification) if verification.passed => "passed",
         Some(_) => "FAILED",
     }
-}
-
-fn list_entry<'a>(entry: &'a Entry, verifications: &'a BTreeMap<BackupId, Verification>) -> JsonListEntry<'a> {
-    let full = match entry {
-        Entry::Full(manifest) => Some(manifest),
-        Entry::Dump(_) => None,
-    };
-    JsonListEntry {
-        id: entry.id().to_string(),
-        kind: entry.kind().as_str(),
-        start_time: entry.start_time().to_rfc3339(),
-        stop_time: entry.stop_time().to_rfc3339(),
-        duration_seconds: round(entry.duration_seconds(), 1000.0),
-        timeline: full.map(|manifest| manifest.timeline.id()),
-        start_lsn: full.map(|manifest| manifest.start_lsn.to_string()),
-        stop_lsn: full.map(|manifest| manifest.stop_lsn.to_string()),
-        start_wal: full.map(|manifest| manifest.start_wal.as_str()),
-        stop_wal: full.map(|manifest| manifest.stop_wal.as_str()),
-        size: entry.size(),
-        stored_size: entry.stored_size(),
-        compression_ratio: round(entry.compression_ratio(), 100.0),
-        databases: entry.databases(),
-        verification: verification(entry, verifications, false),
-    }
-}
-
-fn round(value: f64, scale: f64) -> f64 {
-    (value * scale).round() / scale
 }
 
 /// `12.3s`, `4m05s`, `2h03m`.
@@ -261,89 +146,59 @@ fn format_duration(seconds: f64) -> String {
     }
 }
 
-/// The table of `list`: one row per backup or dump, columns sized to their content, the last
-/// column (WAL of a full backup, databases of a dump) cut so a row fits [`WIDTH`] columns.
-fn print_table(entries: &[Entry], verifications: &BTreeMap<BackupId, Verification>) {
+/// The table of `list`: one row per backup or dump; the last column (LSNs of a full backup,
+/// databases of a dump) cut to [`LAST_COLUMN`] characters.
+fn print_table(entries: &[EntryView]) {
     if entries.is_empty() {
         println!("no backups or dumps yet (`lifeboat backup` and `lifeboat dump` take them)");
         return;
     }
-    let header =
-        ["ID", "KIND", "STARTED (UTC)", "DURATION", "SIZE", "STORED", "RATIO", "VERIFY", "TL", "LSNS / DATABASES"];
-    let rows: Vec<[String; 10]> = entries
-        .iter()
-        .map(|entry| {
-            let (timeline, last) = match entry {
-                Entry::Full(manifest) => {
-                    (manifest.timeline.id().to_string(), format!("{}..{}", manifest.start_lsn, manifest.stop_lsn))
-                }
-                Entry::Dump(_) => ("-".to_owned(), entry.databases().join(", ")),
-            };
-            [
-                entry.id().to_string(),
-                entry.kind().as_str().to_owned(),
-                entry.start_time().format("%m-%d %H:%M:%S").to_string(),
-                format_duration(entry.duration_seconds()),
-                format_bytes(entry.size()),
-                format_bytes(entry.stored_size()),
-                format!("{:.1}x", entry.compression_ratio()),
-                verification_cell(entry, verifications).to_owned(),
-                timeline,
-                last,
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    let mut rows = table::plain(
+        &["ID", "KIND", "STARTED (UTC)", "DURATION", "SIZE", "STORED", "RATIO", "VERIFY", "TL", "LSNS / DATABASES"],
+        &[3, 4, 5, 6, 8],
+    );
+    for entry in entries {
+        let (timeline, last, common) = match entry {
+            EntryView::Full(view) => (
+                view.timeline.to_string(),
+                format!("{}..{}", view.start_lsn, view.stop_lsn),
+                (view.start_time, view.duration_seconds, view.size, view.stored_size, view.compression_ratio),
+            ),
+            EntryView::Dump(view) => (
+                "-".to_owned(),
+                view.databases.iter().map(|database| database.name.as_str()).collect::<Vec<_>>().join(", "),
+                (view.start_time, view.duration_seconds, view.size, view.stored_size, view.compression_ratio),
+            ),
+        };
+        let (started, seconds, size, stored, ratio) = common;
+        let (id, kind, verification) = match entry {
+            EntryView::Full(view) => (&view.id, view.kind, view.verification.as_ref()),
+            EntryView::Dump(view) => (&view.id, view.kind, view.verification.as_ref()),
+        };
+        rows.add_row(vec![
+            id.clone(),
+            kind.to_owned(),
+            started.format("%m-%d %H:%M:%S").to_string(),
+            format_duration(seconds),
+            format_bytes(size),
+            format_bytes(stored),
+            format!("{ratio:.1}x"),
+            verification_cell(verification).to_owned(),
+            timeline,
+            table::truncate(&last, LAST_COLUMN),
+        ]);
     }
-    let right_aligned = [false, false, false, true, true, true, true, false, true, false];
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (index, cell) in cells.iter().enumerate() {
-            if index > 0 {
-                out.push_str("  ");
-            }
-            if index + 1 == cells.len() {
-                let room = WIDTH.saturating_sub(out.chars().count());
-                out.push_str(&truncate(cell, room));
-            } else if right_aligned[index] {
-                out.push_str(&format!("{cell:>width$}", width = widths[index]));
-            } else {
-                out.push_str(&format!("{cell:<width$}", width = widths[index]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    println!("{}", table::render(&rows));
 }
 
-/// `text` cut to `room` characters, ending in `…` when cut.
-fn truncate(text: &str, room: usize) -> String {
-    if text.chars().count() <= room {
-        text.to_owned()
-    } else if room == 0 {
-        String::new()
-    } else {
-        let mut cut: String = text.chars().take(room - 1).collect();
-        cut.push('…');
-        cut
-    }
-}
-
-fn print_wal(report: &ArchiveReport) {
-    if report.timelines.is_empty() {
+fn print_wal(wal: &WalArchiveView) {
+    if wal.timelines.is_empty() {
         println!("archived WAL: none yet (archive_command = 'lifeboat wal-push %p' stores it)");
         return;
     }
     println!("archived WAL:");
-    for timeline in &report.timelines {
-        println!("  timeline {}: {} segment(s)", timeline.timeline.id(), timeline.segments);
+    for timeline in &wal.timelines {
+        println!("  timeline {}: {} segment(s)", timeline.timeline, timeline.segments);
         for range in &timeline.ranges {
             println!("    {} .. {}  {} segment(s)", range.first, range.last, range.segments);
         }
@@ -351,86 +206,9 @@ fn print_wal(report: &ArchiveReport) {
             println!("    GAP from {} to {} ({} missing)", gap.first_missing, gap.last_missing, gap.missing);
         }
     }
-    let gaps = report.gaps().count();
-    if gaps > 0 {
-        println!("  {gaps} gap(s): `lifeboat wal check` explains");
+    if wal.gaps > 0 {
+        println!("  {} gap(s): `lifeboat wal check` explains", wal.gaps);
     }
-}
-
-/// `info --json` of a full backup: the manifest without its file list.
-#[derive(Debug, Serialize)]
-struct JsonFullInfo<'a> {
-    id: String,
-    kind: &'static str,
-    method: &'a crate::format::backup_manifest::BackupMethod,
-    cluster: &'a str,
-    manifest: String,
-    system_identifier: String,
-    postgres_version: &'a str,
-    postgres_version_num: u32,
-    wal_segment_size: u32,
-    timeline: u32,
-    start_lsn: String,
-    stop_lsn: String,
-    start_wal: &'a str,
-    stop_wal: &'a str,
-    /// Number of segments from start_wal to stop_wal.
-    wal_segments: u64,
-    /// Whether every segment from start_wal to stop_wal is in the archive.
-    wal_archived: bool,
-    /// The first of them that is not, if any.
-    wal_first_missing: Option<String>,
-    start_time: String,
-    stop_time: String,
-    duration_seconds: f64,
-    label: &'a str,
-    host: &'a str,
-    lifeboat_version: &'a str,
-    tablespaces: &'a [Tablespace],
-    totals: &'a Totals,
-    compression_ratio: f64,
-    objects: usize,
-    files: usize,
-    verification: Option<JsonVerification<'a>>,
-}
-
-/// `info --json` of a dump.
-#[derive(Debug, Serialize)]
-struct JsonDumpInfo<'a> {
-    id: String,
-    kind: &'static str,
-    cluster: &'a str,
-    manifest: String,
-    system_identifier: String,
-    server_version: &'a str,
-    server_version_num: u32,
-    pg_dump_version: &'a str,
-    start_time: String,
-    stop_time: String,
-    duration_seconds: f64,
-    size: u64,
-    stored_size: u64,
-    compression_ratio: f64,
-    globals: JsonObject<'a>,
-    databases: Vec<JsonDatabase<'a>>,
-    verification: Option<JsonVerification<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-struct JsonObject<'a> {
-    key: &'a str,
-    size: u64,
-    stored_size: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct JsonDatabase<'a> {
-    name: &'a str,
-    object: JsonObject<'a>,
-    start_time: String,
-    stop_time: String,
-    total_rows: u64,
-    tables: &'a [TableRows],
 }
 
 pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<()> {
@@ -444,138 +222,51 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
         Some(entry) => entry,
         None => listing::read_entry(&repository, &layout, id).await?,
     };
-    let verification = verification(&entry, &verifications, true);
     let id_text = id.to_string();
     for problem in problems.iter().filter(|problem| problem.key.contains(&id_text)) {
         tracing::warn!("{problem}");
     }
-    let manifest_key = listing::manifest_key(&layout, id).to_string();
-    match &entry {
-        Entry::Full(manifest) => {
-            let wal = check(&repository, &layout).await?;
-            let (first, last) = (manifest.start_segment(), manifest.stop_segment());
-            let missing = wal.first_missing(first, last).map(|segment| segment.name(manifest.wal_segment_size));
-            let info = JsonFullInfo {
-                id: id.to_string(),
-                kind: "full",
-                method: &manifest.method,
-                cluster: &manifest.cluster,
-                manifest: manifest_key,
-                system_identifier: manifest.system_identifier.to_string(),
-                postgres_version: &manifest.postgres_version,
-                postgres_version_num: manifest.postgres_version_num,
-                wal_segment_size: manifest.wal_segment_size.bytes(),
-                timeline: manifest.timeline.id(),
-                start_lsn: manifest.start_lsn.to_string(),
-                stop_lsn: manifest.stop_lsn.to_string(),
-                start_wal: &manifest.start_wal,
-                stop_wal: &manifest.stop_wal,
-                wal_segments: last.number.saturating_sub(first.number) + 1,
-                wal_archived: missing.is_none(),
-                wal_first_missing: missing,
-                start_time: manifest.start_time.to_rfc3339(),
-                stop_time: manifest.stop_time.to_rfc3339(),
-                duration_seconds: round(entry.duration_seconds(), 1000.0),
-                label: &manifest.label,
-                host: &manifest.host,
-                lifeboat_version: &manifest.lifeboat_version,
-                tablespaces: &manifest.tablespaces,
-                totals: &manifest.totals,
-                compression_ratio: round(manifest.compression_ratio(), 100.0),
-                objects: manifest.objects.len(),
-                files: manifest.files.len(),
-                verification,
-            };
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                print_full(manifest, &info);
-            }
-        }
-        Entry::Dump(manifest) => {
-            let info = dump_info(manifest, &entry, manifest_key, verification);
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                print_dump(manifest, &info);
-            }
-        }
+    let wal = match &entry {
+        Entry::Full(_) => Some(check(&repository, &layout).await?),
+        Entry::Dump(_) => None,
+    };
+    let view = EntryView::new(&entry, &layout, wal.as_ref(), verifications.get(&id), Detail::Full);
+    if args.json {
+        println!("{}", report::to_json(&view));
+        return Ok(());
+    }
+    match &view {
+        EntryView::Full(view) => print_full(view),
+        EntryView::Dump(view) => print_dump(view),
     }
     Ok(())
 }
 
-fn json_object(object: &crate::format::dump_manifest::DumpObject) -> JsonObject<'_> {
-    JsonObject { key: &object.key, size: object.size, stored_size: object.stored_size }
-}
-
-fn dump_info<'a>(
-    manifest: &'a DumpManifest,
-    entry: &Entry,
-    manifest_key: String,
-    verification: Option<JsonVerification<'a>>,
-) -> JsonDumpInfo<'a> {
-    JsonDumpInfo {
-        id: manifest.id.to_string(),
-        kind: "dump",
-        cluster: &manifest.cluster,
-        manifest: manifest_key,
-        system_identifier: manifest.system_identifier.to_string(),
-        server_version: &manifest.server_version,
-        server_version_num: manifest.server_version_num,
-        pg_dump_version: &manifest.pg_dump_version,
-        start_time: manifest.started_at.to_rfc3339(),
-        stop_time: manifest.finished_at.to_rfc3339(),
-        duration_seconds: round(entry.duration_seconds(), 1000.0),
-        size: entry.size(),
-        stored_size: entry.stored_size(),
-        compression_ratio: round(entry.compression_ratio(), 100.0),
-        globals: json_object(&manifest.globals.object),
-        databases: manifest
-            .databases
-            .iter()
-            .map(|database| JsonDatabase {
-                name: &database.name,
-                object: json_object(&database.object),
-                start_time: database.started_at.to_rfc3339(),
-                stop_time: database.finished_at.to_rfc3339(),
-                total_rows: database.total_rows(),
-                tables: &database.tables,
-            })
-            .collect(),
-        verification,
-    }
-}
-
-fn print_full(manifest: &BackupManifest, info: &JsonFullInfo<'_>) {
-    let totals = &manifest.totals;
-    println!(
-        "full backup {} of cluster {} ({} method)",
-        info.id,
-        manifest.cluster,
-        format!("{:?}", manifest.method).to_lowercase()
-    );
-    println!("  manifest      {}", info.manifest);
-    println!("  started       {}", text_time(manifest.start_time));
-    println!("  stopped       {}  ({})", text_time(manifest.stop_time), format_duration(info.duration_seconds));
-    println!("  label         {}", manifest.label);
-    println!("  host          {} (lifeboat {})", manifest.host, manifest.lifeboat_version);
-    println!("  PostgreSQL    {} ({})", manifest.postgres_version, manifest.postgres_version_num);
-    println!("  system id     {}", info.system_identifier);
-    println!("  timeline      {}", info.timeline);
-    println!("  start LSN     {}  ({})", manifest.start_lsn, manifest.start_wal);
-    println!("  stop LSN      {}  ({})", manifest.stop_lsn, manifest.stop_wal);
-    let archived = match &info.wal_first_missing {
-        None => "all archived".to_owned(),
-        Some(segment) => format!("NOT all archived: first missing {segment}; this backup cannot be restored yet"),
+fn print_full(view: &BackupView) {
+    let totals = &view.totals;
+    println!("full backup {} of cluster {} ({} method)", view.id, view.cluster, view.method.as_str());
+    println!("  manifest      {}", view.manifest);
+    println!("  started       {}", text_time(view.start_time));
+    println!("  stopped       {}  ({})", text_time(view.stop_time), format_duration(view.duration_seconds));
+    println!("  label         {}", view.label);
+    println!("  host          {} (lifeboat {})", view.host, view.lifeboat_version);
+    println!("  PostgreSQL    {} ({})", view.postgres_version, view.postgres_version_num);
+    println!("  system id     {}", view.system_identifier);
+    println!("  timeline      {}", view.timeline);
+    println!("  start LSN     {}  ({})", view.start_lsn, view.start_wal);
+    println!("  stop LSN      {}  ({})", view.stop_lsn, view.stop_wal);
+    let archived = match (&view.wal_first_missing, view.wal_archived) {
+        (Some(segment), _) => {
+            format!("NOT all archived: first missing {segment}; this backup cannot be restored yet")
+        }
+        (None, Some(true)) => "all archived".to_owned(),
+        (None, _) => "archive not checked".to_owned(),
     };
-    println!(
-        "  WAL needed    {} .. {}  {} segment(s), {archived}",
-        manifest.start_wal, manifest.stop_wal, info.wal_segments
-    );
-    if manifest.tablespaces.is_empty() {
+    println!("  WAL needed    {} .. {}  {} segment(s), {archived}", view.start_wal, view.stop_wal, view.wal_segments);
+    if view.tablespaces.is_empty() {
         println!("  tablespaces   none");
     }
-    for tablespace in &manifest.tablespaces {
+    for tablespace in &view.tablespaces {
         println!(
             "  tablespace    {} {} -> {}",
             tablespace.oid,
@@ -593,18 +284,18 @@ fn print_full(manifest: &BackupManifest, info: &JsonFullInfo<'_>) {
         totals.bytes,
         format_bytes(totals.stored_bytes),
         totals.stored_bytes,
-        manifest.objects.len(),
-        manifest.compression_ratio()
+        totals.objects,
+        view.compression_ratio
     );
-    print_verification(info.verification.as_ref());
+    print_verification(view.verification.as_ref());
 }
 
-fn print_verification(verification: Option<&JsonVerification<'_>>) {
+fn print_verification(verification: Option<&VerificationView>) {
     let Some(verification) = verification else {
         println!("  verification  none yet (`lifeboat verify ID` restores it into a scratch server)");
         return;
     };
-    let Some(report) = verification.latest else {
+    let Some(Some(report)) = &verification.latest else {
         println!(
             "  verification  {} (journal's verdict); its report {} is missing or cannot be read",
             verification.status.to_uppercase(),
@@ -634,62 +325,66 @@ fn print_verification(verification: Option<&JsonVerification<'_>>) {
     println!("                report {}", verification.report);
 }
 
-fn print_dump(manifest: &DumpManifest, info: &JsonDumpInfo<'_>) {
-    println!("dump {} of cluster {}", info.id, manifest.cluster);
-    println!("  manifest      {}", info.manifest);
-    println!("  started       {}", text_time(manifest.started_at));
-    println!("  stopped       {}  ({})", text_time(manifest.finished_at), format_duration(info.duration_seconds));
+fn print_dump(view: &DumpView) {
+    println!("dump {} of cluster {}", view.id, view.cluster);
+    println!("  manifest      {}", view.manifest);
+    println!("  started       {}", text_time(view.start_time));
+    println!("  stopped       {}  ({})", text_time(view.stop_time), format_duration(view.duration_seconds));
     println!(
         "  server        {} ({}), system id {}",
-        manifest.server_version, manifest.server_version_num, info.system_identifier
+        view.server_version, view.server_version_num, view.system_identifier
     );
-    println!("  pg_dump       {}", manifest.pg_dump_version);
+    println!("  pg_dump       {}", view.pg_dump_version);
     println!(
         "  size          {}, stored {}, {:.1}x smaller",
-        format_bytes(info.size),
-        format_bytes(info.stored_size),
-        info.compression_ratio
+        format_bytes(view.size),
+        format_bytes(view.stored_size),
+        view.compression_ratio
     );
     println!(
         "  globals       {} (role passwords {})",
-        format_bytes(manifest.globals.object.size),
-        if manifest.globals.role_passwords { "included" } else { "not included" }
+        format_bytes(view.globals.size),
+        if view.globals.role_passwords { "included" } else { "not included" }
     );
-    print_verification(info.verification.as_ref());
-    for database in &manifest.databases {
+    print_verification(view.verification.as_ref());
+    for database in &view.databases {
+        let tables = database.tables.as_deref().unwrap_or_default();
         println!();
         println!(
             "  database {}: {} (stored {}), {} table(s), {} row(s)",
             database.name,
-            format_bytes(database.object.size),
-            format_bytes(database.object.stored_size),
-            database.tables.len(),
-            database.total_rows()
+            format_bytes(database.size),
+            format_bytes(database.stored_size),
+            tables.len(),
+            database.total_rows
         );
-        let mut tables: Vec<&TableRows> = database.tables.iter().collect();
-        tables.sort_by(|a, b| b.rows.cmp(&a.rows).then_with(|| (&a.schema, &a.table).cmp(&(&b.schema, &b.table))));
-        for table in tables.iter().take(TOP_TABLES) {
+        let mut biggest: Vec<&TableRows> = tables.iter().collect();
+        biggest.sort_by(|a, b| b.rows.cmp(&a.rows).then_with(|| (&a.schema, &a.table).cmp(&(&b.schema, &b.table))));
+        for table in biggest.iter().take(TOP_TABLES) {
             println!("    {:>14}  {}.{}", table.rows, table.schema, table.table);
         }
-        if tables.len() > TOP_TABLES {
-            println!("    ... and {} more table(s) (`--json` lists all)", tables.len() - TOP_TABLES);
+        if biggest.len() > TOP_TABLES {
+            println!("    ... and {} more table(s) (`--json` lists all)", biggest.len() - TOP_TABLES);
         }
     }
 }
 
 pub async fn delete(config_path: Option<&Path>, args: DeleteArgs) -> anyhow::Result<()> {
     let context = super::operation_context(config_path).await?;
-    let layout = &context.layout;
     let deleted = crate::ops::delete(&context, &args.id, args.force).await?;
-    let reports =
-        if deleted.reports > 0 { format!(", {} verification report(s)", deleted.reports) } else { String::new() };
+    let view = DeleteView::new(&context.layout, &deleted);
+    if args.json {
+        println!("{}", report::to_json(&view));
+        return Ok(());
+    }
+    let reports = if view.reports > 0 { format!(", {} verification report(s)", view.reports) } else { String::new() };
     println!(
         "deleted {} of cluster {}: {} object(s), {} ({} B) stored{reports}",
-        deleted.id,
-        layout.name(),
-        deleted.objects,
-        format_bytes(deleted.bytes),
-        deleted.bytes
+        view.id,
+        view.cluster,
+        view.objects,
+        format_bytes(view.bytes),
+        view.bytes
     );
     Ok(())
 }

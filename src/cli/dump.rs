@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use crate::dump::{DumpRequest, Progress, Selection};
-use crate::format::dump_manifest::{DumpManifest, DumpObject};
+use crate::format::dump_manifest::DumpObject;
+use crate::report::{self, backup::DumpView};
 use crate::util::{format_bytes, group_thousands};
 
 #[derive(Debug, Args)]
@@ -27,8 +28,8 @@ pub struct DumpArgs {
     /// Do not verify, whatever verify.after_backup says
     #[arg(long)]
     pub no_verify: bool,
-    /// Print the manifest as JSON on stdout when done (progress goes to stderr); with
-    /// verification, an object with "manifest" and "verification"
+    /// Print the dump as JSON (schema dump/1, docs/json.md) on stdout when done; progress goes
+    /// to stderr
     #[arg(long)]
     pub json: bool,
 }
@@ -45,7 +46,7 @@ pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<(
     };
     let request = DumpRequest { selection, lock_wait: config.dump.lock_wait };
 
-    // With --json, stdout holds only the manifest; the progress lines go to stderr.
+    // With --json, stdout holds only the document; the progress lines go to stderr.
     let json = args.json;
     let mut progress = |event: Progress<'_>| {
         let line = match event {
@@ -71,25 +72,19 @@ pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<(
     };
     let verify = super::verify::after_taking(config, args.verify, args.no_verify);
     let taken = crate::ops::dump_then_verify(&context, &request, &mut progress, verify.as_ref()).await?;
-    let manifest = &taken.manifest;
-    let Some(report) = &taken.verification else {
-        if json {
-            println!("{}", serde_json::to_string_pretty(manifest)?);
-        } else {
-            print_summary(manifest);
-        }
-        return Ok(());
-    };
+    let view = DumpView::taken(&taken.manifest, &context.layout, taken.verification.as_ref());
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "manifest": manifest, "verification": report }))?
-        );
+        println!("{}", report::to_json(&view));
     } else {
-        print_summary(manifest);
-        super::verify::print_report(report, &context.layout);
+        print_summary(&view);
+        if let Some(report) = &taken.verification {
+            super::verify::print_report(report, &context.layout);
+        }
     }
-    super::verify::failure_error(report)
+    match &taken.verification {
+        Some(report) => super::verify::failure_error(report),
+        None => Ok(()),
+    }
 }
 
 fn object_line(name: &str, object: &DumpObject, tables: Option<(usize, u64)>, seconds: Option<f64>) -> String {
@@ -108,20 +103,17 @@ fn object_line(name: &str, object: &DumpObject, tables: Option<(usize, u64)>, se
     line
 }
 
-fn print_summary(manifest: &DumpManifest) {
-    let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
-    let (size, stored) =
-        objects.fold((0, 0), |(size, stored), object| (size + object.size, stored + object.stored_size));
-    let rows: u64 = manifest.databases.iter().map(|database| database.total_rows()).sum();
-    let ratio = if size == 0 { 100.0 } else { stored as f64 / size as f64 * 100.0 };
+fn print_summary(view: &DumpView) {
+    let rows: u64 = view.databases.iter().map(|database| database.total_rows).sum();
+    let ratio = if view.size == 0 { 100.0 } else { view.stored_size as f64 / view.size as f64 * 100.0 };
     println!(
         "dump {} complete: {} database(s), {} -> {} ({ratio:.0}%), {} rows in {:.1}s",
-        manifest.id,
-        manifest.databases.len(),
-        format_bytes(size),
-        format_bytes(stored),
+        view.id,
+        view.databases.len(),
+        format_bytes(view.size),
+        format_bytes(view.stored_size),
         group_thousands(rows),
-        seconds(manifest.started_at, manifest.finished_at).unwrap_or_default()
+        view.duration_seconds
     );
 }
 

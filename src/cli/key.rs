@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{ArgGroup, Args, Subcommand};
-use serde::Serialize;
 
 use crate::config::{Config, SecretOrigin};
 use crate::keys::Unlock;
-use crate::keys::slots::{Kdf, KeyFile, KeySlot};
+use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
 use crate::ops::open::{configured_unlock, connect_store, key_probes, open_repository, write_options};
+use crate::report::{
+    self,
+    repository::{KeyCheckView, KeyListView, SlotView},
+};
 use crate::repository::{RepoFile, Repository};
 use crate::secret::Secret;
 
@@ -23,6 +26,7 @@ pub enum KeyCommand {
     Add(AddArgs),
     /// List the key slots (needs no key)
     List {
+        /// Print JSON (schema key-list/1, docs/json.md) instead of a table
         #[arg(long)]
         json: bool,
     },
@@ -35,6 +39,7 @@ pub enum KeyCommand {
     /// opens; run it before an incident. Exits non-zero when the key opens no slot or none is
     /// configured
     Check {
+        /// Print JSON (schema key-check/1, docs/json.md) instead of text
         #[arg(long)]
         json: bool,
     },
@@ -69,13 +74,14 @@ pub async fn run(config_path: Option<&Path>, command: KeyCommand) -> anyhow::Res
         KeyCommand::List { json } => {
             let store = connect_store(&config).await?;
             let file = RepoFile::read(store.as_ref()).await?;
-            let slots: Vec<SlotView> = file.slots.iter().map(SlotView::from).collect();
+            let view =
+                KeyListView { location: store.location(), slots: file.slots.iter().map(SlotView::from).collect() };
             if json {
-                println!("{}", serde_json::to_string_pretty(&slots)?);
-            } else if slots.is_empty() {
+                println!("{}", report::to_json(&view));
+            } else if view.slots.is_empty() {
                 println!("no key slots: the repository is not encrypted");
             } else {
-                print_slots(&slots);
+                print_slots(&view.slots);
             }
         }
         KeyCommand::Remove { slot } => {
@@ -94,20 +100,6 @@ pub async fn run(config_path: Option<&Path>, command: KeyCommand) -> anyhow::Res
     Ok(())
 }
 
-/// What `key check` found: the repository opened, with which slot, and which object proved it.
-#[derive(Debug, Serialize)]
-struct KeyCheck {
-    location: String,
-    repository_id: String,
-    encrypted: bool,
-    /// "key file /etc/lifeboat/repo.key (from repository.key_file)"; `None` when none is configured.
-    key: Option<String>,
-    /// The slot that opened the repository; `None` when it is not encrypted.
-    slot: Option<SlotView>,
-    /// The stored object read and authenticated with the key; `None` when nothing is stored yet.
-    checked_object: Option<String>,
-}
-
 /// `lifeboat key check`: unlocks the repository as every other command would, then reads one
 /// stored object with the key, so a key that opens another repository's `lifeboat.repo` fails too.
 async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
@@ -117,7 +109,7 @@ async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
     let repository = Repository::open_probing(store, unlock.as_ref(), write_options(config), &probes).await?;
     let checked = repository.check_objects_key(&probes, unlock.as_ref()).await?;
     let file = repository.file();
-    let result = KeyCheck {
+    let result = KeyCheckView {
         location: repository.location(),
         repository_id: file.repository_id.clone(),
         encrypted: file.cipher == Cipher::Aes256Gcm,
@@ -126,14 +118,20 @@ async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
         checked_object: checked.map(|key| key.to_string()),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        println!("{}", report::to_json(&result));
         return Ok(());
     }
     println!("repository  {} (id {})", result.location, result.repository_id);
     match (&result.slot, &result.key) {
         (Some(slot), Some(key)) => {
             println!("key         {key}");
-            println!("opens slot  {} ({}, label {:?}, created {})", slot.id, slot.kind, slot.label, slot.created_at);
+            println!(
+                "opens slot  {} ({}, label {:?}, created {})",
+                slot.id,
+                slot.kind,
+                slot.label,
+                slot.created_at.format("%Y-%m-%d %H:%M:%SZ")
+            );
         }
         (_, key) => {
             let configured = key.as_ref().map(|key| format!("; {key} is not needed")).unwrap_or_default();
@@ -196,39 +194,19 @@ fn new_unlock(args: &AddArgs) -> anyhow::Result<Unlock> {
     }
 }
 
-/// What `key list` and `repo info` show of a slot: never the salt or the wrapped key.
-#[derive(Debug, Serialize)]
-pub struct SlotView {
-    pub id: String,
-    pub kind: String,
-    pub label: String,
-    pub created_at: String,
-    pub kdf: String,
-}
-
-impl From<&KeySlot> for SlotView {
-    fn from(slot: &KeySlot) -> Self {
-        let kdf = match &slot.kdf {
-            Kdf::Argon2id { memory_kib, iterations, parallelism, .. } => {
-                format!("argon2id m={}MiB t={iterations} p={parallelism}", memory_kib / 1024)
-            }
-            Kdf::HkdfSha256 { .. } => "hkdf-sha256".to_owned(),
-        };
-        SlotView {
-            id: slot.id.clone(),
-            kind: slot.kind.to_string(),
-            label: slot.label.clone(),
-            created_at: slot.created_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-            kdf,
-        }
-    }
-}
-
+/// The slots as a table (`key list`, `repo info`).
 pub fn print_slots(slots: &[SlotView]) {
-    println!("{:<10} {:<11} {:<21} {:<27} label", "slot", "kind", "created", "kdf");
+    let mut rows = super::table::plain(&["SLOT", "KIND", "CREATED (UTC)", "KDF", "LABEL"], &[]);
     for slot in slots {
-        println!("{:<10} {:<11} {:<21} {:<27} {}", slot.id, slot.kind, slot.created_at, slot.kdf, slot.label);
+        rows.add_row(vec![
+            slot.id.clone(),
+            slot.kind.clone(),
+            slot.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            slot.kdf.clone(),
+            slot.label.clone(),
+        ]);
     }
+    println!("{}", super::table::render(&rows));
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod quickstart;
 mod repo;
 mod restore;
 mod restore_dump;
+mod table;
 mod verify;
 mod wal;
 

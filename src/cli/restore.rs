@@ -11,7 +11,8 @@ use crate::config::BackupConfig;
 use crate::restore::start::Outcome;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
-use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::report::{self, restore::RestoreView};
+use crate::restore::RestoreOptions;
 use crate::util::{format_bytes, shell_quote};
 
 /// `--target latest|immediate`.
@@ -109,7 +110,8 @@ pub struct RestoreArgs {
     /// With --dump: drop the objects being restored first
     #[arg(long, requires = "dump")]
     pub clean: bool,
-    /// Print a JSON summary on stdout
+    /// Print the result as JSON on stdout (schema restore/1, restore-plan/1 with --dry-run,
+    /// dump-restore/1 with --dump; docs/json.md)
     #[arg(long)]
     pub json: bool,
 }
@@ -194,10 +196,11 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         progress: Default::default(),
     };
     let summary = crate::ops::restore(&context, options).await?;
+    let view = RestoreView::new(&summary);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        println!("{}", report::to_json(&view));
     } else {
-        print_summary(&summary);
+        print_summary(&view);
     }
     Ok(())
 }
@@ -219,44 +222,42 @@ pub(super) fn lifeboat_command(exe: &Path, config: &Path, arguments: &str) -> St
     )
 }
 
-fn print_summary(summary: &RestoreSummary) {
-    let verb = if summary.dry_run { "would restore" } else { "restored" };
-    println!(
-        "{verb} backup {} (consistent at {}, {})",
-        summary.backup, summary.backup_stop_lsn, summary.backup_stop_time
-    );
-    println!("  into       {}", summary.pgdata.display());
-    for (oid, location) in &summary.tablespaces {
-        println!("  tablespace {oid} -> {}", location.display());
+fn print_summary(view: &RestoreView) {
+    let verb = if view.dry_run { "would restore" } else { "restored" };
+    println!("{verb} backup {} (consistent at {}, {})", view.backup.id, view.backup.stop_lsn, view.backup.stop_time);
+    println!("  into       {}", view.pgdata);
+    for (oid, location) in &view.tablespaces {
+        println!("  tablespace {oid} -> {location}");
     }
-    println!("  target     {} on timeline {}", summary.target, summary.timeline);
+    println!("  target     {} on timeline {}", view.target, view.timeline);
+    let wal = &view.wal;
     println!(
         "  WAL        {} .. {} ({} segments needed; the archive continues to {})",
-        summary.first_wal, summary.last_wal, summary.wal_segments, summary.archive_end
+        wal.first, wal.last, wal.segments, wal.archive_end
     );
     println!(
         "             {} .. {} authenticated ({} segments, to the backup's consistent point)",
-        summary.first_wal, summary.wal_authenticated_to, summary.wal_authenticated
+        wal.first, wal.authenticated_to, wal.authenticated
     );
-    let files = if summary.dry_run { "to write" } else { "written" };
+    let files = if view.dry_run { "to write" } else { "written" };
     println!(
         "  files      {} of {} {files} ({}, {} fetched)",
-        summary.files_written,
-        summary.files,
-        format_bytes(summary.bytes_written),
-        format_bytes(summary.bytes_fetched)
+        view.files.restored,
+        view.files.total,
+        format_bytes(view.bytes.restored),
+        format_bytes(view.bytes.fetched)
     );
-    if summary.files_kept > 0 || !summary.removed.is_empty() {
-        println!("  delta      {} files already intact, {} removed", summary.files_kept, summary.removed.len());
+    if view.files.kept > 0 || !view.files.removed.is_empty() {
+        println!("  delta      {} files already intact, {} removed", view.files.kept, view.files.removed.len());
     }
-    if summary.dry_run {
+    if view.dry_run {
         println!("dry run: nothing was written");
         return;
     }
-    println!("  took       {:.1} s to write the files", summary.restore_seconds);
-    match &summary.reached {
+    println!("  took       {:.1} s to write the files", view.restore_seconds);
+    match &view.recovery {
         None => {
-            println!("start PostgreSQL on {} to recover (or run the restore with --start)", summary.pgdata.display())
+            println!("start PostgreSQL on {} to recover (or run the restore with --start)", view.pgdata)
         }
         Some(reached) => {
             let outcome = match reached.outcome {

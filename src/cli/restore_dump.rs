@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::config::ConnectionString;
 use crate::format::dump_manifest::DumpManifest;
-use crate::restore::dump::{Ownership, Plan, RestoreReport, RestoreRequest, display_table};
+use crate::report::{self, restore::DumpRestoreView};
+use crate::restore::dump::{Ownership, Plan, RestoreRequest, display_table};
 use crate::util::{format_bytes, group_thousands};
 
 /// What the command line asked for (see [`super::restore::RestoreArgs`]).
@@ -24,7 +25,7 @@ pub struct DumpRestoreRequest {
     pub tables: Vec<String>,
     /// Drop the objects being restored before recreating them.
     pub clean: bool,
-    /// Print a JSON summary on stdout.
+    /// Print the result as JSON (schema dump-restore/1) on stdout.
     pub json: bool,
 }
 
@@ -45,10 +46,11 @@ pub async fn run(config_path: Option<&Path>, request: DumpRestoreRequest) -> any
         |manifest: &DumpManifest, plan: &Plan| print_plan(&manifest.id.to_string(), &request.database, &redacted, plan);
     let report = crate::ops::restore_dump(&context, &request.dump, &restore_request, &mut on_plan).await?;
 
+    let view = DumpRestoreView::new(&report);
     if request.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", report::to_json(&view));
     } else {
-        print_summary(&report);
+        print_summary(&view);
     }
     Ok(())
 }
@@ -70,7 +72,7 @@ fn print_plan(id: &str, database: &str, into: &str, plan: &Plan) {
     }
 }
 
-fn print_summary(report: &RestoreReport) {
+fn print_summary(report: &DumpRestoreView) {
     if !report.whole_database {
         for table in &report.tables {
             println!("  {:<40} {:>14} rows", display_table(&table.schema, &table.table), group_thousands(table.rows));

@@ -11,6 +11,7 @@ use crate::catalog::layout::ClusterLayout;
 use crate::config::{AmcheckLevel, Config, parse_duration};
 use crate::format::verify_report::{CheckOutcome, Mode, VerifyReport};
 use crate::ops::VerifyTarget;
+use crate::report::{self, verification::VerifyRunView};
 use crate::util::format_bytes;
 use crate::verify::VerifyOptions;
 
@@ -37,7 +38,7 @@ pub struct VerifyArgs {
     /// Stop, clean up and fail a verification that runs longer [default: verify.timeout]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Print the reports as a JSON array on stdout instead of text
+    /// Print the reports as JSON (schema verify/1, docs/json.md) on stdout instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -73,7 +74,7 @@ pub async fn run(config_path: Option<&Path>, args: VerifyArgs) -> anyhow::Result
     }
     let outcome = crate::ops::verify(&context, &target, &options).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome.reports)?);
+        println!("{}", report::to_json(&VerifyRunView::new(&context.layout, &outcome.reports, &outcome.problems)));
     } else {
         for report in &outcome.reports {
             print_report(report, &context.layout);

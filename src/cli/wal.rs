@@ -13,7 +13,7 @@ use super::QuietExit;
 use crate::catalog::layout::ClusterLayout;
 use crate::config::Config;
 use crate::ops::open::open_repository;
-use crate::wal::check::ArchiveReport;
+use crate::report::{self, wal::WalArchiveView};
 use crate::wal::fetch::{FetchOptions, Fetched, PREFETCH_WAIT, fetch};
 use crate::wal::spool::DEFAULT_DIR_NAME;
 
@@ -36,6 +36,7 @@ pub enum WalCommand {
     /// List the archived WAL per timeline and name the first missing segment of every gap
     /// (exit status 1 if there is a gap)
     Check {
+        /// Print JSON (schema wal-archive/1, docs/json.md) instead of text
         #[arg(long)]
         json: bool,
     },
@@ -77,10 +78,11 @@ pub async fn run(config_path: Option<&Path>, command: WalCommand) -> anyhow::Res
     let WalCommand::Check { json } = command;
     let context = super::operation_context(config_path).await?;
     let report = crate::ops::wal_check(&context).await?;
+    let view = WalArchiveView::new(&report);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", report::to_json(&view));
     } else {
-        print_report(&report);
+        print_report(&view);
     }
     let gaps: Vec<String> =
         report.gaps().map(|(timeline, gap)| format!("{} (timeline {})", gap.first_missing, timeline.id())).collect();
@@ -97,26 +99,28 @@ pub async fn run(config_path: Option<&Path>, command: WalCommand) -> anyhow::Res
     Ok(())
 }
 
-fn print_report(report: &ArchiveReport) {
+fn print_report(report: &WalArchiveView) {
     println!("cluster   {}", report.cluster);
     println!("archive   {}", report.location);
-    match report.system_identifier {
+    let segment_size = format!("{} MiB", report.segment_size / (1024 * 1024));
+    let empty = report.timelines.is_empty() && report.history_files.is_empty();
+    match &report.system_identifier {
         Some(id) if report.postgres_versions.is_empty() => {
-            println!("system    {id}, WAL segments of {}", report.segment_size)
+            println!("system    {id}, WAL segments of {}", segment_size)
         }
         Some(id) => println!(
             "system    {id}, PostgreSQL {}, WAL segments of {}",
             report.postgres_versions.join(", "),
-            report.segment_size
+            segment_size
         ),
-        None if report.is_empty() => {}
-        None => println!("system    unknown (no cluster record); assuming {} segments", report.segment_size),
+        None if empty => {}
+        None => println!("system    unknown (no cluster record); assuming {} segments", segment_size),
     }
-    if report.is_empty() {
+    if empty {
         println!("\nno WAL archived yet (archive_command = 'lifeboat wal-push %p' stores it)");
     }
     for timeline in &report.timelines {
-        println!("\ntimeline {} ({}): {} segment(s)", timeline.timeline.id(), timeline.timeline, timeline.segments);
+        println!("\ntimeline {} ({:08X}): {} segment(s)", timeline.timeline, timeline.timeline, timeline.segments);
         for range in &timeline.ranges {
             println!("  {} .. {}  {} segment(s)", range.first, range.last, range.segments);
         }
@@ -134,8 +138,8 @@ fn print_report(report: &ArchiveReport) {
     if !report.unrecognised.is_empty() {
         println!("\nnot WAL files (ignored): {}", report.unrecognised.join(", "));
     }
-    let gaps = report.gaps().count();
-    if !report.is_empty() {
+    if !empty {
+        let gaps = report.gaps;
         println!("\n{}", if gaps == 0 { "no gaps".to_string() } else { format!("{gaps} gap(s)") });
     }
 }

@@ -68,6 +68,16 @@ pub enum BackupMethod {
     Basebackup,
 }
 
+impl BackupMethod {
+    /// The name the manifest stores: `native` or `basebackup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupMethod::Native => "native",
+            BackupMethod::Basebackup => "basebackup",
+        }
+    }
+}
+
 /// The manifest of one base backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -153,7 +153,7 @@ pub async fn backup(context: &OpContext, mut options: BackupOptions) -> Result<B
     options.cancel = context.cancel.token().clone();
     let progress = options.progress.clone();
     let arguments = arguments([
-        ("method", format!("{:?}", options.method).to_lowercase()),
+        ("method", options.method.as_str().to_owned()),
         ("workers", options.workers.to_string()),
         ("label", options.label.clone().unwrap_or_default()),
     ]);

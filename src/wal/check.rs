@@ -122,10 +122,6 @@ impl ArchiveReport {
         self.timelines.iter().flat_map(|timeline| timeline.gaps.iter().map(|gap| (timeline.timeline, gap)))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.timelines.is_empty() && self.history_files.is_empty()
-    }
-
     /// The last segment number of the run of archived segments on `timeline` that holds segment
     /// number `number`; `None` when that segment is not archived.
     pub fn run_end(&self, timeline: Timeline, number: u64) -> Option<u64> {
