@@ -116,7 +116,9 @@ async fn every_operation_leaves_one_audit_line_locally_and_in_the_repository_wit
     assert_success(&text);
 
     let local = audit_lines(&setup.audit_path());
-    let mirrored: Vec<serde_json::Value> = serde_json::from_slice(&trail.stdout).unwrap();
+    let document: serde_json::Value = serde_json::from_slice(&trail.stdout).unwrap();
+    assert_eq!(document["schema"], "audit/1");
+    let mirrored: Vec<serde_json::Value> = serde_json::from_value(document["records"].clone()).unwrap();
     for (name, records) in [("local file", &local), ("repository", &mirrored)] {
         for operation in ["backup", "dump", "verify", "restore", "delete"] {
             let lines = finished(records, operation);
@@ -220,6 +222,7 @@ async fn sigint_cancels_a_backup_a_restore_and_a_verification_and_the_audit_log_
     assert_eq!(ids, [id.as_str()], "only the completed backup is listed: {listed}");
     assert_eq!(listed["problems"], serde_json::json!([]), "{listed}");
     let trail = setup.json(&["audit", "--json"]);
-    let cancelled = trail.as_array().unwrap().iter().filter(|record| record["result"] == "cancelled").count();
+    let cancelled =
+        trail["records"].as_array().unwrap().iter().filter(|record| record["result"] == "cancelled").count();
     assert_eq!(cancelled, 3, "the repository's trail has the three cancellations too: {trail:#}");
 }

@@ -205,10 +205,13 @@ async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
     check_backup(&setup, &relations, &repository, &manifest, lifeboat::backup::copy::PART_SIZE).await;
     assert_eq!(summary["start_lsn"], manifest.start_lsn.to_string());
     assert_eq!(summary["stop_lsn"], manifest.stop_lsn.to_string());
-    assert_eq!(summary["bytes"], manifest.totals.bytes);
-    assert_eq!(summary["stored_bytes"], manifest.totals.stored_bytes);
+    assert_eq!(summary["schema"], "backup/1");
+    assert_eq!(summary["size"], manifest.totals.bytes);
+    assert_eq!(summary["stored_size"], manifest.totals.stored_bytes);
+    assert_eq!(summary["totals"], serde_json::to_value(manifest.totals).unwrap());
     assert_eq!(summary["manifest"], format!("clusters/main/backups/{id}/manifest"));
-    assert_eq!(summary["tablespaces"], 1);
+    assert_eq!(summary["tablespaces"].as_array().unwrap().len(), 1);
+    assert!(summary["run"]["bytes_per_second"].as_f64().unwrap() > 0.0, "{summary:#}");
 
     // The text output names the id, the LSNs and the sizes.
     let output = setup.run(&["backup", "--workers", "1"]);

@@ -28,7 +28,7 @@ fn ids(list: &Value) -> Vec<String> {
 
 /// The archived range of timeline 1 that holds `first..=last`, if one does.
 fn covered(list: &Value, first: &str, last: &str) -> bool {
-    list["wal"].as_array().unwrap().iter().filter(|timeline| timeline["timeline"] == 1).any(|timeline| {
+    list["wal"]["timelines"].as_array().unwrap().iter().filter(|timeline| timeline["timeline"] == 1).any(|timeline| {
         timeline["ranges"]
             .as_array()
             .unwrap()
@@ -91,8 +91,8 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
         assert_eq!(entry["stored_size"], manifest.totals.stored_bytes);
         assert!(manifest.totals.bytes > 0 && manifest.totals.stored_bytes > 0);
         assert!(entry["compression_ratio"].as_f64().unwrap() > 1.0, "{entry}");
-        assert_eq!(entry["start_time"], manifest.start_time.to_rfc3339());
-        assert_eq!(entry["stop_time"], manifest.stop_time.to_rfc3339());
+        assert_eq!(entry["start_time"], serde_json::to_value(manifest.start_time).unwrap());
+        assert_eq!(entry["stop_time"], serde_json::to_value(manifest.stop_time).unwrap());
         assert!(
             covered(&list, &manifest.start_wal, &manifest.stop_wal),
             "{}..{} not in the archived ranges: {}",
@@ -109,8 +109,9 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
     assert_eq!(list["problems"], serde_json::json!([]));
     let dump_entry = &entries[2];
     assert_eq!(dump_entry["kind"], "dump");
-    assert_eq!(dump_entry["databases"], serde_json::json!(["postgres"]));
-    assert_eq!(dump_entry["start_lsn"], Value::Null);
+    assert_eq!(dump_entry["databases"][0]["name"], "postgres");
+    assert!(dump_entry["databases"][0].get("tables").is_none(), "list leaves the tables out: {dump_entry}");
+    assert!(dump_entry.get("start_lsn").is_none(), "{dump_entry}");
     let dump_size = dump_manifest.globals.object.size + dump_manifest.databases[0].object.size;
     assert_eq!(dump_entry["size"], dump_size);
     assert!(dump_size > 0 && dump_entry["stored_size"].as_u64().unwrap() > 0);
@@ -141,7 +142,7 @@ async fn list_info_and_delete_describe_and_remove_backups_and_dumps() {
     assert_eq!(info["postgres_version"], older_manifest.postgres_version.as_str());
     assert_eq!(info["label"], older_manifest.label.as_str());
     assert_eq!(info["totals"], serde_json::to_value(older_manifest.totals).unwrap());
-    assert_eq!(info["objects"], older_manifest.objects.len());
+    assert_eq!(info["totals"]["objects"], older_manifest.objects.len());
     assert_eq!(info["wal_archived"], true, "{info}");
     assert_eq!(info["wal_first_missing"], Value::Null);
     let text = setup.run(&["info", &older]);

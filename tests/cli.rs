@@ -113,8 +113,9 @@ fn key_slots_can_be_added_and_revoked() {
     assert_success(&setup.run(&["key", "add", "--new-key-file", key_file_text, "--label", "archiver"]));
     assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
 
-    let slots = json(&setup.run(&["key", "list", "--json"]));
-    let slots = slots.as_array().unwrap();
+    let listed = json(&setup.run(&["key", "list", "--json"]));
+    assert_eq!(listed["schema"], "key-list/1");
+    let slots = listed["slots"].as_array().unwrap();
     assert_eq!(slots.len(), 2);
     let passphrase_slot = slots.iter().find(|slot| slot["kind"] == "passphrase").unwrap()["id"].as_str().unwrap();
     assert!(slots.iter().any(|slot| slot["kind"] == "key-file" && slot["label"] == "archiver"));
@@ -131,7 +132,7 @@ fn key_slots_can_be_added_and_revoked() {
     assert_success(&setup.run_with_env(&["config", "check"], &with_key_file));
 
     // The last slot cannot be removed: that would lock everyone out.
-    let key_slot = json(&setup.run(&["key", "list", "--json"]))[0]["id"].as_str().unwrap().to_owned();
+    let key_slot = json(&setup.run(&["key", "list", "--json"]))["slots"][0]["id"].as_str().unwrap().to_owned();
     let last = assert_failure(&setup.run_with_env(&["key", "remove", &key_slot], &with_key_file));
     assert!(last.contains("last key slot"), "{last}");
 }

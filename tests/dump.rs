@@ -233,8 +233,25 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn manifest_of(output: &Output) -> DumpManifest {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}: {}", stdout(output)))
+/// The manifest stored for the dump a `dump --json` printed, checked against what it printed.
+async fn manifest_of(env: &Env, output: &Output) -> DumpManifest {
+    let printed: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}: {}", stdout(output)));
+    assert_eq!(printed["schema"], "dump/1", "{printed:#}");
+    let manifest = env.stored_manifest(printed["id"].as_str().expect("the dump's id")).await;
+    assert_eq!(printed["manifest"], format!("clusters/main/dumps/{}/manifest", manifest.id));
+    assert_eq!(printed["system_identifier"], manifest.system_identifier.to_string());
+    assert_eq!(printed["globals"]["key"], manifest.globals.object.key.as_str());
+    let databases = printed["databases"].as_array().unwrap();
+    assert_eq!(databases.len(), manifest.databases.len(), "{printed:#}");
+    for (printed, stored) in databases.iter().zip(&manifest.databases) {
+        assert_eq!(printed["name"], stored.name.as_str());
+        assert_eq!(printed["key"], stored.object.key.as_str());
+        assert_eq!(printed["size"], stored.object.size);
+        assert_eq!(printed["total_rows"], stored.total_rows());
+        assert_eq!(printed["tables"], serde_json::to_value(&stored.tables).unwrap());
+    }
+    manifest
 }
 
 /// A bin directory holding every real PostgreSQL program (as links) except `scripts`, which are
@@ -314,10 +331,9 @@ async fn dump_all_records_exact_counts_that_the_restored_dumps_match() {
     stop.store(true, Ordering::SeqCst);
     let batches = writer.await.unwrap();
     assert_success(&output);
-    let manifest = manifest_of(&output);
+    let manifest = manifest_of(&env, &output).await;
 
-    // The manifest printed is the one stored, the commit point of the dump.
-    assert_eq!(env.stored_manifest(&manifest.id.to_string()).await, manifest);
+    // What was printed is what the stored manifest, the commit point of the dump, says.
     assert_eq!(manifest.format, "lifeboat-dump");
     assert_eq!(manifest.cluster, "main");
     assert!(manifest.server_version_num >= 150000 && manifest.pg_dump_version.contains("pg_dump"), "{manifest:?}");
@@ -390,10 +406,9 @@ async fn dump_to_s3_restores() {
 
     let output = env.lifeboat(&["dump", "--json"]).await;
     assert_success(&output);
-    let manifest = manifest_of(&output);
+    let manifest = manifest_of(&env, &output).await;
     let names: Vec<&str> = manifest.databases.iter().map(|database| database.name.as_str()).collect();
     assert_eq!(names, ["shop", ANALYTICS], "the configured databases, in their order");
-    assert_eq!(env.stored_manifest(&manifest.id.to_string()).await, manifest);
     restore_and_compare(&env, &manifest).await;
 }
 
@@ -479,7 +494,7 @@ async fn a_killed_dump_is_never_listed_and_the_next_dump_removes_its_objects() {
     // The next dump takes over the dead holder's lease and removes the orphans.
     let output = env.lifeboat(&["dump", "--db", "shop", "--json"]).await;
     assert_success(&output);
-    let manifest = manifest_of(&output);
+    let manifest = manifest_of(&env, &output).await;
     assert_ne!(manifest.id.to_string(), killed_id);
     let prefix = format!("clusters/main/dumps/{}/", manifest.id);
     let keys = env.dump_keys().await;
@@ -525,7 +540,7 @@ async fn a_password_reaches_pg_dump_only_through_its_environment() {
 
     let output = env.lifeboat(&["dump", "--db", "shop", "--json"]).await;
     assert_success(&output);
-    let manifest = manifest_of(&output);
+    let manifest = manifest_of(&env, &output).await;
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("--snapshot=") && log.contains("PGPASSWORD is set"), "{log}");
     assert!(!log.contains(password), "the password was on pg_dump's command line: {log}");

@@ -89,7 +89,10 @@ impl Env {
         assert_success(&env.lifeboat(&["init"]).await);
         let output = env.lifeboat(&["dump", "--db", "shop", "--json"]).await;
         assert_success(&output);
-        env.dump = serde_json::from_slice(&output.stdout).unwrap();
+        let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let id = printed["id"].as_str().expect("dump --json names the dump");
+        let key = ObjectKey::new(format!("clusters/main/dumps/{id}/manifest")).unwrap();
+        env.dump = DumpManifest::from_json(&env.repository().await.get_bytes(&key).await.unwrap()).unwrap();
         env
     }
 

@@ -265,7 +265,10 @@ async fn hardening_9_key_check_says_which_slot_the_configured_key_opens() {
     );
     let slots = json(&repositories.run("ours", &["key", "list", "--json"]));
     let slot_of = |kind: &str| {
-        slots.as_array().unwrap().iter().find(|slot| slot["kind"] == kind).unwrap()["id"].as_str().unwrap().to_owned()
+        slots["slots"].as_array().unwrap().iter().find(|slot| slot["kind"] == kind).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let (key_file_slot, passphrase_slot) = (slot_of("key-file"), slot_of("passphrase"));
 

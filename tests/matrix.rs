@@ -266,8 +266,9 @@ fn database_url(setup: &Setup, database: &str) -> String {
 /// Runs `verify <id> --json`; its only report, or what went wrong.
 fn verify(setup: &Setup, id: &str) -> Result<Value, String> {
     let output = setup.run(&["verify", id, "--json"]);
-    let report = serde_json::from_slice::<Vec<Value>>(&output.stdout)
+    let report = serde_json::from_slice::<Value>(&output.stdout)
         .ok()
+        .and_then(|run| run["reports"].as_array().cloned())
         .filter(|reports| reports.len() == 1)
         .and_then(|reports| reports.into_iter().next());
     match report {

@@ -126,7 +126,7 @@ async fn backup_and_restore_with_json_print_only_json_on_stdout_when_stderr_is_n
     assert_success(&output);
     let restored: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|error| panic!("stdout is not one JSON document ({error}): {:?}", output.stdout));
-    assert_eq!(restored["backup"], id.as_str());
+    assert_eq!(restored["backup"]["id"], id.as_str());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains('\r') && !stderr.contains("\x1b["), "no bar drawn on stderr: {stderr:?}");
 }

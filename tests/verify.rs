@@ -78,7 +78,8 @@ fn verification(setup: &Setup, id: &str) -> Value {
 fn reports(output: &Output) -> Vec<Value> {
     let parsed: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|error| panic!("verify --json printed no JSON ({error})\n{}", describe(output)));
-    parsed.as_array().unwrap_or_else(|| panic!("not an array\n{}", describe(output))).clone()
+    assert_eq!(parsed["schema"], "verify/1", "{}", describe(output));
+    parsed["reports"].as_array().unwrap_or_else(|| panic!("no reports\n{}", describe(output))).clone()
 }
 
 /// The only report of a `verify <id> --json` run.
@@ -277,8 +278,9 @@ async fn a_good_dump_passes_with_its_row_counts() {
     create_shop(&setup).await;
     // dump --verify verifies what it took, and says so in its JSON.
     let taken = setup.json(&["dump", "--db", "shop", "--verify", "--json"]);
-    let id = taken["manifest"]["id"].as_str().expect("the dump's manifest").to_owned();
-    assert_eq!(taken["verification"]["id"], id.as_str(), "{taken:#}");
+    assert_eq!(taken["schema"], "dump/1", "{taken:#}");
+    let id = taken["id"].as_str().expect("the dump's id").to_owned();
+    assert_eq!(taken["verification"]["latest"]["id"], id.as_str(), "{taken:#}");
     assert_eq!(taken["verification"]["passed"], true, "{taken:#}");
     assert_cleaned_up(&setup);
 
@@ -526,7 +528,7 @@ async fn backup_verify_stores_a_passed_report_for_the_new_backup() {
     create_shop(&setup).await;
     let taken = setup.json(&["backup", "--verify", "--json"]);
     let id = taken["id"].as_str().unwrap().to_owned();
-    assert_eq!(taken["verification"]["id"], id.as_str(), "{taken:#}");
+    assert_eq!(taken["verification"]["latest"]["id"], id.as_str(), "{taken:#}");
     assert_eq!(taken["verification"]["passed"], true, "{taken:#}");
     let verification = verification(&setup, &id);
     assert_eq!(verification["status"], "passed", "{verification:#}");

@@ -6,8 +6,8 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use crate::config::{Config, parse_duration};
 use super::table;
+use crate::config::{Config, parse_duration};
 use crate::ops::audit::{AuditRecord, read_trail};
 use crate::report::{self, audit::AuditView};
 

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use clap::{Args, ValueEnum};
 use crate::backup::BackupOptions;
 use crate::config::BackupConfig;
 use crate::format::backup_manifest::BackupMethod;
 use crate::report::{self, backup::BackupView};
 use crate::util::format_bytes;
+use clap::{Args, ValueEnum};
 
 /// `--method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

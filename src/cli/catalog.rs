@@ -14,10 +14,10 @@ use crate::config::Config;
 use crate::format::dump_manifest::TableRows;
 use crate::format::verify_report::Mode;
 use crate::ops::open::open_repository;
+use crate::report;
 use crate::report::backup::{BackupView, Detail, DumpView, EntryView, VerificationView};
 use crate::report::catalog::{DeleteView, ListView};
 use crate::report::wal::WalArchiveView;
-use crate::report;
 use crate::util::format_bytes;
 use crate::wal::check::{ArchiveReport, check};
 

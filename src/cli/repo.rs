@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use clap::Subcommand;
 use super::key::print_slots;
 use crate::config::Config;
 use crate::object::Cipher;
 use crate::ops::open::connect_store;
 use crate::report::{self, repository::RepositoryView};
 use crate::repository::RepoFile;
+use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {

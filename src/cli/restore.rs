@@ -8,11 +8,11 @@ use clap::{ArgGroup, Args, ValueEnum};
 use super::restore_dump::{self, DumpRestoreRequest};
 use crate::catalog::lsn::Lsn;
 use crate::config::BackupConfig;
+use crate::report::{self, restore::RestoreView};
+use crate::restore::RestoreOptions;
 use crate::restore::start::Outcome;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
-use crate::report::{self, restore::RestoreView};
-use crate::restore::RestoreOptions;
 use crate::util::{format_bytes, shell_quote};
 
 /// `--target latest|immediate`.

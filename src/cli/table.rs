@@ -6,7 +6,10 @@ use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 /// between columns; rows keep their full width (a pipe to `grep` sees whole lines).
 pub fn plain(header: &[&str], right_aligned: &[usize]) -> Table {
     let mut table = Table::new();
-    table.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(header.to_vec());
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
     for (index, column) in table.column_iter_mut().enumerate() {
         column.set_padding((0, 2));
         if right_aligned.contains(&index) {

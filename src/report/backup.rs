@@ -339,4 +339,3 @@ impl VerificationView {
 fn seconds_between(start: DateTime<Utc>, stop: DateTime<Utc>) -> f64 {
     (stop - start).to_std().map_or(0.0, |duration| duration.as_secs_f64())
 }
-

@@ -45,9 +45,7 @@ impl ListView {
             location: wal.location.clone(),
             backups: entries
                 .iter()
-                .map(|entry| {
-                    EntryView::new(entry, layout, Some(wal), verifications.get(&entry.id()), Detail::Summary)
-                })
+                .map(|entry| EntryView::new(entry, layout, Some(wal), verifications.get(&entry.id()), Detail::Summary))
                 .collect(),
             wal: WalArchiveView::new(wal),
             problems: problems.to_vec(),
