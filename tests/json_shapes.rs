@@ -53,11 +53,8 @@ fn document(setup: &Setup, args: &[&str], schema: &str) -> Value {
         panic!("`{}` printed no JSON document ({error})\n{}", args.join(" "), describe(&output))
     });
     assert_eq!(document["schema"], schema, "`{}`: {document:#}", args.join(" "));
-    assert_eq!(
-        document.as_object().unwrap().keys().next().map(String::as_str),
-        Some("schema"),
-        "schema comes first in the printed text too"
-    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with(&format!("{{\n  \"schema\": \"{schema}\"")), "schema comes first: {text}");
     document
 }
 
@@ -142,7 +139,12 @@ async fn every_command_prints_its_documented_shape() {
         "restore/1",
     );
     let _server = Restored::of(&setup, pgdata, port.parse().unwrap());
-    insta::assert_json_snapshot!("restore", shape(&restored));
+    // What PostgreSQL's log says about the end of recovery depends on what the WAL held.
+    let mut restored_shape = shape(&restored);
+    for line in ["stopped", "redo_done", "last_transaction"] {
+        restored_shape["recovery"][line] = Value::from("string or null");
+    }
+    insta::assert_json_snapshot!("restore", restored_shape);
     assert_eq!(restored["recovery"]["outcome"], "promoted", "{restored:#}");
 
     execute(&mut conn, "CREATE DATABASE shop_copy").await;
@@ -157,7 +159,19 @@ async fn every_command_prints_its_documented_shape() {
     assert_eq!(deleted["id"], dump_id.as_str());
 
     let trail = document(&setup, &["audit", "--json"], "audit/1");
-    insta::assert_json_snapshot!("audit", shape(&trail));
+    // Records differ by operation (their arguments, what they created); one finished delete
+    // stands for them all.
+    let mut one_record = trail.clone();
+    one_record["records"] = Value::Array(
+        trail["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|record| record["operation"] == "delete" && record["event"] == "finished")
+            .cloned()
+            .collect(),
+    );
+    insta::assert_json_snapshot!("audit", shape(&one_record));
     let operations: Vec<&str> =
         trail["records"].as_array().unwrap().iter().filter_map(|record| record["operation"].as_str()).collect();
     assert!(operations.contains(&"delete"), "{operations:?}");
