@@ -13,7 +13,6 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -22,12 +21,12 @@ use sqlx::{Connection as _, PgConnection};
 
 use super::restore::lifeboat_command;
 use crate::backup::BackupOptions;
-use crate::catalog::layout::ClusterLayout;
 use crate::config::Config;
 use crate::keys::Unlock;
 use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
 use crate::ops::open::{connect_store, write_options};
+use crate::ops::{OpContext, VerifyTarget};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::cluster::{LocalCluster, LocalClusterOptions, OsUser, running_as_root};
 use crate::postgres::version;
@@ -122,14 +121,20 @@ impl Tour {
 
         step(2, "an encrypted repository, and the configuration naming it");
         let config = self.write_config(&cluster)?;
-        let repository = Arc::new(self.init_repository(&config).await?);
+        let repository = self.init_repository(&config).await?;
+        // Created now so that it, too, goes to the server's OS user: wal-push appends to it.
+        std::fs::File::create(self.audit_path())
+            .with_context(|| format!("cannot create {}", self.audit_path().display()))?;
         cluster.give_to_server_user(&self.workspace)?;
         detail("configuration", self.config_path.display());
         detail("repository", format!("{} (AES-256-GCM)", repository.location()));
         detail("key file", format!("{} (without it the backups cannot be read)", self.key_path().display()));
         detail("same as", "lifeboat init");
 
-        let outcome = self.life_cycle(&mut cluster, &config, repository).await;
+        let outcome = match super::operation_context(Some(&self.config_path)).await {
+            Ok(context) => self.life_cycle(&mut cluster, &context).await,
+            Err(error) => Err(error),
+        };
         let stopped = cluster.remove().await;
         outcome?;
         stopped?;
@@ -141,12 +146,7 @@ impl Tour {
         Ok(())
     }
 
-    async fn life_cycle(
-        &self,
-        cluster: &mut LocalCluster,
-        config: &Config,
-        repository: Arc<Repository>,
-    ) -> anyhow::Result<()> {
+    async fn life_cycle(&self, cluster: &mut LocalCluster, context: &OpContext) -> anyhow::Result<()> {
         cluster.start().await?;
         let mut connection = PgConnection::connect_with(&cluster.connect_options()).await?;
         step(3, "some data, and its WAL archived");
@@ -163,9 +163,8 @@ impl Tour {
         detail("archived", format!("WAL segment {segment}, pushed by wal-push as PostgreSQL's archive_command"));
 
         step(4, "a base backup");
-        let layout = ClusterLayout::new(&config.cluster.name);
-        let backup =
-            crate::backup::run(config, repository.clone(), &BackupOptions::from_config(&config.backup)).await?;
+        let config = &context.config;
+        let backup = crate::ops::backup(context, BackupOptions::from_config(&config.backup)).await?;
         let manifest = &backup.manifest;
         detail(
             "backup",
@@ -181,16 +180,12 @@ impl Tour {
         detail("same as", "lifeboat backup");
 
         step(5, "the backup verified by restoring it into a scratch server");
-        let report = crate::verify::verify(
-            repository.clone(),
-            &layout,
-            manifest.id,
-            &VerifyOptions::from_config(config),
-            async { std::future::pending::<String>().await },
-        )
-        .await?;
-        super::verify::print_report(&report, &layout);
-        super::verify::failure_error(&report)?;
+        let target = VerifyTarget::Id(manifest.id.to_string());
+        let verified = crate::ops::verify(context, &target, &VerifyOptions::from_config(config)).await?;
+        for report in &verified.reports {
+            super::verify::print_report(report, &context.layout);
+            super::verify::failure_error(report)?;
+        }
         detail("same as", format!("lifeboat verify {}", manifest.id));
 
         step(6, "an accident");
@@ -210,7 +205,7 @@ impl Tour {
             &self.binaries,
             &LocalClusterOptions::default().parent_dir(&self.workspace).os_user(self.os_user.clone()),
         )?;
-        let outcome = self.restore(&restored, repository, &layout, target).await;
+        let outcome = self.restore(&restored, context, target).await;
         let back = match &outcome {
             Ok(_) => count_restored(&restored).await,
             Err(_) => Ok(0),
@@ -247,8 +242,7 @@ impl Tour {
     async fn restore(
         &self,
         holder: &LocalCluster,
-        repository: Arc<Repository>,
-        layout: &ClusterLayout,
+        context: &OpContext,
         target: chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<RestoreSummary> {
         let options = RestoreOptions {
@@ -273,14 +267,18 @@ impl Tour {
             restore_command: lifeboat_command(&self.exe, &self.config_path, "wal-fetch %f %p"),
             os_user: self.os_user.clone(),
             bin_dir: Some(self.binaries.dir().to_path_buf()),
-            cancel: tokio_util::sync::CancellationToken::new(),
+            cancel: context.cancel.token().clone(),
             progress: Default::default(),
         };
-        Ok(crate::restore::run(repository, layout, &options).await?)
+        Ok(crate::ops::restore(context, options).await?)
     }
 
     fn key_path(&self) -> PathBuf {
         self.workspace.join("lifeboat.key")
+    }
+
+    fn audit_path(&self) -> PathBuf {
+        self.workspace.join("audit.jsonl")
     }
 
     fn write_config(&self, cluster: &LocalCluster) -> anyhow::Result<Config> {
@@ -298,7 +296,9 @@ impl Tour {
              key_file = {key}\n\n\
              [verify]\n\
              scratch_dir = {scratch}\n\
-             checks = [\"select count(*) = {ORDERS} from orders\"]\n",
+             checks = [\"select count(*) = {ORDERS} from orders\"]\n\n\
+             [audit]\n\
+             path = {audit}\n",
             pgdata = toml_string(&cluster.data_dir().display().to_string()),
             connection = toml_string(&cluster.connection_url()),
             bin_dir = toml_string(&self.binaries.dir().display().to_string()),
@@ -306,6 +306,7 @@ impl Tour {
             url = toml_string(&format!("file://{}", self.workspace.join("repo").display())),
             key = toml_string(&self.key_path().display().to_string()),
             scratch = toml_string(&self.workspace.display().to_string()),
+            audit = toml_string(&self.audit_path().display().to_string()),
         );
         std::fs::write(&self.config_path, text)
             .with_context(|| format!("cannot write {}", self.config_path.display()))?;
@@ -422,10 +423,13 @@ fn print_whats_left(workspace: &Path) {
     println!("done. Both servers are stopped and removed; what is left in {}:", workspace.display());
     println!("   lifeboat.toml    the configuration of this tour (a real one: config/lifeboat.example.toml)");
     println!("   lifeboat.key     the key that opens the repository");
-    println!("   repo/            the repository: the backup, its verification report, the archived WAL");
+    println!("   repo/            the repository: the backup, its verification report, the archived WAL,");
+    println!("                    and the audit trail");
+    println!("   audit.jsonl      the audit trail on this host: one line per operation");
     println!("look around:");
     println!("   lifeboat --config {} list", config.display());
     println!("   lifeboat --config {} info latest", config.display());
+    println!("   lifeboat --config {} audit", config.display());
     println!("remove it all:");
     println!("   rm -rf {}", workspace.display());
 }
