@@ -1,25 +1,22 @@
 //! `lifeboat list`, `lifeboat info <ID>` and `lifeboat delete <ID>`: the catalog of the cluster's
-//! backups and dumps (see [`crate::catalog::listing`]), printed from the views of
+//! backups and dumps (read by [`crate::ops::catalog`]), printed from the views of
 //! [`crate::report`] (docs/json.md).
 
 use std::path::Path;
 
 use clap::Args;
 
-use crate::catalog::audit::{self, Problem};
+use crate::catalog::audit::Problem;
 use crate::catalog::layout::ClusterLayout;
-use crate::catalog::listing::{self, Entry};
-use crate::catalog::wal::WalFile;
 use crate::config::Config;
 use crate::format::dump_manifest::TableRows;
 use crate::format::verify_report::Mode;
 use crate::ops::open::open_repository;
 use crate::report;
-use crate::report::backup::{BackupView, Detail, DumpView, EntryView, VerificationView};
-use crate::report::catalog::{DeleteView, ListView};
+use crate::report::backup::{BackupView, DumpView, EntryView, VerificationView};
+use crate::report::catalog::DeleteView;
 use crate::report::wal::WalArchiveView;
 use crate::util::format_bytes;
-use crate::wal::check::{ArchiveReport, check};
 
 use super::table;
 
@@ -59,11 +56,7 @@ pub struct DeleteArgs {
 pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let repository = open_repository(&config).await?;
-    let layout = ClusterLayout::new(&config.cluster.name);
-    let mut survey = audit::survey(&repository, &layout).await?;
-    let wal = check(&repository, &layout).await?;
-    survey.problems.extend(missing_backup_wal(&survey.entries, &wal, &layout));
-    let view = ListView::new(&layout, &survey.entries, &survey.verifications, &wal, &survey.problems);
+    let view = crate::ops::catalog::list(&repository, &ClusterLayout::new(&config.cluster.name)).await?;
     if args.json {
         println!("{}", report::to_json(&view));
     } else {
@@ -87,28 +80,6 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
         );
     }
     Ok(())
-}
-
-/// A segment a listed full backup needs to reach consistency that is not archived: without it
-/// the backup cannot be restored, whatever else is there.
-fn missing_backup_wal(entries: &[Entry], wal: &ArchiveReport, layout: &ClusterLayout) -> Vec<Problem> {
-    entries
-        .iter()
-        .filter_map(|entry| match entry {
-            Entry::Full(manifest) => Some(manifest),
-            Entry::Dump(_) => None,
-        })
-        .filter_map(|manifest| {
-            let missing = wal.first_missing(manifest.start_segment(), manifest.stop_segment())?;
-            Some(Problem {
-                key: layout.wal_file(&WalFile::Segment(missing), manifest.wal_segment_size).to_string(),
-                detail: format!(
-                    "is missing, and backup {} needs it (its WAL runs from {} to {}): that backup cannot be restored",
-                    manifest.id, manifest.start_wal, manifest.stop_wal
-                ),
-            })
-        })
-        .collect()
 }
 
 fn print_problems(problems: &[Problem]) {
@@ -215,27 +186,15 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
     let config = Config::load(config_path)?;
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
-    let id = listing::resolve(&repository, &layout, &args.id).await?;
-    let audit::Survey { entries, verifications, problems } = audit::survey(&repository, &layout).await?;
-    // The survey read every intact manifest; one it left out is read again for its error.
-    let entry = match entries.into_iter().find(|entry| entry.id() == id) {
-        Some(entry) => entry,
-        None => listing::read_entry(&repository, &layout, id).await?,
-    };
-    let id_text = id.to_string();
-    for problem in problems.iter().filter(|problem| problem.key.contains(&id_text)) {
+    let described = crate::ops::catalog::describe(&repository, &layout, &args.id).await?;
+    for problem in &described.problems {
         tracing::warn!("{problem}");
     }
-    let wal = match &entry {
-        Entry::Full(_) => Some(check(&repository, &layout).await?),
-        Entry::Dump(_) => None,
-    };
-    let view = EntryView::new(&entry, &layout, wal.as_ref(), verifications.get(&id), Detail::Full);
     if args.json {
-        println!("{}", report::to_json(&view));
+        println!("{}", report::to_json(&described.view));
         return Ok(());
     }
-    match &view {
+    match &described.view {
         EntryView::Full(view) => print_full(view),
         EntryView::Dump(view) => print_dump(view),
     }

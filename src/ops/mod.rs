@@ -12,8 +12,12 @@
 //! partial directory, a verification stops its scratch server); the others are dropped where they
 //! are, which their crash-safe write order allows (as if the process had been killed). Either
 //! way the operation ends as [`OpError::Cancelled`] and its audit line says `cancelled`.
+//!
+//! Reading the catalog (`list`, `info`) is here too ([`catalog`]): it changes nothing, so it is
+//! not audited.
 
 pub mod audit;
+pub mod catalog;
 pub mod event;
 pub mod open;
 mod run;
