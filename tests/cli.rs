@@ -91,6 +91,13 @@ fn init_creates_an_encrypted_repository_once() {
     assert_eq!(info["slots"][0]["kind"], "passphrase");
     let text = serde_json::to_string(&info).unwrap();
     assert!(!text.contains("wrapped") && !text.contains("salt"), "repo info shows slot internals: {text}");
+
+    // With --json, init prints the repository it created as repo info does.
+    let other = Setup::local();
+    let created = json(&other.run(&["init", "--json"]));
+    assert_eq!(created["schema"], "repository/1");
+    let described = json(&other.run(&["repo", "info", "--json"]));
+    assert_eq!(created, described);
 }
 
 #[test]

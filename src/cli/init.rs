@@ -10,6 +10,7 @@ use crate::keys::Unlock;
 use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
 use crate::ops::open::{connect_store, write_options};
+use crate::report::{self, repository::RepositoryView};
 use crate::repository::Repository;
 
 #[derive(Debug, Args)]
@@ -17,6 +18,9 @@ pub struct InitArgs {
     /// Label for the first key slot, shown by `lifeboat key list`
     #[arg(long, default_value = "initial")]
     pub label: String,
+    /// Print the new repository as JSON (schema repository/1, docs/json.md) instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(config_path: Option<&Path>, args: InitArgs) -> anyhow::Result<()> {
@@ -30,13 +34,22 @@ pub async fn run(config_path: Option<&Path>, args: InitArgs) -> anyhow::Result<(
             KeySource::KeyFile(path) if path.exists() => Unlock::KeyFile(KeyFile::load(&path)?),
             KeySource::KeyFile(path) => {
                 let file = KeyFile::generate(&path)?;
-                println!("created key file {} (mode 0600): keep a copy somewhere safe", path.display());
+                let line = format!("created key file {} (mode 0600): keep a copy somewhere safe", path.display());
+                if args.json {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
                 Unlock::KeyFile(file)
             }
         }),
     };
     let repository = Repository::init(store, cipher, unlock.as_ref(), &args.label, write_options(&config)).await?;
     let file = repository.file();
+    if args.json {
+        println!("{}", report::to_json(&RepositoryView::new(repository.location(), file)));
+        return Ok(());
+    }
     println!("initialised repository {} at {}", file.repository_id, repository.location());
     match (&unlock, file.slots.first()) {
         (Some(unlock), Some(slot)) => {
