@@ -1,7 +1,8 @@
 //! Progress on stderr, drawn from the operations' events (one renderer for every command): on a
 //! terminal, a bar per running operation with bytes, rate and time left (a spinner with bytes and
 //! rate while the total is unknown), cleared when the operation's end is emitted, that is before
-//! the command prints its result. When stderr is not a terminal there is no bar: the event sink's
+//! the command prints its result. A bar's label is the operation and, while it waits, the lock it
+//! waits for. When stderr is not a terminal there is no bar: the event sink's
 //! periodic log lines say how far an operation got. Nothing here writes to stdout, so the output
 //! of `--json` stays one JSON document.
 //!
@@ -85,6 +86,16 @@ impl Renderer {
                 }
                 // Drawn by the bar's steady tick, within SPIN.
                 bar.set_position(*bytes_done);
+            }
+            // The wait names what the operation is at, in front of its count.
+            Event::LeaseWaiting { operation, lock, .. } => {
+                let bar = running.entry(*operation).or_insert_with(|| self.start(*operation));
+                bar.set_prefix(format!("{}: waiting for lock {lock}", operation.as_str()));
+            }
+            Event::LeaseWaited { operation, .. } => {
+                if let Some(bar) = running.get(operation) {
+                    bar.set_prefix(operation.as_str());
+                }
             }
             Event::Finished { operation, .. } => {
                 if let Some(bar) = running.remove(operation) {

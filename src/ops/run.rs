@@ -15,6 +15,7 @@ use super::event::{Event, Operation, Outcome, Totals};
 use crate::backup::{BackupError, BackupOptions, BackupSummary};
 use crate::catalog::audit::{self, Problem};
 use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::lease::{self, LeaseWait, WaitObserver};
 use crate::catalog::listing::{self, CatalogError, Deleted};
 use crate::dump::{DumpError, DumpRequest, Progress, Selection};
 use crate::format::dump_manifest::DumpManifest;
@@ -78,11 +79,26 @@ async fn run_operation<T>(
 ) -> Result<T, OpError> {
     let began = Instant::now();
     context.events.emit(Event::Started { operation, arguments: arguments.clone() }).await;
+    // The lease waits of the work arrive from inside it, synchronously; they are emitted here.
+    let (waits_sender, mut waits) = tokio::sync::mpsc::unbounded_channel();
+    let observer: WaitObserver = Arc::new(move |wait: &LeaseWait| {
+        let _ = waits_sender.send(wait.clone());
+    });
+    let observed = lease::observing_waits(observer, work);
+    tokio::pin!(observed);
+    let working = async {
+        loop {
+            tokio::select! {
+                result = &mut observed => break result,
+                Some(wait) = waits.recv() => context.events.emit(lease_event(operation, wait)).await,
+            }
+        }
+    };
     let result = if watches_cancel {
-        work.await
+        working.await
     } else {
         tokio::select! {
-            result = work => result,
+            result = working => result,
             reason = context.cancel.cancelled() => Err(OpError::Cancelled {
                 operation: operation.as_str(),
                 message: format!("{} was cancelled ({reason}) before it finished", operation.as_str()),
@@ -90,6 +106,9 @@ async fn run_operation<T>(
             }),
         }
     };
+    while let Ok(wait) = waits.try_recv() {
+        context.events.emit(lease_event(operation, wait)).await;
+    }
     let result = match result {
         Err(error) if context.cancel.is_cancelled() && !matches!(error, OpError::Cancelled { .. }) => {
             Err(OpError::Cancelled {
@@ -107,6 +126,19 @@ async fn run_operation<T>(
     };
     context.events.emit(Event::Finished { operation, arguments, outcome, duration: began.elapsed(), totals }).await;
     result
+}
+
+/// The event of one lease wait of `operation`.
+fn lease_event(operation: Operation, wait: LeaseWait) -> Event {
+    let lock = wait.lock_name().to_owned();
+    match wait {
+        LeaseWait::Began { holder, .. } => {
+            Event::LeaseWaiting { operation, lock, host: holder.host.clone(), pid: holder.pid, holder: holder.to_string() }
+        }
+        LeaseWait::Ended { holder, waited, acquired, .. } => {
+            Event::LeaseWaited { operation, lock, holder: holder.to_string(), waited, acquired }
+        }
+    }
 }
 
 /// A count of bytes done, and the total when known.
