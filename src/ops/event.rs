@@ -98,6 +98,12 @@ pub enum Event {
         bytes_done: u64,
         bytes_total: Option<u64>,
     },
+    /// The operation moved on to another phase (a verification: "restoring files",
+    /// "recovering", ...); its progress from now on is that phase's.
+    PhaseChanged {
+        operation: Operation,
+        phase: &'static str,
+    },
     Finished {
         operation: Operation,
         arguments: BTreeMap<String, String>,
@@ -298,6 +304,10 @@ impl EventSink {
                     None => tracing::info!(operation = name, bytes_done, "{name}: {done}"),
                 }
             }
+            Event::PhaseChanged { operation, phase } => {
+                let name = operation.as_str();
+                tracing::info!(operation = name, phase, "{name}: {phase}")
+            }
             Event::Finished { operation, outcome, duration, .. } => {
                 let seconds = duration.as_secs_f64();
                 let name = operation.as_str();
@@ -346,7 +356,7 @@ impl EventSink {
                 metrics.add("lifeboat_operation_bytes_total", &[("operation", operation.as_str())], totals.bytes);
                 metrics.set("lifeboat_operation_running", &[("operation", operation.as_str())], 0.0);
             }
-            Event::LeaseWaiting { .. } => {}
+            Event::LeaseWaiting { .. } | Event::PhaseChanged { .. } => {}
             Event::LeaseWaited { operation, lock, waited, acquired, .. } => {
                 let acquired = if *acquired { "true" } else { "false" };
                 let labels = [("operation", operation.as_str()), ("lock", lock.as_str()), ("acquired", acquired)];
