@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use lifeboat::backup::BackupOptions;
 use lifeboat::catalog::lease::{Lease, LeaseError, LeaseHolder, LeaseWait, WaitObserver, hostname, observing_waits};
-use lifeboat::ops::event::{Event, MetricValue, Operation};
 use lifeboat::object::{Cipher, WriteOptions};
+use lifeboat::ops::event::{Event, MetricValue, Operation};
 use lifeboat::repository::Repository;
 use lifeboat::storage::local::LocalStore;
 use lifeboat::storage::{ObjectKey, PutMode};
@@ -136,9 +136,8 @@ async fn a_waiting_contender_tells_its_observer_whom_it_waits_for_and_how_long_i
     let waits = Arc::new(Mutex::new(Vec::new()));
     let heard = waits.clone();
     let observer: WaitObserver = Arc::new(move |wait: &LeaseWait| heard.lock().unwrap().push(wait.clone()));
-    let second = observing_waits(observer, Lease::acquire(repository.clone(), &lock(), "backup two", LONG, LONG))
-        .await
-        .unwrap();
+    let second =
+        observing_waits(observer, Lease::acquire(repository.clone(), &lock(), "backup two", LONG, LONG)).await.unwrap();
     releaser.await.unwrap();
     second.release().await.unwrap();
 
@@ -148,7 +147,10 @@ async fn a_waiting_contender_tells_its_observer_whom_it_waits_for_and_how_long_i
     else {
         panic!("expected the start and the end of one wait: {waits:?}");
     };
-    assert_eq!((began.purpose.as_str(), began.pid, began.host.as_str()), ("backup one", std::process::id(), hostname().as_str()));
+    assert_eq!(
+        (began.purpose.as_str(), began.pid, began.host.as_str()),
+        ("backup one", std::process::id(), hostname().as_str())
+    );
     assert_eq!(holder, began);
     assert!(*acquired && *waited >= Duration::from_millis(800), "{waits:?}");
     assert_eq!(ended.lock_name(), "backup");
@@ -197,10 +199,11 @@ async fn a_backup_waiting_for_a_live_holder_emits_the_wait_and_counts_its_second
     assert_eq!((lock.as_str(), host.as_str(), *pid), ("backup", hostname().as_str(), std::process::id()));
     assert!(holder.contains("held by the test"), "{holder}");
     assert!(*waited >= held, "waited {waited:?}");
-    let Some(MetricValue::Summary { sum, count: 1 }) = context.events.metrics().get(
-        "lifeboat_lease_wait_seconds",
-        &[("operation", "backup"), ("lock", "backup"), ("acquired", "true")],
-    ) else {
+    let Some(MetricValue::Summary { sum, count: 1 }) = context
+        .events
+        .metrics()
+        .get("lifeboat_lease_wait_seconds", &[("operation", "backup"), ("lock", "backup"), ("acquired", "true")])
+    else {
         panic!("no lease wait metric: {:?}", context.events.metrics().snapshot());
     };
     assert!(sum >= held.as_secs_f64(), "{sum}");

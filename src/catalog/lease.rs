@@ -87,9 +87,17 @@ impl From<StorageError> for LeaseError {
 /// A contender's wait for a live holder: when it began, and how it ended.
 #[derive(Debug, Clone)]
 pub enum LeaseWait {
-    Began { lock: String, holder: LeaseHolder },
+    Began {
+        lock: String,
+        holder: LeaseHolder,
+    },
     /// `acquired` false: the contender gave up after `waited` ([`LeaseError::Busy`]).
-    Ended { lock: String, holder: LeaseHolder, waited: Duration, acquired: bool },
+    Ended {
+        lock: String,
+        holder: LeaseHolder,
+        waited: Duration,
+        acquired: bool,
+    },
 }
 
 impl LeaseWait {

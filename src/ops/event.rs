@@ -325,7 +325,12 @@ impl EventSink {
             }
             Event::LeaseWaited { operation, lock, holder, waited, acquired: true } => {
                 let (name, seconds) = (operation.as_str(), waited.as_secs_f64());
-                tracing::info!(operation = name, lock, seconds, "{name}: took lock {lock} after {seconds:.1} s held by {holder}")
+                tracing::info!(
+                    operation = name,
+                    lock,
+                    seconds,
+                    "{name}: took lock {lock} after {seconds:.1} s held by {holder}"
+                )
             }
             // The operation's failure names the holder and the wait.
             Event::LeaseWaited { acquired: false, .. } => {}
@@ -502,11 +507,20 @@ mod tests {
             })
             .await;
             let waited = Duration::from_millis(3500);
-            sink.emit(Event::LeaseWaited { operation: Operation::Delete, lock, holder: holder.into(), waited, acquired: true })
-                .await;
+            sink.emit(Event::LeaseWaited {
+                operation: Operation::Delete,
+                lock,
+                holder: holder.into(),
+                waited,
+                acquired: true,
+            })
+            .await;
         });
         let waiting = log.lines().find(|line| line.contains("waiting for lock backup")).expect(&log);
-        assert!(waiting.contains("INFO") && waiting.contains("delete:") && waiting.contains("pid 4242 on db-1"), "{log}");
+        assert!(
+            waiting.contains("INFO") && waiting.contains("delete:") && waiting.contains("pid 4242 on db-1"),
+            "{log}"
+        );
         assert!(log.lines().any(|line| line.contains("took lock backup after 3.5 s")), "{log}");
         let labels = [("operation", "delete"), ("lock", "backup"), ("acquired", "true")];
         assert_eq!(

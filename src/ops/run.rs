@@ -134,9 +134,13 @@ async fn run_operation<T>(
 fn lease_event(operation: Operation, wait: LeaseWait) -> Event {
     let lock = wait.lock_name().to_owned();
     match wait {
-        LeaseWait::Began { holder, .. } => {
-            Event::LeaseWaiting { operation, lock, host: holder.host.clone(), pid: holder.pid, holder: holder.to_string() }
-        }
+        LeaseWait::Began { holder, .. } => Event::LeaseWaiting {
+            operation,
+            lock,
+            host: holder.host.clone(),
+            pid: holder.pid,
+            holder: holder.to_string(),
+        },
         LeaseWait::Ended { holder, waited, acquired, .. } => {
             Event::LeaseWaited { operation, lock, holder: holder.to_string(), waited, acquired }
         }
