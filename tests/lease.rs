@@ -141,7 +141,7 @@ async fn a_waiting_contender_tells_its_observer_whom_it_waits_for_and_how_long_i
     releaser.await.unwrap();
     second.release().await.unwrap();
 
-    let waits = waits.lock().unwrap();
+    let waits = waits.lock().unwrap().clone();
     let [LeaseWait::Began { holder: began, .. }, ended @ LeaseWait::Ended { holder, waited, acquired, .. }] =
         waits.as_slice()
     else {
@@ -188,7 +188,7 @@ async fn a_backup_waiting_for_a_live_holder_emits_the_wait_and_counts_its_second
     let summary = lifeboat::ops::backup(&context, options).await.expect("the backup runs once the lock is free");
     releaser.await.unwrap();
 
-    let events = events.lock().unwrap();
+    let events = events.lock().unwrap().clone();
     let [
         Event::LeaseWaiting { operation: Operation::Backup, lock, holder, host, pid },
         Event::LeaseWaited { operation: Operation::Backup, waited, acquired: true, .. },
