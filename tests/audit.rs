@@ -226,3 +226,59 @@ async fn sigint_cancels_a_backup_a_restore_and_a_verification_and_the_audit_log_
         trail["records"].as_array().unwrap().iter().filter(|record| record["result"] == "cancelled").count();
     assert_eq!(cancelled, 3, "the repository's trail has the three cancellations too: {trail:#}");
 }
+
+/// The pid of a `pg_basebackup` that process `parent` started, once there is one.
+fn pg_basebackup_of(parent: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // "pid (comm) state ppid ...": the command name is between the first '(' and the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|field| field.parse::<u32>().ok());
+            if &stat[open + 1..close] == "pg_basebackup" && ppid == Some(parent) {
+                return stat[..open].trim().parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "lifeboat (pid {parent}) started no pg_basebackup");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A streamed backup (`--method basebackup`) interrupted mid-stream kills its pg_basebackup,
+/// says it was cancelled in the audit trail, and is listed nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_stops_a_streamed_backup_kills_pg_basebackup_and_leaves_no_backup_listed() {
+    let setup = Setup::start().await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE big (id int, payload text)").await;
+    execute(
+        &mut conn,
+        "INSERT INTO big SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 400000) g",
+    )
+    .await;
+    archive_current_segment(&mut conn).await;
+
+    let backup = start_and_wait(&setup, &["backup", "--method", "basebackup", "--workers", "1"], "backup");
+    let streamer = pg_basebackup_of(backup.id());
+    // Only lifeboat is interrupted: pg_basebackup ends because lifeboat kills it.
+    let stderr = interrupt(backup, "backup");
+    assert!(stderr.contains("cancelled (while streaming from pg_basebackup)"), "{stderr}");
+    assert!(!Path::new(&format!("/proc/{streamer}")).exists(), "pg_basebackup (pid {streamer}) still runs");
+
+    let records = audit_lines(&setup.audit_path());
+    let ended = finished(&records, "backup");
+    assert!(
+        ended.iter().any(|record| record["result"] == "cancelled" && record["error"] == "SIGINT"),
+        "the streamed backup is reported cancelled: {ended:#?}"
+    );
+    let listed = setup.json(&["list", "--json"]);
+    let backups = listed["backups"].as_array().map_or(0, |entries| {
+        entries.iter().filter(|entry| entry["id"].as_str().is_some_and(|id| id.ends_with("-full"))).count()
+    });
+    assert_eq!(backups, 0, "nothing of the cancelled backup is listed: {listed}");
+
+    // The cluster is left able to take the next one.
+    let id = setup.json(&["backup", "--method", "basebackup", "--json"])["id"].as_str().unwrap().to_owned();
+    assert!(id.ends_with("-full"), "{id}");
+}

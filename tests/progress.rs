@@ -1,7 +1,9 @@
 //! Progress, with a real cluster and repository:
-//! - through the library, a backup, a dump, a restore and a verification each report progress as
-//!   `Progressed` events (seen by an observer of the event sink), the bytes done never going back
-//!   and the last count reaching the total;
+//! - through the library, a backup, a dump, a restore, a verification of the backup and of the
+//!   dump, and a restore of the dump each report progress as `Progressed` events (seen by an
+//!   observer of the event sink), the bytes done never going back and the last count reaching the
+//!   total; a verification also reports its phases (`PhaseChanged`) in the order it goes through
+//!   them;
 //! - `backup --json` and `restore --json`, whose stderr is not a terminal, print one JSON document
 //!   on stdout and nothing else (no bar, no progress line).
 
@@ -24,18 +26,33 @@ const FILL: &str = "CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((
                     FROM generate_series(1, 200000) AS g";
 
 type Counts = Arc<Mutex<Vec<(Operation, u64, Option<u64>)>>>;
+type Phases = Arc<Mutex<Vec<&'static str>>>;
 
-/// The setup's operation context, with an observer that keeps every `Progressed` event.
-async fn observed(setup: &Setup) -> (OpContext, Counts) {
+/// The setup's operation context, with an observer that keeps every `Progressed` event and the
+/// phases of verifications.
+async fn observed(setup: &Setup) -> (OpContext, Counts, Phases) {
     let mut context = lifeboat::ops::open(setup.config()).await.expect("open the repository");
     let counts: Counts = Arc::default();
-    let seen = counts.clone();
-    context.events.set_observer(Arc::new(move |event| {
-        if let Event::Progressed { operation, bytes_done, bytes_total } = event {
-            seen.lock().unwrap().push((*operation, *bytes_done, *bytes_total));
+    let phases: Phases = Arc::default();
+    let (seen, phased) = (counts.clone(), phases.clone());
+    context.events.set_observer(Arc::new(move |event| match event {
+        Event::Progressed { operation, bytes_done, bytes_total } => {
+            seen.lock().unwrap().push((*operation, *bytes_done, *bytes_total))
         }
+        Event::PhaseChanged { operation: Operation::Verify, phase } => phased.lock().unwrap().push(phase),
+        _ => {}
     }));
-    (context, counts)
+    (context, counts, phases)
+}
+
+/// Takes the phases reported since the last call, and checks that `expected` are among them in
+/// this order.
+fn assert_phases(phases: &Phases, expected: &[&str]) {
+    let taken = std::mem::take(&mut *phases.lock().unwrap());
+    let mut rest = taken.iter();
+    for phase in expected {
+        assert!(rest.any(|seen| seen == phase), "phase {phase:?} missing or out of order: {taken:?}");
+    }
 }
 
 /// Takes the counts `operation` reported since the last call, and checks them: at least one,
@@ -56,7 +73,7 @@ async fn backup_dump_restore_and_verify_report_progress_up_to_their_total() {
     let setup = Setup::start_verifying("").await;
     let mut conn = setup.connect().await;
     execute(&mut conn, FILL).await;
-    let (context, counts) = observed(&setup).await;
+    let (context, counts, phases) = observed(&setup).await;
 
     let options = lifeboat::backup::BackupOptions::from_config(&context.config.backup);
     let summary = lifeboat::ops::backup(&context, options).await.expect("backup");
@@ -105,6 +122,30 @@ async fn backup_dump_restore_and_verify_report_progress_up_to_their_total() {
     // Its restore phase: the same files as the restore above (its WAL is read before, uncounted).
     let verified = assert_progress(&counts, Operation::Verify);
     assert_eq!(verified, written);
+    assert_phases(&phases, &["reading WAL", "restoring files", "recovering", "running amcheck"]);
+
+    // A dump's verification reads each of its objects once (the globals, then the database
+    // through its restore into a scratch server).
+    let target = VerifyTarget::Id(manifest.id.to_string());
+    let outcome = lifeboat::ops::verify(&context, &target, &verify).await.expect("verify the dump");
+    assert!(outcome.reports[0].passed, "the dump's verification passed");
+    assert_eq!(assert_progress(&counts, Operation::Verify), dumped);
+    assert_phases(&phases, &["reading objects", "preparing the scratch server", "restoring databases"]);
+
+    // A restore of the dump reads the database's object, to its stored size.
+    execute(&mut conn, "CREATE DATABASE copy").await;
+    let request = lifeboat::restore::dump::RestoreRequest {
+        database: "postgres".into(),
+        into: context.config.cluster.connection.with_database("copy"),
+        tables: Vec::new(),
+        clean: false,
+        ownership: lifeboat::restore::dump::Ownership::Skip,
+    };
+    let report = lifeboat::ops::restore_dump(&context, &manifest.id.to_string(), &request, &mut |_, _| {})
+        .await
+        .expect("restore the dump");
+    let read = assert_progress(&counts, Operation::Restore);
+    assert_eq!((read, report.bytes), (manifest.databases[0].object.size, read));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,6 +29,10 @@
 //! - Then, as for the native method, lifeboat waits until the stop segment is archived, watching
 //!   `pg_stat_archiver.last_archived_wal` (the server's `pg_wal` is not readable from here).
 //! - The lease, the orphan sweep, the id and the manifest written last are the native method's.
+//! - Cancellation (`options.cancel`) is watched as the native method watches it: while streaming,
+//!   `pg_basebackup` is killed and the objects already handed to uploads are let finish, so the
+//!   orphan sweep that follows every failed job removes them all; while waiting for the WAL, the
+//!   wait stops; and no manifest is written once cancelled, so nothing is listed.
 
 use std::io;
 use std::path::PathBuf;
@@ -218,12 +222,20 @@ impl Job<'_> {
             .env("LC_ALL", "C")
             .env_remove("LANGUAGE");
         let started = Instant::now();
+        let cancel = &self.options.cancel;
+        if cancel.is_cancelled() {
+            return Err(BackupError::Cancelled { phase: "before pg_basebackup started" });
+        }
         let (program, output) = Program::spawn(command)
             .map_err(|source| BasebackupError::Spawn { program: self.program.clone(), source })?;
         let mut streamer = Streamer::new(self, id);
-        let streamed = streamer.stream(output).await;
+        let streamed = tokio::select! {
+            streamed = streamer.stream(output) => streamed,
+            () = cancel.cancelled() => Err(BackupError::Cancelled { phase: "while streaming from pg_basebackup" }),
+        };
         if streamed.is_err() {
             program.kill();
+            streamer.settle().await;
         }
         let finished = program.finish().await;
         let stderr = finished.stderr.clone();
@@ -254,20 +266,29 @@ impl Job<'_> {
             (None, None) => return Err(BasebackupError::NoSystemIdentifier.into()),
         };
 
-        if archiving_waits(server) {
-            let stop = WalSegment::containing(timeline, Lsn(stop_lsn.as_u64().saturating_sub(1)), server.segment_size);
-            self.wait_for_archive(&stop.name(server.segment_size)).await?;
+        let archived = async {
+            if archiving_waits(server) {
+                let stop =
+                    WalSegment::containing(timeline, Lsn(stop_lsn.as_u64().saturating_sub(1)), server.segment_size);
+                self.wait_for_archive(&stop.name(server.segment_size)).await?;
+            }
+            super::wait_for_wal_in_repository(
+                &self.repository,
+                &self.layout,
+                server,
+                timeline,
+                start_lsn,
+                stop_lsn,
+                self.options,
+            )
+            .await
+        };
+        tokio::select! {
+            archived = archived => archived?,
+            () = cancel.cancelled() => {
+                return Err(BackupError::Cancelled { phase: "while waiting for its WAL to be archived" });
+            }
         }
-        super::wait_for_wal_in_repository(
-            &self.repository,
-            &self.layout,
-            server,
-            timeline,
-            start_lsn,
-            stop_lsn,
-            self.options,
-        )
-        .await?;
         let stop_time = Utc::now();
         let stopped = Stopped { lsn: stop_lsn, label_file, tablespace_map: streamed.tablespace_map };
         let copied = Copied { files: streamed.files, tablespaces: Vec::new(), objects: streamed.objects, vanished: 0 };
@@ -275,6 +296,9 @@ impl Job<'_> {
         let manifest = build_manifest(&self.layout, BackupMethod::Basebackup, SystemIdentifier(identifier), parts);
         if self.lease.is_lost() {
             return Err(BackupError::LeaseLost { lock: self.lock.clone() });
+        }
+        if cancel.is_cancelled() {
+            return Err(BackupError::Cancelled { phase: "before its manifest was written" });
         }
         let key = super::store_manifest(&self.repository, &self.layout, &manifest).await?;
         tracing::info!(backup = %id, stop_lsn = %manifest.stop_lsn, "backup complete: manifest stored");
@@ -583,6 +607,14 @@ impl<'a> Streamer<'a> {
         let hash = whole.unwrap_or_else(|| merge_parts(&values, part_size));
         entry.blake3 = Some(hash.to_hex().to_string());
         Ok(head)
+    }
+
+    /// After the stream stopped early: drops the object being filled (its upload is aborted) and
+    /// waits for the objects whose bytes were all sent, so that none is stored after the orphan
+    /// sweep that follows a failed job has looked.
+    async fn settle(&mut self) {
+        self.bundle = None;
+        while self.finishing.join_next().await.is_some() {}
     }
 
     /// A new object, once fewer than `workers` objects are still being stored.

@@ -10,7 +10,13 @@
 //!
 //! A lease held by a process that died on this host is taken over at once; one held by a process
 //! on another host is taken over only after it expires.
+//!
+//! A contender that has to wait for a live holder says so ([`LeaseWait`]) to the observer of the
+//! task it runs in ([`observing_waits`]; the operations layer turns it into events), or, with no
+//! observer, in a log line of its own. The observer is the task's rather than a parameter so
+//! that what takes a lease (backup, dump, delete) need not carry it through.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +84,53 @@ impl From<StorageError> for LeaseError {
     }
 }
 
+/// A contender's wait for a live holder: when it began, and how it ended.
+#[derive(Debug, Clone)]
+pub enum LeaseWait {
+    Began {
+        lock: String,
+        holder: LeaseHolder,
+    },
+    /// `acquired` false: the contender gave up after `waited` ([`LeaseError::Busy`]).
+    Ended {
+        lock: String,
+        holder: LeaseHolder,
+        waited: Duration,
+        acquired: bool,
+    },
+}
+
+impl LeaseWait {
+    /// The lock's own name, the last part of its prefix (`backup`, `dump`).
+    pub fn lock_name(&self) -> &str {
+        let (LeaseWait::Began { lock, .. } | LeaseWait::Ended { lock, .. }) = self;
+        lock.rsplit('/').next().unwrap_or(lock)
+    }
+}
+
+/// Hears of every [`LeaseWait`] of the task it observes.
+pub type WaitObserver = Arc<dyn Fn(&LeaseWait) + Send + Sync>;
+
+tokio::task_local! {
+    static WAIT_OBSERVER: WaitObserver;
+}
+
+/// Runs `work` with `observer` hearing of the lease waits of the leases it takes (in its own
+/// task: a lease taken in a task `work` spawns is not observed).
+pub async fn observing_waits<F: Future>(observer: WaitObserver, work: F) -> F::Output {
+    WAIT_OBSERVER.scope(observer, work).await
+}
+
+/// Tells the task's observer of `wait`; without one, logs the start of the wait.
+fn tell(wait: LeaseWait) {
+    if WAIT_OBSERVER.try_with(|observer| observer(&wait)).is_ok() {
+        return;
+    }
+    if let LeaseWait::Began { lock, holder } = &wait {
+        tracing::info!(%lock, %holder, "waiting for the lock");
+    }
+}
+
 /// A held lease. Renewed in the background until [`Lease::release`]; dropping it without
 /// releasing stops the renewal, and the lease then expires by itself.
 pub struct Lease {
@@ -101,7 +154,13 @@ impl Lease {
         let lock = lock_prefix.to_string();
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(100);
-        let mut announced = false;
+        // The live holder this contender waits for, once it had to.
+        let mut waiting_for: Option<LeaseHolder> = None;
+        let ended = |holder: Option<LeaseHolder>, acquired: bool| {
+            if let Some(holder) = holder {
+                tell(LeaseWait::Ended { lock: lock.clone(), holder, waited: started.elapsed(), acquired });
+            }
+        };
         loop {
             let (generation, current) = current_holder(&repository, lock_prefix).await?;
             let free = match &current {
@@ -118,6 +177,7 @@ impl Lease {
                             tracing::warn!(%lock, %previous, "took over a lease whose holder is gone");
                         }
                         remove_older_generations(&repository, lock_prefix, generation + 1).await;
+                        ended(waiting_for, true);
                         return Ok(Lease::start(repository, lock, key, holder, ttl));
                     }
                     // Another contender created that generation first: look again.
@@ -128,12 +188,13 @@ impl Lease {
             let holder = current.expect("not free, so held");
             let waited = started.elapsed();
             if waited >= wait {
+                ended(waiting_for, false);
                 return Err(LeaseError::Busy { lock, holder: Box::new(holder), waited });
             }
-            if !announced {
-                tracing::info!(%lock, %holder, "waiting for the lock");
-                announced = true;
+            if waiting_for.is_none() {
+                tell(LeaseWait::Began { lock: lock.clone(), holder: holder.clone() });
             }
+            waiting_for = Some(holder);
             tokio::time::sleep(pause.min(wait - waited)).await;
             pause = (pause * 2).min(Duration::from_secs(5));
         }

@@ -1,7 +1,8 @@
 //! Progress on stderr, drawn from the operations' events (one renderer for every command): on a
 //! terminal, a bar per running operation with bytes, rate and time left (a spinner with bytes and
 //! rate while the total is unknown), cleared when the operation's end is emitted, that is before
-//! the command prints its result. When stderr is not a terminal there is no bar: the event sink's
+//! the command prints its result. A bar's label is the operation and, once it says so, its phase
+//! ("verify: recovering") or the lock it waits for. When stderr is not a terminal there is no bar: the event sink's
 //! periodic log lines say how far an operation got. Nothing here writes to stdout, so the output
 //! of `--json` stays one JSON document.
 //!
@@ -85,6 +86,20 @@ impl Renderer {
                 }
                 // Drawn by the bar's steady tick, within SPIN.
                 bar.set_position(*bytes_done);
+            }
+            // The phase (or the wait) names what the operation is at, in front of its count.
+            Event::PhaseChanged { operation, phase } => {
+                let bar = running.entry(*operation).or_insert_with(|| self.start(*operation));
+                bar.set_prefix(format!("{}: {phase}", operation.as_str()));
+            }
+            Event::LeaseWaiting { operation, lock, .. } => {
+                let bar = running.entry(*operation).or_insert_with(|| self.start(*operation));
+                bar.set_prefix(format!("{}: waiting for lock {lock}", operation.as_str()));
+            }
+            Event::LeaseWaited { operation, .. } => {
+                if let Some(bar) = running.get(operation) {
+                    bar.set_prefix(operation.as_str());
+                }
             }
             Event::Finished { operation, .. } => {
                 if let Some(bar) = running.remove(operation) {
@@ -204,6 +219,10 @@ mod tests {
         let bar = screen.0.lock().unwrap().0.clone();
         assert!(bar.contains("restore: [") && bar.contains("2.00 KiB of 4.00 KiB"), "{bar:?}");
         assert!(bar.contains("left)"), "a bar with a total says the time left: {bar:?}");
+        renderer.show(&Event::PhaseChanged { operation, phase: "recovering" });
+        drawn();
+        let phased = screen.0.lock().unwrap().0.clone();
+        assert!(phased.contains("restore: recovering: ["), "the bar names the phase: {phased:?}");
 
         let cleared_before = screen.0.lock().unwrap().1;
         renderer.show(&Event::Finished {

@@ -98,12 +98,36 @@ pub enum Event {
         bytes_done: u64,
         bytes_total: Option<u64>,
     },
+    /// The operation moved on to another phase (a verification: "restoring files",
+    /// "recovering", ...); its progress from now on is that phase's.
+    PhaseChanged {
+        operation: Operation,
+        phase: &'static str,
+    },
     Finished {
         operation: Operation,
         arguments: BTreeMap<String, String>,
         outcome: Outcome,
         duration: Duration,
         totals: Totals,
+    },
+    /// The operation waits for a lock a live process holds (`holder` says who, what for and
+    /// until when, as the lease records it).
+    LeaseWaiting {
+        operation: Operation,
+        lock: String,
+        holder: String,
+        host: String,
+        pid: u32,
+    },
+    /// The wait of [`Event::LeaseWaiting`] ended: the lock was taken, or (`acquired` false) the
+    /// operation gave up, which its failure says.
+    LeaseWaited {
+        operation: Operation,
+        lock: String,
+        holder: String,
+        waited: Duration,
+        acquired: bool,
     },
     WalPushed {
         segment: String,
@@ -280,6 +304,10 @@ impl EventSink {
                     None => tracing::info!(operation = name, bytes_done, "{name}: {done}"),
                 }
             }
+            Event::PhaseChanged { operation, phase } => {
+                let name = operation.as_str();
+                tracing::info!(operation = name, phase, "{name}: {phase}")
+            }
             Event::Finished { operation, outcome, duration, .. } => {
                 let seconds = duration.as_secs_f64();
                 let name = operation.as_str();
@@ -291,6 +319,21 @@ impl EventSink {
                     Outcome::Failed { error } => tracing::warn!(operation = name, seconds, "{name} failed: {error}"),
                 }
             }
+            Event::LeaseWaiting { operation, lock, holder, host, pid } => {
+                let name = operation.as_str();
+                tracing::info!(operation = name, lock, host, pid, "{name}: waiting for lock {lock}, held by {holder}")
+            }
+            Event::LeaseWaited { operation, lock, holder, waited, acquired: true } => {
+                let (name, seconds) = (operation.as_str(), waited.as_secs_f64());
+                tracing::info!(
+                    operation = name,
+                    lock,
+                    seconds,
+                    "{name}: took lock {lock} after {seconds:.1} s held by {holder}"
+                )
+            }
+            // The operation's failure names the holder and the wait.
+            Event::LeaseWaited { acquired: false, .. } => {}
             Event::WalPushed { segment, bytes, already_archived } => {
                 tracing::debug!(segment, bytes, already_archived, "archived {segment}")
             }
@@ -317,6 +360,12 @@ impl EventSink {
                 metrics.observe("lifeboat_operation_duration_seconds", &labels, duration.as_secs_f64());
                 metrics.add("lifeboat_operation_bytes_total", &[("operation", operation.as_str())], totals.bytes);
                 metrics.set("lifeboat_operation_running", &[("operation", operation.as_str())], 0.0);
+            }
+            Event::LeaseWaiting { .. } | Event::PhaseChanged { .. } => {}
+            Event::LeaseWaited { operation, lock, waited, acquired, .. } => {
+                let acquired = if *acquired { "true" } else { "false" };
+                let labels = [("operation", operation.as_str()), ("lock", lock.as_str()), ("acquired", acquired)];
+                metrics.observe("lifeboat_lease_wait_seconds", &labels, waited.as_secs_f64());
             }
             Event::WalPushed { bytes, already_archived, .. } => {
                 let already = if *already_archived { "true" } else { "false" };
@@ -440,6 +489,45 @@ mod tests {
             sink.metrics().get("lifeboat_verifications_total", &[("verdict", "failed")]),
             Some(MetricValue::Counter(1))
         );
+    }
+
+    #[test]
+    fn a_lease_wait_is_logged_when_it_begins_naming_the_holder_and_its_seconds_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, local) = sink_in(dir.path());
+        let holder = "backup (pid 4242 on db-1, since 2026-12-05 10:00:00Z, expires 10:02:00Z unless renewed)";
+        let log = logged(tracing::Level::INFO, async {
+            let lock = "backup".to_owned();
+            sink.emit(Event::LeaseWaiting {
+                operation: Operation::Delete,
+                lock: lock.clone(),
+                holder: holder.to_owned(),
+                host: "db-1".into(),
+                pid: 4242,
+            })
+            .await;
+            let waited = Duration::from_millis(3500);
+            sink.emit(Event::LeaseWaited {
+                operation: Operation::Delete,
+                lock,
+                holder: holder.into(),
+                waited,
+                acquired: true,
+            })
+            .await;
+        });
+        let waiting = log.lines().find(|line| line.contains("waiting for lock backup")).expect(&log);
+        assert!(
+            waiting.contains("INFO") && waiting.contains("delete:") && waiting.contains("pid 4242 on db-1"),
+            "{log}"
+        );
+        assert!(log.lines().any(|line| line.contains("took lock backup after 3.5 s")), "{log}");
+        let labels = [("operation", "delete"), ("lock", "backup"), ("acquired", "true")];
+        assert_eq!(
+            sink.metrics().get("lifeboat_lease_wait_seconds", &labels),
+            Some(MetricValue::Summary { sum: 3.5, count: 1 })
+        );
+        assert!(!local.exists(), "a wait is not an audit line of its own");
     }
 
     #[test]

@@ -10,18 +10,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::OpContext;
 use super::event::{Event, Operation, Outcome, Totals};
 use crate::backup::{BackupError, BackupOptions, BackupSummary};
 use crate::catalog::audit::{self, Problem};
 use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::lease::{self, LeaseWait, WaitObserver};
 use crate::catalog::listing::{self, CatalogError, Deleted};
 use crate::dump::{DumpError, DumpRequest, Progress, Selection};
 use crate::format::dump_manifest::DumpManifest;
 use crate::format::verify_report::VerifyReport;
 use crate::restore::{RestoreError, RestoreOptions, RestoreSummary};
 use crate::storage::StorageError;
-use crate::verify::{VerifyError, VerifyOptions};
+use crate::verify::{Step, VerifyError, VerifyOptions};
 use crate::wal::check::{ArchiveReport, CheckError};
 use crate::wal::push::{PushError, Pushed};
 
@@ -78,11 +81,26 @@ async fn run_operation<T>(
 ) -> Result<T, OpError> {
     let began = Instant::now();
     context.events.emit(Event::Started { operation, arguments: arguments.clone() }).await;
+    // The lease waits of the work arrive from inside it, synchronously; they are emitted here.
+    let (waits_sender, mut waits) = tokio::sync::mpsc::unbounded_channel();
+    let observer: WaitObserver = Arc::new(move |wait: &LeaseWait| {
+        let _ = waits_sender.send(wait.clone());
+    });
+    let observed = lease::observing_waits(observer, work);
+    tokio::pin!(observed);
+    let working = async {
+        loop {
+            tokio::select! {
+                result = &mut observed => break result,
+                Some(wait) = waits.recv() => context.events.emit(lease_event(operation, wait)).await,
+            }
+        }
+    };
     let result = if watches_cancel {
-        work.await
+        working.await
     } else {
         tokio::select! {
-            result = work => result,
+            result = working => result,
             reason = context.cancel.cancelled() => Err(OpError::Cancelled {
                 operation: operation.as_str(),
                 message: format!("{} was cancelled ({reason}) before it finished", operation.as_str()),
@@ -90,6 +108,9 @@ async fn run_operation<T>(
             }),
         }
     };
+    while let Ok(wait) = waits.try_recv() {
+        context.events.emit(lease_event(operation, wait)).await;
+    }
     let result = match result {
         Err(error) if context.cancel.is_cancelled() && !matches!(error, OpError::Cancelled { .. }) => {
             Err(OpError::Cancelled {
@@ -107,6 +128,23 @@ async fn run_operation<T>(
     };
     context.events.emit(Event::Finished { operation, arguments, outcome, duration: began.elapsed(), totals }).await;
     result
+}
+
+/// The event of one lease wait of `operation`.
+fn lease_event(operation: Operation, wait: LeaseWait) -> Event {
+    let lock = wait.lock_name().to_owned();
+    match wait {
+        LeaseWait::Began { holder, .. } => Event::LeaseWaiting {
+            operation,
+            lock,
+            host: holder.host.clone(),
+            pid: holder.pid,
+            holder: holder.to_string(),
+        },
+        LeaseWait::Ended { holder, waited, acquired, .. } => {
+            Event::LeaseWaited { operation, lock, holder: holder.to_string(), waited, acquired }
+        }
+    }
 }
 
 /// A count of bytes done, and the total when known.
@@ -137,6 +175,27 @@ async fn reporting_progress<T>(
         context.events.emit(progressed(count)).await;
     }
     result
+}
+
+/// Runs `work`, emitting each step it enters (`steps`) as the operation's phase, at once.
+async fn reporting_steps<T>(
+    context: &OpContext,
+    operation: Operation,
+    mut steps: watch::Receiver<Option<Step>>,
+    work: impl Future<Output = Result<T, OpError>>,
+) -> Result<T, OpError> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => break result,
+            Ok(()) = steps.changed() => {
+                let step = *steps.borrow_and_update();
+                if let Some(step) = step {
+                    context.events.emit(Event::PhaseChanged { operation, phase: step.as_str() }).await;
+                }
+            }
+        }
+    }
 }
 
 /// A total that is 0 is not known yet.
@@ -381,22 +440,22 @@ fn verify_arguments(target: &VerifyTarget, ids: &[BackupId], options: &VerifyOpt
     ])
 }
 
-/// Verifies `id` under the context's cancellation, reporting the bytes it restores (or reads), and
-/// emits the verdict.
+/// Verifies `id` under the context's cancellation, reporting the bytes it restores (or reads) and
+/// the step it is at, and emits the verdict.
 async fn verify_report(context: &OpContext, id: BackupId, options: &VerifyOptions) -> Result<VerifyReport, OpError> {
-    let options = VerifyOptions { progress: Arc::default(), ..options.clone() };
+    let options = VerifyOptions { progress: Arc::default(), step: VerifyOptions::new_step(), ..options.clone() };
+    let steps = options.step.subscribe();
     let progress = options.progress.clone();
     let count = || (progress.bytes.load(Ordering::Relaxed), known(progress.bytes_total.load(Ordering::Relaxed)));
     let verifying = async {
         let cancelled = context.cancel.cancelled();
         Ok(crate::verify::verify(context.repository.clone(), &context.layout, id, &options, cancelled).await?)
     };
-    // A dump's verification restores through pg_restore and counts nothing.
-    let report = reporting_progress(context, Operation::Verify, count, verifying, |_: &VerifyReport| {
+    let counted = reporting_progress(context, Operation::Verify, count, verifying, |_: &VerifyReport| {
         let (done, total) = count();
         total.map(|_| (done, total))
-    })
-    .await?;
+    });
+    let report = reporting_steps(context, Operation::Verify, steps, counted).await?;
     context
         .events
         .emit(Event::Verdict { id: report.id.to_string(), passed: report.passed, status: report.status() })
@@ -442,11 +501,14 @@ pub async fn restore_dump(
         ("into", request.into.redacted()),
         ("tables", request.tables.join(",")),
     ]);
-    let work = async {
+    let progress = crate::restore::files::Progress::default();
+    let restoring = async {
         let manifest = crate::restore::dump::find_dump(&context.repository, &context.layout, dump).await?;
+        progress.restart(crate::restore::dump::object_size(&manifest, &request.database).unwrap_or(0));
         let bin_dir = context.config.cluster.bin_dir.as_deref();
         let mut on_plan = |plan: &crate::restore::dump::Plan| on_plan(&manifest, plan);
-        crate::restore::dump::restore(&context.repository, &context.layout, &manifest, bin_dir, request, &mut on_plan)
+        let (repository, layout) = (&context.repository, &context.layout);
+        crate::restore::dump::restore(repository, layout, &manifest, bin_dir, request, &progress, &mut on_plan)
             .await
             .map_err(|source| OpError::DumpRestoreFailed {
                 database: request.database.clone(),
@@ -454,6 +516,11 @@ pub async fn restore_dump(
                 source,
             })
     };
+    // The bytes of the database's stored object read, of its size.
+    let count = || (progress.bytes.load(Ordering::Relaxed), known(progress.bytes_total.load(Ordering::Relaxed)));
+    let work = reporting_progress(context, Operation::Restore, count, restoring, |report| {
+        Some((report.bytes, known(progress.bytes_total.load(Ordering::Relaxed))))
+    });
     run_operation(context, Operation::Restore, arguments, false, work, |report| {
         (Totals { bytes: report.bytes, ..Totals::default() }, Outcome::Succeeded)
     })

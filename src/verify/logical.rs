@@ -10,13 +10,14 @@
 //! scratch server has none of the dumped roles, and what is proven is that the data comes back.
 //! Then the user's checks run on the databases the dump has.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::io::AsyncReadExt as _;
 
 use super::checks::Server;
 use super::scratch::Scratch;
-use super::{Context, round};
+use super::{Context, Step, round};
 use crate::config::ConnectionString;
 use crate::format::dump_manifest::{DumpManifest, DumpObject};
 use crate::format::verify_report::{Failure, Phase, RestoredDatabase, VerifyReport};
@@ -36,6 +37,10 @@ pub(crate) async fn verify(
     scratch: &mut Scratch,
 ) -> Result<(), Failure> {
     let options = context.options;
+    // Every object is read once, through read_object or the restore.
+    let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
+    options.progress.restart(objects.map(|object| object.size).sum());
+    options.enter(Step::ReadingObjects);
     read_object(context, &manifest.globals.object, report).await?;
     if options.integrity_only {
         for database in &manifest.databases {
@@ -46,6 +51,7 @@ pub(crate) async fn verify(
 
     // Where each database is restored: its own name on a scratch cluster, or a scratch name on
     // verify.dump_server.
+    options.enter(Step::PreparingScratch);
     let (server, targets): (Server, Vec<(String, ConnectionString)>) = match &options.dump_server {
         Some(dump_server) => {
             let suffix = random_suffix()?;
@@ -82,6 +88,7 @@ pub(crate) async fn verify(
         }
     };
 
+    options.enter(Step::RestoringDatabases);
     for (database, (restored_as, into)) in manifest.databases.iter().zip(targets) {
         let request = RestoreRequest {
             database: database.name.clone(),
@@ -97,6 +104,7 @@ pub(crate) async fn verify(
             manifest,
             options.bin_dir.as_deref(),
             &request,
+            &options.progress,
             &mut |_| {},
         )
         .await
@@ -120,6 +128,7 @@ pub(crate) async fn verify(
     }
 
     let databases: Vec<String> = manifest.databases.iter().map(|database| database.name.clone()).collect();
+    options.enter(Step::Checks);
     let (results, failure) = server.run_checks(&options.checks, &options.default_database, &databases, true).await;
     report.checks = results;
     failure.map_or(Ok(()), Err)
@@ -193,6 +202,7 @@ async fn read_object(context: &Context<'_>, object: &DumpObject, report: &mut Ve
         }
         hasher.update(&buffer[..read]);
         size += read as u64;
+        context.options.progress.bytes.fetch_add(read as u64, Ordering::Relaxed);
     }
     if size != object.size {
         return Err(damaged(format!("holds {size} bytes, the manifest says {}", object.size)));

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::watch;
 
 use self::scratch::Scratch;
 use crate::catalog::id::BackupId;
@@ -62,9 +63,53 @@ pub struct VerifyOptions {
     /// Counts the bytes read (integrity only) or restored into the scratch cluster, restarted by
     /// each verification, for the caller to report progress from.
     pub progress: Arc<crate::restore::files::Progress>,
+    /// The step the verification is at, for the caller to show ([`Step`]); `None` before the
+    /// first.
+    pub step: Arc<watch::Sender<Option<Step>>>,
+}
+
+/// What a verification is doing, as a progress display names it. Unlike the report's
+/// [`Phase`], which says where a verification failed, this says where a running one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    ReadingWal,
+    ReadingObjects,
+    PreparingScratch,
+    RestoringFiles,
+    Recovering,
+    RestoringDatabases,
+    Amcheck,
+    Checks,
+    CleaningUp,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::ReadingWal => "reading WAL",
+            Step::ReadingObjects => "reading objects",
+            Step::PreparingScratch => "preparing the scratch server",
+            Step::RestoringFiles => "restoring files",
+            Step::Recovering => "recovering",
+            Step::RestoringDatabases => "restoring databases",
+            Step::Amcheck => "running amcheck",
+            Step::Checks => "running checks",
+            Step::CleaningUp => "cleaning up",
+        }
+    }
 }
 
 impl VerifyOptions {
+    /// A fresh step channel (no step yet), for a verification of its own.
+    pub fn new_step() -> Arc<watch::Sender<Option<Step>>> {
+        Arc::new(watch::Sender::new(None))
+    }
+
+    /// Says the verification is now at `step`.
+    fn enter(&self, step: Step) {
+        self.step.send_replace(Some(step));
+    }
+
     pub fn from_config(config: &Config) -> VerifyOptions {
         let connection = crate::postgres::connect::connect_options(&config.cluster.connection).ok();
         let default_database =
@@ -83,6 +128,7 @@ impl VerifyOptions {
             os_user: config.cluster.os_user.clone(),
             bin_dir: config.cluster.bin_dir.clone(),
             progress: Arc::default(),
+            step: VerifyOptions::new_step(),
         }
     }
 }
@@ -176,6 +222,7 @@ pub async fn verify(
         }
     };
 
+    options.enter(Step::CleaningUp);
     let cleanup = scratch.remove().await;
     let outcome = match outcome {
         Err(signal) => {

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::checks::Server;
 use super::scratch::Scratch;
-use super::{Context, round};
+use super::{Context, Step, round};
 use crate::catalog::lsn::Timeline;
 use crate::catalog::wal::{WalFile, WalSegment};
 use crate::format::backup_manifest::BackupManifest;
@@ -44,7 +44,9 @@ pub(crate) async fn verify(
 ) -> Result<(), Failure> {
     let options = context.options;
     if options.integrity_only {
+        options.enter(Step::ReadingWal);
         read_wal(context, manifest, None, report).await?;
+        options.enter(Step::ReadingObjects);
         let progress = &options.progress;
         progress.restart(manifest.totals.bytes);
         files::check_files(
@@ -65,6 +67,7 @@ pub(crate) async fn verify(
     let binaries = server_binaries(options.bin_dir.as_deref(), manifest)?;
     let segments = manifest.stop_segment().number - manifest.start_segment().number + 1;
     let needed = manifest.totals.bytes + segments * u64::from(manifest.wal_segment_size.bytes());
+    options.enter(Step::PreparingScratch);
     let cluster = scratch.restore_dir(options, &binaries, needed)?;
     let began = Instant::now();
 
@@ -72,6 +75,7 @@ pub(crate) async fn verify(
     // restore_command copies it from here.
     let wal_dir = cluster.root_dir().join("wal");
     create_dir(&wal_dir)?;
+    options.enter(Step::ReadingWal);
     read_wal(context, manifest, Some(&wal_dir), report).await?;
     cluster.give_to_server_user(&wal_dir).map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
 
@@ -103,6 +107,7 @@ pub(crate) async fn verify(
         cancel: tokio_util::sync::CancellationToken::new(),
         progress: options.progress.clone(),
     };
+    options.enter(Step::RestoringFiles);
     let summary = crate::restore::run(context.repository.clone(), context.layout, &restore_options)
         .await
         .map_err(restore_failure)?;
@@ -114,6 +119,7 @@ pub(crate) async fn verify(
 
     let owner = crate::restore::resolve_owner(cluster.data_dir(), &options.os_user)
         .map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
+    options.enter(Step::Recovering);
     let reached = crate::restore::start::start_and_wait(
         &binaries,
         cluster.data_dir(),
@@ -143,6 +149,7 @@ pub(crate) async fn verify(
         databases.join(", ")
     );
 
+    options.enter(Step::Amcheck);
     report.amcheck = server.amcheck(cluster, options.amcheck, options.bin_dir.as_deref()).await?;
     if let Some(amcheck) = report.amcheck.as_ref().filter(|amcheck| !amcheck.passed) {
         return Err(Failure::new(
@@ -150,6 +157,7 @@ pub(crate) async fn verify(
             format!("amcheck found problems in the restored databases:\n{}", amcheck.output),
         ));
     }
+    options.enter(Step::Checks);
     let (results, failure) = server.run_checks(&options.checks, &options.default_database, &databases, false).await;
     report.checks = results;
     failure.map_or(Ok(()), Err)

@@ -411,7 +411,13 @@ pub async fn scalar(conn: &mut PgConnection, sql: &str) -> String {
 }
 
 /// Switches to a new WAL segment and waits until the finished one is archived.
+///
+/// A transaction with an xid is committed first, in its own statement, so the switch always has
+/// a record to close a segment after: with no WAL written since the last switch (right after a
+/// backup), `pg_switch_wal()` does nothing and returns a position whose segment is not the one
+/// the archiver reports next, and the wait would run out on PostgreSQL 17 and 18.
 pub async fn archive_current_segment(conn: &mut PgConnection) {
+    scalar(conn, "SELECT txid_current()::text").await;
     let segment = scalar(conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

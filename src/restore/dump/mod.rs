@@ -67,6 +67,7 @@ use crate::config::ConnectionString;
 use crate::format::dump_manifest::{DumpKeys, DumpManifest, TableRows};
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
 use crate::repository::{Repository, RepositoryError};
+use crate::restore::files::Progress;
 use crate::storage::ObjectKey;
 
 /// What to restore, and how.
@@ -302,12 +303,15 @@ pub async fn find_dump(
 /// Restores `request.database` of the dump `manifest` into `request.into`, using the PostgreSQL
 /// programs in `bin_dir` (or found as for every other command). `on_plan` hears what will be
 /// restored before the restore starts. Either everything is restored and verified, or nothing.
+/// The bytes of the database's object read for the restore are added to `progress.bytes` as they
+/// are read (the caller sets the total: the object's size, [`object_size`]).
 pub async fn restore(
     repository: &Repository,
     layout: &ClusterLayout,
     manifest: &DumpManifest,
     bin_dir: Option<&Path>,
     request: &RestoreRequest,
+    progress: &Progress,
     on_plan: &mut (dyn FnMut(&Plan) + Send),
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
@@ -422,6 +426,7 @@ pub async fn restore(
         tables: &plan.tables,
         whole_database: plan.whole_database,
         preamble: SessionPreamble { known: settings },
+        progress,
     };
     let bytes = job.run().await?;
     drop(list_file);
@@ -438,6 +443,12 @@ pub async fn restore(
         seconds: started.elapsed().as_secs_f64(),
         left_out: plan.left_out,
     })
+}
+
+/// The stored size of database `database`'s object in dump `manifest` (none: the dump has no such
+/// database, which [`restore`] reports).
+pub fn object_size(manifest: &DumpManifest, database: &str) -> Option<u64> {
+    manifest.databases.iter().find(|dumped| dumped.name == database).map(|dumped| dumped.object.size)
 }
 
 /// The major version in `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`.

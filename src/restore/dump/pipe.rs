@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -18,6 +19,7 @@ use super::select::display_table;
 use crate::format::dump_manifest::TableRows;
 use crate::postgres::process::{PgCommand, RedactedTail, describe_exit, redact};
 use crate::repository::Repository;
+use crate::restore::files::Progress;
 use crate::secret::Secret;
 use crate::storage::{ByteReader, ObjectKey};
 use crate::util::quote_identifier;
@@ -66,13 +68,15 @@ pub(super) enum FeedError {
     Aborted,
 }
 
-/// Copies `source` into a program's standard input, hashing it. When the program stops reading
-/// (pg_restore does once it has what it needs), `keep_reading` decides whether the rest is still
-/// read and hashed. Standard input is closed at the end.
+/// Copies `source` into a program's standard input, hashing it and adding what it reads to
+/// `counted` (if any). When the program stops reading (pg_restore does once it has what it needs),
+/// `keep_reading` decides whether the rest is still read and hashed. Standard input is closed at
+/// the end.
 pub(super) async fn feed(
     mut source: ByteReader,
     sink: ChildStdin,
     keep_reading: bool,
+    counted: Option<&AtomicU64>,
     abort: &CancellationToken,
 ) -> Result<Fed, FeedError> {
     let mut sink = Some(sink);
@@ -89,6 +93,9 @@ pub(super) async fn feed(
         }
         hasher.update(&buffer[..read]);
         bytes += read as u64;
+        if let Some(counted) = counted {
+            counted.fetch_add(read as u64, Ordering::Relaxed);
+        }
         if let Some(stdin) = sink.as_mut() {
             let written = tokio::select! {
                 written = stdin.write_all(&buffer[..read]) => written,
@@ -255,6 +262,8 @@ pub(super) struct Job<'a> {
     pub(super) whole_database: bool,
     /// What the target knows of pg_restore's opening settings.
     pub(super) preamble: SessionPreamble,
+    /// Advanced by the bytes read from the repository, as they are read.
+    pub(super) progress: &'a Progress,
 }
 
 impl Job<'_> {
@@ -288,7 +297,7 @@ impl Job<'_> {
         let stages = async {
             let feeding = async {
                 // Keep reading to the end even after pg_restore has what it needs: the hash covers it all.
-                let fed = feed(source, restore_stdin, true, &abort).await;
+                let fed = feed(source, restore_stdin, true, Some(&self.progress.bytes), &abort).await;
                 if matches!(fed, Err(FeedError::Read(_))) {
                     abort.cancel();
                 }

@@ -267,7 +267,7 @@ pub(super) async fn read_toc(
         stdout.read_to_string(&mut listing).await.map(|_| listing)
     };
     // pg_restore stops reading after the table of contents: the rest need not be read here.
-    let (fed, listing) = tokio::join!(feed(source, stdin, false, &never), reading);
+    let (fed, listing) = tokio::join!(feed(source, stdin, false, None, &never), reading);
     let status = child.wait().await;
     let stderr = stderr.lines().await;
     if let Err(FeedError::Read(error)) = fed {
