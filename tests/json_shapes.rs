@@ -16,9 +16,18 @@ use support::output::{assert_success, describe};
 use support::restored::{Restored, free_port};
 
 /// The shape of a document: objects keep their keys with the shapes of their values, arrays the
-/// distinct shapes of their items, scalars become their type's name. `schema` and `kind` keep
-/// their values, which say which shape applies.
-fn shape(value: &Value) -> Value {
+/// distinct shapes of their items, scalars become their type's name. The document's `schema`
+/// and a backup's or dump's `kind` (`"full"`, `"dump"`) keep their values: they say which shape
+/// applies.
+fn shape(document: &Value) -> Value {
+    let mut shaped = shape_of(document);
+    if let (Some(fields), Some(schema)) = (shaped.as_object_mut(), document.get("schema")) {
+        fields.insert("schema".to_owned(), schema.clone());
+    }
+    shaped
+}
+
+fn shape_of(value: &Value) -> Value {
     match value {
         Value::Null => Value::from("null"),
         Value::Bool(_) => Value::from("boolean"),
@@ -26,7 +35,7 @@ fn shape(value: &Value) -> Value {
         Value::String(_) => Value::from("string"),
         Value::Array(items) => {
             let mut shapes: Vec<Value> = Vec::new();
-            for item in items.iter().map(shape) {
+            for item in items.iter().map(shape_of) {
                 if !shapes.contains(&item) {
                     shapes.push(item);
                 }
@@ -36,9 +45,9 @@ fn shape(value: &Value) -> Value {
         Value::Object(fields) => Value::Object(
             fields
                 .iter()
-                .map(|(name, value)| match (name.as_str(), value) {
-                    ("schema" | "kind", Value::String(_)) => (name.clone(), value.clone()),
-                    _ => (name.clone(), shape(value)),
+                .map(|(name, value)| match (name.as_str(), value.as_str()) {
+                    ("kind", Some("full" | "dump")) => (name.clone(), value.clone()),
+                    _ => (name.clone(), shape_of(value)),
                 })
                 .collect::<Map<String, Value>>(),
         ),

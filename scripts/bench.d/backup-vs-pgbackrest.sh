@@ -407,7 +407,7 @@ for root, _, names in os.walk(wal_dir):
         if len(name) == 24 and start[:8] == name[:8] and start <= name <= stop:
             wal_stored += os.path.getsize(os.path.join(root, name))
             segments += 1
-json.dump(dict(id=backup["id"], stored_bytes=backup["stored_bytes"] + wal_stored, wal_segments=segments), sys.stdout)
+json.dump(dict(id=backup["id"], stored_bytes=backup["stored_size"] + wal_stored, wal_segments=segments), sys.stdout)
 PY
 if [ "$have_pgbackrest" = 1 ]; then
     # What pgBackRest's verify reads: every backup of the stanza (hashed as stored, by the repo
@@ -440,7 +440,7 @@ r.update(load=load)
 text = open(path + ".stdout").read()
 extra = ""
 if tool == "lifeboat":
-    (report,) = json.loads(text)
+    (report,) = json.loads(text)["reports"]
     if not report["passed"]:
         sys.exit(f"error: {name}: the verification did not pass: {report['failure']}")
     r["report"] = report
