@@ -178,17 +178,20 @@ fn interrupt(child: Child, operation: &str) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// About 40 MB in table `big`, so a backup, restore or verification runs long enough to be
+/// interrupted, with its WAL archived.
+async fn fill_and_archive(conn: &mut PgConnection) {
+    execute(conn, "CREATE TABLE big (id int, payload text)").await;
+    execute(conn, "INSERT INTO big SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 400000) g")
+        .await;
+    archive_current_segment(conn).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_cancels_a_backup_a_restore_and_a_verification_and_the_audit_log_says_so() {
     let setup = Setup::start_verifying("").await;
     let mut conn = setup.connect().await;
-    execute(&mut conn, "CREATE TABLE big (id int, payload text)").await;
-    execute(
-        &mut conn,
-        "INSERT INTO big SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 400000) g",
-    )
-    .await;
-    archive_current_segment(&mut conn).await;
+    fill_and_archive(&mut conn).await;
 
     let backup = start_and_wait(&setup, &["backup", "--workers", "1"], "backup");
     let stderr = interrupt(backup, "backup");
@@ -251,13 +254,7 @@ fn pg_basebackup_of(parent: u32) -> u32 {
 async fn sigint_stops_a_streamed_backup_kills_pg_basebackup_and_leaves_no_backup_listed() {
     let setup = Setup::start().await;
     let mut conn = setup.connect().await;
-    execute(&mut conn, "CREATE TABLE big (id int, payload text)").await;
-    execute(
-        &mut conn,
-        "INSERT INTO big SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 400000) g",
-    )
-    .await;
-    archive_current_segment(&mut conn).await;
+    fill_and_archive(&mut conn).await;
 
     let backup = start_and_wait(&setup, &["backup", "--method", "basebackup", "--workers", "1"], "backup");
     let streamer = pg_basebackup_of(backup.id());
