@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use super::OpContext;
 use super::event::{Event, Operation, Outcome, Totals};
@@ -177,25 +177,27 @@ async fn reporting_progress<T>(
     result
 }
 
-/// Runs `work`, emitting each step it enters (`steps`) as the operation's phase, at once.
+/// Runs `work`, emitting each step it enters (`steps`) as the operation's phase, in order.
 async fn reporting_steps<T>(
     context: &OpContext,
     operation: Operation,
-    mut steps: watch::Receiver<Option<Step>>,
+    mut steps: mpsc::UnboundedReceiver<Step>,
     work: impl Future<Output = Result<T, OpError>>,
 ) -> Result<T, OpError> {
     tokio::pin!(work);
-    loop {
+    let result = loop {
         tokio::select! {
             result = &mut work => break result,
-            Ok(()) = steps.changed() => {
-                let step = *steps.borrow_and_update();
-                if let Some(step) = step {
-                    context.events.emit(Event::PhaseChanged { operation, phase: step.as_str() }).await;
-                }
+            Some(step) = steps.recv() => {
+                context.events.emit(Event::PhaseChanged { operation, phase: step.as_str() }).await;
             }
         }
+    };
+    // Steps entered just before the work ended (cleaning up) are still told.
+    while let Ok(step) = steps.try_recv() {
+        context.events.emit(Event::PhaseChanged { operation, phase: step.as_str() }).await;
     }
+    result
 }
 
 /// A total that is 0 is not known yet.
@@ -443,8 +445,8 @@ fn verify_arguments(target: &VerifyTarget, ids: &[BackupId], options: &VerifyOpt
 /// Verifies `id` under the context's cancellation, reporting the bytes it restores (or reads) and
 /// the step it is at, and emits the verdict.
 async fn verify_report(context: &OpContext, id: BackupId, options: &VerifyOptions) -> Result<VerifyReport, OpError> {
-    let options = VerifyOptions { progress: Arc::default(), step: VerifyOptions::new_step(), ..options.clone() };
-    let steps = options.step.subscribe();
+    let (step_sender, steps) = mpsc::unbounded_channel();
+    let options = VerifyOptions { progress: Arc::default(), steps: Some(step_sender), ..options.clone() };
     let progress = options.progress.clone();
     let count = || (progress.bytes.load(Ordering::Relaxed), known(progress.bytes_total.load(Ordering::Relaxed)));
     let verifying = async {

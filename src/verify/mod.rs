@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use self::scratch::Scratch;
 use crate::catalog::id::BackupId;
@@ -63,9 +63,9 @@ pub struct VerifyOptions {
     /// Counts the bytes read (integrity only) or restored into the scratch cluster, restarted by
     /// each verification, for the caller to report progress from.
     pub progress: Arc<crate::restore::files::Progress>,
-    /// The step the verification is at, for the caller to show ([`Step`]); `None` before the
-    /// first.
-    pub step: Arc<watch::Sender<Option<Step>>>,
+    /// Where each step the verification enters is sent, in order and none lost (a quick step
+    /// still shows), for the caller to show ([`Step`]); `None` when nobody listens.
+    pub steps: Option<mpsc::UnboundedSender<Step>>,
 }
 
 /// What a verification is doing, as a progress display names it. Unlike the report's
@@ -100,14 +100,12 @@ impl Step {
 }
 
 impl VerifyOptions {
-    /// A fresh step channel (no step yet), for a verification of its own.
-    pub fn new_step() -> Arc<watch::Sender<Option<Step>>> {
-        Arc::new(watch::Sender::new(None))
-    }
-
     /// Says the verification is now at `step`.
     fn enter(&self, step: Step) {
-        self.step.send_replace(Some(step));
+        if let Some(steps) = &self.steps {
+            // A listener that has gone away no longer needs to know.
+            let _ = steps.send(step);
+        }
     }
 
     pub fn from_config(config: &Config) -> VerifyOptions {
@@ -128,7 +126,7 @@ impl VerifyOptions {
             os_user: config.cluster.os_user.clone(),
             bin_dir: config.cluster.bin_dir.clone(),
             progress: Arc::default(),
-            step: VerifyOptions::new_step(),
+            steps: None,
         }
     }
 }
