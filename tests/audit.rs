@@ -120,7 +120,7 @@ async fn every_operation_leaves_one_audit_line_locally_and_in_the_repository_wit
     assert_eq!(document["schema"], "audit/1");
     let mirrored: Vec<serde_json::Value> = serde_json::from_value(document["records"].clone()).unwrap();
     for (name, records) in [("local file", &local), ("repository", &mirrored)] {
-        for operation in ["backup", "dump", "verify", "restore", "delete"] {
+        for operation in ["key-add", "backup", "dump", "verify", "restore", "delete"] {
             let lines = finished(records, operation);
             assert_eq!(lines.len(), 1, "{name}: one finished {operation}: {records:#?}");
             assert_eq!(lines[0]["result"], "succeeded", "{name}: {:#}", lines[0]);
@@ -128,6 +128,7 @@ async fn every_operation_leaves_one_audit_line_locally_and_in_the_repository_wit
             assert_eq!(lines[0]["user"], "root");
         }
         assert_eq!(finished(records, "backup")[0]["created"][0], backup_id.as_str(), "{name}");
+        assert_eq!(finished(records, "key-add")[0]["arguments"]["kind"], "passphrase", "{name}");
         assert_eq!(finished(records, "delete")[0]["deleted"][0], dump_id.as_str(), "{name}");
         assert_eq!(finished(records, "restore")[0]["arguments"]["backup"], backup_id.as_str(), "{name}");
         let pushed = finished(records, "wal-push");

@@ -393,7 +393,7 @@ async fn what_cannot_be_backed_up_is_refused_with_the_next_step() {
     let root = dir.path().display().to_string();
     let write_config = |cluster_table: &str| {
         let config = format!(
-            "[cluster]\nname = \"main\"\n{cluster_table}\n[repository]\nurl = \"file://{root}/repo\"\nkey_file = \"{root}/repo.key\"\n"
+            "[cluster]\nname = \"main\"\n{cluster_table}\n[audit]\npath = \"{root}/audit.jsonl\"\n\n[repository]\nurl = \"file://{root}/repo\"\nkey_file = \"{root}/repo.key\"\n"
         );
         std::fs::write(dir.path().join("lifeboat.toml"), config).unwrap();
         dir.path().join("lifeboat.toml")

@@ -23,7 +23,7 @@ impl Setup {
         std::fs::write(dir.path().join("passphrase"), format!("{PASSPHRASE}\n")).unwrap();
         std::fs::set_permissions(dir.path().join("passphrase"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = format!(
-            "[cluster]\nname = \"main\"\n\n[repository]\nurl = \"file://{root}/repo\"\npassphrase_file = \"{root}/passphrase\"\n",
+            "[cluster]\nname = \"main\"\n\n[audit]\npath = \"{root}/audit.jsonl\"\n\n[repository]\nurl = \"file://{root}/repo\"\npassphrase_file = \"{root}/passphrase\"\n",
             root = dir.path().display()
         );
         std::fs::write(dir.path().join("lifeboat.toml"), config).unwrap();

@@ -96,9 +96,11 @@ impl Env {
         let root = self.dir.path().display();
         let bin_dir = bin_dir.map(|dir| format!("bin_dir = \"{}\"\n", dir.display())).unwrap_or_default();
         let repository = match &self.backend {
-            Backend::Local => format!("[repository]\nurl = \"file://{root}/repo\"\nkey_file = \"{root}/repo.key\"\n"),
+            Backend::Local => format!(
+                "[audit]\npath = \"{root}/audit.jsonl\"\n\n[repository]\nurl = \"file://{root}/repo\"\nkey_file = \"{root}/repo.key\"\n"
+            ),
             Backend::S3(settings) => format!(
-                "[repository]\nurl = \"s3://{bucket}/prod\"\nkey_file = \"{root}/repo.key\"\n\n[repository.s3]\n\
+                "[audit]\npath = \"{root}/audit.jsonl\"\n\n[repository]\nurl = \"s3://{bucket}/prod\"\nkey_file = \"{root}/repo.key\"\n\n[repository.s3]\n\
                  endpoint = \"{endpoint}\"\nforce_path_style = true\naccess_key_id = \"{ACCESS_KEY}\"\n\
                  secret_access_key = \"{SECRET_KEY}\"\n",
                 bucket = settings.bucket,

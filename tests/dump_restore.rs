@@ -104,7 +104,7 @@ impl Env {
         let root = self.dir.path().display();
         let bin_dir = bin_dir.map(|dir| format!("bin_dir = \"{}\"\n", dir.display())).unwrap_or_default();
         let config = format!(
-            "[cluster]\nname = \"main\"\nconnection = \"{}\"\n{bin_dir}\n[repository]\nurl = \"file://{root}/repo\"\n\
+            "[cluster]\nname = \"main\"\nconnection = \"{}\"\n{bin_dir}\n[audit]\npath = \"{root}/audit.jsonl\"\n\n[repository]\nurl = \"file://{root}/repo\"\n\
              key_file = \"{root}/repo.key\"\n",
             self.source.connection_url()
         );

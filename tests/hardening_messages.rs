@@ -61,7 +61,8 @@ impl Repositories {
     /// The configuration of repository `name`, opened by `key` (a `key_file = ...` line or the like).
     fn write_config(&self, name: &str, key: &str) {
         let config = format!(
-            "[cluster]\nname = \"main\"\n\n[repository]\nurl = \"file://{}\"\n{key}",
+            "[cluster]\nname = \"main\"\n\n[audit]\npath = \"{}\"\n\n[repository]\nurl = \"file://{}\"\n{key}",
+            self.path("audit.jsonl").display(),
             self.path(name).display()
         );
         std::fs::write(self.config(name), config).unwrap();

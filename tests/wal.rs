@@ -59,8 +59,9 @@ impl Archive {
                  secret_access_key = \"{SECRET_KEY}\"\n"
             ),
         };
-        let config =
-            format!("[cluster]\nname = \"main\"\n\n[wal]\nprefetch = {prefetch}\n\n[repository]\n{repository}");
+        let config = format!(
+            "[cluster]\nname = \"main\"\n\n[wal]\nprefetch = {prefetch}\n\n[audit]\npath = \"{root}/audit.jsonl\"\n\n[repository]\n{repository}"
+        );
         std::fs::write(dir.path().join("lifeboat.toml"), config).unwrap();
         let archive = Archive { dir, backend };
         assert_success(&archive.run(&["init"]));

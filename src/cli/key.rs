@@ -11,7 +11,7 @@ use crate::config::{Config, SecretOrigin};
 use crate::keys::Unlock;
 use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
-use crate::ops::open::{configured_unlock, connect_store, key_probes, open_repository, write_options};
+use crate::ops::open::{configured_unlock, connect_store, key_probes, write_options};
 use crate::report::{
     self,
     repository::{KeyCheckView, KeyListView, SlotView},
@@ -66,9 +66,9 @@ pub async fn run(config_path: Option<&Path>, command: KeyCommand) -> anyhow::Res
     let config = Config::load(config_path)?;
     match command {
         KeyCommand::Add(args) => {
-            let mut repository = open_repository(&config).await?;
+            let context = crate::ops::open(config).await?;
             let unlock = new_unlock(&args)?;
-            let slot = repository.add_slot(&unlock, &args.label).await?;
+            let slot = crate::ops::key_add(&context, &unlock, &args.label).await?;
             println!("added key slot {} ({}) for {}", slot.id, slot.kind, unlock.describe());
         }
         KeyCommand::List { json } => {
@@ -85,14 +85,11 @@ pub async fn run(config_path: Option<&Path>, command: KeyCommand) -> anyhow::Res
             }
         }
         KeyCommand::Remove { slot } => {
-            let mut repository = open_repository(&config).await?;
-            let removed = repository.remove_slot(&slot).await?;
+            let context = crate::ops::open(config).await?;
+            let removed = crate::ops::key_remove(&context, &slot).await?;
             println!(
                 "removed key slot {} ({}, {:?}); {} slot(s) remain",
-                removed.id,
-                removed.kind,
-                removed.label,
-                repository.file().slots.len()
+                removed.slot.id, removed.slot.kind, removed.slot.label, removed.remaining
             );
         }
         KeyCommand::Check { json } => check(&config, json).await?,

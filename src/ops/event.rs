@@ -33,6 +33,10 @@ pub enum Operation {
     Delete,
     WalPush,
     WalCheck,
+    /// A key slot added: one more passphrase or key file opens the repository.
+    KeyAdd,
+    /// A key slot removed: its passphrase or key file no longer opens the repository.
+    KeyRemove,
 }
 
 impl Operation {
@@ -45,6 +49,8 @@ impl Operation {
             Operation::Delete => "delete",
             Operation::WalPush => "wal-push",
             Operation::WalCheck => "wal-check",
+            Operation::KeyAdd => "key-add",
+            Operation::KeyRemove => "key-remove",
         }
     }
 

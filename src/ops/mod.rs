@@ -1,5 +1,5 @@
-//! Operations: the one library-level way to run backup, dump, verify, restore, delete, wal-push
-//! and the WAL check, whoever the caller (the CLI now; the daemon and the migration runner later).
+//! Operations: the one library-level way to run backup, dump, verify, restore, delete, wal-push,
+//! the WAL check and key slot changes, whoever the caller (the CLI now; the daemon and the migration runner later).
 //!
 //! Every operation takes an [`OpContext`] (configuration, opened repository, cluster layout,
 //! cancellation, event sink) and typed options, returns a typed result and prints nothing. Each
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::open::OpenError;
 pub use self::run::{
-    BackupAndVerify, DumpAndVerify, OpError, VerifyOutcome, VerifyTarget, backup, backup_then_verify, delete, dump,
-    dump_then_verify, restore, restore_dump, verify, wal_check, wal_push,
+    BackupAndVerify, DumpAndVerify, OpError, RemovedSlot, VerifyOutcome, VerifyTarget, backup, backup_then_verify,
+    delete, dump, dump_then_verify, key_add, key_remove, restore, restore_dump, verify, wal_check, wal_push,
 };
 use crate::catalog::layout::ClusterLayout;
 use crate::config::Config;

@@ -22,6 +22,8 @@ use crate::catalog::listing::{self, CatalogError, Deleted};
 use crate::dump::{DumpError, DumpRequest, Progress, Selection};
 use crate::format::dump_manifest::DumpManifest;
 use crate::format::verify_report::VerifyReport;
+use crate::keys::Unlock;
+use crate::keys::slots::KeySlot;
 use crate::restore::{RestoreError, RestoreOptions, RestoreSummary};
 use crate::storage::StorageError;
 use crate::verify::{Step, VerifyError, VerifyOptions};
@@ -55,6 +57,10 @@ pub enum OpError {
     Push(#[from] PushError),
     #[error(transparent)]
     Check(#[from] CheckError),
+    #[error(transparent)]
+    Open(#[from] super::OpenError),
+    #[error(transparent)]
+    Repository(#[from] crate::repository::RepositoryError),
     #[error(
         "cluster {cluster:?} has no backups or dumps in {location} to verify; take one with `lifeboat backup` or \
          `lifeboat dump`"
@@ -577,6 +583,42 @@ pub async fn wal_check(context: &OpContext) -> Result<ArchiveReport, OpError> {
             Outcome::Failed { error: format!("the WAL archive has {gaps} gap(s)") }
         };
         (Totals::default(), outcome)
+    })
+    .await
+}
+
+/// A key slot removed, and how many remain.
+#[derive(Debug, Clone)]
+pub struct RemovedSlot {
+    pub slot: KeySlot,
+    pub remaining: usize,
+}
+
+/// Adds a key slot that `unlock` (a new passphrase or key file) opens. The trail records who
+/// added which kind of slot; never the secret.
+pub async fn key_add(context: &OpContext, unlock: &Unlock, label: &str) -> Result<KeySlot, OpError> {
+    let arguments = arguments([("kind", unlock.kind().to_string()), ("label", label.to_owned())]);
+    let work = async {
+        // A handle of its own: changing a slot rewrites lifeboat.repo through it.
+        let mut repository = super::open::open_repository(&context.config).await?;
+        Ok(repository.add_slot(unlock, label).await?)
+    };
+    run_operation(context, Operation::KeyAdd, arguments, false, work, |slot: &KeySlot| {
+        (Totals { created: vec![slot.id.clone()], ..Totals::default() }, Outcome::Succeeded)
+    })
+    .await
+}
+
+/// Removes key slot `slot_id` (the last one is refused: nothing could open the repository).
+pub async fn key_remove(context: &OpContext, slot_id: &str) -> Result<RemovedSlot, OpError> {
+    let arguments = arguments([("slot", slot_id.to_owned())]);
+    let work = async {
+        let mut repository = super::open::open_repository(&context.config).await?;
+        let slot = repository.remove_slot(slot_id).await?;
+        Ok(RemovedSlot { slot, remaining: repository.file().slots.len() })
+    };
+    run_operation(context, Operation::KeyRemove, arguments, false, work, |removed: &RemovedSlot| {
+        (Totals { deleted: vec![removed.slot.id.clone()], ..Totals::default() }, Outcome::Succeeded)
     })
     .await
 }
