@@ -35,64 +35,6 @@ impl Entry {
             Entry::Dump(manifest) => manifest.id,
         }
     }
-
-    pub fn kind(&self) -> BackupKind {
-        self.id().kind()
-    }
-
-    pub fn start_time(&self) -> chrono::DateTime<chrono::Utc> {
-        match self {
-            Entry::Full(manifest) => manifest.start_time,
-            Entry::Dump(manifest) => manifest.started_at,
-        }
-    }
-
-    pub fn stop_time(&self) -> chrono::DateTime<chrono::Utc> {
-        match self {
-            Entry::Full(manifest) => manifest.stop_time,
-            Entry::Dump(manifest) => manifest.finished_at,
-        }
-    }
-
-    /// Seconds from start to stop (0 if the clock went backwards).
-    pub fn duration_seconds(&self) -> f64 {
-        (self.stop_time() - self.start_time()).to_std().map_or(0.0, |duration| duration.as_secs_f64())
-    }
-
-    /// Plaintext bytes: what a restore writes.
-    pub fn size(&self) -> u64 {
-        match self {
-            Entry::Full(manifest) => manifest.totals.bytes,
-            Entry::Dump(manifest) => dump_objects(manifest).map(|object| object.size).sum(),
-        }
-    }
-
-    /// Bytes of the data objects as stored (compressed, encrypted, framed).
-    pub fn stored_size(&self) -> u64 {
-        match self {
-            Entry::Full(manifest) => manifest.totals.stored_bytes,
-            Entry::Dump(manifest) => dump_objects(manifest).map(|object| object.stored_size).sum(),
-        }
-    }
-
-    /// Plaintext bytes per stored byte (1.0 when nothing was stored), as in
-    /// [`BackupManifest::compression_ratio`].
-    pub fn compression_ratio(&self) -> f64 {
-        let stored = self.stored_size();
-        if stored == 0 { 1.0 } else { self.size() as f64 / stored as f64 }
-    }
-
-    /// The names of the databases of a dump; empty for a base backup.
-    pub fn databases(&self) -> Vec<&str> {
-        match self {
-            Entry::Full(_) => Vec::new(),
-            Entry::Dump(manifest) => manifest.databases.iter().map(|database| database.name.as_str()).collect(),
-        }
-    }
-}
-
-fn dump_objects(manifest: &DumpManifest) -> impl Iterator<Item = &crate::format::dump_manifest::DumpObject> {
-    std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|database| &database.object))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -311,7 +253,7 @@ pub async fn resolve(repository: &Repository, layout: &ClusterLayout, text: &str
 }
 
 /// What a delete removed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deleted {
     pub id: BackupId,
     /// Objects removed, the manifest and verification reports included.

@@ -169,7 +169,7 @@ fn print_wal(wal: &WalArchiveView) {
     }
     println!("archived WAL:");
     for timeline in &wal.timelines {
-        println!("  timeline {}: {} segment(s)", timeline.timeline, timeline.segments);
+        println!("  timeline {}: {} segment(s)", timeline.timeline.id(), timeline.segments);
         for range in &timeline.ranges {
             println!("    {} .. {}  {} segment(s)", range.first, range.last, range.segments);
         }

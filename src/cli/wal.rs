@@ -102,25 +102,24 @@ pub async fn run(config_path: Option<&Path>, command: WalCommand) -> anyhow::Res
 fn print_report(report: &WalArchiveView) {
     println!("cluster   {}", report.cluster);
     println!("archive   {}", report.location);
-    let segment_size = format!("{} MiB", report.segment_size / (1024 * 1024));
     let empty = report.timelines.is_empty() && report.history_files.is_empty();
     match &report.system_identifier {
         Some(id) if report.postgres_versions.is_empty() => {
-            println!("system    {id}, WAL segments of {}", segment_size)
+            println!("system    {id}, WAL segments of {}", report.segment_size)
         }
         Some(id) => println!(
             "system    {id}, PostgreSQL {}, WAL segments of {}",
             report.postgres_versions.join(", "),
-            segment_size
+            report.segment_size
         ),
         None if empty => {}
-        None => println!("system    unknown (no cluster record); assuming {} segments", segment_size),
+        None => println!("system    unknown (no cluster record); assuming {} segments", report.segment_size),
     }
     if empty {
         println!("\nno WAL archived yet (archive_command = 'lifeboat wal-push %p' stores it)");
     }
     for timeline in &report.timelines {
-        println!("\ntimeline {} ({:08X}): {} segment(s)", timeline.timeline, timeline.timeline, timeline.segments);
+        println!("\ntimeline {} ({}): {} segment(s)", timeline.timeline.id(), timeline.timeline, timeline.segments);
         for range in &timeline.ranges {
             println!("  {} .. {}  {} segment(s)", range.first, range.last, range.segments);
         }

@@ -122,6 +122,28 @@ pub struct TableRows {
 }
 
 impl DumpManifest {
+    /// The globals object, then each database's, in dump order.
+    pub fn objects(&self) -> impl Iterator<Item = &DumpObject> {
+        std::iter::once(&self.globals.object).chain(self.databases.iter().map(|database| &database.object))
+    }
+
+    /// Plaintext bytes of all its objects: what a restore reads.
+    pub fn size(&self) -> u64 {
+        self.objects().map(|object| object.size).sum()
+    }
+
+    /// Bytes of all its objects as stored (compressed, encrypted, framed).
+    pub fn stored_size(&self) -> u64 {
+        self.objects().map(|object| object.stored_size).sum()
+    }
+
+    /// Plaintext bytes per stored byte (1.0 when nothing was stored), as
+    /// [`crate::format::backup_manifest::BackupManifest::compression_ratio`].
+    pub fn compression_ratio(&self) -> f64 {
+        let stored = self.stored_size();
+        if stored == 0 { 1.0 } else { self.size() as f64 / stored as f64 }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut json = serde_json::to_vec_pretty(self).expect("a dump manifest serialises");
         json.push(b'\n');

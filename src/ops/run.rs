@@ -299,19 +299,13 @@ pub async fn dump(
         Operation::Dump,
         || (stored.load(Ordering::Relaxed), None),
         dumping,
-        |manifest: &DumpManifest| Some((stored.load(Ordering::Relaxed), Some(dump_size(manifest)))),
+        |manifest: &DumpManifest| Some((stored.load(Ordering::Relaxed), Some(manifest.size()))),
     );
     run_operation(context, Operation::Dump, arguments([("databases", selection)]), false, work, |manifest| {
-        let totals = Totals { bytes: dump_size(manifest), created: vec![manifest.id.to_string()], deleted: Vec::new() };
+        let totals = Totals { bytes: manifest.size(), created: vec![manifest.id.to_string()], deleted: Vec::new() };
         (totals, Outcome::Succeeded)
     })
     .await
-}
-
-/// The bytes a dump holds (before compression).
-fn dump_size(manifest: &DumpManifest) -> u64 {
-    let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
-    objects.map(|object| object.size).sum()
 }
 
 /// A dump and, with `verify`, its verification.

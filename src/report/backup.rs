@@ -258,9 +258,6 @@ impl DumpView {
         verification: Option<VerificationView>,
         detail: Detail,
     ) -> DumpView {
-        let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
-        let (size, stored_size) =
-            objects.fold((0, 0), |(size, stored), object| (size + object.size, stored + object.stored_size));
         DumpView {
             id: manifest.id.to_string(),
             kind: "dump",
@@ -273,9 +270,9 @@ impl DumpView {
             start_time: manifest.started_at,
             stop_time: manifest.finished_at,
             duration_seconds: round(seconds_between(manifest.started_at, manifest.finished_at), 3),
-            size,
-            stored_size,
-            compression_ratio: round(if stored_size == 0 { 1.0 } else { size as f64 / stored_size as f64 }, 2),
+            size: manifest.size(),
+            stored_size: manifest.stored_size(),
+            compression_ratio: round(manifest.compression_ratio(), 2),
             globals: GlobalsView {
                 key: manifest.globals.object.key.clone(),
                 size: manifest.globals.object.size,

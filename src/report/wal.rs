@@ -3,6 +3,8 @@
 use serde::Serialize;
 
 use super::Document;
+use crate::catalog::lsn::Timeline;
+use crate::catalog::wal::SegmentSize;
 use crate::wal::check::{ArchiveReport, Gap, SegmentRange};
 
 #[derive(Debug, Clone, Serialize)]
@@ -13,7 +15,8 @@ pub struct WalArchiveView {
     pub system_identifier: Option<String>,
     /// PostgreSQL majors that archived.
     pub postgres_versions: Vec<String>,
-    pub segment_size: u32,
+    /// Bytes per segment.
+    pub segment_size: SegmentSize,
     pub timelines: Vec<TimelineView>,
     /// `00000002.history`, ...
     pub history_files: Vec<String>,
@@ -25,7 +28,8 @@ pub struct WalArchiveView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineView {
-    pub timeline: u32,
+    /// The timeline's number.
+    pub timeline: Timeline,
     /// Complete segments archived on this timeline.
     pub segments: u64,
     pub ranges: Vec<SegmentRange>,
@@ -49,12 +53,12 @@ impl WalArchiveView {
             location: report.location.clone(),
             system_identifier: report.system_identifier.map(|id| id.to_string()),
             postgres_versions: report.postgres_versions.clone(),
-            segment_size: report.segment_size.bytes(),
+            segment_size: report.segment_size,
             timelines: report
                 .timelines
                 .iter()
                 .map(|timeline| TimelineView {
-                    timeline: timeline.timeline.id(),
+                    timeline: timeline.timeline,
                     segments: timeline.segments,
                     ranges: timeline.ranges.clone(),
                     gaps: timeline.gaps.clone(),

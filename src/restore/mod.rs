@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use self::files::{Destination, Owner, Progress};
@@ -94,7 +93,7 @@ pub struct RestoreOptions {
 }
 
 /// The outcome of a restore (or of a dry run: the plan, and nothing written).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RestoreSummary {
     pub backup: BackupId,
     pub backup_stop_time: String,

@@ -38,8 +38,7 @@ pub(crate) async fn verify(
 ) -> Result<(), Failure> {
     let options = context.options;
     // Every object is read once, through read_object or the restore.
-    let objects = std::iter::once(&manifest.globals.object).chain(manifest.databases.iter().map(|db| &db.object));
-    options.progress.restart(objects.map(|object| object.size).sum());
+    options.progress.restart(manifest.size());
     options.enter(Step::ReadingObjects);
     read_object(context, &manifest.globals.object, report).await?;
     if options.integrity_only {

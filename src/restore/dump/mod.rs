@@ -117,7 +117,7 @@ pub struct LeftOut {
 }
 
 /// A completed restore.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RestoreReport {
     pub dump: BackupId,
     pub database: String,
