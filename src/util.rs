@@ -1,5 +1,5 @@
 //! Small helpers several modules share, each written once: byte counts and numbers for people,
-//! SQL identifier quoting, percent-encoding for connection URLs, shell quoting for the commands
+//! rounding and durations for reports, SQL identifier quoting, percent-encoding for connection URLs, shell quoting for the commands
 //! PostgreSQL runs, and whether a process is alive.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
@@ -33,6 +33,17 @@ pub fn group_thousands(number: u64) -> String {
 }
 
 /// `name` as a PostgreSQL quoted identifier: in double quotes, with double quotes doubled.
+/// `value` rounded to `decimals` places, so a report does not print 0.30000000000000004.
+pub fn round_to(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// Seconds from `start` to `stop`; 0 when the clock went backwards.
+pub fn seconds_between(start: chrono::DateTime<chrono::Utc>, stop: chrono::DateTime<chrono::Utc>) -> f64 {
+    (stop - start).to_std().map_or(0.0, |duration| duration.as_secs_f64())
+}
+
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -85,6 +96,13 @@ pub fn process_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_keeps_the_asked_decimals() {
+        assert_eq!(round_to(0.1 + 0.2, 3), 0.3);
+        assert_eq!(round_to(2.345_67, 2), 2.35);
+        assert_eq!(round_to(1234.5, 0), 1235.0);
+    }
 
     #[test]
     fn sizes_read_well() {

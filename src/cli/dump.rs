@@ -3,13 +3,12 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
 use clap::Args;
 
 use crate::dump::{DumpRequest, Progress, Selection};
 use crate::format::dump_manifest::DumpObject;
 use crate::report::{self, backup::DumpView};
-use crate::util::{format_bytes, group_thousands};
+use crate::util::{format_bytes, group_thousands, seconds_between};
 
 #[derive(Debug, Args)]
 pub struct DumpArgs {
@@ -58,7 +57,7 @@ pub async fn run(config_path: Option<&Path>, args: DumpArgs) -> anyhow::Result<(
                 &database.name,
                 &database.object,
                 Some((database.tables.len(), database.total_rows())),
-                seconds(database.started_at, database.finished_at),
+                Some(seconds_between(database.started_at, database.finished_at)),
             ),
         };
         super::progress::above_bars(|| {
@@ -115,8 +114,4 @@ fn print_summary(view: &DumpView) {
         group_thousands(rows),
         view.duration_seconds
     );
-}
-
-fn seconds(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
-    (end - start).to_std().ok().map(|duration| duration.as_secs_f64())
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Document, round};
+use super::Document;
 use crate::backup::BackupSummary;
 use crate::catalog::audit::Verification;
 use crate::catalog::layout::ClusterLayout;
@@ -12,6 +12,7 @@ use crate::catalog::listing::{self, Entry};
 use crate::format::backup_manifest::{BackupManifest, BackupMethod, Tablespace, Totals};
 use crate::format::dump_manifest::{DumpManifest, TableRows};
 use crate::format::verify_report::VerifyReport;
+use crate::util::{round_to as round, seconds_between};
 use crate::wal::check::ArchiveReport;
 
 /// How much of a backup or dump a view holds.
@@ -331,8 +332,4 @@ impl VerificationView {
             latest: Some(Some(report.clone())),
         }
     }
-}
-
-fn seconds_between(start: DateTime<Utc>, stop: DateTime<Utc>) -> f64 {
-    (stop - start).to_std().map_or(0.0, |duration| duration.as_secs_f64())
 }

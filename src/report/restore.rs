@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Document, round};
+use super::Document;
 use crate::format::dump_manifest::TableRows;
 use crate::restore::RestoreSummary;
 use crate::restore::dump::{LeftOut, RestoreReport};
 use crate::restore::start::Reached;
 use crate::restore::target_dir::ExistingData;
+use crate::util::round_to as round;
 
 /// A physical restore, done or (with `dry_run`) planned.
 #[derive(Debug, Clone, Serialize)]

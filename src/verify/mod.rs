@@ -261,5 +261,5 @@ pub async fn verify(
 
 /// Seconds to the millisecond, for reports.
 fn round(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
+    crate::util::round_to(seconds, 3)
 }
