@@ -163,12 +163,12 @@ fn print_table(entries: &[EntryView]) {
 }
 
 fn print_wal(wal: &WalArchiveView) {
-    if wal.timelines.is_empty() {
+    if wal.archive.timelines.is_empty() {
         println!("archived WAL: none yet (archive_command = 'lifeboat wal-push %p' stores it)");
         return;
     }
     println!("archived WAL:");
-    for timeline in &wal.timelines {
+    for timeline in &wal.archive.timelines {
         println!("  timeline {}: {} segment(s)", timeline.timeline.id(), timeline.segments);
         for range in &timeline.ranges {
             println!("    {} .. {}  {} segment(s)", range.first, range.last, range.segments);

@@ -99,11 +99,11 @@ pub async fn run(config_path: Option<&Path>, command: WalCommand) -> anyhow::Res
     Ok(())
 }
 
-fn print_report(report: &WalArchiveView) {
+fn print_report(view: &WalArchiveView) {
+    let report = &view.archive;
     println!("cluster   {}", report.cluster);
     println!("archive   {}", report.location);
-    let empty = report.timelines.is_empty() && report.history_files.is_empty();
-    match &report.system_identifier {
+    match report.system_identifier {
         Some(id) if report.postgres_versions.is_empty() => {
             println!("system    {id}, WAL segments of {}", report.segment_size)
         }
@@ -112,10 +112,10 @@ fn print_report(report: &WalArchiveView) {
             report.postgres_versions.join(", "),
             report.segment_size
         ),
-        None if empty => {}
+        None if report.is_empty() => {}
         None => println!("system    unknown (no cluster record); assuming {} segments", report.segment_size),
     }
-    if empty {
+    if report.is_empty() {
         println!("\nno WAL archived yet (archive_command = 'lifeboat wal-push %p' stores it)");
     }
     for timeline in &report.timelines {
@@ -137,8 +137,8 @@ fn print_report(report: &WalArchiveView) {
     if !report.unrecognised.is_empty() {
         println!("\nnot WAL files (ignored): {}", report.unrecognised.join(", "));
     }
-    if !empty {
-        let gaps = report.gaps;
+    if !report.is_empty() {
+        let gaps = view.gaps;
         println!("\n{}", if gaps == 0 { "no gaps".to_string() } else { format!("{gaps} gap(s)") });
     }
 }

@@ -117,6 +117,11 @@ impl ArchiveReport {
         }
     }
 
+    /// Whether nothing was ever archived (no segment, no history file).
+    pub fn is_empty(&self) -> bool {
+        self.timelines.is_empty() && self.history_files.is_empty()
+    }
+
     /// Every gap, with its timeline.
     pub fn gaps(&self) -> impl Iterator<Item = (Timeline, &Gap)> {
         self.timelines.iter().flat_map(|timeline| timeline.gaps.iter().map(|gap| (timeline.timeline, gap)))
