@@ -72,7 +72,8 @@ fn print_plan(id: &str, database: &str, into: &str, plan: &Plan) {
     }
 }
 
-fn print_summary(report: &DumpRestoreView) {
+fn print_summary(view: &DumpRestoreView) {
+    let report = &view.report;
     if !report.whole_database {
         for table in &report.tables {
             println!("  {:<40} {:>14} rows", display_table(&table.schema, &table.table), group_thousands(table.rows));

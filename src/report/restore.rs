@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Document;
-use crate::format::dump_manifest::TableRows;
 use crate::restore::RestoreSummary;
-use crate::restore::dump::{LeftOut, RestoreReport};
+use crate::restore::dump::RestoreReport;
 use crate::restore::start::Reached;
 use crate::restore::target_dir::ExistingData;
 use crate::util::round_to as round;
@@ -124,24 +123,12 @@ impl RestoreView {
     }
 }
 
-/// A logical restore of one database (or some of its tables) from a dump.
+/// A logical restore of one database (or some of its tables) from a dump: the restore's report
+/// as [`crate::restore::dump`] builds it (its fields are the documented shape).
 #[derive(Debug, Clone, Serialize)]
 pub struct DumpRestoreView {
-    pub dump: String,
-    pub database: String,
-    /// The target server, password redacted.
-    pub into: String,
-    pub clean: bool,
-    /// Whether the whole database was restored (no `--table`).
-    pub whole_database: bool,
-    /// Every restored table with its rows, each equal to the dump's count.
-    pub tables: Vec<TableRows>,
-    pub rows: u64,
-    /// Bytes of the dump read from the repository.
-    pub bytes: u64,
-    pub seconds: f64,
-    /// Entries of the dump not restored with the chosen tables, and why.
-    pub left_out: Vec<LeftOut>,
+    #[serde(flatten)]
+    pub report: RestoreReport,
 }
 
 impl Document for DumpRestoreView {
@@ -152,17 +139,6 @@ impl Document for DumpRestoreView {
 
 impl DumpRestoreView {
     pub fn new(report: &RestoreReport) -> DumpRestoreView {
-        DumpRestoreView {
-            dump: report.dump.to_string(),
-            database: report.database.clone(),
-            into: report.into.clone(),
-            clean: report.clean,
-            whole_database: report.whole_database,
-            tables: report.tables.clone(),
-            rows: report.rows,
-            bytes: report.bytes,
-            seconds: round(report.seconds, 3),
-            left_out: report.left_out.clone(),
-        }
+        DumpRestoreView { report: report.clone() }
     }
 }

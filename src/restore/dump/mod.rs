@@ -117,7 +117,7 @@ pub struct LeftOut {
 }
 
 /// A completed restore.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
     pub dump: BackupId,
     pub database: String,
@@ -440,7 +440,7 @@ pub async fn restore(
         rows: plan.tables.iter().map(|table| table.rows).sum(),
         tables: plan.tables,
         bytes,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: crate::util::round_to(started.elapsed().as_secs_f64(), 3),
         left_out: plan.left_out,
     })
 }
