@@ -37,6 +37,10 @@ pub enum Operation {
     KeyAdd,
     /// A key slot removed: its passphrase or key file no longer opens the repository.
     KeyRemove,
+    /// Backups, dumps, reports and WAL the retention policy no longer keeps were removed.
+    Expire,
+    /// A copy repository was brought up to date with the primary.
+    Copy,
 }
 
 impl Operation {
@@ -51,13 +55,18 @@ impl Operation {
             Operation::WalCheck => "wal-check",
             Operation::KeyAdd => "key-add",
             Operation::KeyRemove => "key-remove",
+            Operation::Expire => "expire",
+            Operation::Copy => "copy",
         }
     }
 
     /// Long operations also leave an audit line when they start, so one that never finished
     /// (the host died) still shows in the trail.
     pub fn is_long(self) -> bool {
-        matches!(self, Operation::Backup | Operation::Dump | Operation::Verify | Operation::Restore)
+        matches!(
+            self,
+            Operation::Backup | Operation::Dump | Operation::Verify | Operation::Restore | Operation::Expire | Operation::Copy
+        )
     }
 }
 

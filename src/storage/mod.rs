@@ -68,7 +68,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
 
     /// Removes the object. Deleting a key that holds nothing succeeds, so deletes can be retried.
+    /// An object still under retention (S3 Object Lock) is not removed: [`StorageError::Locked`].
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+
+    /// Until when the object under `key` cannot be deleted (S3 Object Lock retention), or `None`
+    /// when it can be deleted now (no retention, retention passed, no such object, or a backend
+    /// without retention).
+    async fn locked_until(&self, key: &ObjectKey) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
 
     /// Removes what interrupted puts left below `prefix` (a directory-like prefix ending in `/`)
     /// and left alone for at least `idle`: partial uploads (a local temporary file, an S3
@@ -111,6 +120,11 @@ pub enum StorageError {
 
     #[error("{location}: object {key} already exists and was left unchanged")]
     AlreadyExists { location: String, key: ObjectKey },
+
+    #[error(
+        "{location}: object {key} is under Object Lock retention until {until} and cannot be deleted before then"
+    )]
+    Locked { location: String, key: ObjectKey, until: chrono::DateTime<chrono::Utc> },
 
     #[error("{location}: bucket {bucket:?} does not exist; create it or correct repository.url")]
     BucketMissing { location: String, bucket: String },
@@ -162,6 +176,7 @@ impl StorageError {
             ),
             StorageError::NotFound { .. }
             | StorageError::AlreadyExists { .. }
+            | StorageError::Locked { .. }
             | StorageError::BucketMissing { .. }
             | StorageError::AccessDenied { .. }
             | StorageError::NoCredentials { .. } => false,
