@@ -18,6 +18,7 @@
 //! - [`dump`]: logical dumps (`pg_dump` per database, `pg_dumpall --globals-only`) with row counts.
 //! - [`restore`]: physical restores with point-in-time recovery, and logical restores of a dump's
 //!   databases or tables (`restore::dump`).
+//! - [`retention`]: the retention policy as a pure decision: what `lifeboat expire` keeps, and why.
 //! - [`verify`]: proving backups and dumps restorable, in a scratch server.
 //! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
 //!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
@@ -41,6 +42,7 @@ pub mod postgres;
 pub mod report;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod secret;
 pub mod storage;
 pub mod util;

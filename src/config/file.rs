@@ -89,6 +89,7 @@ pub(super) struct RawBackup {
     pub fast_checkpoint: Option<bool>,
     pub lock_wait: Option<String>,
     pub archive_timeout: Option<String>,
+    pub retention: Option<super::retention::RawRetention>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,6 +20,7 @@ mod duration;
 mod error;
 mod file;
 mod resolve;
+mod retention;
 mod show;
 mod url;
 
@@ -37,6 +38,7 @@ pub use crate::object::Compression as CompressionAlgorithm;
 pub use connection::{ConnectionString, LibpqConnection};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
+pub use retention::Retention;
 pub use url::RepositoryUrl;
 
 use crate::secret::Secret;
@@ -154,6 +156,8 @@ pub struct BackupConfig {
     /// `archive_command`, for the segments it needs to appear in its own repository. Past it the
     /// backup fails instead of being recorded as complete: without that WAL it cannot be restored.
     pub archive_timeout: std::time::Duration,
+    /// What `lifeboat expire` keeps (`[backup] retention`); empty: everything.
+    pub retention: Retention,
 }
 
 impl BackupConfig {
@@ -174,6 +178,7 @@ impl Default for BackupConfig {
             fast_checkpoint: true,
             lock_wait: Self::DEFAULT_LOCK_WAIT,
             archive_timeout: Self::DEFAULT_ARCHIVE_TIMEOUT,
+            retention: Retention::default(),
         }
     }
 }

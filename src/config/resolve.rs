@@ -203,6 +203,9 @@ fn resolve_backup(locator: &Locator<'_>, raw: RawBackup) -> Result<BackupConfig,
         fast_checkpoint: raw.fast_checkpoint.unwrap_or(defaults.fast_checkpoint),
         lock_wait: duration("lock_wait", raw.lock_wait, defaults.lock_wait)?,
         archive_timeout: duration("archive_timeout", raw.archive_timeout, defaults.archive_timeout)?,
+        retention: super::retention::resolve(raw.retention.unwrap_or_default(), &|name, message| {
+            locator.error(&["backup", "retention", name], message)
+        })?,
     })
 }
 

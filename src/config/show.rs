@@ -125,6 +125,11 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     writeln!(out, "fast_checkpoint = {}", backup.fast_checkpoint)?;
     writeln!(out, "lock_wait = {}", quote(&super::format_duration(backup.lock_wait)))?;
     writeln!(out, "archive_timeout = {}", quote(&super::format_duration(backup.archive_timeout)))?;
+    if backup.retention.is_empty() {
+        writeln!(out, "# retention: not set (`lifeboat expire` keeps everything)")?;
+    } else {
+        writeln!(out, "retention = {}", backup.retention)?;
+    }
 
     let dump = &config.dump;
     writeln!(out, "\n[dump]")?;

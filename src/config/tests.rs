@@ -302,6 +302,7 @@ fn backup_settings_have_defaults_and_are_checked() {
         fast_checkpoint: false,
         lock_wait: std::time::Duration::from_secs(5400),
         archive_timeout: std::time::Duration::from_secs(60),
+        retention: Retention::default(),
     };
     assert_eq!(parse(&text).unwrap().backup, expected);
     let message = error(&format!("{MINIMAL}\n[backup]\nworkers = 0\n"));
@@ -800,4 +801,43 @@ fn the_dump_server_is_a_secret_connection_string() {
     let message = error(&format!("{MINIMAL}[verify]\ndump_server = \"mysql://root:s3cret@db\"\n"));
     assert!(message.contains("verify.dump_server"), "{message}");
     assert!(!message.contains("s3cret"), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// [backup] retention
+
+#[test]
+fn retention_is_optional_and_accepts_an_inline_or_a_separate_table() {
+    let config = parse(MINIMAL).unwrap();
+    assert!(config.backup.retention.is_empty());
+    assert!(config.to_redacted_toml().contains("# retention: not set"));
+
+    let inline = parse(&format!("{MINIMAL}[backup]\nretention = {{ full = 2, recovery_window = \"14d\" }}\n")).unwrap();
+    let table =
+        parse(&format!("{MINIMAL}[backup]\nworkers = 2\n[backup.retention]\nfull = 2\nrecovery_window = \"14d\"\n"))
+            .unwrap();
+    assert_eq!(inline.backup.retention, table.backup.retention);
+    let retention = &inline.backup.retention;
+    assert_eq!(retention.full, Some(2));
+    assert_eq!(retention.recovery_window, Some(std::time::Duration::from_secs(14 * 86_400)));
+    assert_eq!(retention.max_age, None);
+    assert!(retention.limits_full_backups() && !retention.limits_dumps());
+
+    // `config show` prints it back in a form that parses to the same policy.
+    let shown = inline.to_redacted_toml();
+    assert!(shown.contains("retention = { full = 2, recovery_window = \"14d\" }"), "{shown}");
+    let example = parse(EXAMPLE).unwrap();
+    let line = example.to_redacted_toml().lines().find(|line| line.starts_with("retention = ")).unwrap().to_owned();
+    let again = parse(&format!("{MINIMAL}[backup]\n{line}\n")).unwrap();
+    assert_eq!(again.backup.retention, example.backup.retention);
+}
+
+#[test]
+fn retention_errors_name_the_key() {
+    let message = error(&format!("{MINIMAL}[backup]\nretention = {{ full = 2, keep_last = 3 }}\n"));
+    assert!(message.contains("backup.retention.keep_last: unknown key"), "{message}");
+    let message = error(&format!("{MINIMAL}[backup]\nretention = {{ full = -1 }}\n"));
+    assert!(message.contains("backup.retention.full") && message.contains("not a count"), "{message}");
+    let message = error(&format!("{MINIMAL}[backup]\nretention = {{ recovery_window = \"two weeks\" }}\n"));
+    assert!(message.contains("backup.retention.recovery_window") && message.contains("10m"), "{message}");
 }
