@@ -59,6 +59,12 @@ pub enum CatalogError {
     OnlyFullBackup { id: BackupId, cluster: String },
 
     #[error(
+        "refusing to delete {id}: its manifest {key} is under S3 Object Lock retention until {until}, so it cannot \
+         be deleted before then (not even with --force). Delete it after that date"
+    )]
+    Locked { id: BackupId, key: ObjectKey, until: chrono::DateTime<chrono::Utc> },
+
+    #[error(
         "lost the lock {lock} while deleting {id} (this process stalled past the lease's expiry); nothing \
          more was deleted. Run the delete again"
     )]
@@ -304,6 +310,12 @@ async fn delete_locked(
         }
     }
     let manifest = manifest_key(layout, id);
+    // Asked before the deletion is journaled: a locked backup stays listed and whole.
+    if let Some(until) = repository.store().locked_until(&manifest).await?
+        && until > chrono::Utc::now()
+    {
+        return Err(CatalogError::Locked { id, key: manifest, until });
+    }
     let mut objects = repository.store().list(&object_prefix(layout, id)).await?;
     let reports = repository.store().list(&verify_prefix(layout, id)).await?;
     if lease.is_lost() {

@@ -9,6 +9,7 @@ mod backup;
 mod catalog;
 mod config_cmd;
 mod dump;
+mod expire;
 mod init;
 mod key;
 mod progress;
@@ -96,6 +97,14 @@ pub enum Command {
     /// Delete a backup or dump: its manifest first (it leaves listings at once), then its objects.
     /// Refuses to delete the only full backup unless --force
     Delete(catalog::DeleteArgs),
+    /// Apply the retention policy ([backup] retention): delete the backups, dumps, verification
+    /// reports and WAL it no longer keeps
+    ///
+    /// Deletes in the order that keeps every step safe to interrupt (journal entry and manifest
+    /// first, then objects); the next run removes what an interrupted one left. Never deletes the
+    /// newest backup whose last verification passed, nor what S3 Object Lock still retains. With
+    /// --dry-run, prints what would go and, for everything that stays, the rule that keeps it.
+    Expire(expire::ExpireArgs),
     /// Show the audit trail stored in the repository: who ran which operation, when, and how it ended
     Audit(audit::AuditArgs),
 }
@@ -198,6 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => catalog::list(config_path, args).await,
         Command::Info(args) => catalog::info(config_path, args).await,
         Command::Delete(args) => catalog::delete(config_path, args).await,
+        Command::Expire(args) => expire::run(config_path, args).await,
         Command::Restore(args) => restore::run(config_path, *args).await,
         Command::Verify(args) => verify::run(config_path, args).await,
         Command::Audit(args) => audit::run(config_path, args).await,

@@ -13,12 +13,15 @@
 //! are, which their crash-safe write order allows (as if the process had been killed). Either
 //! way the operation ends as [`OpError::Cancelled`] and its audit line says `cancelled`.
 //!
+//! Applying the retention policy (`expire`) is in [`expire`].
+//!
 //! Reading the catalog (`list`, `info`) is here too ([`catalog`]): it changes nothing, so it is
 //! not audited.
 
 pub mod audit;
 pub mod catalog;
 pub mod event;
+pub mod expire;
 pub mod open;
 mod run;
 
@@ -26,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
+pub use self::expire::{Expired, expire};
 pub use self::open::OpenError;
 pub use self::run::{
     BackupAndVerify, DumpAndVerify, OpError, RemovedSlot, VerifyOutcome, VerifyTarget, backup, backup_then_verify,

@@ -1,5 +1,5 @@
 //! The shapes lifeboat reports in: one serde view per kind of thing it tells a user about (a
-//! backup, a dump, a verification, the WAL archive, a restore plan and result, the catalog, the
+//! backup, a dump, a verification, an expire run, the WAL archive, a restore plan and result, the catalog, the
 //! audit trail). The CLI prints them with `--json` and renders its text from them; the daemon
 //! will serve the same documents.
 //!
@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod backup;
 pub mod catalog;
+pub mod expire;
 pub mod repository;
 pub mod restore;
 pub mod verification;

@@ -23,6 +23,7 @@
 //!   it has just acknowledged is newer than any kept backup's start). With no full backup kept,
 //!   no WAL goes. Timeline history files always stay: recovery reads them, and PostgreSQL picks a
 //!   new timeline's id by looking for them in the archive.
+//! - a backup or dump under S3 Object Lock retention stays (as kept) until its date.
 //! - a backup or dump the journal records as deleted, whose manifest is still stored (an
 //!   interrupted delete or expire), goes: its deletion is finished.
 
@@ -89,6 +90,9 @@ pub struct Inventory {
     pub segment_size: SegmentSize,
     /// Every timeline history in the archive.
     pub histories: BTreeMap<Timeline, TimelineHistory>,
+    /// Backups and dumps whose manifest is under S3 Object Lock retention, and until when: they
+    /// cannot be deleted yet, so they count as kept (their WAL stays with them).
+    pub locked: BTreeMap<BackupId, DateTime<Utc>>,
 }
 
 /// What happens to one thing, and why.
@@ -244,6 +248,10 @@ pub fn decide(inventory: &Inventory, policy: &Retention, now: DateTime<Utc>) -> 
         keep(newest.id, "the newest dump whose last verification passed (never deleted)".into());
     }
 
+    for (id, until) in &inventory.locked {
+        keep(*id, format!("object lock until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+    }
+
     let fate = |id: BackupId, what: &str| match rules.get(&id) {
         Some(kept) => Fate::Keep(kept.clone()),
         None => Fate::Delete(format!("no retention rule keeps this {what} (policy {policy})")),
@@ -255,10 +263,11 @@ pub fn decide(inventory: &Inventory, policy: &Retention, now: DateTime<Utc>) -> 
         .collect();
     items.sort_by_key(|item| item.id);
     for id in &inventory.unfinished_deletions {
-        items.push(Decided {
-            id: *id,
-            fate: Fate::Delete("the journal records its deletion, which was interrupted; finishing it".into()),
-        });
+        let fate = match rules.get(id) {
+            Some(locked) => Fate::Keep(locked.clone()),
+            None => Fate::Delete("the journal records its deletion, which was interrupted; finishing it".into()),
+        };
+        items.push(Decided { id: *id, fate });
     }
 
     let kept_backups: Vec<&FullBackup> =
@@ -344,10 +353,9 @@ fn decide_wal(inventory: &Inventory, cutoff: Option<(BackupId, Lsn)>) -> Vec<Dec
                 ]),
                 (Some(_), None) => Fate::Keep(vec!["no full backup is kept, so no WAL is deleted".into()]),
                 (Some(segment), Some((id, start))) => {
-                    let end = segment.next().start_lsn(size);
-                    if end <= start {
+                    if segment.next().start_lsn(size) <= start {
                         Fate::Delete(format!(
-                            "ends at {end}, at or before {start}, where the earliest-starting kept backup {id} starts"
+                            "ends at or before {start}, where the earliest-starting kept backup {id} starts"
                         ))
                     } else {
                         Fate::Keep(vec![format!("WAL from the start of kept backup {id} ({start}) on")])

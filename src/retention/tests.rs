@@ -262,3 +262,14 @@ fn the_wal_cutoff_is_the_earliest_start_among_kept_backups() {
         decide(&inventory(backups.clone(), vec![]), &Retention { full: Some(2), ..Retention::default() }, at(100));
     assert_eq!(decision.wal_cutoff, Some((backups[1].id, backups[1].start_lsn)));
 }
+
+#[test]
+fn a_locked_backup_stays_and_keeps_its_wal() {
+    let backups = vec![full(0), full(10)];
+    let mut inv = inventory(backups.clone(), vec![]);
+    inv.locked.insert(backups[0].id, at(200));
+    let decision = decide(&inv, &Retention { full: Some(1), ..Retention::default() }, at(100));
+    assert_eq!(kept(&decision), ids(&[&backups[0], &backups[1]]));
+    assert!(decision.fate_of(backups[0].id).unwrap().explain().contains("object lock until 2026-11-09T08:00:00Z"));
+    assert_eq!(decision.wal_cutoff, Some((backups[0].id, backups[0].start_lsn)));
+}
