@@ -167,6 +167,10 @@ async fn every_command_prints_its_documented_shape() {
     insta::assert_json_snapshot!("delete", shape(&deleted));
     assert_eq!(deleted["id"], dump_id.as_str());
 
+    let expired = document(&setup, &["expire", "--dry-run", "--json"], "expire/1");
+    insta::assert_json_snapshot!("expire", shape(&expired));
+    assert_eq!(expired["items"][0]["action"], "keep", "no retention configured: everything stays");
+
     let trail = document(&setup, &["audit", "--json"], "audit/1");
     // Records differ by operation (their arguments, what they created); one finished delete
     // stands for them all.

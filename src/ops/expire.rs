@@ -42,6 +42,8 @@ use crate::config::Retention;
 use crate::format::backup_manifest::MANIFEST;
 use crate::format::journal_entry::Event as JournalEvent;
 use crate::repository::Repository;
+use crate::restore::RestoreError;
+use crate::restore::plan::PlanError;
 use crate::retention::{self, Decision, Dump, FullBackup, Inventory, StoredReports, WalObject};
 use crate::storage::{ObjectKey, StorageError};
 
@@ -427,4 +429,15 @@ async fn remove_leftovers(
         }
     }
     Ok(())
+}
+
+/// A restore target before every backup, in a repository with a retention policy: says what the
+/// policy kept, since the backups that could have reached the target were expired.
+pub(super) fn explain_refused_restore(error: RestoreError, policy: &Retention) -> RestoreError {
+    match error {
+        RestoreError::Plan(PlanError::BeforeEveryBackup { target, reason }) if !policy.is_empty() => {
+            RestoreError::Plan(PlanError::BeforeRetention { target, reason, policy: policy.to_string() })
+        }
+        other => other,
+    }
 }

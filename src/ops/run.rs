@@ -480,7 +480,9 @@ pub async fn restore(context: &OpContext, mut options: RestoreOptions) -> Result
     let progress = options.progress.clone();
     let written = || progress.bytes.load(Ordering::Relaxed);
     let restoring = async {
-        crate::restore::run(context.repository.clone(), &context.layout, &options).await.map_err(OpError::from)
+        crate::restore::run(context.repository.clone(), &context.layout, &options)
+            .await
+            .map_err(|error| super::expire::explain_refused_restore(error, &context.config.backup.retention).into())
     };
     // A dry run writes nothing: no progress to report.
     let count = || (written(), known(progress.bytes_total.load(Ordering::Relaxed)));

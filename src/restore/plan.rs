@@ -88,6 +88,13 @@ pub enum PlanError {
     )]
     TargetNotFound { target: String },
 
+    #[error(
+        "{target} precedes what the repository still holds: {reason}, and older backups and their WAL were expired \
+         (the retention policy keeps {policy}). The earliest restorable moment is when that backup became \
+         consistent; choose a later target (`lifeboat expire --dry-run` shows what the policy keeps)"
+    )]
+    BeforeRetention { target: String, reason: String, policy: String },
+
     #[error("{target} lies past the end of the archived WAL: {reason}")]
     PastArchiveEnd { target: String, reason: String },
 
