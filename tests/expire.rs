@@ -209,7 +209,7 @@ async fn the_newest_verified_backup_survives_settings_that_keep_nothing() {
         [(first, "deleted".to_owned()), (verified.clone(), "keep".to_owned()), (unverified, "deleted".to_owned())],
         "{expired:#}"
     );
-    assert_eq!(listed_ids(&setup), [verified.clone()]);
+    assert_eq!(listed_ids(&setup), std::slice::from_ref(&verified));
     assert_eq!(restored_batches(&setup, "kept", &["--target", "immediate"]).await, [1]);
 }
 
