@@ -121,9 +121,53 @@ impl ClusterLayout {
     }
 }
 
+/// The folders of a cluster whose objects are written once and removed only by `delete` or
+/// retention: with `repository.s3.object_lock` they are written under retention. The rest
+/// (`cluster`, `locks/`, `audit/`, and `lifeboat.repo` outside any cluster) is overwritten or
+/// deleted as routine, and a retained lease could never be released.
+const LOCKED_FOLDERS: &[&str] = &["backups", "dumps", "wal", "verify", "journal"];
+
+/// Whether `key` is an object of a kind written under Object Lock retention, in any cluster's
+/// part of the repository: the scope handed to a lock-configured store.
+pub fn locked_kind(key: &ObjectKey) -> bool {
+    let mut parts = key.as_str().splitn(4, '/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("clusters"), Some(_), Some(folder), Some(_)) => LOCKED_FOLDERS.contains(&folder),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locked_kinds_are_the_write_once_folders() {
+        let key = |key: &str| ObjectKey::new(key).unwrap();
+        for locked in [
+            "clusters/main/backups/20261205T100000Z/manifest",
+            "clusters/main/dumps/x/app.dump",
+            "clusters/other/wal/00000001/000000010000000000000001",
+            "clusters/main/wal/00000002.history",
+            "clusters/main/verify/r",
+            "clusters/main/journal/0000000001",
+        ] {
+            assert!(locked_kind(&key(locked)), "{locked}");
+        }
+        for routine in [
+            "lifeboat.repo",
+            "lifeboat.repo.copy",
+            "clusters/main/cluster",
+            "clusters/main/locks/backup",
+            "clusters/main/locks/backup/1",
+            "clusters/main/audit/20261205T100000Z-ab",
+            "clusters/main/backupsX/y",
+            "clusters/main/backups",
+            "other/main/backups/x",
+        ] {
+            assert!(!locked_kind(&key(routine)), "{routine}");
+        }
+    }
     use crate::catalog::wal::WalSegment;
 
     fn layout() -> ClusterLayout {

@@ -40,7 +40,7 @@ pub use error::{ConfigError, Invalid};
 pub use url::RepositoryUrl;
 
 use crate::secret::Secret;
-use crate::storage::s3::{S3Credentials, S3Settings};
+use crate::storage::s3::{ObjectLock, ObjectLockMode, S3Credentials, S3Settings};
 
 /// Where the configuration file is when neither `--config` nor `LIFEBOAT_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/lifeboat/lifeboat.toml";
@@ -128,6 +128,9 @@ pub struct S3Config {
     pub credentials: Option<S3Credentials>,
     pub part_size_mib: u32,
     pub max_attempts: u32,
+    /// Backups, dumps, WAL, verification reports and the journal are written under this
+    /// retention (`object_lock`, or `object_lock_days` for governance mode).
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl S3Config {

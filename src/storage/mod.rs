@@ -121,9 +121,7 @@ pub enum StorageError {
     #[error("{location}: object {key} already exists and was left unchanged")]
     AlreadyExists { location: String, key: ObjectKey },
 
-    #[error(
-        "{location}: object {key} is under Object Lock retention until {until} and cannot be deleted before then"
-    )]
+    #[error("{location}: object {key} is under Object Lock retention until {until} and cannot be deleted before then")]
     Locked { location: String, key: ObjectKey, until: chrono::DateTime<chrono::Utc> },
 
     #[error("{location}: bucket {bucket:?} does not exist; create it or correct repository.url")]
