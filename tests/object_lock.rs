@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use lifeboat::catalog::layout::locked_kind;
+use lifeboat::catalog::layout::retain;
 use lifeboat::catalog::lease::Lease;
 use lifeboat::object::{Cipher, WriteOptions};
 use lifeboat::repository::Repository;
-use lifeboat::storage::s3::{LockScope, ObjectLock, ObjectLockMode, S3Settings, S3Store};
+use lifeboat::storage::s3::{LockScope, ObjectLock, ObjectLockMode, Retain, S3Settings, S3Store};
 use lifeboat::storage::{ByteReader, ObjectKey, ObjectStore, PutMode, StorageError};
 use tokio::io::AsyncReadExt;
 
@@ -63,8 +63,9 @@ async fn versions(server: &S3Server, bucket: &str, key: &str) -> usize {
         + listed.delete_markers().iter().filter(|marker| marker.key() == Some(key)).count()
 }
 
+/// Keys under `prefix` are written once under retention; the rest plainly.
 fn locking_under(prefix: &'static str) -> LockScope {
-    Arc::new(move |key: &ObjectKey| key.as_str().starts_with(prefix))
+    Arc::new(move |key: &ObjectKey| if key.as_str().starts_with(prefix) { Retain::Once } else { Retain::No })
 }
 
 const ONE_DAY: ObjectLock = ObjectLock { mode: ObjectLockMode::Governance, days: 1 };
@@ -172,7 +173,7 @@ async fn leases_are_taken_and_released_on_a_locked_store() {
     let server = S3Server::start(S3ServerKind::Moto).await;
     let settings = server.fresh_locked_bucket().await;
     let bucket = settings.bucket.clone();
-    let store = S3Store::connect(settings).await.unwrap().with_object_lock(ONE_DAY, Arc::new(locked_kind));
+    let store = S3Store::connect(settings).await.unwrap().with_object_lock(ONE_DAY, Arc::new(retain));
     let repository =
         Arc::new(Repository::init(Arc::new(store), Cipher::None, None, "", WriteOptions::default()).await.unwrap());
     let lock = key("clusters/main/locks/backup");
@@ -185,9 +186,19 @@ async fn leases_are_taken_and_released_on_a_locked_store() {
     let listed = server.client().list_object_versions().bucket(&bucket).prefix("clusters/main/locks/").send().await;
     let listed = listed.unwrap();
     assert!(listed.versions().is_empty() && listed.delete_markers().is_empty(), "{listed:?}");
-    // lifeboat.repo is rewritten by `key add`: it is not locked.
+
+    // lifeboat.repo is rewritten in place (`key add`), each version retained: the rewrite works,
+    // and neither version can be deleted.
     let head = server.client().head_object().bucket(&bucket).key("lifeboat.repo").send().await.unwrap();
-    assert_eq!(head.object_lock_mode(), None);
+    assert_eq!(head.object_lock_mode().map(|mode| mode.as_str()), Some("GOVERNANCE"));
+    let repo_file = key("lifeboat.repo");
+    let store = repository.store();
+    let rewritten = read_all(store.as_ref(), &repo_file).await;
+    store.put(&repo_file, bytes_reader(rewritten.clone()), PutMode::Overwrite).await.unwrap();
+    assert_eq!(versions(&server, &bucket, "lifeboat.repo").await, 2);
+    let error = store.delete(&repo_file).await.unwrap_err();
+    assert!(matches!(error, StorageError::Locked { .. }), "{error:?}");
+    assert_eq!(read_all(store.as_ref(), &repo_file).await, rewritten);
 }
 
 /// A configuration for `lifeboat init` alone: no cluster needed, no key.

@@ -128,8 +128,9 @@ pub struct S3Config {
     pub credentials: Option<S3Credentials>,
     pub part_size_mib: u32,
     pub max_attempts: u32,
-    /// Backups, dumps, WAL, verification reports and the journal are written under this
-    /// retention (`object_lock`, or `object_lock_days` for governance mode).
+    /// Backups, dumps, WAL, verification reports, the journal, lifeboat.repo and the cluster
+    /// record are written under this retention (`object_lock`, or `object_lock_days` for
+    /// governance mode); see `catalog::layout::retain`.
     pub object_lock: Option<ObjectLock>,
 }
 

@@ -35,7 +35,7 @@ pub async fn connect_store(config: &Config) -> Result<Arc<dyn ObjectStore>, Open
             let settings = config.s3_settings().expect("an s3:// url has S3 settings");
             let store = S3Store::connect(settings).await?;
             match config.repository.s3.as_ref().and_then(|s3| s3.object_lock) {
-                Some(lock) => Arc::new(store.with_object_lock(lock, Arc::new(layout::locked_kind))),
+                Some(lock) => Arc::new(store.with_object_lock(lock, Arc::new(layout::retain))),
                 None => Arc::new(store),
             }
         }
@@ -49,7 +49,7 @@ pub async fn check_object_lock(config: &Config) -> Result<(), OpenError> {
         return Ok(());
     };
     let settings = config.s3_settings().expect("object_lock is only accepted for an s3:// url");
-    let store = S3Store::connect(settings).await?.with_object_lock(lock, Arc::new(layout::locked_kind));
+    let store = S3Store::connect(settings).await?.with_object_lock(lock, Arc::new(layout::retain));
     Ok(store.check_object_lock().await?)
 }
 

@@ -33,7 +33,7 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use self::lock::Locking;
-pub use self::lock::{LockScope, ObjectLock, ObjectLockError, ObjectLockMode};
+pub use self::lock::{LockScope, ObjectLock, ObjectLockError, ObjectLockMode, Retain};
 use self::resume::{Backoff, Reopen, Reopening, ResumingReader, check_resumed};
 use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError, Swept};
 use crate::secret::Secret;
@@ -730,7 +730,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &ObjectKey, mut body: ByteReader, mode: PutMode) -> Result<(), StorageError> {
-        if mode == PutMode::Overwrite && self.locks(key) {
+        if mode == PutMode::Overwrite && self.written_once(key) {
             // On a versioned, locked bucket an overwrite does not replace anything: it adds a
             // version that is retained as long as the first. Lifeboat writes the kinds of objects it
             // locks exactly once, so this is refused rather than left to pile up versions.

@@ -1,9 +1,10 @@
 //! S3 Object Lock: writing objects with a retention date, and deleting on a bucket that keeps
 //! versions.
 //!
-//! The store stays ignorant of the repository layout: whoever builds it says which keys are
-//! written under retention ([`LockScope`]); everything else (leases, lifeboat.repo, the cluster
-//! record, audit batches) is written plainly, because lifeboat overwrites or deletes it routinely.
+//! The store stays ignorant of the repository layout: whoever builds it says how each key is
+//! written ([`LockScope`], answering a [`Retain`]): under retention and never overwritten (backups,
+//! WAL), under retention on every version (lifeboat.repo, which `key add` rewrites and which no one
+//! must be able to destroy), or plainly (leases, which lifeboat deletes as routine).
 //!
 //! Object Lock needs a versioned bucket, where a plain DeleteObject only adds a delete marker: the
 //! object disappears from listings (and a backup with it) while its bytes stay, retained and
@@ -74,9 +75,22 @@ impl ObjectLock {
     }
 }
 
-/// Which keys a lock-configured store writes under retention. Given by the layer that knows the
-/// repository layout (`catalog::layout::locked_kind`).
-pub type LockScope = Arc<dyn Fn(&ObjectKey) -> bool + Send + Sync>;
+/// How a lock-configured store writes one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    /// Without retention: what lifeboat deletes as routine (a retained lease could never be
+    /// released).
+    No,
+    /// Under retention, written once: an overwrite is refused, since it would only add a version.
+    Once,
+    /// Under retention, each version: objects lifeboat rewrites in place but never deletes. Every
+    /// overwrite adds a version, retained as long as the first.
+    EveryVersion,
+}
+
+/// How a lock-configured store writes each key. Given by the layer that knows the repository
+/// layout (`catalog::layout::retain`).
+pub type LockScope = Arc<dyn Fn(&ObjectKey) -> Retain + Send + Sync>;
 
 /// What a lock-configured store holds: the retention to apply and where.
 #[derive(Clone)]
@@ -177,7 +191,7 @@ impl S3Store {
 
     /// The retention to write `key` with, when this store locks it.
     pub(super) fn retention_for(&self, key: &ObjectKey) -> Option<Retention> {
-        let locking = self.locking.as_ref().filter(|locking| (locking.scope)(key))?;
+        let locking = self.locking.as_ref().filter(|locking| (locking.scope)(key) != Retain::No)?;
         let until_utc = locking.lock.retain_until();
         Some(Retention {
             mode: locking.lock.mode.sdk(),
@@ -187,9 +201,9 @@ impl S3Store {
         })
     }
 
-    /// Whether `key` would be written under retention; such keys are never overwritten.
-    pub(super) fn locks(&self, key: &ObjectKey) -> bool {
-        self.locking.as_ref().is_some_and(|locking| (locking.scope)(key))
+    /// Whether `key` is written once under retention, and so never overwritten.
+    pub(super) fn written_once(&self, key: &ObjectKey) -> bool {
+        self.locking.as_ref().is_some_and(|locking| (locking.scope)(key) == Retain::Once)
     }
 
     /// Makes sure the object a multipart upload just completed carries its retention. AWS applies
