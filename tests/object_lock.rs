@@ -259,6 +259,10 @@ async fn init_refuses_a_bucket_that_cannot_lock_and_accepts_one_that_can() {
     let locked = server.fresh_locked_bucket().await.bucket;
     let config = init_config(&dir, &server, &locked, GOVERNANCE_ONE_DAY);
     assert_success(&lifeboat_command(&config, &["init"]).output().unwrap());
+    let checked = lifeboat_command(&config, &["config", "check"]).output().unwrap();
+    assert_success(&checked);
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(stdout.contains("ok   Object Lock: governance mode, 1 days"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

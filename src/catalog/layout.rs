@@ -148,6 +148,11 @@ pub fn retain(key: &ObjectKey) -> Retain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::wal::WalSegment;
+
+    fn layout() -> ClusterLayout {
+        ClusterLayout::new(&ClusterName::parse("main").unwrap())
+    }
 
     #[test]
     fn what_object_lock_retains_follows_the_folders() {
