@@ -271,8 +271,14 @@ async fn a_locked_backup_survives_delete_force() {
     let setup = locked_setup(&server, &bucket).await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE kept AS SELECT g AS id FROM generate_series(1, 1000) g").await;
+    // What a failed backup leaves on a locked repository: data objects without a manifest, retained.
+    // The next backup cannot remove them yet and must not fail because of them.
+    let orphan = key("clusters/main/backups/20200101T000000Z-full/base/1/1259");
+    let repository = setup.repository().await;
+    repository.store().put(&orphan, bytes_reader("left by a failed backup"), PutMode::CreateOnly).await.unwrap();
     let before = Utc::now();
     let id = setup.backup().await;
+    assert!(repository.store().head(&orphan).await.unwrap().is_some(), "retained until its date");
 
     let prefix = format!("prod/clusters/main/backups/{id}/");
     let manifest = format!("{prefix}manifest");
