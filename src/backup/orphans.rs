@@ -9,6 +9,10 @@
 //! A backup that fails (a full disk, a lost connection) does not wait for the next one: before
 //! its lease is released it removes its own objects the same way ([`after_job`]), and the error
 //! says what is left if that fails too.
+//!
+//! On a repository with S3 Object Lock the objects of a failed backup are retained like any others:
+//! they stay until their retention date (never listed, since there is no manifest), and a backup
+//! after that date removes them. They must not stop backups in the meantime.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +25,7 @@ use crate::catalog::lease::Lease;
 use crate::catalog::leftovers;
 use crate::format::backup_manifest::MANIFEST;
 use crate::repository::Repository;
-use crate::storage::ObjectKey;
+use crate::storage::{ObjectKey, StorageError};
 
 /// Deletes issued at once: enough to hide S3 round trips, few enough to be polite.
 const PARALLEL_DELETES: usize = 16;
@@ -58,6 +62,7 @@ pub async fn remove_orphans(
         let count = keys.len();
         let mut keys = keys.into_iter();
         let mut deletes = JoinSet::new();
+        let mut retained_until = None;
         loop {
             while deletes.len() < PARALLEL_DELETES {
                 let Some(key) = keys.next() else { break };
@@ -66,8 +71,23 @@ pub async fn remove_orphans(
             }
             match deletes.join_next().await {
                 None => break,
-                Some(joined) => joined.expect("a delete does not panic")?,
+                Some(joined) => match joined.expect("a delete does not panic") {
+                    Ok(()) => {}
+                    Err(StorageError::Locked { until, .. }) => {
+                        retained_until = retained_until.max(Some(until));
+                    }
+                    Err(error) => return Err(error.into()),
+                },
             }
+        }
+        if let Some(until) = retained_until {
+            tracing::warn!(
+                backup = %id,
+                %until,
+                "the objects of an interrupted or failed backup are under Object Lock retention; they are \
+                 never listed (there is no manifest) and a backup after the retention date removes them"
+            );
+            continue;
         }
         tracing::warn!(
             backup = %id,

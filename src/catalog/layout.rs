@@ -15,7 +15,9 @@
 use super::lsn::Timeline;
 use super::wal::{SegmentSize, WalFile};
 use crate::config::ClusterName;
+use crate::repository::{REPO_FILE, REPO_FILE_COPY};
 use crate::storage::ObjectKey;
+use crate::storage::s3::Retain;
 
 /// The keys of one cluster in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,28 @@ impl ClusterLayout {
     }
 }
 
+/// The folders of a cluster whose objects are written once and removed only by `delete` or
+/// retention: with `repository.s3.object_lock` they are written under retention.
+const WRITTEN_ONCE: &[&str] = &["backups", "dumps", "wal", "verify", "journal"];
+
+/// How a lock-configured store writes `key` (the scope handed to it, for every cluster):
+/// - the write-once folders ([`WRITTEN_ONCE`]) under retention, never overwritten;
+/// - `lifeboat.repo`, its copy and each cluster's record under retention on every version: lifeboat
+///   rewrites them in place (`key add`, a new PostgreSQL major version) but never deletes them, and
+///   losing both repository files would lose every backup's key;
+/// - everything else plainly: `locks/` (a retained lease could never be released) and `audit/`.
+pub fn retain(key: &ObjectKey) -> Retain {
+    if key.as_str() == REPO_FILE || key.as_str() == REPO_FILE_COPY {
+        return Retain::EveryVersion;
+    }
+    let parts: Vec<&str> = key.as_str().splitn(4, '/').collect();
+    match parts.as_slice() {
+        ["clusters", _, "cluster"] => Retain::EveryVersion,
+        ["clusters", _, folder, _] if WRITTEN_ONCE.contains(folder) => Retain::Once,
+        _ => Retain::No,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +152,36 @@ mod tests {
 
     fn layout() -> ClusterLayout {
         ClusterLayout::new(&ClusterName::parse("main").unwrap())
+    }
+
+    #[test]
+    fn what_object_lock_retains_follows_the_folders() {
+        let retain_of = |key: &str| retain(&ObjectKey::new(key).unwrap());
+        for once in [
+            "clusters/main/backups/20261205T100000Z/manifest",
+            "clusters/main/dumps/x/app.dump",
+            "clusters/other/wal/00000001/000000010000000000000001",
+            "clusters/main/wal/00000002.history",
+            "clusters/main/verify/r",
+            "clusters/main/journal/0000000001",
+        ] {
+            assert_eq!(retain_of(once), Retain::Once, "{once}");
+        }
+        for every in ["lifeboat.repo", "lifeboat.repo.copy", "clusters/main/cluster"] {
+            assert_eq!(retain_of(every), Retain::EveryVersion, "{every}");
+        }
+        for routine in [
+            "clusters/main/locks/backup",
+            "clusters/main/locks/backup/1",
+            "clusters/main/audit/20261205T100000Z-ab",
+            "clusters/main/backupsX/y",
+            "clusters/main/backups",
+            "clusters/main/cluster/x",
+            "other/main/backups/x",
+            "lifeboat.repo.old",
+        ] {
+            assert_eq!(retain_of(routine), Retain::No, "{routine}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::ops::open::{configured_unlock, connect_store, write_options};
+use crate::ops::open::{check_object_lock, configured_unlock, connect_store, write_options};
 use crate::repository::Repository;
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +42,16 @@ pub async fn run(config_path: Option<&Path>, command: ConfigCommand) -> anyhow::
                 repository.location(),
                 repository.file().repository_id
             );
+            // An existing repository is not checked on every open (wal-push opens one per
+            // segment); here, on demand, a bucket that lost its Object Lock setting is found.
+            if let Some(lock) = config.repository.s3.as_ref().and_then(|s3| s3.object_lock) {
+                check_object_lock(&config).await?;
+                println!(
+                    "ok   Object Lock: {} mode, {} days, and the bucket has it enabled",
+                    lock.mode.as_str(),
+                    lock.days
+                );
+            }
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use crate::config::KeySource;
 use crate::keys::Unlock;
 use crate::keys::slots::KeyFile;
 use crate::object::Cipher;
-use crate::ops::open::{connect_store, write_options};
+use crate::ops::open::{check_object_lock, connect_store, write_options};
 use crate::report::{self, repository::RepositoryView};
 use crate::repository::Repository;
 
@@ -25,6 +25,8 @@ pub struct InitArgs {
 
 pub async fn run(config_path: Option<&Path>, args: InitArgs) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
+    // Before anything is written: a repository meant to be immutable must not start out deletable.
+    check_object_lock(&config).await?;
     let store = connect_store(&config).await?;
     let cipher = config.repository.cipher;
     let unlock = match cipher {

@@ -17,6 +17,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::ConfigError;
 use super::{AmcheckLevel, Cipher, CompressionAlgorithm};
 use crate::secret::Secret;
+use crate::storage::s3::ObjectLockMode;
 
 /// Keys whose values are secret (or may contain one): errors about them never quote the value.
 pub(super) const SECRET_KEYS: &[&str] = &[
@@ -80,6 +81,16 @@ pub(super) struct RawS3 {
     pub secret_access_key: Option<Secret>,
     pub part_size_mib: Option<i64>,
     pub max_attempts: Option<i64>,
+    pub object_lock: Option<RawObjectLock>,
+    /// DESIGN.md's spelling: governance mode for this many days.
+    pub object_lock_days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawObjectLock {
+    pub mode: Option<ObjectLockMode>,
+    pub days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

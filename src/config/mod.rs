@@ -42,7 +42,7 @@ pub use retention::Retention;
 pub use url::RepositoryUrl;
 
 use crate::secret::Secret;
-use crate::storage::s3::{S3Credentials, S3Settings};
+use crate::storage::s3::{ObjectLock, ObjectLockMode, S3Credentials, S3Settings};
 
 /// Where the configuration file is when neither `--config` nor `LIFEBOAT_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/lifeboat/lifeboat.toml";
@@ -130,6 +130,10 @@ pub struct S3Config {
     pub credentials: Option<S3Credentials>,
     pub part_size_mib: u32,
     pub max_attempts: u32,
+    /// Backups, dumps, WAL, verification reports, the journal, lifeboat.repo and the cluster
+    /// record are written under this retention (`object_lock`, or `object_lock_days` for
+    /// governance mode); see `catalog::layout::retain`.
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl S3Config {

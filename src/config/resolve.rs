@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use super::file::{
-    Document, RawAudit, RawBackup, RawCheck, RawCheckTable, RawCluster, RawConfig, RawDump, RawRepository, RawS3,
-    RawVerify, RawWal,
+    Document, RawAudit, RawBackup, RawCheck, RawCheckTable, RawCluster, RawConfig, RawDump, RawObjectLock,
+    RawRepository, RawS3, RawVerify, RawWal,
 };
 use super::{
     AuditConfig, BackupConfig, Cipher, ClusterConfig, ClusterName, Compression, CompressionAlgorithm, Config,
-    ConfigError, ConfigSource, ConnectionString, DumpConfig, RepositoryConfig, RepositoryUrl, S3Config, SecretOrigin,
-    SqlCheck, VerifyConfig, WalConfig, env,
+    ConfigError, ConfigSource, ConnectionString, DumpConfig, ObjectLock, ObjectLockMode, RepositoryConfig,
+    RepositoryUrl, S3Config, SecretOrigin, SqlCheck, VerifyConfig, WalConfig, env,
 };
 use crate::secret::Secret;
 use crate::storage::s3::S3Credentials;
@@ -310,6 +310,15 @@ fn resolve_repository(
             }
             Some(s3)
         }
+        (RepositoryUrl::Local(_), Some(s3)) if s3.object_lock.is_some() || s3.object_lock_days.is_some() => {
+            let name = if s3.object_lock.is_some() { "object_lock" } else { "object_lock_days" };
+            return Err(locator.error(
+                &["repository", "s3", name],
+                "Object Lock is an S3 feature and repository.url is a local directory, which cannot make \
+                 backups immutable; use an s3:// repository whose bucket has Object Lock enabled, or remove \
+                 [repository.s3]",
+            ));
+        }
         (RepositoryUrl::Local(_), Some(_)) => {
             return Err(locator.error(
                 &["repository", "s3"],
@@ -410,7 +419,9 @@ fn resolve_s3(locator: &Locator<'_>, raw: RawS3) -> Result<S3Config, ConfigError
             Some(S3Credentials { access_key_id, secret_access_key, session_token: None })
         }
     };
+    let object_lock = resolve_object_lock(locator, raw.object_lock, raw.object_lock_days)?;
     Ok(S3Config {
+        object_lock,
         endpoint: raw.endpoint,
         region,
         force_path_style: raw.force_path_style.unwrap_or(false),
@@ -429,6 +440,58 @@ fn resolve_s3(locator: &Locator<'_>, raw: RawS3) -> Result<S3Config, ConfigError
             S3Config::MAX_ATTEMPTS,
         )?,
     })
+}
+
+/// `object_lock = { mode, days }`, or its shorthand `object_lock_days = N` (governance mode).
+fn resolve_object_lock(
+    locator: &Locator<'_>,
+    table: Option<RawObjectLock>,
+    days: Option<i64>,
+) -> Result<Option<ObjectLock>, ConfigError> {
+    const KEY: [&str; 3] = ["repository", "s3", "object_lock"];
+    let days_in_range = |path: &[&str], days: i64| {
+        u32::try_from(days).ok().filter(|days| ObjectLock::DAYS.contains(days)).ok_or_else(|| {
+            locator.error(
+                path,
+                format!(
+                    "{days} is out of range ({}..={}): the number of days each backup, dump and WAL \
+                     segment stays undeletable after it is written",
+                    ObjectLock::DAYS.start(),
+                    ObjectLock::DAYS.end()
+                ),
+            )
+        })
+    };
+    match (table, days) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(locator.error(
+            &["repository", "s3", "object_lock_days"],
+            "both object_lock and object_lock_days are set; keep one (object_lock_days = N means \
+             object_lock = { mode = \"governance\", days = N })",
+        )),
+        (None, Some(days)) => Ok(Some(ObjectLock {
+            mode: ObjectLockMode::Governance,
+            days: days_in_range(&["repository", "s3", "object_lock_days"], days)?,
+        })),
+        (Some(RawObjectLock { mode, days }), None) => {
+            let Some(mode) = mode else {
+                return Err(locator.error(
+                    &KEY,
+                    "needs a mode: \"governance\" (removable by users allowed to bypass it) or \
+                     \"compliance\" (removable by nobody until the date), e.g. \
+                     object_lock = { mode = \"governance\", days = 30 }",
+                ));
+            };
+            let Some(days) = days else {
+                return Err(locator.error(
+                    &KEY,
+                    "needs days: how long each object stays undeletable after it is written, e.g. \
+                     object_lock = { mode = \"governance\", days = 30 }",
+                ));
+            };
+            Ok(Some(ObjectLock { mode, days: days_in_range(&["repository", "s3", "object_lock", "days"], days)? }))
+        }
+    }
 }
 
 /// The environment beats the file: `LIFEBOAT_PASSPHRASE`, then `LIFEBOAT_PASSPHRASE_FILE`,

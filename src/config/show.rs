@@ -117,6 +117,12 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         }
         writeln!(out, "part_size_mib = {}", s3.part_size_mib)?;
         writeln!(out, "max_attempts = {}", s3.max_attempts)?;
+        match &s3.object_lock {
+            Some(lock) => {
+                writeln!(out, "object_lock = {{ mode = {}, days = {} }}", quote(lock.mode.as_str()), lock.days)?
+            }
+            None => writeln!(out, "# object_lock: not set (objects can be deleted at any time)")?,
+        }
     }
 
     let backup = &config.backup;

@@ -81,6 +81,7 @@ fn the_example_documents_every_key() {
     let expected: BTreeSet<String> = [
         "repository.passphrase",
         "repository.s3.access_key_id",
+        "repository.s3.object_lock_days",
         "repository.s3.secret_access_key",
         "verify.dump_server",
     ]
@@ -233,6 +234,36 @@ fn s3_settings_map_the_table_and_its_defaults() {
     assert_eq!(credentials.access_key_id, "minio");
     assert_eq!(credentials.secret_access_key.expose(), "minio-secret");
     assert_eq!(config.source.s3_credentials.unwrap().to_string(), "inline in config (repository.s3.secret_access_key)");
+}
+
+#[test]
+fn object_lock_takes_a_mode_and_days_or_the_governance_shorthand() {
+    use crate::storage::s3::{ObjectLock, ObjectLockMode};
+    let s3 = |table: &str| format!("{MINIMAL}[repository]\nurl = \"s3://backups\"\n[repository.s3]\n{table}\n");
+    let lock = |table: &str| parse(&s3(table)).unwrap().repository.s3.unwrap().object_lock;
+    assert_eq!(lock(""), None);
+    assert_eq!(
+        lock("object_lock = { mode = \"compliance\", days = 7 }"),
+        Some(ObjectLock { mode: ObjectLockMode::Compliance, days: 7 })
+    );
+    assert_eq!(lock("object_lock_days = 30"), Some(ObjectLock { mode: ObjectLockMode::Governance, days: 30 }));
+
+    let both = error(&s3("object_lock = { mode = \"governance\", days = 1 }\nobject_lock_days = 1"));
+    assert!(both.contains("repository.s3.object_lock_days: both object_lock and object_lock_days"), "{both}");
+    let zero = error(&s3("object_lock = { mode = \"governance\", days = 0 }"));
+    assert!(zero.contains("repository.s3.object_lock.days: 0 is out of range (1..=36500)"), "{zero}");
+    let zero = error(&s3("object_lock_days = 0"));
+    assert!(zero.contains("repository.s3.object_lock_days: 0 is out of range"), "{zero}");
+    let mode = error(&s3("object_lock = { mode = \"strict\", days = 1 }"));
+    assert!(mode.contains("repository.s3.object_lock.mode") && mode.contains("`governance`"), "{mode}");
+    assert!(mode.contains("`compliance`"), "{mode}");
+    let missing = error(&s3("object_lock = { days = 1 }"));
+    assert!(missing.contains("repository.s3.object_lock: needs a mode"), "{missing}");
+
+    let local = error(&format!(
+        "{MINIMAL}[repository]\nurl = \"/var/lib/lifeboat/repo\"\n[repository.s3]\nobject_lock_days = 3\n"
+    ));
+    assert!(local.contains("repository.s3.object_lock_days: Object Lock is an S3 feature"), "{local}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use crate::catalog::layout::ClusterLayout;
+use crate::catalog::layout::{self, ClusterLayout};
 use crate::config::{Config, ConfigError, KeySource, RepositoryUrl};
 use crate::keys::Unlock;
 use crate::keys::slots::{KeyError, KeyFile};
 use crate::object::WriteOptions;
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::local::LocalStore;
-use crate::storage::s3::S3Store;
+use crate::storage::s3::{ObjectLockError, S3Store};
 use crate::storage::{ObjectKey, ObjectStore, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum OpenError {
     Store(#[from] StorageError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    ObjectLock(#[from] ObjectLockError),
     #[error("cannot open the repository of cluster {cluster:?}: {source}")]
     Repository { cluster: String, source: RepositoryError },
 }
@@ -31,9 +33,24 @@ pub async fn connect_store(config: &Config) -> Result<Arc<dyn ObjectStore>, Open
         RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
         RepositoryUrl::S3 { .. } => {
             let settings = config.s3_settings().expect("an s3:// url has S3 settings");
-            Arc::new(S3Store::connect(settings).await?)
+            let store = S3Store::connect(settings).await?;
+            match config.repository.s3.as_ref().and_then(|s3| s3.object_lock) {
+                Some(lock) => Arc::new(store.with_object_lock(lock, Arc::new(layout::retain))),
+                None => Arc::new(store),
+            }
         }
     })
+}
+
+/// With `repository.s3.object_lock` configured, checks that the bucket can honour it (Object
+/// Lock enabled, no default retention); without, does nothing. `lifeboat init` runs it.
+pub async fn check_object_lock(config: &Config) -> Result<(), OpenError> {
+    let Some(lock) = config.repository.s3.as_ref().and_then(|s3| s3.object_lock) else {
+        return Ok(());
+    };
+    let settings = config.s3_settings().expect("object_lock is only accepted for an s3:// url");
+    let store = S3Store::connect(settings).await?.with_object_lock(lock, Arc::new(layout::retain));
+    Ok(store.check_object_lock().await?)
 }
 
 /// The key the configuration names, loaded; `None` when none is configured (enough for an

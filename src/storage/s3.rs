@@ -5,10 +5,12 @@
 //! bucket keys under the configured prefix, streaming puts (a single PutObject for small bodies, a
 //! bounded-memory multipart upload for large ones, aborted on any failure), conditional create-only
 //! writes, ranged gets whose bodies resume after a dropped connection (`resume`), paginated
-//! listing, and turning SDK errors into [`StorageError`]s an operator can act on. Credentials never
+//! listing, Object Lock retention on the keys its builder selects and real deletes on a versioned
+//! bucket (`lock`), and turning SDK errors into [`StorageError`]s an operator can act on. Credentials never
 //! leave the SDK's credential provider: errors, logs and `Debug` output name the bucket and the
 //! endpoint only (G5).
 
+mod lock;
 mod resume;
 
 use std::fmt;
@@ -30,6 +32,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
+use self::lock::Locking;
+pub use self::lock::{LockScope, ObjectLock, ObjectLockError, ObjectLockMode, Retain};
 use self::resume::{Backoff, Reopen, Reopening, ResumingReader, check_resumed};
 use super::{ByteReader, ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError, Swept};
 use crate::secret::Secret;
@@ -177,6 +181,8 @@ pub struct S3Store {
     /// double-checked with HeadBucket (see [`S3Store::confirm_bucket`]) so a wrong bucket name is
     /// reported as such rather than as a missing object.
     bucket_seen: AtomicBool,
+    /// Object Lock retention for the keys its scope selects; `None` writes and deletes plainly.
+    locking: Option<Locking>,
 }
 
 impl fmt::Debug for S3Store {
@@ -188,6 +194,7 @@ impl fmt::Debug for S3Store {
             .field("region", &self.region)
             .field("storage_class", &self.storage_class)
             .field("part_size", &self.part_size)
+            .field("locking", &self.locking)
             .finish_non_exhaustive()
     }
 }
@@ -258,6 +265,7 @@ impl S3Store {
             list_page_size: None,
             body_backoff,
             bucket_seen: AtomicBool::new(false),
+            locking: None,
         })
     }
 
@@ -437,6 +445,13 @@ impl S3Store {
         if mode == PutMode::CreateOnly {
             request = request.if_none_match("*");
         }
+        if let Some(retention) = self.retention_for(key) {
+            // AWS wants a checksum on every write that sets a retention.
+            request = request
+                .object_lock_mode(retention.mode)
+                .object_lock_retain_until_date(retention.until)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
         match request.customize().config_override(Self::upload_timeout(length)).send().await {
             Ok(_) => {
                 self.bucket_exists();
@@ -458,6 +473,7 @@ impl S3Store {
         mode: PutMode,
     ) -> Result<(), StorageError> {
         let s3_key = self.s3_key(key);
+        let retention = self.retention_for(key);
         let created = self
             .client
             .create_multipart_upload()
@@ -466,6 +482,8 @@ impl S3Store {
             .set_storage_class(self.storage_class.clone())
             // Declared up front so S3 keeps each part's CRC32 and checks them again on completion.
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .set_object_lock_mode(retention.as_ref().map(|retention| retention.mode.clone()))
+            .set_object_lock_retain_until_date(retention.as_ref().map(|retention| retention.until))
             .send()
             .await
             .map_err(|error| self.classify("put", key.as_str(), error))?;
@@ -488,10 +506,13 @@ impl S3Store {
         };
         let result = self.upload_parts_and_complete(key, &s3_key, &upload_id, first, second, body, mode).await;
         match result {
-            Ok(()) => {
+            Ok(version) => {
                 guard.armed = false;
                 tracing::debug!(location = %self.location, %key, %upload_id, "multipart upload completed");
-                Ok(())
+                match &retention {
+                    Some(retention) => self.confirm_retention(key, version.as_deref(), retention).await,
+                    None => Ok(()),
+                }
             }
             Err(error) => {
                 // Parts of an unfinished upload are invisible but billed; remove them now rather
@@ -512,7 +533,7 @@ impl S3Store {
         second: Bytes,
         body: &mut ByteReader,
         mode: PutMode,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         // Dropping the set (on error or cancellation) aborts the uploads still running.
         let mut uploads = JoinSet::new();
         let mut completed = Vec::new();
@@ -577,7 +598,8 @@ impl S3Store {
             request = request.if_none_match("*");
         }
         match request.send().await {
-            Ok(_) => Ok(()),
+            // The version id, on a versioned bucket: retention is confirmed on exactly this version.
+            Ok(output) => Ok(output.version_id),
             Err(error) if mode == PutMode::CreateOnly && is_precondition_failure(&error) => {
                 Err(self.already_exists(key))
             }
@@ -708,6 +730,20 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &ObjectKey, mut body: ByteReader, mode: PutMode) -> Result<(), StorageError> {
+        if mode == PutMode::Overwrite && self.written_once(key) {
+            // On a versioned, locked bucket an overwrite does not replace anything: it adds a
+            // version that is retained as long as the first. Lifeboat writes the kinds of objects it
+            // locks exactly once, so this is refused rather than left to pile up versions.
+            return Err(self.service_error(
+                "put",
+                key.as_str(),
+                "refusing to overwrite an object of a kind written under Object Lock retention (each \
+                 overwrite would add a retained version); lifeboat writes these once, so this is a \
+                 lifeboat bug: please report it"
+                    .into(),
+                false,
+            ));
+        }
         if mode == PutMode::CreateOnly && self.head(key).await?.is_some() {
             // `If-None-Match: *` on the write itself is the real guarantee (AWS, moto and s3s-fs
             // honour it). This check costs one small request and protects G2 on S3-compatible
@@ -829,13 +865,24 @@ impl ObjectStore for S3Store {
         Ok(objects)
     }
 
+    /// With Object Lock configured, every version of the key goes (see `lock`), or nothing does
+    /// while one is retained. Without, one DeleteObject, as on any bucket.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        if self.locking.is_some() {
+            return self.delete_versions(key).await;
+        }
         match self.client.delete_object().bucket(&self.bucket).key(self.s3_key(key)).send().await {
             Ok(_) => Ok(()),
             // AWS answers 204 for a missing key; some compatible servers answer NoSuchKey.
             Err(error) if is_missing_object(&error) => Ok(()),
             Err(error) => Err(self.classify("delete", key.as_str(), error)),
         }
+    }
+
+    /// The current version's retain-until date (HeadObject), whether or not this store is
+    /// configured to lock: a bucket may hold objects locked by an earlier configuration.
+    async fn locked_until(&self, key: &ObjectKey) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        self.retained_until(key, None).await
     }
 
     /// Aborts the multipart uploads below `prefix` started more than `idle` ago: what a put killed

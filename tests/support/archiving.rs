@@ -14,16 +14,13 @@ use std::time::{Duration, Instant};
 
 use lifeboat::backup::{BackupOptions, BackupSummary};
 use lifeboat::catalog::layout::ClusterLayout;
-use lifeboat::config::{ClusterName, Config, RepositoryUrl};
+use lifeboat::config::{ClusterName, Config};
 use lifeboat::keys::Unlock;
 use lifeboat::keys::slots::KeyFile;
 use lifeboat::object::WriteOptions;
 use lifeboat::postgres::binaries::PgBinaries;
 use lifeboat::postgres::cluster::{LocalCluster, LocalClusterOptions, format_setting};
 use lifeboat::repository::Repository;
-use lifeboat::storage::ObjectStore;
-use lifeboat::storage::local::LocalStore;
-use lifeboat::storage::s3::S3Store;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::output::assert_success;
@@ -383,12 +380,10 @@ pub fn without_steering_env(command: &mut Command) -> &mut Command {
     command
 }
 
-/// The repository `config` names, opened with its key file, writing with its compression.
+/// The repository `config` names, opened with its key file, writing with its compression (and
+/// its Object Lock, as the CLI would).
 pub async fn open_repository(config: &Config) -> Arc<Repository> {
-    let store: Arc<dyn ObjectStore> = match &config.repository.url {
-        RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
-        RepositoryUrl::S3 { .. } => Arc::new(S3Store::connect(config.s3_settings().unwrap()).await.unwrap()),
-    };
+    let store = lifeboat::ops::open::connect_store(config).await.unwrap();
     let unlock = Unlock::KeyFile(KeyFile::load(config.repository.key_file.as_ref().unwrap()).unwrap());
     let compression = config.repository.compression;
     let options =

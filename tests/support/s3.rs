@@ -214,11 +214,24 @@ impl S3Server {
 
     /// Creates a new, uniquely named, empty bucket and returns settings pointing at it.
     pub async fn fresh_bucket(&self) -> S3Settings {
+        self.create_bucket(false).await
+    }
+
+    /// As [`S3Server::fresh_bucket`], with Object Lock enabled (and so versioning), as
+    /// `aws s3api create-bucket --object-lock-enabled-for-bucket` makes it. moto only.
+    pub async fn fresh_locked_bucket(&self) -> S3Settings {
+        assert_eq!(self.kind, S3ServerKind::Moto, "s3s-fs implements neither versioning nor Object Lock");
+        self.create_bucket(true).await
+    }
+
+    async fn create_bucket(&self, object_lock: bool) -> S3Settings {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let bucket =
             format!("lifeboat-test-{}-{}-{nanos:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        self.client().create_bucket().bucket(&bucket).send().await.unwrap_or_else(|error| {
+        let request = self.client().create_bucket().bucket(&bucket);
+        let request = if object_lock { request.object_lock_enabled_for_bucket(true) } else { request };
+        request.send().await.unwrap_or_else(|error| {
             panic!("create bucket {bucket} on {:?}: {}", self.kind, aws_sdk_s3::error::DisplayErrorContext(error))
         });
         self.settings(&bucket)
