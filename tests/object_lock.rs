@@ -42,6 +42,12 @@ pub async fn locked_setup(server: &S3Server, bucket: &str) -> Setup {
     Setup::with(Options::restorable().s3(server, bucket).extra(GOVERNANCE_ONE_DAY)).await
 }
 
+/// The standard output of a command that must succeed.
+fn stdout_of(output: &std::process::Output) -> String {
+    assert_success(output);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn key(name: &str) -> ObjectKey {
     ObjectKey::new(name).unwrap()
 }
@@ -304,7 +310,27 @@ async fn a_locked_backup_survives_delete_force() {
     let error = assert_failure(&setup.run(&["delete", "--force", &id]));
     let date = until.format("%Y-%m-%d %H:%M:%S").to_string();
     assert!(error.contains(&date) && error.contains("Object Lock"), "the message gives the retention date: {error}");
-    assert_eq!(stored(bucket.clone()).await, (objects, 0), "every object stays, none hidden by a delete marker");
+    assert_eq!(stored(bucket.clone()).await, (objects.clone(), 0), "every object stays, none hidden by a delete marker");
     let body = server.client().get_object().bucket(&bucket).key(&manifest).send().await.unwrap();
     assert!(!body.body.collect().await.unwrap().into_bytes().is_empty());
+    // The refusal came before anything was recorded: the backup is still listed, with no problem.
+    let listed = stdout_of(&setup.run(&["list"]));
+    assert!(listed.contains(&id), "{listed}");
+
+    // A policy that keeps nothing: the locked backup stays, and expire says until when.
+    let config = setup.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen("[backup]\n", "[backup]\nretention = { full = 0, max_age = \"1s\" }\n", 1))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let expired = stdout_of(&setup.run(&["expire"]));
+    assert!(expired.contains("locked") && expired.contains(&date), "expire gives the retention date: {expired}");
+    let report: serde_json::Value = serde_json::from_str(&stdout_of(&setup.run(&["expire", "--json"]))).unwrap();
+    assert!(
+        report["locked"].as_array().unwrap().iter().any(|locked| locked["key"] == manifest.trim_start_matches("prod/")),
+        "{report}"
+    );
+    assert_eq!(stored(bucket.clone()).await, (objects, 0), "expire removed nothing of it");
+    let listed = stdout_of(&setup.run(&["list"]));
+    assert!(listed.contains(&id), "{listed}");
 }
