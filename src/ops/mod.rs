@@ -80,6 +80,13 @@ pub struct OpContext {
     pub events: EventSink,
 }
 
+/// Opens copy `name` (a `[[copies]]` entry) as an operation's context: the repository is the
+/// copy's, opened with the primary's key material, and its configuration says so
+/// (`config.copies.opened`), so an operation run on it writes to the copy only.
+pub async fn open_copy(config: &Config, name: &str) -> Result<OpContext, OpenError> {
+    open(config.for_copy(name)?).await
+}
+
 /// Opens the repository the configuration names and the cluster's audit trail.
 pub async fn open(config: Config) -> Result<OpContext, OpenError> {
     let repository = Arc::new(open::open_repository(&config).await?);
