@@ -65,7 +65,12 @@ impl Operation {
     pub fn is_long(self) -> bool {
         matches!(
             self,
-            Operation::Backup | Operation::Dump | Operation::Verify | Operation::Restore | Operation::Expire | Operation::Copy
+            Operation::Backup
+                | Operation::Dump
+                | Operation::Verify
+                | Operation::Restore
+                | Operation::Expire
+                | Operation::Copy
         )
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod copy;
 pub mod event;
 pub mod open;
 mod run;

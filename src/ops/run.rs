@@ -60,6 +60,8 @@ pub enum OpError {
     #[error(transparent)]
     Open(#[from] super::OpenError),
     #[error(transparent)]
+    Copy(#[from] super::copy::CopyError),
+    #[error(transparent)]
     Repository(#[from] crate::repository::RepositoryError),
     #[error(
         "cluster {cluster:?} has no backups or dumps in {location} to verify; take one with `lifeboat backup` or \
@@ -77,7 +79,7 @@ impl From<StorageError> for OpError {
 /// Emits the start, runs `work` (raced against cancellation unless `watches_cancel`: the
 /// operation then stops at its own safe points), and emits the end. `judge` turns a result into
 /// the totals and the outcome (a verification that ran but failed is a failed operation).
-async fn run_operation<T>(
+pub(super) async fn run_operation<T>(
     context: &OpContext,
     operation: Operation,
     arguments: BTreeMap<String, String>,
@@ -211,7 +213,7 @@ fn known(total: u64) -> Option<u64> {
     (total > 0).then_some(total)
 }
 
-fn arguments<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+pub(super) fn arguments<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     pairs.into_iter().filter(|(_, value)| !value.is_empty()).map(|(key, value)| (key.to_owned(), value)).collect()
 }
 

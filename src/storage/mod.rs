@@ -36,6 +36,8 @@ pub enum PutMode {
 pub struct ObjectMeta {
     pub key: ObjectKey,
     pub size: u64,
+    /// When the object was written, as the store says; `None` when it does not say.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An asynchronous store of immutable-by-convention objects.
@@ -121,9 +123,7 @@ pub enum StorageError {
     #[error("{location}: object {key} already exists and was left unchanged")]
     AlreadyExists { location: String, key: ObjectKey },
 
-    #[error(
-        "{location}: object {key} is under Object Lock retention until {until} and cannot be deleted before then"
-    )]
+    #[error("{location}: object {key} is under Object Lock retention until {until} and cannot be deleted before then")]
     Locked { location: String, key: ObjectKey, until: chrono::DateTime<chrono::Utc> },
 
     #[error("{location}: bucket {bucket:?} does not exist; create it or correct repository.url")]
