@@ -8,7 +8,6 @@ use clap::Args;
 
 use crate::catalog::audit::Problem;
 use crate::catalog::layout::ClusterLayout;
-use crate::config::Config;
 use crate::format::dump_manifest::TableRows;
 use crate::format::verify_report::Mode;
 use crate::ops::open::open_repository;
@@ -54,7 +53,7 @@ pub struct DeleteArgs {
 }
 
 pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = super::load_config(config_path)?;
     let repository = open_repository(&config).await?;
     let view = crate::ops::catalog::list(&repository, &ClusterLayout::new(&config.cluster.name)).await?;
     if args.json {
@@ -183,7 +182,7 @@ fn print_wal(wal: &WalArchiveView) {
 }
 
 pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = super::load_config(config_path)?;
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
     let described = crate::ops::catalog::describe(&repository, &layout, &args.id).await?;

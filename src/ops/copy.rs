@@ -317,12 +317,14 @@ async fn bring_up_to_date(
     }
 
     // 3. Each backup and dump: data objects, manifest, journal entry.
-    let recorded: BTreeSet<BackupId> = journal::writable_head(copy, layout)
-        .await?
-        .map(|(head, _)| head.state.items.iter().map(|item| item.id).collect())
-        .unwrap_or_default();
+    let state = journal::writable_head(copy, layout).await?.map(|(head, _)| head.state).unwrap_or_default();
+    let recorded: BTreeSet<BackupId> = state.items.iter().map(|item| item.id).collect();
     for &id in &snapshot.ids {
         still_ours()?;
+        if state.deletion(id).is_some() {
+            // Deleted on the copy by lifeboat (by hand, or by the copy's own expiry): it stays deleted.
+            continue;
+        }
         let manifest_key = listing::manifest_key(layout, id);
         let Some(manifest) = snapshot.objects.get(manifest_key.as_str()) else { continue };
         if !held.contains_key(&manifest_key) {
