@@ -39,8 +39,13 @@ use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError};
 use crate::catalog::listing::{self, CatalogError};
+use crate::config::Config;
 use crate::format::journal_entry::{Event, Verdict, hash_hex};
-use crate::report::copy::{Copied, CopyCheckResult, CopyCheckView, CopyResultView, CopyRunView, Difference, Lag};
+use crate::report::backup::EntryView;
+use crate::report::catalog::ListView;
+use crate::report::copy::{
+    Copied, CopyCheckResult, CopyCheckView, CopyHoldings, CopyResultView, CopyRunView, Difference, Lag,
+};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, ObjectMeta, ObjectStore, PutMode, StorageError};
 use crate::util::{round_to, seconds_between};
@@ -167,6 +172,35 @@ fn wal_order(key: &ObjectKey) -> &str {
 
 fn file_name(key: &ObjectKey) -> &str {
     key.as_str().rsplit('/').next().unwrap_or_default()
+}
+
+/// Which of the backups and dumps of `view` each configured copy holds (their manifest is there),
+/// into `view.copies`. A copy that cannot be read is reported there, not as a failure.
+pub async fn holdings(config: &Config, layout: &ClusterLayout, view: &mut ListView) {
+    let listed: BTreeSet<String> = view
+        .backups
+        .iter()
+        .map(|entry| match entry {
+            EntryView::Full(backup) => backup.id.clone(),
+            EntryView::Dump(dump) => dump.id.clone(),
+        })
+        .collect();
+    for copy in &config.copies.list {
+        let mut holding = CopyHoldings { name: copy.name.clone(), location: None, backups: Vec::new(), error: None };
+        let held = async {
+            let repository = open_copy_repository(config, &copy.name).await?;
+            holding.location = Some(repository.location());
+            Ok::<_, CopyError>(listing::list_ids(&repository, layout).await?)
+        };
+        match held.await {
+            Ok(ids) => holding.backups = ids.into_iter().filter(|id| listed.contains(&id.to_string())).collect(),
+            Err(error) => {
+                tracing::warn!(copy = %copy.name, %error, "cannot read the copy to say what it holds");
+                holding.error = Some(error.to_string());
+            }
+        }
+        view.copies.push(holding);
+    }
 }
 
 /// Brings each copy (or only `to`) up to date with the primary of `context`.

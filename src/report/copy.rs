@@ -7,6 +7,17 @@ use serde::Serialize;
 use super::Document;
 use crate::catalog::id::BackupId;
 
+/// What one copy holds of the backups and dumps `list` shows (list/1's `copies`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyHoldings {
+    pub name: String,
+    pub location: Option<String>,
+    /// The listed backups and dumps whose manifest is on the copy, oldest first.
+    pub backups: Vec<BackupId>,
+    /// Why the copy could not be read (a warning: the listing of the primary stands); `None` when it was.
+    pub error: Option<String>,
+}
+
 /// One run of `lifeboat copy`: a part per copy brought up to date.
 #[derive(Debug, Clone, Serialize)]
 pub struct CopyRunView {
