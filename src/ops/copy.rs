@@ -151,7 +151,8 @@ fn lag(snapshot: &Snapshot, held: &Held, layout: &ClusterLayout) -> Lag {
         snapshot.ids.iter().copied().filter(|id| !held.contains_key(&listing::manifest_key(layout, *id))).collect();
     let wal_prefix = layout.wal_prefix();
     let missing_wal: Vec<&ObjectMeta> = snapshot.under(&wal_prefix).filter(|meta| !holds(held, meta)).collect();
-    let newest_wal = missing_wal.iter().max_by(|a, b| wal_order(&a.key).cmp(&wal_order(&b.key)));
+    // WAL files sort by their name (timeline, then position), whatever directory they are in.
+    let newest_wal = missing_wal.iter().max_by(|a, b| file_name(&a.key).cmp(file_name(&b.key)));
     let newest_backup = missing_backups.iter().max().copied();
     Lag {
         backups_missing: missing_backups.len() as u64,
@@ -163,11 +164,6 @@ fn lag(snapshot: &Snapshot, held: &Held, layout: &ClusterLayout) -> Lag {
             .and_then(|meta| meta.modified)
             .map(|modified| round_to(seconds_between(modified, now), 3)),
     }
-}
-
-/// WAL files sort by their name (timeline, then position), whatever directory they are in.
-fn wal_order(key: &ObjectKey) -> &str {
-    file_name(key)
 }
 
 fn file_name(key: &ObjectKey) -> &str {
@@ -239,14 +235,14 @@ pub async fn copy(context: &OpContext, to: Option<&str>) -> Result<CopyRunView, 
 }
 
 /// The copies a run addresses: `to`, or every configured one.
-fn selected(context: &OpContext, to: Option<&str>) -> Result<Vec<String>, OpError> {
+fn selected(context: &OpContext, to: Option<&str>) -> Result<Vec<String>, CopyError> {
     let copies = &context.config.copies;
     if copies.list.is_empty() {
-        return Err(CopyError::NoCopies { file: context.config.source.file.display().to_string() }.into());
+        return Err(CopyError::NoCopies { file: context.config.source.file.display().to_string() });
     }
     match to {
         Some(name) => {
-            context.config.for_copy(name).map_err(|error| OpError::Open(error.into()))?;
+            context.config.for_copy(name).map_err(|error| CopyError::Open(error.into()))?;
             Ok(vec![name.to_owned()])
         }
         None => Ok(copies.names()),

@@ -969,6 +969,11 @@ fn without_userinfo(endpoint: &str) -> String {
     }
 }
 
+/// An S3 timestamp as a UTC time.
+fn timestamp(time: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1039,9 +1044,4 @@ mod tests {
         assert_eq!(without_userinfo("https://s3.example.com"), "https://s3.example.com");
         assert_eq!(without_userinfo("http://host/a@b"), "http://host/a@b");
     }
-}
-
-/// An S3 timestamp as a UTC time.
-fn timestamp(time: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp(time.secs(), time.subsec_nanos())
 }
