@@ -141,3 +141,55 @@ pub(super) fn write_redacted(copies: &Copies, out: &mut String) -> std::fmt::Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const PRIMARY: &str = "[cluster]\nname = \"main\"\n[repository]\nurl = \"file:///srv/primary\"\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{PRIMARY}{extra}"), Path::new("/etc/lifeboat/lifeboat.toml"), &|_| None)
+    }
+
+    #[test]
+    fn a_copy_is_the_primary_configuration_with_the_copys_place() {
+        let config = parse(
+            "[[copies]]\nname = \"offsite\"\nurl = \"s3://dr-site/prod\"\n[copies.s3]\nendpoint = \"http://127.0.0.1:9\"\n\
+             access_key_id = \"AKID\"\nsecret_access_key = \"very-secret-key\"\n\
+             [[copies]]\nname = \"nearby\"\nurl = \"file:///srv/copy\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.copies.names(), ["offsite", "nearby"]);
+        let offsite = config.for_copy("offsite").unwrap();
+        assert_eq!(offsite.repository.url, RepositoryUrl::S3 { bucket: "dr-site".into(), prefix: "prod".into() });
+        assert_eq!(offsite.copies.opened.as_deref(), Some("offsite"));
+        assert_eq!(offsite.s3_settings().unwrap().endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert!(config.for_copy("nearby").unwrap().repository.s3.is_none());
+        let unknown = config.for_copy("elsewhere").unwrap_err().to_string();
+        assert!(unknown.contains("\"elsewhere\"") && unknown.contains("offsite, nearby"), "{unknown}");
+        let shown = config.to_redacted_toml();
+        assert!(shown.contains("[[copies]]\nname = \"offsite\"") && !shown.contains("very-secret-key"), "{shown}");
+    }
+
+    #[test]
+    fn copies_are_checked_where_they_are_written() {
+        let error =
+            parse("[[copies]]\nname = \"a\"\nurl = \"file:///x\"\n[[copies]]\nname = \"a\"\nurl = \"file:///y\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("copies[1].name") && error.contains("names two copies"), "{error}");
+        let error = parse("[[copies]]\nurl = \"file:///x\"\n").unwrap_err().to_string();
+        assert!(error.contains("copies[0].name") && error.contains("missing required key"), "{error}");
+        let error = parse("[[copies]]\nname = \"a\"\nurl = \"file:///x\"\n[copies.s3]\nregion = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("local directory"), "{error}");
+        let error = parse("[[copies]]\nname = \"a\"\nurl = \"s3://bucket\"\n[copies.s3]\nsecret_access_key = 42\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("copies[0].s3.secret_access_key") && !error.contains("42"), "{error}");
+    }
+}
