@@ -38,7 +38,7 @@ use crate::catalog::id::BackupId;
 use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError};
-use crate::catalog::listing::{self, CatalogError};
+use crate::catalog::listing;
 use crate::config::Config;
 use crate::format::journal_entry::{Event, Verdict, hash_hex};
 use crate::report::backup::EntryView;
@@ -84,9 +84,6 @@ pub enum CopyError {
 
     #[error(transparent)]
     Journal(#[from] JournalError),
-
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
 
     #[error(transparent)]
     Repository(#[from] RepositoryError),

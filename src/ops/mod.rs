@@ -1,5 +1,6 @@
 //! Operations: the one library-level way to run backup, dump, verify, restore, delete, wal-push,
-//! the WAL check and key slot changes, whoever the caller (the CLI now; the daemon and the migration runner later).
+//! the WAL check, key slot changes and copies to a second repository ([`copy`]), whoever the
+//! caller (the CLI now; the daemon and the migration runner later).
 //!
 //! Every operation takes an [`OpContext`] (configuration, opened repository, cluster layout,
 //! cancellation, event sink) and typed options, returns a typed result and prints nothing. Each
