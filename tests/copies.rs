@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 
 use sqlx::PgConnection;
@@ -156,6 +157,18 @@ async fn a_local_repository_copied_to_s3_and_a_directory_restores_alone_and_dama
     assert_success(&clean);
     let failed = assert_failure(&setup.run(&["--repository", "nearby", "verify", &id]));
     assert!(failed.contains(&damaged), "verify on the copy names {damaged}: {failed}");
+
+    // A copy that cannot be read is a warning in the listing, not a failure.
+    let mut config = std::fs::OpenOptions::new().append(true).open(setup.config_path()).unwrap();
+    writeln!(config, "\n[[copies]]\nname = \"gone\"\nurl = \"file:///nonexistent/lifeboat-copy\"").unwrap();
+    let output = setup.run(&["list", "--json"]);
+    assert_success(&output);
+    let gone = &json(&output)["copies"][2];
+    assert_eq!(gone["name"], "gone");
+    assert!(gone["error"].as_str().unwrap().contains("no repository"), "{gone}");
+    let text = setup.run(&["list"]);
+    assert_success(&text);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("copy \"gone\" could not be read"), "{}", describe(&text));
 
     // The primary is gone entirely; the S3 copy alone restores every row.
     std::fs::remove_dir_all(setup.repo_dir()).unwrap();

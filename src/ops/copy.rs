@@ -133,6 +133,12 @@ impl Snapshot {
 /// The stored sizes of what a copy holds of the cluster.
 type Held = BTreeMap<ObjectKey, u64>;
 
+/// The backups and dumps the copy's journal records as deleted on the copy.
+async fn deleted_on(copy: &Repository, layout: &ClusterLayout) -> Result<BTreeSet<BackupId>, CopyError> {
+    let head = journal::writable_head(copy, layout).await?;
+    Ok(head.map(|(head, _)| head.state.deleted.iter().map(|deletion| deletion.id).collect()).unwrap_or_default())
+}
+
 async fn held(copy: &Repository, layout: &ClusterLayout) -> Result<Held, StorageError> {
     Ok(copy.store().list(&layout.prefix()).await?.into_iter().map(|meta| (meta.key, meta.size)).collect())
 }
@@ -141,11 +147,16 @@ fn holds(held: &Held, meta: &ObjectMeta) -> bool {
     held.get(&meta.key) == Some(&meta.size)
 }
 
-/// How far `held` is behind `snapshot`.
-fn lag(snapshot: &Snapshot, held: &Held, layout: &ClusterLayout) -> Lag {
+/// How far `held` is behind `snapshot`; backups and dumps in `deleted` (deleted on the copy, which
+/// keeps them deleted) are not behind.
+fn lag(snapshot: &Snapshot, held: &Held, deleted: &BTreeSet<BackupId>, layout: &ClusterLayout) -> Lag {
     let now = Utc::now();
-    let missing_backups: Vec<BackupId> =
-        snapshot.ids.iter().copied().filter(|id| !held.contains_key(&listing::manifest_key(layout, *id))).collect();
+    let missing_backups: Vec<BackupId> = snapshot
+        .ids
+        .iter()
+        .copied()
+        .filter(|id| !deleted.contains(id) && !held.contains_key(&listing::manifest_key(layout, *id)))
+        .collect();
     let wal_prefix = layout.wal_prefix();
     let missing_wal: Vec<&ObjectMeta> = snapshot.under(&wal_prefix).filter(|meta| !holds(held, meta)).collect();
     // WAL files sort by their name (timeline, then position), whatever directory they are in.
@@ -287,9 +298,9 @@ async fn copy_to(context: &OpContext, snapshot: &Snapshot, name: &str) -> CopyRe
     if let Err(error) = outcome {
         result.error = Some(error.to_string());
     }
-    match held(&copy, layout).await {
-        Ok(now_held) => result.lag = Some(lag(snapshot, &now_held, layout)),
-        Err(error) => tracing::warn!(copy = name, %error, "could not list the copy to measure its lag"),
+    match tokio::try_join!(async { Ok(held(&copy, layout).await?) }, deleted_on(&copy, layout)) {
+        Ok((now_held, deleted)) => result.lag = Some(lag(snapshot, &now_held, &deleted, layout)),
+        Err(error) => tracing::warn!(copy = name, %error, "could not read the copy to measure its lag"),
     }
     result
 }
@@ -303,7 +314,8 @@ async fn bring_up_to_date(
     result: &mut CopyResultView,
 ) -> Result<(), CopyError> {
     let mut held = held(copy, layout).await?;
-    result.lag_before = Some(lag(snapshot, &held, layout));
+    let deleted = deleted_on(copy, layout).await?;
+    result.lag_before = Some(lag(snapshot, &held, &deleted, layout));
     let still_ours = || {
         if lease.is_lost() {
             Err(CopyError::LeaseLost { location: copy.location(), cluster: layout.name().to_string() })
@@ -348,7 +360,7 @@ async fn bring_up_to_date(
     let recorded: BTreeSet<BackupId> = state.items.iter().map(|item| item.id).collect();
     for &id in &snapshot.ids {
         still_ours()?;
-        if state.deletion(id).is_some() {
+        if deleted.contains(&id) {
             // Deleted on the copy by lifeboat (by hand, or by the copy's own expiry): it stays deleted.
             continue;
         }
