@@ -9,6 +9,13 @@ mod support;
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::Arc;
+
+use lifeboat::keys::Unlock;
+use lifeboat::keys::slots::KeyFile;
+use lifeboat::object::{Cipher, WriteOptions};
+use lifeboat::repository::Repository;
+use lifeboat::storage::local::LocalStore;
 
 use sqlx::PgConnection;
 use support::archiving::{Options, Setup, archive_current_segment, execute};
@@ -169,6 +176,18 @@ async fn a_local_repository_copied_to_s3_and_a_directory_restores_alone_and_dama
     let text = setup.run(&["list"]);
     assert_success(&text);
     assert!(String::from_utf8_lossy(&text.stdout).contains("copy \"gone\" could not be read"), "{}", describe(&text));
+
+    // A repository made with plain `init` and the same key opens, but holds another master key:
+    // `copy` refuses it rather than fill it with objects that would not open there.
+    let stranger = local.path().join("stranger");
+    let key = KeyFile::load(&setup.dir.path().join("repo.key")).unwrap();
+    let store = Arc::new(LocalStore::new(&stranger));
+    Repository::init(store, Cipher::Aes256Gcm, Some(&Unlock::KeyFile(key)), "x", WriteOptions::default())
+        .await
+        .unwrap();
+    writeln!(config, "\n[[copies]]\nname = \"stranger\"\nurl = \"file://{}\"", stranger.display()).unwrap();
+    let refused = assert_failure(&setup.run(&["copy", "--to", "stranger"]));
+    assert!(refused.contains("another master key") && refused.contains("init --copy stranger"), "{refused}");
 
     // The primary is gone entirely; the S3 copy alone restores every row.
     std::fs::remove_dir_all(setup.repo_dir()).unwrap();

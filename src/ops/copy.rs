@@ -76,6 +76,18 @@ pub enum CopyError {
     )]
     LeaseLost { location: String, cluster: String },
 
+    #[error(
+        "copy {name:?} at {location} holds another master key ({found}) than the repository ({expected}), so the \
+         objects copied as stored would not open there: it was not created with `lifeboat init --copy {name}`. \
+         Point the copy's url at an empty location and run `lifeboat init --copy {name}` there"
+    )]
+    OtherMasterKey { name: String, location: String, found: String, expected: String },
+
+    #[error(
+        "{name:?} is itself a copy: `lifeboat copy` reads [repository] and writes the copies; run it without --repository"
+    )]
+    FromCopy { name: String },
+
     #[error(transparent)]
     Open(#[from] OpenError),
 
@@ -245,6 +257,9 @@ pub async fn copy(context: &OpContext, to: Option<&str>) -> Result<CopyRunView, 
 /// The copies a run addresses: `to`, or every configured one.
 fn selected(context: &OpContext, to: Option<&str>) -> Result<Vec<String>, CopyError> {
     let copies = &context.config.copies;
+    if let Some(name) = &copies.opened {
+        return Err(CopyError::FromCopy { name: name.clone() });
+    }
     if copies.list.is_empty() {
         return Err(CopyError::NoCopies { file: context.config.source.file.display().to_string() });
     }
@@ -257,6 +272,26 @@ fn selected(context: &OpContext, to: Option<&str>) -> Result<Vec<String>, CopyEr
     }
 }
 
+/// Copy `name`, opened with the primary's key material, and checked to hold the primary's master
+/// key (a repository created with plain `lifeboat init` and the same passphrase would open too).
+async fn open_copy(context: &OpContext, name: &str) -> Result<Repository, CopyError> {
+    let copy = open_copy_repository(&context.config, name).await?;
+    let describe = |file: &crate::repository::RepoFile| match &file.key_id {
+        Some(key_id) => format!("key id {key_id}"),
+        None => "unencrypted".to_owned(),
+    };
+    let (found, expected) = (copy.file(), context.repository.file());
+    if found.key_id != expected.key_id || found.cipher != expected.cipher {
+        return Err(CopyError::OtherMasterKey {
+            name: name.to_owned(),
+            location: copy.location(),
+            found: describe(found),
+            expected: describe(expected),
+        });
+    }
+    Ok(copy)
+}
+
 /// One copy brought up to date; a failure is in the result, so the other copies still go.
 async fn copy_to(context: &OpContext, snapshot: &Snapshot, name: &str) -> CopyResultView {
     let mut result = CopyResultView {
@@ -267,7 +302,7 @@ async fn copy_to(context: &OpContext, snapshot: &Snapshot, name: &str) -> CopyRe
         lag: None,
         error: None,
     };
-    let copy = match open_copy_repository(&context.config, name).await {
+    let copy = match open_copy(context, name).await {
         Ok(copy) => Arc::new(copy),
         Err(error) => {
             result.error = Some(error.to_string());
@@ -574,7 +609,7 @@ async fn check_one(
     name: &str,
     result: &mut CopyCheckResult,
 ) -> Result<(), CopyError> {
-    let copy = open_copy_repository(&context.config, name).await?;
+    let copy = open_copy(context, name).await?;
     result.location = Some(copy.location());
     let layout = &context.layout;
     let own = [layout.journal_prefix(), layout.audit_prefix(), format!("{}locks/", layout.prefix())];
