@@ -173,14 +173,7 @@ impl Repository {
         slot_label: &str,
         write_options: WriteOptions,
     ) -> Result<Repository, RepositoryError> {
-        let location = store.location();
-        if let Some(existing) = store.list("").await?.into_iter().next() {
-            return Err(if is_repo_file(&existing.key) {
-                RepositoryError::AlreadyInitialised { location }
-            } else {
-                RepositoryError::NotEmpty { location, example: existing.key.to_string() }
-            });
-        }
+        ensure_empty(store.as_ref()).await?;
         let repository_id = hex::encode(random_array::<16>());
         let (master, key_id, slots) = match cipher {
             Cipher::None => (None, None, Vec::new()),
@@ -203,6 +196,40 @@ impl Repository {
         };
         let opened_by = file.slots.first().map(|slot| slot.id.clone());
         let repository = Repository { store, file, master, opened_by, write_options };
+        repository.write_repo_file(PutMode::CreateOnly).await?;
+        Ok(repository)
+    }
+
+    /// Creates a copy of `primary` in an empty location: the same cipher and master key (so
+    /// objects copied as stored open there), wrapped in one new slot for `unlock`, under a new
+    /// repository id (each repository keeps its own journal, and a host remembers journals by id).
+    pub async fn init_copy(
+        store: Arc<dyn ObjectStore>,
+        primary: &Repository,
+        unlock: Option<&Unlock>,
+        slot_label: &str,
+        write_options: WriteOptions,
+    ) -> Result<Repository, RepositoryError> {
+        ensure_empty(store.as_ref()).await?;
+        let repository_id = hex::encode(random_array::<16>());
+        let slots = match &primary.master {
+            None => Vec::new(),
+            Some(master) => {
+                let unlock = unlock.ok_or(RepositoryError::InitNeedsKey)?;
+                vec![KeySlot::create(master, unlock, slot_label, &repository_id)?]
+            }
+        };
+        let file = RepoFile {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            repository_id,
+            created_at: Utc::now(),
+            cipher: primary.file.cipher,
+            key_id: primary.file.key_id.clone(),
+            slots,
+        };
+        let opened_by = file.slots.first().map(|slot| slot.id.clone());
+        let repository = Repository { store, file, master: primary.master.clone(), opened_by, write_options };
         repository.write_repo_file(PutMode::CreateOnly).await?;
         Ok(repository)
     }
@@ -373,6 +400,16 @@ impl Repository {
             }
         }
         Ok(())
+    }
+}
+
+/// A repository is created only where nothing is stored yet.
+async fn ensure_empty(store: &dyn ObjectStore) -> Result<(), RepositoryError> {
+    let location = store.location();
+    match store.list("").await?.into_iter().next() {
+        None => Ok(()),
+        Some(existing) if is_repo_file(&existing.key) => Err(RepositoryError::AlreadyInitialised { location }),
+        Some(existing) => Err(RepositoryError::NotEmpty { location, example: existing.key.to_string() }),
     }
 }
 

@@ -11,7 +11,7 @@ mod support;
 
 use serde_json::{Map, Value};
 use sqlx::{Connection, PgConnection};
-use support::archiving::{Setup, archive_current_segment, execute};
+use support::archiving::{Options, Setup, archive_current_segment, execute};
 use support::output::{assert_success, describe};
 use support::restored::{Restored, free_port};
 
@@ -198,4 +198,21 @@ async fn every_command_prints_its_documented_shape() {
         insta::assert_json_snapshot!(name, shape(&printed));
     }
     conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_prints_its_documented_shape() {
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copies = format!("\n[[copies]]\nname = \"nearby\"\nurl = \"file://{}/copy\"\n", copy_dir.path().display());
+    let setup = Setup::with(Options::restorable().extra(&copies)).await;
+    assert_success(&setup.run(&["init", "--copy", "nearby"]));
+    assert_success(&setup.run(&["backup"]));
+
+    let copied = document(&setup, &["copy", "--json"], "copy/1");
+    insta::assert_json_snapshot!("copy", shape(&copied));
+    assert_eq!(copied["copies"][0]["copied"]["backups"].as_array().unwrap().len(), 1, "{copied:#}");
+    let checked = document(&setup, &["copy", "--check", "--json"], "copy-check/1");
+    insta::assert_json_snapshot!("copy_check", shape(&checked));
+    let listed = document(&setup, &["list", "--json"], "list/1");
+    insta::assert_json_snapshot!("list_copies", shape(&listed["copies"]));
 }

@@ -310,7 +310,11 @@ async fn a_locked_backup_survives_delete_force() {
     let error = assert_failure(&setup.run(&["delete", "--force", &id]));
     let date = until.format("%Y-%m-%d %H:%M:%S").to_string();
     assert!(error.contains(&date) && error.contains("Object Lock"), "the message gives the retention date: {error}");
-    assert_eq!(stored(bucket.clone()).await, (objects.clone(), 0), "every object stays, none hidden by a delete marker");
+    assert_eq!(
+        stored(bucket.clone()).await,
+        (objects.clone(), 0),
+        "every object stays, none hidden by a delete marker"
+    );
     let body = server.client().get_object().bucket(&bucket).key(&manifest).send().await.unwrap();
     assert!(!body.body.collect().await.unwrap().into_bytes().is_empty());
     // The refusal came before anything was recorded: the backup is still listed, with no problem.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::table;
-use crate::config::{Config, parse_duration};
+use crate::config::parse_duration;
 use crate::ops::audit::{AuditRecord, read_trail};
 use crate::report::{self, audit::AuditView};
 
@@ -33,7 +33,7 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub async fn run(config_path: Option<&Path>, args: AuditArgs) -> anyhow::Result<()> {
-    let context = crate::ops::open(Config::load(config_path)?).await?;
+    let context = crate::ops::open(super::load_config(config_path)?).await?;
     // What this host has not mirrored yet belongs to the trail too.
     context.events.audit().flush().await;
     let records = read_trail(&context.repository, &context.layout, args.since).await?;

@@ -8,13 +8,13 @@ use clap::Args;
 
 use crate::catalog::audit::Problem;
 use crate::catalog::layout::ClusterLayout;
-use crate::config::Config;
 use crate::format::dump_manifest::TableRows;
 use crate::format::verify_report::Mode;
 use crate::ops::open::open_repository;
 use crate::report;
 use crate::report::backup::{BackupView, DumpView, EntryView, VerificationView};
 use crate::report::catalog::DeleteView;
+use crate::report::copy::CopyHoldings;
 use crate::report::wal::WalArchiveView;
 use crate::util::format_bytes;
 
@@ -54,9 +54,13 @@ pub struct DeleteArgs {
 }
 
 pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = super::load_config(config_path)?;
     let repository = open_repository(&config).await?;
-    let view = crate::ops::catalog::list(&repository, &ClusterLayout::new(&config.cluster.name)).await?;
+    let layout = ClusterLayout::new(&config.cluster.name);
+    let mut view = crate::ops::catalog::list(&repository, &layout).await?;
+    if config.copies.opened.is_none() {
+        crate::ops::copy::holdings(&config, &layout, &mut view).await;
+    }
     if args.json {
         println!("{}", report::to_json(&view));
     } else {
@@ -65,7 +69,12 @@ pub async fn list(config_path: Option<&Path>, args: ListArgs) -> anyhow::Result<
         if view.backups.is_empty() && !view.problems.is_empty() {
             println!("no intact backups or dumps (PROBLEMS below says what is missing)");
         } else {
-            print_table(&view.backups);
+            print_table(&view.backups, &view.copies);
+        }
+        for copy in &view.copies {
+            if let Some(error) = &copy.error {
+                println!("warning: copy {:?} could not be read, so COPIES may leave it out: {error}", copy.name);
+            }
         }
         println!();
         print_wal(&view.wal);
@@ -119,15 +128,18 @@ fn format_duration(seconds: f64) -> String {
 
 /// The table of `list`: one row per backup or dump; the last column (LSNs of a full backup,
 /// databases of a dump) cut to [`LAST_COLUMN`] characters.
-fn print_table(entries: &[EntryView]) {
+fn print_table(entries: &[EntryView], copies: &[CopyHoldings]) {
     if entries.is_empty() {
         println!("no backups or dumps yet (`lifeboat backup` and `lifeboat dump` take them)");
         return;
     }
-    let mut rows = table::plain(
-        &["ID", "KIND", "STARTED (UTC)", "DURATION", "SIZE", "STORED", "RATIO", "VERIFY", "TL", "LSNS / DATABASES"],
-        &[3, 4, 5, 6, 8],
-    );
+    let mut header =
+        vec!["ID", "KIND", "STARTED (UTC)", "DURATION", "SIZE", "STORED", "RATIO", "VERIFY", "TL", "LSNS / DATABASES"];
+    if !copies.is_empty() {
+        // Before the last column, which is cut to a width.
+        header.insert(9, "COPIES");
+    }
+    let mut rows = table::plain(&header, &[3, 4, 5, 6, 8]);
     for entry in entries {
         let (timeline, last, common) = match entry {
             EntryView::Full(view) => (
@@ -146,7 +158,7 @@ fn print_table(entries: &[EntryView]) {
             EntryView::Full(view) => (&view.id, view.kind, view.verification.as_ref()),
             EntryView::Dump(view) => (&view.id, view.kind, view.verification.as_ref()),
         };
-        rows.add_row(vec![
+        let mut row = vec![
             id.clone(),
             kind.to_owned(),
             started.format("%m-%d %H:%M:%S").to_string(),
@@ -157,9 +169,30 @@ fn print_table(entries: &[EntryView]) {
             verification_cell(verification).to_owned(),
             timeline,
             table::truncate(&last, LAST_COLUMN),
-        ]);
+        ];
+        if !copies.is_empty() {
+            row.insert(9, copies_cell(id, copies));
+        }
+        rows.add_row(row);
     }
     println!("{}", table::render(&rows));
+}
+
+/// The COPIES column: the copies that hold the backup, "-" for none, "?" after one that could
+/// not be read.
+fn copies_cell(id: &str, copies: &[CopyHoldings]) -> String {
+    let holding: Vec<&str> = copies
+        .iter()
+        .filter(|copy| copy.backups.iter().any(|held| held.to_string() == id))
+        .map(|copy| copy.name.as_str())
+        .collect();
+    let unknown = copies.iter().any(|copy| copy.error.is_some());
+    match (holding.is_empty(), unknown) {
+        (true, false) => "-".to_owned(),
+        (true, true) => "?".to_owned(),
+        (false, false) => holding.join(","),
+        (false, true) => format!("{},?", holding.join(",")),
+    }
 }
 
 fn print_wal(wal: &WalArchiveView) {
@@ -183,7 +216,7 @@ fn print_wal(wal: &WalArchiveView) {
 }
 
 pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = super::load_config(config_path)?;
     let repository = open_repository(&config).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
     let described = crate::ops::catalog::describe(&repository, &layout, &args.id).await?;

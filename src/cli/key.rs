@@ -63,7 +63,7 @@ pub struct AddArgs {
 }
 
 pub async fn run(config_path: Option<&Path>, command: KeyCommand) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = super::load_config(config_path)?;
     match command {
         KeyCommand::Add(args) => {
             let context = crate::ops::open(config).await?;

@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 mod catalog;
 mod config_cmd;
+mod copy;
 mod dump;
 mod expire;
 mod init;
@@ -41,6 +42,12 @@ pub struct Cli {
     /// More detail on stderr (-v: debug, -vv: trace). LIFEBOAT_LOG=<filter> overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Read from copy NAME (a [[copies]] entry) instead of [repository]: list, info, restore, verify,
+    /// wal-fetch, wal check, repo info, key, audit, delete. Copies are written by `lifeboat copy` only,
+    /// so backup, dump and wal-push refuse it
+    #[arg(long, global = true, value_name = "NAME")]
+    pub repository: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -107,6 +114,28 @@ pub enum Command {
     Expire(expire::ExpireArgs),
     /// Show the audit trail stored in the repository: who ran which operation, when, and how it ended
     Audit(audit::AuditArgs),
+    /// Bring the copies ([[copies]]) up to date with the repository: cluster record, WAL, backups, dumps
+    /// and verification reports, copied as stored and checked; resumes where an interrupted run stopped
+    ///
+    /// With --check, reads every object each copy holds and compares it with the primary's instead,
+    /// naming each that differs (exit status 1).
+    Copy(copy::CopyArgs),
+}
+
+impl Command {
+    /// Commands that write backups, dumps or WAL into the repository they open: copies are written
+    /// by `lifeboat copy` alone, so these refuse `--repository`.
+    fn writes_primary(&self) -> Option<&'static str> {
+        match self {
+            Command::Backup(_) => Some("backup"),
+            Command::Dump(_) => Some("dump"),
+            Command::WalPush(_) => Some("wal-push"),
+            Command::Copy(_) => Some("copy"),
+            Command::Init(_) => Some("init"),
+            Command::Quickstart(_) => Some("quickstart"),
+            _ => None,
+        }
+    }
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code:
@@ -190,6 +219,16 @@ pub struct QuietExit {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_path = cli.config.as_deref();
+    if let Some(name) = &cli.repository {
+        if let Some(command) = cli.command.writes_primary() {
+            anyhow::bail!(
+                "`{command}` does not take --repository {name}: copies are written only by `lifeboat copy` (which \
+                 reads [repository] and writes each copy; `lifeboat copy --to {name}`), and a copy is created \
+                 with `lifeboat init --copy {name}`. Run `{command}` without --repository"
+            );
+        }
+        let _ = READ_FROM.set(name.clone());
+    }
     match cli.command {
         Command::Quickstart(_) if config_path.is_some() => {
             anyhow::bail!("quickstart takes no --config: it writes its own configuration into its workspace (--dir)")
@@ -211,13 +250,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => restore::run(config_path, *args).await,
         Command::Verify(args) => verify::run(config_path, args).await,
         Command::Audit(args) => audit::run(config_path, args).await,
+        Command::Copy(args) => copy::run(config_path, args).await,
     }
+}
+
+/// The copy `--repository` named, for the whole process (one command runs per process).
+static READ_FROM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The configuration, turned into the copy's when `--repository NAME` was given.
+fn load_config(config_path: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
+    let config = crate::config::Config::load(config_path)?;
+    Ok(match READ_FROM.get() {
+        Some(name) => config.for_copy(name)?,
+        None => config,
+    })
 }
 
 /// The context of an operation: the configuration, the opened repository, and a cancellation
 /// that SIGINT and SIGTERM trigger (the operation stops at a safe point and reports cancelled).
 async fn operation_context(config_path: Option<&std::path::Path>) -> anyhow::Result<crate::ops::OpContext> {
-    let mut context = crate::ops::open(crate::config::Config::load(config_path)?).await?;
+    let mut context = crate::ops::open(load_config(config_path)?).await?;
     progress::install(&mut context.events);
     cancel_on_signals(&context.cancel);
     Ok(context)

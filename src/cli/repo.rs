@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use super::key::print_slots;
-use crate::config::Config;
 use crate::object::Cipher;
 use crate::ops::open::connect_store;
 use crate::report::{self, repository::RepositoryView};
@@ -21,7 +20,7 @@ pub enum RepoCommand {
 }
 
 pub async fn run(config_path: Option<&Path>, command: RepoCommand) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = super::load_config(config_path)?;
     let RepoCommand::Info { json } = command;
     let store = connect_store(&config).await?;
     let file = RepoFile::read(store.as_ref()).await?;

@@ -159,7 +159,7 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
     let pgdata = std::path::absolute(&pgdata)?;
     let restore_command = match &args.restore_command {
         Some(command) => command.clone(),
-        None => default_restore_command(config.origin())?,
+        None => default_restore_command(config.origin(), config.copies.opened.as_deref())?,
     };
     let backup = match &args.backup {
         Some(text) => Some(text.parse().map_err(|error| anyhow::anyhow!("--backup {text}: {error}"))?),
@@ -206,10 +206,15 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
 }
 
 /// `'<this lifeboat>' --config '<this configuration>' wal-fetch %f %p`, quoted for the shell
-/// PostgreSQL runs it with.
-fn default_restore_command(config: &Path) -> anyhow::Result<String> {
+/// PostgreSQL runs it with; restoring from a copy, `--repository '<copy>'` too, so the WAL comes
+/// from where the backup came from.
+fn default_restore_command(config: &Path, copy: Option<&str>) -> anyhow::Result<String> {
     let exe = std::env::current_exe().map_err(|error| anyhow::anyhow!("cannot find this program's path: {error}"))?;
-    Ok(lifeboat_command(&exe, &std::path::absolute(config)?, "wal-fetch %f %p"))
+    let arguments = match copy {
+        Some(name) => format!("--repository {} wal-fetch %f %p", shell_quote(name)),
+        None => "wal-fetch %f %p".to_owned(),
+    };
+    Ok(lifeboat_command(&exe, &std::path::absolute(config)?, &arguments))
 }
 
 /// `'<exe>' --config '<config>' <arguments>`: how PostgreSQL runs lifeboat (archive_command,

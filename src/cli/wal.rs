@@ -11,7 +11,6 @@ use clap::{Args, Subcommand};
 
 use super::QuietExit;
 use crate::catalog::layout::ClusterLayout;
-use crate::config::Config;
 use crate::ops::open::open_repository;
 use crate::report::{self, wal::WalArchiveView};
 use crate::wal::fetch::{FetchOptions, Fetched, PREFETCH_WAIT, fetch};
@@ -49,7 +48,7 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> anyh
 }
 
 pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = super::load_config(config_path)?;
     let repository = Arc::new(open_repository(&config).await?);
     let layout = ClusterLayout::new(&config.cluster.name);
     let spool_dir = match &config.wal.spool_dir {

@@ -16,6 +16,7 @@
 //! neither is set, `repository.passphrase` or `repository.passphrase_file` from the file.
 
 mod connection;
+mod copies;
 mod duration;
 mod error;
 mod file;
@@ -36,6 +37,7 @@ pub use crate::object::Cipher;
 /// The object format's compression algorithm: `"zstd"` (the default) or `"none"`.
 pub use crate::object::Compression as CompressionAlgorithm;
 pub use connection::{ConnectionString, LibpqConnection};
+pub use copies::{Copies, CopyConfig, CopySelectError};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
 pub use retention::Retention;
@@ -65,6 +67,8 @@ pub struct Config {
     pub wal: WalConfig,
     pub verify: VerifyConfig,
     pub audit: AuditConfig,
+    /// `[[copies]]`: second repositories kept up to date by `lifeboat copy`.
+    pub copies: Copies,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }

@@ -16,7 +16,7 @@ use crate::secret::Secret;
 use crate::storage::s3::S3Credentials;
 
 /// Builds located errors for keys of one document.
-struct Locator<'a> {
+pub(super) struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
     document: Document<'a>,
@@ -24,7 +24,7 @@ struct Locator<'a> {
 
 impl Locator<'_> {
     /// An error about `path`, placed at its value, or at the table where it was expected.
-    fn error(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
+    pub(super) fn error(&self, path: &[&str], message: impl Into<String>) -> ConfigError {
         ConfigError::invalid(self.file, self.text, self.document.span(path), Some(path.join(".")), message)
     }
 
@@ -84,7 +84,8 @@ pub(super) fn resolve(
     let wal = resolve_wal(&locator, raw.wal.unwrap_or_default())?;
     let verify = resolve_verify(&locator, raw.verify.unwrap_or_default())?;
     let audit = resolve_audit(&locator, raw.audit.unwrap_or_default())?;
-    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, source })
+    let copies = super::copies::resolve(&locator, raw.copies.unwrap_or_default())?;
+    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, source })
 }
 
 fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig, ConfigError> {
@@ -304,7 +305,7 @@ fn resolve_repository(
     let mut s3_credentials_origin = None;
     let s3 = match (&url, raw.s3) {
         (RepositoryUrl::S3 { .. }, s3) => {
-            let s3 = resolve_s3(locator, s3.unwrap_or_default())?;
+            let s3 = resolve_s3(locator, &["repository", "s3"], s3.unwrap_or_default())?;
             if s3.credentials.is_some() {
                 s3_credentials_origin = Some(SecretOrigin::Inline("repository.s3.secret_access_key"));
             }
@@ -356,9 +357,9 @@ fn resolve_repository(
     Ok((repository, source))
 }
 
-fn resolve_s3(locator: &Locator<'_>, raw: RawS3) -> Result<S3Config, ConfigError> {
-    const S3: [&str; 2] = ["repository", "s3"];
-    let key = |name: &'static str| [S3[0], S3[1], name];
+/// `[repository.s3]`, or the `s3` table of a copy: `table` is where it is, for errors.
+pub(super) fn resolve_s3(locator: &Locator<'_>, table: &[&str; 2], raw: RawS3) -> Result<S3Config, ConfigError> {
+    let key = |name: &'static str| [table[0], table[1], name];
     if let Some(endpoint) = &raw.endpoint {
         let authority = endpoint
             .strip_prefix("https://")

@@ -7,11 +7,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Cipher, CompressionAlgorithm, Config, RepositoryUrl};
+use super::{Cipher, CompressionAlgorithm, Config, RepositoryUrl, S3Config};
 use crate::secret::REDACTED;
 
 /// A TOML string literal.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
@@ -98,31 +98,7 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
 
     if let (Some(s3), RepositoryUrl::S3 { .. }) = (&repository.s3, &repository.url) {
         writeln!(out, "\n[repository.s3]")?;
-        match &s3.endpoint {
-            Some(endpoint) => writeln!(out, "endpoint = {}", quote(endpoint))?,
-            None => writeln!(out, "# endpoint: not set (AWS's regional endpoint)")?,
-        }
-        writeln!(out, "region = {}", quote(&s3.region))?;
-        writeln!(out, "force_path_style = {}", s3.force_path_style)?;
-        match &s3.storage_class {
-            Some(class) => writeln!(out, "storage_class = {}", quote(class))?,
-            None => writeln!(out, "# storage_class: not set (the bucket's default)")?,
-        }
-        match &s3.credentials {
-            Some(_) => {
-                writeln!(out, "access_key_id = {}", quote(REDACTED))?;
-                writeln!(out, "secret_access_key = {}", quote(REDACTED))?;
-            }
-            None => writeln!(out, "# access_key_id, secret_access_key: not set (the standard AWS chain)")?,
-        }
-        writeln!(out, "part_size_mib = {}", s3.part_size_mib)?;
-        writeln!(out, "max_attempts = {}", s3.max_attempts)?;
-        match &s3.object_lock {
-            Some(lock) => {
-                writeln!(out, "object_lock = {{ mode = {}, days = {} }}", quote(lock.mode.as_str()), lock.days)?
-            }
-            None => writeln!(out, "# object_lock: not set (objects can be deleted at any time)")?,
-        }
+        write_s3(out, s3)?;
     }
 
     let backup = &config.backup;
@@ -183,5 +159,33 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         }
         writeln!(out, "]")?;
     }
+    super::copies::write_redacted(&config.copies, out)?;
     Ok(())
+}
+
+/// The keys of an S3 table (`[repository.s3]`, a copy's `[copies.s3]`), credentials redacted.
+pub(super) fn write_s3(out: &mut String, s3: &S3Config) -> std::fmt::Result {
+    match &s3.endpoint {
+        Some(endpoint) => writeln!(out, "endpoint = {}", quote(endpoint))?,
+        None => writeln!(out, "# endpoint: not set (AWS's regional endpoint)")?,
+    }
+    writeln!(out, "region = {}", quote(&s3.region))?;
+    writeln!(out, "force_path_style = {}", s3.force_path_style)?;
+    match &s3.storage_class {
+        Some(class) => writeln!(out, "storage_class = {}", quote(class))?,
+        None => writeln!(out, "# storage_class: not set (the bucket's default)")?,
+    }
+    match &s3.credentials {
+        Some(_) => {
+            writeln!(out, "access_key_id = {}", quote(REDACTED))?;
+            writeln!(out, "secret_access_key = {}", quote(REDACTED))?;
+        }
+        None => writeln!(out, "# access_key_id, secret_access_key: not set (the standard AWS chain)")?,
+    }
+    writeln!(out, "part_size_mib = {}", s3.part_size_mib)?;
+    writeln!(out, "max_attempts = {}", s3.max_attempts)?;
+    match &s3.object_lock {
+        Some(lock) => writeln!(out, "object_lock = {{ mode = {}, days = {} }}", quote(lock.mode.as_str()), lock.days),
+        None => writeln!(out, "# object_lock: not set (objects can be deleted at any time)"),
+    }
 }

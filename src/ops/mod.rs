@@ -1,5 +1,6 @@
 //! Operations: the one library-level way to run backup, dump, verify, restore, delete, wal-push,
-//! the WAL check and key slot changes, whoever the caller (the CLI now; the daemon and the migration runner later).
+//! the WAL check, key slot changes and copies to a second repository ([`copy`]), whoever the
+//! caller (the CLI now; the daemon and the migration runner later).
 //!
 //! Every operation takes an [`OpContext`] (configuration, opened repository, cluster layout,
 //! cancellation, event sink) and typed options, returns a typed result and prints nothing. Each
@@ -20,6 +21,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod copy;
 pub mod event;
 pub mod expire;
 pub mod open;
@@ -82,6 +84,13 @@ pub struct OpContext {
     pub layout: ClusterLayout,
     pub cancel: Cancel,
     pub events: EventSink,
+}
+
+/// Opens copy `name` (a `[[copies]]` entry) as an operation's context: the repository is the
+/// copy's, opened with the primary's key material, and its configuration says so
+/// (`config.copies.opened`), so an operation run on it writes to the copy only.
+pub async fn open_copy(config: &Config, name: &str) -> Result<OpContext, OpenError> {
+    open(config.for_copy(name)?).await
 }
 
 /// Opens the repository the configuration names and the cluster's audit trail.

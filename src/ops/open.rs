@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::catalog::layout::{self, ClusterLayout};
-use crate::config::{Config, ConfigError, KeySource, RepositoryUrl};
+use crate::config::{Config, ConfigError, CopySelectError, KeySource, RepositoryUrl};
 use crate::keys::Unlock;
 use crate::keys::slots::{KeyError, KeyFile};
 use crate::object::WriteOptions;
@@ -23,6 +23,8 @@ pub enum OpenError {
     Key(#[from] KeyError),
     #[error(transparent)]
     ObjectLock(#[from] ObjectLockError),
+    #[error(transparent)]
+    Copy(#[from] CopySelectError),
     #[error("cannot open the repository of cluster {cluster:?}: {source}")]
     Repository { cluster: String, source: RepositoryError },
 }
@@ -83,4 +85,10 @@ pub async fn open_repository(config: &Config) -> Result<Repository, OpenError> {
     Repository::open_probing(store, unlock.as_ref(), write_options(config), &key_probes(config))
         .await
         .map_err(|source| OpenError::Repository { cluster: config.cluster.name.as_str().to_owned(), source })
+}
+
+/// Copy `name` of the configuration (a `[[copies]]` entry), opened with the primary's key
+/// material: a copy holds the primary's master key in slots of its own.
+pub async fn open_copy_repository(config: &Config, name: &str) -> Result<Repository, OpenError> {
+    open_repository(&config.for_copy(name)?).await
 }

@@ -62,6 +62,8 @@ pub enum OpError {
     #[error(transparent)]
     Open(#[from] super::OpenError),
     #[error(transparent)]
+    Copy(#[from] super::copy::CopyError),
+    #[error(transparent)]
     Repository(#[from] crate::repository::RepositoryError),
     #[error(
         "cluster {cluster:?} has no backups or dumps in {location} to verify; take one with `lifeboat backup` or \

@@ -24,6 +24,9 @@ pub struct ListView {
     pub wal: WalArchiveView,
     /// Objects that are missing, altered, damaged or not recorded in the journal.
     pub problems: Vec<Problem>,
+    /// Each configured copy (`[[copies]]`) and which of these backups and dumps it holds complete;
+    /// empty when none is configured, or when listing a copy.
+    pub copies: Vec<super::copy::CopyHoldings>,
 }
 
 impl Document for ListView {
@@ -49,6 +52,7 @@ impl ListView {
                 .collect(),
             wal: WalArchiveView::new(wal),
             problems: problems.to_vec(),
+            copies: Vec::new(),
         }
     }
 }

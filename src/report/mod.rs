@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod backup;
 pub mod catalog;
+pub mod copy;
 pub mod expire;
 pub mod repository;
 pub mod restore;

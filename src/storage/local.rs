@@ -182,6 +182,11 @@ fn sweep_dir(dir: &Path, idle: Duration, now: SystemTime, swept: &mut Swept) -> 
 }
 
 /// Collects every object below `dir` whose key starts with `prefix`, skipping temporary files.
+/// A file's modification time, when the filesystem keeps one.
+fn modified(metadata: &std::fs::Metadata) -> Option<chrono::DateTime<chrono::Utc>> {
+    metadata.modified().ok().map(chrono::DateTime::from)
+}
+
 fn walk(dir: &Path, key_of_dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -205,7 +210,8 @@ fn walk(dir: &Path, key_of_dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -
             && key.starts_with(prefix)
             && let Ok(key) = ObjectKey::new(key)
         {
-            out.push(ObjectMeta { key, size: entry.metadata()?.len() });
+            let metadata = entry.metadata()?;
+            out.push(ObjectMeta { key, size: metadata.len(), modified: modified(&metadata) });
         }
     }
     Ok(())
@@ -256,7 +262,9 @@ impl ObjectStore for LocalStore {
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
         match tokio::fs::metadata(self.path(key)).await {
-            Ok(metadata) if metadata.is_file() => Ok(Some(ObjectMeta { key: key.clone(), size: metadata.len() })),
+            Ok(metadata) if metadata.is_file() => {
+                Ok(Some(ObjectMeta { key: key.clone(), size: metadata.len(), modified: modified(&metadata) }))
+            }
             Ok(_) => Ok(None),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(self.io_error("head", key.as_str(), error)),

@@ -36,6 +36,8 @@ pub enum PutMode {
 pub struct ObjectMeta {
     pub key: ObjectKey,
     pub size: u64,
+    /// When the object was written, as the store says; `None` when it does not say.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An asynchronous store of immutable-by-convention objects.

@@ -810,7 +810,8 @@ impl ObjectStore for S3Store {
             Ok(output) => {
                 self.bucket_exists();
                 let size = output.content_length().unwrap_or(0).max(0) as u64;
-                Ok(Some(ObjectMeta { key: key.clone(), size }))
+                let modified = output.last_modified().and_then(timestamp);
+                Ok(Some(ObjectMeta { key: key.clone(), size, modified }))
             }
             Err(error) if http_status(&error) == Some(404) => {
                 self.confirm_bucket().await?;
@@ -841,7 +842,11 @@ impl ObjectStore for S3Store {
                     continue;
                 };
                 match ObjectKey::new(relative) {
-                    Ok(key) => objects.push(ObjectMeta { key, size: object.size().unwrap_or(0).max(0) as u64 }),
+                    Ok(key) => objects.push(ObjectMeta {
+                        key,
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        modified: object.last_modified().and_then(timestamp),
+                    }),
                     // Objects lifeboat cannot have written (console "folder" markers and the like).
                     Err(invalid) => tracing::debug!(location = %self.location, %invalid, "ignoring object"),
                 }
@@ -1009,6 +1014,11 @@ fn without_userinfo(endpoint: &str) -> String {
         Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
         None => endpoint.to_owned(),
     }
+}
+
+/// An S3 timestamp as a UTC time.
+fn timestamp(time: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(time.secs(), time.subsec_nanos())
 }
 
 #[cfg(test)]
