@@ -262,3 +262,65 @@ fn flip_largest_data_object(dir: &Path, id: &str) -> String {
     std::fs::write(&largest, &bytes).unwrap();
     format!("clusters/main/backups/{id}/data/{}", largest.file_name().unwrap().to_string_lossy())
 }
+
+/// The backup ids `list --json` shows (on copy `copy`, or the primary), with no problem.
+fn listed_backups(setup: &Setup, copy: Option<&str>) -> Vec<String> {
+    let mut args = vec!["list", "--json"];
+    if let Some(copy) = copy {
+        args.splice(0..0, ["--repository", copy]);
+    }
+    let list = setup.json(&args);
+    assert_eq!(list["problems"], serde_json::json!([]), "{list:#}");
+    list["backups"].as_array().unwrap().iter().map(|entry| entry["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expire_applies_each_copys_own_policy_and_copy_does_not_bring_back_what_a_copy_expired() {
+    let copies = tempfile::tempdir().unwrap();
+    // "long" keeps two full backups, "short" one, the primary falls back on [backup] retention (one).
+    let entries = format!(
+        "{}retention = {{ full = 2 }}\n{}",
+        local_copy("long", &copies.path().join("long")),
+        local_copy("short", &copies.path().join("short"))
+    );
+    let setup = Setup::with(Options::restorable().extra(&entries)).await;
+    let config = setup.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen("[backup]\n", "[backup]\nretention = { full = 1 }\n", 1)).unwrap();
+    for name in ["long", "short"] {
+        assert_success(&setup.run(&["init", "--copy", name]));
+    }
+    let older = ledger_with_backup(&setup).await;
+    let newer = setup.backup().await;
+    assert_success(&setup.run(&["copy"]));
+    for copy in [None, Some("long"), Some("short")] {
+        assert_eq!(listed_backups(&setup, copy), [older.clone(), newer.clone()], "{copy:?} before expire");
+    }
+
+    let output = setup.run(&["expire", "--json"]);
+    assert_success(&output);
+    let report = json(&output);
+    assert_eq!(report["schema"], "expire/1");
+    let copies_report = report["copies"].as_array().unwrap();
+    assert_eq!(copies_report.len(), 2, "{report:#}");
+    assert_eq!(copies_report[0]["name"], "long");
+    assert_eq!(copies_report[0]["expire"]["policy"], "{ full = 2 }", "{report:#}");
+    assert_eq!(copies_report[1]["expire"]["policy"], "{ full = 1 }", "{report:#}");
+    assert_eq!(listed_backups(&setup, None), [newer.clone()]);
+    assert_eq!(listed_backups(&setup, Some("long")), [older.clone(), newer.clone()], "the longer policy keeps both");
+    assert_eq!(listed_backups(&setup, Some("short")), [newer.clone()]);
+    assert!(!copies.path().join(format!("short/clusters/main/backups/{older}")).exists(), "its objects are gone");
+
+    // The next copy brings nothing back that a copy expired, and the older backup the primary no
+    // longer has stays on the copy that keeps it.
+    assert_success(&setup.run(&["copy"]));
+    assert_eq!(listed_backups(&setup, Some("short")), [newer.clone()]);
+    assert_eq!(listed_backups(&setup, Some("long")), [older, newer]);
+
+    // One copy by name: only that one is expired, under its own policy.
+    let output = setup.run(&["--repository", "long", "expire", "--dry-run", "--json"]);
+    assert_success(&output);
+    let report = json(&output);
+    assert_eq!(report["policy"], "{ full = 2 }");
+    assert_eq!(report["copies"], serde_json::json!([]));
+}

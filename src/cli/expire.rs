@@ -1,10 +1,12 @@
-//! `lifeboat expire [--dry-run] [--json]`: applies `[backup] retention` to the repository.
+//! `lifeboat expire [--dry-run] [--json]`: applies `[backup] retention` to the repository, then
+//! each copy's policy to that copy.
 
 use std::path::Path;
 
 use clap::Args;
 
-use crate::report::expire::ExpireView;
+use super::QuietExit;
+use crate::report::expire::{CopyExpireView, ExpireView};
 use crate::report::{self};
 use crate::util::format_bytes;
 
@@ -22,12 +24,39 @@ pub async fn run(config_path: Option<&Path>, args: ExpireArgs) -> anyhow::Result
     let context = super::operation_context(config_path).await?;
     let policy = context.config.backup.retention.clone();
     let expired = crate::ops::expire(&context, &policy, args.dry_run).await?;
-    let view = ExpireView::new(&expired);
+    let mut view = ExpireView::new(&expired);
+    // Without --repository, each copy is expired too, under its own policy.
+    if context.config.copies.opened.is_none() {
+        let copies = crate::ops::expire_copies(&context.config, args.dry_run).await;
+        view.copies = copies.iter().map(CopyExpireView::new).collect();
+    }
+    let failed: Vec<&str> =
+        view.copies.iter().filter(|copy| copy.error.is_some()).map(|copy| copy.name.as_str()).collect();
     if args.json {
         println!("{}", report::to_json(&view));
+        if !failed.is_empty() {
+            return Err(QuietExit { code: 1 }.into());
+        }
         return Ok(());
     }
     print_text(&view);
+    for copy in &view.copies {
+        println!();
+        match (&copy.expire, &copy.error) {
+            (Some(expired), _) => {
+                println!("copy {:?} ({}):", copy.name, expired.location);
+                print_text(expired);
+            }
+            (None, error) => println!("copy {:?}: not expired: {}", copy.name, error.as_deref().unwrap_or_default()),
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "copies {} were not expired (above); the primary was. Fix the cause and run `lifeboat expire` again, or \
+             `lifeboat --repository NAME expire` for one copy",
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
 

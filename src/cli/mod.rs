@@ -111,6 +111,8 @@ pub enum Command {
     /// first, then objects); the next run removes what an interrupted one left. Never deletes the
     /// newest backup whose last verification passed, nor what S3 Object Lock still retains. With
     /// --dry-run, prints what would go and, for everything that stays, the rule that keeps it.
+    /// Then each copy ([[copies]]) is expired under its own `retention` (default: [backup]
+    /// retention); with --repository NAME, only that copy.
     Expire(expire::ExpireArgs),
     /// Show the audit trail stored in the repository: who ran which operation, when, and how it ended
     Audit(audit::AuditArgs),

@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::file::RawS3;
 use super::resolve::{Locator, resolve_s3};
-use super::{Config, ConfigError, RepositoryUrl, S3Config};
+use super::retention::RawRetention;
+use super::{Config, ConfigError, RepositoryUrl, Retention, S3Config};
 
 /// The copies of the configuration, and which of them this process reads instead of the primary.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +40,9 @@ pub struct CopyConfig {
     pub url: RepositoryUrl,
     /// `Some` exactly when `url` is `s3://`.
     pub s3: Option<S3Config>,
+    /// The copy's own retention policy (a copy may keep more than the primary); `None` applies
+    /// `[backup] retention` to it too.
+    pub retention: Option<Retention>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +51,7 @@ pub(super) struct RawCopy {
     pub name: Option<String>,
     pub url: Option<String>,
     pub s3: Option<RawS3>,
+    pub retention: Option<RawRetention>,
 }
 
 /// Whether `key` (an error path such as `copies[1].s3.secret_access_key`) may hold a secret.
@@ -96,7 +101,13 @@ pub(super) fn resolve(locator: &Locator<'_>, raw: Vec<RawCopy>) -> Result<Copies
             }
             (RepositoryUrl::Local(_), None) => None,
         };
-        list.push(CopyConfig { name, url, s3 });
+        let retention = match copy.retention {
+            None => None,
+            Some(raw) => Some(super::retention::resolve(raw, &|key, message| {
+                locator.error(&[&item, "retention", key], message)
+            })?),
+        };
+        list.push(CopyConfig { name, url, s3, retention });
     }
     Ok(Copies { list, opened: None })
 }
@@ -117,6 +128,9 @@ impl Config {
         let mut config = self.clone();
         config.repository.url = copy.url.clone();
         config.repository.s3 = copy.s3.clone();
+        if let Some(retention) = &copy.retention {
+            config.backup.retention = retention.clone();
+        }
         config.source.s3_credentials = copy
             .s3
             .as_ref()
@@ -134,6 +148,10 @@ pub(super) fn write_redacted(copies: &Copies, out: &mut String) -> std::fmt::Res
         writeln!(out, "\n[[copies]]")?;
         writeln!(out, "name = {}", super::show::quote(&copy.name))?;
         writeln!(out, "url = {}", super::show::quote(&copy.url.to_string()))?;
+        match &copy.retention {
+            Some(retention) => writeln!(out, "retention = {retention}")?,
+            None => writeln!(out, "# retention: not set ([backup] retention applies)")?,
+        }
         if let Some(s3) = &copy.s3 {
             writeln!(out, "\n[copies.s3]")?;
             super::show::write_s3(out, s3)?;
@@ -172,6 +190,26 @@ mod tests {
         assert!(unknown.contains("\"elsewhere\"") && unknown.contains("offsite, nearby"), "{unknown}");
         let shown = config.to_redacted_toml();
         assert!(shown.contains("[[copies]]\nname = \"offsite\"") && !shown.contains("very-secret-key"), "{shown}");
+    }
+
+    #[test]
+    fn a_copy_applies_its_own_retention_or_the_primarys() {
+        let config = parse(
+            "[backup]\nretention = { full = 2 }\n[[copies]]\nname = \"long\"\nurl = \"file:///srv/long\"\n\
+             retention = { full = 6, recovery_window = \"30d\" }\n[[copies]]\nname = \"same\"\nurl = \"file:///srv/same\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.for_copy("long").unwrap().backup.retention.to_string(),
+            "{ full = 6, recovery_window = \"30d\" }"
+        );
+        assert_eq!(config.for_copy("same").unwrap().backup.retention.to_string(), "{ full = 2 }");
+        let shown = config.to_redacted_toml();
+        assert!(shown.contains("retention = { full = 6, recovery_window = \"30d\" }"), "{shown}");
+        let error = parse("[[copies]]\nname = \"a\"\nurl = \"file:///x\"\nretention = { full = -1 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("copies[0].retention.full"), "{error}");
     }
 
     #[test]

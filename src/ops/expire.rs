@@ -1,5 +1,6 @@
 //! `lifeboat expire`: carries out the retention policy ([`crate::retention`]) on one repository
-//! (the primary, or a copy with a policy of its own: the caller passes both).
+//! (the primary, or a copy with a policy of its own: the caller passes both); [`expire_copies`]
+//! does it for every `[[copies]]` entry.
 //!
 //! Under the cluster's lease ([`listing::LOCK`], so no backup, dump or delete runs meanwhile) it
 //! surveys the repository, asks the policy, and deletes in the order that keeps every step
@@ -38,7 +39,7 @@ use crate::catalog::lease::{DEFAULT_TTL, Lease};
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::{SegmentSize, WalFile};
-use crate::config::Retention;
+use crate::config::{Config, Retention};
 use crate::format::backup_manifest::MANIFEST;
 use crate::format::journal_entry::Event as JournalEvent;
 use crate::repository::Repository;
@@ -139,6 +140,29 @@ pub async fn expire(context: &OpContext, policy: &Retention, dry_run: bool) -> R
         (Totals { bytes: expired.bytes(), created: Vec::new(), deleted }, Outcome::Succeeded)
     })
     .await
+}
+
+/// What [`expire_copies`] did on one copy: its expire, or why it could not run there.
+#[derive(Debug)]
+pub struct CopyExpired {
+    pub name: String,
+    pub result: Result<Expired, OpError>,
+}
+
+/// Applies each copy's own policy (its `retention`, else `[backup] retention`) to that copy, one
+/// audited operation per copy. A copy that cannot be opened or expired does not stop the others.
+pub async fn expire_copies(config: &Config, dry_run: bool) -> Vec<CopyExpired> {
+    let mut done = Vec::new();
+    for name in config.copies.names() {
+        let result = async {
+            let context = super::open_copy(config, &name).await?;
+            let policy = context.config.backup.retention.clone();
+            expire(&context, &policy, dry_run).await
+        }
+        .await;
+        done.push(CopyExpired { name, result });
+    }
+    done
 }
 
 /// The library function under [`expire`]: applies `policy` at `now` to `repository`, under the

@@ -31,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
-pub use self::expire::{Expired, expire};
+pub use self::expire::{CopyExpired, Expired, expire, expire_copies};
 pub use self::open::OpenError;
 pub use self::run::{
     BackupAndVerify, DumpAndVerify, OpError, RemovedSlot, VerifyOutcome, VerifyTarget, backup, backup_then_verify,

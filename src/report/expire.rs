@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Document;
-use crate::ops::expire::Expired;
+use crate::ops::expire::{CopyExpired, Expired};
 use crate::retention::Fate;
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +40,29 @@ pub struct ExpireView {
     /// Objects deleted and their stored bytes (0 with `--dry-run`).
     pub objects_deleted: usize,
     pub bytes_deleted: u64,
+    /// The same for each copy (`[[copies]]`), each under its own policy; empty when there is
+    /// none, and for a run on one repository (`--repository NAME`).
+    pub copies: Vec<CopyExpireView>,
+}
+
+/// One copy's expire: its document, or the error that kept it from running.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyExpireView {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire: Option<ExpireView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CopyExpireView {
+    pub fn new(copy: &CopyExpired) -> CopyExpireView {
+        let (expire, error) = match &copy.result {
+            Ok(expired) => (Some(ExpireView::new(expired)), None),
+            Err(error) => (None, Some(error.to_string())),
+        };
+        CopyExpireView { name: copy.name.clone(), expire, error }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,6 +186,7 @@ impl ExpireView {
                 .collect(),
             objects_deleted: expired.deleted.len(),
             bytes_deleted: expired.bytes(),
+            copies: Vec::new(),
         }
     }
 }
