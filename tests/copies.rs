@@ -306,15 +306,15 @@ async fn expire_applies_each_copys_own_policy_and_copy_does_not_bring_back_what_
     assert_eq!(copies_report[0]["name"], "long");
     assert_eq!(copies_report[0]["expire"]["policy"], "{ full = 2 }", "{report:#}");
     assert_eq!(copies_report[1]["expire"]["policy"], "{ full = 1 }", "{report:#}");
-    assert_eq!(listed_backups(&setup, None), [newer.clone()]);
+    assert_eq!(listed_backups(&setup, None), vec![newer.clone()]);
     assert_eq!(listed_backups(&setup, Some("long")), [older.clone(), newer.clone()], "the longer policy keeps both");
-    assert_eq!(listed_backups(&setup, Some("short")), [newer.clone()]);
+    assert_eq!(listed_backups(&setup, Some("short")), vec![newer.clone()]);
     assert!(!copies.path().join(format!("short/clusters/main/backups/{older}")).exists(), "its objects are gone");
 
     // The next copy brings nothing back that a copy expired, and the older backup the primary no
     // longer has stays on the copy that keeps it.
     assert_success(&setup.run(&["copy"]));
-    assert_eq!(listed_backups(&setup, Some("short")), [newer.clone()]);
+    assert_eq!(listed_backups(&setup, Some("short")), vec![newer.clone()]);
     assert_eq!(listed_backups(&setup, Some("long")), [older, newer]);
 
     // One copy by name: only that one is expired, under its own policy.
