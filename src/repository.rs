@@ -173,31 +173,11 @@ impl Repository {
         slot_label: &str,
         write_options: WriteOptions,
     ) -> Result<Repository, RepositoryError> {
-        ensure_empty(store.as_ref()).await?;
-        let repository_id = hex::encode(random_array::<16>());
-        let (master, key_id, slots) = match cipher {
-            Cipher::None => (None, None, Vec::new()),
-            Cipher::Aes256Gcm => {
-                let unlock = unlock.ok_or(RepositoryError::InitNeedsKey)?;
-                let master = MasterKey::generate();
-                let slot = KeySlot::create(&master, unlock, slot_label, &repository_id)?;
-                let key_id = hex::encode(master.id());
-                (Some(Arc::new(master)), Some(key_id), vec![slot])
-            }
+        let master = match cipher {
+            Cipher::None => None,
+            Cipher::Aes256Gcm => Some(Arc::new(MasterKey::generate())),
         };
-        let file = RepoFile {
-            format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
-            repository_id,
-            created_at: Utc::now(),
-            cipher,
-            key_id,
-            slots,
-        };
-        let opened_by = file.slots.first().map(|slot| slot.id.clone());
-        let repository = Repository { store, file, master, opened_by, write_options };
-        repository.write_repo_file(PutMode::CreateOnly).await?;
-        Ok(repository)
+        Repository::create(store, cipher, master, unlock, slot_label, write_options).await
     }
 
     /// Creates a copy of `primary` in an empty location: the same cipher and master key (so
@@ -210,9 +190,22 @@ impl Repository {
         slot_label: &str,
         write_options: WriteOptions,
     ) -> Result<Repository, RepositoryError> {
+        Repository::create(store, primary.file.cipher, primary.master.clone(), unlock, slot_label, write_options).await
+    }
+
+    /// Writes `lifeboat.repo` for a new repository id in an empty location, with `master` (`None`
+    /// exactly for cipher none) wrapped in one slot for `unlock`.
+    async fn create(
+        store: Arc<dyn ObjectStore>,
+        cipher: Cipher,
+        master: Option<Arc<MasterKey>>,
+        unlock: Option<&Unlock>,
+        slot_label: &str,
+        write_options: WriteOptions,
+    ) -> Result<Repository, RepositoryError> {
         ensure_empty(store.as_ref()).await?;
         let repository_id = hex::encode(random_array::<16>());
-        let slots = match &primary.master {
+        let slots = match &master {
             None => Vec::new(),
             Some(master) => {
                 let unlock = unlock.ok_or(RepositoryError::InitNeedsKey)?;
@@ -224,12 +217,12 @@ impl Repository {
             version: FORMAT_VERSION,
             repository_id,
             created_at: Utc::now(),
-            cipher: primary.file.cipher,
-            key_id: primary.file.key_id.clone(),
+            cipher,
+            key_id: master.as_ref().map(|master| hex::encode(master.id())),
             slots,
         };
         let opened_by = file.slots.first().map(|slot| slot.id.clone());
-        let repository = Repository { store, file, master: primary.master.clone(), opened_by, write_options };
+        let repository = Repository { store, file, master, opened_by, write_options };
         repository.write_repo_file(PutMode::CreateOnly).await?;
         Ok(repository)
     }

@@ -18,7 +18,7 @@ use lifeboat::repository::Repository;
 use lifeboat::storage::local::LocalStore;
 
 use sqlx::PgConnection;
-use support::archiving::{Options, Setup, archive_current_segment, execute};
+use support::archiving::{Options, Setup, archive_current_segment, execute, flip_largest_data_object};
 use support::output::{assert_failure, assert_success, describe};
 use support::restored::{Restored, free_port};
 use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
@@ -245,22 +245,6 @@ fn scalar_repo_id(setup: &Setup, copy: Option<&str>) -> String {
     }
     args.extend(["repo", "info", "--json"]);
     json(&setup.run(&args))["repository_id"].as_str().unwrap().to_owned()
-}
-
-/// Flips one byte in the middle of the largest data object of backup `id` in the local copy at
-/// `dir`; the object's key.
-fn flip_largest_data_object(dir: &Path, id: &str) -> String {
-    let data = dir.join(format!("clusters/main/backups/{id}/data"));
-    let largest = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
-        .unwrap();
-    let mut bytes = std::fs::read(&largest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&largest, &bytes).unwrap();
-    format!("clusters/main/backups/{id}/data/{}", largest.file_name().unwrap().to_string_lossy())
 }
 
 /// The backup ids `list --json` shows (on copy `copy`, or the primary), with no problem.

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use support::archiving::{Setup, archive_current_segment, execute, scalar};
 use support::output::{assert_failure, assert_success, describe};
-use support::restored::{Restored, free_port};
+use support::restored::restore_and_start;
 
 /// Sets `[backup] retention` to `policy` (an inline table), replacing any earlier one.
 fn set_retention(setup: &Setup, policy: &str) {
@@ -46,17 +46,11 @@ async fn batches(conn: &mut PgConnection) -> Vec<i32> {
 
 /// Restores to `args` with `--start`; the batches the restored server holds.
 async fn restored_batches(setup: &Setup, name: &str, args: &[&str]) -> Vec<i32> {
-    let pgdata = setup.restore_dir(name);
-    let port = free_port(setup);
-    let port_text = port.to_string();
-    let mut all = vec!["--archive-mode", "off", "--start", "--port", port_text.as_str()];
-    all.extend_from_slice(args);
-    let output = setup.restore(&pgdata, &all);
-    let restored = Restored::of(setup, pgdata.clone(), port);
-    assert_success(&output);
+    let (restored, _) = restore_and_start(setup, name, args);
     let mut conn = restored.connect().await;
     let found = batches(&mut conn).await;
     drop(conn);
+    let pgdata = restored.pgdata.clone();
     drop(restored);
     std::fs::remove_dir_all(pgdata).unwrap();
     found

@@ -18,21 +18,8 @@ use lifeboat::catalog::wal::{SegmentSize, WalFile, WalSegment};
 use sqlx::PgConnection;
 use support::archiving::{Options, Setup, archive_current_segment, execute, layout, scalar};
 use support::output::{assert_failure, assert_success, describe};
-use support::restored::{Restored, free_port};
+use support::restored::{Restored, free_port, restore_and_start};
 use support::s3::{S3Server, S3ServerKind};
-
-/// Restores into a fresh directory with `--start` and returns the running server.
-fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, String) {
-    let pgdata = setup.restore_dir(name);
-    let port = free_port(setup);
-    let port_text = port.to_string();
-    let mut all = vec!["--archive-mode", "off", "--start", "--port", port_text.as_str()];
-    all.extend_from_slice(args);
-    let output = setup.restore(&pgdata, &all);
-    let restored = Restored::of(setup, pgdata, port);
-    assert_success(&output);
-    (restored, String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 /// The batches present in the ledger, in order.
 async fn batches(conn: &mut PgConnection) -> Vec<i32> {

@@ -255,17 +255,7 @@ impl Setup {
     /// Flips one byte in the middle of the largest data object of `backup` in the local
     /// repository; the object's key.
     pub fn damage_largest_object(&self, backup: &str) -> String {
-        let data = self.repo_dir().join(format!("clusters/main/backups/{backup}/data"));
-        let largest = std::fs::read_dir(&data)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .max_by_key(|path| std::fs::metadata(path).unwrap().len())
-            .unwrap();
-        let mut bytes = std::fs::read(&largest).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-        std::fs::write(&largest, &bytes).unwrap();
-        format!("clusters/main/backups/{backup}/data/{}", largest.file_name().unwrap().to_string_lossy())
+        flip_largest_data_object(&self.repo_dir(), backup)
     }
 
     /// The `verify.scratch_dir` of [`Setup::start_verifying`]: an empty directory the server's
@@ -424,4 +414,20 @@ pub async fn archive_current_segment(conn: &mut PgConnection) {
         assert!(Instant::now() < deadline, "segment {segment} was not archived in time (last failed: {failed})");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Flips one byte in the middle of the largest data object of backup `id` in the local
+/// repository at `repo_dir`; the object's key.
+pub fn flip_largest_data_object(repo_dir: &Path, id: &str) -> String {
+    let data = repo_dir.join(format!("clusters/main/backups/{id}/data"));
+    let largest = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&largest, &bytes).unwrap();
+    format!("clusters/main/backups/{id}/data/{}", largest.file_name().unwrap().to_string_lossy())
 }

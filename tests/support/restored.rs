@@ -11,6 +11,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use super::archiving::Setup;
+use super::output::assert_success;
 
 /// A server started by `restore --start` with its socket in `socket_dir`, stopped (immediately)
 /// when dropped, as the data directory's owner, with the `pg_ctl` of its major.
@@ -70,4 +71,17 @@ pub fn free_port(setup: &Setup) -> u16 {
             return port;
         }
     }
+}
+
+/// Restores into a fresh directory with `--start` and returns the running server.
+pub fn restore_and_start(setup: &Setup, name: &str, args: &[&str]) -> (Restored, String) {
+    let pgdata = setup.restore_dir(name);
+    let port = free_port(setup);
+    let port_text = port.to_string();
+    let mut all = vec!["--archive-mode", "off", "--start", "--port", port_text.as_str()];
+    all.extend_from_slice(args);
+    let output = setup.restore(&pgdata, &all);
+    let restored = Restored::of(setup, pgdata, port);
+    assert_success(&output);
+    (restored, String::from_utf8_lossy(&output.stdout).into_owned())
 }
