@@ -44,7 +44,7 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Read from copy NAME (a [[copies]] entry) instead of [repository]: list, info, restore, verify,
-    /// wal-fetch, wal check, repo info, key, audit, delete. Copies are written by `lifeboat copy` only,
+    /// wal-fetch, wal check, repo info, key, audit, delete, expire. Copies are written by `lifeboat copy` only,
     /// so backup, dump and wal-push refuse it
     #[arg(long, global = true, value_name = "NAME")]
     pub repository: Option<String>,

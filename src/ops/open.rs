@@ -27,6 +27,11 @@ pub enum OpenError {
     Copy(#[from] CopySelectError),
     #[error("cannot open the repository of cluster {cluster:?}: {source}")]
     Repository { cluster: String, source: RepositoryError },
+    #[error(
+        "copy {name:?} at {location} holds no repository yet (no lifeboat.repo): create it with `lifeboat init --copy \
+         {name}`, then fill it with `lifeboat copy --to {name}`"
+    )]
+    CopyNotInitialised { name: String, location: String },
 }
 
 /// The store the repository URL names (an S3 store checks its bucket when connecting).
@@ -82,9 +87,14 @@ pub fn key_probes(config: &Config) -> Vec<ObjectKey> {
 pub async fn open_repository(config: &Config) -> Result<Repository, OpenError> {
     let store = connect_store(config).await?;
     let unlock = configured_unlock(config)?;
-    Repository::open_probing(store, unlock.as_ref(), write_options(config), &key_probes(config))
-        .await
-        .map_err(|source| OpenError::Repository { cluster: config.cluster.name.as_str().to_owned(), source })
+    Repository::open_probing(store, unlock.as_ref(), write_options(config), &key_probes(config)).await.map_err(
+        |source| match (source, &config.copies.opened) {
+            (RepositoryError::NotInitialised { location }, Some(name)) => {
+                OpenError::CopyNotInitialised { name: name.clone(), location }
+            }
+            (source, _) => OpenError::Repository { cluster: config.cluster.name.as_str().to_owned(), source },
+        },
+    )
 }
 
 /// Copy `name` of the configuration (a `[[copies]]` entry), opened with the primary's key
