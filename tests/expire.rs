@@ -1,4 +1,5 @@
-//! `lifeboat expire` against a real cluster archiving with `wal-push` into a local repository:
+//! `lifeboat expire` against a real cluster archiving with `wal-push` into a local repository (and,
+//! for the recovery window, an S3 one):
 //! the recovery window keeps every moment inside it restorable and removes what lies before it
 //! from storage; an expire killed part-way leaves only whole backups and the next run removes the
 //! rest; `wal-push` running meanwhile loses nothing; the newest verified backup survives any
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use support::archiving::{Setup, archive_current_segment, execute, scalar};
+use support::archiving::{Options, Setup, archive_current_segment, execute, scalar};
 use support::output::{assert_failure, assert_success, describe};
 use support::restored::restore_and_start;
+use support::s3::{S3Server, S3ServerKind};
 
 /// Sets `[backup] retention` to `policy` (an inline table), replacing any earlier one.
 fn set_retention(setup: &Setup, policy: &str) {
@@ -87,6 +89,20 @@ fn archived_segments(setup: &Setup) -> BTreeSet<String> {
     files(&setup.repo_dir().join("clusters/main/wal/00000001")).into_iter().filter(|name| name.len() == 24).collect()
 }
 
+/// The keys under `prefix` (below `clusters/main/`) in the repository, wherever it is stored,
+/// relative to `prefix`.
+async fn stored(setup: &Setup, prefix: &str) -> BTreeSet<String> {
+    let prefix = format!("clusters/main/{prefix}");
+    let repository = setup.repository().await;
+    let listed = repository.store().list(&prefix).await.unwrap();
+    listed.into_iter().map(|meta| meta.key.as_str()[prefix.len()..].to_owned()).collect()
+}
+
+/// [`archived_segments`] for a repository wherever it is stored.
+async fn stored_segments(setup: &Setup) -> BTreeSet<String> {
+    stored(setup, "wal/00000001/").await.into_iter().filter(|name| name.len() == 24).collect()
+}
+
 fn listed_ids(setup: &Setup) -> Vec<String> {
     let list = setup.json(&["list", "--json"]);
     assert_eq!(list["problems"], serde_json::json!([]), "{list:#}");
@@ -95,7 +111,19 @@ fn listed_ids(setup: &Setup) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recovery_window_keeps_every_moment_inside_it_restorable_and_removes_what_lies_before() {
-    let setup = Setup::start().await;
+    recovery_window_scenario(Setup::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recovery_window_on_an_s3_repository_keeps_every_moment_inside_it_restorable() {
+    let server = S3Server::start(S3ServerKind::S3sFs).await;
+    let bucket = server.fresh_bucket().await.bucket;
+    recovery_window_scenario(Setup::with(Options::restorable().s3(&server, &bucket)).await).await;
+}
+
+/// The ledger: three backups with batches between them and WAL archived throughout; a recovery
+/// window whose start falls between the second backup and batch 3.
+async fn recovery_window_scenario(setup: Setup) {
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL)").await;
     let committed_1 = commit_batch(&mut conn, 1).await;
@@ -116,7 +144,7 @@ async fn a_recovery_window_keeps_every_moment_inside_it_restorable_and_removes_w
     commit_batch(&mut conn, 5).await;
     archive_current_segment(&mut conn).await;
     let before_anchor = start_wal(&setup, &anchor);
-    let segments_before: BTreeSet<String> = archived_segments(&setup);
+    let segments_before: BTreeSet<String> = stored_segments(&setup).await;
     assert!(segments_before.iter().any(|segment| *segment < before_anchor), "WAL older than the anchor exists");
 
     // A window reaching back to `window_start` (expire applies it a moment later, which moves
@@ -134,10 +162,7 @@ async fn a_recovery_window_keeps_every_moment_inside_it_restorable_and_removes_w
     assert_eq!(kept, "keep");
     assert!(why.contains("before the window's start"), "{why}");
     assert!(action(&dry, &newest).1.contains("newest 1 full backups"), "{dry:#}");
-    assert!(
-        setup.repo_dir().join(format!("clusters/main/backups/{oldest}/manifest")).exists(),
-        "a dry run deletes nothing"
-    );
+    assert!(stored(&setup, &format!("backups/{oldest}/")).await.contains("manifest"), "a dry run deletes nothing");
     let text = setup.run(&["expire", "--dry-run"]);
     assert_success(&text);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
@@ -149,8 +174,8 @@ async fn a_recovery_window_keeps_every_moment_inside_it_restorable_and_removes_w
     assert!(DateTime::parse_from_rfc3339(expired["window_start"].as_str().unwrap()).unwrap() > anchor_stop);
 
     // Gone from storage: the oldest backup's objects and the WAL before the anchor's start.
-    assert!(files(&setup.repo_dir().join(format!("clusters/main/backups/{oldest}"))).is_empty());
-    let segments_after = archived_segments(&setup);
+    assert!(stored(&setup, &format!("backups/{oldest}/")).await.is_empty());
+    let segments_after = stored_segments(&setup).await;
     assert!(segments_after.iter().all(|segment| *segment >= before_anchor), "{segments_after:?}");
     assert!(segments_after.contains(&before_anchor), "the anchor's first segment stays");
     assert_eq!(listed_ids(&setup), [anchor.clone(), newest.clone()]);
