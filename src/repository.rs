@@ -108,6 +108,12 @@ pub enum RepositoryError {
     )]
     NoSlotOfKind { location: String, unlock: String, kind: SlotKind },
 
+    #[error(
+        "{location}: lifeboat.repo changed while this command ran (it now names another repository or master key); \
+         nothing was changed. Find out what rewrote it, then run the command again"
+    )]
+    ChangedUnderneath { location: String },
+
     #[error("{location}: no key slot {slot}; `lifeboat key list` shows the slots")]
     NoSuchSlot { location: String, slot: String },
 
@@ -349,6 +355,23 @@ impl Repository {
     }
 
     /// Adds a slot that `unlock` opens. The repository must be open (with any existing key).
+    /// A handle for changing key slots: `lifeboat.repo` read afresh (so a slot another process
+    /// added or removed since this one opened is not undone) with the master key this handle
+    /// already unwrapped, so the key is not derived twice (Argon2 takes a second on purpose).
+    pub async fn for_slot_change(&self) -> Result<Repository, RepositoryError> {
+        let file = read_repo_file(self.store.as_ref()).await?;
+        if file.repository_id != self.file.repository_id || file.key_id != self.file.key_id {
+            return Err(RepositoryError::ChangedUnderneath { location: self.location() });
+        }
+        Ok(Repository {
+            store: self.store.clone(),
+            file,
+            master: self.master.clone(),
+            opened_by: self.opened_by.clone(),
+            write_options: self.write_options,
+        })
+    }
+
     pub async fn add_slot(&mut self, unlock: &Unlock, label: &str) -> Result<KeySlot, RepositoryError> {
         let master = self.master.clone().ok_or_else(|| RepositoryError::NotEncrypted { location: self.location() })?;
         let slot = KeySlot::create(&master, unlock, label, &self.file.repository_id)?;

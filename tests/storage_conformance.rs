@@ -297,6 +297,19 @@ mod checks {
         let mut reopened = reopened;
         let last = reopened.file().slots[0].id.clone();
         assert!(matches!(reopened.remove_slot(&last).await, Err(RepositoryError::LastSlot { .. })));
+
+        // A slot change starts from lifeboat.repo as stored now: `stale` opened before a slot was
+        // added elsewhere, and its change keeps that slot.
+        let stale = Repository::open(store.clone(), Some(&passphrase("second passphrase")), options).await.unwrap();
+        reopened.add_slot(&passphrase("third passphrase"), "third").await.unwrap();
+        let mut changing = stale.for_slot_change().await.unwrap();
+        changing.add_slot(&passphrase("fourth passphrase"), "fourth").await.unwrap();
+        for (phrase, label) in [("third passphrase", "third"), ("fourth passphrase", "fourth")] {
+            let opened = Repository::open(store.clone(), Some(&passphrase(phrase)), options).await.unwrap();
+            assert_eq!(opened.opened_slot().unwrap().label, label);
+            assert_eq!(opened.get_bytes(&key("data/x")).await.unwrap(), b"precious rows");
+        }
+        assert_eq!(changing.file().slots.len(), 3, "{:?}", changing.file().slots);
     }
 
     pub async fn unencrypted_object_in_encrypted_repository_is_refused(store: Arc<dyn ObjectStore>) {

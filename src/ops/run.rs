@@ -600,7 +600,7 @@ pub async fn key_add(context: &OpContext, unlock: &Unlock, label: &str) -> Resul
     let arguments = arguments([("kind", unlock.kind().to_string()), ("label", label.to_owned())]);
     let work = async {
         // A handle of its own: changing a slot rewrites lifeboat.repo through it.
-        let mut repository = super::open::open_repository(&context.config).await?;
+        let mut repository = context.repository.for_slot_change().await?;
         Ok(repository.add_slot(unlock, label).await?)
     };
     run_operation(context, Operation::KeyAdd, arguments, false, work, |slot: &KeySlot| {
@@ -613,7 +613,7 @@ pub async fn key_add(context: &OpContext, unlock: &Unlock, label: &str) -> Resul
 pub async fn key_remove(context: &OpContext, slot_id: &str) -> Result<RemovedSlot, OpError> {
     let arguments = arguments([("slot", slot_id.to_owned())]);
     let work = async {
-        let mut repository = super::open::open_repository(&context.config).await?;
+        let mut repository = context.repository.for_slot_change().await?;
         let slot = repository.remove_slot(slot_id).await?;
         Ok(RemovedSlot { slot, remaining: repository.file().slots.len() })
     };
