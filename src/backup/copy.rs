@@ -201,7 +201,10 @@ pub struct Copier {
 }
 
 impl Copier {
-    /// Runs `jobs` on `workers` workers. The first failure stops the others and is returned.
+    /// Runs `jobs` on `workers` workers. The first failure stops the others and is returned:
+    /// they take no new job and finish (or fail) the one they hold. They are not aborted: an
+    /// object write that a backend finishes on a blocking thread cannot be called back, and the
+    /// failed backup's cleanup must see every object it wrote, so nothing may still be landing.
     pub async fn run(&self, jobs: Vec<Job>, workers: u32) -> Result<Vec<JobOutcome>, BackupError> {
         let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
         let mut tasks = tokio::task::JoinSet::new();
@@ -219,18 +222,22 @@ impl Copier {
             });
         }
         let mut all = Vec::new();
+        let mut first_failure = None;
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(outcomes)) => all.extend(outcomes),
                 Ok(Err(error)) => {
-                    tasks.abort_all();
-                    return Err(error);
+                    queue.lock().expect("the job queue is never poisoned").clear();
+                    first_failure.get_or_insert(error);
                 }
                 Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                 Err(_) => {}
             }
         }
-        Ok(all)
+        match first_failure {
+            Some(error) => Err(error),
+            None => Ok(all),
+        }
     }
 
     /// Reads the job's files into one object.
