@@ -362,8 +362,9 @@ async fn bad_credentials_are_access_denied_without_the_secret() {
 
 #[tokio::test]
 async fn unreachable_endpoint_fails_quickly_and_names_the_endpoint() {
-    // A port nothing listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port nothing listens on, and nothing else can take while the test runs (a port merely
+    // closed again was once taken by another test's S3 server): bound, never listening.
+    let (_reserved, port) = bound_not_listening();
     let endpoint = format!("http://127.0.0.1:{port}");
     let store = S3Store::connect(S3Settings {
         bucket: "backups".into(),
@@ -398,4 +399,27 @@ async fn unreachable_endpoint_fails_quickly_and_names_the_endpoint() {
     let error = store.put(&key("x"), bytes_reader("x"), PutMode::Overwrite).await.unwrap_err();
     assert!(matches!(error, StorageError::Unreachable { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "gave up after {:?}", started.elapsed());
+}
+
+/// A TCP socket bound to a free port of 127.0.0.1 that never listens, so connecting to the port
+/// is refused, and the port. Closed when the descriptor drops.
+fn bound_not_listening() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket calls on a descriptor this function owns; the address structs are
+    // initialised and their sizes passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, (&raw const address).cast(), size);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut length = size;
+        let named = libc::getsockname(fd, (&raw mut address).cast(), &mut length);
+        assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+        (owned, u16::from_be(address.sin_port))
+    }
 }
