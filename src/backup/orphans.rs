@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use super::BackupError;
@@ -30,11 +31,15 @@ use crate::storage::{ObjectKey, StorageError};
 /// Deletes issued at once: enough to hide S3 round trips, few enough to be polite.
 const PARALLEL_DELETES: usize = 16;
 
-/// An interrupted backup whose objects were removed.
+/// A directory without a manifest (an interrupted backup, dump or delete) whose objects were removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovedOrphans {
     pub id: BackupId,
+    /// Objects removed, and their stored bytes.
     pub objects: usize,
+    pub bytes: u64,
+    /// Objects left because S3 Object Lock still retains them, with the latest retention date.
+    pub retained: Option<(usize, DateTime<Utc>)>,
 }
 
 /// Deletes every object of every backup directory that has no manifest. The caller must hold
@@ -43,15 +48,27 @@ pub async fn remove_orphans(
     repository: &Repository,
     layout: &ClusterLayout,
 ) -> Result<Vec<RemovedOrphans>, BackupError> {
-    let listing = repository.store().list(&layout.backups_prefix()).await?;
-    let mut directories: BTreeMap<BackupId, (bool, Vec<ObjectKey>)> = BTreeMap::new();
+    let removed = remove_orphans_under(repository, &layout.backups_prefix()).await?;
+    // A directory Object Lock still retains was not removed, whatever went of it.
+    Ok(removed.into_iter().filter(|orphans| orphans.retained.is_none()).collect())
+}
+
+/// Deletes every object of every directory `<prefix><id>/` (backups or dumps) that has no
+/// manifest. The caller must hold the cluster's lease. Keys that are not under a backup or dump
+/// id are not lifeboat's and are left alone.
+pub async fn remove_orphans_under(repository: &Repository, prefix: &str) -> Result<Vec<RemovedOrphans>, StorageError> {
+    let listing = repository.store().list(prefix).await?;
+    let mut directories: BTreeMap<BackupId, (bool, Vec<(ObjectKey, u64)>)> = BTreeMap::new();
     for meta in listing {
-        let Some((id, relative)) = layout.parse_backup_key(&meta.key) else { continue };
+        let Some((id, relative)) = meta.key.as_str().strip_prefix(prefix).and_then(|rest| rest.split_once('/')) else {
+            continue;
+        };
+        let Ok(id) = id.parse::<BackupId>() else { continue };
         let directory = directories.entry(id).or_default();
         if relative == MANIFEST {
             directory.0 = true;
         } else {
-            directory.1.push(meta.key);
+            directory.1.push((meta.key, meta.size));
         }
     }
     let mut removed = Vec::new();
@@ -59,42 +76,45 @@ pub async fn remove_orphans(
         if complete || keys.is_empty() {
             continue;
         }
-        let count = keys.len();
+        let mut orphans = RemovedOrphans { id, objects: 0, bytes: 0, retained: None };
         let mut keys = keys.into_iter();
         let mut deletes = JoinSet::new();
-        let mut retained_until = None;
         loop {
             while deletes.len() < PARALLEL_DELETES {
-                let Some(key) = keys.next() else { break };
+                let Some((key, size)) = keys.next() else { break };
                 let store = repository.store().clone();
-                deletes.spawn(async move { store.delete(&key).await });
+                deletes.spawn(async move { store.delete(&key).await.map(|()| size) });
             }
             match deletes.join_next().await {
                 None => break,
                 Some(joined) => match joined.expect("a delete does not panic") {
-                    Ok(()) => {}
-                    Err(StorageError::Locked { until, .. }) => {
-                        retained_until = retained_until.max(Some(until));
+                    Ok(size) => {
+                        orphans.objects += 1;
+                        orphans.bytes += size;
                     }
-                    Err(error) => return Err(error.into()),
+                    Err(StorageError::Locked { until, .. }) => {
+                        let (count, latest) = orphans.retained.get_or_insert((0, until));
+                        *count += 1;
+                        *latest = (*latest).max(until);
+                    }
+                    Err(error) => return Err(error),
                 },
             }
         }
-        if let Some(until) = retained_until {
-            tracing::warn!(
-                backup = %id,
+        match orphans.retained {
+            Some((_, until)) => tracing::warn!(
+                %id,
                 %until,
-                "the objects of an interrupted or failed backup are under Object Lock retention; they are \
-                 never listed (there is no manifest) and a backup after the retention date removes them"
-            );
-            continue;
+                "the objects of an interrupted or failed {id} are under Object Lock retention; they are never \
+                 listed (there is no manifest) and a later run after the retention date removes them"
+            ),
+            None => tracing::warn!(
+                %id,
+                objects = orphans.objects,
+                "removed the objects of an interrupted or failed {id} (it has no manifest, so it was never complete)"
+            ),
         }
-        tracing::warn!(
-            backup = %id,
-            objects = count,
-            "removed the objects of an interrupted or failed backup (it has no manifest, so it was never a backup)"
-        );
-        removed.push(RemovedOrphans { id, objects: count });
+        removed.push(orphans);
     }
     Ok(removed)
 }

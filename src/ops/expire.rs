@@ -30,9 +30,10 @@ use chrono::{DateTime, Utc};
 use super::OpContext;
 use super::event::{Operation, Outcome, Totals};
 use super::run::{OpError, arguments, run_operation};
+use crate::backup::orphans::remove_orphans_under;
 use crate::catalog::audit;
 use crate::catalog::cluster::ClusterRecord;
-use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::id::BackupId;
 use crate::catalog::journal;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease};
@@ -40,7 +41,6 @@ use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::{SegmentSize, WalFile};
 use crate::config::{Config, Retention};
-use crate::format::backup_manifest::MANIFEST;
 use crate::format::journal_entry::Event as JournalEvent;
 use crate::repository::Repository;
 use crate::restore::RestoreError;
@@ -99,6 +99,8 @@ pub struct Expired {
     pub locked: Vec<(String, DateTime<Utc>)>,
     /// Directories without a manifest that were removed, and their object count.
     pub leftovers: Vec<(String, usize)>,
+    /// The stored bytes of those.
+    pub leftover_bytes: u64,
     /// The stored size of each report and WAL object listed.
     sizes: BTreeMap<String, u64>,
 }
@@ -106,7 +108,12 @@ pub struct Expired {
 impl Expired {
     /// Stored bytes deleted.
     pub fn bytes(&self) -> u64 {
-        self.deleted.values().sum()
+        self.deleted.values().sum::<u64>() + self.leftover_bytes
+    }
+
+    /// Objects deleted, leftovers included.
+    pub fn objects(&self) -> usize {
+        self.deleted.len() + self.leftovers.iter().map(|(_, objects)| objects).sum::<usize>()
     }
 }
 
@@ -234,6 +241,7 @@ async fn plan(
             .map(|(id, until)| (listing::manifest_key(layout, *id).to_string(), *until))
             .collect(),
         leftovers: Vec::new(),
+        leftover_bytes: 0,
         sizes,
     })
 }
@@ -421,35 +429,16 @@ async fn remove_leftovers(
     layout: &ClusterLayout,
     expired: &mut Expired,
 ) -> Result<(), ExpireError> {
-    let store = repository.store().clone();
-    for (prefix, kind) in [(layout.backups_prefix(), BackupKind::Full), (layout.dumps_prefix(), BackupKind::Dump)] {
-        let mut directories: BTreeMap<BackupId, (bool, Vec<(ObjectKey, u64)>)> = BTreeMap::new();
-        for meta in store.list(&prefix).await? {
-            let Some((id, relative)) = meta.key.as_str().strip_prefix(prefix.as_str()).and_then(|r| r.split_once('/'))
-            else {
-                continue;
-            };
-            let Ok(id) = id.parse::<BackupId>() else { continue };
-            if id.kind() != kind {
-                continue;
+    for prefix in [layout.backups_prefix(), layout.dumps_prefix()] {
+        for orphans in remove_orphans_under(repository, &prefix).await? {
+            let directory = listing::object_prefix(layout, orphans.id);
+            if let Some((_, until)) = orphans.retained {
+                expired.locked.push((directory.clone(), until));
             }
-            let directory = directories.entry(id).or_default();
-            if relative == MANIFEST {
-                directory.0 = true;
-            } else {
-                directory.1.push((meta.key.clone(), meta.size));
+            if orphans.objects > 0 {
+                expired.leftover_bytes += orphans.bytes;
+                expired.leftovers.push((directory, orphans.objects));
             }
-        }
-        for (id, (complete, objects)) in directories {
-            if complete || objects.is_empty() {
-                continue;
-            }
-            let count = objects.len();
-            for (key, size) in objects {
-                delete_one(&*store, &key, size, expired).await?;
-            }
-            tracing::info!(%id, objects = count, "removed the objects of {id}, which has no manifest");
-            expired.leftovers.push((listing::object_prefix(layout, id), count));
         }
     }
     Ok(())

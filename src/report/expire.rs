@@ -184,7 +184,7 @@ impl ExpireView {
                 .iter()
                 .map(|(prefix, objects)| LeftoverView { prefix: prefix.clone(), objects: *objects })
                 .collect(),
-            objects_deleted: expired.deleted.len(),
+            objects_deleted: expired.objects(),
             bytes_deleted: expired.bytes(),
             copies: Vec::new(),
         }
