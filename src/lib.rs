@@ -23,6 +23,7 @@
 //! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
 //!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
 //!   record from one `emit`) and the audit trail.
+//! - [`daemon`]: `lifeboat daemon`: schedules, the archiver watch, metrics, health and status.
 //! - [`report`]: the shapes lifeboat reports in (`--json`, and the text rendered from them): one
 //!   versioned view per kind of thing, documented in docs/json.md.
 //! - [`util`]: small helpers written once: byte counts for people, SQL and shell quoting,
@@ -33,6 +34,7 @@ pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dump;
 pub mod format;
 pub mod keys;

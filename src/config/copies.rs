@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::file::RawS3;
 use super::resolve::{Locator, resolve_s3};
 use super::retention::RawRetention;
-use super::{Config, ConfigError, RepositoryUrl, Retention, S3Config};
+use super::{Config, ConfigError, RepositoryUrl, Retention, S3Config, Schedule};
 
 /// The copies of the configuration, and which of them this process reads instead of the primary.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +43,9 @@ pub struct CopyConfig {
     /// The copy's own retention policy (a copy may keep more than the primary); `None` applies
     /// `[backup] retention` to it too.
     pub retention: Option<Retention>,
+    /// When the daemon brings this copy up to date; `None`: after each scheduled backup or dump
+    /// that succeeded.
+    pub schedule: Option<Schedule>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +55,7 @@ pub(super) struct RawCopy {
     pub url: Option<String>,
     pub s3: Option<RawS3>,
     pub retention: Option<RawRetention>,
+    pub schedule: Option<String>,
 }
 
 /// Whether `key` (an error path such as `copies[1].s3.secret_access_key`) may hold a secret.
@@ -107,7 +111,8 @@ pub(super) fn resolve(locator: &Locator<'_>, raw: Vec<RawCopy>) -> Result<Copies
                 locator.error(&[&item, "retention", key], message)
             })?),
         };
-        list.push(CopyConfig { name, url, s3, retention });
+        let schedule = super::daemon::schedule(locator, &[&item, "schedule"], copy.schedule)?;
+        list.push(CopyConfig { name, url, s3, retention, schedule });
     }
     Ok(Copies { list, opened: None })
 }
@@ -151,6 +156,10 @@ pub(super) fn write_redacted(copies: &Copies, out: &mut String) -> std::fmt::Res
         match &copy.retention {
             Some(retention) => writeln!(out, "retention = {retention}")?,
             None => writeln!(out, "# retention: not set ([backup] retention applies)")?,
+        }
+        match &copy.schedule {
+            Some(schedule) => writeln!(out, "schedule = {}", super::show::quote(schedule.as_str()))?,
+            None => writeln!(out, "# schedule: not set (the daemon copies after each scheduled backup or dump)")?,
         }
         if let Some(s3) = &copy.s3 {
             writeln!(out, "\n[copies.s3]")?;

@@ -39,6 +39,7 @@ pub(super) struct RawConfig {
     pub verify: Option<RawVerify>,
     pub audit: Option<RawAudit>,
     pub copies: Option<Vec<super::copies::RawCopy>>,
+    pub daemon: Option<super::daemon::RawDaemon>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +103,7 @@ pub(super) struct RawBackup {
     pub lock_wait: Option<String>,
     pub archive_timeout: Option<String>,
     pub retention: Option<super::retention::RawRetention>,
+    pub schedule: Option<super::daemon::RawBackupSchedule>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +124,7 @@ pub(super) struct RawAudit {
 pub(super) struct RawWal {
     pub prefetch: Option<i64>,
     pub spool_dir: Option<PathBuf>,
+    pub check_schedule: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +136,7 @@ pub(super) struct RawVerify {
     pub amcheck: Option<AmcheckLevel>,
     pub timeout: Option<String>,
     pub checks: Option<Vec<RawCheck>>,
+    pub schedule: Option<String>,
 }
 
 /// An item of `verify.checks`: a query string (run in the database of `cluster.connection`), or

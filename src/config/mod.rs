@@ -17,6 +17,7 @@
 
 mod connection;
 mod copies;
+mod daemon;
 mod duration;
 mod error;
 mod file;
@@ -38,6 +39,7 @@ pub use crate::object::Cipher;
 pub use crate::object::Compression as CompressionAlgorithm;
 pub use connection::{ConnectionString, LibpqConnection};
 pub use copies::{Copies, CopyConfig, CopySelectError};
+pub use daemon::{BackupSchedule, DaemonConfig, Schedule};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
 pub use retention::Retention;
@@ -69,6 +71,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[[copies]]`: second repositories kept up to date by `lifeboat copy`.
     pub copies: Copies,
+    /// `[daemon]`: how `lifeboat daemon` runs its schedules and where it serves its status.
+    pub daemon: DaemonConfig,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }
@@ -166,6 +170,8 @@ pub struct BackupConfig {
     pub archive_timeout: std::time::Duration,
     /// What `lifeboat expire` keeps (`[backup] retention`); empty: everything.
     pub retention: Retention,
+    /// When the daemon takes backups and dumps and applies the retention policy.
+    pub schedule: BackupSchedule,
 }
 
 impl BackupConfig {
@@ -187,6 +193,7 @@ impl Default for BackupConfig {
             lock_wait: Self::DEFAULT_LOCK_WAIT,
             archive_timeout: Self::DEFAULT_ARCHIVE_TIMEOUT,
             retention: Retention::default(),
+            schedule: BackupSchedule::default(),
         }
     }
 }
@@ -239,6 +246,8 @@ pub struct WalConfig {
     /// `.lifeboat-spool` in the directory of `%p` (`pg_wal/.lifeboat-spool`), always writable by
     /// PostgreSQL and on the same filesystem.
     pub spool_dir: Option<PathBuf>,
+    /// When the daemon runs the WAL continuity check (`lifeboat wal check`).
+    pub check_schedule: Option<Schedule>,
 }
 
 impl WalConfig {
@@ -248,7 +257,7 @@ impl WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        WalConfig { prefetch: Self::DEFAULT_PREFETCH, spool_dir: None }
+        WalConfig { prefetch: Self::DEFAULT_PREFETCH, spool_dir: None, check_schedule: None }
     }
 }
 
@@ -269,6 +278,8 @@ pub struct VerifyConfig {
     pub timeout: std::time::Duration,
     /// The user's checks, in the order written; each query must return true.
     pub checks: Vec<SqlCheck>,
+    /// When the daemon verifies the newest backup or dump that has not been verified yet.
+    pub schedule: Option<Schedule>,
 }
 
 impl VerifyConfig {
@@ -287,6 +298,7 @@ impl Default for VerifyConfig {
             amcheck: AmcheckLevel::default(),
             timeout: Self::DEFAULT_TIMEOUT,
             checks: Vec::new(),
+            schedule: None,
         }
     }
 }

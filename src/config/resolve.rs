@@ -28,7 +28,7 @@ impl Locator<'_> {
         ConfigError::invalid(self.file, self.text, self.document.span(path), Some(path.join(".")), message)
     }
 
-    fn absolute(&self, path: &[&str], value: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    pub(super) fn absolute(&self, path: &[&str], value: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
         match value {
             Some(value) if !value.is_absolute() => Err(self.error(
                 path,
@@ -85,7 +85,8 @@ pub(super) fn resolve(
     let verify = resolve_verify(&locator, raw.verify.unwrap_or_default())?;
     let audit = resolve_audit(&locator, raw.audit.unwrap_or_default())?;
     let copies = super::copies::resolve(&locator, raw.copies.unwrap_or_default())?;
-    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, source })
+    let daemon = super::daemon::resolve_daemon(&locator, raw.daemon.unwrap_or_default())?;
+    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, daemon, source })
 }
 
 fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig, ConfigError> {
@@ -129,6 +130,7 @@ fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig,
         amcheck: raw.amcheck.unwrap_or(defaults.amcheck),
         timeout,
         checks,
+        schedule: super::daemon::schedule(locator, &key("schedule"), raw.schedule)?,
     })
 }
 
@@ -189,6 +191,7 @@ fn resolve_wal(locator: &Locator<'_>, raw: RawWal) -> Result<WalConfig, ConfigEr
             WalConfig::PREFETCH,
         )?,
         spool_dir: locator.absolute(&["wal", "spool_dir"], raw.spool_dir)?,
+        check_schedule: super::daemon::schedule(locator, &["wal", "check_schedule"], raw.check_schedule)?,
     })
 }
 
@@ -207,6 +210,7 @@ fn resolve_backup(locator: &Locator<'_>, raw: RawBackup) -> Result<BackupConfig,
         retention: super::retention::resolve(raw.retention.unwrap_or_default(), &|name, message| {
             locator.error(&["backup", "retention", name], message)
         })?,
+        schedule: super::daemon::resolve_backup_schedule(locator, raw.schedule.unwrap_or_default())?,
     })
 }
 

@@ -112,6 +112,25 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     } else {
         writeln!(out, "retention = {}", backup.retention)?;
     }
+    let schedule = &backup.schedule;
+    let jobs = [("full", &schedule.full), ("dump", &schedule.dump), ("expire", &schedule.expire)];
+    let set: Vec<String> = jobs
+        .iter()
+        .filter_map(|(name, schedule)| {
+            schedule.as_ref().map(|schedule| format!("{name} = {}", quote(schedule.as_str())))
+        })
+        .collect();
+    if set.is_empty() {
+        writeln!(out, "# schedule: not set (the daemon takes no backups or dumps of its own)")?;
+    } else {
+        writeln!(out, "schedule = {{ {} }}", set.join(", "))?;
+    }
+    if schedule.expire.is_none() {
+        writeln!(
+            out,
+            "# schedule.expire: not set (with a retention policy, the daemon expires after each scheduled backup or dump)"
+        )?;
+    }
 
     let dump = &config.dump;
     writeln!(out, "\n[dump]")?;
@@ -130,6 +149,10 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     match &wal.spool_dir {
         Some(dir) => writeln!(out, "spool_dir = {}", path(dir))?,
         None => writeln!(out, "# spool_dir: not set (.lifeboat-spool beside %p, i.e. pg_wal/.lifeboat-spool)")?,
+    }
+    match &wal.check_schedule {
+        Some(schedule) => writeln!(out, "check_schedule = {}", quote(schedule.as_str()))?,
+        None => writeln!(out, "# check_schedule: not set (the daemon does not run the WAL continuity check)")?,
     }
 
     writeln!(out, "\n[audit]")?;
@@ -159,7 +182,26 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         }
         writeln!(out, "]")?;
     }
+    match &verify.schedule {
+        Some(schedule) => writeln!(out, "schedule = {}", quote(schedule.as_str()))?,
+        None => writeln!(out, "# schedule: not set (the daemon verifies only after backups, with after_backup)")?,
+    }
     super::copies::write_redacted(&config.copies, out)?;
+    write_daemon(out, &config.daemon)
+}
+
+fn write_daemon(out: &mut String, daemon: &super::DaemonConfig) -> std::fmt::Result {
+    writeln!(out, "\n[daemon]")?;
+    match &daemon.listen {
+        Some(address) => writeln!(out, "listen = {}", quote(&address.to_string()))?,
+        None => writeln!(out, "# listen: not set (no /metrics, /healthz, /status or status page)")?,
+    }
+    writeln!(out, "timezone = {}", quote(daemon.timezone.name()))?;
+    writeln!(out, "catch_up = {}", daemon.catch_up)?;
+    writeln!(out, "jitter = {}", quote(&super::format_duration(daemon.jitter)))?;
+    writeln!(out, "shutdown_timeout = {}", quote(&super::format_duration(daemon.shutdown_timeout)))?;
+    writeln!(out, "state_dir = {}", path(&daemon.state_dir))?;
+    writeln!(out, "watch_interval = {}", quote(&super::format_duration(daemon.watch_interval)))?;
     Ok(())
 }
 

@@ -79,6 +79,7 @@ fn the_example_documents_every_key() {
     // commented out, with their explanation, so nobody copies them live.
     let commented: BTreeSet<String> = all.difference(&example_keys).cloned().collect();
     let expected: BTreeSet<String> = [
+        "backup.schedule.incremental",
         "repository.passphrase",
         "repository.s3.access_key_id",
         "repository.s3.object_lock_days",
@@ -118,8 +119,11 @@ impl Collector<'_> {
 impl<'de> Deserializer<'de> for Collector<'_> {
     type Error = de::value::Error;
 
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom(format!("{}: the key collector does not support this type", self.prefix)))
+    /// A leaf whose type is decided by its value (`daemon.listen`, a string or a boolean):
+    /// offered a string, which every such key accepts.
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.record();
+        visitor.visit_str("127.0.0.1:1")
     }
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         self.record();
@@ -334,6 +338,7 @@ fn backup_settings_have_defaults_and_are_checked() {
         lock_wait: std::time::Duration::from_secs(5400),
         archive_timeout: std::time::Duration::from_secs(60),
         retention: Retention::default(),
+        schedule: super::BackupSchedule::default(),
     };
     assert_eq!(parse(&text).unwrap().backup, expected);
     let message = error(&format!("{MINIMAL}\n[backup]\nworkers = 0\n"));
@@ -697,7 +702,7 @@ fn verify_settings_default_when_absent() {
     assert_eq!(parse(&format!("{MINIMAL}[verify]\nchecks = []\n")).unwrap().verify, VerifyConfig::default());
     let shown = config.to_redacted_toml();
     assert!(
-        shown.ends_with(
+        shown.contains(
             "\n[verify]\nafter_backup = false\nscratch_dir = \"/var/tmp\"\n\
              # dump_server: not set (dumps are verified in a scratch cluster lifeboat starts)\n\
              amcheck = \"indexes\"\ntimeout = \"6h\"\nchecks = []\n"
@@ -733,6 +738,7 @@ fn verify_settings_are_parsed_with_both_forms_of_check() {
             },
             SqlCheck { database: None, query: "select true".into() },
         ],
+        schedule: None,
     };
     assert_eq!(config.verify, expected);
     assert_eq!(parse(&format!("{MINIMAL}[verify]\namcheck = \"off\"\n")).unwrap().verify.amcheck, AmcheckLevel::Off);
@@ -742,7 +748,7 @@ fn verify_settings_are_parsed_with_both_forms_of_check() {
     assert_eq!(example.checks.len(), 2);
     assert_eq!(example.checks[1].database.as_deref(), Some("app"));
     assert_eq!(
-        VerifyConfig { checks: Vec::new(), ..example },
+        VerifyConfig { checks: Vec::new(), schedule: None, ..example },
         VerifyConfig::default(),
         "the example should show the defaults"
     );
@@ -871,4 +877,46 @@ fn retention_errors_name_the_key() {
     assert!(message.contains("backup.retention.full") && message.contains("not a count"), "{message}");
     let message = error(&format!("{MINIMAL}[backup]\nretention = {{ recovery_window = \"two weeks\" }}\n"));
     assert!(message.contains("backup.retention.recovery_window") && message.contains("10m"), "{message}");
+}
+
+#[test]
+fn schedules_and_the_daemon_table_parse_show_and_fail_where_written() {
+    let text = format!(
+        "{MINIMAL}\n[backup]\nschedule = {{ full = \"0 2 * * SUN\", dump = \"@daily\" }}\n\
+         [verify]\nschedule = \"0 4 * * *\"\n[wal]\ncheck_schedule = \"*/30 * * * *\"\n\
+         [daemon]\nlisten = \"127.0.0.1:9999\"\ntimezone = \"Europe/Berlin\"\ncatch_up = false\njitter = \"30s\"\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.backup.schedule.full.as_ref().map(|s| s.as_str()), Some("0 2 * * SUN"));
+    assert_eq!(config.backup.schedule.dump.as_ref().map(|s| s.as_str()), Some("@daily"));
+    assert_eq!(config.backup.schedule.expire, None);
+    assert_eq!(config.verify.schedule.as_ref().map(|s| s.as_str()), Some("0 4 * * *"));
+    assert_eq!(config.wal.check_schedule.as_ref().map(|s| s.as_str()), Some("*/30 * * * *"));
+    assert_eq!(config.daemon.listen, Some("127.0.0.1:9999".parse().unwrap()));
+    assert_eq!(config.daemon.timezone.name(), "Europe/Berlin");
+    assert!(!config.daemon.catch_up);
+    assert_eq!(config.daemon.jitter, std::time::Duration::from_secs(30));
+    let shown = config.to_redacted_toml();
+    assert!(shown.contains("schedule = { full = \"0 2 * * SUN\", dump = \"@daily\" }"), "{shown}");
+    assert!(shown.contains("listen = \"127.0.0.1:9999\""), "{shown}");
+    let again = Config::from_toml(&shown, Path::new("/etc/lifeboat/lifeboat.toml"), &|_| None).unwrap();
+    assert_eq!(again.backup.schedule, config.backup.schedule);
+    assert_eq!(again.daemon, config.daemon);
+
+    let defaults = parse(MINIMAL).unwrap().daemon;
+    assert_eq!((defaults.listen, defaults.catch_up, defaults.timezone.name()), (None, true, "UTC"));
+    let on = parse(&format!("{MINIMAL}\n[daemon]\nlisten = true\n")).unwrap();
+    assert_eq!(on.daemon.listen, Some("127.0.0.1:9187".parse().unwrap()));
+
+    let message = error(&format!("{MINIMAL}\n[backup]\nschedule = {{ full = \"at two\" }}\n"));
+    assert!(
+        message.starts_with(&format!("{ORIGIN}:5:21: backup.schedule.full: \"at two\" is not a cron schedule")),
+        "{message}"
+    );
+    let message = error(&format!("{MINIMAL}\n[backup]\nschedule = {{ incremental = \"@daily\" }}\n"));
+    assert!(message.contains("backup.schedule.incremental: incremental backups are not available yet"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[daemon]\ntimezone = \"Mars/Olympus\"\n"));
+    assert!(message.contains("daemon.timezone: \"Mars/Olympus\" is not a time zone"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[daemon]\nlisten = \"localhost\"\n"));
+    assert!(message.contains("daemon.listen: \"localhost\" is not an address and port"), "{message}");
 }

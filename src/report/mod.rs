@@ -14,6 +14,7 @@ pub mod copy;
 pub mod expire;
 pub mod repository;
 pub mod restore;
+pub mod status;
 pub mod verification;
 pub mod wal;
 
