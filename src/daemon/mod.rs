@@ -303,12 +303,24 @@ impl Daemon {
     async fn reload(&mut self) {
         self.notifier.reloading();
         let path = self.config_path.clone();
-        let loaded = async {
+        let loading = async {
             let config = Config::load(Some(&path))?;
             let repository = Arc::new(ops::open::open_repository(&config).await?);
             Ok::<_, DaemonError>(Current { config: Arc::new(config), repository })
-        }
-        .await;
+        };
+        tokio::pin!(loading);
+        // Opening a repository that does not answer can take a while (the S3 client retries):
+        // the watchdog hears from the loop meanwhile, which is alive.
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let loaded = loop {
+            tokio::select! {
+                loaded = &mut loading => break loaded,
+                _ = tick.tick() => {
+                    self.runner.state.scheduler_alive(Utc::now());
+                    self.notifier.ping_if_due();
+                }
+            }
+        };
         let now = Utc::now();
         match loaded {
             Ok(current) => {
@@ -547,5 +559,57 @@ impl Runner {
         for cancel in self.cancels.lock().expect("the cancels lock is not poisoned").values() {
             cancel.cancel(reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Schedule;
+
+    fn planned(job: Job, schedule: Option<&str>, after: &[Job]) -> Planned {
+        Planned { job, schedule: schedule.map(|text| Schedule::parse(text).unwrap()), chained_after: after.to_vec() }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counters_of_jobs_that_remain_and_drops_the_others() {
+        let before = job_statuses(
+            &[planned(Job::Backup, Some("0 2 * * *"), &[]), planned(Job::Dump, Some("0 3 * * *"), &[])],
+            &[],
+        );
+        let state = DaemonState::new(Status { jobs: before, ..Status::default() });
+        state.run_skipped("backup");
+        state.run_skipped("dump");
+        let after = job_statuses(
+            &[planned(Job::Backup, Some("0 4 * * *"), &[]), planned(Job::Verify, None, &[Job::Backup])],
+            &state.snapshot().jobs,
+        );
+        let summary: Vec<(&str, Option<&str>, u64, Vec<String>)> = after
+            .iter()
+            .map(|entry| {
+                (entry.job.as_str(), entry.schedule.as_deref(), entry.skipped_total, entry.chained_after.clone())
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("backup", Some("0 4 * * *"), 1, vec![]), ("verify", None, 0, vec!["backup".to_owned()])]
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        assert_eq!(random_up_to(Duration::ZERO), Duration::ZERO);
+        let bound = Duration::from_millis(50);
+        let delays: Vec<Duration> = (0..200).map(|_| random_up_to(bound)).collect();
+        assert!(delays.iter().all(|delay| *delay <= bound));
+        assert!(delays.iter().any(|delay| *delay != delays[0]), "the delay varies");
+    }
+
+    #[test]
+    fn job_names_read_back() {
+        for job in [Job::Backup, Job::Dump, Job::Verify, Job::Expire, Job::WalCheck, Job::Copy("far".into())] {
+            assert_eq!(Job::from_name(&job.to_string()), Some(job));
+        }
+        assert_eq!(Job::from_name("restore"), None);
     }
 }
