@@ -158,7 +158,15 @@ pub fn main() -> ExitCode {
     // The daemon under systemd logs to the journal, with its fields.
     let journal = matches!(cli.command, Command::Daemon) && std::env::var_os("JOURNAL_STREAM").is_some();
     init_tracing(if quiet { None } else { Some(cli.verbose) }, journal);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Daemon) {
+        // The scheduler loop's timers are driven by the worker threads: on a two-core host, two
+        // jobs in a blocking call (a scratch server stopping) would hold up its wake-ups and the
+        // watchdog pings. A few more workers keep it on time.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(cores.max(DAEMON_MIN_WORKERS));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("lifeboat: error: cannot start the async runtime: {error}");
@@ -196,6 +204,9 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// The fewest async worker threads the daemon runs with.
+const DAEMON_MIN_WORKERS: usize = 4;
 
 /// The exit status after a cancellation, as shells report a process ended by SIGINT.
 const INTERRUPTED_EXIT: u8 = 130;
