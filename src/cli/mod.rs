@@ -9,6 +9,7 @@ mod backup;
 mod catalog;
 mod config_cmd;
 mod copy;
+mod daemon;
 mod dump;
 mod expire;
 mod init;
@@ -122,6 +123,13 @@ pub enum Command {
     /// With --check, reads every object each copy holds and compares it with the primary's instead,
     /// naming each that differs (exit status 1).
     Copy(copy::CopyArgs),
+    /// Run the schedules of the configuration (backups, dumps, verification, expiry, copies, the
+    /// WAL check) in the foreground, as systemd's lifeboat.service does
+    ///
+    /// Reloads the configuration on SIGHUP (an invalid file is refused and the old one kept); on
+    /// SIGTERM starts nothing new, lets running jobs finish within [daemon] shutdown_timeout, then
+    /// cancels them cleanly and exits 0. docs/daemon.md describes it.
+    Daemon,
 }
 
 impl Command {
@@ -133,6 +141,7 @@ impl Command {
             Command::Dump(_) => Some("dump"),
             Command::WalPush(_) => Some("wal-push"),
             Command::Copy(_) => Some("copy"),
+            Command::Daemon => Some("daemon"),
             Command::Init(_) => Some("init"),
             Command::Quickstart(_) => Some("quickstart"),
             _ => None,
@@ -146,8 +155,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The quickstart explains each step itself; lifeboat's progress lines would drown it.
     let quiet = matches!(cli.command, Command::Quickstart(_)) && cli.verbose == 0;
-    init_tracing(if quiet { None } else { Some(cli.verbose) });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The daemon under systemd logs to the journal, with its fields.
+    let journal = matches!(cli.command, Command::Daemon) && std::env::var_os("JOURNAL_STREAM").is_some();
+    init_tracing(if quiet { None } else { Some(cli.verbose) }, journal);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Daemon) {
+        // The scheduler loop's timers are driven by the worker threads: on a two-core host, two
+        // jobs in a blocking call (a scratch server stopping) would hold up its wake-ups and the
+        // watchdog pings. A few more workers keep it on time.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(cores.max(DAEMON_MIN_WORKERS));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("lifeboat: error: cannot start the async runtime: {error}");
@@ -185,6 +204,9 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// The fewest async worker threads the daemon runs with.
+const DAEMON_MIN_WORKERS: usize = 4;
 
 /// The exit status after a cancellation, as shells report a process ended by SIGINT.
 const INTERRUPTED_EXIT: u8 = 130;
@@ -253,6 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(config_path, args).await,
         Command::Audit(args) => audit::run(config_path, args).await,
         Command::Copy(args) => copy::run(config_path, args).await,
+        Command::Daemon => daemon::run(config_path).await,
     }
 }
 
@@ -292,8 +315,9 @@ fn cancel_on_signals(cancel: &crate::ops::Cancel) {
     }
 }
 
-/// Logging on stderr: `verbose` is the number of `-v`s; `None` shows warnings and errors only.
-fn init_tracing(verbose: Option<u8>) {
+/// Logging on stderr, or to journald with `journal` (falling back to stderr when its socket is
+/// not there): `verbose` is the number of `-v`s; `None` shows warnings and errors only.
+fn init_tracing(verbose: Option<u8>, journal: bool) {
     let default = match verbose {
         None => "lifeboat=warn",
         Some(0) => "lifeboat=info",
@@ -302,6 +326,12 @@ fn init_tracing(verbose: Option<u8>) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if let Some(layer) = journal.then(|| tracing_journald::layer().ok()).flatten() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry().with(filter).with(layer.with_syslog_identifier("lifeboat".to_owned())).init();
+        return;
+    }
     // No colour codes unless stderr is a terminal: PostgreSQL copies wal-push's stderr into its log.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let log_writer = progress::LogWriter::for_stderr();

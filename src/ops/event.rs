@@ -240,12 +240,13 @@ pub struct EventSink {
 
 impl EventSink {
     pub fn new(audit: AuditLog) -> EventSink {
-        EventSink {
-            metrics: Arc::new(Metrics::default()),
-            audit: Arc::new(audit),
-            progress_logged: Arc::default(),
-            observer: None,
-        }
+        EventSink::with_metrics(audit, Arc::default())
+    }
+
+    /// A sink counting into `metrics`, which outlive it: the daemon keeps one set for its whole
+    /// life while each run gets a sink (and an audit log) of its own.
+    pub fn with_metrics(audit: AuditLog, metrics: Arc<Metrics>) -> EventSink {
+        EventSink { metrics, audit: Arc::new(audit), progress_logged: Arc::default(), observer: None }
     }
 
     /// Has `observer` called with every event this sink (and its clones made from now on) emits.

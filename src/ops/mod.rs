@@ -41,7 +41,7 @@ use crate::catalog::layout::ClusterLayout;
 use crate::config::Config;
 use crate::repository::Repository;
 use audit::AuditLog;
-use event::EventSink;
+use event::{EventSink, Metrics};
 
 /// A request to stop, with the reason (`SIGINT`, `SIGTERM`, `shutdown`) the operation reports.
 #[derive(Debug, Clone, Default)]
@@ -96,13 +96,13 @@ pub async fn open_copy(config: &Config, name: &str) -> Result<OpContext, OpenErr
 /// Opens the repository the configuration names and the cluster's audit trail.
 pub async fn open(config: Config) -> Result<OpContext, OpenError> {
     let repository = Arc::new(open::open_repository(&config).await?);
+    Ok(context_on(Arc::new(config), repository, Arc::default()))
+}
+
+/// A context on a repository opened earlier, with a fresh cancellation, whose events count into
+/// `metrics`: the daemon opens the repository once and gives each run a context of its own.
+pub fn context_on(config: Arc<Config>, repository: Arc<Repository>, metrics: Arc<Metrics>) -> OpContext {
     let layout = ClusterLayout::new(&config.cluster.name);
     let audit = AuditLog::new(config.audit.path.clone(), &layout, Some(repository.clone()));
-    Ok(OpContext {
-        config: Arc::new(config),
-        repository,
-        layout,
-        cancel: Cancel::default(),
-        events: EventSink::new(audit),
-    })
+    OpContext { config, repository, layout, cancel: Cancel::default(), events: EventSink::with_metrics(audit, metrics) }
 }

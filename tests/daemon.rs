@@ -1,0 +1,331 @@
+//! `lifeboat daemon` end to end (issue 13): the real binary against a real cluster archiving with
+//! `wal-push`, schedules seconds apart (six-field cron). Full backups, dumps, verifications (right
+//! after a backup and on their own schedule), expiry and a copy happen, with a local and with an
+//! S3 repository; SIGTERM in the middle of a backup exits within the deadline and leaves nothing
+//! incomplete, no lease and no scratch server; a run due while the previous one still runs is
+//! skipped; SIGHUP with a broken file keeps the old configuration and names the file and line;
+//! a run missed while the daemon was down runs once at start (and not with `catch_up = false`).
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Timelike as _, Utc};
+use support::archiving::{Options, Setup, archive_current_segment, execute};
+use support::output::assert_success;
+use support::s3::{S3Server, S3ServerKind};
+
+/// A running `lifeboat daemon` and what it has logged so far.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(setup: &Setup) -> Daemon {
+        let mut child = setup.command(&["daemon"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = writer.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let daemon = Daemon { child, log };
+        daemon.wait_for("lifeboat daemon ready", 1, Duration::from_secs(30));
+        daemon
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Waits until the log holds `needle` `times` times.
+    fn wait_for(&self, needle: &str, times: usize, limit: Duration) {
+        self.wait_until(limit, &format!("{times} x {needle:?}"), || self.count(needle) >= times);
+    }
+
+    fn wait_until(&self, limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+        let until = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < until, "waited {limit:?} for {what}; the daemon logged:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the child this test started.
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, signal) }, 0);
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit: its status, how long it took, the log.
+    fn terminate(mut self, limit: Duration) -> (ExitStatus, Duration, String) {
+        let sent = Instant::now();
+        self.signal(libc::SIGTERM);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(200));
+                return (status, sent.elapsed(), self.log());
+            }
+            if sent.elapsed() > limit {
+                self.child.kill().unwrap();
+                panic!("the daemon did not exit within {limit:?} of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(self) -> String {
+        let (status, _, log) = self.terminate(Duration::from_secs(60));
+        assert!(status.success(), "the daemon exits 0 on SIGTERM ({status}):\n{log}");
+        assert!(log.contains("lifeboat daemon stopped"), "{log}");
+        log
+    }
+}
+
+/// `[backup]` keys (the setup's configuration continues its `[backup]` table with them), then a
+/// `[daemon]` table keeping its state in `aux`, with `daemon` keys, then `more` tables.
+fn daemon_config(backup: &str, aux: &Path, daemon: &str, more: &str) -> String {
+    format!("{backup}\n\n[daemon]\nstate_dir = \"{}\"\n{daemon}\n{more}\n", aux.join("state").display())
+}
+
+fn listed(setup: &Setup, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["list", "--json"];
+    all.extend_from_slice(args);
+    let list = setup.json(&all);
+    assert_eq!(list["problems"], serde_json::json!([]), "nothing incomplete or damaged: {list}");
+    list["backups"].as_array().unwrap().clone()
+}
+
+fn of_kind<'a>(entries: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    entries.iter().filter(|entry| entry["kind"] == kind).collect()
+}
+
+/// Processes whose command line names `path` (a scratch server's data directory under it).
+fn processes_under(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .filter(|line| line.contains(&needle))
+        .collect()
+}
+
+/// About 150 MB of table: a backup or a verification of it takes seconds.
+async fn fill(setup: &Setup) {
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE big (id int, payload text)").await;
+    execute(
+        &mut conn,
+        "INSERT INTO big SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 1500000) g",
+    )
+    .await;
+    archive_current_segment(&mut conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backups_dumps_verifications_expiry_and_a_copy_happen_with_a_local_repository() {
+    let aux = tempfile::tempdir().unwrap();
+    let copy_dir = aux.path().join("near");
+    let extra = daemon_config(
+        "schedule = { full = \"*/20 * * * * *\", dump = \"10-59/20 * * * * *\" }\nretention = { full = 1, dumps = 1 }",
+        aux.path(),
+        "",
+        &format!("[[copies]]\nname = \"near\"\nurl = \"file://{}\"\n", copy_dir.display()),
+    );
+    let setup = Setup::verifying(Options::restorable().extra(&extra), "after_backup = true\namcheck = \"off\"").await;
+    assert_success(&setup.run(&["init", "--copy", "near"]));
+
+    let daemon = Daemon::start(&setup);
+    // Two backups (the first then expired: full = 1), a dump, each verified right after, each
+    // followed by expiry and the copy without a schedule of its own.
+    // The second backup's expiry has deleted the first once one full backup is left.
+    daemon.wait_until(Duration::from_secs(150), "two backups, a dump, their verification, expiry and copy", || {
+        daemon.count("job backup succeeded") >= 2
+            && daemon.count("job dump succeeded") >= 1
+            && daemon.count("job verify succeeded") >= 2
+            && daemon.count("job expire succeeded") >= 2
+            && daemon.count("job copy:near succeeded") >= 2
+            && of_kind(&listed(&setup, &[]), "full").len() == 1
+    });
+    let log = daemon.stop();
+    assert!(log.contains("job verify started (after:backup)"), "{log}");
+    assert!(log.contains("job expire started (after:backup)") || log.contains("job expire started (after:dump)"));
+    assert!(!log.contains("job backup failed") && !log.contains("job verify failed"), "{log}");
+
+    let entries = listed(&setup, &[]);
+    let fulls = of_kind(&entries, "full");
+    assert_eq!(fulls.len(), 1, "expiry kept one full backup of the two or more taken: {entries:#?}");
+    assert_eq!(of_kind(&entries, "dump").len(), 1, "and one dump: {entries:#?}");
+    assert_eq!(fulls[0]["verification"]["status"], "passed", "{entries:#?}");
+    let on_copy = listed(&setup, &["--repository", "near"]);
+    let newest = fulls[0]["id"].as_str().unwrap();
+    assert!(on_copy.iter().any(|entry| entry["id"] == newest), "the copy holds {newest}: {on_copy:#?}");
+    let state = std::fs::read_to_string(aux.path().join("state/daemon-state.json")).unwrap();
+    assert!(state.contains("\"backup\"") && state.contains("\"dump\""), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_s3_repository_a_scheduled_verification_proves_the_newest_unverified_backup() {
+    let server = S3Server::start(S3ServerKind::S3sFs).await;
+    server.client().create_bucket().bucket("daemon").send().await.unwrap();
+    let aux = tempfile::tempdir().unwrap();
+    let extra = daemon_config(
+        "schedule = { full = \"*/15 * * * * *\" }",
+        aux.path(),
+        "",
+        "[wal]\ncheck_schedule = \"*/5 * * * * *\"\n",
+    );
+    let setup = Setup::verifying(
+        Options::restorable().extra(&extra).s3(&server, "daemon"),
+        "schedule = \"*/4 * * * * *\"\namcheck = \"off\"",
+    )
+    .await;
+    let daemon = Daemon::start(&setup);
+    daemon.wait_until(Duration::from_secs(120), "a backup and its scheduled verification", || {
+        let log = daemon.log();
+        log.contains("job backup succeeded")
+            && log.lines().any(|line| line.contains("verification of") && line.contains(": passed"))
+            && log.contains("job wal-check")
+    });
+    let log = daemon.stop();
+    assert!(log.contains("job verify started (schedule)"), "{log}");
+    let entries = listed(&setup, &[]);
+    let fulls = of_kind(&entries, "full");
+    assert!(!fulls.is_empty(), "{entries:#?}");
+    assert!(
+        fulls.iter().any(|entry| entry["verification"]["status"] == "passed"),
+        "a backup was verified on the verify schedule: {entries:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_backup_cancels_it_after_the_deadline_and_leaves_nothing_behind() {
+    let aux = tempfile::tempdir().unwrap();
+    let extra = daemon_config("schedule = { full = \"*/3 * * * * *\" }", aux.path(), "shutdown_timeout = \"1s\"", "");
+    let setup = Setup::verifying(Options::restorable().extra(&extra), "amcheck = \"off\"").await;
+    fill(&setup).await;
+
+    let daemon = Daemon::start(&setup);
+    daemon.wait_for("job backup started", 1, Duration::from_secs(30));
+    let (status, took, log) = daemon.terminate(Duration::from_secs(60));
+    assert!(status.success(), "exit 0 after a cancelled backup ({status}):\n{log}");
+    assert!(took < Duration::from_secs(1) + Duration::from_secs(20), "exited {took:?} after SIGTERM:\n{log}");
+    assert!(log.contains("cancelling the running jobs"), "{log}");
+    assert!(log.contains("job backup cancelled"), "the backup was cancelled, not finished:\n{log}");
+    assert!(of_kind(&listed(&setup, &[]), "full").is_empty(), "the cancelled backup is not listed");
+    assert!(processes_under(&setup.scratch_dir()).is_empty());
+
+    // The lease is released: a backup now takes it at once.
+    let output = setup.run(&["backup"]);
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("waiting for lock"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_due_while_the_previous_still_runs_is_skipped_and_shutdown_stops_the_scratch_server() {
+    let aux = tempfile::tempdir().unwrap();
+    // Every second, each backup followed by its verification, which sits in a check of a minute:
+    // the next ones are due while it runs. SIGTERM meanwhile: cancelled after 1 s.
+    let extra = daemon_config("schedule = { full = \"* * * * * *\" }", aux.path(), "shutdown_timeout = \"1s\"", "");
+    let verify = "after_backup = true\namcheck = \"off\"\nchecks = [\"select pg_sleep(60) is not null\"]";
+    let setup = Setup::verifying(Options::restorable().extra(&extra), verify).await;
+    let daemon = Daemon::start(&setup);
+    daemon.wait_for("verify: running checks", 1, Duration::from_secs(60));
+    daemon.wait_for("was skipped: the previous run", 2, Duration::from_secs(10));
+    assert!(!processes_under(&setup.scratch_dir()).is_empty(), "the scratch server runs the check");
+    assert_eq!(daemon.count("job backup started"), 1, "one backup at a time:\n{}", daemon.log());
+    let (status, took, log) = daemon.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(took < Duration::from_secs(30), "{took:?}:\n{log}");
+    assert!(log.contains("job verify cancelled"), "the verification was cancelled at the deadline:\n{log}");
+    assert!(processes_under(&setup.scratch_dir()).is_empty(), "{:?}", processes_under(&setup.scratch_dir()));
+    let left: Vec<PathBuf> = std::fs::read_dir(setup.scratch_dir()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the scratch restore was removed: {left:?}");
+    let entries = listed(&setup, &[]);
+    assert_eq!(of_kind(&entries, "full").len(), 1, "{entries:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_with_a_broken_file_keeps_the_old_configuration_and_a_fixed_one_applies() {
+    let aux = tempfile::tempdir().unwrap();
+    let extra = daemon_config("schedule = { full = \"0 0 1 1 *\" }", aux.path(), "", "");
+    let setup = Setup::with(Options::restorable().extra(&extra)).await;
+    let path = setup.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    let daemon = Daemon::start(&setup);
+
+    let broken = format!("{good}\n[wal]\ncheck_schedule = \"every two seconds\"\n");
+    let line = broken.lines().position(|line| line.starts_with("check_schedule")).unwrap() + 1;
+    std::fs::write(&path, &broken).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for("configuration reload refused", 1, Duration::from_secs(20));
+    let log = daemon.log();
+    let place = format!("{}:{line}", path.display());
+    assert!(log.contains(&place), "the error names {place}:\n{log}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(daemon.count("job wal-check started"), 0, "the old configuration runs on");
+
+    std::fs::write(&path, format!("{good}\n[wal]\ncheck_schedule = \"*/2 * * * * *\"\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for("configuration reloaded", 1, Duration::from_secs(20));
+    daemon.wait_for("job wal-check succeeded", 1, Duration::from_secs(30));
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_missed_while_down_runs_once_at_start_and_not_with_catch_up_off() {
+    let aux = tempfile::tempdir().unwrap();
+    // Daily at the time of day half an hour ago: it fired while the daemon was "down" (the last
+    // hour) and does not fire again during the test.
+    let missed = Utc::now() - chrono::Duration::minutes(30);
+    let schedule = format!("{} {} {} * * *", missed.second(), missed.minute(), missed.hour());
+    let state = aux.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let down_since = |file: &Path| {
+        let since = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+        std::fs::write(file, format!("{{\"handled_until\": {{\"backup\": \"{since}\"}}}}")).unwrap();
+    };
+    let state_file = state.join("daemon-state.json");
+    down_since(&state_file);
+    let extra = daemon_config(&format!("schedule = {{ full = \"{schedule}\" }}"), aux.path(), "", "");
+    let setup = Setup::with(Options::restorable().extra(&extra)).await;
+
+    let daemon = Daemon::start(&setup);
+    daemon.wait_for("job backup succeeded", 1, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    let log = daemon.stop();
+    assert_eq!(log.matches("job backup started (catch-up)").count(), 1, "{log}");
+    assert_eq!(log.matches("job backup started").count(), 1, "{log}");
+    assert_eq!(of_kind(&listed(&setup, &[]), "full").len(), 1);
+
+    // Down over the time again, but with catch_up = false: nothing runs at start.
+    down_since(&state_file);
+    let path = setup.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replace("[daemon]\n", "[daemon]\ncatch_up = false\n");
+    std::fs::write(&path, text).unwrap();
+    let started = Utc::now();
+    let daemon = Daemon::start(&setup);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = daemon.stop();
+    assert!(!log.contains("job backup started"), "{log}");
+    assert_eq!(of_kind(&listed(&setup, &[]), "full").len(), 1);
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    let handled: chrono::DateTime<Utc> = saved["handled_until"]["backup"].as_str().unwrap().parse().unwrap();
+    assert!(handled >= started - chrono::Duration::seconds(1), "the start is remembered: {saved}");
+}
