@@ -7,6 +7,7 @@
 mod audit;
 mod backup;
 mod catalog;
+mod completions;
 mod config_cmd;
 mod copy;
 mod dump;
@@ -122,6 +123,10 @@ pub enum Command {
     /// With --check, reads every object each copy holds and compares it with the primary's instead,
     /// naming each that differs (exit status 1).
     Copy(copy::CopyArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), or with --out DIR write one page per command into DIR
+    Man(completions::ManArgs),
 }
 
 impl Command {
@@ -253,6 +258,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(config_path, args).await,
         Command::Audit(args) => audit::run(config_path, args).await,
         Command::Copy(args) => copy::run(config_path, args).await,
+        Command::Completions(args) => completions::run_completions(args),
+        Command::Man(args) => completions::run_man(args),
     }
 }
 
