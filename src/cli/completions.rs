@@ -141,7 +141,7 @@ mod tests {
     fn man_out_writes_one_page_per_command() {
         let dir = tempfile::tempdir().unwrap();
         man_pages_to(dir.path()).unwrap();
-        for page in ["lifeboat.1", "lifeboat-backup.1", "lifeboat-key-add.1"] {
+        for page in ["lifeboat.1", "lifeboat-backup.1", "lifeboat-key-add.1", "lifeboat-notify-test.1"] {
             let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
             assert!(text.starts_with(".ie \\n(.g") || text.contains(".TH "), "{page} is not roff");
         }

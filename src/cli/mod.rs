@@ -14,6 +14,7 @@ mod dump;
 mod expire;
 mod init;
 mod key;
+mod notify;
 mod progress;
 mod quickstart;
 mod repo;
@@ -123,6 +124,9 @@ pub enum Command {
     /// With --check, reads every object each copy holds and compares it with the primary's instead,
     /// naming each that differs (exit status 1).
     Copy(copy::CopyArgs),
+    /// Test the notifications of [notify] (webhook, desktop)
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
     /// Print the shell completion script for bash, zsh or fish
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or with --out DIR write one page per command into DIR
@@ -258,6 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(config_path, args).await,
         Command::Audit(args) => audit::run(config_path, args).await,
         Command::Copy(args) => copy::run(config_path, args).await,
+        Command::Notify(command) => notify::run(config_path, command).await,
         Command::Completions(args) => completions::run_completions(args),
         Command::Man(args) => completions::run_man(args),
     }

@@ -26,6 +26,7 @@ pub(super) const SECRET_KEYS: &[&str] = &[
     "repository.s3.access_key_id",
     "repository.s3.secret_access_key",
     "verify.dump_server",
+    "notify.webhook",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +40,7 @@ pub(super) struct RawConfig {
     pub verify: Option<RawVerify>,
     pub audit: Option<RawAudit>,
     pub copies: Option<Vec<super::copies::RawCopy>>,
+    pub notify: Option<super::notify::RawNotify>,
 }
 
 #[derive(Debug, Default, Deserialize)]

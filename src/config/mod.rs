@@ -20,6 +20,7 @@ mod copies;
 mod duration;
 mod error;
 mod file;
+mod notify;
 mod resolve;
 mod retention;
 mod show;
@@ -40,6 +41,7 @@ pub use connection::{ConnectionString, LibpqConnection};
 pub use copies::{Copies, CopyConfig, CopySelectError};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
+pub use notify::{NotifyConfig, NotifyEvent, Webhook, WebhookFormat};
 pub use retention::Retention;
 pub use url::RepositoryUrl;
 
@@ -69,6 +71,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[[copies]]`: second repositories kept up to date by `lifeboat copy`.
     pub copies: Copies,
+    /// `[notify]`: where the daemon reports failures, recoveries and a stale verified backup.
+    pub notify: NotifyConfig,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }

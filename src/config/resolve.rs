@@ -85,7 +85,8 @@ pub(super) fn resolve(
     let verify = resolve_verify(&locator, raw.verify.unwrap_or_default())?;
     let audit = resolve_audit(&locator, raw.audit.unwrap_or_default())?;
     let copies = super::copies::resolve(&locator, raw.copies.unwrap_or_default())?;
-    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, source })
+    let notify = super::notify::resolve(&locator, raw.notify.unwrap_or_default())?;
+    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, notify, source })
 }
 
 fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig, ConfigError> {

@@ -160,6 +160,7 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "]")?;
     }
     super::copies::write_redacted(&config.copies, out)?;
+    super::notify::write_redacted(&config.notify, out)?;
     Ok(())
 }
 
