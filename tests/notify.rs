@@ -115,6 +115,26 @@ async fn failure_then_recovery_and_successes_only_when_asked_for() {
 }
 
 #[tokio::test]
+async fn a_reloaded_configuration_keeps_the_failing_jobs() {
+    let receiver = Receiver::start().await;
+    let notifier = webhook_notifier(&receiver, "");
+    notifier.job_finished(&outcome("backup", JobResult::Failed, t(0))).await;
+    let reloaded = notifier.reconfigured(
+        &config(&format!("webhook = \"{}\"\nformat = \"slack\"\ndesktop = false", receiver.url("/new"))).notify,
+        "main",
+    );
+    reloaded.job_finished(&outcome("backup", JobResult::Succeeded, t(60))).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].path, "/new", "the reloaded webhook is used");
+    let text = received[1].json()["text"].as_str().unwrap().to_string();
+    assert!(
+        text.starts_with("lifeboat: backup recovered on main"),
+        "the failure before the reload is remembered: {text}"
+    );
+}
+
+#[tokio::test]
 async fn a_flapping_job_sends_one_message_then_one_counting_the_held_back_ones() {
     let receiver = Receiver::start().await;
     let notifier = webhook_notifier(&receiver, "min_interval = \"15m\"");

@@ -114,18 +114,31 @@ struct Inner {
     cluster: String,
     host: String,
     webhook: Option<WebhookSink>,
-    state: Mutex<State>,
+    /// Shared with the notifiers [`Notifier::reconfigured`] makes, so a configuration reload
+    /// keeps which jobs are failing and the rate limit.
+    state: Arc<Mutex<State>>,
 }
 
 impl Notifier {
     pub fn new(config: &crate::config::NotifyConfig, cluster: &str) -> Notifier {
+        Notifier::with_state(config, cluster, Arc::new(Mutex::new(State::new(Utc::now()))))
+    }
+
+    /// A notifier for a reloaded configuration that remembers what this one knew: which jobs
+    /// are failing (so the next success is still a recovery), the rate limit, whether `stale`
+    /// was sent.
+    pub fn reconfigured(&self, config: &crate::config::NotifyConfig, cluster: &str) -> Notifier {
+        Notifier::with_state(config, cluster, self.inner.state.clone())
+    }
+
+    fn with_state(config: &NotifyConfig, cluster: &str, state: Arc<Mutex<State>>) -> Notifier {
         Notifier {
             inner: Arc::new(Inner {
                 webhook: config.webhook.clone().map(|webhook| WebhookSink::new(webhook, config.attempts)),
                 config: config.clone(),
                 cluster: cluster.to_string(),
                 host: crate::catalog::lease::hostname(),
-                state: Mutex::new(State::new(Utc::now())),
+                state,
             }),
         }
     }
