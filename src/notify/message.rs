@@ -183,17 +183,35 @@ mod tests {
         }
     }
 
+    /// The whole body, so a field added, renamed or dropped shows here (and in docs/notifications.md).
     #[test]
     fn json_body_has_the_documented_fields() {
-        let body: serde_json::Value =
-            serde_json::from_slice(&message(NotifyEvent::Failure).body(WebhookFormat::Json)).unwrap();
-        assert_eq!(body["event"], "failure");
-        assert_eq!(body["job"], "backup");
-        assert_eq!(body["result"], "failed");
-        assert_eq!(body["at"], "2027-01-15T08:00:00Z");
-        assert_eq!(body["duration_seconds"], 250.0);
-        assert_eq!(body["suppressed"], 3);
-        assert_eq!(body["newest_verified_at"], serde_json::Value::Null);
+        let mut message = message(NotifyEvent::Failure);
+        message.text = message.summary();
+        let body: serde_json::Value = serde_json::from_slice(&message.body(WebhookFormat::Json)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "version": 1,
+                "event": "failure",
+                "cluster": "main",
+                "job": "backup",
+                "result": "failed",
+                "error": "cannot reach the repository",
+                "ids": ["20261206T020000Z-F"],
+                "duration_seconds": 250.0,
+                "host": "db1",
+                "at": "2027-01-15T08:00:00Z",
+                "newest_verified_at": null,
+                "stale_after_seconds": null,
+                "suppressed": 3,
+                "test": false,
+                "lifeboat_version": "0.1.0",
+                "text": "lifeboat: backup failed on main\nError: cannot reach the repository\nIds: 20261206T020000Z-F\n\
+                         Took 4 min 10 s.\n3 more messages about this job were held back since the last one \
+                         (notify.min_interval).\nHost db1, lifeboat 0.1.0.",
+            })
+        );
     }
 
     #[test]
