@@ -19,6 +19,8 @@
 //! - [`restore`]: physical restores with point-in-time recovery, and logical restores of a dump's
 //!   databases or tables (`restore::dump`).
 //! - [`retention`]: the retention policy as a pure decision: what `lifeboat expire` keeps, and why.
+//! - [`notify`]: notifications of job failures, recoveries and stale verified backups (webhook,
+//!   desktop), rate-limited.
 //! - [`verify`]: proving backups and dumps restorable, in a scratch server.
 //! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
 //!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
@@ -38,6 +40,7 @@ pub mod daemon;
 pub mod dump;
 pub mod format;
 pub mod keys;
+pub mod notify;
 pub mod object;
 pub mod ops;
 pub mod postgres;

@@ -7,6 +7,7 @@
 mod audit;
 mod backup;
 mod catalog;
+mod completions;
 mod config_cmd;
 mod copy;
 mod daemon;
@@ -14,6 +15,7 @@ mod dump;
 mod expire;
 mod init;
 mod key;
+mod notify;
 mod progress;
 mod quickstart;
 mod repo;
@@ -130,6 +132,13 @@ pub enum Command {
     /// SIGTERM starts nothing new, lets running jobs finish within [daemon] shutdown_timeout, then
     /// cancels them cleanly and exits 0. docs/daemon.md describes it.
     Daemon,
+    /// Test the notifications of [notify] (webhook, desktop)
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
+    /// Print the shell completion script for bash, zsh or fish
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), or with --out DIR write one page per command into DIR
+    Man(completions::ManArgs),
 }
 
 impl Command {
@@ -276,6 +285,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(config_path, args).await,
         Command::Copy(args) => copy::run(config_path, args).await,
         Command::Daemon => daemon::run(config_path).await,
+        Command::Notify(command) => notify::run(config_path, command).await,
+        Command::Completions(args) => completions::run_completions(args),
+        Command::Man(args) => completions::run_man(args),
     }
 }
 

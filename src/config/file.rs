@@ -26,6 +26,7 @@ pub(super) const SECRET_KEYS: &[&str] = &[
     "repository.s3.access_key_id",
     "repository.s3.secret_access_key",
     "verify.dump_server",
+    "notify.webhook",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +41,7 @@ pub(super) struct RawConfig {
     pub audit: Option<RawAudit>,
     pub copies: Option<Vec<super::copies::RawCopy>>,
     pub daemon: Option<super::daemon::RawDaemon>,
+    pub notify: Option<super::notify::RawNotify>,
 }
 
 #[derive(Debug, Default, Deserialize)]

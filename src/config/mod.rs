@@ -21,6 +21,7 @@ mod daemon;
 mod duration;
 mod error;
 mod file;
+mod notify;
 mod resolve;
 mod retention;
 mod show;
@@ -42,6 +43,7 @@ pub use copies::{Copies, CopyConfig, CopySelectError};
 pub use daemon::{BackupSchedule, DaemonConfig, Schedule};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
+pub use notify::{NotifyConfig, NotifyEvent, Webhook, WebhookFormat};
 pub use retention::Retention;
 pub use url::RepositoryUrl;
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub copies: Copies,
     /// `[daemon]`: how `lifeboat daemon` runs its schedules and where it serves its status.
     pub daemon: DaemonConfig,
+    /// `[notify]`: where the daemon reports failures, recoveries and a stale verified backup.
+    pub notify: NotifyConfig,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }

@@ -86,7 +86,8 @@ pub(super) fn resolve(
     let audit = resolve_audit(&locator, raw.audit.unwrap_or_default())?;
     let copies = super::copies::resolve(&locator, raw.copies.unwrap_or_default())?;
     let daemon = super::daemon::resolve_daemon(&locator, raw.daemon.unwrap_or_default())?;
-    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, daemon, source })
+    let notify = super::notify::resolve(&locator, raw.notify.unwrap_or_default())?;
+    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, daemon, notify, source })
 }
 
 fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig, ConfigError> {

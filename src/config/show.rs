@@ -187,6 +187,7 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         None => writeln!(out, "# schedule: not set (the daemon verifies only after backups, with after_backup)")?,
     }
     super::copies::write_redacted(&config.copies, out)?;
+    super::notify::write_redacted(&config.notify, out)?;
     write_daemon(out, &config.daemon)
 }
 

@@ -85,11 +85,14 @@ fn the_example_documents_every_key() {
         "repository.s3.object_lock_days",
         "repository.s3.secret_access_key",
         "verify.dump_server",
+        "notify.format",
+        "notify.webhook",
+        "cluster.bin_dir",
     ]
     .map(String::from)
     .into();
     assert_eq!(commented, expected, "keys missing from config/lifeboat.example.toml");
-    for key in ["passphrase", "access_key_id", "secret_access_key", "dump_server"] {
+    for key in ["passphrase", "access_key_id", "secret_access_key", "dump_server", "webhook"] {
         assert!(EXAMPLE.contains(&format!("\n# {key} = \"")), "{key} is not shown commented out");
     }
     // Each key has a comment right above it (or above its group of commented secrets), and so
@@ -289,9 +292,11 @@ fn unknown_keys_are_refused_with_their_place() {
     assert!(message.starts_with(&format!("{ORIGIN}:3:1: cluster.pg_data: unknown key `pg_data`")), "{message}");
     assert!(message.contains("`pgdata`") && message.contains("lifeboat.example.toml"), "{message}");
 
-    // Sections of later versions are not silently accepted either.
+    // Sections of later versions are not silently accepted either, nor keys they might have.
+    let message = error(&format!("{MINIMAL}\n[alerts]\nemail = \"dba@example.com\"\n"));
+    assert!(message.starts_with(&format!("{ORIGIN}:4:2: alerts: unknown key `alerts`")), "{message}");
     let message = error(&format!("{MINIMAL}\n[notify]\nemail = \"dba@example.com\"\n"));
-    assert!(message.starts_with(&format!("{ORIGIN}:4:2: notify: unknown key `notify`")), "{message}");
+    assert!(message.starts_with(&format!("{ORIGIN}:5:1: notify.email: unknown key `email`")), "{message}");
 
     let message = error(&format!("{MINIMAL}[repository]\ncompression = {{ level = 3, threads = 4 }}\n"));
     assert!(message.starts_with(&format!("{ORIGIN}:4:28: repository.compression.threads: unknown key")), "{message}");

@@ -8,3 +8,4 @@ pub mod postgres;
 pub mod restored;
 pub mod s3;
 pub mod stored;
+pub mod webhook;
