@@ -18,6 +18,7 @@ mod quickstart;
 mod repo;
 mod restore;
 mod restore_dump;
+mod status;
 mod table;
 mod verify;
 mod wal;
@@ -122,6 +123,12 @@ pub enum Command {
     /// With --check, reads every object each copy holds and compares it with the primary's instead,
     /// naming each that differs (exit status 1).
     Copy(copy::CopyArgs),
+    /// How the backups stand: newest (verified) backup, archiver, copies, jobs; from the daemon at
+    /// daemon.listen, or read directly when none answers
+    ///
+    /// Exits with status 1 when something needs attention: no verified backup or dump, the
+    /// repository cannot be read, PostgreSQL's archiver is failing, or the daemon is unhealthy.
+    Status(status::StatusArgs),
 }
 
 impl Command {
@@ -253,6 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(config_path, args).await,
         Command::Audit(args) => audit::run(config_path, args).await,
         Command::Copy(args) => copy::run(config_path, args).await,
+        Command::Status(args) => status::run(config_path, args).await,
     }
 }
 
