@@ -79,15 +79,18 @@ impl Collector for Snapshot {
         for family in &self.families {
             let mut metric = encoder.encode_descriptor(&family.name, &family.help, None, family.kind)?;
             for (labels, sample) in &family.samples {
-                let sample_encoder = metric.encode_family(labels)?;
-                encode_sample(sample, sample_encoder)?;
+                if labels.is_empty() {
+                    encode_sample(sample, &mut metric)?;
+                } else {
+                    encode_sample(sample, &mut metric.encode_family(labels)?)?;
+                }
             }
         }
         Ok(())
     }
 }
 
-fn encode_sample(sample: &Sample, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+fn encode_sample(sample: &Sample, encoder: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
     match sample {
         Sample::Counter(value) => {
             encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(value, None)

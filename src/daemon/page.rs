@@ -25,6 +25,8 @@ pub const COPY_FILL: &str = "#7b3294";
 const WIDTH: f64 = 1100.0;
 const LEFT: f64 = 120.0;
 const RIGHT: f64 = 30.0;
+/// The narrowest a WAL bar is drawn: WAL archived within seconds is still there to see.
+const MIN_BAR: f64 = 8.0;
 
 /// `text` with `&`, `<`, `>`, `"` and `'` escaped: safe in element content and in quoted
 /// attribute values.
@@ -171,16 +173,27 @@ fn timeline(html: &mut String, status: &Status, now: DateTime<Utc>) {
         "<line x1=\"{LEFT}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"#888\"/>",
         WIDTH - RIGHT
     );
+    // Tick labels as precise as the window is short.
+    let label = match (axis.to - axis.from).num_seconds() {
+        ..7_200 => "%H:%M:%S",
+        7_200..432_000 => "%m-%d %H:%M",
+        _ => "%Y-%m-%d",
+    };
     for tick in 0..5 {
         let at = axis.from + (axis.to - axis.from) * tick / 4;
         let x = axis.x(at);
+        let anchor = match tick {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
         let _ = writeln!(
             html,
             "<line x1=\"{x:.1}\" y1=\"20\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#eee\"/><text x=\"{x:.1}\" y=\"{}\" \
-             text-anchor=\"middle\" fill=\"#555\">{}</text>",
+             text-anchor=\"{anchor}\" fill=\"#555\">{}</text>",
             bottom + 4.0,
             bottom + 18.0,
-            at.format("%m-%d %H:%M")
+            at.format(label)
         );
     }
     let now_x = axis.x(now);
@@ -234,7 +247,7 @@ fn timeline(html: &mut String, status: &Status, now: DateTime<Utc>) {
         let _ = writeln!(
             html,
             "<rect x=\"{x1:.1}\" y=\"120\" width=\"{:.1}\" height=\"20\" fill=\"{WAL_FILL}\"><title>{title}</title></rect>",
-            (x2 - x1).max(4.0)
+            (x2 - x1).max(MIN_BAR)
         );
         if let Some(next) = spans.get(index + 1).filter(|next| next.timeline == wal.timeline) {
             let gap_end = axis.x(next.from);
@@ -242,7 +255,7 @@ fn timeline(html: &mut String, status: &Status, now: DateTime<Utc>) {
                 html,
                 "<rect x=\"{:.1}\" y=\"120\" width=\"{:.1}\" height=\"20\" fill=\"{GAP_FILL}\"><title>gap in the WAL after {}: \
                  point-in-time recovery cannot cross it</title></rect><text x=\"{:.1}\" y=\"154\" fill=\"#b35806\">gap</text>",
-                x2.max(x1 + 4.0),
+                x2.max(x1 + MIN_BAR),
                 (gap_end - x2).max(4.0),
                 escape(&wal.last_segment),
                 x2
@@ -281,9 +294,9 @@ fn items_table(html: &mut String, status: &Status, now: DateTime<Utc>) {
     let _ = writeln!(
         html,
         "<p>Newest verified: {} &middot; newest full backup: {} &middot; newest dump: {} &middot; stored: {}</p>",
-        newest(repository.newest_verified_backup.as_ref(), now),
-        newest(repository.newest_backup.as_ref(), now),
-        newest(repository.newest_dump.as_ref(), now),
+        newest(repository.newest_verified_backup.as_ref(), now, true),
+        newest(repository.newest_backup.as_ref(), now, false),
+        newest(repository.newest_dump.as_ref(), now, false),
         format_bytes(repository.bytes)
     );
     html.push_str(
@@ -314,10 +327,12 @@ fn items_table(html: &mut String, status: &Status, now: DateTime<Utc>) {
     }
 }
 
-fn newest(item: Option<&StoredItem>, now: DateTime<Utc>) -> String {
+/// `missing_is_bad`: no verified backup needs a person; no dump may be how it is configured.
+fn newest(item: Option<&StoredItem>, now: DateTime<Utc>, missing_is_bad: bool) -> String {
     match item {
         Some(item) => format!("{} ({})", escape(&item.id), ago(item.at, now)),
-        None => "<span class=\"bad\">none</span>".to_owned(),
+        None if missing_is_bad => "<span class=\"bad\">none</span>".to_owned(),
+        None => "none".to_owned(),
     }
 }
 

@@ -118,11 +118,9 @@ fn ready_files(pgdata: &Path) -> Option<u64> {
 
 /// The repository facts, read from an opened repository; an error when it cannot be read.
 pub async fn repository_facts(config: &Config, repository: &Repository) -> Result<RepositoryStatus, WatchError> {
-    // A local store lists a vanished directory as empty: ask for lifeboat.repo first.
-    let repo_file = crate::storage::ObjectKey::new(REPO_FILE).expect("lifeboat.repo is a valid key");
-    if repository.store().head(&repo_file).await?.is_none() {
-        return Err(WatchError::Gone { location: repository.location() });
-    }
+    // A local store lists a vanished directory as empty: lifeboat.repo must be there before and
+    // after the look, or what was read may be the emptiness of a directory moved away meanwhile.
+    still_there(repository).await?;
     let layout = ClusterLayout::new(&config.cluster.name);
     let survey = audit::survey(repository, &layout).await?;
     let wal = crate::wal::check::check(repository, &layout).await?;
@@ -175,6 +173,7 @@ pub async fn repository_facts(config: &Config, repository: &Repository) -> Resul
             copies.push(copy_status(config, repository, &layout, &copy.name).await);
         }
     }
+    still_there(repository).await?;
     Ok(RepositoryStatus {
         checked_at: Some(Utc::now()),
         reachable: true,
@@ -188,6 +187,14 @@ pub async fn repository_facts(config: &Config, repository: &Repository) -> Resul
         copies,
         timeline: Timeline { items, wal_spans },
     })
+}
+
+async fn still_there(repository: &Repository) -> Result<(), WatchError> {
+    let repo_file = crate::storage::ObjectKey::new(REPO_FILE).expect("lifeboat.repo is a valid key");
+    match repository.store().head(&repo_file).await? {
+        Some(_) => Ok(()),
+        None => Err(WatchError::Gone { location: repository.location() }),
+    }
 }
 
 /// A backup or dump as the status reports it. A verification counts only when the journal
@@ -438,14 +445,22 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             () = watcher.refresh(&current, &state) => {}
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(current.daemon.watch_interval) => {}
-            () = poke.notified() => {}
-            changed = config.changed(), if config_open => {
-                // A new configuration may name another repository or key.
-                watcher.repository = None;
-                config_open = changed.is_ok();
+        let next_look = tokio::time::sleep(current.daemon.watch_interval);
+        tokio::pin!(next_look);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = &mut next_look => break,
+                () = poke.notified() => break,
+                changed = config.changed(), if config_open => match changed {
+                    Ok(()) => {
+                        // A new configuration may name another repository or key.
+                        watcher.repository = None;
+                        break;
+                    }
+                    // The configuration will not change any more; looks go on with this one.
+                    Err(_) => config_open = false,
+                },
             }
         }
     }
