@@ -22,7 +22,7 @@ use lifeboat::daemon::state::DaemonState;
 use lifeboat::daemon::{http, page, watch};
 use lifeboat::ops::event::Metrics;
 use lifeboat::report::status::{DaemonInfo, Status};
-use support::archiving::{Setup, scalar};
+use support::archiving::{Options, Setup, archive_current_segment, execute, scalar};
 use support::http::{get, parse_exposition};
 use support::output::{assert_success, describe};
 use tokio::sync::Notify;
@@ -30,7 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 /// A cluster whose newest base backup was verified by restore: the setup and the backup's id.
 async fn verified_backup() -> (Setup, String) {
-    let setup = Setup::start_verifying("").await;
+    verified_backup_with(Options::restorable()).await
+}
+
+async fn verified_backup_with(options: Options) -> (Setup, String) {
+    let setup = Setup::verifying(options, "").await;
     let taken = setup.json(&["backup", "--verify", "--json"]);
     let id = taken["id"].as_str().unwrap().to_owned();
     assert_eq!(taken["verification"]["passed"], true, "{taken}");
@@ -242,13 +246,30 @@ fn chromium(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_shows_the_timeline_in_headless_chromium() {
-    let (setup, id) = verified_backup().await;
+    let copy_dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "schedule = {{ full = \"0 2 * * SUN\", dump = \"30 3 * * *\" }}\n\n[[copies]]\nname = \"nearby\"\n\
+         url = \"file://{}/copy\"\nschedule = \"0 6 * * *\"\n",
+        copy_dir.path().display()
+    );
+    let (setup, id) = verified_backup_with(Options::restorable().extra(&extra)).await;
+    assert_success(&setup.run(&["init", "--copy", "nearby"]));
+    assert_success(&setup.run(&["copy"]));
+    // More WAL and a dump after the copy: the copy lags behind.
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE later (id int)").await;
+    archive_current_segment(&mut conn).await;
+    assert_success(&setup.run(&["dump"]));
     let daemon = InProcess::start(&setup).await;
     let url = format!("http://{}/", daemon.address);
 
     let (code, html) = get(daemon.address, "/").await;
     assert_eq!(code, 200);
     assert!(html.contains(&id) && html.contains("<svg"), "{html}");
+    assert!(html.contains("<td>copy:nearby</td>") && html.contains("<td>0 2 * * SUN</td>"), "{html}");
+    let status = daemon.state.snapshot();
+    let copy = &status.repository.as_ref().unwrap().copies[0];
+    assert!(copy.reachable && copy.wal_missing >= 1 && copy.backups_missing == 1 && copy.lag_seconds > 0.0, "{copy:?}");
 
     let dom = chromium(&["--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&dom.stdout);
@@ -289,5 +310,8 @@ async fn the_status_page_shows_the_timeline_in_headless_chromium() {
     );
     assert!(verified_top < wal_top, "the WAL row ({wal_top}) is drawn below the backups' row ({verified_top})");
     assert!(verified.len() >= 8 && wal.len() >= 10, "marks too thin: {} and {} rows", verified.len(), wal.len());
+    // The copy's row, below the WAL, marks the backup it holds.
+    let copy = solid_rows(&shot, rgb(page::COPY_FILL));
+    assert!(copy.first().is_some_and(|row| *row > wal_top && *row < 600), "no copy row below the WAL: {copy:?}");
     daemon.stop().await;
 }

@@ -19,7 +19,7 @@ use http_body_util::BodyExt as _;
 use super::QuietExit;
 use crate::report;
 use crate::report::status::{Status, StoredItem};
-use crate::util::{format_bytes, seconds_between};
+use crate::util::format_bytes;
 
 /// How long the daemon has to answer before the facts are read directly.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(3);
@@ -119,7 +119,8 @@ pub fn problems(status: &Status, now: DateTime<Utc>) -> Vec<String> {
 }
 
 fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let seconds = seconds_between(at, now).abs() as u64;
+    // Signed: next runs are in the future.
+    let seconds = (now - at).num_seconds().unsigned_abs();
     let text = match seconds {
         0..60 => format!("{seconds}s"),
         60..3600 => format!("{}m", seconds / 60),

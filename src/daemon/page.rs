@@ -49,11 +49,12 @@ fn time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// `45s`, `12m`, `3h 05m`, `2d 04h`.
+/// `0.8s`, `45s`, `12m`, `3h 05m`, `2d 04h`.
 fn span(seconds: f64) -> String {
     let whole = seconds.abs() as u64;
     match whole {
-        0..60 => format!("{whole}s"),
+        0..10 => format!("{:.1}s", seconds.abs()),
+        10..60 => format!("{whole}s"),
         60..3600 => format!("{}m", whole / 60),
         3600..86400 => format!("{}h {:02}m", whole / 3600, whole % 3600 / 60),
         _ => format!("{}d {:02}h", whole / 86400, whole % 86400 / 3600),
@@ -61,7 +62,8 @@ fn span(seconds: f64) -> String {
 }
 
 fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let seconds = seconds_between(at, now);
+    // Signed: next runs are in the future.
+    let seconds = (now - at).num_milliseconds() as f64 / 1000.0;
     if seconds >= 0.0 { format!("{} ago", span(seconds)) } else { format!("in {}", span(seconds)) }
 }
 
@@ -533,6 +535,14 @@ mod tests {
     }
 
     #[test]
+    fn times_say_how_long_ago_or_how_soon() {
+        let now = Utc::now();
+        assert_eq!(ago(now - chrono::Duration::milliseconds(800), now), "0.8s ago");
+        assert_eq!(ago(now + chrono::Duration::hours(2), now), "in 2h 00m");
+        assert_eq!(ago(now - chrono::Duration::days(3), now), "3d 00h ago");
+    }
+
+    #[test]
     fn the_timeline_marks_verified_backups_wal_and_gaps_in_their_colours() {
         let now = Utc::now();
         let hour = chrono::Duration::hours(1);
@@ -570,5 +580,6 @@ mod tests {
         assert_eq!(html.matches(&format!("height=\"20\" fill=\"{WAL_FILL}\"")).count(), 2, "{html}");
         assert_eq!(html.matches(&format!("fill=\"{GAP_FILL}\"><title>gap")).count(), 1, "{html}");
         assert!(html.contains("restore 42s"), "{html}");
+        assert!(html.contains("(5h 00m ago)"), "{html}");
     }
 }
