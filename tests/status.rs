@@ -6,7 +6,8 @@
 //! - the HTTP server, started in process on a `DaemonState` the watcher fills: `/metrics` parses
 //!   and carries `lifeboat_last_verified_backup_age_seconds`, `/status` says what `status --json`
 //!   says of the repository, `/healthz` is 200, then 503 naming the cause when the repository's
-//!   directory is moved away, then 200 again when it is back;
+//!   directory is moved away, then 200 again when it is back; an `archive_command` that fails
+//!   shows as a failing archiver in `/metrics` and in `lifeboat status` (exit status 1);
 //! - the status page rendered by headless Chromium shows the timeline: the verified backup's and
 //!   the WAL bars' colours are in the picture, and the DOM holds the SVG.
 
@@ -204,6 +205,32 @@ async fn status_without_a_daemon_and_over_http_agree_and_health_follows_the_repo
     daemon.poke.notify_one();
     daemon.wait_for("the repository to be back", |status| status.repository.as_ref().unwrap().reachable).await;
     assert_eq!(get(daemon.address, "/healthz").await.0, 200);
+
+    // archive_command starts failing: the archiver is reported failing, and `status` exits 1.
+    execute(&mut conn, "ALTER SYSTEM SET archive_command = 'false'").await;
+    scalar(&mut conn, "SELECT pg_reload_conf()::text").await;
+    scalar(&mut conn, "SELECT txid_current()::text").await;
+    scalar(&mut conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while scalar(&mut conn, "SELECT failed_count::text FROM pg_stat_archiver").await == failed.to_string() {
+        assert!(tokio::time::Instant::now() < deadline, "archive_command = 'false' never failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.poke.notify_one();
+    daemon.wait_for("the archiver to be seen failing", |status| status.archiver.as_ref().unwrap().failing()).await;
+    let (_, metrics) = get(daemon.address, "/metrics").await;
+    let exposition = parse_exposition(&metrics);
+    assert_eq!(exposition.value("lifeboat_archiver_failing", &[]), Some(1.0), "{metrics}");
+    assert!(exposition.value("lifeboat_archiver_failed_total", &[]).unwrap() > failed as f64, "{metrics}");
+    let output = setup.run(&["status", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let failing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(failing["archiver"]["failed_count"].as_i64().unwrap() > failed, "{failing}");
+    assert!(failing["archiver"]["last_failed_wal"].is_string(), "{failing}");
+    let output = setup.run(&["status"]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("archiver is failing"), "{}", describe(&output));
+    execute(&mut conn, "ALTER SYSTEM RESET archive_command").await;
+    scalar(&mut conn, "SELECT pg_reload_conf()::text").await;
     daemon.stop().await;
 }
 

@@ -396,36 +396,59 @@ impl Watcher {
     }
 
     fn warn_about(&mut self, archiver: &ArchiverStatus) {
-        if !archiver.failing() {
-            if self.warned_failure.take().is_some() {
+        match self.archiver_news(archiver) {
+            ArchiverNews::Nothing => {}
+            ArchiverNews::Recovered => {
                 tracing::info!(
                     segment = archiver.last_archived_wal.as_deref().unwrap_or_default(),
                     "PostgreSQL's archiver works again: it archived {}",
                     archiver.last_archived_wal.as_deref().unwrap_or("a segment")
                 );
             }
-            return;
+            ArchiverNews::Failing => {
+                let since_success = archiver
+                    .last_archived_time
+                    .map(|at| format!("the last success was at {at}"))
+                    .unwrap_or_else(|| "it never archived a segment".to_owned());
+                tracing::warn!(
+                    failed_count = archiver.failed_count.unwrap_or_default(),
+                    segment = archiver.last_failed_wal.as_deref().unwrap_or_default(),
+                    ready_files = archiver.ready_files.unwrap_or_default(),
+                    "PostgreSQL's archiver is failing: archive_command failed on {} ({} failures so far, \
+                     {since_success}); WAL is not reaching the repository, so point-in-time recovery stops there. \
+                     Check the server's log for archive_command's error",
+                    archiver.last_failed_wal.as_deref().unwrap_or("a segment"),
+                    archiver.failed_count.unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// What changed about the archiver since the last look, remembering what was warned about.
+    fn archiver_news(&mut self, archiver: &ArchiverStatus) -> ArchiverNews {
+        if !archiver.failing() {
+            return match self.warned_failure.take() {
+                Some(_) => ArchiverNews::Recovered,
+                None => ArchiverNews::Nothing,
+            };
         }
         let failure = (archiver.failed_count, archiver.last_failed_wal.clone());
         if self.warned_failure.as_ref() == Some(&failure) {
-            return;
+            return ArchiverNews::Nothing;
         }
-        let since_success = archiver
-            .last_archived_time
-            .map(|at| format!("the last success was at {at}"))
-            .unwrap_or_else(|| "it never archived a segment".to_owned());
-        tracing::warn!(
-            failed_count = archiver.failed_count.unwrap_or_default(),
-            segment = archiver.last_failed_wal.as_deref().unwrap_or_default(),
-            ready_files = archiver.ready_files.unwrap_or_default(),
-            "PostgreSQL's archiver is failing: archive_command failed on {} ({} failures so far, {since_success}); \
-             WAL is not reaching the repository, so point-in-time recovery stops there. Check the server's log for \
-             archive_command's error",
-            archiver.last_failed_wal.as_deref().unwrap_or("a segment"),
-            archiver.failed_count.unwrap_or_default(),
-        );
         self.warned_failure = Some(failure);
+        ArchiverNews::Failing
     }
+}
+
+/// What [`Watcher::archiver_news`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum ArchiverNews {
+    Nothing,
+    /// A failure not warned about yet (a new one, or the first seen).
+    Failing,
+    /// It archived again after failing.
+    Recovered,
 }
 
 /// Refreshes the archiver and repository facts into `state` every `daemon.watch_interval` of
@@ -463,5 +486,46 @@ pub async fn run(
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    fn archiver(failed: i64, last_failed: Option<&str>, last_archived: Option<&str>) -> ArchiverStatus {
+        ArchiverStatus {
+            failed_count: Some(failed),
+            last_failed_wal: last_failed.map(|_| format!("0000000100000000000000{failed:02}")),
+            last_failed_time: last_failed.map(at),
+            last_archived_time: last_archived.map(at),
+            ..ArchiverStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_failing_archiver_is_news_once_per_failure_and_its_recovery_once() {
+        let mut watcher = Watcher::default();
+        let ok = archiver(0, None, Some("2026-12-05T10:00:00Z"));
+        assert_eq!(watcher.archiver_news(&ok), ArchiverNews::Nothing);
+        let failing = archiver(3, Some("2026-12-05T10:05:00Z"), Some("2026-12-05T10:00:00Z"));
+        assert!(failing.failing());
+        assert_eq!(watcher.archiver_news(&failing), ArchiverNews::Failing);
+        // The next looks, a minute apart, see the same failure: no new warning.
+        assert_eq!(watcher.archiver_news(&failing), ArchiverNews::Nothing);
+        assert_eq!(watcher.archiver_news(&failing), ArchiverNews::Nothing);
+        // PostgreSQL retried and failed again: that is news.
+        let again = archiver(4, Some("2026-12-05T10:06:00Z"), Some("2026-12-05T10:00:00Z"));
+        assert_eq!(watcher.archiver_news(&again), ArchiverNews::Failing);
+        let recovered = archiver(4, Some("2026-12-05T10:06:00Z"), Some("2026-12-05T10:07:00Z"));
+        assert!(!recovered.failing());
+        assert_eq!(watcher.archiver_news(&recovered), ArchiverNews::Recovered);
+        assert_eq!(watcher.archiver_news(&recovered), ArchiverNews::Nothing);
+        // Failures and never a success: failing.
+        assert!(archiver(1, Some("2026-12-05T10:06:00Z"), None).failing());
     }
 }
