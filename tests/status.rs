@@ -1,7 +1,8 @@
 //! What the daemon tells people and monitors (issue 13, items 3, 5 and 6), on a real cluster
 //! archiving with `wal-push` into a local repository, with a base backup taken and verified:
 //!
-//! - `lifeboat status --json` without a daemon reads the newest backup, the newest verified
+//! - `lifeboat status --json` asks the daemon at `[daemon] listen` when one answers; without a
+//!   daemon it reads the newest backup, the newest verified
 //!   backup (with its restore time) and the archiver's counts as the server states them;
 //! - the HTTP server, started in process on a `DaemonState` the watcher fills: `/metrics` parses
 //!   and carries `lifeboat_last_verified_backup_age_seconds`, `/status` says what `status --json`
@@ -23,7 +24,7 @@ use lifeboat::daemon::state::DaemonState;
 use lifeboat::daemon::{http, page, watch};
 use lifeboat::ops::event::Metrics;
 use lifeboat::report::status::{DaemonInfo, Status};
-use support::archiving::{Options, Setup, archive_current_segment, execute, scalar};
+use support::archiving::{Options, Setup, archive_current_segment, execute, lifeboat_command, scalar};
 use support::http::{get, parse_exposition};
 use support::output::{assert_success, describe};
 use tokio::sync::Notify;
@@ -181,6 +182,20 @@ async fn status_without_a_daemon_and_over_http_agree_and_health_follows_the_repo
     for fact in ["newest_backup", "newest_verified_backup", "newest_dump", "last_archived_wal", "bytes", "timeline"] {
         assert_eq!(served["repository"][fact], direct["repository"][fact], "{fact} differs:\n{served}\n{direct}");
     }
+
+    // `lifeboat status` with [daemon] listen asks the daemon.
+    let with_listen = setup.dir.path().join("with-listen.toml");
+    let config_text = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(&with_listen, format!("{config_text}\n[daemon]\nlisten = \"{}\"\n", daemon.address)).unwrap();
+    let output = lifeboat_command(&with_listen, &["status", "--json"])
+        .env("LIFEBOAT_STATE_DIR", setup.state_dir())
+        .output()
+        .unwrap();
+    assert_success(&output);
+    let asked: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(asked["source"], "daemon", "{asked}");
+    assert_eq!(asked["daemon"]["pid"], std::process::id(), "{asked}");
+    assert_eq!(asked["repository"]["newest_verified_backup"], direct["repository"]["newest_verified_backup"]);
 
     // The repository goes away: unhealthy, naming why; it comes back: healthy.
     let moved = setup.dir.path().join("repo-moved-away");
