@@ -6,7 +6,7 @@
 //! daemon ([`gather`]). Nothing here is fatal: a server that does not answer or a repository that
 //! cannot be read is written into the status (`error`, `reachable = false`) and looked at again
 //! next time. The repository facts come from the catalog code `lifeboat list --json` and
-//! `lifeboat copy --json` use (the survey, the WAL check, copy standings), not from a second
+//! `lifeboat copy --json` use (the survey, the WAL check, each copy's standing), not from a second
 //! reading of the stored formats.
 
 use std::collections::BTreeMap;
@@ -124,9 +124,18 @@ pub async fn repository_facts(config: &Config, repository: &Repository) -> Resul
     let layout = ClusterLayout::new(&config.cluster.name);
     let survey = audit::survey(repository, &layout).await?;
     let wal = crate::wal::check::check(repository, &layout).await?;
-    let mut view = ListView::new(&layout, &survey.entries, &survey.verifications, &wal, &survey.problems);
+    let view = ListView::new(&layout, &survey.entries, &survey.verifications, &wal, &survey.problems);
+    // Each copy opened once per look: how far behind it is, and which backups and dumps it holds.
+    let mut copies = Vec::new();
+    let mut held_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if config.copies.opened.is_none() {
-        crate::ops::copy::holdings(config, &layout, &mut view).await;
+        for copy in &config.copies.list {
+            let (status, holds) = copy_status(config, repository, &layout, &copy.name).await;
+            for id in holds {
+                held_by.entry(id.to_string()).or_default().push(copy.name.clone());
+            }
+            copies.push(status);
+        }
     }
     let objects = repository.store().list(&layout.prefix()).await?;
     let bytes = objects.iter().map(|meta| meta.size).sum();
@@ -163,16 +172,10 @@ pub async fn repository_facts(config: &Config, repository: &Repository) -> Resul
     wal_spans.sort_by_key(|span| span.from);
 
     let mut items: Vec<StoredItem> =
-        view.backups.iter().map(|entry| stored_item(entry, &survey.verifications, &view)).collect();
+        view.backups.iter().map(|entry| stored_item(entry, &survey.verifications, &held_by)).collect();
     items.sort_by_key(|item| item.at);
     let newest = |keep: &dyn Fn(&StoredItem) -> bool| items.iter().rev().find(|item| keep(item)).cloned();
 
-    let mut copies = Vec::new();
-    if config.copies.opened.is_none() {
-        for copy in &config.copies.list {
-            copies.push(copy_status(config, repository, &layout, &copy.name).await);
-        }
-    }
     still_there(repository).await?;
     Ok(RepositoryStatus {
         checked_at: Some(Utc::now()),
@@ -202,7 +205,7 @@ async fn still_there(repository: &Repository) -> Result<(), WatchError> {
 fn stored_item(
     entry: &EntryView,
     verifications: &BTreeMap<crate::catalog::id::BackupId, Verification>,
-    view: &ListView,
+    held_by: &BTreeMap<String, Vec<String>>,
 ) -> StoredItem {
     let (id, kind, at, bytes, verification) = match entry {
         EntryView::Full(backup) => (&backup.id, "full", backup.stop_time, backup.stored_size, &backup.verification),
@@ -219,12 +222,7 @@ fn stored_item(
         verified: verification.map(|verification| verification.passed && verification.recorded),
         verified_at: verification.and_then(|verification| verification.verified_at),
         restore_seconds: report.filter(|report| report.passed).and_then(restore_seconds),
-        copies: view
-            .copies
-            .iter()
-            .filter(|copy| copy.backups.iter().any(|held| held.to_string() == *id))
-            .map(|copy| copy.name.clone())
-            .collect(),
+        copies: held_by.get(id).cloned().unwrap_or_default(),
     }
 }
 
@@ -240,11 +238,17 @@ fn restore_seconds(report: &VerifyReport) -> Option<f64> {
     Some(round_to(report.restored_databases.iter().map(|database| database.seconds).sum(), 3))
 }
 
-async fn copy_status(config: &Config, primary: &Repository, layout: &ClusterLayout, name: &str) -> CopyStatus {
+/// How copy `name` stands, and the backups and dumps it holds.
+async fn copy_status(
+    config: &Config,
+    primary: &Repository,
+    layout: &ClusterLayout,
+    name: &str,
+) -> (CopyStatus, Vec<crate::catalog::id::BackupId>) {
     match crate::ops::copy::standing(config, primary, layout, name).await {
         Ok(standing) => {
             let now = Utc::now();
-            CopyStatus {
+            let status = CopyStatus {
                 name: name.to_owned(),
                 reachable: true,
                 error: None,
@@ -255,14 +259,18 @@ async fn copy_status(config: &Config, primary: &Repository, layout: &ClusterLayo
                 oldest_missing: standing.oldest_missing.map(|(missing, _)| missing),
                 backups_missing: standing.lag.backups_missing,
                 wal_missing: standing.lag.wal_missing,
-            }
+            };
+            (status, standing.holds)
         }
-        Err(error) => CopyStatus {
-            name: name.to_owned(),
-            reachable: false,
-            error: Some(error.to_string()),
-            ..CopyStatus::default()
-        },
+        Err(error) => {
+            let status = CopyStatus {
+                name: name.to_owned(),
+                reachable: false,
+                error: Some(error.to_string()),
+                ..CopyStatus::default()
+            };
+            (status, Vec::new())
+        }
     }
 }
 
