@@ -216,3 +216,23 @@ async fn copy_prints_its_documented_shape() {
     let listed = document(&setup, &["list", "--json"], "list/1");
     insta::assert_json_snapshot!("list_copies", shape(&listed["copies"]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_prints_its_documented_shape() {
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copies = format!(
+        "\n[[copies]]\nname = \"nearby\"\nurl = \"file://{}/copy\"\nschedule = \"0 6 * * *\"\n",
+        copy_dir.path().display()
+    );
+    let options = Options::restorable().extra(&format!("schedule = {{ full = \"0 2 * * SUN\" }}\n{copies}"));
+    let setup = Setup::verifying(options, "").await;
+    assert_success(&setup.run(&["init", "--copy", "nearby"]));
+    assert_success(&setup.run(&["backup", "--verify"]));
+    assert_success(&setup.run(&["dump"]));
+    assert_success(&setup.run(&["copy"]));
+
+    let status = document(&setup, &["status", "--json"], "status/1");
+    assert_eq!(status["source"], "repository", "{status:#}");
+    assert_eq!(status["jobs"][0]["job"], "backup", "{status:#}");
+    insta::assert_json_snapshot!("status", shape(&status));
+}

@@ -3,10 +3,12 @@
 
 use std::path::Path;
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, reporting};
 
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let daemon = Daemon::start(config_path).await?;
+    let reporting = reporting::start(&daemon).await?;
     daemon.run().await?;
+    reporting.finish().await;
     Ok(())
 }

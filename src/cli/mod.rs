@@ -21,6 +21,7 @@ mod quickstart;
 mod repo;
 mod restore;
 mod restore_dump;
+mod status;
 mod table;
 mod verify;
 mod wal;
@@ -139,6 +140,12 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or with --out DIR write one page per command into DIR
     Man(completions::ManArgs),
+    /// How the backups stand: newest (verified) backup, archiver, copies, jobs; from the daemon at
+    /// daemon.listen, or read directly when none answers
+    ///
+    /// Exits with status 1 when something needs attention: no verified backup or dump, the
+    /// repository cannot be read, PostgreSQL's archiver is failing, or the daemon is unhealthy.
+    Status(status::StatusArgs),
 }
 
 impl Command {
@@ -288,6 +295,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Notify(command) => notify::run(config_path, command).await,
         Command::Completions(args) => completions::run_completions(args),
         Command::Man(args) => completions::run_man(args),
+        Command::Status(args) => status::run(config_path, args).await,
     }
 }
 

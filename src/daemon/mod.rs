@@ -8,6 +8,11 @@
 //! - [`scheduler`]: when each job is due, and which runs were missed while the daemon was down.
 //! - [`state_file`]: `daemon-state.json`, what catch-up reads.
 //! - [`systemd`]: READY, RELOADING, STOPPING, STATUS and the watchdog.
+//! - [`watch`]: the watcher, which looks at PostgreSQL's archiver and the repository.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - [`page`]: the status page at `/`.
+//! - [`http`]: the HTTP server (`/metrics`, `/healthz`, `/status`, `/`) on `daemon.listen`.
+//! - [`reporting`]: starts the server, the watcher and the notifications beside the scheduler.
 //!
 //! [`Daemon::start`] loads the configuration and opens the repository (a daemon that cannot does
 //! not start: systemd restarts it); [`Daemon::run`] tells systemd it is ready and runs the
@@ -20,11 +25,16 @@
 //! `[daemon] shutdown_timeout` to finish and are then cancelled, which cleans up as a failed
 //! operation does (complete-or-invisible), and the daemon exits 0 once they have.
 
+pub mod http;
 pub mod jobs;
+pub mod metrics;
+pub mod page;
+pub mod reporting;
 pub mod scheduler;
 pub mod state;
 pub mod state_file;
 pub mod systemd;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -34,7 +44,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
+use tokio::sync::watch as channel;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -101,7 +112,7 @@ impl Signals {
 /// The daemon between [`Daemon::start`] and the end of [`Daemon::run`].
 pub struct Daemon {
     config_path: PathBuf,
-    current: watch::Sender<Current>,
+    current: channel::Sender<Current>,
     runner: Arc<Runner>,
     planned: Vec<Planned>,
     timetable: Timetable,
@@ -157,7 +168,7 @@ impl Daemon {
             ..Status::default()
         };
         let config_path = config.origin().to_path_buf();
-        let (current, current_receiver) = watch::channel(Current { config: Arc::new(config), repository });
+        let (current, current_receiver) = channel::channel(Current { config: Arc::new(config), repository });
         let runner = Arc::new(Runner {
             current: current_receiver,
             state: Arc::new(DaemonState::new(status)),
@@ -199,7 +210,7 @@ impl Daemon {
     }
 
     /// The configuration in force and its repository; changes on each successful reload.
-    pub fn current(&self) -> watch::Receiver<Current> {
+    pub fn current(&self) -> channel::Receiver<Current> {
         self.current.subscribe()
     }
 
@@ -460,7 +471,7 @@ async fn stall_for_tests(round: u64) {
 
 /// What the scheduler loop and the run tasks share.
 struct Runner {
-    current: watch::Receiver<Current>,
+    current: channel::Receiver<Current>,
     state: Arc<DaemonState>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

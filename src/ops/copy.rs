@@ -219,6 +219,50 @@ pub async fn holdings(config: &Config, layout: &ClusterLayout, view: &mut ListVi
     }
 }
 
+/// How a copy stands against the primary right now, measured without copying anything.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    /// What it lacks, as `copy --json` reports it (`lag`).
+    pub lag: Lag,
+    /// The primary's backups and dumps it holds complete, oldest first.
+    pub holds: Vec<BackupId>,
+    /// The oldest backup, dump (its id) or WAL file (its name) of the primary it lacks, and since
+    /// when the primary has had it: the copy has not been up to date since then.
+    pub oldest_missing: Option<(String, chrono::DateTime<Utc>)>,
+}
+
+/// How copy `name` stands against `primary`, for the daemon's watcher and `lifeboat status`.
+pub async fn standing(
+    config: &Config,
+    primary: &Repository,
+    layout: &ClusterLayout,
+    name: &str,
+) -> Result<Standing, CopyError> {
+    let copy = open_copy_repository(config, name).await?;
+    let snapshot = Snapshot::read(primary, layout).await?;
+    let held = held(&copy, layout).await?;
+    let deleted = deleted_on(&copy, layout).await?;
+    let held_ids = snapshot
+        .ids
+        .iter()
+        .copied()
+        .filter(|id| held.contains_key(&listing::manifest_key(layout, *id)))
+        .collect::<Vec<_>>();
+    let oldest_backup = snapshot
+        .ids
+        .iter()
+        .filter(|id| !deleted.contains(id) && !held_ids.contains(id))
+        .min()
+        .map(|id| (id.to_string(), id.started()));
+    let oldest_wal = snapshot
+        .under(&layout.wal_prefix())
+        .filter(|meta| !holds(&held, meta))
+        .filter_map(|meta| Some((file_name(&meta.key).to_owned(), meta.modified?)))
+        .min_by_key(|(_, at)| *at);
+    let oldest_missing = [oldest_backup, oldest_wal].into_iter().flatten().min_by_key(|(_, at)| *at);
+    Ok(Standing { lag: lag(&snapshot, &held, &deleted, layout), holds: held_ids, oldest_missing })
+}
+
 /// Brings each copy (or only `to`) up to date with the primary of `context`.
 pub async fn copy(context: &OpContext, to: Option<&str>) -> Result<CopyRunView, OpError> {
     let names = selected(context, to)?;

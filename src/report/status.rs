@@ -119,6 +119,19 @@ pub struct ArchiverStatus {
     pub error: Option<String>,
 }
 
+impl ArchiverStatus {
+    /// Whether PostgreSQL's newest archiving attempt failed: a failure newer than the newest
+    /// success (or failures and never a success). PostgreSQL retries the same segment, so this
+    /// stays true until it gets through, and `.ready` files pile up meanwhile.
+    pub fn failing(&self) -> bool {
+        match (self.last_failed_time, self.last_archived_time) {
+            (Some(failed), Some(archived)) => failed > archived,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
 /// The repository: what it holds and how current it is.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RepositoryStatus {
@@ -165,9 +178,16 @@ pub struct CopyStatus {
     pub error: Option<String>,
     /// The oldest backup or dump of the primary the copy does not hold yet.
     pub oldest_missing: Option<String>,
-    /// How long that one has existed on the primary without being on the copy; 0 when the
-    /// copy holds everything.
+    /// How long that one has existed on the primary without being on the copy (how long the
+    /// copy has not been up to date); 0 when the copy holds everything.
     pub lag_seconds: f64,
+    /// Backups and dumps of the primary the copy does not hold complete (as `copy --json`'s
+    /// `lag.backups_missing`).
+    #[serde(default)]
+    pub backups_missing: u64,
+    /// WAL files of the primary the copy does not hold (`lag.wal_missing`).
+    #[serde(default)]
+    pub wal_missing: u64,
 }
 
 /// The recoverable window: base backups and dumps on a time line, and the spans of WAL.
@@ -180,6 +200,10 @@ pub struct Timeline {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WalSpan {
+    /// The WAL timeline the segments are on.
+    #[serde(default)]
+    pub timeline: u32,
+    /// When the first and the last segment of the span were stored in the repository.
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub first_segment: String,

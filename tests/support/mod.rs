@@ -3,6 +3,7 @@
 pub mod archiving;
 pub mod data;
 pub mod faulty_proxy;
+pub mod http;
 pub mod output;
 pub mod postgres;
 pub mod restored;
