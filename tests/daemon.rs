@@ -329,3 +329,122 @@ async fn a_backup_missed_while_down_runs_once_at_start_and_not_with_catch_up_off
     let handled: chrono::DateTime<Utc> = saved["handled_until"]["backup"].as_str().unwrap().parse().unwrap();
     assert!(handled >= started - chrono::Duration::seconds(1), "the start is remembered: {saved}");
 }
+
+/// `/metrics` and `/status` of the running daemon, read so that both describe the same moment:
+/// `/status`, `/metrics`, `/status` again, until the two statuses agree on every job's runs.
+async fn metrics_and_status(address: std::net::SocketAddr) -> (support::http::Exposition, serde_json::Value) {
+    let runs = |status: &serde_json::Value| {
+        status["jobs"].as_array().unwrap().iter().map(|job| job["runs_total"].clone()).collect::<Vec<_>>()
+    };
+    for _ in 0..20 {
+        let (code, before) = support::http::get(address, "/status").await;
+        assert_eq!(code, 200, "{before}");
+        let (code, metrics) = support::http::get(address, "/metrics").await;
+        assert_eq!(code, 200, "{metrics}");
+        let (_, after) = support::http::get(address, "/status").await;
+        let (before, after): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&before).unwrap(), serde_json::from_str(&after).unwrap());
+        if runs(&before) == runs(&after) {
+            return (support::http::parse_exposition(&metrics), after);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("the daemon never stood still long enough to read /status and /metrics together");
+}
+
+/// The daemon as a monitor and a pager see it, on an S3 repository: `/metrics` parses as
+/// Prometheus text and says what `/status` says and what the repository holds; when the
+/// repository becomes unreachable the webhook hears one failure (however many runs fail), and one
+/// recovery when it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_status_agree_and_an_outage_sends_one_failure_and_one_recovery() {
+    let mut server = S3Server::start(S3ServerKind::S3sFs).await;
+    server.client().create_bucket().bucket("watched").send().await.unwrap();
+    let receiver = support::webhook::Receiver::start().await;
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let aux = tempfile::tempdir().unwrap();
+    let extra = daemon_config(
+        "schedule = { full = \"*/10 * * * * *\" }",
+        aux.path(),
+        &format!("listen = \"{address}\"\nwatch_interval = \"1s\""),
+        &format!("[notify]\nwebhook = \"{}\"\ndesktop = false\n", receiver.url("/hooks/T0KEN")),
+    );
+    let setup = Setup::verifying(
+        Options::restorable().extra(&extra).s3(&server, "watched"),
+        "after_backup = true\namcheck = \"off\"",
+    )
+    .await;
+    let daemon = Daemon::start(&setup);
+    daemon.wait_for("job verify succeeded", 1, Duration::from_secs(90));
+
+    // The watcher looks again after each run; wait for the look that saw the verification.
+    let until = Instant::now() + Duration::from_secs(30);
+    let (metrics, status) = loop {
+        let (metrics, status) = metrics_and_status(address).await;
+        if !status["repository"]["newest_verified_backup"].is_null() {
+            break (metrics, status);
+        }
+        assert!(Instant::now() < until, "/status never showed the verified backup: {status:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let verified = &status["repository"]["newest_verified_backup"];
+    let listed_passed: Vec<String> = of_kind(&listed(&setup, &[]), "full")
+        .iter()
+        .filter(|entry| entry["verification"]["status"] == "passed")
+        .map(|entry| entry["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        listed_passed.contains(&verified["id"].as_str().unwrap().to_owned()),
+        "/status names a backup the repository lists as verified: {verified:#} not in {listed_passed:?}"
+    );
+    let age = metrics.value("lifeboat_last_verified_backup_age_seconds", &[]).expect("the pager's metric");
+    assert!(age.is_finite() && (0.0..300.0).contains(&age), "{age}");
+    let verified_at = chrono::DateTime::parse_from_rfc3339(verified["at"].as_str().unwrap()).unwrap();
+    let timestamp = metrics.value("lifeboat_last_verified_backup_timestamp_seconds", &[]).unwrap();
+    assert!(
+        (timestamp - verified_at.timestamp_micros() as f64 / 1e6).abs() < 1e-3,
+        "/metrics ({timestamp}) and /status ({verified_at}) name the same verified backup"
+    );
+    for job in status["jobs"].as_array().unwrap() {
+        let name = job["job"].as_str().unwrap();
+        assert_eq!(
+            metrics.value("lifeboat_job_runs_total", &[("job", name)]),
+            Some(job["runs_total"].as_f64().unwrap()),
+            "runs of {name} in /metrics and /status"
+        );
+    }
+    assert!(metrics.value("lifeboat_job_runs_total", &[("job", "backup")]).unwrap() >= 1.0);
+    assert!(metrics.value("lifeboat_job_last_success_timestamp_seconds", &[("job", "verify")]).is_some());
+    assert_eq!(metrics.value("lifeboat_repository_up", &[]), Some(1.0));
+    assert_eq!(support::http::get(address, "/healthz").await.0, 200);
+    assert!(receiver.received().is_empty(), "nothing to say while everything works: {:?}", receiver.received());
+
+    // The outage: runs fail, the webhook hears it once.
+    server.stop_for_outage();
+    let messages = receiver.wait_for(1, Duration::from_secs(120)).await;
+    assert_eq!(messages.len(), 1, "one failure message:\n{}", daemon.log());
+    let failure = messages[0].json();
+    assert_eq!(failure["event"], "failure", "{failure:#}");
+    let job = failure["job"].as_str().unwrap().to_owned();
+    let until = Instant::now() + Duration::from_secs(30);
+    while support::http::get(address, "/healthz").await.0 != 503 {
+        assert!(Instant::now() < until, "/healthz stayed 200 with the repository unreachable");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    daemon.wait_for(&format!("job {job} failed"), 2, Duration::from_secs(120));
+
+    // Back: the next run of the job succeeds and the webhook hears of the recovery.
+    server.resume().await;
+    let messages = receiver.wait_for(2, Duration::from_secs(120)).await;
+    assert_eq!(messages.len(), 2, "a recovery message:\n{}", daemon.log());
+    let recovery = messages[1].json();
+    assert_eq!((recovery["event"].as_str(), recovery["job"].as_str()), (Some("recovery"), Some(job.as_str())));
+    let failed_runs = daemon.count(&format!("job {job} failed"));
+    let log = daemon.stop();
+    let failures = receiver.received().iter().filter(|message| message.json()["event"] == "failure").count();
+    assert_eq!(failures, 1, "{failed_runs} failed runs of {job}, one message:\n{log}");
+    assert!(!log.contains("T0KEN"), "the webhook's token never reaches the log");
+}

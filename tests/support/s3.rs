@@ -103,23 +103,10 @@ impl S3Server {
             let dir = tempfile::Builder::new().prefix("lifeboat-s3-").tempdir().expect("create a temporary directory");
             let port = free_port();
             let log_path = dir.path().join("server.log");
-            let log = std::fs::File::create(&log_path).expect("create the server log");
-            let mut command = Command::new(&binary);
-            match kind {
-                S3ServerKind::Moto => {
-                    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-                }
-                S3ServerKind::S3sFs => {
-                    let data = dir.path().join("data");
-                    std::fs::create_dir(&data).expect("create the s3s-fs data directory");
-                    command
-                        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-                        .arg(&data);
-                }
+            if kind == S3ServerKind::S3sFs {
+                std::fs::create_dir(dir.path().join("data")).expect("create the s3s-fs data directory");
             }
-            command.stdin(Stdio::null()).stdout(log.try_clone().expect("duplicate the log handle")).stderr(log);
-            let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+            let child = spawn(kind, &binary, port, dir.path(), &log_path);
             let mut server = S3Server { kind, child, port, dir: Some(dir) };
             match server.wait_until_answering().await {
                 Ok(()) => return server,
@@ -130,6 +117,21 @@ impl S3Server {
             }
         }
         panic!("{} did not start: {last_failure}", binary.display());
+    }
+
+    /// Stops the server, as in an outage: requests are refused until [`S3Server::resume`].
+    /// s3s-fs keeps its objects on disk, so only it can resume with what it held.
+    pub fn stop_for_outage(&mut self) {
+        assert_eq!(self.kind, S3ServerKind::S3sFs, "only s3s-fs keeps its objects across a restart");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, with the objects it held.
+    pub async fn resume(&mut self) {
+        let dir = self.dir.as_ref().expect("the server's directory").path().to_path_buf();
+        self.child = spawn(self.kind, &self.kind.find_binary(), self.port, &dir, &dir.join("server.log"));
+        self.wait_until_answering().await.unwrap_or_else(|failure| panic!("the server did not come back: {failure}"));
     }
 
     async fn wait_until_answering(&mut self) -> Result<(), String> {
@@ -249,6 +251,26 @@ impl Drop for S3Server {
             eprintln!("{:?} server files kept for inspection: {}", self.kind, dir.keep().display());
         }
     }
+}
+
+/// Starts `binary` as a server of `kind` on `port`, keeping its files (s3s-fs: `data/`, which must
+/// exist) in `dir`, its output appended to `log_path`.
+fn spawn(kind: S3ServerKind, binary: &Path, port: u16, dir: &Path, log_path: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).expect("open the server log");
+    let mut command = Command::new(binary);
+    match kind {
+        S3ServerKind::Moto => {
+            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        }
+        S3ServerKind::S3sFs => {
+            command
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(dir.join("data"));
+        }
+    }
+    command.stdin(Stdio::null()).stdout(log.try_clone().expect("duplicate the log handle")).stderr(log);
+    command.spawn().unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()))
 }
 
 fn free_port() -> u16 {
