@@ -16,7 +16,7 @@ use crate::catalog::listing;
 use crate::config::{Config, Schedule};
 use crate::dump::{DumpRequest, Selection};
 use crate::ops::{self, OpContext, OpError, VerifyTarget};
-use crate::report::status::JobRun;
+use crate::report::status::{JobRun, JobStatus};
 use crate::util::seconds_between;
 use crate::verify::VerifyOptions;
 
@@ -126,6 +126,21 @@ pub fn plan(config: &Config) -> Vec<Planned> {
     }));
     planned.retain(|planned| planned.schedule.is_some() || !planned.chained_after.is_empty());
     planned
+}
+
+/// The status entries of `planned`, keeping the counters and last runs of those in `previous`.
+pub fn statuses(planned: &[Planned], previous: &[JobStatus]) -> Vec<JobStatus> {
+    planned
+        .iter()
+        .map(|planned| {
+            let name = planned.job.to_string();
+            let mut entry =
+                previous.iter().find(|entry| entry.job == name).cloned().unwrap_or_else(|| JobStatus::never_run(name));
+            entry.schedule = planned.schedule.as_ref().map(ToString::to_string);
+            entry.chained_after = planned.chained_after.iter().map(ToString::to_string).collect();
+            entry
+        })
+        .collect()
 }
 
 /// What one run did, beyond its [`JobRun`]: the backup or dump it took, for the verification

@@ -57,7 +57,7 @@ use self::systemd::Notifier;
 use crate::config::{Config, ConfigError};
 use crate::ops::event::Metrics;
 use crate::ops::{self, Cancel, OpenError};
-use crate::report::status::{DaemonInfo, JobRun, JobStatus, Status};
+use crate::report::status::{DaemonInfo, JobRun, Status};
 use crate::repository::Repository;
 
 /// The longest the scheduler loop sleeps: `/healthz` and the watchdog see it go round this often.
@@ -164,7 +164,7 @@ impl Daemon {
                 scheduler_alive_at: now,
                 shutting_down: false,
             }),
-            jobs: job_statuses(&planned, &[]),
+            jobs: jobs::statuses(&planned, &[]),
             ..Status::default()
         };
         let config_path = config.origin().to_path_buf();
@@ -235,14 +235,17 @@ impl Daemon {
         for job in std::mem::take(&mut self.catch_up) {
             self.fire(&mut tasks, job, "catch-up", now);
         }
+        #[cfg(debug_assertions)]
         let mut round: u64 = 0;
         let reason = loop {
             let now = Utc::now();
             self.runner.state.scheduler_alive(now);
             self.notifier.ping_if_due();
             #[cfg(debug_assertions)]
-            stall_for_tests(round).await;
-            round += 1;
+            {
+                stall_for_tests(round).await;
+                round += 1;
+            }
             let due = self.timetable.take_due(now);
             if !due.is_empty() {
                 for (job, at) in due {
@@ -347,7 +350,7 @@ impl Daemon {
                 mark_handled(&mut self.saved, &new, now);
                 let planned = &self.planned;
                 self.runner.state.update(|status| {
-                    status.jobs = job_statuses(planned, &status.jobs);
+                    status.jobs = jobs::statuses(planned, &status.jobs);
                     status.cluster = config.cluster.name.to_string();
                     if let Some(daemon) = &mut status.daemon {
                         daemon.config_loaded_at = now;
@@ -421,31 +424,6 @@ fn mark_handled(saved: &mut SavedState, planned: &[Planned], now: DateTime<Utc>)
     for planned in planned.iter().filter(|planned| planned.schedule.is_some()) {
         saved.handled_until.insert(planned.job.to_string(), now);
     }
-}
-
-/// The status entries of `planned`, keeping the counters and last runs of those in `previous`.
-fn job_statuses(planned: &[Planned], previous: &[JobStatus]) -> Vec<JobStatus> {
-    planned
-        .iter()
-        .map(|planned| {
-            let name = planned.job.to_string();
-            let mut entry = previous.iter().find(|entry| entry.job == name).cloned().unwrap_or(JobStatus {
-                job: name,
-                schedule: None,
-                chained_after: Vec::new(),
-                next_run: None,
-                running_since: None,
-                last_run: None,
-                last_success: None,
-                runs_total: 0,
-                failures_total: 0,
-                skipped_total: 0,
-            });
-            entry.schedule = planned.schedule.as_ref().map(ToString::to_string);
-            entry.chained_after = planned.chained_after.iter().map(ToString::to_string).collect();
-            entry
-        })
-        .collect()
 }
 
 /// A random delay in `[0, up_to]`.
@@ -584,14 +562,14 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_the_counters_of_jobs_that_remain_and_drops_the_others() {
-        let before = job_statuses(
+        let before = jobs::statuses(
             &[planned(Job::Backup, Some("0 2 * * *"), &[]), planned(Job::Dump, Some("0 3 * * *"), &[])],
             &[],
         );
         let state = DaemonState::new(Status { jobs: before, ..Status::default() });
         state.run_skipped("backup");
         state.run_skipped("dump");
-        let after = job_statuses(
+        let after = jobs::statuses(
             &[planned(Job::Backup, Some("0 4 * * *"), &[]), planned(Job::Verify, None, &[Job::Backup])],
             &state.snapshot().jobs,
         );

@@ -487,16 +487,9 @@ mod tests {
             host: EVIL.into(),
             version: EVIL.into(),
             jobs: vec![JobStatus {
-                job: EVIL.into(),
                 schedule: Some(EVIL.into()),
                 chained_after: vec![EVIL.into()],
-                next_run: None,
-                running_since: None,
-                last_run: None,
-                last_success: None,
-                runs_total: 0,
-                failures_total: 0,
-                skipped_total: 0,
+                ..JobStatus::never_run(EVIL.into())
             }],
             repository: Some(RepositoryStatus {
                 reachable: false,

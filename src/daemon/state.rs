@@ -96,18 +96,7 @@ mod tests {
     use super::*;
 
     fn job(name: &str) -> JobStatus {
-        JobStatus {
-            job: name.to_owned(),
-            schedule: Some("0 2 * * *".into()),
-            chained_after: Vec::new(),
-            next_run: None,
-            running_since: None,
-            last_run: None,
-            last_success: None,
-            runs_total: 0,
-            failures_total: 0,
-            skipped_total: 0,
-        }
+        JobStatus { schedule: Some("0 2 * * *".into()), ..JobStatus::never_run(name.to_owned()) }
     }
 
     fn run(result: &str, at: DateTime<Utc>) -> JobRun {

@@ -289,44 +289,10 @@ fn unreachable(error: String, previous: Option<RepositoryStatus>) -> RepositoryS
 /// expire, wal-check, then each copy), with its next run after `now`: what `lifeboat status`
 /// shows when no daemon runs.
 pub fn configured_jobs(config: &Config, now: DateTime<Utc>) -> Vec<JobStatus> {
-    let zone = config.daemon.timezone;
-    let schedule = &config.backup.schedule;
-    let mut jobs = Vec::new();
-    let mut push = |job: String, cron: Option<&crate::config::Schedule>, chained_after: Vec<String>| {
-        if cron.is_none() && chained_after.is_empty() {
-            return;
-        }
-        jobs.push(JobStatus {
-            job,
-            schedule: cron.map(|cron| cron.as_str().to_owned()),
-            chained_after,
-            next_run: cron.and_then(|cron| cron.next_after(now, zone)),
-            running_since: None,
-            last_run: None,
-            last_success: None,
-            runs_total: 0,
-            failures_total: 0,
-            skipped_total: 0,
-        });
-    };
-    push("backup".into(), schedule.full.as_ref(), Vec::new());
-    push("dump".into(), schedule.dump.as_ref(), Vec::new());
-    let verify_after =
-        if config.verify.after_backup && schedule.full.is_some() { vec!["backup".into()] } else { Vec::new() };
-    push("verify".into(), config.verify.schedule.as_ref(), verify_after);
-    let expire_after = if schedule.expire.is_none() && !config.backup.retention.is_empty() {
-        [("backup", schedule.full.is_some()), ("dump", schedule.dump.is_some())]
-            .into_iter()
-            .filter(|(_, scheduled)| *scheduled)
-            .map(|(job, _)| job.to_owned())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    push("expire".into(), schedule.expire.as_ref(), expire_after);
-    push("wal-check".into(), config.wal.check_schedule.as_ref(), Vec::new());
-    for copy in &config.copies.list {
-        push(format!("copy:{}", copy.name), copy.schedule.as_ref(), Vec::new());
+    let planned = super::jobs::plan(config);
+    let mut jobs = super::jobs::statuses(&planned, &[]);
+    for (job, planned) in jobs.iter_mut().zip(&planned) {
+        job.next_run = planned.schedule.as_ref().and_then(|schedule| schedule.next_after(now, config.daemon.timezone));
     }
     jobs
 }

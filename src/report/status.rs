@@ -78,6 +78,24 @@ pub struct JobStatus {
     pub skipped_total: u64,
 }
 
+impl JobStatus {
+    /// Job `job` as it stands before its first run.
+    pub fn never_run(job: String) -> JobStatus {
+        JobStatus {
+            job,
+            schedule: None,
+            chained_after: Vec::new(),
+            next_run: None,
+            running_since: None,
+            last_run: None,
+            last_success: None,
+            runs_total: 0,
+            failures_total: 0,
+            skipped_total: 0,
+        }
+    }
+}
+
 /// One finished run of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobRun {
