@@ -95,6 +95,16 @@ impl Daemon {
     }
 }
 
+/// A test that fails before stopping its daemon must not leave it running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// `[backup]` keys (the setup's configuration continues its `[backup]` table with them), then a
 /// `[daemon]` table keeping its state in `aux`, with `daemon` keys, then `more` tables.
 fn daemon_config(backup: &str, aux: &Path, daemon: &str, more: &str) -> String {

@@ -54,7 +54,7 @@ impl Site {
     }
 
     /// `lifeboat daemon` telling `socket`, with a watchdog of `watchdog` and more `env`.
-    fn daemon(&self, socket: &Path, watchdog: Duration, env: &[(&str, &str)]) -> Child {
+    fn daemon(&self, socket: &Path, watchdog: Duration, env: &[(&str, &str)]) -> Started {
         let mut command = self.command(&["daemon"]);
         command
             .env("NOTIFY_SOCKET", socket)
@@ -62,7 +62,26 @@ impl Site {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        command.spawn().unwrap()
+        Started(command.spawn().unwrap())
+    }
+}
+
+/// A daemon a test started: killed when the test ends (a failed assertion included) before it
+/// exited.
+struct Started(Child);
+
+impl Started {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -95,7 +114,7 @@ fn pings(messages: &[Message]) -> Vec<Instant> {
     messages.iter().filter(|message| message.lines.iter().any(|line| line == "WATCHDOG=1")).map(|m| m.at).collect()
 }
 
-fn terminate(child: &Child) {
+fn terminate(child: &Started) {
     nix_kill(child.id(), libc::SIGTERM);
 }
 
@@ -105,7 +124,8 @@ fn nix_kill(pid: u32, signal: i32) {
 }
 
 /// Waits up to `limit` for `child` to exit; its status and stderr.
-fn wait_for_exit(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
+fn wait_for_exit(mut started: Started, limit: Duration) -> (std::process::ExitStatus, String) {
+    let child = &mut started.0;
     let until = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
