@@ -460,3 +460,32 @@ async fn metrics_and_status_agree_and_an_outage_sends_one_failure_and_one_recove
     assert_eq!(failures, 1, "{failed_runs} failed runs of {job}, one message:\n{log}");
     assert!(!log.contains("T0KEN"), "the webhook's token never reaches the log");
 }
+
+/// A scheduled backup waiting for another holder's lock does not hold up a SIGTERM: the wait is
+/// cancelled with the job (before, it could wait out `lock_wait`, 10 minutes by default, and
+/// systemd would kill the daemon).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_a_backup_waits_for_the_lock_exits_at_once() {
+    let aux = tempfile::tempdir().unwrap();
+    let extra = daemon_config("schedule = { full = \"*/2 * * * * *\" }", aux.path(), "shutdown_timeout = \"0s\"", "");
+    let setup = Setup::verifying(Options::restorable().extra(&extra), "amcheck = \"off\"").await;
+    let hour = Duration::from_secs(3600);
+    let held = lifeboat::catalog::lease::Lease::acquire(
+        setup.repository().await,
+        &support::archiving::layout().lock(lifeboat::backup::LOCK),
+        "another backup",
+        hour,
+        hour,
+    )
+    .await
+    .unwrap();
+
+    let daemon = Daemon::start(&setup);
+    daemon.wait_for("waiting for lock backup", 1, Duration::from_secs(30));
+    let (status, took, log) = daemon.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(took < Duration::from_secs(20), "exited {took:?} after SIGTERM:\n{log}");
+    assert!(log.contains("job backup cancelled"), "{log}");
+    assert!(log.contains("while waiting for the lock"), "{log}");
+    held.release().await.unwrap();
+}

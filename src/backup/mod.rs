@@ -295,11 +295,19 @@ pub async fn run(
 
     let layout = ClusterLayout::new(&config.cluster.name);
     let lock = layout.lock(LOCK);
-    let lease = match Lease::acquire(repository.clone(), &lock, "backup", DEFAULT_TTL, options.lock_wait).await {
+    // Waiting for another backup's lock (up to `lock_wait`) stops on cancellation too, so a daemon
+    // told to stop is not held there; nothing has been written yet.
+    let acquired = tokio::select! {
+        acquired = Lease::acquire(repository.clone(), &lock, "backup", DEFAULT_TTL, options.lock_wait) => {
+            acquired.map_err(BackupError::from)
+        }
+        () = options.cancel.cancelled() => Err(BackupError::Cancelled { phase: "while waiting for the lock" }),
+    };
+    let lease = match acquired {
         Ok(lease) => lease,
         Err(error) => {
             session.close().await;
-            return Err(error.into());
+            return Err(error);
         }
     };
     let job = Job { repository, layout, pgdata, data_directory, options, lease: &lease, lock: lock.to_string() };
