@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from measure import tree_rss_kib  # the same process-tree sum the backup benchmark reports
+
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -36,27 +38,6 @@ def cpu_seconds(pid):
 def rss_kib(pid):
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE_KIB
-
-
-def tree_rss_kib(root):
-    children, rss = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            resident = rss_kib(entry)
-        except OSError:
-            continue
-        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-        rss[int(entry)] = resident
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
 
 
 def main():
