@@ -25,6 +25,8 @@
 //! - [`ops`]: the one way to run an operation (backup, dump, verify, restore, delete, wal-push,
 //!   WAL check) for every caller: the context, cancellation, events (log line, metric and audit
 //!   record from one `emit`) and the audit trail.
+//! - [`migrate`]: the migration runner, its history table, the backup gate and adoption of other
+//!   tools' migrations.
 //! - [`daemon`]: `lifeboat daemon`: schedules, the archiver watch, metrics, health and status.
 //! - [`report`]: the shapes lifeboat reports in (`--json`, and the text rendered from them): one
 //!   versioned view per kind of thing, documented in docs/json.md.
@@ -40,6 +42,7 @@ pub mod daemon;
 pub mod dump;
 pub mod format;
 pub mod keys;
+pub mod migrate;
 pub mod notify;
 pub mod object;
 pub mod ops;

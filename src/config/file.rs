@@ -42,6 +42,7 @@ pub(super) struct RawConfig {
     pub copies: Option<Vec<super::copies::RawCopy>>,
     pub daemon: Option<super::daemon::RawDaemon>,
     pub notify: Option<super::notify::RawNotify>,
+    pub migrate: Option<super::migrate::RawMigrate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,7 +226,9 @@ fn syntax_error(file: &Path, text: &str, error: &toml::de::Error) -> ConfigError
 
 /// Rewords serde's messages for a DBA (TOML words, not Rust types) and keeps secrets out.
 fn describe(key: Option<&str>, message: &str) -> String {
-    if key.is_some_and(|key| SECRET_KEYS.contains(&key) || super::copies::is_secret_key(key)) {
+    if key.is_some_and(|key| {
+        SECRET_KEYS.contains(&key) || super::copies::is_secret_key(key) || super::migrate::is_secret_key(key)
+    }) {
         // The only thing that can be wrong with a string field is the type, and serde's message
         // quotes the value.
         return "expected a string (the value is not repeated here because it may be a secret)".into();

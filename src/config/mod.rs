@@ -21,6 +21,7 @@ mod daemon;
 mod duration;
 mod error;
 mod file;
+mod migrate;
 mod notify;
 mod resolve;
 mod retention;
@@ -43,6 +44,7 @@ pub use copies::{Copies, CopyConfig, CopySelectError};
 pub use daemon::{BackupSchedule, DaemonConfig, Schedule};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
+pub use migrate::{Environment, GateBackup, MigrateConfig, MigrationLayout, ServerVersion, TableName};
 pub use notify::{NotifyConfig, NotifyEvent, Webhook, WebhookFormat};
 pub use retention::Retention;
 pub use url::RepositoryUrl;
@@ -77,6 +79,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// `[notify]`: where the daemon reports failures, recoveries and a stale verified backup.
     pub notify: NotifyConfig,
+    /// `[migrate]`: the migration directory, its environments and the backup gate.
+    pub migrate: MigrateConfig,
     /// Where this configuration and its secrets came from, for `config show` and error messages.
     pub source: ConfigSource,
 }

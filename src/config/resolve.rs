@@ -87,7 +87,8 @@ pub(super) fn resolve(
     let copies = super::copies::resolve(&locator, raw.copies.unwrap_or_default())?;
     let daemon = super::daemon::resolve_daemon(&locator, raw.daemon.unwrap_or_default())?;
     let notify = super::notify::resolve(&locator, raw.notify.unwrap_or_default())?;
-    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, daemon, notify, source })
+    let migrate = super::migrate::resolve(&locator, raw.migrate.unwrap_or_default(), &cluster.connection)?;
+    Ok(Config { cluster, repository, backup, dump, wal, verify, audit, copies, daemon, notify, migrate, source })
 }
 
 fn resolve_verify(locator: &Locator<'_>, raw: RawVerify) -> Result<VerifyConfig, ConfigError> {

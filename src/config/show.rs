@@ -188,6 +188,7 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
     }
     super::copies::write_redacted(&config.copies, out)?;
     super::notify::write_redacted(&config.notify, out)?;
+    super::migrate::write_redacted(&config.migrate, out)?;
     write_daemon(out, &config.daemon)
 }
 

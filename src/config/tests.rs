@@ -72,7 +72,18 @@ fn toml_keys(table: &toml::Table, prefix: &str, keys: &mut BTreeSet<String>) {
 fn the_example_documents_every_key() {
     let mut example_keys = BTreeSet::new();
     toml_keys(&EXAMPLE.parse::<toml::Table>().unwrap(), "", &mut example_keys);
-    let all = struct_keys();
+    // An environment of [migrate.environments] is a map entry; the collector names it NAME, and
+    // the keys an environment inherits are documented once, in [migrate]. [migrate] and an
+    // environment share one shape, but `connection` belongs to environments only.
+    let example_keys: BTreeSet<String> = example_keys
+        .into_iter()
+        .map(|key| key.replace("migrate.environments.staging.", "migrate.environments.NAME."))
+        .collect();
+    let all: BTreeSet<String> = struct_keys()
+        .into_iter()
+        .filter(|key| !key.starts_with("migrate.environments.NAME.") || example_keys.contains(key))
+        .filter(|key| key != "migrate.connection")
+        .collect();
     assert!(all.len() >= 20, "the collector found too few keys: {all:?}");
     assert!(example_keys.is_subset(&all), "the example has keys the code does not know");
     // Secrets (and verify.dump_server, a connection string that is unset by default) are shown
@@ -88,6 +99,10 @@ fn the_example_documents_every_key() {
         "notify.format",
         "notify.webhook",
         "cluster.bin_dir",
+        "migrate.layout",
+        "migrate.production",
+        "migrate.min_server_version",
+        "migrate.rehearse",
     ]
     .map(String::from)
     .into();
@@ -146,6 +161,11 @@ impl<'de> Deserializer<'de> for Collector<'_> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         visitor.visit_some(self)
     }
+    /// `migrate.environments`: one entry, NAME (none inside it, which would recurse forever).
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        let names: &'static [&'static str] = if self.prefix.contains(".NAME") { &[] } else { &["NAME"] };
+        visitor.visit_map(Fields { fields: names, next: 0, prefix: self.prefix, keys: self.keys })
+    }
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         self.record();
         visitor.visit_seq(de::value::SeqDeserializer::<_, Self::Error>::new(std::iter::empty::<&str>()))
@@ -169,7 +189,7 @@ impl<'de> Deserializer<'de> for Collector<'_> {
     }
     serde::forward_to_deserialize_any! {
         i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
-        newtype_struct tuple tuple_struct map identifier ignored_any
+        newtype_struct tuple tuple_struct identifier ignored_any
     }
 }
 
@@ -924,4 +944,52 @@ fn schedules_and_the_daemon_table_parse_show_and_fail_where_written() {
     assert!(message.contains("daemon.timezone: \"Mars/Olympus\" is not a time zone"), "{message}");
     let message = error(&format!("{MINIMAL}\n[daemon]\nlisten = \"localhost\"\n"));
     assert!(message.contains("daemon.listen: \"localhost\" is not an address and port"), "{message}");
+}
+
+#[test]
+fn migrate_environments_inherit_resolve_and_fail_where_written() {
+    let text = format!(
+        "{MINIMAL}\n[migrate]\ndatabase = \"app\"\nenvironment = \"production\"\nlock_timeout = \"2s\"\n\
+         after = [\"staging\"]\nmin_server_version = 14\n\
+         [migrate.environments.staging]\nconnection = \"postgresql://deploy:hunter2@staging-db/app\"\n\
+         lock_retries = 7\n"
+    );
+    let config = parse(&text).unwrap();
+    let migrate = &config.migrate;
+    assert_eq!(migrate.dir, std::path::PathBuf::from("migrations"));
+    let production = migrate.environment(None).unwrap();
+    assert!(production.production, "an environment named production is guarded");
+    assert_eq!(production.lock_timeout, std::time::Duration::from_secs(2));
+    assert!(production.connection.expose().contains("/app"), "database replaces the path");
+    assert_eq!(production.after, vec!["staging".to_owned()]);
+    let staging = migrate.environment(Some("staging")).unwrap();
+    assert!(!staging.production);
+    assert_eq!(staging.lock_timeout, std::time::Duration::from_secs(2), "inherited from [migrate]");
+    assert_eq!(staging.lock_retries, 7);
+    assert_eq!(staging.history_table.quoted(), "\"lifeboat\".\"migrations\"");
+    assert!(migrate.environment(Some("qa")).unwrap_err().contains("production, staging"));
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let again = Config::from_toml(&shown, Path::new("/etc/lifeboat/lifeboat.toml"), &|_| None).unwrap();
+    assert_eq!(again.migrate.environment(Some("staging")).unwrap().lock_retries, 7);
+
+    let defaults = parse(MINIMAL).unwrap().migrate;
+    let default = defaults.environment(None).unwrap();
+    assert_eq!((default.name.as_str(), default.production), ("default", false));
+
+    let message = error(&format!("{MINIMAL}\n[migrate]\nafter = [\"qa\"]\n"));
+    assert!(message.contains("migrate.after: names \"qa\", which is not an environment"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate.environments.qa]\nlock_timeout = \"1s\"\n"));
+    assert!(message.contains("migrate.environments.qa: has no connection"), "{message}");
+    let message =
+        error(&format!("{MINIMAL}\n[migrate.environments.qa]\nconnection = \"postgresql:///qa\"\nproduction = true\n"));
+    assert!(message.contains("migrate.environments.qa.production: the backup gate can guard only"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate]\nhistory_table = \"public.bad-name\"\n"));
+    assert!(message.contains("migrate.history_table: \"public.bad-name\" is not a table name"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate]\nrehearse = true\n"));
+    assert!(message.contains("migrate.rehearse: rehearsal on a scratch restore is not available yet"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate]\nmin_server_version = \"fifteen\"\n"));
+    assert!(message.contains("migrate.min_server_version") && message.contains("major.minor"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate.environments.qa]\nconnection = 5\n"));
+    assert!(message.contains("may be a secret"), "{message}");
 }

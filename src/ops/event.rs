@@ -41,6 +41,12 @@ pub enum Operation {
     Expire,
     /// A copy repository was brought up to date with the primary.
     Copy,
+    /// One migration applied or reverted (its arguments say which, where, and the gate's backup).
+    Migrate,
+    /// The backup gate's verdict before migrations or a gated command.
+    Gate,
+    /// Another tool's command run behind the gate (`lifeboat gate -- COMMAND`).
+    GatedCommand,
 }
 
 impl Operation {
@@ -57,6 +63,9 @@ impl Operation {
             Operation::KeyRemove => "key-remove",
             Operation::Expire => "expire",
             Operation::Copy => "copy",
+            Operation::Migrate => "migrate",
+            Operation::Gate => "gate",
+            Operation::GatedCommand => "gated-command",
         }
     }
 
@@ -71,6 +80,8 @@ impl Operation {
                 | Operation::Restore
                 | Operation::Expire
                 | Operation::Copy
+                | Operation::Migrate
+                | Operation::GatedCommand
         )
     }
 }

@@ -1,0 +1,4 @@
+//! Migrations behind the gate: reading a migration directory (lifeboat's layout or another
+//! tool's), the history table, the advisory lock, running migrations one transaction each, the
+//! backup gate (guarantee G7) with a restore point per migration, and adopting another tool's
+//! history.
