@@ -3,4 +3,5 @@
 //! backup gate (guarantee G7) with a restore point per migration, and adopting another tool's
 //! history.
 
+pub mod adopt;
 pub mod source;
