@@ -96,11 +96,11 @@ pub async fn read_history(
     tool: MigrationLayout,
     directory: &Directory,
 ) -> Result<ForeignHistory, AdoptError> {
+    let name = table_name(tool).ok_or(AdoptError::Own)?;
+    // lifeboat, sqlx and golang-migrate name files alike, and detection reads such a directory as
+    // lifeboat's.
     let shares_naming = directory.layout == MigrationLayout::Lifeboat
         && matches!(tool, MigrationLayout::Sqlx | MigrationLayout::GolangMigrate);
-    if tool == MigrationLayout::Lifeboat {
-        return Err(AdoptError::Own);
-    }
     if directory.layout != tool && !shares_naming {
         return Err(AdoptError::Layout { path: directory.path.clone(), found: directory.layout, tool });
     }
@@ -108,14 +108,6 @@ pub async fn read_history(
         sqlx::query_scalar("SELECT current_database()").fetch_one(&mut *conn).await.map_err(|source| {
             AdoptError::Query { table: "current_database()".to_owned(), database: "?".to_owned(), source }
         })?;
-    let name = match tool {
-        MigrationLayout::Sqlx => "_sqlx_migrations",
-        MigrationLayout::Prisma => "_prisma_migrations",
-        MigrationLayout::Drizzle => "drizzle.__drizzle_migrations",
-        MigrationLayout::GolangMigrate | MigrationLayout::Dbmate => "schema_migrations",
-        MigrationLayout::Flyway => "flyway_schema_history",
-        MigrationLayout::Lifeboat => unreachable!("refused above"),
-    };
     let mut table = Table { tool, name, qualified: String::new(), database };
     table.qualified = table.locate(conn).await?;
     let mut history = History::default();
@@ -126,7 +118,7 @@ pub async fn read_history(
         MigrationLayout::GolangMigrate => read_golang(conn, &table, directory, &mut history).await?,
         MigrationLayout::Dbmate => read_dbmate(conn, &table, directory, &mut history).await?,
         MigrationLayout::Flyway => read_flyway(conn, &table, directory, &mut history).await?,
-        MigrationLayout::Lifeboat => unreachable!("refused above"),
+        MigrationLayout::Lifeboat => return Err(AdoptError::Own),
     }
     Ok(ForeignHistory {
         tool,
@@ -147,13 +139,7 @@ pub async fn find_tools(conn: &mut PgConnection) -> Result<Vec<MigrationLayout>,
         MigrationLayout::GolangMigrate,
         MigrationLayout::Flyway,
     ] {
-        let name = match tool {
-            MigrationLayout::Sqlx => "_sqlx_migrations",
-            MigrationLayout::Prisma => "_prisma_migrations",
-            MigrationLayout::Drizzle => "drizzle.__drizzle_migrations",
-            MigrationLayout::GolangMigrate => "schema_migrations",
-            _ => "flyway_schema_history",
-        };
+        let Some(name) = table_name(tool) else { continue };
         let table = Table { tool, name, qualified: name.to_owned(), database: String::new() };
         if table.find(conn).await?.is_some() {
             if tool == MigrationLayout::GolangMigrate && !table.columns(conn).await?.iter().any(|c| c == "dirty") {
@@ -164,6 +150,18 @@ pub async fn find_tools(conn: &mut PgConnection) -> Result<Vec<MigrationLayout>,
         }
     }
     Ok(found)
+}
+
+/// The history table `tool` writes, as it names it (found on the search path when unqualified).
+fn table_name(tool: MigrationLayout) -> Option<&'static str> {
+    match tool {
+        MigrationLayout::Sqlx => Some("_sqlx_migrations"),
+        MigrationLayout::Prisma => Some("_prisma_migrations"),
+        MigrationLayout::Drizzle => Some("drizzle.__drizzle_migrations"),
+        MigrationLayout::GolangMigrate | MigrationLayout::Dbmate => Some("schema_migrations"),
+        MigrationLayout::Flyway => Some("flyway_schema_history"),
+        MigrationLayout::Lifeboat => None,
+    }
 }
 
 struct Table {
