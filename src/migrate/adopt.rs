@@ -279,10 +279,6 @@ fn variants(path: &Path) -> Result<Vec<Vec<u8>>, AdoptError> {
     Ok(vec![raw, lf.into_bytes(), crlf.into_bytes()])
 }
 
-fn find<'a>(directory: &'a Directory, version: &Version) -> Option<&'a Migration> {
-    directory.migration(version)
-}
-
 fn first_line(text: &str) -> &str {
     text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("")
 }
@@ -303,7 +299,7 @@ async fn read_sqlx(
         .await?;
     for (version, description, installed_on, success, checksum) in rows {
         let version = Version::parse(&version.to_string()).expect("an integer is a version");
-        let Some(migration) = find(directory, &version) else {
+        let Some(migration) = directory.migration(&version) else {
             history.no_file(table, format!("version {version} ({description})"));
             continue;
         };
@@ -456,7 +452,7 @@ async fn read_golang(
         ));
     }
     let current_version = Version::parse(&current.to_string()).expect("an integer is a version");
-    if find(directory, &current_version).is_none() {
+    if directory.migration(&current_version).is_none() {
         history.no_file(table, format!("version {current}{}", if dirty { " (dirty)" } else { "" }));
     }
     for migration in &directory.migrations {
@@ -492,7 +488,7 @@ async fn read_dbmate(
     }
     let rows: Vec<(String,)> = table.rows(conn, "SELECT version::text FROM {table} ORDER BY version").await?;
     for (text,) in rows {
-        let migration = Version::parse(&text).ok().and_then(|version| find(directory, &version));
+        let migration = Version::parse(&text).ok().and_then(|version| directory.migration(&version));
         match migration {
             Some(migration) => history.record(migration, None, None, ForeignState::Applied),
             None => history.no_file(table, format!("version {text:?}")),
@@ -574,7 +570,7 @@ async fn read_flyway(
             }
             continue;
         }
-        let Some(migration) = find(directory, &version) else {
+        let Some(migration) = directory.migration(&version) else {
             history.no_file(table, format!("version {version} ({script}, installed_rank {rank})"));
             continue;
         };
