@@ -15,6 +15,7 @@ mod dump;
 mod expire;
 mod init;
 mod key;
+mod migrate;
 mod notify;
 mod progress;
 mod quickstart;
@@ -136,6 +137,15 @@ pub enum Command {
     /// Test the notifications of [notify] (webhook, desktop)
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
+    /// Versioned SQL migrations behind the backup gate: new, status, plan, up, down, redo, validate,
+    /// baseline, repair, adopt (docs/migrations.md)
+    ///
+    /// Against an environment marked production, up, down and redo proceed only when a backup of
+    /// the cluster passed verification by restore within [migrate] require_verified_backup_within
+    /// (or take one, with take_backup_if_stale or --take), and record a restore point before each
+    /// migration so `migrate restore-before VERSION` can put the database back.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
     /// Print the shell completion script for bash, zsh or fish
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or with --out DIR write one page per command into DIR
@@ -296,6 +306,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => completions::run_completions(args),
         Command::Man(args) => completions::run_man(args),
         Command::Status(args) => status::run(config_path, args).await,
+        Command::Migrate(command) => migrate::run(config_path, command).await,
     }
 }
 

@@ -4,4 +4,10 @@
 //! history.
 
 pub mod adopt;
+pub mod export;
+pub mod gate;
+pub mod history;
+pub mod lock;
+pub mod plan;
+pub mod run;
 pub mod source;

@@ -355,7 +355,7 @@ fn lock(file: &File) -> std::io::Result<()> {
 }
 
 /// The name of the effective user, or its uid when it has no name.
-fn os_user() -> String {
+pub(crate) fn os_user() -> String {
     static USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     USER.get_or_init(|| {
         let uid = nix::unistd::geteuid();

@@ -1,0 +1,2 @@
+-- Dropping the column drops its CHECK constraint with it.
+ALTER TABLE orders DROP COLUMN status;

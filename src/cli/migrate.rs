@@ -1,0 +1,1108 @@
+//! `lifeboat migrate new | status | plan | up | down | redo | validate | baseline | repair |
+//! restore-before | adopt`: the migration runner over `[migrate] dir`, against one environment
+//! (`--env`, default `[migrate] environment`).
+//!
+//! Every command that changes the database takes the migration lock first (polling, see
+//! [`crate::migrate::lock`]) and reads the history under it, so two runners started at once
+//! apply each migration once. Against a production environment, `up`, `down` and `redo` need the
+//! environment's name typed at a terminal or `--approve`, and the backup gate (G7).
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use sqlx::postgres::PgConnection;
+
+use super::QuietExit;
+use crate::config::{Config, Environment, MigrationLayout, ServerVersion};
+use crate::migrate::adopt::{self, ForeignState};
+use crate::migrate::gate::{self, GateRequest};
+use crate::migrate::history::{self, Row};
+use crate::migrate::plan::{Plan, State, short};
+use crate::migrate::run::{Direction, GateRecord, RunError, Runner};
+use crate::migrate::source::{self, Directory, Migration};
+use crate::migrate::{export, lock};
+use crate::ops::OpContext;
+use crate::ops::audit::AuditLog;
+use crate::ops::event::EventSink;
+use crate::report::migrate::{
+    MigrateChangeView, MigratePlanView, MigrateRunView, MigrateStatusView, MigrateValidateView, PlannedMigration,
+};
+use crate::report::to_json;
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Create <version>_<name>.up.sql and .down.sql in the migration directory (timestamped
+    /// versions, or the next number when the directory is numbered sequentially)
+    New(NewArgs),
+    /// Every migration and its state: applied, pending, failed, modified since applied, missing
+    Status(Target),
+    /// Dry run: for each pending migration its statements, whether it runs in a transaction, and
+    /// the gate's verdict; changes nothing
+    Plan(UpArgs),
+    /// Apply the pending migrations, each in its own transaction with its history row
+    Up(UpArgs),
+    /// Revert applied migrations with their down files, newest first (one without --to/--steps)
+    Down(DownArgs),
+    /// Revert the newest applied migration and apply it again
+    Redo(ChangeArgs),
+    /// Check the directory (duplicates, gaps, files between applied ones) and that applied files
+    /// are unchanged; exits 1 on any problem
+    Validate(Target),
+    /// Record every migration up to VERSION as applied without running it (a database whose schema
+    /// already has them)
+    Baseline(BaselineArgs),
+    /// After a failed migration: clear its failed row so a fixed file can run again (or record it
+    /// as applied with --mark-applied), and record the new checksums of edited applied files
+    Repair(RepairArgs),
+    /// Continue from another tool's migrations: read its directory and history table and record
+    /// what it applied, so `migrate up` applies only the rest
+    Adopt(AdoptArgs),
+}
+
+/// Which environment and directory a command works on.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The environment ([migrate] environment or a [migrate.environments.NAME])
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// The migration directory [default: [migrate] dir]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the result as JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The migration's name: lower-case letters, digits and _
+    pub name: String,
+    /// The migration directory [default: [migrate] dir]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// What every command that changes the database takes.
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Proceed against a production environment without the typed confirmation (for pipelines)
+    #[arg(long)]
+    pub approve: bool,
+    /// When the newest verified backup is too old, take one and verify it first (as
+    /// take_backup_if_stale = true)
+    #[arg(long)]
+    pub take: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Apply the pending migrations up to and including VERSION only
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<String>,
+    /// Also apply pending migrations that sort before applied ones
+    #[arg(long)]
+    pub allow_out_of_order: bool,
+    /// When a migration fails, revert the ones this run applied (newest first) with their down files
+    #[arg(long)]
+    pub rollback_on_failure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Revert every applied migration newer than VERSION (VERSION itself stays)
+    #[arg(long, value_name = "VERSION", conflicts_with = "steps")]
+    pub to: Option<String>,
+    /// Revert this many migrations [default: 1]
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// The newest version the schema already has
+    pub version: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Record the failed migration VERSION as applied (you completed it by hand) instead of
+    /// clearing its row
+    #[arg(long, value_name = "VERSION")]
+    pub mark_applied: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The tool whose migrations these are: sqlx, prisma, drizzle, golang-migrate, dbmate, flyway
+    /// [default: detected from the directory]
+    #[arg(long, value_name = "TOOL")]
+    pub from: Option<String>,
+    /// The tool's migration directory [default: [migrate] dir]
+    pub dir: Option<PathBuf>,
+    /// The environment ([migrate] environment or a [migrate.environments.NAME])
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// Print the result as JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    match command {
+        MigrateCommand::New(args) => new(&config, args),
+        MigrateCommand::Status(target) => status(&config, target).await,
+        MigrateCommand::Validate(target) => validate(&config, target).await,
+        MigrateCommand::Plan(args) => plan(&config, args).await,
+        MigrateCommand::Up(args) => up(&config, args).await,
+        MigrateCommand::Down(args) => down(&config, args).await,
+        MigrateCommand::Redo(args) => redo(&config, args).await,
+        MigrateCommand::Baseline(args) => baseline(&config, args).await,
+        MigrateCommand::Repair(args) => repair(&config, args).await,
+        MigrateCommand::Adopt(args) => adopt(&config, args).await,
+    }
+}
+
+fn new(config: &Config, args: NewArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(|| config.migrate.dir.clone());
+    let created = source::create(&dir, &args.name, chrono::Utc::now())?;
+    for path in created {
+        println!("created {}", path.display());
+    }
+    Ok(())
+}
+
+/// An environment's database, connected, with the directory read.
+struct Session<'a> {
+    environment: &'a Environment,
+    directory: Directory,
+    conn: PgConnection,
+    server: ServerVersion,
+}
+
+impl<'a> Session<'a> {
+    async fn open(config: &'a Config, target: &Target) -> anyhow::Result<Session<'a>> {
+        Session::open_with_layout(config, target, config.migrate.layout).await
+    }
+
+    /// As [`Session::open`], reading the directory as `layout` lays it out (`None`: detected).
+    async fn open_with_layout(
+        config: &'a Config,
+        target: &Target,
+        layout: Option<MigrationLayout>,
+    ) -> anyhow::Result<Session<'a>> {
+        let environment = config.migrate.environment(target.env.as_deref()).map_err(anyhow::Error::msg)?;
+        let dir = target.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+        let directory = source::read(&dir, layout)?;
+        let mut conn = crate::postgres::connect::connect(&environment.connection).await?;
+        let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await?;
+        let server = ServerVersion::from_num(num.trim().parse().context("server_version_num is not a number")?);
+        if let Some(minimum) = environment.min_server_version
+            && server < minimum
+        {
+            anyhow::bail!(
+                "environment {} runs PostgreSQL {server}, older than min_server_version = {minimum}; upgrade the \
+                 server, or lower min_server_version in [migrate] if the migrations are written for it",
+                environment.name
+            );
+        }
+        Ok(Session { environment, directory, conn, server })
+    }
+
+    async fn history(&mut self) -> anyhow::Result<Vec<Row>> {
+        history::read(&mut self.conn, &self.environment.history_table)
+            .await
+            .with_context(|| format!("cannot read the migration history {}", self.environment.history_table))
+    }
+
+    /// Takes the migration lock (saying so when another runner has it) and makes sure the
+    /// history table exists.
+    async fn lock(&mut self) -> anyhow::Result<()> {
+        let table = self.environment.history_table.clone();
+        let wait = self.environment.lock_wait;
+        lock::acquire(&mut self.conn, &table, wait, |holder| {
+            eprintln!(
+                "waiting for the migration lock of this database, held by PostgreSQL backend {holder} (another \
+                 lifeboat migrate), for at most {}",
+                crate::config::format_duration(wait)
+            )
+        })
+        .await?;
+        history::ensure(&mut self.conn, &table)
+            .await
+            .with_context(|| format!("cannot create the migration history table {table}"))?;
+        Ok(())
+    }
+}
+
+/// The event sink of a migration run: the local audit trail, mirrored into the repository when
+/// one is open.
+fn events_for(config: &Config, context: Option<&OpContext>) -> EventSink {
+    match context {
+        Some(context) => context.events.clone(),
+        None => {
+            let layout = crate::catalog::layout::ClusterLayout::new(&config.cluster.name);
+            EventSink::new(AuditLog::new(config.audit.path.clone(), &layout, None))
+        }
+    }
+}
+
+async fn status(config: &Config, target: Target) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &target).await?;
+    let rows = session.history().await?;
+    let plan = Plan::new(&session.directory, &rows);
+    let mut problems: Vec<String> = plan.refusals(false);
+    problems.extend(missing_files(&plan));
+    let view = MigrateStatusView {
+        environment: session.environment.name.clone(),
+        production: session.environment.production,
+        history_table: session.environment.history_table.to_string(),
+        layout: session.directory.layout.as_str(),
+        directory: session.directory.path.display().to_string(),
+        migrations: plan.entries.clone(),
+        problems: problems.clone(),
+    };
+    if target.json {
+        println!("{}", to_json(&view));
+    } else {
+        print_status(&view);
+    }
+    if problems.is_empty() { Ok(()) } else { Err(QuietExit { code: 1 }.into()) }
+}
+
+fn missing_files(plan: &Plan<'_>) -> Vec<String> {
+    plan.entries
+        .iter()
+        .filter(|entry| entry.state == State::Missing)
+        .map(|entry| {
+            format!(
+                "migration {} ({}) is in the history but its file is gone from the directory; restore it (git) so it \
+                 can be reverted and checked",
+                entry.version, entry.name
+            )
+        })
+        .collect()
+}
+
+fn print_status(view: &MigrateStatusView) {
+    println!(
+        "environment {} · {} migrations in {} ({}) · history {}",
+        view.environment,
+        view.migrations.len(),
+        view.directory,
+        view.layout,
+        view.history_table
+    );
+    for entry in &view.migrations {
+        let when = entry
+            .row
+            .as_ref()
+            .map(|row| format!("  {}", row.applied_at.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default();
+        println!("  {:<13} {} {}{when}", entry.state.as_str(), entry.version, entry.name);
+    }
+    for problem in &view.problems {
+        println!("\n{problem}");
+    }
+}
+
+async fn validate(config: &Config, target: Target) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &target).await?;
+    let rows = session.history().await?;
+    let plan = Plan::new(&session.directory, &rows);
+    let mut problems = plan.refusals(false);
+    problems.extend(missing_files(&plan));
+    for migration in &session.directory.migrations {
+        for script in std::iter::once(&migration.up).chain(migration.down.as_ref()) {
+            if let Err(error) = crate::migrate::run::check_script(script) {
+                problems.push(error.to_string());
+            }
+        }
+    }
+    if target.json {
+        println!(
+            "{}",
+            to_json(&MigrateValidateView {
+                migrations: session.directory.migrations.len(),
+                problems: problems.clone()
+            })
+        );
+    } else if problems.is_empty() {
+        println!(
+            "{} migrations in {}: no problems",
+            session.directory.migrations.len(),
+            session.directory.path.display()
+        );
+    } else {
+        for problem in &problems {
+            println!("{problem}\n");
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(QuietExit { code: 1 }.into()) }
+}
+
+/// The migrations `up` would apply, in order, after every check that needs no change.
+fn pending<'d>(plan: &Plan<'d>, args: &UpArgs) -> anyhow::Result<Vec<&'d Migration>> {
+    let refusals = plan.refusals(args.allow_out_of_order);
+    if !refusals.is_empty() {
+        anyhow::bail!("{}", refusals.join("\n\n"));
+    }
+    let mut pending = plan.pending(args.allow_out_of_order);
+    if let Some(to) = &args.to {
+        let to = source::Version::parse(to).map_err(anyhow::Error::msg)?;
+        if !plan.directory.migrations.iter().any(|migration| migration.version == to) {
+            anyhow::bail!("--to {to}: there is no migration {to} in {}", plan.directory.path.display());
+        }
+        pending.retain(|migration| migration.version <= to);
+    }
+    for migration in &pending {
+        crate::migrate::run::check_script(&migration.up)?;
+    }
+    Ok(pending)
+}
+
+/// `after = [...]`: every migration about to be applied must have succeeded in those
+/// environments first, with the same file.
+async fn check_after(config: &Config, environment: &Environment, migrations: &[&Migration]) -> anyhow::Result<()> {
+    for name in &environment.after {
+        let before = config.migrate.environment(Some(name)).map_err(anyhow::Error::msg)?;
+        let mut conn = crate::postgres::connect::connect(&before.connection)
+            .await
+            .with_context(|| format!("environment {} must run each migration first (after = [...])", before.name))?;
+        let rows = history::read(&mut conn, &before.history_table).await?;
+        crate::migrate::run::close(conn).await;
+        for migration in migrations {
+            match rows.iter().find(|row| row.version == migration.version.as_str()) {
+                Some(row) if row.success && row.checksum == migration.up.checksum => {}
+                Some(row) if row.success => anyhow::bail!(
+                    "migration {} ({}) ran in {} with another file (checksum {} there, {} here); apply this file there \
+                     first (after = [{:?}])",
+                    migration.version,
+                    migration.name,
+                    before.name,
+                    short(&row.checksum),
+                    short(&migration.up.checksum),
+                    before.name
+                ),
+                _ => anyhow::bail!(
+                    "migration {} ({}) has not been applied successfully in {} yet, and {} requires it first (after = \
+                     [{:?}]); run `lifeboat migrate up --env {}` first",
+                    migration.version,
+                    migration.name,
+                    before.name,
+                    environment.name,
+                    before.name,
+                    before.name
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A production environment needs the environment's name typed at a terminal, or `--approve`.
+fn confirm_production(environment: &Environment, approve: bool, what: &str) -> anyhow::Result<()> {
+    if !environment.production || approve {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "environment {} is production: {what} needs --approve when not run at a terminal (a deploy pipeline \
+             passes it once a person approved the deploy)",
+            environment.name
+        );
+    }
+    eprint!("{what} on production environment {}: type its name to go on: ", environment.name);
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != environment.name {
+        anyhow::bail!("not confirmed ({:?} is not {:?}); nothing was changed", answer.trim(), environment.name);
+    }
+    Ok(())
+}
+
+/// The gate, for an environment that needs it: passes, takes a backup, or refuses. Elsewhere,
+/// "not required".
+async fn pass_gate(context: Option<&OpContext>, environment: &Environment, take: bool) -> anyhow::Result<GateRecord> {
+    let Some(context) = context.filter(|_| environment.production) else {
+        return Ok(GateRecord { verdict: "not required".to_owned(), backup_id: None });
+    };
+    let request = GateRequest {
+        max_age: environment.require_verified_backup_within,
+        take: take || environment.take_backup_if_stale,
+    };
+    let pass = gate::check(context, environment, &request).await?;
+    let verdict = if pass.taken { "taken" } else { "passed" };
+    eprintln!(
+        "gate: {verdict}: {} {} verified {} ago",
+        pass.kind.as_str(),
+        pass.backup,
+        crate::config::format_duration(std::time::Duration::from_secs(pass.age.as_secs()))
+    );
+    Ok(GateRecord { verdict: verdict.to_owned(), backup_id: Some(pass.backup) })
+}
+
+/// The repository, for the gate (production: required) and for the schema export (elsewhere:
+/// used when it opens).
+async fn open_repository(config: &Config, environment: &Environment) -> anyhow::Result<Option<OpContext>> {
+    match crate::ops::open(config.clone()).await {
+        Ok(mut context) => {
+            super::progress::install(&mut context.events);
+            super::cancel_on_signals(&context.cancel);
+            Ok(Some(context))
+        }
+        Err(error) if environment.production => Err(anyhow::Error::new(error)
+            .context(format!("the backup gate of production environment {} needs the repository", environment.name))),
+        Err(error) => {
+            tracing::info!("repository not opened ({error}); the schema will not be exported");
+            Ok(None)
+        }
+    }
+}
+
+async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &args.change.target).await?;
+    let rows = session.history().await?;
+    let plan = Plan::new(&session.directory, &rows);
+    let pending = pending(&plan, &args)?;
+    let environment = session.environment;
+    let gate = if !environment.production {
+        "not required".to_owned()
+    } else {
+        let context = open_repository(config, environment).await?;
+        let request = GateRequest { max_age: environment.require_verified_backup_within, take: false };
+        match gate::check(context.as_ref().expect("production opens the repository"), environment, &request).await {
+            Ok(pass) => format!("passes: {} {} verified", pass.kind.as_str(), pass.backup),
+            Err(_) if args.change.take || environment.take_backup_if_stale => {
+                "would take a backup and verify it by restore first (take_backup_if_stale)".to_owned()
+            }
+            Err(error) => format!("would refuse: {error}"),
+        }
+    };
+    let view = MigratePlanView {
+        environment: environment.name.clone(),
+        production: environment.production,
+        gate,
+        migrations: pending
+            .iter()
+            .map(|migration| PlannedMigration {
+                version: migration.version.to_string(),
+                name: migration.name.clone(),
+                transactional: migration.up.transaction,
+                lock_timeout_ms: migration.up.lock_timeout.unwrap_or(environment.lock_timeout).as_millis(),
+                statements: migration.up.statements.iter().map(|statement| statement.text.clone()).collect(),
+            })
+            .collect(),
+    };
+    if args.change.target.json {
+        println!("{}", to_json(&view));
+        return Ok(());
+    }
+    println!(
+        "environment {}{}: gate {}",
+        view.environment,
+        if view.production { " (production)" } else { "" },
+        view.gate
+    );
+    if view.migrations.is_empty() {
+        println!("nothing to apply: the database is up to date");
+    }
+    for migration in &view.migrations {
+        let mode = if migration.transactional {
+            "in one transaction"
+        } else {
+            "outside a transaction, statement by statement"
+        };
+        println!("\n{} {} ({mode}, lock_timeout {} ms):", migration.version, migration.name, migration.lock_timeout_ms);
+        for (index, statement) in migration.statements.iter().enumerate() {
+            println!("  {}. {}", index + 1, statement.replace('\n', "\n     "));
+        }
+    }
+    Ok(())
+}
+
+async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &args.change.target).await?;
+    session.lock().await?;
+    let rows = session.history().await?;
+    let plan = Plan::new(&session.directory, &rows);
+    let migrations: Vec<Migration> = pending(&plan, &args)?.into_iter().cloned().collect();
+    let repeatables: Vec<source::Repeatable> =
+        plan.repeatables_due.iter().map(|repeatable| (*repeatable).clone()).collect();
+    let environment = session.environment;
+    if migrations.is_empty() && repeatables.is_empty() {
+        println!("nothing to apply: {} is up to date ({} migrations applied)", environment.name, rows.len());
+        return Ok(());
+    }
+    check_after(config, environment, &migrations.iter().collect::<Vec<_>>()).await?;
+    confirm_production(environment, args.change.approve, &format!("applying {} migrations", migrations.len()))?;
+    let context = open_repository(config, environment).await?;
+    let gate = pass_gate(context.as_ref(), environment, args.change.take).await?;
+    let events = events_for(config, context.as_ref());
+    let mut runner = Runner {
+        conn: &mut session.conn,
+        environment,
+        events: &events,
+        gate: gate.clone(),
+        require_restore_point: environment.production,
+    };
+    let mut view = MigrateRunView {
+        environment: environment.name.clone(),
+        gate: gate.verdict.clone(),
+        backup: gate.backup_id.clone(),
+        ran: Vec::new(),
+        rolled_back: Vec::new(),
+        schema_export: None,
+        error: None,
+    };
+    let mut failure = None;
+    for migration in &migrations {
+        if !args.change.target.json {
+            eprintln!("applying {} {} ...", migration.version, migration.name);
+        }
+        match runner.run(migration, Direction::Up).await {
+            Ok(ran) => view.ran.push(ran),
+            Err(error) => {
+                failure = Some((migration.version.to_string(), error));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        for repeatable in &repeatables {
+            let migration = repeatable_migration(repeatable);
+            match runner.run(&migration, Direction::Up).await {
+                Ok(ran) => view.ran.push(ran),
+                Err(error) => {
+                    failure = Some((migration.version.to_string(), error));
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((failed, error)) = &failure
+        && args.rollback_on_failure
+    {
+        rollback(&mut runner, &migrations, failed, error, &mut view).await;
+    }
+    let rows = history::read(runner.conn, &environment.history_table).await?;
+    view.schema_export = export_schema(context.as_ref(), environment, session.server, &rows).await;
+    view.error = failure.as_ref().map(|(_, error)| error.to_string());
+    finish(config, view, failure.map(|(_, error)| error), args.change.target.json, started_notice(&migrations)).await
+}
+
+fn started_notice(migrations: &[Migration]) -> String {
+    migrations.iter().map(|migration| migration.version.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// A Flyway repeatable run as a migration of version `R__<name>`.
+fn repeatable_migration(repeatable: &source::Repeatable) -> Migration {
+    Migration {
+        version: source::Version::parse(&crate::migrate::plan::repeatable_version(&repeatable.name))
+            .unwrap_or_else(|_| source::Version::parse("0").expect("0 is a version")),
+        name: repeatable.name.clone(),
+        up: repeatable.script.clone(),
+        down: None,
+    }
+}
+
+/// `--rollback-on-failure`: the down files of what this run applied, newest first. The failed
+/// migration itself is left as its history says (a transactional one landed nothing; its row is
+/// cleared, so the history is as before the run).
+async fn rollback(
+    runner: &mut Runner<'_>,
+    migrations: &[Migration],
+    failed: &str,
+    error: &RunError,
+    view: &mut MigrateRunView,
+) {
+    eprintln!("migration {failed} failed; --rollback-on-failure: reverting what this run applied, newest first");
+    let applied: Vec<&Migration> = migrations
+        .iter()
+        .filter(|migration| view.ran.iter().any(|ran| ran.version == migration.version.as_str()))
+        .collect();
+    for migration in applied.into_iter().rev() {
+        match runner.run(migration, Direction::Down).await {
+            Ok(ran) => {
+                eprintln!("reverted {} {}", migration.version, migration.name);
+                view.rolled_back.push(ran);
+            }
+            Err(error) => {
+                eprintln!("cannot revert {}: {error}; stopping the rollback here", migration.version);
+                return;
+            }
+        }
+    }
+    if matches!(error, RunError::Failed(failure) if failure.transactional)
+        && let Err(error) = history::remove(runner.conn, &runner.environment.history_table, failed).await
+    {
+        eprintln!("cannot clear the failed row of {failed}: {error}");
+    }
+}
+
+/// Stores the schema and history in the repository (when one is open); the note says what
+/// happened, and a failure to export never fails the migration that already landed.
+async fn export_schema(
+    context: Option<&OpContext>,
+    environment: &Environment,
+    server: ServerVersion,
+    rows: &[Row],
+) -> Option<String> {
+    let context = context?;
+    match export::export(context, environment, server.major, rows).await {
+        Ok(key) => Some(key.to_string()),
+        Err(error) => {
+            eprintln!("warning: {error}; the migrations themselves are recorded in the history table");
+            None
+        }
+    }
+}
+
+/// Prints the run, notifies a failure, and maps it to the exit status.
+async fn finish(
+    config: &Config,
+    view: MigrateRunView,
+    failure: Option<RunError>,
+    json: bool,
+    versions: String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", to_json(&view));
+    } else {
+        for ran in &view.ran {
+            let retried =
+                if ran.lock_retries > 0 { format!(", {} lock retries", ran.lock_retries) } else { String::new() };
+            println!(
+                "{} {} {} ({} statements, {} ms{retried})",
+                if ran.direction == "up" { "applied" } else { "reverted" },
+                ran.version,
+                ran.name,
+                ran.statements,
+                ran.duration_ms
+            );
+        }
+        if let Some(key) = &view.schema_export {
+            println!("schema and history stored as {key}");
+        }
+    }
+    let Some(error) = failure else { return Ok(()) };
+    let notifier = crate::notify::Notifier::new(&config.notify, config.cluster.name.as_str());
+    if notifier.has_sinks() {
+        notifier
+            .job_finished(&crate::notify::JobOutcome {
+                job: format!("migrate:{}", view.environment),
+                result: crate::notify::JobResult::Failed,
+                error: Some(error.to_string()),
+                ids: vec![versions],
+                duration: std::time::Duration::ZERO,
+                finished_at: chrono::Utc::now(),
+            })
+            .await;
+    }
+    if json {
+        return Err(QuietExit { code: 1 }.into());
+    }
+    let hint = match &error {
+        RunError::Failed(failure) if view.rolled_back.is_empty() => format!(
+            "\n  Choose one:\n    lifeboat migrate restore-before {version}   # the database as it was just before it \
+             (PITR)\n    fix the file, then: lifeboat migrate repair && lifeboat migrate up\n    lifeboat migrate \
+             down   # revert with down files",
+            version = failure.version
+        ),
+        _ => String::new(),
+    };
+    Err(anyhow::anyhow!("{error}{hint}"))
+}
+
+/// The applied migrations to revert for `down`.
+fn to_revert<'d>(plan: &Plan<'d>, to: Option<&str>, steps: Option<usize>) -> anyhow::Result<Vec<&'d Migration>> {
+    let applied = plan.applied_newest_first();
+    match to {
+        Some(to) => {
+            let to = source::Version::parse(to).map_err(anyhow::Error::msg)?;
+            if !applied.iter().any(|migration| migration.version == to) {
+                anyhow::bail!("--to {to}: migration {to} is not applied (see `lifeboat migrate status`)");
+            }
+            Ok(applied.into_iter().filter(|migration| migration.version > to).collect())
+        }
+        None => Ok(applied.into_iter().take(steps.unwrap_or(1)).collect()),
+    }
+}
+
+async fn down(config: &Config, args: DownArgs) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &args.change.target).await?;
+    session.lock().await?;
+    let rows = session.history().await?;
+    let plan = Plan::new(&session.directory, &rows);
+    let failed: Vec<String> = plan.failed().map(|entry| entry.version.clone()).collect();
+    let migrations: Vec<Migration> = to_revert(&plan, args.to.as_deref(), args.steps)?.into_iter().cloned().collect();
+    if migrations.is_empty() {
+        println!("nothing to revert: no migration is applied in {}", session.environment.name);
+        return Ok(());
+    }
+    if !failed.is_empty() {
+        eprintln!("note: migrations {} failed earlier; down reverts applied ones only", failed.join(", "));
+    }
+    revert_then_apply(config, session, args.change, migrations, false).await
+}
+
+async fn redo(config: &Config, args: ChangeArgs) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &args.target).await?;
+    session.lock().await?;
+    let rows = session.history().await?;
+    let plan = Plan::new(&session.directory, &rows);
+    let refusals = plan.refusals(false);
+    if !refusals.is_empty() {
+        anyhow::bail!("{}", refusals.join("\n\n"));
+    }
+    let migrations: Vec<Migration> = to_revert(&plan, None, Some(1))?.into_iter().cloned().collect();
+    if migrations.is_empty() {
+        anyhow::bail!("nothing to redo: no migration is applied in {}", session.environment.name);
+    }
+    revert_then_apply(config, session, args, migrations, true).await
+}
+
+/// Reverts `migrations` (newest first) and, for `redo`, applies them again.
+async fn revert_then_apply(
+    config: &Config,
+    mut session: Session<'_>,
+    args: ChangeArgs,
+    migrations: Vec<Migration>,
+    apply_again: bool,
+) -> anyhow::Result<()> {
+    for migration in &migrations {
+        crate::migrate::run::check_script(migration.down.as_ref().ok_or_else(|| RunError::NoDown {
+            version: migration.version.to_string(),
+            name: migration.name.clone(),
+            expected: migration.up.path.display().to_string().replace(".up.sql", ".down.sql"),
+        })?)?;
+    }
+    let environment = session.environment;
+    let what = if apply_again { "redoing" } else { "reverting" };
+    confirm_production(environment, args.approve, &format!("{what} {} migrations", migrations.len()))?;
+    let context = open_repository(config, environment).await?;
+    let gate = pass_gate(context.as_ref(), environment, args.take).await?;
+    let events = events_for(config, context.as_ref());
+    let mut runner = Runner {
+        conn: &mut session.conn,
+        environment,
+        events: &events,
+        gate: gate.clone(),
+        require_restore_point: environment.production,
+    };
+    let mut view = MigrateRunView {
+        environment: environment.name.clone(),
+        gate: gate.verdict.clone(),
+        backup: gate.backup_id.clone(),
+        ran: Vec::new(),
+        rolled_back: Vec::new(),
+        schema_export: None,
+        error: None,
+    };
+    let mut failure = None;
+    for migration in &migrations {
+        match runner.run(migration, Direction::Down).await {
+            Ok(ran) => view.ran.push(ran),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    if apply_again && failure.is_none() {
+        for migration in migrations.iter().rev() {
+            match runner.run(migration, Direction::Up).await {
+                Ok(ran) => view.ran.push(ran),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+    }
+    let rows = history::read(runner.conn, &environment.history_table).await?;
+    view.schema_export = export_schema(context.as_ref(), environment, session.server, &rows).await;
+    view.error = failure.as_ref().map(ToString::to_string);
+    finish(config, view, failure, args.target.json, started_notice(&migrations)).await
+}
+
+async fn baseline(config: &Config, args: BaselineArgs) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &args.target).await?;
+    session.lock().await?;
+    let rows = session.history().await?;
+    if !rows.is_empty() {
+        anyhow::bail!(
+            "the history {} already has {} rows: baseline starts a history, it does not rewrite one (see `lifeboat \
+             migrate status`)",
+            session.environment.history_table,
+            rows.len()
+        );
+    }
+    let version = source::Version::parse(&args.version).map_err(anyhow::Error::msg)?;
+    if !session.directory.migrations.iter().any(|migration| migration.version == version) {
+        anyhow::bail!("there is no migration {version} in {}", session.directory.path.display());
+    }
+    let mut recorded = Vec::new();
+    for migration in session.directory.migrations.iter().filter(|migration| migration.version <= version) {
+        let row = recorded_row(migration, "baseline", None, None);
+        history::upsert(&mut session.conn, &session.environment.history_table, &row).await?;
+        recorded.push(migration.version.to_string());
+    }
+    audit_change(config, session.environment, "baseline", &recorded).await;
+    if args.target.json {
+        let view = MigrateChangeView {
+            environment: session.environment.name.clone(),
+            change: "baseline",
+            changes: recorded.iter().map(|version| format!("recorded {version} as applied (baseline)")).collect(),
+            notes: Vec::new(),
+        };
+        println!("{}", to_json(&view));
+    } else {
+        println!("recorded {} migrations up to {version} as the baseline (not run)", recorded.len());
+    }
+    Ok(())
+}
+
+/// A history row for a migration lifeboat records without running it.
+fn recorded_row(
+    migration: &Migration,
+    kind: &str,
+    applied_at: Option<chrono::DateTime<chrono::Utc>>,
+    adopted: Option<(&str, Option<String>)>,
+) -> Row {
+    Row {
+        version: migration.version.to_string(),
+        name: migration.name.clone(),
+        kind: kind.to_owned(),
+        checksum: migration.up.checksum.clone(),
+        applied_at: applied_at.unwrap_or_else(chrono::Utc::now),
+        duration_ms: None,
+        applied_by: history::applied_by(),
+        success: true,
+        transactional: migration.up.transaction,
+        gate: None,
+        backup_id: None,
+        restore_point: None,
+        timeline: None,
+        lsn_before: None,
+        time_before: None,
+        lsn_after: None,
+        time_after: None,
+        statements_done: 0,
+        statements_total: migration.up.statements.len() as i32,
+        failed_statement: None,
+        error: None,
+        adopted_from: adopted.as_ref().map(|(tool, _)| (*tool).to_owned()),
+        original_checksum: adopted.and_then(|(_, checksum)| checksum),
+    }
+}
+
+/// An audit line for a history change that runs no migration (baseline, repair, adopt).
+async fn audit_change(config: &Config, environment: &Environment, change: &str, versions: &[String]) {
+    let events = events_for(config, None);
+    let arguments = std::collections::BTreeMap::from([
+        ("environment".to_owned(), environment.name.clone()),
+        ("change".to_owned(), change.to_owned()),
+        ("versions".to_owned(), versions.join(",")),
+    ]);
+    let began = Instant::now();
+    events
+        .emit(crate::ops::event::Event::Finished {
+            operation: crate::ops::event::Operation::Migrate,
+            arguments,
+            outcome: crate::ops::event::Outcome::Succeeded,
+            duration: began.elapsed(),
+            totals: crate::ops::event::Totals::default(),
+        })
+        .await;
+}
+
+async fn repair(config: &Config, args: RepairArgs) -> anyhow::Result<()> {
+    let mut session = Session::open(config, &args.target).await?;
+    session.lock().await?;
+    let rows = session.history().await?;
+    let plan = Plan::new(&session.directory, &rows);
+    let table = session.environment.history_table.clone();
+    let mut done = Vec::new();
+    for entry in &plan.entries {
+        match entry.state {
+            State::Failed => {
+                let row = entry.row.as_ref().expect("a failed entry has a row");
+                if args.mark_applied.as_deref() == Some(entry.version.as_str()) {
+                    let mut row = row.clone();
+                    row.success = true;
+                    row.error = Some(format!(
+                        "recorded as applied by `migrate repair --mark-applied` after: {}",
+                        row.error.unwrap_or_default()
+                    ));
+                    if let Some(checksum) = &entry.file_checksum {
+                        row.checksum = checksum.clone();
+                    }
+                    history::upsert(&mut session.conn, &table, &row).await?;
+                    done.push(format!("marked {} ({}) as applied", entry.version, entry.name));
+                } else {
+                    history::remove(&mut session.conn, &table, &entry.version).await?;
+                    let landed = if row.transactional || row.statements_done == 0 {
+                        "nothing of it had landed".to_owned()
+                    } else {
+                        format!(
+                            "its first {} statements had landed: make the file safe to run again (IF NOT EXISTS) \
+                             before `migrate up`",
+                            row.statements_done
+                        )
+                    };
+                    done.push(format!("cleared the failed run of {} ({}); {landed}", entry.version, entry.name));
+                }
+            }
+            State::Modified => {
+                let checksum = entry.file_checksum.as_deref().expect("a modified entry has a file");
+                history::set_checksum(&mut session.conn, &table, &entry.version, checksum).await?;
+                let old = entry.row.as_ref().map(|row| short(&row.checksum).to_owned()).unwrap_or_default();
+                done.push(format!(
+                    "recorded the edited file of {} ({}): checksum {old} -> {}",
+                    entry.version,
+                    entry.name,
+                    short(checksum)
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(version) = &args.mark_applied
+        && !done.iter().any(|line| line.starts_with(&format!("marked {version} ")))
+    {
+        anyhow::bail!("--mark-applied {version}: migration {version} has no failed run to mark (see `migrate status`)");
+    }
+    audit_change(config, session.environment, "repair", &done).await;
+    if args.target.json {
+        let view = MigrateChangeView {
+            environment: session.environment.name.clone(),
+            change: "repair",
+            changes: done.clone(),
+            notes: Vec::new(),
+        };
+        println!("{}", to_json(&view));
+    } else if done.is_empty() {
+        println!("nothing to repair: no failed migration and no edited applied file");
+    } else {
+        for line in &done {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+async fn adopt(config: &Config, args: AdoptArgs) -> anyhow::Result<()> {
+    let environment = config.migrate.environment(args.env.as_deref()).map_err(anyhow::Error::msg)?;
+    let dir = args.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+    let named = args.from.as_deref().map(MigrationLayout::parse).transpose().map_err(anyhow::Error::msg)?;
+    if named == Some(MigrationLayout::Lifeboat) {
+        anyhow::bail!("--from lifeboat: lifeboat's own migrations need no adoption; run `lifeboat migrate up`");
+    }
+    let target = Target { env: args.env.clone(), dir: Some(dir.clone()), json: args.json };
+    let mut session = Session::open_with_layout(config, &target, named).await?;
+    let tool = match named {
+        Some(tool) => tool,
+        // lifeboat, sqlx and golang-migrate name their files alike: the history table tells.
+        None if session.directory.layout != MigrationLayout::Lifeboat => session.directory.layout,
+        None => match adopt::find_tools(&mut session.conn).await?.as_slice() {
+            [tool] => *tool,
+            [] => anyhow::bail!(
+                "found no other tool's history table in {}'s database; name the tool with --from \
+                 sqlx|prisma|drizzle|golang-migrate|dbmate|flyway",
+                environment.name
+            ),
+            several => anyhow::bail!(
+                "the database has the history tables of {}; name the one to adopt with --from",
+                several.iter().map(|tool| tool.as_str()).collect::<Vec<_>>().join(" and ")
+            ),
+        },
+    };
+    session.lock().await?;
+    let rows = session.history().await?;
+    let foreign = adopt::read_history(&mut session.conn, tool, &session.directory).await?;
+    let table = session.environment.history_table.clone();
+    let mut changes = Vec::new();
+    let mut notes = foreign.notes.clone();
+    for entry in &foreign.entries {
+        if rows.iter().any(|row| row.version == entry.version.as_str()) {
+            notes.push(format!("{} is already in lifeboat's history; left as it is", entry.version));
+            continue;
+        }
+        let Some(migration) = session.directory.migrations.iter().find(|migration| migration.version == entry.version)
+        else {
+            notes.push(format!(
+                "{} ({}) is in {} but has no file in {}; not recorded",
+                entry.version,
+                entry.name,
+                foreign.table,
+                dir.display()
+            ));
+            continue;
+        };
+        let mut row = recorded_row(
+            migration,
+            "versioned",
+            entry.applied_at,
+            Some((tool.as_str(), entry.original_checksum.clone())),
+        );
+        match &entry.state {
+            ForeignState::Applied => {
+                changes.push(format!("recorded {} ({}) as applied by {tool}", entry.version, entry.name))
+            }
+            ForeignState::Failed { detail } => {
+                row.success = false;
+                row.error = Some(format!("failed under {tool}: {detail}"));
+                changes.push(format!(
+                    "recorded {} ({}) as FAILED under {tool} ({detail}): `migrate up` refuses until it is resolved \
+                     (`migrate status` shows the choices)",
+                    entry.version, entry.name
+                ));
+            }
+            ForeignState::RolledBack => {
+                notes
+                    .push(format!("{} ({}) was rolled back under {tool}; it stays pending", entry.version, entry.name));
+                continue;
+            }
+        }
+        history::upsert(&mut session.conn, &table, &row).await?;
+    }
+    let history = session.history().await?;
+    let plan = Plan::new(&session.directory, &history);
+    let pending: Vec<String> = plan.pending(false).iter().map(|migration| migration.version.to_string()).collect();
+    notes.push(if pending.is_empty() {
+        format!("nothing is pending: {tool} had applied every migration in {}", dir.display())
+    } else {
+        format!("pending, for `lifeboat migrate up`: {}", pending.join(", "))
+    });
+    if config.migrate.layout != Some(tool) {
+        notes.push(format!(
+            "set layout = \"{tool}\" and dir = \"{}\" in [migrate] so `migrate up` reads this directory as {tool} writes it",
+            dir.display()
+        ));
+    }
+    audit_change(config, environment, "adopt", &changes).await;
+    let view = MigrateChangeView { environment: environment.name.clone(), change: "adopt", changes, notes };
+    if args.json {
+        println!("{}", to_json(&view));
+    } else {
+        println!("adopted {} from {} ({} in {})", dir.display(), foreign.table, tool, environment.name);
+        for line in view.changes.iter().chain(&view.notes) {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
