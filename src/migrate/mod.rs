@@ -2,3 +2,6 @@
 //! tool's), the history table, the advisory lock, running migrations one transaction each, the
 //! backup gate (guarantee G7) with a restore point per migration, and adopting another tool's
 //! history.
+
+pub mod gate;
+pub mod restore_before;
