@@ -133,8 +133,8 @@ pub enum GateError {
     TooOld { environment: String, newest: NewestVerified, max_age: Duration, fix: Fix },
 
     #[error(
-        "the gate refuses environment {environment:?}: the newest {what}, {found}, failed verification \
-         ({status}); {newest}. Find out why with `lifeboat info {id}`, then {fix}",
+        "the gate refuses environment {environment:?}: the newest {what}, {found}, did not pass verification: \
+         {status}; {newest}. Find out why with `lifeboat info {id}`, then {fix}",
         id = found.id
     )]
     FailedVerification {

@@ -29,6 +29,9 @@ use crate::restore::{RestoreOptions, RestoreSummary};
 use crate::wal::check::CheckError;
 use crate::wal::records::{ScanError, WalEvent, WalScanner};
 
+/// The size of a WAL segment's first page header, the most that lies between two records.
+const LONG_PAGE_HEADER: u64 = 40;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UndoError {
     #[error("restore point {name:?} has LSN {lsn:?} and timeline {timeline}, which are not a WAL position")]
@@ -134,7 +137,13 @@ pub async fn what_would_be_lost(
             .map_err(|source| UndoError::Read { segment: segment.name(size), source })?;
         for event in scanner.feed(segment, &bytes)? {
             match event {
-                WalEvent::RestorePoint { name, end, .. } if name == point.name && end == lsn => found = true,
+                // The point's own record: it ends where pg_create_restore_point said (a page header
+                // may lie between its end as the scanner counts it and the LSN returned).
+                WalEvent::RestorePoint { name, lsn: at, end, .. }
+                    if name == point.name && at < lsn && lsn.as_u64() <= end.as_u64() + LONG_PAGE_HEADER =>
+                {
+                    found = true;
+                }
                 WalEvent::Commit { lsn: at, time, .. } if at >= lsn => {
                     loss.commits += 1;
                     loss.first_commit = Some(loss.first_commit.map_or(time, |seen| seen.min(time)));
