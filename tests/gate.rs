@@ -4,6 +4,7 @@
 //!   command, when there is no backup, when the newest was never verified, when the newest verified
 //!   one is older than `--max-age`, and when the newest failed its verification, each time naming
 //!   the backup and the fix; and without a terminal it needs `--approve`;
+//! - a verification whose report was deleted does not count (G9);
 //! - with a fresh verified backup it runs the command with `DATABASE_URL` and the gate's backup,
 //!   passes its exit status through, and the audit lines (gate, gated-command) name the backup;
 //! - `--take` takes a backup and verifies it by restore first; a non-production environment runs
@@ -79,7 +80,7 @@ async fn the_gate_refuses_without_a_fresh_verified_backup_and_runs_the_command_w
     let id = backup_without_verifying(&setup);
     let message = assert_failure(&gate(&setup, &["--approve"], touch));
     assert!(message.contains(&format!("{id} (completed")), "{message}");
-    assert!(message.contains("never verified"), "{message}");
+    assert!(message.contains("was never verified by restore"), "{message}");
     assert!(message.contains(&format!("lifeboat verify {id}")), "{message}");
     assert!(!marker(&setup).exists(), "the command ran although the gate refused");
 
@@ -113,6 +114,15 @@ async fn the_gate_refuses_without_a_fresh_verified_backup_and_runs_the_command_w
     assert_eq!(command["arguments"]["command"], "sh", "{command}");
     assert!(command["arguments"]["restore_point"].as_str().unwrap().starts_with("lifeboat-before-gate-"));
     assert!(command["error"].as_str().unwrap().contains("exited with status 7"), "{command}");
+
+    // The report that said "passed" deleted: the backup no longer counts (G9).
+    let reports = setup.repo_dir().join(format!("clusters/main/verify/{id}"));
+    let saved = setup.dir.path().join("saved-reports");
+    std::fs::rename(&reports, &saved).unwrap();
+    let message = assert_failure(&gate(&setup, &["--approve"], touch));
+    assert!(message.contains("is missing, altered or not recorded"), "{message}");
+    assert!(message.contains("none has passed verification by restore"), "{message}");
+    std::fs::rename(&saved, &reports).unwrap();
 
     // Too old for --max-age.
     tokio::time::sleep(Duration::from_secs(2)).await;

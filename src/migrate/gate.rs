@@ -147,11 +147,11 @@ pub enum GateError {
     },
 
     #[error(
-        "the gate refuses environment {environment:?}: the newest {what}, {found}, was never verified by restore; \
-         {newest}. Run `lifeboat verify {id}`, or {fix}",
+        "the gate refuses environment {environment:?}: the newest {what}, {found}, {why}; {newest}. Run \
+         `lifeboat verify {id}`, or {fix}",
         id = found.id
     )]
-    NotVerified { environment: String, what: String, found: Found, newest: NewestVerified, fix: Fix },
+    NotVerified { environment: String, what: String, found: Found, why: String, newest: NewestVerified, fix: Fix },
 
     #[error(
         "the gate took {id} but its verification by restore failed ({status}); nothing was changed. \
@@ -396,7 +396,14 @@ async fn newest_fresh(
             newest: newest_verified,
             fix,
         },
-        None => GateError::NotVerified { environment, what, found: newest.found.clone(), newest: newest_verified, fix },
+        None => GateError::NotVerified {
+            environment,
+            what,
+            found: newest.found.clone(),
+            why: newest.status.clone(),
+            newest: newest_verified,
+            fix,
+        },
     }
     .into())
 }
@@ -439,11 +446,24 @@ fn candidates(
                 let report = verification.latest.as_ref()?;
                 (verification.recorded && report.mode == Mode::Restore).then_some(verification.passed && report.passed)
             });
+            let status = match (verification, verdict) {
+                (None, _) => "was never verified by restore".to_owned(),
+                (Some(verification), Some(_)) => verification.status.clone(),
+                (Some(verification), None)
+                    if verification.latest.as_ref().is_some_and(|report| report.mode == Mode::Integrity) =>
+                {
+                    "was only checked for integrity (`lifeboat verify` without --integrity-only restores it)".to_owned()
+                }
+                (Some(verification), None) => format!(
+                    "has no verification that counts: the verdict was {:?}, but its report {} is missing, altered or \
+                     not recorded in the journal (`lifeboat list` names the problem)",
+                    verification.status, verification.report
+                ),
+            };
             Some(Candidate {
                 found: Found { id, completed_at, age },
                 verdict,
-                status: verification
-                    .map_or_else(|| "never verified".to_owned(), |verification| verification.status.clone()),
+                status,
                 verified_at: verification.and_then(|verification| verification.verified_at),
             })
         })
