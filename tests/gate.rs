@@ -217,8 +217,13 @@ async fn restore_before_brings_back_exactly_the_rows_and_schema_from_before_the_
     execute(&mut conn, "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL)").await;
     execute(&mut conn, "INSERT INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three')").await;
     setup.backup().await;
+    // A migration undone and applied again (redo) leaves two points of the same name: the undo
+    // goes to the one recorded, the second.
+    let name = restore_point_name("20261206120000");
+    let earlier = create_restore_point(&mut conn, &name).await.unwrap();
     execute(&mut conn, "UPDATE items SET v = 'TWO' WHERE id = 2").await;
-    let point = create_restore_point(&mut conn, &restore_point_name("20261206120000")).await.unwrap();
+    let point = create_restore_point(&mut conn, &name).await.unwrap();
+    assert_ne!(earlier.lsn, point.lsn);
     assert_eq!(point.name, "lifeboat-before-20261206120000");
     let before_rows = rows(&mut conn).await;
     let before_columns = columns(&mut conn).await;
@@ -240,7 +245,7 @@ async fn restore_before_brings_back_exactly_the_rows_and_schema_from_before_the_
     // --verify-only: restored, started, checked and removed.
     let undone = restore_to_point(&context, &point, &Destination::VerifyOnly, restore_command(&setup)).await.unwrap();
     let stopped = undone.verified.unwrap();
-    assert!(stopped.contains("lifeboat-before-20261206120000"), "{stopped}");
+    assert!(stopped.contains(&point.lsn), "{stopped}");
     assert!(is_empty(&setup.scratch_dir()), "the check left its scratch directory");
 
     // Into a data directory, started: exactly the rows and schema from before the point.

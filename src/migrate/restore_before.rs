@@ -1,7 +1,7 @@
 //! Undoing to a restore point (`lifeboat migrate restore-before V`): what a point-in-time restore
 //! to the point made before migration V would lose, read from the archived WAL before anything is
 //! done ([`what_would_be_lost`]), and the restore itself with the restore operation that exists
-//! ([`restore_to_point`]): into a data directory, or into a scratch directory that is started,
+//! ([`restore_to_point`], to the point's LSN): into a data directory, or into a scratch directory that is started,
 //! checked to have stopped at the point, and removed (`--verify-only`).
 //!
 //! The WAL is read along the point's timeline, from the point to the end of the unbroken run of
@@ -70,10 +70,10 @@ pub enum UndoError {
     Scratch { detail: String },
 
     #[error(
-        "the restored server did not stop at restore point {name:?}: {detail}. The scratch directory was \
-         removed; the server log said it above"
+        "the restored server did not stop at restore point {name:?} ({lsn}): {detail}. The scratch directory \
+         was removed"
     )]
-    MissedPoint { name: String, detail: String },
+    MissedPoint { name: String, lsn: String, detail: String },
 }
 
 /// What a restore to a point loses: everything the archived WAL holds after it.
@@ -208,28 +208,31 @@ async fn scratch_binaries(context: &OpContext) -> Result<PgBinaries, UndoError> 
     found.map_err(|error| UndoError::Scratch { detail: error.to_string() })
 }
 
-/// Restores to `point` with the restore operation (`ops::restore`, target name, the point's
-/// timeline, promote at the point). `restore_command` is what PostgreSQL fetches WAL with.
+/// Restores to `point` with the restore operation (`ops::restore`, to the point's LSN on its
+/// timeline, promote there). `restore_command` is what PostgreSQL fetches WAL with. Call
+/// [`what_would_be_lost`] first: it checks that the point's record is archived at that LSN.
 pub async fn restore_to_point(
     context: &OpContext,
     point: &RestorePoint,
     destination: &Destination,
     restore_command: String,
 ) -> Result<Undone, UndoError> {
-    let timeline = Timeline::new(point.timeline).ok_or_else(|| UndoError::BadPoint {
-        name: point.name.clone(),
-        lsn: point.lsn.clone(),
-        timeline: point.timeline,
-    })?;
+    let bad_point =
+        || UndoError::BadPoint { name: point.name.clone(), lsn: point.lsn.clone(), timeline: point.timeline };
+    let timeline = Timeline::new(point.timeline).ok_or_else(bad_point)?;
+    let lsn: Lsn = point.lsn.parse().map_err(|_| bad_point())?;
     let config = &context.config;
     let options = |pgdata: PathBuf, existing, start, action, server_settings| RestoreOptions {
         pgdata,
         backup: None,
         goal: RecoveryGoal {
-            target: RecoveryTarget::Name(point.name.clone()),
+            // The point's LSN (the end of its record), exclusive: recovery replays the restore
+            // point's record and stops before the next one. Not its name: recovery stops at the
+            // first record of a name, and a migration undone and applied again (`redo`) has two.
+            target: RecoveryTarget::Lsn(lsn),
             timeline: TimelineChoice::Id(timeline),
             action,
-            exclusive: false,
+            exclusive: true,
         },
         existing,
         tablespace_map: Vec::new(),
@@ -276,11 +279,12 @@ pub async fn restore_to_point(
             removed.map_err(|error| UndoError::Scratch { detail: error.to_string() })?;
             let stopped = summary.reached.as_ref().and_then(|reached| reached.stopped.clone());
             match stopped {
-                Some(line) if line.contains(&format!("\"{}\"", point.name)) => {
+                Some(line) if line.contains(&format!("\"{}\"", point.lsn)) => {
                     Ok(Undone { summary, verified: Some(line) })
                 }
                 other => Err(UndoError::MissedPoint {
                     name: point.name.clone(),
+                    lsn: point.lsn.clone(),
                     detail: other.unwrap_or_else(|| "its log names no stopping point".to_owned()),
                 }),
             }
