@@ -240,6 +240,22 @@ async fn run_command(
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: GateArgs,
+    }
+
+    #[test]
+    fn the_command_comes_after_the_double_dash_with_its_own_options() {
+        use clap::{CommandFactory as _, Parser as _};
+        Command::command().debug_assert();
+        let parsed = Command::try_parse_from(["x", "--take", "--", "npx", "prisma", "migrate", "--take"]).unwrap();
+        assert!(parsed.args.take);
+        assert_eq!(parsed.args.command, ["npx", "prisma", "migrate", "--take"]);
+        assert!(Command::try_parse_from(["x", "--take"]).is_err(), "a command is required");
+    }
+
     #[test]
     fn secret_looking_arguments_are_redacted() {
         let connection = "postgresql://deploy:hunter2@db/app";

@@ -30,13 +30,13 @@ pub struct RestoreBeforeArgs {
     #[arg(long)]
     pub verify_only: bool,
     /// With --pgdata: rewrite only the files that differ and remove the ones the backup lacks
-    #[arg(long, requires = "pgdata", conflicts_with = "force")]
+    #[arg(long, conflicts_with_all = ["force", "verify_only"])]
     pub delta: bool,
     /// With --pgdata: delete everything in it before restoring
-    #[arg(long, requires = "pgdata")]
+    #[arg(long, conflicts_with = "verify_only")]
     pub force: bool,
     /// With --pgdata: start PostgreSQL afterwards and wait until it reached the restore point
-    #[arg(long, requires = "pgdata")]
+    #[arg(long, conflicts_with = "verify_only")]
     pub start: bool,
     /// With --start: the port the server listens on [default: the restored configuration's]
     #[arg(long, value_name = "PORT", requires = "start")]
@@ -188,4 +188,34 @@ fn result_json(undo: &Undo, loss: &Loss, undone: &Undone) -> serde_json::Value {
         "stopped": summary.reached.as_ref().and_then(|reached| reached.stopped.clone()),
         "verified": undone.verified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The arguments as the runner's `migrate restore-before` subcommand embeds them.
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: RestoreBeforeArgs,
+    }
+
+    #[test]
+    fn restore_before_takes_a_pgdata_or_verify_only_and_nothing_else() {
+        use clap::CommandFactory as _;
+        Command::command().debug_assert();
+        let parsed =
+            Command::try_parse_from(["x", "20261206120000", "--pgdata", "/tmp/undo", "--delta", "--yes"]).unwrap();
+        assert_eq!(parsed.args.pgdata.as_deref(), Some(std::path::Path::new("/tmp/undo")));
+        assert!(parsed.args.delta && parsed.args.yes && !parsed.args.verify_only);
+        assert!(Command::try_parse_from(["x", "V", "--verify-only"]).unwrap().args.verify_only);
+        assert!(Command::try_parse_from(["x", "V"]).is_err(), "neither --pgdata nor --verify-only");
+        assert!(Command::try_parse_from(["x", "V", "--pgdata", "d", "--verify-only"]).is_err());
+        for option in ["--delta", "--force", "--start"] {
+            assert!(Command::try_parse_from(["x", "V", "--verify-only", option]).is_err(), "{option}");
+        }
+    }
 }
