@@ -13,6 +13,7 @@ mod copy;
 mod daemon;
 mod dump;
 mod expire;
+mod gate;
 mod init;
 mod key;
 mod migrate;
@@ -21,6 +22,7 @@ mod progress;
 mod quickstart;
 mod repo;
 mod restore;
+pub mod restore_before;
 mod restore_dump;
 mod status;
 mod table;
@@ -156,6 +158,13 @@ pub enum Command {
     /// Exits with status 1 when something needs attention: no verified backup or dump, the
     /// repository cannot be read, PostgreSQL's archiver is failing, or the daemon is unhealthy.
     Status(status::StatusArgs),
+    /// Run another tool's migration command behind the backup gate, after a restore point
+    ///
+    /// Against a production environment, refuses unless a backup verified by restore is fresh
+    /// enough (or takes one with --take) and WAL archiving works; then records a restore point,
+    /// runs COMMAND with DATABASE_URL, LIFEBOAT_RESTORE_POINT and LIFEBOAT_GATE_BACKUP set, records
+    /// its result in the audit log and exits with its status. docs/gate.md describes it.
+    Gate(gate::GateArgs),
 }
 
 impl Command {
@@ -170,6 +179,7 @@ impl Command {
             Command::Daemon => Some("daemon"),
             Command::Init(_) => Some("init"),
             Command::Quickstart(_) => Some("quickstart"),
+            Command::Gate(_) => Some("gate"),
             _ => None,
         }
     }
@@ -307,6 +317,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Man(args) => completions::run_man(args),
         Command::Status(args) => status::run(config_path, args).await,
         Command::Migrate(command) => migrate::run(config_path, command).await,
+        Command::Gate(args) => gate::run(config_path, args).await,
     }
 }
 

@@ -208,7 +208,7 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
 /// `'<this lifeboat>' --config '<this configuration>' wal-fetch %f %p`, quoted for the shell
 /// PostgreSQL runs it with; restoring from a copy, `--repository '<copy>'` too, so the WAL comes
 /// from where the backup came from.
-fn default_restore_command(config: &Path, copy: Option<&str>) -> anyhow::Result<String> {
+pub(super) fn default_restore_command(config: &Path, copy: Option<&str>) -> anyhow::Result<String> {
     let exe = std::env::current_exe().map_err(|error| anyhow::anyhow!("cannot find this program's path: {error}"))?;
     let arguments = match copy {
         Some(name) => format!("--repository {} wal-fetch %f %p", shell_quote(name)),

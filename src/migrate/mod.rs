@@ -9,5 +9,6 @@ pub mod gate;
 pub mod history;
 pub mod lock;
 pub mod plan;
+pub mod restore_before;
 pub mod run;
 pub mod source;
