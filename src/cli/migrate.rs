@@ -7,7 +7,6 @@
 //! apply each migration once. Against a production environment, `up`, `down` and `redo` need the
 //! environment's name typed at a terminal or `--approve`, and the backup gate (G7).
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,9 +15,11 @@ use clap::{Args, Subcommand};
 use sqlx::postgres::PgConnection;
 
 use super::QuietExit;
+use super::restore_before::{RestoreBeforeArgs, Undo};
 use crate::config::{Config, Environment, MigrationLayout, ServerVersion};
 use crate::migrate::adopt::{self, ForeignState};
-use crate::migrate::gate::{self, GateRequest};
+use crate::migrate::export::ExportedRow;
+use crate::migrate::gate::{self, GateRequest, RestorePoint};
 use crate::migrate::history::{self, Row};
 use crate::migrate::plan::{Plan, State, short};
 use crate::migrate::run::{Direction, GateRecord, RunError, Runner};
@@ -57,6 +58,15 @@ pub enum MigrateCommand {
     /// After a failed migration: clear its failed row so a fixed file can run again (or record it
     /// as applied with --mark-applied), and record the new checksums of edited applied files
     Repair(RepairArgs),
+    /// Undo migration VERSION and everything after it: a point-in-time restore to the restore point
+    /// recorded just before it (says what would be lost first)
+    RestoreBefore {
+        #[command(flatten)]
+        args: RestoreBeforeArgs,
+        /// The environment ([migrate] environment or a [migrate.environments.NAME])
+        #[arg(long = "env", value_name = "NAME")]
+        env: Option<String>,
+    },
     /// Continue from another tool's migrations: read its directory and history table and record
     /// what it applied, so `migrate up` applies only the rest
     Adopt(AdoptArgs),
@@ -173,6 +183,7 @@ pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow:
         MigrateCommand::Baseline(args) => baseline(&config, args).await,
         MigrateCommand::Repair(args) => repair(&config, args).await,
         MigrateCommand::Adopt(args) => adopt(&config, args).await,
+        MigrateCommand::RestoreBefore { args, env } => restore_before(&config, env, args).await,
     }
 }
 
@@ -413,27 +424,6 @@ async fn check_after(config: &Config, environment: &Environment, migrations: &[&
     Ok(())
 }
 
-/// A production environment needs the environment's name typed at a terminal, or `--approve`.
-fn confirm_production(environment: &Environment, approve: bool, what: &str) -> anyhow::Result<()> {
-    if !environment.production || approve {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "environment {} is production: {what} needs --approve when not run at a terminal (a deploy pipeline \
-             passes it once a person approved the deploy)",
-            environment.name
-        );
-    }
-    eprint!("{what} on production environment {}: type its name to go on: ", environment.name);
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if answer.trim() != environment.name {
-        anyhow::bail!("not confirmed ({:?} is not {:?}); nothing was changed", answer.trim(), environment.name);
-    }
-    Ok(())
-}
-
 /// The gate, for an environment that needs it: passes, takes a backup, or refuses. Elsewhere,
 /// "not required".
 async fn pass_gate(context: Option<&OpContext>, environment: &Environment, take: bool) -> anyhow::Result<GateRecord> {
@@ -445,13 +435,8 @@ async fn pass_gate(context: Option<&OpContext>, environment: &Environment, take:
         take: take || environment.take_backup_if_stale,
     };
     let pass = gate::check(context, environment, &request).await?;
-    let verdict = if pass.taken { "taken" } else { "passed" };
-    eprintln!(
-        "gate: {verdict}: {} {} verified {} ago",
-        pass.kind.as_str(),
-        pass.backup,
-        crate::config::format_duration(std::time::Duration::from_secs(pass.age.as_secs()))
-    );
+    let verdict = pass.verdict();
+    eprintln!("gate: {verdict}: {} {} verified {} ago", pass.kind.as_str(), pass.backup, gate::format_age(pass.age));
     Ok(GateRecord { verdict: verdict.to_owned(), backup_id: Some(pass.backup) })
 }
 
@@ -548,7 +533,7 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     check_after(config, environment, &migrations.iter().collect::<Vec<_>>()).await?;
-    confirm_production(environment, args.change.approve, &format!("applying {} migrations", migrations.len()))?;
+    super::gate::confirm_production(environment, args.change.approve)?;
     let context = open_repository(config, environment).await?;
     let gate = pass_gate(context.as_ref(), environment, args.change.take).await?;
     let events = events_for(config, context.as_ref());
@@ -791,8 +776,7 @@ async fn revert_then_apply(
         })?)?;
     }
     let environment = session.environment;
-    let what = if apply_again { "redoing" } else { "reverting" };
-    confirm_production(environment, args.approve, &format!("{what} {} migrations", migrations.len()))?;
+    super::gate::confirm_production(environment, args.approve)?;
     let context = open_repository(config, environment).await?;
     let gate = pass_gate(context.as_ref(), environment, args.take).await?;
     let events = events_for(config, context.as_ref());
@@ -1105,4 +1089,67 @@ async fn adopt(config: &Config, args: AdoptArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `migrate restore-before V`: V's restore point from the database's history, or from the
+/// repository's newest export when the database cannot tell (it may be what broke).
+async fn restore_before(config: &Config, env: Option<String>, args: RestoreBeforeArgs) -> anyhow::Result<()> {
+    let environment = config.migrate.environment(env.as_deref()).map_err(anyhow::Error::msg)?;
+    let rows = match read_history_of(environment).await {
+        Ok(rows) if rows.iter().any(|row| row.version == args.version) => rows,
+        Ok(_) => exported_history(config, environment).await?,
+        Err(error) => {
+            eprintln!(
+                "cannot read the history of {} ({error:#}); using its export in the repository",
+                environment.name
+            );
+            exported_history(config, environment).await?
+        }
+    };
+    let row = rows.iter().find(|row| row.version == args.version).ok_or_else(|| {
+        anyhow::anyhow!(
+            "migration {} is in neither the history of {} nor its export in the repository; `lifeboat migrate \
+             status` lists the applied versions",
+            args.version,
+            environment.name
+        )
+    })?;
+    let (Some(name), Some(lsn), Some(time), Some(timeline)) =
+        (&row.restore_point, &row.lsn_before, row.time_before, row.timeline)
+    else {
+        anyhow::bail!(
+            "migration {} ({}) has no restore point recorded (it was {}); restore to a time instead: `lifeboat \
+             restore --target-time ...`",
+            row.version,
+            row.name,
+            if row.kind == "versioned" { "applied without one" } else { "not run by lifeboat" }
+        );
+    };
+    let later = rows
+        .iter()
+        .filter(|other| other.kind != "baseline" && other.time_before.is_some_and(|at| at > time))
+        .map(|other| (other.version.clone(), other.name.clone()))
+        .collect();
+    let undo = Undo {
+        point: RestorePoint { name: name.clone(), lsn: lsn.clone(), time, timeline: timeline as u32 },
+        version: row.version.clone(),
+        later,
+    };
+    let code = super::restore_before::run(config, &args, undo).await?;
+    if code == std::process::ExitCode::SUCCESS { Ok(()) } else { Err(QuietExit { code: 1 }.into()) }
+}
+
+/// The history of `environment`'s database, as exported rows.
+async fn read_history_of(environment: &Environment) -> anyhow::Result<Vec<ExportedRow>> {
+    let mut conn = crate::postgres::connect::connect(&environment.connection).await?;
+    let rows = history::read(&mut conn, &environment.history_table).await?;
+    crate::migrate::run::close(conn).await;
+    Ok(rows.iter().map(ExportedRow::from).collect())
+}
+
+/// The history in the newest export of `environment` in the repository.
+async fn exported_history(config: &Config, environment: &Environment) -> anyhow::Result<Vec<ExportedRow>> {
+    let context = crate::ops::open(config.clone()).await?;
+    let snapshot = export::newest(&context, &environment.name).await?;
+    Ok(snapshot.map(|snapshot| snapshot.history).unwrap_or_default())
 }

@@ -22,7 +22,7 @@ mod progress;
 mod quickstart;
 mod repo;
 mod restore;
-pub mod restore_before;
+mod restore_before;
 mod restore_dump;
 mod status;
 mod table;

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection as _};
 
+use super::gate::{RestorePoint, create_restore_point, restore_point_name};
 use super::history::{self, Row};
 use super::source::{Migration, Script};
 use crate::config::Environment;
@@ -203,7 +204,7 @@ impl Runner<'_> {
             Direction::Down => None,
         };
         let before = match &restore_point {
-            Some((_, point)) => Some(point.clone()),
+            Some(point) => Some(WalPoint { lsn: point.lsn.clone(), time: point.time }),
             None => current_point(self.conn).await.ok(),
         };
         let mut row = Row {
@@ -218,8 +219,8 @@ impl Runner<'_> {
             transactional: script.transaction,
             gate: Some(self.gate.verdict.clone()),
             backup_id: self.gate.backup_id.clone(),
-            restore_point: restore_point.as_ref().map(|(name, _)| name.clone()),
-            timeline: None,
+            restore_point: restore_point.as_ref().map(|point| point.name.clone()),
+            timeline: restore_point.as_ref().map(|point| point.timeline as i32),
             lsn_before: before.as_ref().map(|point| point.lsn.clone()),
             time_before: before.as_ref().map(|point| point.time),
             lsn_after: None,
@@ -245,17 +246,17 @@ impl Runner<'_> {
             statements: script.statements.len(),
             duration_ms: began.elapsed().as_millis() as u64,
             lock_retries: retries,
-            restore_point: restore_point.map(|(name, _)| name),
+            restore_point: restore_point.map(|point| point.name),
             lsn_before: row.lsn_before,
         })
     }
 
     /// The restore point before `migration`, or `None` (with a warning) where one is not required
     /// and the server refused it (the role may lack the privilege).
-    async fn restore_point(&mut self, migration: &Migration) -> Result<Option<(String, WalPoint)>, RunError> {
+    async fn restore_point(&mut self, migration: &Migration) -> Result<Option<RestorePoint>, RunError> {
         let name = restore_point_name(migration.version.as_str());
         match create_restore_point(self.conn, &name).await {
-            Ok(point) => Ok(Some((name, point))),
+            Ok(point) => Ok(Some(point)),
             Err(error) if !self.require_restore_point => {
                 tracing::warn!(
                     "no restore point before migration {} ({error}); `migrate restore-before` will not be able to \
@@ -515,22 +516,6 @@ pub fn database_message(error: &sqlx::Error) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// `lifeboat-before-<version>`: the restore point recorded before a migration.
-pub fn restore_point_name(version: &str) -> String {
-    format!("lifeboat-before-{version}")
-}
-
-/// `pg_create_restore_point(name)`: its LSN, and the server's clock.
-pub async fn create_restore_point(conn: &mut PgConnection, name: &str) -> Result<WalPoint, String> {
-    let (lsn, time): (String, DateTime<Utc>) =
-        sqlx::query_as("SELECT pg_create_restore_point($1)::text, clock_timestamp()")
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|error| database_message(&error))?;
-    Ok(WalPoint { lsn, time })
 }
 
 /// Where the WAL is now, and the server's clock.
