@@ -2,8 +2,9 @@
 //!
 //! In one workspace directory it creates a PostgreSQL cluster that archives its WAL with
 //! `lifeboat wal-push`, an encrypted local repository and the configuration naming both, loads
-//! some rows, takes a base backup, verifies it by a real restore, deletes the rows by
-//! "accident", restores to the moment before and shows the rows back. Each step says what it did
+//! some rows, takes a base backup, verifies it by a real restore, applies the example migrations
+//! of `migrations/` through the backup gate and undoes the first with `migrate restore-before`,
+//! deletes the rows by "accident", restores to the moment before and shows the rows back. Each step says what it did
 //! and which command does the same on a real system. The servers are stopped and removed at the
 //! end (also on failure); the repository, key and configuration stay for a look around.
 //!
@@ -39,6 +40,29 @@ use crate::verify::VerifyOptions;
 
 /// Rows the tour loads and then "loses".
 const ORDERS: i64 = 1000;
+/// The example migrations of the repository's top-level `migrations/` directory, built in so the
+/// tour needs no checkout: (file name, text).
+const MIGRATIONS: [(&str, &str); 4] = [
+    (
+        "20261201090000_order_status.up.sql",
+        include_str!("../../migrations/20261201090000_order_status.up.sql"),
+    ),
+    (
+        "20261201090000_order_status.down.sql",
+        include_str!("../../migrations/20261201090000_order_status.down.sql"),
+    ),
+    (
+        "20261201090100_orders_by_customer.up.sql",
+        include_str!("../../migrations/20261201090100_orders_by_customer.up.sql"),
+    ),
+    (
+        "20261201090100_orders_by_customer.down.sql",
+        include_str!("../../migrations/20261201090100_orders_by_customer.down.sql"),
+    ),
+];
+/// The first example migration: the one the tour undoes.
+const FIRST_MIGRATION: &str = "20261201090000";
+
 /// How long to wait for `wal-push` to archive a segment.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
 
@@ -188,7 +212,9 @@ impl Tour {
         }
         detail("same as", format!("lifeboat verify {}", manifest.id));
 
-        step(6, "an accident");
+        self.migrate(cluster).await?;
+
+        step(8, "an accident");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before: String = sqlx::query_scalar("SELECT clock_timestamp()::text").fetch_one(&mut connection).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -199,7 +225,7 @@ impl Tour {
         detail("at", &before);
         detail("ran", format!("DELETE FROM orders  (no WHERE): {left} orders left"));
 
-        step(7, "a point-in-time restore to just before the accident");
+        step(9, "a point-in-time restore to just before the accident");
         let target = RecoveryTarget::parse_time(&before).map_err(anyhow::Error::msg)?;
         let mut restored = LocalCluster::prepare(
             &self.binaries,
@@ -230,13 +256,95 @@ impl Tour {
         }
         detail("same as", format!("lifeboat restore --pgdata DIR --target-time '{}' --start", postgres_time(target)));
 
-        step(8, "the accident undone");
+        step(10, "the accident undone");
         detail("original", format!("{left} orders (the accident happened there)"));
         detail("restored", format!("{back} orders"));
         if back != ORDERS {
             anyhow::bail!("the restored copy has {back} orders, not the {ORDERS} committed before the accident");
         }
         Ok(())
+    }
+
+    /// Steps 6 and 7: the example migrations through the gate, and the first one undone with
+    /// `migrate restore-before` into a second server.
+    async fn migrate(&self, cluster: &LocalCluster) -> anyhow::Result<()> {
+        use super::migrate::{ChangeArgs, MigrateCommand, Target, UpArgs};
+        step(6, "migrations through the gate: only after a backup proven by a restore");
+        let dir = self.workspace.join("migrations");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, text) in MIGRATIONS {
+            std::fs::write(dir.join(name), text).with_context(|| format!("cannot write {name}"))?;
+        }
+        let up = UpArgs {
+            change: ChangeArgs { target: Target { env: None, dir: None, json: false }, approve: true, take: false },
+            to: None,
+            allow_out_of_order: false,
+            rollback_on_failure: false,
+        };
+        super::migrate::run(Some(&self.config_path), MigrateCommand::Up(up)).await?;
+        let mut connection = PgConnection::connect_with(&cluster.connect_options()).await?;
+        let (backup, point): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT backup_id, restore_point FROM lifeboat.migrations WHERE version = $1",
+        )
+        .bind(FIRST_MIGRATION)
+        .fetch_one(&mut connection)
+        .await?;
+        let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'paid'").fetch_one(&mut connection).await?;
+        connection.close().await?;
+        detail("migrations", format!("{} in {}", MIGRATIONS.len() / 2, dir.display()));
+        detail("gate", format!("passed on backup {} (verified by restore in step 5)", backup.unwrap_or_default()));
+        detail("restore point", point.unwrap_or_default());
+        detail("orders", format!("{paid} now have status 'paid'"));
+        detail("same as", "lifeboat migrate up --approve");
+
+        step(7, "the first migration undone: a point-in-time restore to just before it");
+        let restored = LocalCluster::prepare(
+            &self.binaries,
+            &LocalClusterOptions::default().parent_dir(&self.workspace).os_user(self.os_user.clone()),
+        )?;
+        let args = super::restore_before::RestoreBeforeArgs {
+            version: FIRST_MIGRATION.to_owned(),
+            pgdata: Some(restored.data_dir().to_path_buf()),
+            verify_only: false,
+            delta: false,
+            force: false,
+            start: true,
+            port: Some(restored.port()),
+            yes: true,
+            json: false,
+        };
+        let undone = super::migrate::run(
+            Some(&self.config_path),
+            MigrateCommand::RestoreBefore { args, env: None },
+        )
+        .await;
+        let looked = match &undone {
+            Ok(()) => self.look_before_migration(cluster, restored.port()).await,
+            Err(_) => Ok((0, 0)),
+        };
+        let mut restored = restored;
+        let stopped = restored.stop().await;
+        undone?;
+        let (orders, columns) = looked?;
+        stopped?;
+        detail("restored", format!("{orders} orders, {columns} column named status (the migration is gone)"));
+        detail("same as", format!("lifeboat migrate restore-before {FIRST_MIGRATION} --pgdata DIR --start"));
+        Ok(())
+    }
+
+    /// The orders and the `status` columns in the server restored to before the first migration
+    /// (its socket is where the tour's cluster keeps its own: the restored configuration's).
+    async fn look_before_migration(&self, cluster: &LocalCluster, port: u16) -> anyhow::Result<(i64, i64)> {
+        let options = cluster.connect_options().port(port);
+        let mut connection = PgConnection::connect_with(&options).await?;
+        let orders = count_orders(&mut connection).await?;
+        let columns: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'status'",
+        )
+        .fetch_one(&mut connection)
+        .await?;
+        connection.close().await?;
+        Ok((orders, columns))
     }
 
     async fn restore(
@@ -298,7 +406,11 @@ impl Tour {
              scratch_dir = {scratch}\n\
              checks = [\"select count(*) = {ORDERS} from orders\"]\n\n\
              [audit]\n\
-             path = {audit}\n",
+             path = {audit}\n\n\
+             [migrate]\n\
+             dir = {migrations}\n\
+             environment = \"production\"\n\
+             require_verified_backup_within = \"1h\"\n",
             pgdata = toml_string(&cluster.data_dir().display().to_string()),
             connection = toml_string(&cluster.connection_url()),
             bin_dir = toml_string(&self.binaries.dir().display().to_string()),
@@ -307,6 +419,7 @@ impl Tour {
             key = toml_string(&self.key_path().display().to_string()),
             scratch = toml_string(&self.workspace.display().to_string()),
             audit = toml_string(&self.audit_path().display().to_string()),
+            migrations = toml_string(&self.workspace.join("migrations").display().to_string()),
         );
         std::fs::write(&self.config_path, text)
             .with_context(|| format!("cannot write {}", self.config_path.display()))?;
