@@ -159,7 +159,8 @@ struct HistoryRow {
 
 /// `lifeboat.migrations` by version.
 async fn history(conn: &mut PgConnection) -> BTreeMap<String, HistoryRow> {
-    let rows: Vec<(String, bool, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+    type Columns = (String, bool, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Columns> = sqlx::query_as(
         "SELECT version, success, adopted_from, original_checksum, restore_point FROM lifeboat.migrations",
     )
     .fetch_all(&mut *conn)
@@ -440,7 +441,7 @@ async fn golang_set_version(conn: &mut PgConnection, version: i64, dirty: bool) 
     )
     .await;
     let mut tx = conn.begin().await.unwrap();
-    execute(&mut *tx, "TRUNCATE \"schema_migrations\"").await;
+    execute(&mut tx, "TRUNCATE \"schema_migrations\"").await;
     sqlx::query("INSERT INTO \"schema_migrations\" (version, dirty) VALUES ($1, $2)")
         .bind(version)
         .bind(dirty)
@@ -695,12 +696,20 @@ async fn a_dirty_golang_migrate_history_is_adopted_as_failed_and_up_refuses_with
     {
         assert!(refused.contains(choice), "{choice:?} missing from: {refused}");
     }
+    // lifeboat did not watch golang-migrate's run, so it does not claim to know what landed.
+    assert!(refused.contains("what of it landed is unknown") && !refused.contains("none of it landed"), "{refused}");
     assert!(!has_column(&mut conn, "users", "email").await, "nothing ran");
     assert!(!exists(&mut conn, "users_email").await, "nothing ran");
 
     // Fixed forward: repair clears the failed row, and up runs 2 and 3.
     project.write("2_add_email.up.sql", "ALTER TABLE users ADD COLUMN email text;\n");
-    assert_success(&project.setup.run(&["migrate", "repair"]));
+    let repaired = project.setup.run(&["migrate", "repair"]);
+    assert_success(&repaired);
+    let said = String::from_utf8_lossy(&repaired.stdout);
+    assert!(
+        said.contains("cleared the failed run of 2 (add_email)") && said.contains("what of it landed is unknown"),
+        "{said}"
+    );
     assert_eq!(project.up(), ["2", "3"]);
     assert!(exists(&mut conn, "users_email").await);
     let rows = history(&mut conn).await;
