@@ -939,7 +939,12 @@ async fn repair(config: &Config, args: RepairArgs) -> anyhow::Result<()> {
                     done.push(format!("marked {} ({}) as applied", entry.version, entry.name));
                 } else {
                     history::remove(&mut session.conn, &table, &entry.version).await?;
-                    let landed = if row.transactional || row.statements_done == 0 {
+                    let landed = if let Some(tool) = &row.adopted_from {
+                        format!(
+                            "it had failed under {tool}, so what of it landed is unknown: make the file safe to run \
+                             again (IF NOT EXISTS) before `migrate up`"
+                        )
+                    } else if row.transactional || row.statements_done == 0 {
                         "nothing of it had landed".to_owned()
                     } else {
                         format!(

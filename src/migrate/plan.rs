@@ -199,7 +199,13 @@ pub fn repeatable_version(name: &str) -> String {
 
 /// The message for a failed migration: what happened and the three ways on.
 pub fn dirty_message(entry: &Entry, row: &Row) -> String {
-    let landed = if row.transactional {
+    // A failure adopted from another tool was not watched by lifeboat: how much of it landed is
+    // the tool's to say, so lifeboat claims nothing about it.
+    let landed = if let Some(tool) = &row.adopted_from {
+        format!(
+            "It failed under {tool}, not lifeboat, so what of it landed is unknown: check the schema before choosing."
+        )
+    } else if row.transactional {
         "It ran in a transaction, so none of it landed.".to_owned()
     } else {
         format!(
