@@ -355,7 +355,12 @@ async fn quickstart(major: u32) {
     assert!(stdout.contains("PASSED"), "{stdout}");
     assert!(
         stdout.lines().any(|line| line.trim_start().starts_with("restored") && line.ends_with(" 1000 orders")),
-        "step 8 shows the orders back: {stdout}"
+        "step 10 shows the orders back: {stdout}"
+    );
+    assert!(stdout.contains("gate             passed on backup"), "step 6 passes the gate: {stdout}");
+    assert!(
+        stdout.contains("1000 orders, 0 column named status (the migration is gone)"),
+        "step 7 undoes the first migration: {stdout}"
     );
     let config = std::fs::read_to_string(workspace.join("lifeboat.toml")).unwrap();
     assert!(config.contains(&postgres::bin_dir(major).display().to_string()), "{config}");

@@ -691,9 +691,12 @@ async fn a_dirty_golang_migrate_history_is_adopted_as_failed_and_up_refuses_with
     assert!(problems[0].contains("history is dirty"), "{problems:?}");
 
     let refused = assert_failure(&project.setup.run(&["migrate", "up"]));
-    for choice in
-        ["migration 2 (add_email)", "lifeboat migrate restore-before 2", "lifeboat migrate repair", "golang-migrate"]
-    {
+    for choice in [
+        "migration 2 (add_email)",
+        "lifeboat restore --pgdata DIR --target-time",
+        "lifeboat migrate repair",
+        "golang-migrate",
+    ] {
         assert!(refused.contains(choice), "{choice:?} missing from: {refused}");
     }
     // lifeboat did not watch golang-migrate's run, so it does not claim to know what landed.

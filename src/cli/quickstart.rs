@@ -43,14 +43,8 @@ const ORDERS: i64 = 1000;
 /// The example migrations of the repository's top-level `migrations/` directory, built in so the
 /// tour needs no checkout: (file name, text).
 const MIGRATIONS: [(&str, &str); 4] = [
-    (
-        "20261201090000_order_status.up.sql",
-        include_str!("../../migrations/20261201090000_order_status.up.sql"),
-    ),
-    (
-        "20261201090000_order_status.down.sql",
-        include_str!("../../migrations/20261201090000_order_status.down.sql"),
-    ),
+    ("20261201090000_order_status.up.sql", include_str!("../../migrations/20261201090000_order_status.up.sql")),
+    ("20261201090000_order_status.down.sql", include_str!("../../migrations/20261201090000_order_status.down.sql")),
     (
         "20261201090100_orders_by_customer.up.sql",
         include_str!("../../migrations/20261201090100_orders_by_customer.up.sql"),
@@ -283,13 +277,15 @@ impl Tour {
         };
         super::migrate::run(Some(&self.config_path), MigrateCommand::Up(up)).await?;
         let mut connection = PgConnection::connect_with(&cluster.connect_options()).await?;
-        let (backup, point): (Option<String>, Option<String>) = sqlx::query_as(
-            "SELECT backup_id, restore_point FROM lifeboat.migrations WHERE version = $1",
-        )
-        .bind(FIRST_MIGRATION)
-        .fetch_one(&mut connection)
-        .await?;
-        let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'paid'").fetch_one(&mut connection).await?;
+        let (backup, point): (Option<String>, Option<String>) =
+            sqlx::query_as("SELECT backup_id, restore_point FROM lifeboat.migrations WHERE version = $1")
+                .bind(FIRST_MIGRATION)
+                .fetch_one(&mut connection)
+                .await?;
+        let paid: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'paid'").fetch_one(&mut connection).await?;
+        // The restore in step 7 replays the WAL past the restore point: it must be archived.
+        archive_current_segment(&mut connection).await?;
         connection.close().await?;
         detail("migrations", format!("{} in {}", MIGRATIONS.len() / 2, dir.display()));
         detail("gate", format!("passed on backup {} (verified by restore in step 5)", backup.unwrap_or_default()));
@@ -313,11 +309,8 @@ impl Tour {
             yes: true,
             json: false,
         };
-        let undone = super::migrate::run(
-            Some(&self.config_path),
-            MigrateCommand::RestoreBefore { args, env: None },
-        )
-        .await;
+        let undone =
+            super::migrate::run(Some(&self.config_path), MigrateCommand::RestoreBefore { args, env: None }).await;
         let looked = match &undone {
             Ok(()) => self.look_before_migration(cluster, restored.port()).await,
             Err(_) => Ok((0, 0)),

@@ -218,9 +218,20 @@ pub fn dirty_message(entry: &Entry, row: &Row) -> String {
         (None, Some(error)) => format!(" It failed: {error}"),
         _ => String::new(),
     };
+    // Only a run lifeboat watched has a restore point to return to; otherwise a time does.
+    let back = if row.restore_point.is_some() {
+        format!(
+            "lifeboat migrate restore-before {}   # put the database back to the moment before it (PITR)",
+            entry.version
+        )
+    } else {
+        "lifeboat restore --pgdata DIR --target-time '<a time before it>'   # no restore point was recorded for it \
+         (PITR)"
+            .to_owned()
+    };
     format!(
         "migration {version} ({name}) failed at {at}, so the history is dirty.{failed}\n  {landed}\n  Choose one:\n    \
-         lifeboat migrate restore-before {version}   # put the database back to the moment before it (PITR)\n    \
+         {back}\n    \
          fix the file so it can run again, then: lifeboat migrate repair && lifeboat migrate up\n    \
          lifeboat migrate down   # revert what it did with its down file, when one exists",
         version = entry.version,
