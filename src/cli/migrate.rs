@@ -533,10 +533,7 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     check_after(config, environment, &migrations.iter().collect::<Vec<_>>()).await?;
-    super::gate::confirm_production(environment, args.change.approve)?;
-    let context = open_repository(config, environment).await?;
-    let gate = pass_gate(context.as_ref(), environment, args.change.take).await?;
-    let events = events_for(config, context.as_ref());
+    let (context, gate, events) = prepare_change(config, environment, &args.change).await?;
     let mut runner = Runner {
         conn: &mut session.conn,
         environment,
@@ -544,15 +541,7 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         gate: gate.clone(),
         require_restore_point: environment.production,
     };
-    let mut view = MigrateRunView {
-        environment: environment.name.clone(),
-        gate: gate.verdict.clone(),
-        backup: gate.backup_id.clone(),
-        ran: Vec::new(),
-        rolled_back: Vec::new(),
-        schema_export: None,
-        error: None,
-    };
+    let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {
         if !args.change.target.json {
@@ -587,6 +576,33 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     view.schema_export = export_schema(context.as_ref(), environment, session.server, &rows).await;
     view.error = failure.as_ref().map(|(_, error)| error.to_string());
     finish(config, view, failure.map(|(_, error)| error), args.change.target.json, started_notice(&migrations)).await
+}
+
+/// What `up`, `down` and `redo` do before changing anything: the production confirmation, the
+/// repository (for the gate and the schema export), the gate, and the events of the run.
+async fn prepare_change(
+    config: &Config,
+    environment: &Environment,
+    args: &ChangeArgs,
+) -> anyhow::Result<(Option<OpContext>, GateRecord, EventSink)> {
+    super::gate::confirm_production(environment, args.approve)?;
+    let context = open_repository(config, environment).await?;
+    let gate = pass_gate(context.as_ref(), environment, args.take).await?;
+    let events = events_for(config, context.as_ref());
+    Ok((context, gate, events))
+}
+
+/// The view of a run that has not run anything yet.
+fn run_view(environment: &Environment, gate: &GateRecord) -> MigrateRunView {
+    MigrateRunView {
+        environment: environment.name.clone(),
+        gate: gate.verdict.clone(),
+        backup: gate.backup_id.clone(),
+        ran: Vec::new(),
+        rolled_back: Vec::new(),
+        schema_export: None,
+        error: None,
+    }
 }
 
 fn started_notice(migrations: &[Migration]) -> String {
@@ -776,10 +792,7 @@ async fn revert_then_apply(
         })?)?;
     }
     let environment = session.environment;
-    super::gate::confirm_production(environment, args.approve)?;
-    let context = open_repository(config, environment).await?;
-    let gate = pass_gate(context.as_ref(), environment, args.take).await?;
-    let events = events_for(config, context.as_ref());
+    let (context, gate, events) = prepare_change(config, environment, &args).await?;
     let mut runner = Runner {
         conn: &mut session.conn,
         environment,
@@ -787,15 +800,7 @@ async fn revert_then_apply(
         gate: gate.clone(),
         require_restore_point: environment.production,
     };
-    let mut view = MigrateRunView {
-        environment: environment.name.clone(),
-        gate: gate.verdict.clone(),
-        backup: gate.backup_id.clone(),
-        ran: Vec::new(),
-        rolled_back: Vec::new(),
-        schema_export: None,
-        error: None,
-    };
+    let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {
         match runner.run(migration, Direction::Down).await {

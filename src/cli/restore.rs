@@ -174,13 +174,7 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
             action: args.target_action,
             exclusive: args.target_exclusive,
         },
-        existing: if args.delta {
-            ExistingData::Delta
-        } else if args.force {
-            ExistingData::Force
-        } else {
-            ExistingData::Refuse
-        },
+        existing: ExistingData::from_flags(args.delta, args.force),
         tablespace_map: args.tablespace_map.clone(),
         workers: args.workers.unwrap_or(config.backup.workers),
         server_settings: match args.archive_mode {

@@ -66,13 +66,7 @@ pub async fn run(config: &Config, args: &RestoreBeforeArgs, undo: Undo) -> anyho
     let destination = match &args.pgdata {
         Some(dir) => Destination::Pgdata {
             dir: std::path::absolute(dir)?,
-            existing: if args.delta {
-                ExistingData::Delta
-            } else if args.force {
-                ExistingData::Force
-            } else {
-                ExistingData::Refuse
-            },
+            existing: ExistingData::from_flags(args.delta, args.force),
             start: args.start.then_some(args.port),
         },
         None => Destination::VerifyOnly,

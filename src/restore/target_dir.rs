@@ -27,6 +27,19 @@ pub enum ExistingData {
     Force,
 }
 
+impl ExistingData {
+    /// From the `--delta` and `--force` flags (which clap keeps apart).
+    pub fn from_flags(delta: bool, force: bool) -> ExistingData {
+        if delta {
+            ExistingData::Delta
+        } else if force {
+            ExistingData::Force
+        } else {
+            ExistingData::Refuse
+        }
+    }
+}
+
 /// What was found in the target before writing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspection {
