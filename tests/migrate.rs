@@ -4,7 +4,9 @@
 //! and the next `up` refuses with the choices; two runners at once apply each migration once,
 //! also around `CREATE INDEX CONCURRENTLY`; a lock held elsewhere is retried on lock timeout, then
 //! the migration fails without having queued behind it; line endings and a BOM do not make a file
-//! "modified" but an edit does; down, redo and --rollback-on-failure use the down files.
+//! "modified" but an edit does; down, redo and --rollback-on-failure use the down files;
+//! `after = ["staging"]` and `min_server_version` refuse, `plan` lists the statements, and
+//! `baseline` records without running.
 
 mod support;
 
@@ -302,4 +304,69 @@ async fn down_redo_and_rollback_on_failure_use_the_down_files() {
         vec![pair("1", "applied"), pair("2", "pending"), pair("3", "pending"), pair("4", "pending")],
         "the history is as before the run"
     );
+}
+
+#[tokio::test]
+async fn after_staging_and_min_server_version_refuse_and_plan_lists_the_statements() {
+    let (setup, dir) = setup_with("").await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE DATABASE staging").await;
+    let staging_url = setup.cluster.connection_url().replace("/postgres", "/staging");
+    let config = std::fs::read_to_string(setup.config_path())
+        .unwrap()
+        .replace("[migrate]\n", "[migrate]\nafter = [\"staging\"]\n");
+    std::fs::write(
+        setup.config_path(),
+        format!("{config}\n[migrate.environments.staging]\nconnection = \"{staging_url}\"\n"),
+    )
+    .unwrap();
+    write(&dir, "1_t.sql", "CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n");
+
+    let plan = setup.json(&["migrate", "plan", "--json"]);
+    assert_eq!(plan["schema"], "migrate-plan/1");
+    assert_eq!(plan["gate"], "not required");
+    assert_eq!(
+        plan["migrations"][0]["statements"],
+        serde_json::json!(["CREATE TABLE t (id int)", "INSERT INTO t VALUES (1)"])
+    );
+    assert_eq!(plan["migrations"][0]["transactional"], true);
+
+    let refused = assert_failure(&setup.run(&["migrate", "up"]));
+    assert!(refused.contains("has not been applied successfully in staging yet"), "{refused}");
+    assert_success(&setup.run(&["migrate", "up", "--env", "staging"]));
+    assert_success(&setup.run(&["migrate", "up"]));
+    assert_eq!(states(&setup), vec![pair("1", "applied")]);
+
+    // A newer file that staging ran differently is refused by checksum.
+    write(&dir, "2_u.sql", "CREATE TABLE u (id int);\n");
+    assert_success(&setup.run(&["migrate", "up", "--env", "staging"]));
+    write(&dir, "2_u.sql", "CREATE TABLE u (id bigint);\n");
+    let refused = assert_failure(&setup.run(&["migrate", "up"]));
+    assert!(refused.contains("ran in staging with another file"), "{refused}");
+
+    // min_server_version above the server's major refuses before anything runs.
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(setup.config_path(), config.replace("after = [\"staging\"]\n", "min_server_version = 99\n"))
+        .unwrap();
+    let refused = assert_failure(&setup.run(&["migrate", "status"]));
+    assert!(refused.contains("older than min_server_version = 99.0"), "{refused}");
+}
+
+#[tokio::test]
+async fn baseline_records_existing_migrations_without_running_them() {
+    let (setup, dir) = setup_with("").await;
+    write(&dir, "1_a.sql", "CREATE TABLE a (id int);\n");
+    write(&dir, "2_b.sql", "CREATE TABLE b (id int);\n");
+    write(&dir, "3_c.sql", "CREATE TABLE c (id int);\n");
+    let mut conn = app(&setup).await;
+    execute(&mut conn, "CREATE TABLE a (id int)").await;
+    execute(&mut conn, "CREATE TABLE b (id int)").await;
+    let baseline = setup.json(&["migrate", "baseline", "2", "--json"]);
+    assert_eq!(baseline["schema"], "migrate-change/1");
+    assert_eq!(baseline["changes"].as_array().unwrap().len(), 2, "{baseline}");
+    assert_eq!(states(&setup), vec![pair("1", "baseline"), pair("2", "baseline"), pair("3", "pending")]);
+    assert_success(&setup.run(&["migrate", "up"]));
+    assert_eq!(scalar(&mut conn, "SELECT count(*)::text FROM pg_class WHERE relname IN ('a','b','c')").await, "3");
+    let again = assert_failure(&setup.run(&["migrate", "baseline", "3"]));
+    assert!(again.contains("already has 3 rows"), "{again}");
 }
