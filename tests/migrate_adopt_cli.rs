@@ -616,6 +616,56 @@ CREATE INDEX "flyway_schema_history_s_idx" ON "public"."flyway_schema_history" (
 }
 
 #[tokio::test]
+async fn flyway_repeatables_it_ran_unchanged_are_adopted_and_only_a_changed_one_runs_again() {
+    let project = Project::new(Some("flyway")).await;
+    let items = project.write("V1__create_items.sql", "CREATE TABLE items (id int PRIMARY KEY, price numeric);\n");
+    let view = project.write("R__items_view.sql", "CREATE OR REPLACE VIEW items_view AS SELECT id FROM items;\n");
+    let ran_before = "CREATE OR REPLACE FUNCTION item_count() RETURNS bigint LANGUAGE sql AS $$ SELECT 1::bigint $$;\n";
+    project.write(
+        "R__item_count.sql",
+        "CREATE OR REPLACE FUNCTION item_count() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM items $$;\n",
+    );
+    let mut conn = project.app().await;
+    run_script(
+        &mut conn,
+        r#"CREATE TABLE "public"."flyway_schema_history" ("installed_rank" INT NOT NULL PRIMARY KEY, "version" VARCHAR(50),
+    "description" VARCHAR(200) NOT NULL, "type" VARCHAR(20) NOT NULL, "script" VARCHAR(1000) NOT NULL, "checksum" INTEGER,
+    "installed_by" VARCHAR(100) NOT NULL, "installed_on" TIMESTAMP NOT NULL DEFAULT now(), "execution_time" INTEGER NOT NULL,
+    "success" BOOLEAN NOT NULL);"#,
+    )
+    .await;
+    // Flyway ran V1, then both repeatables; item_count's file changed since.
+    for (rank, version, script, sql) in [
+        (1, Some("1"), "V1__create_items.sql", items.as_str()),
+        (2, None, "R__items_view.sql", view.as_str()),
+        (3, None, "R__item_count.sql", ran_before),
+    ] {
+        run_script(&mut conn, sql).await;
+        sqlx::query(
+            "INSERT INTO flyway_schema_history (installed_rank, version, description, type, script, checksum, \
+             installed_by, execution_time, success) VALUES ($1, $2, $3, 'SQL', $3, $4, 'postgres', 5, true)",
+        )
+        .bind(rank)
+        .bind(version)
+        .bind(script)
+        .bind(lifeboat::migrate::adopt::flyway_checksum(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let document = project.adopt(Some("flyway"));
+    let changes: Vec<String> = document["changes"].as_array().unwrap().iter().map(text).collect();
+    assert!(
+        changes.contains(&"recorded repeatable items view as applied by flyway (unchanged since)".to_owned()),
+        "{changes:?}"
+    );
+    assert!(!changes.iter().any(|change| change.contains("item count")), "a changed repeatable stays due: {changes:?}");
+    assert_eq!(project.up(), ["R__item count"], "only the changed repeatable runs");
+    let count: i64 = sqlx::query_scalar("SELECT item_count()").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(count, 0, "the new body counts the rows");
+}
+
+#[tokio::test]
 async fn adopt_without_from_finds_golang_migrate_by_its_dirty_column() {
     // No layout in the configuration: the directory reads as lifeboat's (the same file names).
     let project = Project::new(None).await;

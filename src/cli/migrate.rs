@@ -557,11 +557,10 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     }
     if failure.is_none() {
         for repeatable in &repeatables {
-            let migration = repeatable_migration(repeatable);
-            match runner.run(&migration, Direction::Up).await {
+            match runner.run_repeatable(repeatable).await {
                 Ok(ran) => view.ran.push(ran),
                 Err(error) => {
-                    failure = Some((migration.version.to_string(), error));
+                    failure = Some((crate::migrate::plan::repeatable_version(&repeatable.name), error));
                     break;
                 }
             }
@@ -607,17 +606,6 @@ fn run_view(environment: &Environment, gate: &GateRecord) -> MigrateRunView {
 
 fn started_notice(migrations: &[Migration]) -> String {
     migrations.iter().map(|migration| migration.version.to_string()).collect::<Vec<_>>().join(", ")
-}
-
-/// A Flyway repeatable run as a migration of version `R__<name>`.
-fn repeatable_migration(repeatable: &source::Repeatable) -> Migration {
-    Migration {
-        version: source::Version::parse(&crate::migrate::plan::repeatable_version(&repeatable.name))
-            .unwrap_or_else(|_| source::Version::parse("0").expect("0 is a version")),
-        name: repeatable.name.clone(),
-        up: repeatable.script.clone(),
-        down: None,
-    }
 }
 
 /// `--rollback-on-failure`: the down files of what this run applied, newest first. The failed
@@ -1073,6 +1061,25 @@ async fn adopt(config: &Config, args: AdoptArgs) -> anyhow::Result<()> {
             }
         }
         history::upsert(&mut session.conn, &table, &row).await?;
+    }
+    for adopted in &foreign.repeatables {
+        let version = crate::migrate::plan::repeatable_version(&adopted.name);
+        let Some(repeatable) = session.directory.repeatables.iter().find(|repeatable| repeatable.name == adopted.name)
+        else {
+            continue;
+        };
+        if rows.iter().any(|row| row.version == version) {
+            continue;
+        }
+        let mut row = recorded_row(
+            &crate::migrate::run::repeatable_migration(repeatable),
+            "repeatable",
+            adopted.applied_at,
+            Some((tool.as_str(), adopted.original_checksum.clone())),
+        );
+        row.version = version;
+        history::upsert(&mut session.conn, &table, &row).await?;
+        changes.push(format!("recorded repeatable {} as applied by {tool} (unchanged since)", adopted.name));
     }
     let history = session.history().await?;
     let plan = Plan::new(&session.directory, &history);

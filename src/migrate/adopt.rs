@@ -35,6 +35,18 @@ pub struct ForeignHistory {
     pub entries: Vec<ForeignEntry>,
     /// Rows without a file, checksums that differ from the file, and other things to tell the operator.
     pub notes: Vec<String>,
+    /// Flyway's repeatable scripts whose last successful run was of the file as it is now: lifeboat
+    /// records them so `up` does not run them again. (A changed one stays due, as under Flyway.)
+    pub repeatables: Vec<AdoptedRepeatable>,
+}
+
+/// A repeatable migration another tool ran, unchanged since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptedRepeatable {
+    /// The name as the directory's `R__<name>.sql` gives it.
+    pub name: String,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub original_checksum: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +137,7 @@ pub async fn read_history(
         table: table.qualified,
         entries: history.entries.into_values().collect(),
         notes: history.notes,
+        repeatables: history.repeatables.into_values().flatten().collect(),
     })
 }
 
@@ -222,6 +235,8 @@ impl Table {
 struct History {
     entries: BTreeMap<Version, ForeignEntry>,
     notes: Vec<String>,
+    /// By name: a later run of the same repeatable replaces an earlier one.
+    repeatables: BTreeMap<String, Option<AdoptedRepeatable>>,
 }
 
 impl History {
@@ -541,12 +556,22 @@ async fn read_flyway(
                 None => history.no_file(table, format!("repeatable {script} (installed_rank {rank})")),
                 Some(repeatable) => {
                     let now = flyway_checksum(&file_text(&repeatable.script.path)?).to_string();
-                    if success && recorded.as_deref().is_some_and(|recorded| recorded != now) {
+                    let unchanged = success && recorded.as_deref() == Some(now.as_str());
+                    if success && !unchanged {
                         history.notes.push(format!(
-                            "{}: repeatable {script} changed since Flyway ran it (checksum {} then, {now} now)",
+                            "{}: repeatable {script} changed since Flyway ran it (checksum {} then, {now} now); \
+                             `migrate up` runs it again",
                             table.qualified,
                             recorded.as_deref().unwrap_or("NULL")
                         ));
+                    }
+                    if success {
+                        let adopted = unchanged.then(|| AdoptedRepeatable {
+                            name: repeatable.name.clone(),
+                            applied_at,
+                            original_checksum: recorded.clone(),
+                        });
+                        history.repeatables.insert(repeatable.name.clone(), adopted);
                     }
                 }
             }

@@ -23,7 +23,7 @@ use sqlx::{AssertSqlSafe, Connection as _};
 
 use super::gate::{RestorePoint, create_restore_point, restore_point_name};
 use super::history::{self, Row};
-use super::source::{Migration, Script};
+use super::source::{Migration, Repeatable, Script};
 use crate::config::Environment;
 use crate::ops::event::{Event, EventSink, Operation, Outcome, Totals};
 
@@ -135,6 +135,23 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// What a history row is keyed by: the version (`R__<name>` for a repeatable) and the kind.
+struct Identity {
+    version: String,
+    kind: &'static str,
+}
+
+/// A repeatable migration as a migration without a version of its own (its rows use
+/// `R__<name>`) and without a down file.
+pub fn repeatable_migration(repeatable: &Repeatable) -> Migration {
+    Migration {
+        version: super::source::Version::parse("0").expect("0 is a version"),
+        name: repeatable.name.clone(),
+        up: repeatable.script.clone(),
+        down: None,
+    }
+}
+
 /// A connection holding the migration lock, and what every history row of this run shares.
 pub struct Runner<'a> {
     pub conn: &'a mut PgConnection,
@@ -149,6 +166,22 @@ pub struct Runner<'a> {
 impl Runner<'_> {
     /// Runs `migration` in `direction`, recording it in the history and emitting its events.
     pub async fn run(&mut self, migration: &Migration, direction: Direction) -> Result<Ran, RunError> {
+        let identity = Identity { version: migration.version.to_string(), kind: "versioned" };
+        self.run_as(migration, direction, &identity).await
+    }
+
+    /// Applies a repeatable migration (Flyway's `R__<name>.sql`), recorded as version `R__<name>`.
+    pub async fn run_repeatable(&mut self, repeatable: &Repeatable) -> Result<Ran, RunError> {
+        let identity = Identity { version: super::plan::repeatable_version(&repeatable.name), kind: "repeatable" };
+        self.run_as(&repeatable_migration(repeatable), Direction::Up, &identity).await
+    }
+
+    async fn run_as(
+        &mut self,
+        migration: &Migration,
+        direction: Direction,
+        identity: &Identity,
+    ) -> Result<Ran, RunError> {
         let script = match direction {
             Direction::Up => &migration.up,
             Direction::Down => migration.down.as_ref().ok_or_else(|| RunError::NoDown {
@@ -160,7 +193,7 @@ impl Runner<'_> {
         check_script(script)?;
         let mut arguments = BTreeMap::from([
             ("environment".to_owned(), self.environment.name.clone()),
-            ("version".to_owned(), migration.version.to_string()),
+            ("version".to_owned(), identity.version.clone()),
             ("name".to_owned(), migration.name.clone()),
             ("direction".to_owned(), direction.as_str().to_owned()),
             ("gate".to_owned(), self.gate.verdict.clone()),
@@ -170,7 +203,7 @@ impl Runner<'_> {
         }
         self.events.emit(Event::Started { operation: Operation::Migrate, arguments: arguments.clone() }).await;
         let began = Instant::now();
-        let result = self.run_script(migration, script, direction).await;
+        let result = self.run_script(migration, script, direction, identity).await;
         let outcome = match &result {
             Ok(_) => Outcome::Succeeded,
             Err(error) => Outcome::Failed { error: error.to_string() },
@@ -198,9 +231,10 @@ impl Runner<'_> {
         migration: &Migration,
         script: &Script,
         direction: Direction,
+        identity: &Identity,
     ) -> Result<Ran, RunError> {
         let restore_point = match direction {
-            Direction::Up => self.restore_point(migration).await?,
+            Direction::Up => self.restore_point(migration, &identity.version).await?,
             Direction::Down => None,
         };
         let before = match &restore_point {
@@ -208,9 +242,9 @@ impl Runner<'_> {
             None => current_point(self.conn).await.ok(),
         };
         let mut row = Row {
-            version: migration.version.to_string(),
+            version: identity.version.clone(),
             name: migration.name.clone(),
-            kind: "versioned".to_owned(),
+            kind: identity.kind.to_owned(),
             checksum: migration.up.checksum.clone(),
             applied_at: Utc::now(),
             duration_ms: None,
@@ -253,20 +287,20 @@ impl Runner<'_> {
 
     /// The restore point before `migration`, or `None` (with a warning) where one is not required
     /// and the server refused it (the role may lack the privilege).
-    async fn restore_point(&mut self, migration: &Migration) -> Result<Option<RestorePoint>, RunError> {
-        let name = restore_point_name(migration.version.as_str());
+    async fn restore_point(&mut self, migration: &Migration, version: &str) -> Result<Option<RestorePoint>, RunError> {
+        let name = restore_point_name(version);
         match create_restore_point(self.conn, &name).await {
             Ok(point) => Ok(Some(point)),
             Err(error) if !self.require_restore_point => {
                 tracing::warn!(
                     "no restore point before migration {} ({error}); `migrate restore-before` will not be able to \
                      return to it",
-                    migration.version
+                    version
                 );
                 Ok(None)
             }
             Err(error) => Err(RunError::Failed(Box::new(Failure {
-                version: migration.version.to_string(),
+                version: version.to_owned(),
                 name: migration.name.clone(),
                 direction: "up",
                 transactional: true,
