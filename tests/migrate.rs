@@ -6,7 +6,7 @@
 //! the migration fails without having queued behind it; line endings and a BOM do not make a file
 //! "modified" but an edit does; down, redo and --rollback-on-failure use the down files;
 //! `after = ["staging"]` and `min_server_version` refuse, `plan` lists the statements, and
-//! `baseline` records without running.
+//! `baseline` records without running; a failed migration reaches the `[notify]` webhook.
 
 mod support;
 
@@ -369,4 +369,24 @@ async fn baseline_records_existing_migrations_without_running_them() {
     assert_eq!(scalar(&mut conn, "SELECT count(*)::text FROM pg_class WHERE relname IN ('a','b','c')").await, "3");
     let again = assert_failure(&setup.run(&["migrate", "baseline", "3"]));
     assert!(again.contains("already has 3 rows"), "{again}");
+}
+
+// Multi-threaded: the receiver answers on a worker while this thread waits for the CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_migration_is_sent_to_the_webhook_of_notify() {
+    let receiver = support::webhook::Receiver::start().await;
+    let (setup, dir) = setup_with("").await;
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let notify = format!("\n[notify]\nwebhook = \"{}\"\ndesktop = false\n", receiver.url("/hook"));
+    std::fs::write(setup.config_path(), config + &notify).unwrap();
+    write(&dir, "1_broken.sql", "INSERT INTO nowhere VALUES (1);\n");
+    let message = assert_failure(&setup.run(&["migrate", "up"]));
+    assert!(message.contains("nowhere"), "{message}");
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let body = received[0].json();
+    assert_eq!(body["event"], "failure", "{body}");
+    assert_eq!(body["job"], "migrate:default", "{body}");
+    assert_eq!(body["result"], "failed", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("relation \"nowhere\" does not exist"), "{body}");
+    assert_eq!(body["ids"], serde_json::json!(["1"]), "{body}");
 }
