@@ -5,6 +5,11 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
 /// `1.55 GiB`, `312.0 MiB`, `8.0 KiB`, `17 B`.
+/// The first non-blank line of `text`, trimmed (a statement or message shown in one line).
+pub fn first_line(text: &str) -> &str {
+    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("")
+}
+
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {

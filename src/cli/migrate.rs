@@ -443,12 +443,8 @@ async fn pass_gate(context: Option<&OpContext>, environment: &Environment, take:
 /// The repository, for the gate (production: required) and for the schema export (elsewhere:
 /// used when it opens).
 async fn open_repository(config: &Config, environment: &Environment) -> anyhow::Result<Option<OpContext>> {
-    match crate::ops::open(config.clone()).await {
-        Ok(mut context) => {
-            super::progress::install(&mut context.events);
-            super::cancel_on_signals(&context.cancel);
-            Ok(Some(context))
-        }
+    match super::context_for(config.clone()).await {
+        Ok(context) => Ok(Some(context)),
         Err(error) if environment.production => Err(anyhow::Error::new(error)
             .context(format!("the backup gate of production environment {} needs the repository", environment.name))),
         Err(error) => {
@@ -534,13 +530,7 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     }
     check_after(config, environment, &migrations.iter().collect::<Vec<_>>()).await?;
     let (context, gate, events) = prepare_change(config, environment, &args.change).await?;
-    let mut runner = Runner {
-        conn: &mut session.conn,
-        environment,
-        events: &events,
-        gate: gate.clone(),
-        require_restore_point: environment.production,
-    };
+    let mut runner = Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone() };
     let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {
@@ -773,21 +763,11 @@ async fn revert_then_apply(
     apply_again: bool,
 ) -> anyhow::Result<()> {
     for migration in &migrations {
-        crate::migrate::run::check_script(migration.down.as_ref().ok_or_else(|| RunError::NoDown {
-            version: migration.version.to_string(),
-            name: migration.name.clone(),
-            expected: migration.up.path.display().to_string().replace(".up.sql", ".down.sql"),
-        })?)?;
+        crate::migrate::run::check_script(crate::migrate::run::down_script(migration)?)?;
     }
     let environment = session.environment;
     let (context, gate, events) = prepare_change(config, environment, &args).await?;
-    let mut runner = Runner {
-        conn: &mut session.conn,
-        environment,
-        events: &events,
-        gate: gate.clone(),
-        require_restore_point: environment.production,
-    };
+    let mut runner = Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone() };
     let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {

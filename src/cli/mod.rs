@@ -336,7 +336,12 @@ fn load_config(config_path: Option<&std::path::Path>) -> anyhow::Result<crate::c
 /// The context of an operation: the configuration, the opened repository, and a cancellation
 /// that SIGINT and SIGTERM trigger (the operation stops at a safe point and reports cancelled).
 async fn operation_context(config_path: Option<&std::path::Path>) -> anyhow::Result<crate::ops::OpContext> {
-    let mut context = crate::ops::open(load_config(config_path)?).await?;
+    Ok(context_for(load_config(config_path)?).await?)
+}
+
+/// [`operation_context`] for a configuration already loaded.
+async fn context_for(config: crate::config::Config) -> Result<crate::ops::OpContext, crate::ops::OpenError> {
+    let mut context = crate::ops::open(config).await?;
     progress::install(&mut context.events);
     cancel_on_signals(&context.cancel);
     Ok(context)

@@ -59,9 +59,7 @@ pub struct Undo {
 
 /// Says what restoring to V's point loses, asks, and restores.
 pub async fn run(config: &Config, args: &RestoreBeforeArgs, undo: Undo) -> anyhow::Result<ExitCode> {
-    let mut context = crate::ops::open(config.clone()).await?;
-    super::progress::install(&mut context.events);
-    super::cancel_on_signals(&context.cancel);
+    let context = super::context_for(config.clone()).await?;
     let loss = restore_before::what_would_be_lost(&context.repository, &context.layout, &undo.point).await?;
     let destination = match &args.pgdata {
         Some(dir) => Destination::Pgdata {

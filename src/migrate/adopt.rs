@@ -294,10 +294,6 @@ fn variants(path: &Path) -> Result<Vec<Vec<u8>>, AdoptError> {
     Ok(vec![raw, lf.into_bytes(), crlf.into_bytes()])
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("")
-}
-
 async fn read_sqlx(
     conn: &mut PgConnection,
     table: &Table,
@@ -390,7 +386,7 @@ async fn read_prisma(
                     "Prisma started migration {name:?} and never finished it (finished_at and rolled_back_at are \
                      NULL){}",
                     logs.as_deref()
-                        .map(first_line)
+                        .map(crate::util::first_line)
                         .filter(|l| !l.is_empty())
                         .map(|l| format!(": {l}"))
                         .unwrap_or_default()

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::history::Row;
+use super::source::Version;
 use crate::config::{ConnectionString, Environment};
 use crate::ops::OpContext;
 use crate::postgres::binaries::{Need, PgBinaries};
@@ -93,8 +94,9 @@ pub async fn export(
         version: rows
             .iter()
             .filter(|row| row.success && row.kind != "repeatable")
-            .map(|row| row.version.clone())
-            .max_by(|a, b| natural(a, b)),
+            .filter_map(|row| Version::parse(&row.version).ok())
+            .max()
+            .map(|version| version.to_string()),
         history: rows.iter().map(ExportedRow::from).collect(),
         schema,
     };
@@ -135,12 +137,6 @@ pub async fn newest(context: &OpContext, environment: &str) -> Result<Option<Sna
         });
     }
     Ok(Some(snapshot))
-}
-
-/// Versions compared as numbers part by part (`9` before `10`, `4.11` before `4.11.0.1`).
-fn natural(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |text: &str| -> Vec<u128> { text.split(['.', '_']).map(|part| part.parse().unwrap_or(0)).collect() };
-    parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
 }
 
 /// `pg_dump --schema-only` of the database `connection` names.

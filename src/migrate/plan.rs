@@ -214,7 +214,9 @@ pub fn dirty_message(entry: &Entry, row: &Row) -> String {
         )
     };
     let failed = match (&row.failed_statement, &row.error) {
-        (Some(statement), Some(error)) => format!(" This statement failed: {error}\n    {}", first_line(statement)),
+        (Some(statement), Some(error)) => {
+            format!(" This statement failed: {error}\n    {}", crate::util::first_line(statement))
+        }
         (None, Some(error)) => format!(" It failed: {error}"),
         _ => String::new(),
     };
@@ -238,10 +240,6 @@ pub fn dirty_message(entry: &Entry, row: &Row) -> String {
         name = entry.name,
         at = row.applied_at.format("%Y-%m-%d %H:%M:%S UTC"),
     )
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().find(|line| !line.trim().is_empty()).unwrap_or(text).trim()
 }
 
 /// The first 12 hex digits of a checksum, as messages show it.

@@ -126,7 +126,7 @@ impl std::fmt::Display for Failure {
         } else {
             format!("it ran outside a transaction: the {landed} statements before it landed and stay applied")
         };
-        let first = self.statement.lines().find(|line| !line.trim().is_empty()).unwrap_or_default().trim();
+        let first = crate::util::first_line(&self.statement);
         write!(
             f,
             "migration {version} ({name}) {direction} failed at statement {number} of {total} (line {line}): {error}\n    \
@@ -158,9 +158,6 @@ pub struct Runner<'a> {
     pub environment: &'a Environment,
     pub events: &'a EventSink,
     pub gate: GateRecord,
-    /// Whether a restore point is required before each migration (production): when it cannot
-    /// be created the migration does not run. Elsewhere a failure is a warning.
-    pub require_restore_point: bool,
 }
 
 impl Runner<'_> {
@@ -184,11 +181,7 @@ impl Runner<'_> {
     ) -> Result<Ran, RunError> {
         let script = match direction {
             Direction::Up => &migration.up,
-            Direction::Down => migration.down.as_ref().ok_or_else(|| RunError::NoDown {
-                version: migration.version.to_string(),
-                name: migration.name.clone(),
-                expected: migration.up.path.display().to_string().replace(".up.sql", ".down.sql"),
-            })?,
+            Direction::Down => down_script(migration)?,
         };
         check_script(script)?;
         let mut arguments = BTreeMap::from([
@@ -291,7 +284,9 @@ impl Runner<'_> {
         let name = restore_point_name(version);
         match create_restore_point(self.conn, &name).await {
             Ok(point) => Ok(Some(point)),
-            Err(error) if !self.require_restore_point => {
+            // Production needs the point (restore-before is its promise); elsewhere a role without
+            // the privilege gets a warning.
+            Err(error) if !self.environment.production => {
                 tracing::warn!(
                     "no restore point before migration {} ({error}); `migrate restore-before` will not be able to \
                      return to it",
@@ -478,6 +473,15 @@ impl Runner<'_> {
             error: message,
         }))
     }
+}
+
+/// The down file of `migration`, or the error saying it has none and what to do.
+pub fn down_script(migration: &Migration) -> Result<&Script, RunError> {
+    migration.down.as_ref().ok_or_else(|| RunError::NoDown {
+        version: migration.version.to_string(),
+        name: migration.name.clone(),
+        expected: migration.up.path.display().to_string().replace(".up.sql", ".down.sql"),
+    })
 }
 
 /// Refuses what must not run: transaction control inside a file lifeboat wraps, and a file run
