@@ -30,7 +30,7 @@ use serde::Deserialize;
 use super::error::ConfigError;
 use super::resolve::Locator;
 use super::show::quote;
-use super::{ConnectionString, format_duration, parse_duration};
+use super::{ConnectionString, format_duration, format_size, parse_duration, parse_size};
 use crate::secret::Secret;
 
 /// `[migrate]` and each `[migrate.environments.NAME]` as written: one shape, since an
@@ -57,6 +57,71 @@ pub(super) struct RawMigrate {
     pub archive_timeout: Option<String>,
     pub after: Option<Vec<String>>,
     pub min_server_version: Option<toml::Value>,
+    pub lint: Option<RawLint>,
+    pub schema_check: Option<String>,
+    pub sequence_share_limit: Option<f64>,
+    pub seeds_dir: Option<PathBuf>,
+    pub seed_history_table: Option<String>,
+}
+
+/// `[migrate.lint]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLint {
+    pub warn_table_size: Option<String>,
+    pub error_table_size: Option<String>,
+    pub warn_table_rows: Option<i64>,
+    pub error_table_rows: Option<i64>,
+    pub disable: Option<Vec<String>>,
+    pub enable: Option<Vec<String>>,
+}
+
+/// `[migrate.lint]`: how a finding that blocks or rewrites a table is graded by that table's
+/// size (its bytes or its row estimate, whichever grades higher), and which rules are off or
+/// (opt-in rules) on. Rule names are checked by [`crate::migrate::lint`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LintConfig {
+    /// From this size on a finding on the table is a warning (below: a note).
+    pub warn_table_size: u64,
+    /// From this size on it is an error.
+    pub error_table_size: u64,
+    pub warn_table_rows: u64,
+    pub error_table_rows: u64,
+    pub disable: Vec<String>,
+    pub enable: Vec<String>,
+}
+
+impl Default for LintConfig {
+    fn default() -> Self {
+        LintConfig {
+            warn_table_size: 32 << 20,
+            error_table_size: 1 << 30,
+            warn_table_rows: 100_000,
+            error_table_rows: 10_000_000,
+            disable: Vec::new(),
+            enable: Vec::new(),
+        }
+    }
+}
+
+/// What `migrate up` does with `lifeboat schema check`'s problems once its migrations ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaCheckMode {
+    Off,
+    /// Print them; `up` still succeeds.
+    Warn,
+    /// Print them and exit non-zero (the migrations stay applied).
+    Fail,
+}
+
+impl SchemaCheckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaCheckMode::Off => "off",
+            SchemaCheckMode::Warn => "warn",
+            SchemaCheckMode::Fail => "fail",
+        }
+    }
 }
 
 /// An environment's connection may carry a password: errors about it never quote the value.
@@ -245,11 +310,25 @@ pub struct MigrateConfig {
     pub default_environment: String,
     /// Every environment by name, the default one included.
     pub environments: BTreeMap<String, Environment>,
+    /// `up` first rehearses its pending migrations on a scratch restore of the newest verified
+    /// backup, and refuses when the rehearsal fails.
+    pub rehearse: bool,
+    pub lint: LintConfig,
+    /// `lifeboat schema check` after `up`.
+    pub schema_check: SchemaCheckMode,
+    /// A sequence past this share of its range (0 < share <= 1) is a schema-check problem.
+    pub sequence_share_limit: f64,
+    /// Seeds are read from `<seeds_dir>/<environment>/`; relative to the working directory.
+    pub seeds_dir: PathBuf,
+    pub seed_history_table: TableName,
 }
 
 impl MigrateConfig {
     pub const DEFAULT_DIR: &str = "migrations";
     pub const DEFAULT_ENVIRONMENT: &str = "default";
+    pub const DEFAULT_SEEDS_DIR: &str = "seeds";
+    pub const DEFAULT_SEED_HISTORY_TABLE: &str = "lifeboat.seeds";
+    pub const DEFAULT_SEQUENCE_SHARE_LIMIT: f64 = 0.75;
 
     /// The environment `name` (`None`: the default one), or an error naming the ones there are.
     pub fn environment(&self, name: Option<&str>) -> Result<&Environment, String> {
@@ -275,12 +354,6 @@ pub(super) fn resolve(
             &["migrate", "connection"],
             "is not a [migrate] key: the default environment uses cluster.connection (set `database` to pick \
              the database); give other environments theirs in [migrate.environments.NAME]",
-        ));
-    }
-    if raw.rehearse == Some(true) {
-        return Err(locator.error(
-            &["migrate", "rehearse"],
-            "rehearsal on a scratch restore is not available yet; remove the key (migrations run without it)",
         ));
     }
     let layout = match raw.layout.take() {
@@ -310,6 +383,11 @@ pub(super) fn resolve(
             ("environment", environment.environment.is_some()),
             ("rehearse", environment.rehearse.is_some()),
             ("environments", environment.environments.is_some()),
+            ("lint", environment.lint.is_some()),
+            ("schema_check", environment.schema_check.is_some()),
+            ("sequence_share_limit", environment.sequence_share_limit.is_some()),
+            ("seeds_dir", environment.seeds_dir.is_some()),
+            ("seed_history_table", environment.seed_history_table.is_some()),
         ];
         if let Some((key, _)) = misplaced.into_iter().find(|(_, set)| *set) {
             return Err(locator.error(
@@ -362,13 +440,90 @@ pub(super) fn resolve(
             }
         }
     }
+    let schema_check = match raw.schema_check.as_deref() {
+        None | Some("warn") => SchemaCheckMode::Warn,
+        Some("off") => SchemaCheckMode::Off,
+        Some("fail") => SchemaCheckMode::Fail,
+        Some(other) => {
+            return Err(locator.error(
+                &["migrate", "schema_check"],
+                format!("{other:?} is not a mode; write \"off\", \"warn\" or \"fail\""),
+            ));
+        }
+    };
+    let sequence_share_limit = match raw.sequence_share_limit {
+        None => MigrateConfig::DEFAULT_SEQUENCE_SHARE_LIMIT,
+        Some(share) if share > 0.0 && share <= 1.0 => share,
+        Some(share) => {
+            return Err(locator.error(
+                &["migrate", "sequence_share_limit"],
+                format!(
+                    "{share} is not a share of a sequence's range; write a number above 0 and at most 1, e.g. 0.75"
+                ),
+            ));
+        }
+    };
+    let seed_history_table = match &raw.seed_history_table {
+        None => TableName::parse(MigrateConfig::DEFAULT_SEED_HISTORY_TABLE).expect("the default table name is valid"),
+        Some(text) => {
+            TableName::parse(text).map_err(|message| locator.error(&["migrate", "seed_history_table"], message))?
+        }
+    };
     Ok(MigrateConfig {
         dir: raw.dir.unwrap_or_else(|| PathBuf::from(MigrateConfig::DEFAULT_DIR)),
         layout,
         database: raw.database,
         default_environment,
         environments,
+        rehearse: raw.rehearse.unwrap_or(false),
+        lint: resolve_lint(locator, raw.lint.take().unwrap_or_default())?,
+        schema_check,
+        sequence_share_limit,
+        seeds_dir: raw.seeds_dir.unwrap_or_else(|| PathBuf::from(MigrateConfig::DEFAULT_SEEDS_DIR)),
+        seed_history_table,
     })
+}
+
+fn resolve_lint(locator: &Locator<'_>, raw: RawLint) -> Result<LintConfig, ConfigError> {
+    let defaults = LintConfig::default();
+    let size = |key: &str, value: &Option<String>, fallback: u64| match value {
+        None => Ok(fallback),
+        Some(text) => parse_size(text).map_err(|message| locator.error(&["migrate", "lint", key], message)),
+    };
+    let rows = |key: &str, value: Option<i64>, fallback: u64| match value {
+        None => Ok(fallback),
+        Some(rows) => u64::try_from(rows).map_err(|_| {
+            locator.error(&["migrate", "lint", key], format!("{rows} is not a row count; write a whole number >= 0"))
+        }),
+    };
+    let lint = LintConfig {
+        warn_table_size: size("warn_table_size", &raw.warn_table_size, defaults.warn_table_size)?,
+        error_table_size: size("error_table_size", &raw.error_table_size, defaults.error_table_size)?,
+        warn_table_rows: rows("warn_table_rows", raw.warn_table_rows, defaults.warn_table_rows)?,
+        error_table_rows: rows("error_table_rows", raw.error_table_rows, defaults.error_table_rows)?,
+        disable: raw.disable.unwrap_or_default(),
+        enable: raw.enable.unwrap_or_default(),
+    };
+    if lint.error_table_size < lint.warn_table_size {
+        return Err(locator.error(
+            &["migrate", "lint", "error_table_size"],
+            format!(
+                "{} is below warn_table_size ({}); a table is an error only from a size at which it is already a warning",
+                format_size(lint.error_table_size),
+                format_size(lint.warn_table_size)
+            ),
+        ));
+    }
+    if lint.error_table_rows < lint.warn_table_rows {
+        return Err(locator.error(
+            &["migrate", "lint", "error_table_rows"],
+            format!(
+                "{} is below warn_table_rows ({}); a table is an error only from a row count at which it is already a warning",
+                lint.error_table_rows, lint.warn_table_rows
+            ),
+        ));
+    }
+    Ok(lint)
 }
 
 fn check_environment_name(locator: &Locator<'_>, path: &[&str], name: &str) -> Result<(), ConfigError> {
@@ -553,7 +708,21 @@ pub(super) fn write_redacted(migrate: &MigrateConfig, out: &mut String) -> fmt::
         Some(database) => writeln!(out, "database = {}", quote(database))?,
         None => writeln!(out, "# database: the one cluster.connection names")?,
     }
+    writeln!(out, "rehearse = {}", migrate.rehearse)?;
+    writeln!(out, "schema_check = {}", quote(migrate.schema_check.as_str()))?;
+    writeln!(out, "sequence_share_limit = {}", migrate.sequence_share_limit)?;
+    writeln!(out, "seeds_dir = {}", quote(&migrate.seeds_dir.display().to_string()))?;
+    writeln!(out, "seed_history_table = {}", quote(&migrate.seed_history_table.to_string()))?;
     write_settings(default, out)?;
+    let lint = &migrate.lint;
+    writeln!(out, "\n[migrate.lint]")?;
+    writeln!(out, "warn_table_size = {}", quote(&format_size(lint.warn_table_size)))?;
+    writeln!(out, "error_table_size = {}", quote(&format_size(lint.error_table_size)))?;
+    writeln!(out, "warn_table_rows = {}", lint.warn_table_rows)?;
+    writeln!(out, "error_table_rows = {}", lint.error_table_rows)?;
+    let names = |rules: &[String]| rules.iter().map(|rule| quote(rule)).collect::<Vec<_>>().join(", ");
+    writeln!(out, "disable = [{}]", names(&lint.disable))?;
+    writeln!(out, "enable = [{}]", names(&lint.enable))?;
     for (name, environment) in &migrate.environments {
         if name == &migrate.default_environment {
             continue;

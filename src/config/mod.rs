@@ -26,6 +26,7 @@ mod notify;
 mod resolve;
 mod retention;
 mod show;
+mod size;
 mod url;
 
 #[cfg(test)]
@@ -44,9 +45,12 @@ pub use copies::{Copies, CopyConfig, CopySelectError};
 pub use daemon::{BackupSchedule, DaemonConfig, Schedule};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Invalid};
-pub use migrate::{Environment, GateBackup, MigrateConfig, MigrationLayout, ServerVersion, TableName};
+pub use migrate::{
+    Environment, GateBackup, LintConfig, MigrateConfig, MigrationLayout, SchemaCheckMode, ServerVersion, TableName,
+};
 pub use notify::{NotifyConfig, NotifyEvent, Webhook, WebhookFormat};
 pub use retention::Retention;
+pub use size::{format_size, parse_size};
 pub use url::RepositoryUrl;
 
 use crate::secret::Secret;

@@ -102,7 +102,6 @@ fn the_example_documents_every_key() {
         "migrate.layout",
         "migrate.production",
         "migrate.min_server_version",
-        "migrate.rehearse",
     ]
     .map(String::from)
     .into();
@@ -151,6 +150,10 @@ impl<'de> Deserializer<'de> for Collector<'_> {
         self.record();
         visitor.visit_i64(1)
     }
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.record();
+        visitor.visit_f64(0.5)
+    }
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         self.record();
         visitor.visit_str("/x")
@@ -188,7 +191,7 @@ impl<'de> Deserializer<'de> for Collector<'_> {
         visitor.visit_map(Fields { fields, next: 0, prefix: self.prefix, keys: self.keys })
     }
     serde::forward_to_deserialize_any! {
-        i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
+        i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 char bytes byte_buf unit unit_struct
         newtype_struct tuple tuple_struct identifier ignored_any
     }
 }
@@ -986,8 +989,19 @@ fn migrate_environments_inherit_resolve_and_fail_where_written() {
     assert!(message.contains("migrate.environments.qa.production: the backup gate can guard only"), "{message}");
     let message = error(&format!("{MINIMAL}\n[migrate]\nhistory_table = \"public.bad-name\"\n"));
     assert!(message.contains("migrate.history_table: \"public.bad-name\" is not a table name"), "{message}");
-    let message = error(&format!("{MINIMAL}\n[migrate]\nrehearse = true\n"));
-    assert!(message.contains("migrate.rehearse: rehearsal on a scratch restore is not available yet"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate]\nschema_check = \"loud\"\n"));
+    assert!(message.contains("migrate.schema_check: \"loud\" is not a mode"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate]\nsequence_share_limit = 1.5\n"));
+    assert!(message.contains("migrate.sequence_share_limit: 1.5 is not a share"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate.lint]\nwarn_table_size = \"lots\"\n"));
+    assert!(message.contains("migrate.lint.warn_table_size: \"lots\" is not a size"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate.lint]\nwarn_table_size = \"2GB\"\n"));
+    assert!(message.contains("migrate.lint.error_table_size: 1GB is below warn_table_size (2GB)"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[migrate.lint]\nwarn_table_rows = -1\n"));
+    assert!(message.contains("migrate.lint.warn_table_rows: -1 is not a row count"), "{message}");
+    let message =
+        error(&format!("{MINIMAL}\n[migrate.environments.qa]\nconnection = \"postgresql:///qa\"\nseeds_dir = \"x\"\n"));
+    assert!(message.contains("migrate.environments.qa.seeds_dir: is a [migrate] key"), "{message}");
     let message = error(&format!("{MINIMAL}\n[migrate]\nmin_server_version = \"fifteen\"\n"));
     assert!(message.contains("migrate.min_server_version") && message.contains("major.minor"), "{message}");
     let message = error(&format!("{MINIMAL}\n[migrate.environments.qa]\nconnection = 5\n"));

@@ -69,7 +69,7 @@ impl Scratch {
                 Failure::new(
                     Phase::Scratch,
                     format!(
-                        "cannot create the scratch database {name:?} on verify.dump_server {}: {error} (the role                          needs CREATEDB)",
+                        "cannot create the scratch database {name:?} on verify.dump_server {}: {error} (the role needs CREATEDB)",
                         server.redacted()
                     ),
                 )
