@@ -32,7 +32,7 @@ pub fn format_size(bytes: u64) -> String {
     if bytes == 0 {
         return "0B".to_owned();
     }
-    let (unit, scale) = UNITS.iter().find(|(_, scale)| bytes % scale == 0).copied().unwrap_or(("B", 1));
+    let (unit, scale) = UNITS.iter().find(|(_, scale)| bytes.is_multiple_of(*scale)).copied().unwrap_or(("B", 1));
     format!("{}{unit}", bytes / scale)
 }
 
