@@ -11,4 +11,5 @@ pub mod lock;
 pub mod plan;
 pub mod restore_before;
 pub mod run;
+pub mod schema_dump;
 pub mod source;
