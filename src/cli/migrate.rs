@@ -21,6 +21,7 @@ use crate::migrate::adopt::{self, ForeignState};
 use crate::migrate::export::ExportedRow;
 use crate::migrate::gate::{self, GateRequest, RestorePoint};
 use crate::migrate::history::{self, Row};
+use crate::migrate::lint::{self, Finding, LintSettings};
 use crate::migrate::plan::{Plan, State, short};
 use crate::migrate::run::{Direction, GateRecord, RunError, Runner};
 use crate::migrate::source::{self, Directory, Migration};
@@ -28,6 +29,7 @@ use crate::migrate::{export, lock};
 use crate::ops::OpContext;
 use crate::ops::audit::AuditLog;
 use crate::ops::event::EventSink;
+use crate::report::lint::{LintRule, LintRulesView, LintSummary, LintView, render as lint_render, summary_line};
 use crate::report::migrate::{
     MigrateChangeView, MigratePlanView, MigrateRunView, MigrateStatusView, MigrateValidateView, PlannedMigration,
 };
@@ -70,6 +72,9 @@ pub enum MigrateCommand {
     /// Continue from another tool's migrations: read its directory and history table and record
     /// what it applied, so `migrate up` applies only the rest
     Adopt(AdoptArgs),
+    /// Check migrations for statements that block, rewrite or break a live database, graded by
+    /// the real size of the tables they touch; exits 1 on an error nobody allowed
+    Lint(LintArgs),
 }
 
 /// Which environment and directory a command works on.
@@ -170,6 +175,29 @@ pub struct AdoptArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Files to lint [default: the pending migrations of the environment; with --offline, every
+    /// migration of the directory]
+    pub files: Vec<PathBuf>,
+    /// The environment whose database grades the findings ([migrate] environment or a
+    /// [migrate.environments.NAME])
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// The migration directory [default: [migrate] dir]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the result as JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// List the rules (name, category, severity without a database, fix) and exit
+    #[arg(long)]
+    pub rules: bool,
+    /// Do not connect to a database: findings are not graded by table size
+    #[arg(long)]
+    pub offline: bool,
+}
+
 pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     match command {
@@ -184,6 +212,7 @@ pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow:
         MigrateCommand::Repair(args) => repair(&config, args).await,
         MigrateCommand::Adopt(args) => adopt(&config, args).await,
         MigrateCommand::RestoreBefore { args, env } => restore_before(&config, env, args).await,
+        MigrateCommand::Lint(args) => lint(&config, args).await,
     }
 }
 
@@ -473,18 +502,24 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
             Err(error) => format!("would refuse: {error}"),
         }
     };
+    let mut findings = Vec::new();
+    for migration in &pending {
+        findings.push(lint_graded(config, &mut session.conn, session.server, migration).await?);
+    }
     let view = MigratePlanView {
         environment: environment.name.clone(),
         production: environment.production,
         gate,
         migrations: pending
             .iter()
-            .map(|migration| PlannedMigration {
+            .zip(findings)
+            .map(|(migration, findings)| PlannedMigration {
                 version: migration.version.to_string(),
                 name: migration.name.clone(),
                 transactional: migration.up.transaction,
                 lock_timeout_ms: migration.up.lock_timeout.unwrap_or(environment.lock_timeout).as_millis(),
                 statements: migration.up.statements.iter().map(|statement| statement.text.clone()).collect(),
+                findings,
             })
             .collect(),
     };
@@ -511,6 +546,9 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         for (index, statement) in migration.statements.iter().enumerate() {
             println!("  {}. {}", index + 1, statement.replace('\n', "\n     "));
         }
+        for finding in &migration.findings {
+            println!("  {}", lint_render(finding).replace('\n', "\n  "));
+        }
     }
     Ok(())
 }
@@ -524,6 +562,13 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     let repeatables: Vec<source::Repeatable> =
         plan.repeatables_due.iter().map(|repeatable| (*repeatable).clone()).collect();
     let environment = session.environment;
+    let mut findings = Vec::new();
+    for migration in &migrations {
+        findings.extend(lint_graded(config, &mut session.conn, session.server, migration).await?);
+    }
+    if let Some(refusal) = crate::migrate::lint::refusal(&findings) {
+        anyhow::bail!("{refusal}");
+    }
     if migrations.is_empty() && repeatables.is_empty() {
         println!("nothing to apply: {} is up to date ({} migrations applied)", environment.name, rows.len());
         return Ok(());
@@ -864,6 +909,7 @@ fn recorded_row(
         error: None,
         adopted_from: adopted.as_ref().map(|(tool, _)| (*tool).to_owned()),
         original_checksum: adopted.and_then(|(_, checksum)| checksum),
+        allowed: None,
     }
 }
 
@@ -1149,4 +1195,105 @@ async fn exported_history(config: &Config, environment: &Environment) -> anyhow:
     let context = crate::ops::open(config.clone()).await?;
     let snapshot = export::newest(&context, &environment.name).await?;
     Ok(snapshot.map(|snapshot| snapshot.history).unwrap_or_default())
+}
+
+/// The findings of `migration`'s up file, graded by the sizes of its tables in `conn`'s database.
+async fn lint_graded(
+    config: &Config,
+    conn: &mut PgConnection,
+    server: ServerVersion,
+    migration: &Migration,
+) -> anyhow::Result<Vec<Finding>> {
+    let settings = LintSettings::new(&config.migrate.lint, Some(server));
+    let mut findings = lint::lint_migration(migration, &settings);
+    lint::grade(&mut findings, conn, &config.migrate.lint)
+        .await
+        .with_context(|| format!("cannot look up the table sizes for the lint of {}", migration.up.path.display()))?;
+    Ok(findings)
+}
+
+/// `migrate lint`: FILES, or the pending migrations (graded by the environment's database), or
+/// with `--offline` every migration of the directory (not graded).
+async fn lint(config: &Config, args: LintArgs) -> anyhow::Result<()> {
+    if args.rules {
+        let settings = LintSettings::new(&config.migrate.lint, None);
+        let view = LintRulesView {
+            rules: lint::rules::RULES
+                .iter()
+                .map(|rule| LintRule { rule: *rule, enabled: settings.is_enabled(rule.name) })
+                .collect(),
+        };
+        if args.json {
+            println!("{}", to_json(&view));
+        } else {
+            for rule in &view.rules {
+                let state = if rule.enabled { "" } else { "  (off)" };
+                println!(
+                    "{}  {}  {}{state}\n  {}\n  fix: {}",
+                    rule.rule.name,
+                    rule.rule.category.as_str(),
+                    rule.rule.severity.as_str(),
+                    rule.rule.message,
+                    rule.rule.fix
+                );
+            }
+        }
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    let mut scripts = Vec::new();
+    for path in &args.files {
+        let (script, found) = source::read_file(path)?;
+        problems.extend(found.iter().map(ToString::to_string));
+        scripts.extend(script);
+    }
+    let (environment, server, findings) = if args.offline {
+        if args.files.is_empty() {
+            let dir = args.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+            let directory = source::read(&dir, config.migrate.layout)?;
+            problems.extend(directory.problems.iter().filter(|p| p.is_blocking()).map(ToString::to_string));
+            scripts.extend(directory.migrations.into_iter().map(|migration| migration.up));
+        }
+        let settings = LintSettings::new(&config.migrate.lint, None);
+        let findings = scripts.iter().flat_map(|script| lint::lint_script(script, &settings)).collect();
+        (None, None, findings)
+    } else {
+        let target = Target { env: args.env.clone(), dir: args.dir.clone(), json: args.json };
+        let mut session = Session::open(config, &target).await.context(
+            "lint grades findings by the table sizes in the environment's database; pass --offline to lint without one",
+        )?;
+        if args.files.is_empty() {
+            let rows = session.history().await?;
+            let plan = Plan::new(&session.directory, &rows);
+            problems.extend(session.directory.problems.iter().filter(|p| p.is_blocking()).map(ToString::to_string));
+            scripts.extend(plan.pending(false).into_iter().map(|migration| migration.up.clone()));
+        }
+        let settings = LintSettings::new(&config.migrate.lint, Some(session.server));
+        let mut findings: Vec<Finding> =
+            scripts.iter().flat_map(|script| lint::lint_script(script, &settings)).collect();
+        lint::grade(&mut findings, &mut session.conn, &config.migrate.lint)
+            .await
+            .context("cannot look up the table sizes for the lint")?;
+        (Some(session.environment.name.clone()), Some(session.server.to_string()), findings)
+    };
+    let view = LintView {
+        environment,
+        server_version: server,
+        files: scripts.iter().map(|script| script.path.display().to_string()).collect(),
+        problems,
+        summary: LintSummary::of(&findings),
+        findings,
+    };
+    if args.json {
+        println!("{}", to_json(&view));
+    } else {
+        for problem in &view.problems {
+            println!("{problem}\n");
+        }
+        for finding in &view.findings {
+            println!("{}\n", lint_render(finding));
+        }
+        println!("{} files linted: {}", view.files.len(), summary_line(&view.summary));
+    }
+    if view.summary.errors > 0 || !view.problems.is_empty() { Err(QuietExit { code: 1 }.into()) } else { Ok(()) }
 }

@@ -504,6 +504,14 @@ fn resolve_lint(locator: &Locator<'_>, raw: RawLint) -> Result<LintConfig, Confi
         disable: raw.disable.unwrap_or_default(),
         enable: raw.enable.unwrap_or_default(),
     };
+    for (key, names) in [("disable", &lint.disable), ("enable", &lint.enable)] {
+        if let Some(unknown) = names.iter().find(|name| !crate::migrate::lint::known_rule(name)) {
+            return Err(locator.error(
+                &["migrate", "lint", key],
+                format!("{unknown:?} is not a lint rule; `lifeboat migrate lint --rules` lists them"),
+            ));
+        }
+    }
     if lint.error_table_size < lint.warn_table_size {
         return Err(locator.error(
             &["migrate", "lint", "error_table_size"],

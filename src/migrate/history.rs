@@ -50,6 +50,9 @@ pub struct Row {
     /// tool's checksum of the file, kept for reference.
     pub adopted_from: Option<String>,
     pub original_checksum: Option<String>,
+    /// The lint findings its `-- lifeboat:allow` directives accepted, as a JSON array of `{rule,
+    /// line, statement, reason}` (see docs/lint.md); `None` when none.
+    pub allowed: Option<String>,
 }
 
 impl Row {
@@ -60,9 +63,10 @@ impl Row {
 
 const COLUMNS: &str = "version, name, kind, checksum, applied_at, duration_ms, applied_by, success, transactional, \
                        gate, backup_id, restore_point, timeline, lsn_before, time_before, lsn_after, time_after, \
-                       statements_done, statements_total, failed_statement, error, adopted_from, original_checksum";
+                       statements_done, statements_total, failed_statement, error, adopted_from, original_checksum, allowed";
 
-/// Creates the schema and table if missing. Idempotent; run under the advisory lock.
+/// Creates the schema and table if missing, and adds the columns later releases brought to a
+/// table an older one created. Idempotent; run under the advisory lock.
 pub async fn ensure(conn: &mut PgConnection, table: &TableName) -> Result<(), sqlx::Error> {
     let sql = format!(
         "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
@@ -89,8 +93,10 @@ pub async fn ensure(conn: &mut PgConnection, table: &TableName) -> Result<(), sq
              failed_statement text,
              error text,
              adopted_from text,
-             original_checksum text
+             original_checksum text,
+             allowed jsonb
          );
+         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS allowed jsonb;
          COMMENT ON TABLE {table} IS 'lifeboat migration history: one row per migration; success = false marks a \
          failed one (see lifeboat migrate status)';",
         schema = table.schema,
@@ -105,7 +111,9 @@ pub async fn exists(conn: &mut PgConnection, table: &TableName) -> Result<bool, 
     sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(table.quoted()).fetch_one(&mut *conn).await
 }
 
-/// Every row, oldest version first (by application time, then version).
+/// Every row, oldest version first (by application time, then version). `allowed` is read through
+/// `to_jsonb` so the history of an environment whose table predates that column (not yet passed
+/// through [`ensure`]) still reads.
 pub async fn read(conn: &mut PgConnection, table: &TableName) -> Result<Vec<Row>, sqlx::Error> {
     if !exists(conn, table).await? {
         return Ok(Vec::new());
@@ -113,8 +121,8 @@ pub async fn read(conn: &mut PgConnection, table: &TableName) -> Result<Vec<Row>
     let sql = format!(
         "SELECT version, name, kind, checksum, applied_at, duration_ms, applied_by, success, transactional, gate, \
          backup_id, restore_point, timeline, lsn_before::text AS lsn_before, time_before, lsn_after::text AS lsn_after, \
-         time_after, statements_done, statements_total, failed_statement, error, adopted_from, original_checksum \
-         FROM {} ORDER BY applied_at, version",
+         time_after, statements_done, statements_total, failed_statement, error, adopted_from, original_checksum, \
+         nullif(to_jsonb(h) -> 'allowed', 'null')::text AS allowed FROM {} h ORDER BY applied_at, version",
         table.quoted()
     );
     let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
@@ -144,6 +152,7 @@ pub async fn read(conn: &mut PgConnection, table: &TableName) -> Result<Vec<Row>
                 error: row.try_get("error")?,
                 adopted_from: row.try_get("adopted_from")?,
                 original_checksum: row.try_get("original_checksum")?,
+                allowed: row.try_get("allowed")?,
             })
         })
         .collect()
@@ -152,7 +161,7 @@ pub async fn read(conn: &mut PgConnection, table: &TableName) -> Result<Vec<Row>
 /// Writes `row`, replacing the row of the same version (a failed attempt's, or a repeatable's
 /// previous application). Runs on whatever transaction `conn` is in.
 pub async fn upsert(conn: &mut PgConnection, table: &TableName, row: &Row) -> Result<(), sqlx::Error> {
-    let placeholders: Vec<String> = (1..=23).map(|n| format!("${n}")).collect();
+    let placeholders: Vec<String> = (1..=24).map(|n| format!("${n}")).collect();
     let updates: Vec<String> =
         COLUMNS.split(", ").skip(1).map(|column| format!("{column} = excluded.{column}")).collect();
     let sql = format!(
@@ -163,6 +172,7 @@ pub async fn upsert(conn: &mut PgConnection, table: &TableName, row: &Row) -> Re
             .enumerate()
             .map(|(index, placeholder)| match index {
                 13 | 15 => format!("{placeholder}::pg_lsn"),
+                23 => format!("{placeholder}::jsonb"),
                 _ => placeholder.clone(),
             })
             .collect::<Vec<_>>()
@@ -193,6 +203,7 @@ pub async fn upsert(conn: &mut PgConnection, table: &TableName, row: &Row) -> Re
         .bind(&row.error)
         .bind(&row.adopted_from)
         .bind(&row.original_checksum)
+        .bind(&row.allowed)
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod export;
 pub mod gate;
 pub mod history;
+pub mod lint;
 pub mod lock;
 pub mod plan;
 pub mod restore_before;

@@ -258,6 +258,7 @@ impl Runner<'_> {
             error: None,
             adopted_from: None,
             original_checksum: None,
+            allowed: super::lint::allowed_record(&migration.up),
         };
         let began = Instant::now();
         let retries = if script.transaction {

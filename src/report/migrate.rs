@@ -42,6 +42,9 @@ pub struct PlannedMigration {
     pub transactional: bool,
     pub lock_timeout_ms: u128,
     pub statements: Vec<String>,
+    /// `lifeboat migrate lint`'s findings on the up file, graded by the target's table sizes
+    /// (shape as in `migrate-lint/1`).
+    pub findings: Vec<crate::migrate::lint::Finding>,
 }
 
 impl Document for MigratePlanView {

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod catalog;
 pub mod copy;
 pub mod expire;
+pub mod lint;
 pub mod migrate;
 pub mod repository;
 pub mod restore;

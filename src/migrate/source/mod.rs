@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use create::create;
 pub use detect::detect;
-pub use script::{Script, checksum, normalise};
+pub use script::{Allow, Script, checksum, normalise, read_file};
 pub use split::split;
 pub use version::Version;
 

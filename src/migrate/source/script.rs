@@ -8,6 +8,12 @@
 //! - `-- lifeboat:lock-timeout 5s` and `-- lifeboat:statement-timeout 10m`: override the
 //!   environment's timeouts for this migration (durations as the configuration writes them).
 //!
+//! One directive may also stand on any comment line below the first statement:
+//! - `-- lifeboat:allow <rule> <reason>`: the lint finding `<rule>` on the next statement is
+//!   allowed (kept in the output, marked allowed, and recorded in the history row), see
+//!   docs/lint.md. The reason is required and the rule must be one `lifeboat migrate lint --rules`
+//!   lists: an allow nobody can later explain, or one that names no rule, is a problem.
+//!
 //! An unknown `-- lifeboat:` directive is a problem rather than a comment: a typo must not quietly
 //! run a migration inside a transaction it was meant to avoid.
 
@@ -21,7 +27,16 @@ use super::{Problem, Statement};
 use crate::config::parse_duration;
 
 /// What the directives are called, for the message about an unknown one.
-const DIRECTIVES: &str = "no-transaction, lock-timeout DURATION, statement-timeout DURATION";
+const DIRECTIVES: &str = "no-transaction, lock-timeout DURATION, statement-timeout DURATION, allow RULE REASON";
+
+/// `-- lifeboat:allow <rule> <reason>`: one lint finding accepted on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub rule: String,
+    pub reason: String,
+    /// The directive's line in the file.
+    pub line: u32,
+}
 
 #[derive(Debug, Clone)]
 pub struct Script {
@@ -39,6 +54,10 @@ pub struct Script {
     pub statements: Vec<Statement>,
     /// "line L, column C: message" from the parser, lines counted in the file.
     pub syntax_errors: Vec<String>,
+    /// The `-- lifeboat:allow` directives, in file order.
+    pub allows: Vec<Allow>,
+    /// The file line `text` starts at (1, or where a dbmate section begins).
+    pub first_line: u32,
 }
 
 impl Script {
@@ -59,6 +78,8 @@ impl Script {
             statement_timeout: None,
             statements: Vec::new(),
             syntax_errors: Vec::new(),
+            allows: Vec::new(),
+            first_line,
             text,
         };
         script.read_directives(first_line, problems);
@@ -77,15 +98,24 @@ impl Script {
         };
         let mut transaction = self.transaction;
         let (mut lock_timeout, mut statement_timeout) = (None, None);
+        let mut allows = Vec::new();
+        // Past the first statement only `allow` is a directive; other lines are comments.
+        let mut leading = true;
         for (index, line) in self.text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() {
                 continue;
             }
-            let Some(comment) = line.strip_prefix("--") else { break };
+            let Some(comment) = line.strip_prefix("--") else {
+                leading = false;
+                continue;
+            };
             let Some(directive) = comment.trim_start().strip_prefix("lifeboat:") else { continue };
             let (word, argument) = directive.trim().split_once(char::is_whitespace).unwrap_or((directive.trim(), ""));
             let argument = argument.trim();
+            if !leading && word != "allow" {
+                continue;
+            }
             match word {
                 "no-transaction" if !argument.is_empty() => {
                     bad(index, format!("`-- lifeboat:no-transaction` takes no argument (found {argument:?})"))
@@ -99,13 +129,49 @@ impl Script {
                     Ok(duration) => statement_timeout = Some(duration),
                     Err(why) => bad(index, format!("`-- lifeboat:{word}`: {why}")),
                 },
+                "allow" => match read_allow(argument) {
+                    Ok((rule, reason)) => allows.push(Allow { rule, reason, line: index as u32 + first_line }),
+                    Err(why) => bad(index, why),
+                },
                 _ => bad(index, format!("unknown directive `-- lifeboat:{word}`; the directives are {DIRECTIVES}")),
             }
         }
+        self.allows = allows;
         self.transaction = transaction;
         self.lock_timeout = lock_timeout;
         self.statement_timeout = statement_timeout;
     }
+}
+
+/// One file read on its own as a lifeboat migration script (`lifeboat migrate lint FILE`): `None`
+/// with a problem when it is not UTF-8 text.
+pub fn read_file(path: &Path) -> Result<(Option<Script>, Vec<Problem>), super::SourceError> {
+    let mut problems = Vec::new();
+    let script = super::read_text(path, &mut problems)?.map(|text| Script::new(path, text, true, 1, &mut problems));
+    Ok((script, problems))
+}
+
+/// The rule and reason of `-- lifeboat:allow <rule> <reason>`, or why the directive is refused.
+fn read_allow(argument: &str) -> Result<(String, String), String> {
+    let (rule, reason) = argument.split_once(char::is_whitespace).unwrap_or((argument, ""));
+    let reason = reason.trim();
+    if rule.is_empty() {
+        return Err("`-- lifeboat:allow` needs a rule and a reason, e.g. `-- lifeboat:allow \
+                    require-concurrent-index-creation the table holds 20 rows`"
+            .to_owned());
+    }
+    if !crate::migrate::lint::known_rule(rule) {
+        return Err(format!(
+            "`-- lifeboat:allow {rule}`: there is no lint rule {rule:?}; `lifeboat migrate lint --rules` lists them"
+        ));
+    }
+    if reason.is_empty() {
+        return Err(format!(
+            "`-- lifeboat:allow {rule}` needs a reason after the rule (it is kept in the migration history): say why \
+             the finding is acceptable here"
+        ));
+    }
+    Ok((rule.to_owned(), reason.to_owned()))
 }
 
 /// The text without a leading BOM and with CRLF and lone CR turned into LF.
@@ -165,6 +231,51 @@ mod tests {
         let message = problems[0].to_string();
         assert!(message.contains("m/1_a.up.sql") && message.contains("line 2"), "{message}");
         assert!(message.contains("must be the file's first line"), "{message}");
+    }
+
+    #[test]
+    fn allow_directives_are_read_anywhere_with_their_lines() {
+        let (script, problems) = script(
+            "-- lifeboat:allow ban-drop-column the column was unused since v2\nALTER TABLE a DROP COLUMN b;\n\n  \
+             -- lifeboat:allow require-concurrent-index-creation  lookup table of 12 rows \n\
+             CREATE INDEX i ON a (id);\n-- lifeboat:lock-timeout 9s\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            script.allows,
+            [
+                Allow {
+                    rule: "ban-drop-column".to_owned(),
+                    reason: "the column was unused since v2".to_owned(),
+                    line: 1
+                },
+                Allow {
+                    rule: "require-concurrent-index-creation".to_owned(),
+                    reason: "lookup table of 12 rows".to_owned(),
+                    line: 4
+                },
+            ]
+        );
+        assert_eq!(script.lock_timeout, None, "only allow is read below the first statement");
+        assert_eq!(script.statements.len(), 2);
+    }
+
+    #[test]
+    fn an_allow_without_a_reason_or_naming_no_rule_is_a_problem_naming_the_line() {
+        let (script, problems) = script(
+            "SELECT 1;\n-- lifeboat:allow ban-drop-table\nDROP TABLE a;\n-- lifeboat:allow no-such-rule because\n\
+             SELECT 2;\n-- lifeboat:allow\n",
+        );
+        assert!(script.allows.is_empty(), "{:?}", script.allows);
+        let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("m/1_a.up.sql: line 2") && messages[0].contains("needs a reason"), "{messages:?}");
+        assert!(
+            messages[1].contains("line 4") && messages[1].contains("no lint rule \"no-such-rule\""),
+            "{messages:?}"
+        );
+        assert!(messages[1].contains("lifeboat migrate lint --rules"), "{messages:?}");
+        assert!(messages[2].contains("line 6") && messages[2].contains("needs a rule and a reason"), "{messages:?}");
     }
 
     #[test]
