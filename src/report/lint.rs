@@ -97,7 +97,7 @@ pub fn render(finding: &Finding) -> String {
                 size.rows
             )),
             (None, true) => text.push_str(&format!("\n  table {table}: does not exist yet (created in this run)")),
-            (None, false) => {}
+            (None, false) => text.push_str(&format!("\n  table {table} (size not looked up)")),
         }
     }
     text.push_str(&format!("\n  fix: {}", finding.fix));

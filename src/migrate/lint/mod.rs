@@ -198,8 +198,28 @@ pub fn lint_script(script: &Script, settings: &LintSettings) -> Vec<Finding> {
         .collect();
     findings.sort_by_key(|finding| (finding.line, finding.column));
     findings.dedup_by(|a, b| a.rule == b.rule && a.line == b.line && a.column == b.column);
+    drop_generic_not_valid(&mut findings);
     apply_allows(script, settings, &mut findings);
     findings
+}
+
+/// Rules that say more about an added constraint than squawk's `constraint-missing-not-valid`
+/// (whose advice, NOT VALID, does not even apply to UNIQUE, PRIMARY KEY and EXCLUDE).
+const SPECIFIC_CONSTRAINT_RULES: &[&str] = &[
+    "adding-foreign-key-constraint",
+    "disallowed-unique-constraint",
+    "adding-serial-primary-key-field",
+    "adding-exclusion-constraint",
+];
+
+/// Drops `constraint-missing-not-valid` from a statement that has a more specific finding.
+fn drop_generic_not_valid(findings: &mut Vec<Finding>) {
+    let specific: Vec<usize> = findings
+        .iter()
+        .filter(|finding| SPECIFIC_CONSTRAINT_RULES.contains(&finding.rule.as_str()))
+        .map(|finding| finding.statement)
+        .collect();
+    findings.retain(|finding| finding.rule != "constraint-missing-not-valid" || !specific.contains(&finding.statement));
 }
 
 /// Marks the findings each `-- lifeboat:allow` accepts (the rule's findings on the next
