@@ -15,6 +15,8 @@ pub mod expire;
 pub mod migrate;
 pub mod repository;
 pub mod restore;
+pub mod schema;
+pub mod seed;
 pub mod status;
 pub mod verification;
 pub mod wal;
