@@ -159,7 +159,15 @@ fn csv_table(name: &str) -> Result<String, SeedError> {
             message: "a CSV seed is named after the table it fills: <table>.csv or <schema>.<table>.csv".to_owned(),
         });
     }
-    Ok(parts.iter().map(|part| crate::util::quote_identifier(part)).collect::<Vec<_>>().join("."))
+    Ok(parts.iter().map(|part| quote_if_needed(part)).collect::<Vec<_>>().join("."))
+}
+
+/// `part` as an SQL identifier naming exactly it: as it is when PostgreSQL would read it so (lower
+/// case letters, digits, `_`), quoted otherwise (`Orders.csv` fills `"Orders"`).
+fn quote_if_needed(part: &str) -> String {
+    let plain = part.chars().next().is_some_and(|first| first.is_ascii_lowercase() || first == '_')
+        && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain { part.to_owned() } else { crate::util::quote_identifier(part) }
 }
 
 /// The tables a SQL seed fills: its `-- lifeboat:seeds` lines if it has any, else the targets of
@@ -325,8 +333,8 @@ mod tests {
 
     #[test]
     fn a_csv_seed_is_named_after_its_table() {
-        assert_eq!(csv_table("orders.csv").unwrap(), "\"orders\"");
-        assert_eq!(csv_table("shop.orders.csv").unwrap(), "\"shop\".\"orders\"");
+        assert_eq!(csv_table("orders.csv").unwrap(), "orders");
+        assert_eq!(csv_table("shop.Orders.csv").unwrap(), "shop.\"Orders\"");
         assert!(csv_table("a.b.c.csv").is_err());
     }
 }
