@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Row as _};
 
 use crate::config::TableName;
 
@@ -50,20 +50,20 @@ pub async fn read(conn: &mut PgConnection, table: &TableName) -> Result<Vec<Row>
         "SELECT file, checksum, tables, rows, run, applied_at, applied_by FROM {} ORDER BY run, applied_at, file",
         table.quoted()
     );
-    let rows: Vec<(String, String, Vec<String>, i64, i32, DateTime<Utc>, String)> =
-        sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(file, checksum, tables, rows, run, applied_at, applied_by)| Row {
-            file,
-            checksum,
-            tables,
-            rows,
-            run,
-            applied_at,
-            applied_by,
+    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Row {
+                file: row.try_get("file")?,
+                checksum: row.try_get("checksum")?,
+                tables: row.try_get("tables")?,
+                rows: row.try_get("rows")?,
+                run: row.try_get("run")?,
+                applied_at: row.try_get("applied_at")?,
+                applied_by: row.try_get("applied_by")?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Writes `row`, replacing the row of the same file (a reapplied seed).

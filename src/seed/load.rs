@@ -179,6 +179,17 @@ pub async fn run(
     Ok(done)
 }
 
+/// Takes the seed lock of this database (a session advisory lock keyed by the history table's name,
+/// released when the connection closes), so two `seed` commands at once do not both load a file.
+async fn lock(conn: &mut PgConnection, table: &TableName) -> Result<(), SeedError> {
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("lifeboat seeds {table}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(SeedError::database(format!("cannot take the seed lock of {table}")))?;
+    Ok(())
+}
+
 fn short(checksum: &str) -> &str {
     &checksum[..checksum.len().min(12)]
 }
@@ -254,6 +265,7 @@ async fn run_sql(conn: &mut PgConnection, path: &Path, name: &str) -> Result<i64
 /// Undoes the newest run, newest file first; refuses before changing anything when a file of that
 /// run cannot be undone.
 pub async fn rollback(conn: &mut PgConnection, table: &TableName, files: &[SeedFile]) -> Result<Vec<Done>, SeedError> {
+    lock(conn, table).await?;
     let rows = history::read(conn, table).await.map_err(SeedError::database(format!("cannot read {table}")))?;
     let Some(last) = rows.iter().map(|row| row.run).max() else {
         return Ok(Vec::new());
@@ -375,6 +387,7 @@ async fn delete_rows(
 /// Empties every table the seeds fill (those in the history and those the files name) with one
 /// `TRUNCATE`, and clears the history; one transaction. The tables emptied.
 pub async fn clear(conn: &mut PgConnection, table: &TableName, files: &[SeedFile]) -> Result<Vec<String>, SeedError> {
+    lock(conn, table).await?;
     let rows = history::read(conn, table).await.map_err(SeedError::database(format!("cannot read {table}")))?;
     let mut tables: Vec<String> = Vec::new();
     for row in &rows {

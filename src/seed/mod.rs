@@ -331,6 +331,56 @@ mod tests {
         assert_eq!(sql_tables("-- lifeboat:seeds a, shop.b\nSELECT load_all();\n"), vec!["a", "shop.b"]);
     }
 
+    fn resolved(name: &str, tables: &[&str]) -> Resolved {
+        let file = SeedFile {
+            name: name.to_owned(),
+            path: PathBuf::from(name),
+            kind: SeedKind::Csv,
+            checksum: String::new(),
+            written_tables: Vec::new(),
+            down: None,
+        };
+        Resolved { file, tables: tables.iter().map(|table| (*table).to_owned()).collect() }
+    }
+
+    fn names(files: &[Resolved]) -> Vec<&str> {
+        files.iter().map(|file| file.file.name.as_str()).collect()
+    }
+
+    #[test]
+    fn parents_load_first_whatever_the_names_and_otherwise_by_name() {
+        let references: BTreeSet<(String, String)> =
+            [("public.a_items", "public.b_orders"), ("public.b_orders", "public.c_customers")]
+                .iter()
+                .map(|(child, parent)| ((*child).to_owned(), (*parent).to_owned()))
+                .collect();
+        let files = vec![
+            resolved("a_items.csv", &["public.a_items"]),
+            resolved("b_orders.csv", &["public.b_orders"]),
+            resolved("c_customers.csv", &["public.c_customers"]),
+            resolved("d_notes.csv", &["public.d_notes"]),
+        ];
+        let ordered = order(files, &references).unwrap();
+        assert_eq!(names(&ordered), vec!["c_customers.csv", "b_orders.csv", "a_items.csv", "d_notes.csv"]);
+    }
+
+    #[test]
+    fn a_cycle_names_its_tables() {
+        let references: BTreeSet<(String, String)> = [("public.hens", "public.eggs"), ("public.eggs", "public.hens")]
+            .iter()
+            .map(|(child, parent)| ((*child).to_owned(), (*parent).to_owned()))
+            .collect();
+        let files = vec![
+            resolved("eggs.csv", &["public.eggs"]),
+            resolved("hens.csv", &["public.hens"]),
+            resolved("z.csv", &["public.z"]),
+        ];
+        match order(files, &references) {
+            Err(SeedError::Cycle { tables }) => assert_eq!(tables, "public.eggs, public.hens"),
+            other => panic!("expected a cycle, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_csv_seed_is_named_after_its_table() {
         assert_eq!(csv_table("orders.csv").unwrap(), "orders");
