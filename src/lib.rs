@@ -27,6 +27,9 @@
 //!   record from one `emit`) and the audit trail.
 //! - [`migrate`]: the migration runner, its history table, the backup gate and adoption of other
 //!   tools' migrations.
+//! - [`schema`]: `lifeboat schema check`: what makes a database's schema fragile, with the fixes.
+//! - [`seed`]: environment seeds (`lifeboat seed`): SQL and CSV files loaded in foreign-key order,
+//!   with a checksummed history.
 //! - [`daemon`]: `lifeboat daemon`: schedules, the archiver watch, metrics, health and status.
 //! - [`report`]: the shapes lifeboat reports in (`--json`, and the text rendered from them): one
 //!   versioned view per kind of thing, documented in docs/json.md.
@@ -51,7 +54,9 @@ pub mod report;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod schema;
 pub mod secret;
+pub mod seed;
 pub mod storage;
 pub mod util;
 pub mod verify;

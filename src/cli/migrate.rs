@@ -553,7 +553,7 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
+pub(super) async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     let mut session = Session::open(config, &args.change.target).await?;
     session.lock().await?;
     let rows = session.history().await?;
@@ -609,7 +609,10 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     let rows = history::read(runner.conn, &environment.history_table).await?;
     view.schema_export = export_schema(context.as_ref(), environment, session.server, &rows).await;
     view.error = failure.as_ref().map(|(_, error)| error.to_string());
-    finish(config, view, failure.map(|(_, error)| error), args.change.target.json, started_notice(&migrations)).await
+    let checked =
+        if failure.is_none() { super::schema::after_up(config, environment, runner.conn).await } else { Ok(()) };
+    finish(config, view, failure.map(|(_, error)| error), args.change.target.json, started_notice(&migrations)).await?;
+    checked
 }
 
 /// What `up`, `down` and `redo` do before changing anything: the production confirmation, the

@@ -11,6 +11,7 @@ mod completions;
 mod config_cmd;
 mod copy;
 mod daemon;
+mod db;
 mod dump;
 mod expire;
 mod gate;
@@ -24,6 +25,8 @@ mod repo;
 mod restore;
 mod restore_before;
 mod restore_dump;
+mod schema;
+mod seed;
 mod status;
 mod table;
 mod verify;
@@ -165,6 +168,16 @@ pub enum Command {
     /// runs COMMAND with DATABASE_URL, LIFEBOAT_RESTORE_POINT and LIFEBOAT_GATE_BACKUP set, records
     /// its result in the audit log and exits with its status. docs/gate.md describes it.
     Gate(gate::GateArgs),
+    /// Check the schema of an environment's database (docs/schema-check.md)
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+    /// Load an environment's seed files (SQL and CSV, in foreign-key order) and track them:
+    /// run, status, rollback, clear (docs/seeds.md)
+    #[command(subcommand)]
+    Seed(seed::SeedCommand),
+    /// Drop and recreate an environment's database, migrate and seed it (refused in production)
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 impl Command {
@@ -318,6 +331,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(config_path, args).await,
         Command::Migrate(command) => migrate::run(config_path, command).await,
         Command::Gate(args) => gate::run(config_path, args).await,
+        Command::Schema(command) => schema::run(config_path, command).await,
+        Command::Seed(command) => seed::run(config_path, command).await,
+        Command::Db(command) => db::run(config_path, command).await,
     }
 }
 

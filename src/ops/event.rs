@@ -47,6 +47,10 @@ pub enum Operation {
     Gate,
     /// Another tool's command run behind the gate (`lifeboat gate -- COMMAND`).
     GatedCommand,
+    /// Seed files loaded, rolled back or cleared (`lifeboat seed`).
+    Seed,
+    /// An environment's database dropped, recreated, migrated and seeded (`lifeboat db reset`).
+    DbReset,
 }
 
 impl Operation {
@@ -66,6 +70,8 @@ impl Operation {
             Operation::Migrate => "migrate",
             Operation::Gate => "gate",
             Operation::GatedCommand => "gated-command",
+            Operation::Seed => "seed",
+            Operation::DbReset => "db-reset",
         }
     }
 

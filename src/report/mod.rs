@@ -16,6 +16,8 @@ pub mod lint;
 pub mod migrate;
 pub mod repository;
 pub mod restore;
+pub mod schema;
+pub mod seed;
 pub mod status;
 pub mod verification;
 pub mod wal;
