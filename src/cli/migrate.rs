@@ -24,13 +24,14 @@ use crate::migrate::history::{self, Row};
 use crate::migrate::plan::{Plan, State, short};
 use crate::migrate::run::{Direction, GateRecord, RunError, Runner};
 use crate::migrate::source::{self, Directory, Migration};
-use crate::migrate::{export, lock};
+use crate::migrate::{export, lock, rehearse};
 use crate::ops::OpContext;
 use crate::ops::audit::AuditLog;
 use crate::ops::event::EventSink;
 use crate::report::migrate::{
     MigrateChangeView, MigratePlanView, MigrateRunView, MigrateStatusView, MigrateValidateView, PlannedMigration,
 };
+use crate::report::rehearse::MigrateRehearseView;
 use crate::report::to_json;
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +71,10 @@ pub enum MigrateCommand {
     /// Continue from another tool's migrations: read its directory and history table and record
     /// what it applied, so `migrate up` applies only the rest
     Adopt(AdoptArgs),
+    /// Apply the pending migrations to a restore of the newest verified backup, replayed to the
+    /// latest archived WAL: time, locks, rewrites, WAL and rows per statement, and each down file
+    /// proven (up, down, up); changes nothing but a scratch server, removed afterwards
+    Rehearse(Target),
 }
 
 /// Which environment and directory a command works on.
@@ -184,6 +189,7 @@ pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow:
         MigrateCommand::Repair(args) => repair(&config, args).await,
         MigrateCommand::Adopt(args) => adopt(&config, args).await,
         MigrateCommand::RestoreBefore { args, env } => restore_before(&config, env, args).await,
+        MigrateCommand::Rehearse(target) => rehearse(&config, target).await,
     }
 }
 
@@ -529,8 +535,12 @@ async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     check_after(config, environment, &migrations.iter().collect::<Vec<_>>()).await?;
+    if config.migrate.rehearse && !migrations.is_empty() {
+        rehearse_before_up(config, environment, &session.directory, &args).await?;
+    }
     let (context, gate, events) = prepare_change(config, environment, &args.change).await?;
-    let mut runner = Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone() };
+    let mut runner =
+        Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone(), observer: None };
     let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {
@@ -767,7 +777,8 @@ async fn revert_then_apply(
     }
     let environment = session.environment;
     let (context, gate, events) = prepare_change(config, environment, &args).await?;
-    let mut runner = Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone() };
+    let mut runner =
+        Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone(), observer: None };
     let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {
@@ -1149,4 +1160,64 @@ async fn exported_history(config: &Config, environment: &Environment) -> anyhow:
     let context = crate::ops::open(config.clone()).await?;
     let snapshot = export::newest(&context, &environment.name).await?;
     Ok(snapshot.map(|snapshot| snapshot.history).unwrap_or_default())
+}
+
+/// `migrate rehearse`: the pending migrations on a restored copy, measured; exits 1 when one fails
+/// or a down path does not hold.
+async fn rehearse(config: &Config, target: Target) -> anyhow::Result<()> {
+    let environment = config.migrate.environment(target.env.as_deref()).map_err(anyhow::Error::msg)?;
+    let dir = target.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+    let directory = source::read(&dir, config.migrate.layout)?;
+    let context = super::context_for(config.clone())
+        .await
+        .context("a rehearsal restores the cluster's newest verified backup from the repository")?;
+    let request = rehearse::Request { environment, directory: &directory, to: None, allow_out_of_order: false };
+    let (report, key) = rehearse::rehearse(&context, &request).await?;
+    let failed = !report.passed || !report.down_paths_hold;
+    let view = MigrateRehearseView { stored_as: key.to_string(), report };
+    if target.json {
+        println!("{}", to_json(&view));
+    } else {
+        print!("{}", crate::report::rehearse::text(&view));
+    }
+    if failed { Err(QuietExit { code: 1 }.into()) } else { Ok(()) }
+}
+
+/// `[migrate] rehearse = true`: what `up` is about to apply, rehearsed on a copy of the cluster's
+/// data first (for any environment: the copy is of the cluster lifeboat backs up, its database
+/// the one the environment's connection names); a failure refuses before anything changes.
+async fn rehearse_before_up(
+    config: &Config,
+    environment: &Environment,
+    directory: &Directory,
+    args: &UpArgs,
+) -> anyhow::Result<()> {
+    let context = super::context_for(config.clone())
+        .await
+        .context("[migrate] rehearse = true restores the cluster's newest verified backup from the repository")?;
+    let to = args.to.as_deref().map(source::Version::parse).transpose().map_err(anyhow::Error::msg)?;
+    let request =
+        rehearse::Request { environment, directory, to: to.as_ref(), allow_out_of_order: args.allow_out_of_order };
+    eprintln!(
+        "rehearsing the pending migrations on a restored copy of cluster {} ([migrate] rehearse = true) ...",
+        config.cluster.name
+    );
+    let (report, key) = rehearse::rehearse(&context, &request).await?;
+    if let Some(failure) = &report.failure {
+        anyhow::bail!(
+            "{failure}\n  up refuses: the rehearsal on a copy of the data failed ([migrate] rehearse = true), so \
+             nothing was applied to {}. The rehearsal's report is {key}; fix the migration (`lifeboat migrate \
+             rehearse --env {}` tries it again)",
+            environment.name,
+            environment.name
+        );
+    }
+    eprintln!(
+        "rehearsal passed on {} {}: {} migration(s) in {:.1} s on the copy (report {key})",
+        report.source.kind,
+        report.source.id,
+        report.migrations.len(),
+        report.apply_seconds
+    );
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod history;
 pub mod lock;
 pub mod plan;
+pub mod rehearse;
 pub mod restore_before;
 pub mod run;
 pub mod schema_dump;

@@ -47,6 +47,8 @@ pub enum Operation {
     Gate,
     /// Another tool's command run behind the gate (`lifeboat gate -- COMMAND`).
     GatedCommand,
+    /// Pending migrations rehearsed on a restored copy (`lifeboat migrate rehearse`).
+    Rehearse,
 }
 
 impl Operation {
@@ -66,6 +68,7 @@ impl Operation {
             Operation::Migrate => "migrate",
             Operation::Gate => "gate",
             Operation::GatedCommand => "gated-command",
+            Operation::Rehearse => "rehearse",
         }
     }
 
@@ -82,6 +85,7 @@ impl Operation {
                 | Operation::Copy
                 | Operation::Migrate
                 | Operation::GatedCommand
+                | Operation::Rehearse
         )
     }
 }

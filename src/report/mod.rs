@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod copy;
 pub mod expire;
 pub mod migrate;
+pub mod rehearse;
 pub mod repository;
 pub mod restore;
 pub mod status;
