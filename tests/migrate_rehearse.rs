@@ -243,6 +243,13 @@ async fn a_rewrite_its_lock_and_a_down_file_that_forgets_an_index_are_reported_a
     let first = lifeboat::migrate::rehearse::report::RehearsalReport::from_json(&first).unwrap();
     assert_eq!(serde_json::to_value(&first.migrations).unwrap(), report["migrations"]);
 
+    // `migrate plan` shows the last rehearsal's timings beside each statement it ran.
+    let plan = setup.run(&["migrate", "plan"]);
+    assert_success(&plan);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("held AccessExclusiveLock on orders for"), "{plan}");
+    assert!(plan.contains("rewrote orders"), "{plan}");
+
     // The database itself was never touched.
     assert_eq!(scalar(&mut app, "SELECT count(*)::text FROM pg_indexes WHERE indexname = 'orders_label'").await, "0");
     assert_eq!(

@@ -466,6 +466,7 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&session.directory, &rows);
     let pending = pending(&plan, &args)?;
     let environment = session.environment;
+    let rehearsed = if args.change.target.json { None } else { last_rehearsal(config, environment).await };
     let gate = if !environment.production {
         "not required".to_owned()
     } else {
@@ -516,9 +517,56 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         println!("\n{} {} ({mode}, lock_timeout {} ms):", migration.version, migration.name, migration.lock_timeout_ms);
         for (index, statement) in migration.statements.iter().enumerate() {
             println!("  {}. {}", index + 1, statement.replace('\n', "\n     "));
+            if let Some(measured) = rehearsed.as_ref().and_then(|report| measured(report, migration, index, statement))
+            {
+                println!("     {measured}");
+            }
         }
     }
+    if let Some(report) = &rehearsed {
+        println!(
+            "\n(rehearsal timings from {} on {} {}, `lifeboat migrate rehearse`)",
+            report.started_at.format("%Y-%m-%d %H:%M UTC"),
+            report.source.kind,
+            report.source.id
+        );
+    }
     Ok(())
+}
+
+/// The newest stored rehearsal for `environment`, when the repository opens and has one; `plan`
+/// shows its timings and does without them otherwise.
+async fn last_rehearsal(config: &Config, environment: &Environment) -> Option<rehearse::report::RehearsalReport> {
+    let context = super::context_for(config.clone()).await.ok()?;
+    match rehearse::report::newest(&context.repository, &context.layout, Some(&environment.name)).await {
+        Ok(found) => found.map(|(_, report)| report),
+        Err(error) => {
+            tracing::info!("no rehearsal timings: {error}");
+            None
+        }
+    }
+}
+
+/// What the rehearsal measured for statement `index` of `migration`, if it ran the same text.
+fn measured(
+    report: &rehearse::report::RehearsalReport,
+    migration: &PlannedMigration,
+    index: usize,
+    statement: &str,
+) -> Option<String> {
+    let rehearsed = report.migrations.iter().find(|rehearsed| rehearsed.version == migration.version)?;
+    let measure = rehearsed.statements.iter().find(|measure| measure.statement == index)?;
+    if measure.text != statement.trim() {
+        return None;
+    }
+    let mut parts = vec![format!("rehearsed: {:.1} ms", measure.ms)];
+    parts.extend(
+        measure.locks.iter().map(|lock| format!("held {} on {} for {} ms", lock.mode, lock.relation, lock.held_ms)),
+    );
+    if !measure.rewritten.is_empty() {
+        parts.push(format!("rewrote {}", measure.rewritten.join(", ")));
+    }
+    Some(parts.join(", "))
 }
 
 async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
