@@ -25,7 +25,7 @@ use crate::migrate::lint::{self, Finding, LintSettings};
 use crate::migrate::plan::{Plan, State, short};
 use crate::migrate::run::{Direction, GateRecord, RunError, Runner};
 use crate::migrate::source::{self, Directory, Migration};
-use crate::migrate::{export, lock};
+use crate::migrate::{export, lock, rehearse};
 use crate::ops::OpContext;
 use crate::ops::audit::AuditLog;
 use crate::ops::event::EventSink;
@@ -33,6 +33,7 @@ use crate::report::lint::{LintRule, LintRulesView, LintSummary, LintView, render
 use crate::report::migrate::{
     MigrateChangeView, MigratePlanView, MigrateRunView, MigrateStatusView, MigrateValidateView, PlannedMigration,
 };
+use crate::report::rehearse::MigrateRehearseView;
 use crate::report::to_json;
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +76,10 @@ pub enum MigrateCommand {
     /// Check migrations for statements that block, rewrite or break a live database, graded by
     /// the real size of the tables they touch; exits 1 on an error nobody allowed
     Lint(LintArgs),
+    /// Apply the pending migrations to a restore of the newest verified backup, replayed to the
+    /// latest archived WAL: time, locks, rewrites, WAL and rows per statement, and each down file
+    /// proven (up, down, up); changes nothing but a scratch server, removed afterwards
+    Rehearse(Target),
 }
 
 /// Which environment and directory a command works on.
@@ -213,6 +218,7 @@ pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow:
         MigrateCommand::Adopt(args) => adopt(&config, args).await,
         MigrateCommand::RestoreBefore { args, env } => restore_before(&config, env, args).await,
         MigrateCommand::Lint(args) => lint(&config, args).await,
+        MigrateCommand::Rehearse(target) => rehearse(&config, target).await,
     }
 }
 
@@ -489,6 +495,7 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&session.directory, &rows);
     let pending = pending(&plan, &args)?;
     let environment = session.environment;
+    let rehearsed = if args.change.target.json { None } else { last_rehearsal(config, environment).await };
     let gate = if !environment.production {
         "not required".to_owned()
     } else {
@@ -545,12 +552,59 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         println!("\n{} {} ({mode}, lock_timeout {} ms):", migration.version, migration.name, migration.lock_timeout_ms);
         for (index, statement) in migration.statements.iter().enumerate() {
             println!("  {}. {}", index + 1, statement.replace('\n', "\n     "));
+            if let Some(measured) = rehearsed.as_ref().and_then(|report| measured(report, migration, index, statement))
+            {
+                println!("     {measured}");
+            }
         }
         for finding in &migration.findings {
             println!("  {}", lint_render(finding).replace('\n', "\n  "));
         }
     }
+    if let Some(report) = &rehearsed {
+        println!(
+            "\n(rehearsal timings from {} on {} {}, `lifeboat migrate rehearse`)",
+            report.started_at.format("%Y-%m-%d %H:%M UTC"),
+            report.source.kind,
+            report.source.id
+        );
+    }
     Ok(())
+}
+
+/// The newest stored rehearsal for `environment`, when the repository opens and has one; `plan`
+/// shows its timings and does without them otherwise.
+async fn last_rehearsal(config: &Config, environment: &Environment) -> Option<rehearse::report::RehearsalReport> {
+    let context = super::context_for(config.clone()).await.ok()?;
+    match rehearse::report::newest(&context.repository, &context.layout, Some(&environment.name)).await {
+        Ok(found) => found.map(|(_, report)| report),
+        Err(error) => {
+            tracing::info!("no rehearsal timings: {error}");
+            None
+        }
+    }
+}
+
+/// What the rehearsal measured for statement `index` of `migration`, if it ran the same text.
+fn measured(
+    report: &rehearse::report::RehearsalReport,
+    migration: &PlannedMigration,
+    index: usize,
+    statement: &str,
+) -> Option<String> {
+    let rehearsed = report.migrations.iter().find(|rehearsed| rehearsed.version == migration.version)?;
+    let measure = rehearsed.statements.iter().find(|measure| measure.statement == index)?;
+    if measure.text != statement.trim() {
+        return None;
+    }
+    let mut parts = vec![format!("rehearsed: {:.1} ms", measure.ms)];
+    parts.extend(
+        measure.locks.iter().map(|lock| format!("held {} on {} for {} ms", lock.mode, lock.relation, lock.held_ms)),
+    );
+    if !measure.rewritten.is_empty() {
+        parts.push(format!("rewrote {}", measure.rewritten.join(", ")));
+    }
+    Some(parts.join(", "))
 }
 
 pub(super) async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
@@ -574,8 +628,12 @@ pub(super) async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     check_after(config, environment, &migrations.iter().collect::<Vec<_>>()).await?;
+    if config.migrate.rehearse && !migrations.is_empty() {
+        rehearse_before_up(config, environment, &session.directory, &args).await?;
+    }
     let (context, gate, events) = prepare_change(config, environment, &args.change).await?;
-    let mut runner = Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone() };
+    let mut runner =
+        Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone(), observer: None };
     let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {
@@ -815,7 +873,8 @@ async fn revert_then_apply(
     }
     let environment = session.environment;
     let (context, gate, events) = prepare_change(config, environment, &args).await?;
-    let mut runner = Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone() };
+    let mut runner =
+        Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone(), observer: None };
     let mut view = run_view(environment, &gate);
     let mut failure = None;
     for migration in &migrations {
@@ -1299,4 +1358,64 @@ async fn lint(config: &Config, args: LintArgs) -> anyhow::Result<()> {
         println!("{} files linted: {}", view.files.len(), summary_line(&view.summary));
     }
     if view.summary.errors > 0 || !view.problems.is_empty() { Err(QuietExit { code: 1 }.into()) } else { Ok(()) }
+}
+
+/// `migrate rehearse`: the pending migrations on a restored copy, measured; exits 1 when one fails
+/// or a down path does not hold.
+async fn rehearse(config: &Config, target: Target) -> anyhow::Result<()> {
+    let environment = config.migrate.environment(target.env.as_deref()).map_err(anyhow::Error::msg)?;
+    let dir = target.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+    let directory = source::read(&dir, config.migrate.layout)?;
+    let context = super::context_for(config.clone())
+        .await
+        .context("a rehearsal restores the cluster's newest verified backup from the repository")?;
+    let request = rehearse::Request { environment, directory: &directory, to: None, allow_out_of_order: false };
+    let (report, key) = rehearse::rehearse(&context, &request).await?;
+    let failed = !report.passed || !report.down_paths_hold;
+    let view = MigrateRehearseView { stored_as: key.to_string(), report };
+    if target.json {
+        println!("{}", to_json(&view));
+    } else {
+        print!("{}", crate::report::rehearse::text(&view));
+    }
+    if failed { Err(QuietExit { code: 1 }.into()) } else { Ok(()) }
+}
+
+/// `[migrate] rehearse = true`: what `up` is about to apply, rehearsed on a copy of the cluster's
+/// data first (for any environment: the copy is of the cluster lifeboat backs up, its database
+/// the one the environment's connection names); a failure refuses before anything changes.
+async fn rehearse_before_up(
+    config: &Config,
+    environment: &Environment,
+    directory: &Directory,
+    args: &UpArgs,
+) -> anyhow::Result<()> {
+    let context = super::context_for(config.clone())
+        .await
+        .context("[migrate] rehearse = true restores the cluster's newest verified backup from the repository")?;
+    let to = args.to.as_deref().map(source::Version::parse).transpose().map_err(anyhow::Error::msg)?;
+    let request =
+        rehearse::Request { environment, directory, to: to.as_ref(), allow_out_of_order: args.allow_out_of_order };
+    eprintln!(
+        "rehearsing the pending migrations on a restored copy of cluster {} ([migrate] rehearse = true) ...",
+        config.cluster.name
+    );
+    let (report, key) = rehearse::rehearse(&context, &request).await?;
+    if let Some(failure) = &report.failure {
+        anyhow::bail!(
+            "{failure}\n  up refuses: the rehearsal on a copy of the data failed ([migrate] rehearse = true), so \
+             nothing was applied to {}. The rehearsal's report is {key}; fix the migration (`lifeboat migrate \
+             rehearse --env {}` tries it again)",
+            environment.name,
+            environment.name
+        );
+    }
+    eprintln!(
+        "rehearsal passed on {} {}: {} migration(s) in {:.1} s on the copy (report {key})",
+        report.source.kind,
+        report.source.id,
+        report.migrations.len(),
+        report.apply_seconds
+    );
+    Ok(())
 }

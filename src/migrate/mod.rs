@@ -10,6 +10,7 @@ pub mod history;
 pub mod lint;
 pub mod lock;
 pub mod plan;
+pub mod rehearse;
 pub mod restore_before;
 pub mod run;
 pub mod schema_dump;

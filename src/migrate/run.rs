@@ -152,12 +152,25 @@ pub fn repeatable_migration(repeatable: &Repeatable) -> Migration {
     }
 }
 
+/// Told about each statement of a script as the runner executes it (rehearsal measures with
+/// it), on the runner's own connection: inside the file's transaction when it has one.
+#[async_trait::async_trait]
+pub trait StatementObserver: Send {
+    /// Just before statement `index` of `script` (each attempt, after a lock timeout too).
+    async fn before(&mut self, conn: &mut PgConnection, script: &Script, index: usize);
+    /// Just after it: the rows it changed, or `None` when it failed (the connection's
+    /// transaction, if any, is then aborted).
+    async fn after(&mut self, conn: &mut PgConnection, script: &Script, index: usize, rows: Option<u64>);
+}
+
 /// A connection holding the migration lock, and what every history row of this run shares.
 pub struct Runner<'a> {
     pub conn: &'a mut PgConnection,
     pub environment: &'a Environment,
     pub events: &'a EventSink,
     pub gate: GateRecord,
+    /// Watches every statement run; `None` for an ordinary run.
+    pub observer: Option<&'a mut dyn StatementObserver>,
 }
 
 impl Runner<'_> {
@@ -326,7 +339,7 @@ impl Runner<'_> {
                     execute(self.conn, &setting).await.map_err(|error| (0, error))?;
                 }
                 for (index, statement) in script.statements.iter().enumerate() {
-                    execute(self.conn, &statement.text).await.map_err(|error| (index, error))?;
+                    self.statement(script, index, &statement.text).await.map_err(|error| (index, error))?;
                 }
                 let after = current_point(self.conn).await.map_err(|error| (script.statements.len(), error))?;
                 row.success = true;
@@ -380,7 +393,7 @@ impl Runner<'_> {
         let mut failure = None;
         for (index, statement) in script.statements.iter().enumerate() {
             loop {
-                match execute(self.conn, &statement.text).await {
+                match self.statement(script, index, &statement.text).await {
                     Ok(()) => break,
                     Err(error) if is_lock_timeout(&error) && retries < self.environment.lock_retries => {
                         retries += 1;
@@ -418,6 +431,17 @@ impl Runner<'_> {
             }
         }
         Ok(retries)
+    }
+
+    /// Executes statement `index` of `script`, telling the observer before and after.
+    async fn statement(&mut self, script: &Script, index: usize, text: &str) -> Result<(), sqlx::Error> {
+        let Some(observer) = self.observer.as_deref_mut() else {
+            return execute(self.conn, text).await;
+        };
+        observer.before(self.conn, script, index).await;
+        let result = sqlx::raw_sql(AssertSqlSafe(text.to_owned())).execute(&mut *self.conn).await;
+        observer.after(self.conn, script, index, result.as_ref().ok().map(|done| done.rows_affected())).await;
+        result.map(|_| ())
     }
 
     async fn pause_before_retry(&self, row: &Row, retry: u32, error: &sqlx::Error) {

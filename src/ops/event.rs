@@ -51,6 +51,8 @@ pub enum Operation {
     Seed,
     /// An environment's database dropped, recreated, migrated and seeded (`lifeboat db reset`).
     DbReset,
+    /// Pending migrations rehearsed on a restored copy (`lifeboat migrate rehearse`).
+    Rehearse,
 }
 
 impl Operation {
@@ -72,6 +74,7 @@ impl Operation {
             Operation::GatedCommand => "gated-command",
             Operation::Seed => "seed",
             Operation::DbReset => "db-reset",
+            Operation::Rehearse => "rehearse",
         }
     }
 
@@ -88,6 +91,7 @@ impl Operation {
                 | Operation::Copy
                 | Operation::Migrate
                 | Operation::GatedCommand
+                | Operation::Rehearse
         )
     }
 }

@@ -14,6 +14,7 @@ pub mod copy;
 pub mod expire;
 pub mod lint;
 pub mod migrate;
+pub mod rehearse;
 pub mod repository;
 pub mod restore;
 pub mod schema;

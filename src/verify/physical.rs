@@ -277,7 +277,7 @@ fn copy_command(dir: &Path) -> String {
 }
 
 /// Settings that keep the scratch server to itself, written after the recovery settings.
-fn scratch_settings(cluster: &LocalCluster) -> Vec<(&'static str, String)> {
+pub(crate) fn scratch_settings(cluster: &LocalCluster) -> Vec<(&'static str, String)> {
     let root = cluster.root_dir();
     vec![
         ("archive_mode", "off".into()),
@@ -299,7 +299,7 @@ fn scratch_settings(cluster: &LocalCluster) -> Vec<(&'static str, String)> {
 
 /// `pg_hba.conf` and `pg_ident.conf` of the scratch server (trust on its private socket), and an
 /// empty `postgresql.conf` when the backup has none (Debian keeps it in /etc).
-fn write_config_files(cluster: &LocalCluster) -> Result<(), Failure> {
+pub(crate) fn write_config_files(cluster: &LocalCluster) -> Result<(), Failure> {
     let root = cluster.root_dir();
     let mut files: Vec<(PathBuf, &str)> = vec![
         (
