@@ -556,9 +556,9 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
             {
                 println!("     {measured}");
             }
-        }
-        for finding in &migration.findings {
-            println!("  {}", lint_render(finding).replace('\n', "\n  "));
+            for finding in migration.findings.iter().filter(|finding| finding.statement == index) {
+                println!("     {}", lint_render(finding).replace('\n', "\n     "));
+            }
         }
     }
     if let Some(report) = &rehearsed {
@@ -597,14 +597,7 @@ fn measured(
     if measure.text != statement.trim() {
         return None;
     }
-    let mut parts = vec![format!("rehearsed: {:.1} ms", measure.ms)];
-    parts.extend(
-        measure.locks.iter().map(|lock| format!("held {} on {} for {} ms", lock.mode, lock.relation, lock.held_ms)),
-    );
-    if !measure.rewritten.is_empty() {
-        parts.push(format!("rewrote {}", measure.rewritten.join(", ")));
-    }
-    Some(parts.join(", "))
+    Some(format!("on a copy of the data: {}", crate::report::rehearse::measured(measure)))
 }
 
 pub(super) async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {

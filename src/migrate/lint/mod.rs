@@ -20,7 +20,7 @@ pub mod rules;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnection;
 use squawk_syntax::{SourceFile, SyntaxKind, SyntaxNode};
 
@@ -29,7 +29,7 @@ use crate::config::{LintConfig, ServerVersion};
 use crate::migrate::source::{Migration, Script};
 
 /// How much a finding matters: an error makes `lint` exit 1 and `up` refuse (unless allowed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Note,
@@ -49,14 +49,14 @@ impl Severity {
 
 /// A table's size as [`grade`] found it: `pg_total_relation_size` (heap, indexes, TOAST) and
 /// `pg_class.reltuples` (the estimate of the last VACUUM or ANALYZE; 0 when never estimated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSize {
     pub bytes: u64,
     pub rows: u64,
 }
 
 /// One finding on one statement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub file: PathBuf,
     /// 1-based line and column (in characters) in the file.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Severity;
 
 /// How a rule's findings are graded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
     /// Holds a lock that blocks reads or writes, or rewrites the table, for as long as the table

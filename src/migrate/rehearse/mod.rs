@@ -31,11 +31,12 @@ use self::measure::Measurer;
 use self::report::{DownPath, MigrationRehearsal, RehearsalFailure, RehearsalReport, RowCount};
 use super::gate::{self, GateError, GateRequest};
 use super::history;
+use super::lint::{self, Finding, LintSettings};
 use super::plan::Plan;
 use super::run::{Direction, GateRecord, RunError, Runner};
 use super::schema_dump::NormalisedSchema;
 use super::source::{Directory, Migration, Version};
-use crate::config::{Environment, GateBackup};
+use crate::config::{Environment, GateBackup, ServerVersion};
 use crate::ops::OpContext;
 use crate::ops::audit::AuditLog;
 use crate::ops::event::{Event, EventSink, Operation, Outcome, Totals};
@@ -302,6 +303,7 @@ impl Rehearsal<'_> {
         let schema_before = if proving { Some(self.schema().await?) } else { None };
         let tables = if proving { self.named_tables(migration).await? } else { Vec::new() };
         let counts_before = self.count(&tables).await?;
+        let findings = self.lint(migration).await?;
 
         let mut measurer =
             Measurer::start(&self.copy.options, self.pid, &self.environment.history_table).await.map_err(|error| {
@@ -320,6 +322,7 @@ impl Rehearsal<'_> {
             transactional: migration.up.transaction,
             up_ms,
             statements,
+            findings,
             down: DownPath::verdict("no down path"),
         };
         let Some(schema_before) = schema_before else { return Ok((Some(rehearsed), None)) };
@@ -374,6 +377,21 @@ impl Rehearsal<'_> {
                 Ok((Some(rehearsed), Some(failure_of(migration, &error))))
             }
         }
+    }
+
+    /// The up file's lint findings, graded by the copy's table sizes and server version.
+    async fn lint(&mut self, migration: &Migration) -> Result<Vec<Finding>, RehearseError> {
+        let failed = |error: sqlx::Error| RehearseError::Copy {
+            what: "the table sizes for the lint".to_owned(),
+            detail: error.to_string(),
+        };
+        let num: String =
+            sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut *self.conn).await.map_err(failed)?;
+        let server = num.trim().parse().ok().map(ServerVersion::from_num);
+        let config = &self.context.config.migrate.lint;
+        let mut findings = lint::lint_migration(migration, &LintSettings::new(config, server));
+        lint::grade(&mut findings, self.conn, config).await.map_err(failed)?;
+        Ok(findings)
     }
 
     /// The copy's schema, normalised.

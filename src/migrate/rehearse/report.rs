@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::copy::Source;
 use super::measure::StatementMeasure;
 use crate::catalog::layout::ClusterLayout;
+use crate::migrate::lint::Finding;
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, PutMode};
 
@@ -52,6 +53,10 @@ pub struct MigrationRehearsal {
     pub up_ms: u64,
     /// Each statement of the first up that ran (a failed statement is in [`RehearsalReport::failure`]).
     pub statements: Vec<StatementMeasure>,
+    /// The lint findings of the up file, graded by the sizes of the copy's tables (the real
+    /// data's), so each can be read beside what its statement measured.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
     pub down: DownPath,
 }
 
