@@ -70,6 +70,9 @@ pub enum MigrateCommand {
     /// Continue from another tool's migrations: read its directory and history table and record
     /// what it applied, so `migrate up` applies only the rest
     Adopt(AdoptArgs),
+    /// Write a new migration pair that takes the schema the migrations build to the one FILE
+    /// describes (and back), proven on a scratch server; nothing is written when they agree
+    Diff(DiffArgs),
 }
 
 /// Which environment and directory a command works on.
@@ -170,6 +173,17 @@ pub struct AdoptArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The desired schema: a plain SQL file of CREATE statements
+    #[arg(long = "to", value_name = "FILE")]
+    pub to: PathBuf,
+    /// The new migration's name: lower-case letters, digits and _
+    pub name: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
 pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     match command {
@@ -184,6 +198,7 @@ pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow:
         MigrateCommand::Repair(args) => repair(&config, args).await,
         MigrateCommand::Adopt(args) => adopt(&config, args).await,
         MigrateCommand::RestoreBefore { args, env } => restore_before(&config, env, args).await,
+        MigrateCommand::Diff(args) => diff(&config, args).await,
     }
 }
 
@@ -1149,4 +1164,63 @@ async fn exported_history(config: &Config, environment: &Environment) -> anyhow:
     let context = crate::ops::open(config.clone()).await?;
     let snapshot = export::newest(&context, &environment.name).await?;
     Ok(snapshot.map(|snapshot| snapshot.history).unwrap_or_default())
+}
+
+/// `migrate diff`: the scratch server is of the environment's major when the environment answers
+/// (else the newest installed one), so the generated DDL is what that server prints.
+async fn diff(config: &Config, args: DiffArgs) -> anyhow::Result<()> {
+    let environment = config.migrate.environment(args.target.env.as_deref()).map_err(anyhow::Error::msg)?;
+    let dir = args.target.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+    let server_major = match environment_major(environment).await {
+        Ok(major) => Some(major),
+        Err(error) => {
+            eprintln!(
+                "cannot reach environment {} ({error:#}); the scratch server uses the newest PostgreSQL installed here",
+                environment.name
+            );
+            None
+        }
+    };
+    let request = crate::migrate::diff::Request {
+        schema_file: &args.to,
+        dir: &dir,
+        layout: config.migrate.layout,
+        name: &args.name,
+        bin_dir: config.cluster.bin_dir.as_deref(),
+        scratch_dir: &config.verify.scratch_dir,
+        os_user: &config.cluster.os_user,
+        server_major,
+        history_table: &environment.history_table,
+    };
+    let outcome = crate::migrate::diff::run(&request).await?;
+    let view = crate::report::diff::MigrateDiffView::new(&args.to, &dir, &outcome);
+    if args.target.json {
+        println!("{}", to_json(&view));
+    } else {
+        crate::report::diff::print(&view);
+    }
+    if outcome.problems.is_empty() {
+        Ok(())
+    } else {
+        if !args.target.json {
+            eprintln!(
+                "the generated migration does not do what {} asks on the scratch server (see above); it was written \
+                 so it can be corrected: edit or remove {} before `lifeboat migrate up`",
+                args.to.display(),
+                outcome.files.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(" and ")
+            );
+        }
+        Err(QuietExit { code: 1 }.into())
+    }
+}
+
+/// The major version of `environment`'s server, given ten seconds to answer.
+async fn environment_major(environment: &Environment) -> anyhow::Result<u32> {
+    let ask = async {
+        let mut conn = crate::postgres::connect::connect(&environment.connection).await?;
+        let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await?;
+        crate::migrate::run::close(conn).await;
+        anyhow::Ok(ServerVersion::from_num(num.trim().parse().context("server_version_num is not a number")?).major)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), ask).await.context("no answer within 10 s")?
 }
