@@ -172,6 +172,8 @@ async fn the_generated_pair_takes_the_migrations_to_schema_sql_and_back() {
     }
     let down = std::fs::read_to_string(dir.join("3_reshape.down.sql")).unwrap();
     assert!(down.contains("ALTER TYPE public.status RENAME TO status__lifeboat_old;"), "{down}");
+    // Names are qualified, so the files mean the same under any search_path.
+    assert!(up.contains("WHERE (orders.state <> 'paid'::public.status)"), "{up}");
 
     // Applied by the runner after the existing migrations: the schema of schema.sql.
     assert_success(&setup.run(&["migrate", "up"]));

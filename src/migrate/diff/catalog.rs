@@ -45,6 +45,9 @@ pub async fn read(conn: &mut PgConnection, excluded: &Excluded) -> Result<Schema
             $query.bind(excluded_schema.clone()).bind(table_schema.clone()).bind(table_name.clone())
         };
     }
+    // With an empty search path PostgreSQL qualifies every name it prints (types, sequences in
+    // defaults, tables in views), so the generated DDL means the same under any search path.
+    sqlx::query("SELECT pg_catalog.set_config('search_path', '', false)").execute(&mut *conn).await?;
     let mut schema = Schema::default();
 
     let sql = "SELECT quote_ident(n.nspname) FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' \
