@@ -180,8 +180,8 @@ pub async fn read(conn: &mut PgConnection, excluded: &Excluded) -> Result<Schema
         qualified("n", "c.relname"),
         qualified("rn", "r.relname"),
     );
-    let rows: Vec<(String, String, Vec<String>, Vec<String>, Vec<String>)> =
-        bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql))).fetch_all(&mut *conn).await?;
+    type ViewRow = (String, String, Vec<String>, Vec<String>, Vec<String>);
+    let rows: Vec<ViewRow> = bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql))).fetch_all(&mut *conn).await?;
     for (name, definition, names, types, depends_on) in rows {
         let definition = definition.trim().trim_end_matches(';').trim_end().to_owned();
         let columns = names.into_iter().zip(types).collect();
