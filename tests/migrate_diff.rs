@@ -3,8 +3,9 @@
 //! checks) and a schema.sql that changes each kind, the generated pair, applied after the existing
 //! migrations by `lifeboat migrate up`, gives a schema identical to a database built from
 //! schema.sql (normalised `pg_dump --schema-only`), and `lifeboat migrate down` gives back the
-//! original; no difference writes nothing; an error in schema.sql names its file and line; another
-//! tool's layout is refused.
+//! original; no difference writes nothing; a difference only in what it does not compare (a
+//! comment) is reported, and one left over after a generated migration fails its proof; an error in
+//! schema.sql names its file and line; another tool's layout is refused.
 
 mod support;
 
@@ -220,6 +221,32 @@ async fn no_difference_writes_nothing_and_other_layouts_are_refused() {
     assert_eq!(report["different"], false, "{report:#}");
     assert_eq!(report["files"], serde_json::json!([]));
     assert_eq!(files(&dir), ["1_base.down.sql", "1_base.up.sql"]);
+
+    // What migrate diff does not compare is not called agreement: nothing written, exit 1.
+    let commented = setup.dir.path().join("commented.sql");
+    let mut text = std::fs::read_to_string(&schema_file).unwrap();
+    text.push_str("COMMENT ON TABLE audit IS 'kept for the auditors';\n");
+    std::fs::write(&commented, &text).unwrap();
+    let output = setup.run(&["migrate", "diff", "--to", commented.to_str().unwrap(), "comment"]);
+    assert_failure(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("differ only in what migrate diff does not compare"), "{}", describe(&output));
+    assert!(stdout.contains("- COMMENT ON TABLE public.audit IS 'kept for the auditors';"), "{stdout}");
+    assert_eq!(files(&dir), ["1_base.down.sql", "1_base.up.sql"]);
+
+    // With a change it does write, the proof on the scratch server finds the comment missing: the
+    // files are written for correction, and the command fails saying what differs.
+    text.push_str("CREATE TABLE notes (body text);\n");
+    std::fs::write(&commented, &text).unwrap();
+    let output = setup.run(&["migrate", "diff", "--to", commented.to_str().unwrap(), "notes", "--json"]);
+    assert_failure(&output);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["proven"], false);
+    assert_eq!(report["summary"]["tables_created"], serde_json::json!(["public.notes"]));
+    let problems = report["problems"].to_string();
+    assert!(problems.contains("after the up file the schema differs"), "{problems}");
+    assert!(problems.contains("- COMMENT ON TABLE public.audit IS 'kept for the auditors';"), "{problems}");
+    assert_eq!(files(&dir), ["1_base.down.sql", "1_base.up.sql", "2_notes.down.sql", "2_notes.up.sql"]);
 
     let prisma = setup.dir.path().join("prisma");
     std::fs::create_dir_all(prisma.join("20240101000000_init")).unwrap();

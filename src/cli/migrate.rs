@@ -1202,7 +1202,7 @@ async fn diff(config: &Config, args: DiffArgs) -> anyhow::Result<()> {
     if outcome.problems.is_empty() {
         Ok(())
     } else {
-        if !args.target.json {
+        if !args.target.json && outcome.migration.is_some() {
             eprintln!(
                 "the generated migration does not do what {} asks on the scratch server (see above); it was written \
                  so it can be corrected: edit or remove {} before `lifeboat migrate up`",

@@ -57,10 +57,15 @@ impl Document for MigrateDiffView {
 
 pub fn print(view: &MigrateDiffView) {
     if !view.different {
-        println!(
-            "no difference: the migrations in {} build the schema {} describes; nothing written",
-            view.directory, view.desired
-        );
+        if view.problems.is_empty() {
+            println!(
+                "no difference: the migrations in {} build the schema {} describes; nothing written",
+                view.directory, view.desired
+            );
+        }
+        for problem in &view.problems {
+            println!("{problem}");
+        }
         return;
     }
     for file in &view.files {

@@ -10,7 +10,9 @@
 //! file must give back the original, both compared as `pg_dump --schema-only` prints them
 //! ([`NormalisedSchema`]), column order aside (PostgreSQL cannot move a column; the file says so).
 //! A migration that fails its proof is still written, so it can be corrected by hand, and the
-//! outcome carries what differs for the command to refuse with.
+//! outcome carries what differs for the command to refuse with. When the model finds nothing to
+//! change the two dumps are compared all the same, so a difference in what it does not cover
+//! (functions, triggers, comments) is reported rather than called agreement.
 
 pub mod catalog;
 pub mod generate;
@@ -191,13 +193,37 @@ async fn on_scratch(
         warnings: up.statements.iter().filter_map(|change| change.warning.clone()).collect(),
         problems: Vec::new(),
     };
+    let schema_name = request.schema_file.display().to_string();
+    let major = cluster.binaries().major();
+    let url = |database: &str| {
+        ConnectionString::parse(&cluster.connection_url())
+            .expect("a cluster URL is a connection string")
+            .with_database(database)
+    };
+    let dump = |database: &'static str| {
+        let connection = url(database);
+        async move {
+            let text = schema_dump(&connection, request.bin_dir, major).await?;
+            Ok::<_, DiffError>(NormalisedSchema::from_dump(&text))
+        }
+    };
+    let before = dump("current").await?;
+    let wanted = dump("desired").await?;
     if up.statements.is_empty() {
+        // What the model does not cover can still differ: say so rather than claim agreement.
+        if let Some(difference) = compare(&wanted, &before) {
+            outcome.problems.push(format!(
+                "the migrations and {schema_name} differ only in what migrate diff does not compare (functions, \
+                 triggers, comments, grants, ...; see docs/diff.md), so nothing was written; write that migration \
+                 by hand (`lifeboat migrate new`). The difference (- only in {schema_name}, + only in the \
+                 migrations' schema):\n{difference}"
+            ));
+        }
         let _ = current.close().await;
         return Ok(outcome);
     }
 
     let files = source::create(request.dir, request.name, chrono::Utc::now())?;
-    let schema_name = request.schema_file.display().to_string();
     for (path, changes, direction) in [(&files[0], &up, "up"), (&files[1], &down, "down")] {
         std::fs::write(path, render(&schema_name, direction, changes))
             .map_err(|source| SourceError::Write { path: path.clone(), source })?;
@@ -211,18 +237,6 @@ async fn on_scratch(
             }
         })?;
 
-    let major = cluster.binaries().major();
-    let url = |database: &str| {
-        ConnectionString::parse(&cluster.connection_url())
-            .expect("a cluster URL is a connection string")
-            .with_database(database)
-    };
-    let dump = |database: &'static str| {
-        let connection = url(database);
-        async move { schema_dump(&connection, request.bin_dir, major).await.map(|text| NormalisedSchema::from_dump(&text)) }
-    };
-    let before = dump("current").await?;
-    let wanted = dump("desired").await?;
     match apply(&mut current, &migration.up).await {
         Err(error) => outcome.problems.push(format!("the generated up file fails on the scratch server: {error}")),
         Ok(()) => {
