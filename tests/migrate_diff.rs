@@ -139,6 +139,28 @@ async fn the_generated_pair_takes_the_migrations_to_schema_sql_and_back() {
     assert_success(&setup.run(&["migrate", "up"]));
     let original = dump(&setup, "app");
 
+    // As text, into a copy of the directory: the files written and what they change.
+    let copy = setup.dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for name in files(&dir) {
+        std::fs::copy(dir.join(&name), copy.join(&name)).unwrap();
+    }
+    let output = setup.run(&[
+        "migrate",
+        "diff",
+        "--to",
+        schema_file.to_str().unwrap(),
+        "reshape",
+        "--dir",
+        copy.to_str().unwrap(),
+    ]);
+    assert_success(&output);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&format!("wrote {}", copy.join("3_reshape.up.sql").display())), "{text}");
+    assert!(text.contains("tables: 1 created, 1 dropped, 3 altered; indexes: 1 created, 2 dropped"), "{text}");
+    assert!(text.contains("warning: drops table public.audit"), "{text}");
+    assert!(text.contains("proven on a scratch server (PostgreSQL 15 in "), "{text}");
+
     let report = setup.json(&["migrate", "diff", "--to", schema_file.to_str().unwrap(), "reshape", "--json"]);
     assert_eq!(report["schema"], "migrate-diff/1");
     assert_eq!(report["different"], true);
@@ -270,6 +292,8 @@ async fn an_error_in_schema_sql_names_the_file_and_line() {
          REFERENCES products (id)\n);\n",
     )
     .unwrap();
+    let output = setup.run(&["migrate", "diff", "--to", schema_file.to_str().unwrap(), "Broken"]);
+    assert!(assert_failure(&output).contains("\"Broken\" is not a migration name"), "{}", describe(&output));
     let output = setup.run(&["migrate", "diff", "--to", schema_file.to_str().unwrap(), "broken"]);
     let stderr = assert_failure(&output);
     assert!(stderr.contains(&format!("{}:5: ", schema_file.display())), "{stderr}");

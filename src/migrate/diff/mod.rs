@@ -105,6 +105,11 @@ pub enum DiffError {
 /// and proves it there (see the module documentation). The scratch server is removed however
 /// this ends, Ctrl-C included.
 pub async fn run(request: &Request<'_>) -> Result<Outcome, DiffError> {
+    // The name is checked again when the files are written; refusing it now saves the scratch work.
+    let name = request.name;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(SourceError::InvalidName { name: name.to_owned() }.into());
+    }
     let directory = source::read(request.dir, request.layout)?;
     if directory.layout != MigrationLayout::Lifeboat {
         return Err(SourceError::ForeignLayout { path: request.dir.to_path_buf(), layout: directory.layout }.into());
@@ -237,6 +242,8 @@ async fn on_scratch(
             }
         })?;
 
+    // The connection keeps the empty search path the catalog read set: the files are proven to
+    // need none.
     match apply(&mut current, &migration.up).await {
         Err(error) => outcome.problems.push(format!("the generated up file fails on the scratch server: {error}")),
         Ok(()) => {
