@@ -80,6 +80,9 @@ pub enum MigrateCommand {
     /// latest archived WAL: time, locks, rewrites, WAL and rows per statement, and each down file
     /// proven (up, down, up); changes nothing but a scratch server, removed afterwards
     Rehearse(Target),
+    /// Write a new migration pair that takes the schema the migrations build to the one FILE
+    /// describes (and back), proven on a scratch server; nothing is written when they agree
+    Diff(DiffArgs),
 }
 
 /// Which environment and directory a command works on.
@@ -203,6 +206,17 @@ pub struct LintArgs {
     pub offline: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The desired schema: a plain SQL file of CREATE statements
+    #[arg(long = "to", value_name = "FILE")]
+    pub to: PathBuf,
+    /// The new migration's name: lower-case letters, digits and _
+    pub name: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
 pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     match command {
@@ -219,6 +233,7 @@ pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow:
         MigrateCommand::RestoreBefore { args, env } => restore_before(&config, env, args).await,
         MigrateCommand::Lint(args) => lint(&config, args).await,
         MigrateCommand::Rehearse(target) => rehearse(&config, target).await,
+        MigrateCommand::Diff(args) => diff(&config, args).await,
     }
 }
 
@@ -1411,4 +1426,75 @@ async fn rehearse_before_up(
         report.apply_seconds
     );
     Ok(())
+}
+
+/// `migrate diff`: the scratch server is of the environment's major when the environment answers
+/// (else the newest installed one), so the generated DDL is what that server prints.
+async fn diff(config: &Config, args: DiffArgs) -> anyhow::Result<()> {
+    let environment = config.migrate.environment(args.target.env.as_deref()).map_err(anyhow::Error::msg)?;
+    let dir = args.target.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+    let mut reached = match reach(environment).await {
+        Ok(reached) => Some(reached),
+        Err(error) => {
+            eprintln!(
+                "cannot reach environment {} ({error:#}); the scratch server uses the newest PostgreSQL installed here \
+                 and the lint of the generated migration is not graded by table size",
+                environment.name
+            );
+            None
+        }
+    };
+    let server_major = reached.as_ref().map(|(_, server)| server.major);
+    let request = crate::migrate::diff::Request {
+        schema_file: &args.to,
+        dir: &dir,
+        layout: config.migrate.layout,
+        name: &args.name,
+        bin_dir: config.cluster.bin_dir.as_deref(),
+        scratch_dir: &config.verify.scratch_dir,
+        os_user: &config.cluster.os_user,
+        server_major,
+        history_table: &environment.history_table,
+    };
+    let outcome = crate::migrate::diff::run(&request).await?;
+    // Linted like any other migration, graded by the environment's tables: a generated
+    // ALTER COLUMN TYPE on a large table is an error `up` would refuse.
+    let findings = match (&outcome.migration, reached.as_mut()) {
+        (None, _) => Vec::new(),
+        (Some(migration), Some((conn, server))) => lint_graded(config, conn, *server, migration).await?,
+        (Some(migration), None) => lint::lint_migration(migration, &LintSettings::new(&config.migrate.lint, None)),
+    };
+    if let Some((conn, _)) = reached {
+        crate::migrate::run::close(conn).await;
+    }
+    let view = crate::report::diff::MigrateDiffView::new(&args.to, &dir, &outcome, findings);
+    if args.target.json {
+        println!("{}", to_json(&view));
+    } else {
+        crate::report::diff::print(&view);
+    }
+    if outcome.problems.is_empty() {
+        Ok(())
+    } else {
+        if !args.target.json && outcome.migration.is_some() {
+            eprintln!(
+                "the generated migration does not do what {} asks on the scratch server (see above); it was written \
+                 so it can be corrected: edit or remove {} before `lifeboat migrate up`",
+                args.to.display(),
+                outcome.files.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(" and ")
+            );
+        }
+        Err(QuietExit { code: 1 }.into())
+    }
+}
+
+/// A connection to `environment`'s database and its server's version, given ten seconds.
+async fn reach(environment: &Environment) -> anyhow::Result<(PgConnection, ServerVersion)> {
+    let ask = async {
+        let mut conn = crate::postgres::connect::connect(&environment.connection).await?;
+        let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&mut conn).await?;
+        let server = ServerVersion::from_num(num.trim().parse().context("server_version_num is not a number")?);
+        anyhow::Ok((conn, server))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), ask).await.context("no answer within 10 s")?
 }

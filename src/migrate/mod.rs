@@ -4,6 +4,7 @@
 //! history.
 
 pub mod adopt;
+pub mod diff;
 pub mod export;
 pub mod gate;
 pub mod history;

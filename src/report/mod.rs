@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod copy;
+pub mod diff;
 pub mod expire;
 pub mod lint;
 pub mod migrate;

@@ -106,3 +106,17 @@ fn known_rule_knows_squawks_and_lifeboats_names_and_aliases() {
     assert!(known_rule("prefer-timestamptz"));
     assert!(!known_rule("no-such-rule"));
 }
+
+#[test]
+fn a_view_dropped_and_created_again_in_the_same_transaction_is_fine() {
+    let recreated = "DROP VIEW public.open_orders;\nALTER TABLE t ALTER COLUMN n SET DEFAULT 0;\n\
+                     CREATE OR REPLACE VIEW public.open_orders AS SELECT 1 AS one;\n";
+    assert_eq!(rules_and_lines(recreated), []);
+    let gone = "DROP VIEW IF EXISTS public.open_orders, public.other;\nCREATE VIEW public.open_orders AS SELECT 1;\n";
+    assert_eq!(rules_and_lines(gone), [pair("ban-drop-view", 1)]);
+    let outside = format!("-- lifeboat:no-transaction\n{recreated}");
+    assert!(
+        rules_and_lines(&outside).contains(&pair("ban-drop-view", 2)),
+        "outside a transaction the view is missing a while"
+    );
+}
