@@ -198,6 +198,12 @@ async fn a_rewrite_its_lock_and_a_down_file_that_forgets_an_index_are_reported_a
         locks.iter().any(|lock| lock["mode"] == "AccessExclusiveLock" && lock["relation"] == "orders"),
         "the rewrite holds ACCESS EXCLUSIVE on orders: {statement}"
     );
+    // The lint finding on the type change is graded by the copy's table and kept beside the
+    // statement's measurement.
+    let finding = widen["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "changing-column-type");
+    let finding = finding.unwrap_or_else(|| panic!("the type change is a lint finding: {widen}"));
+    assert_eq!(finding["statement"], 0, "{finding}");
+    assert!(finding["size"]["bytes"].as_u64().unwrap() > 0, "graded by the copy's orders table: {finding}");
     assert_eq!(widen["down"]["verdict"], "restored", "{widen}");
     assert!(widen["down"]["up_again_ms"].is_u64(), "up → down → up: {widen}");
     let counts = widen["down"]["row_counts"].as_array().unwrap();
@@ -228,6 +234,12 @@ async fn a_rewrite_its_lock_and_a_down_file_that_forgets_an_index_are_reported_a
     assert!(printed.contains("down path: schema differs after down"), "{printed}");
     assert!(printed.contains("+ CREATE INDEX orders_label"), "{printed}");
     assert!(printed.contains("AccessExclusiveLock orders"), "{printed}");
+    assert!(
+        printed.contains("changing-column-type")
+            && printed.contains("on the copy: held")
+            && printed.contains("held AccessExclusiveLock on orders for"),
+        "the finding is printed with what its statement did on the copy: {printed}"
+    );
 
     // The stored report reads back, beside (not inside) the verification reports.
     let repository = setup.repository().await;

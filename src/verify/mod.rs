@@ -21,7 +21,7 @@ mod physical;
 mod scratch;
 
 pub use checks::amcheck_cluster;
-pub(crate) use physical::{scratch_settings, write_config_files};
+pub(crate) use physical::{scratch_restore_options, write_config_files};
 
 use std::future::Future;
 use std::path::PathBuf;

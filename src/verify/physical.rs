@@ -79,34 +79,11 @@ pub(crate) async fn verify(
     read_wal(context, manifest, Some(&wal_dir), report).await?;
     cluster.give_to_server_user(&wal_dir).map_err(|error| Failure::new(Phase::Scratch, error.to_string()))?;
 
-    let restore_options = RestoreOptions {
-        pgdata: cluster.data_dir().to_path_buf(),
-        backup: Some(manifest.id),
-        goal: RecoveryGoal {
-            target: RecoveryTarget::Immediate,
-            timeline: TimelineChoice::Id(manifest.timeline),
-            action: TargetAction::Promote,
-            exclusive: false,
-        },
-        existing: ExistingData::Refuse,
-        tablespace_map: manifest
-            .tablespaces
-            .iter()
-            .map(|tablespace| {
-                (tablespace.oid.to_string(), cluster.root_dir().join("tablespaces").join(tablespace.oid.to_string()))
-            })
-            .collect(),
-        workers: options.workers,
-        server_settings: scratch_settings(cluster),
-        dry_run: false,
-        start: None,
-        restore_command: copy_command(&wal_dir),
-        os_user: options.os_user.clone(),
-        bin_dir: options.bin_dir.clone(),
-        // The verification's own interrupt stops the whole restore.
-        cancel: tokio_util::sync::CancellationToken::new(),
-        progress: options.progress.clone(),
-    };
+    let mut restore_options = scratch_restore_options(cluster, manifest, &wal_dir, RecoveryTarget::Immediate);
+    restore_options.workers = options.workers;
+    restore_options.os_user = options.os_user.clone();
+    restore_options.bin_dir = options.bin_dir.clone();
+    restore_options.progress = options.progress.clone();
     options.enter(Step::RestoringFiles);
     let summary = crate::restore::run(context.repository.clone(), context.layout, &restore_options)
         .await
@@ -271,13 +248,52 @@ fn create_dir(path: &Path) -> Result<(), Failure> {
 }
 
 /// `cp '<dir>/%f' '%p'`, quoted for the shell, with `%` in the directory doubled for PostgreSQL.
+/// A restore of `manifest` into `cluster`'s empty data directory, recovering to `target` with the
+/// WAL copied into `wal_dir`, then promoting, with [`scratch_settings`]: what a verification and
+/// a rehearsal both start from. One worker, the default OS user and binaries, and a cancel token
+/// of its own (the verification's interrupt stops the whole restore); callers set their own.
+pub(crate) fn scratch_restore_options(
+    cluster: &LocalCluster,
+    manifest: &BackupManifest,
+    wal_dir: &Path,
+    target: RecoveryTarget,
+) -> RestoreOptions {
+    RestoreOptions {
+        pgdata: cluster.data_dir().to_path_buf(),
+        backup: Some(manifest.id),
+        goal: RecoveryGoal {
+            target,
+            timeline: TimelineChoice::Id(manifest.timeline),
+            action: TargetAction::Promote,
+            exclusive: false,
+        },
+        existing: ExistingData::Refuse,
+        tablespace_map: manifest
+            .tablespaces
+            .iter()
+            .map(|tablespace| {
+                (tablespace.oid.to_string(), cluster.root_dir().join("tablespaces").join(tablespace.oid.to_string()))
+            })
+            .collect(),
+        workers: 1,
+        server_settings: scratch_settings(cluster),
+        dry_run: false,
+        start: None,
+        restore_command: copy_command(wal_dir),
+        os_user: String::new(),
+        bin_dir: None,
+        cancel: tokio_util::sync::CancellationToken::new(),
+        progress: Arc::default(),
+    }
+}
+
 fn copy_command(dir: &Path) -> String {
     let dir = dir.to_string_lossy().replace('%', "%%");
     format!("cp {} {}", shell_quote(&format!("{dir}/%f")), shell_quote("%p"))
 }
 
 /// Settings that keep the scratch server to itself, written after the recovery settings.
-pub(crate) fn scratch_settings(cluster: &LocalCluster) -> Vec<(&'static str, String)> {
+fn scratch_settings(cluster: &LocalCluster) -> Vec<(&'static str, String)> {
     let root = cluster.root_dir();
     vec![
         ("archive_mode", "off".into()),

@@ -12,7 +12,6 @@
 //! rehearsal ends.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use sqlx::Connection as _;
@@ -30,10 +29,8 @@ use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::cluster::{LocalCluster, LocalClusterOptions};
 use crate::postgres::version;
 use crate::restore::dump::{Ownership, RestoreRequest};
-use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
-use crate::restore::target_dir::ExistingData;
-use crate::restore::{RestoreOptions, start};
-use crate::util::shell_quote;
+use crate::restore::start;
+use crate::restore::target::{RecoveryTarget, TargetAction};
 
 /// What the copy was made from, for the report.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -173,33 +170,11 @@ async fn restore_backup(
     }
     cluster.give_to_server_user(&wal_dir).map_err(|error| failed("the scratch WAL directory", &error))?;
 
-    let options = RestoreOptions {
-        pgdata: cluster.data_dir().to_path_buf(),
-        backup: Some(manifest.id),
-        goal: RecoveryGoal {
-            target: RecoveryTarget::Latest,
-            timeline: TimelineChoice::Id(manifest.timeline),
-            action: TargetAction::Promote,
-            exclusive: false,
-        },
-        existing: ExistingData::Refuse,
-        tablespace_map: manifest
-            .tablespaces
-            .iter()
-            .map(|tablespace| {
-                (tablespace.oid.to_string(), cluster.root_dir().join("tablespaces").join(tablespace.oid.to_string()))
-            })
-            .collect(),
-        workers: config.backup.workers,
-        server_settings: crate::verify::scratch_settings(cluster),
-        dry_run: false,
-        start: None,
-        restore_command: copy_command(&wal_dir),
-        os_user: config.cluster.os_user.clone(),
-        bin_dir: config.cluster.bin_dir.clone(),
-        cancel: context.cancel.token().clone(),
-        progress: Arc::default(),
-    };
+    let mut options = crate::verify::scratch_restore_options(cluster, manifest, &wal_dir, RecoveryTarget::Latest);
+    options.workers = config.backup.workers;
+    options.os_user = config.cluster.os_user.clone();
+    options.bin_dir = config.cluster.bin_dir.clone();
+    options.cancel = context.cancel.token().clone();
     crate::restore::run(context.repository.clone(), &context.layout, &options)
         .await
         .map_err(|error| failed(&format!("restoring backup {}", manifest.id), &error))?;
@@ -284,10 +259,4 @@ async fn restore_dump(
         data_as_of: format!("the dump's time, {} (a dump has no WAL to replay)", manifest.finished_at),
         restore_seconds: 0.0,
     })
-}
-
-/// `cp '<dir>/%f' '%p'`, quoted for the shell, with `%` in the directory doubled for PostgreSQL.
-fn copy_command(dir: &Path) -> String {
-    let dir = dir.to_string_lossy().replace('%', "%%");
-    format!("cp {} {}", shell_quote(&format!("{dir}/%f")), shell_quote("%p"))
 }
