@@ -43,8 +43,8 @@ pub enum MigrateCommand {
     New(NewArgs),
     /// Every migration and its state: applied, pending, failed, modified since applied, missing
     Status(Target),
-    /// Dry run: for each pending migration its statements, whether it runs in a transaction, and
-    /// the gate's verdict; changes nothing
+    /// Dry run: for each pending migration its statements with their lint findings (and the last
+    /// rehearsal's timings), whether it runs in a transaction, and the gate's verdict; changes nothing
     Plan(UpArgs),
     /// Apply the pending migrations, each in its own transaction with its history row
     Up(UpArgs),

@@ -143,7 +143,8 @@ pub enum Command {
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
     /// Versioned SQL migrations behind the backup gate: new, status, plan, up, down, redo, validate,
-    /// baseline, repair, adopt (docs/migrations.md)
+    /// baseline, repair, adopt, restore-before, and their safety: lint, rehearse, diff
+    /// (docs/migrations.md)
     ///
     /// Against an environment marked production, up, down and redo proceed only when a backup of
     /// the cluster passed verification by restore within [migrate] require_verified_backup_within
