@@ -481,3 +481,36 @@ fn lint_time_on_800_migrations() {
     assert_eq!(json["files"].as_array().unwrap().len(), 800);
     println!("lint of 800 migrations (debug binary, --offline): {:.2} s", elapsed.as_secs_f64());
 }
+
+/// In CI, `lint --offline FILES` needs no configuration file: with none at the default location it
+/// lints with the default settings (and says so); a missing file named with --config is still an
+/// error.
+#[test]
+fn offline_lint_of_files_needs_no_configuration() {
+    if Path::new("/etc/lifeboat/lifeboat.toml").exists() {
+        eprintln!("skipped: this machine has a configuration at the default location");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("1_index.up.sql");
+    std::fs::write(&file, "CREATE INDEX t_a ON t (a);\n").unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(LIFEBOAT)
+            .args(extra)
+            .args(["migrate", "lint", "--offline"])
+            .arg(&file)
+            .env_remove("LIFEBOAT_CONFIG")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = run(&[]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("require-concurrent-index-creation"), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("default [migrate] and [migrate.lint] settings"));
+    let missing = dir.path().join("absent.toml");
+    let output = run(&["--config", missing.to_str().unwrap()]);
+    assert_failure(&output);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("given with --config"), "{}", describe(&output));
+}

@@ -218,7 +218,16 @@ pub struct DiffArgs {
 }
 
 pub async fn run(config_path: Option<&Path>, command: MigrateCommand) -> anyhow::Result<()> {
-    let config = super::load_config(config_path)?;
+    let config = match super::load_config(config_path) {
+        Err(error) if matches!(&command, MigrateCommand::Lint(args) if args.offline) && is_default_missing(&error) => {
+            eprintln!(
+                "no configuration file at the default location: linting with the default [migrate] and [migrate.lint] \
+                 settings (pass --config to use yours)"
+            );
+            Config::from_toml("[cluster]\nname = \"offline\"\n", Path::new("(defaults)"), &|_| None)?
+        }
+        result => result?,
+    };
     match command {
         MigrateCommand::New(args) => new(&config, args),
         MigrateCommand::Status(target) => status(&config, target).await,
@@ -1265,6 +1274,15 @@ async fn exported_history(config: &Config, environment: &Environment) -> anyhow:
     let context = crate::ops::open(config.clone()).await?;
     let snapshot = export::newest(&context, &environment.name).await?;
     Ok(snapshot.map(|snapshot| snapshot.history).unwrap_or_default())
+}
+
+/// No `--config`, no `LIFEBOAT_CONFIG`, and nothing at the default path: `lint --offline` of a CI
+/// checkout needs no configuration.
+fn is_default_missing(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<crate::config::ConfigError>(),
+        Some(crate::config::ConfigError::NotFound { chosen_by, .. }) if *chosen_by == "the default location"
+    )
 }
 
 /// The findings of `migration`'s up file, graded by the sizes of its tables in `conn`'s database.
