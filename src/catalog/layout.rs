@@ -132,7 +132,9 @@ const WRITTEN_ONCE: &[&str] = &["backups", "dumps", "wal", "verify", "journal"];
 /// - `lifeboat.repo`, its copy and each cluster's record under retention on every version: lifeboat
 ///   rewrites them in place (`key add`, a new PostgreSQL major version) but never deletes them, and
 ///   losing both repository files would lose every backup's key;
-/// - everything else plainly: `locks/` (a retained lease could never be released) and `audit/`.
+/// - everything else plainly: `locks/` (a retained lease could never be released), `audit/`, and
+///   the migration exports and rehearsal reports (`migrations/`, `rehearsals/`), on which no backup
+///   depends.
 pub fn retain(key: &ObjectKey) -> Retain {
     if key.as_str() == REPO_FILE || key.as_str() == REPO_FILE_COPY {
         return Retain::EveryVersion;
