@@ -279,3 +279,38 @@ async fn a_rewrite_its_lock_and_a_down_file_that_forgets_an_index_are_reported_a
         "the runs on the copy are not migrations: {audit}"
     );
 }
+
+/// With `gate_backup = "dump"` the copy is the newest verified dump of the database, restored
+/// into a fresh scratch server: the report says its data is as of the dump (a dump has no WAL to
+/// replay), so a row written after the dump is not on the copy, while the dump's own rows are.
+#[tokio::test]
+async fn with_gate_backup_dump_the_copy_is_the_newest_verified_dump_as_of_its_time() {
+    let (setup, dir) = production(false).await;
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(setup.config_path(), format!("{config}gate_backup = \"dump\"\n")).unwrap();
+    let mut app = connect(&setup, "app").await;
+    execute(&mut app, "CREATE TABLE items (id int, sku text)").await;
+    execute(&mut app, "INSERT INTO items SELECT g, 'sku-' || g FROM generate_series(1, 50) g").await;
+
+    std::fs::write(dir.join("1_sku_unique.up.sql"), "CREATE UNIQUE INDEX items_sku ON items (sku);\n").unwrap();
+    std::fs::write(dir.join("1_sku_unique.down.sql"), "DROP INDEX items_sku;\n").unwrap();
+    let refused = assert_failure(&setup.run(&["migrate", "rehearse"]));
+    assert!(refused.contains("`lifeboat dump --db app`, then `lifeboat verify`"), "{refused}");
+
+    assert_success(&setup.run(&["dump", "--db", "app", "--verify"]));
+    // A duplicate written after the dump: the copy, as of the dump, does not have it.
+    execute(&mut app, "INSERT INTO items VALUES (51, 'sku-1')").await;
+
+    let (output, report) = rehearse(&setup);
+    assert_success(&output);
+    assert_eq!(report["source"]["kind"], "dump", "{report}");
+    assert!(report["source"]["data_as_of"].as_str().unwrap().contains("a dump has no WAL to replay"), "{report}");
+    assert_eq!(report["passed"], true, "the dump has no duplicate: {report}");
+    let migration = &report["migrations"][0];
+    assert_eq!(migration["down"]["verdict"], "restored", "{migration}");
+    assert_eq!(migration["down"]["row_counts"][0]["before"], 50, "the dump's rows are on the copy: {migration}");
+    assert_scratch_removed(&setup);
+
+    // The database itself still has no index.
+    assert_eq!(scalar(&mut app, "SELECT count(*)::text FROM pg_indexes WHERE indexname = 'items_sku'").await, "0");
+}
