@@ -256,6 +256,10 @@ async fn a_rewrite_its_lock_and_a_down_file_that_forgets_an_index_are_reported_a
     assert_eq!(serde_json::to_value(&first.migrations).unwrap(), report["migrations"]);
 
     // `migrate plan` shows the last rehearsal's timings beside each statement it ran.
+    let plan_json = setup.json(&["migrate", "plan", "--json"]);
+    assert_eq!(plan_json["rehearsal"]["source_kind"], "base", "{plan_json:#}");
+    let measured = &plan_json["migrations"][0]["rehearsed"][0];
+    assert_eq!(measured["rewritten"], serde_json::json!(["orders"]), "plan --json carries the timings: {plan_json:#}");
     let plan = setup.run(&["migrate", "plan"]);
     assert_success(&plan);
     let plan = String::from_utf8_lossy(&plan.stdout);

@@ -31,7 +31,8 @@ use crate::ops::audit::AuditLog;
 use crate::ops::event::EventSink;
 use crate::report::lint::{LintRule, LintRulesView, LintSummary, LintView, render as lint_render, summary_line};
 use crate::report::migrate::{
-    MigrateChangeView, MigratePlanView, MigrateRunView, MigrateStatusView, MigrateValidateView, PlannedMigration,
+    MigrateChangeView, MigratePlanView, MigrateRunView, MigrateStatusView, MigrateValidateView, PlanRehearsal,
+    PlannedMigration,
 };
 use crate::report::rehearse::MigrateRehearseView;
 use crate::report::to_json;
@@ -519,7 +520,7 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&session.directory, &rows);
     let pending = pending(&plan, &args)?;
     let environment = session.environment;
-    let rehearsed = if args.change.target.json { None } else { last_rehearsal(config, environment).await };
+    let rehearsed = last_rehearsal(config, environment).await;
     let gate = if !environment.production {
         "not required".to_owned()
     } else {
@@ -551,8 +552,14 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
                 lock_timeout_ms: migration.up.lock_timeout.unwrap_or(environment.lock_timeout).as_millis(),
                 statements: migration.up.statements.iter().map(|statement| statement.text.clone()).collect(),
                 findings,
+                rehearsed: rehearsed.as_ref().map(|report| unchanged_measures(report, migration)).unwrap_or_default(),
             })
             .collect(),
+        rehearsal: rehearsed.as_ref().map(|report| PlanRehearsal {
+            started_at: report.started_at,
+            source_kind: report.source.kind.clone(),
+            source_id: report.source.id.clone(),
+        }),
     };
     if args.change.target.json {
         println!("{}", to_json(&view));
@@ -576,21 +583,20 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         println!("\n{} {} ({mode}, lock_timeout {} ms):", migration.version, migration.name, migration.lock_timeout_ms);
         for (index, statement) in migration.statements.iter().enumerate() {
             println!("  {}. {}", index + 1, statement.replace('\n', "\n     "));
-            if let Some(measured) = rehearsed.as_ref().and_then(|report| measured(report, migration, index, statement))
-            {
-                println!("     {measured}");
+            if let Some(measure) = migration.rehearsed.iter().find(|measure| measure.statement == index) {
+                println!("     on a copy of the data: {}", crate::report::rehearse::measured(measure));
             }
             for finding in migration.findings.iter().filter(|finding| finding.statement == index) {
                 println!("     {}", lint_render(finding).replace('\n', "\n     "));
             }
         }
     }
-    if let Some(report) = &rehearsed {
+    if let Some(rehearsal) = &view.rehearsal {
         println!(
             "\n(rehearsal timings from {} on {} {}, `lifeboat migrate rehearse`)",
-            report.started_at.format("%Y-%m-%d %H:%M UTC"),
-            report.source.kind,
-            report.source.id
+            rehearsal.started_at.format("%Y-%m-%d %H:%M UTC"),
+            rehearsal.source_kind,
+            rehearsal.source_id
         );
     }
     Ok(())
@@ -609,19 +615,27 @@ async fn last_rehearsal(config: &Config, environment: &Environment) -> Option<re
     }
 }
 
-/// What the rehearsal measured for statement `index` of `migration`, if it ran the same text.
-fn measured(
+/// What the rehearsal measured for `migration`'s statements whose text it ran unchanged.
+fn unchanged_measures(
     report: &rehearse::report::RehearsalReport,
-    migration: &PlannedMigration,
-    index: usize,
-    statement: &str,
-) -> Option<String> {
-    let rehearsed = report.migrations.iter().find(|rehearsed| rehearsed.version == migration.version)?;
-    let measure = rehearsed.statements.iter().find(|measure| measure.statement == index)?;
-    if measure.text != statement.trim() {
-        return None;
-    }
-    Some(format!("on a copy of the data: {}", crate::report::rehearse::measured(measure)))
+    migration: &Migration,
+) -> Vec<rehearse::measure::StatementMeasure> {
+    let Some(rehearsed) = report.migrations.iter().find(|rehearsed| rehearsed.version == migration.version.to_string())
+    else {
+        return Vec::new();
+    };
+    rehearsed
+        .statements
+        .iter()
+        .filter(|measure| {
+            migration
+                .up
+                .statements
+                .get(measure.statement)
+                .is_some_and(|statement| statement.text.trim() == measure.text)
+        })
+        .cloned()
+        .collect()
 }
 
 pub(super) async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {

@@ -33,6 +33,18 @@ pub struct MigratePlanView {
     pub production: bool,
     pub gate: String,
     pub migrations: Vec<PlannedMigration>,
+    /// The newest stored rehearsal whose measurements are shown (`null`: none, or the repository
+    /// did not open).
+    pub rehearsal: Option<PlanRehearsal>,
+}
+
+/// Which rehearsal `plan` took its timings from.
+#[derive(Debug, Serialize)]
+pub struct PlanRehearsal {
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// `base` or `dump`, and its id.
+    pub source_kind: String,
+    pub source_id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +57,9 @@ pub struct PlannedMigration {
     /// `lifeboat migrate lint`'s findings on the up file, graded by the target's table sizes
     /// (shape as in `migrate-lint/1`).
     pub findings: Vec<crate::migrate::lint::Finding>,
+    /// What the newest stored rehearsal measured for the statements whose text is unchanged since
+    /// (shape as in `migrate-rehearse/1`'s `statements`).
+    pub rehearsed: Vec<crate::migrate::rehearse::measure::StatementMeasure>,
 }
 
 impl Document for MigratePlanView {
