@@ -4,6 +4,8 @@
 //! failed, which are pending, with the tool's own dates and checksums, and note a file edited
 //! after it ran.
 
+mod support;
+
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -549,24 +551,7 @@ async fn flyway_history_is_adopted_with_dotted_versions_failures_and_crc_checksu
     let directory = source::read(dir.path(), None).unwrap();
     assert_eq!(directory.layout, MigrationLayout::Flyway);
     // Flyway's PostgreSQL createMetaDataTable.sql.
-    execute(
-        &mut conn,
-        r#"CREATE TABLE "public"."flyway_schema_history" (
-    "installed_rank" INT NOT NULL,
-    "version" VARCHAR(50),
-    "description" VARCHAR(200) NOT NULL,
-    "type" VARCHAR(20) NOT NULL,
-    "script" VARCHAR(1000) NOT NULL,
-    "checksum" INTEGER,
-    "installed_by" VARCHAR(100) NOT NULL,
-    "installed_on" TIMESTAMP NOT NULL DEFAULT now(),
-    "execution_time" INTEGER NOT NULL,
-    "success" BOOLEAN NOT NULL
-);
-ALTER TABLE "public"."flyway_schema_history" ADD CONSTRAINT "flyway_schema_history_pk" PRIMARY KEY ("installed_rank");
-CREATE INDEX "flyway_schema_history_s_idx" ON "public"."flyway_schema_history" ("success");"#,
-    )
-    .await;
+    execute(&mut conn, support::adoption::FLYWAY_HISTORY_TABLE).await;
     execute(&mut conn, "SET TIME ZONE 'UTC'").await;
     // Checksums as Flyway computed them (CRC32 of the lines without endings, from zlib.crc32);
     // V2 ran as "(1, 'one')" and has been edited since.

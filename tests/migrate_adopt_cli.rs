@@ -561,24 +561,7 @@ async fn flyway_project_with_dotted_versions_is_adopted_and_up_runs_only_its_pen
     // Flyway's PostgreSQL createMetaDataTable.sql, then per migration its SQL and its row in one
     // transaction. The checksums are CRC32 of the lines without their endings (computed with
     // zlib.crc32, as Flyway's ChecksumCalculator does), stored signed.
-    run_script(
-        &mut conn,
-        r#"CREATE TABLE "public"."flyway_schema_history" (
-    "installed_rank" INT NOT NULL,
-    "version" VARCHAR(50),
-    "description" VARCHAR(200) NOT NULL,
-    "type" VARCHAR(20) NOT NULL,
-    "script" VARCHAR(1000) NOT NULL,
-    "checksum" INTEGER,
-    "installed_by" VARCHAR(100) NOT NULL,
-    "installed_on" TIMESTAMP NOT NULL DEFAULT now(),
-    "execution_time" INTEGER NOT NULL,
-    "success" BOOLEAN NOT NULL
-);
-ALTER TABLE "public"."flyway_schema_history" ADD CONSTRAINT "flyway_schema_history_pk" PRIMARY KEY ("installed_rank");
-CREATE INDEX "flyway_schema_history_s_idx" ON "public"."flyway_schema_history" ("success");"#,
-    )
-    .await;
+    run_script(&mut conn, support::adoption::FLYWAY_HISTORY_TABLE).await;
     for (rank, version, description, script, sql, checksum) in [
         (1, "1", "create items", "V1__create_items.sql", &items, 968_145_331),
         (2, "1.1", "add name", "V1.1__add_name.sql", &name, -1_687_194_261),

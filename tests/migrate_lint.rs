@@ -8,7 +8,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
 
 use sqlx::PgConnection;
 use support::archiving::{Archiving, LIFEBOAT, Options, Setup, execute, scalar};
@@ -448,38 +447,6 @@ async fn an_allowed_finding_lets_up_through_and_its_reason_lands_in_the_history_
         scalar(&mut app, "SELECT coalesce(allowed::text, 'none') FROM lifeboat.migrations WHERE version = '2'").await,
         "none"
     );
-}
-
-/// The figure for the closing note: `migrate lint --offline` over 800 generated migrations with
-/// the debug binary. Run with `cargo nextest run --test migrate_lint --run-ignored only`.
-#[test]
-#[ignore]
-fn lint_time_on_800_migrations() {
-    let offline = Offline::new("");
-    for n in 1..=800 {
-        let text = match n % 4 {
-            0 => format!(
-                "CREATE TABLE t{n} (id bigint PRIMARY KEY, a text, b timestamptz);\nCREATE INDEX t{n}_a ON t{n} (a);\n"
-            ),
-            1 => format!(
-                "ALTER TABLE t{} ADD COLUMN c{n} text;\nUPDATE t{} SET c{n} = a WHERE id < 100;\n",
-                n - 1,
-                n - 1
-            ),
-            2 => {
-                format!("-- lifeboat:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i{n} ON t{} (b);\n", n - 2)
-            }
-            _ => format!("ALTER TABLE t{} ADD CONSTRAINT k{n} CHECK (id > 0) NOT VALID;\n", n - 3),
-        };
-        offline.write(&format!("{n:04}_step.up.sql"), &text);
-    }
-    let began = Instant::now();
-    let output = offline.run(&["migrate", "lint", "--offline", "--json"]);
-    let elapsed = began.elapsed();
-    let json: serde_json::Value =
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", describe(&output)));
-    assert_eq!(json["files"].as_array().unwrap().len(), 800);
-    println!("lint of 800 migrations (debug binary, --offline): {:.2} s", elapsed.as_secs_f64());
 }
 
 /// In CI, `lint --offline FILES` needs no configuration file: with none at the default location it

@@ -189,16 +189,8 @@ pub struct LintArgs {
     /// Files to lint [default: the pending migrations of the environment; with --offline, every
     /// migration of the directory]
     pub files: Vec<PathBuf>,
-    /// The environment whose database grades the findings ([migrate] environment or a
-    /// [migrate.environments.NAME])
-    #[arg(long = "env", value_name = "NAME")]
-    pub env: Option<String>,
-    /// The migration directory [default: [migrate] dir]
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// Print the result as JSON instead of text
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
     /// List the rules (name, category, severity without a database, fix) and exit
     #[arg(long)]
     pub rules: bool,
@@ -1325,7 +1317,7 @@ async fn lint(config: &Config, args: LintArgs) -> anyhow::Result<()> {
                 .map(|rule| LintRule { rule: *rule, enabled: settings.is_enabled(rule.name) })
                 .collect(),
         };
-        if args.json {
+        if args.target.json {
             println!("{}", to_json(&view));
         } else {
             for rule in &view.rules {
@@ -1351,7 +1343,7 @@ async fn lint(config: &Config, args: LintArgs) -> anyhow::Result<()> {
     }
     let (environment, server, findings) = if args.offline {
         if args.files.is_empty() {
-            let dir = args.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
+            let dir = args.target.dir.clone().unwrap_or_else(|| config.migrate.dir.clone());
             let directory = source::read(&dir, config.migrate.layout)?;
             problems.extend(directory.problems.iter().filter(|p| p.is_blocking()).map(ToString::to_string));
             scripts.extend(directory.migrations.into_iter().map(|migration| migration.up));
@@ -1360,8 +1352,7 @@ async fn lint(config: &Config, args: LintArgs) -> anyhow::Result<()> {
         let findings = scripts.iter().flat_map(|script| lint::lint_script(script, &settings)).collect();
         (None, None, findings)
     } else {
-        let target = Target { env: args.env.clone(), dir: args.dir.clone(), json: args.json };
-        let mut session = Session::open(config, &target).await.context(
+        let mut session = Session::open(config, &args.target).await.context(
             "lint grades findings by the table sizes in the environment's database; pass --offline to lint without one",
         )?;
         if args.files.is_empty() {
@@ -1386,7 +1377,7 @@ async fn lint(config: &Config, args: LintArgs) -> anyhow::Result<()> {
         summary: LintSummary::of(&findings),
         findings,
     };
-    if args.json {
+    if args.target.json {
         println!("{}", to_json(&view));
     } else {
         for problem in &view.problems {

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod adoption;
 pub mod archiving;
 pub mod data;
 pub mod faulty_proxy;

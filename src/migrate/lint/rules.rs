@@ -72,7 +72,7 @@ const fn opt_in(
     message: &'static str,
     fix: &'static str,
 ) -> RuleInfo {
-    RuleInfo { name, category, severity, opt_in: true, message, fix }
+    RuleInfo { opt_in: true, ..rule(name, category, severity, message, fix) }
 }
 
 /// The lifeboat rule that reports an allow directive which allowed nothing.
