@@ -512,11 +512,11 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&session.directory, &rows);
     let pending = pending(&plan, &args)?;
     let environment = session.environment;
-    let rehearsed = last_rehearsal(config, environment).await;
+    let context = open_repository(config, environment).await?;
+    let rehearsed = last_rehearsal(context.as_ref(), environment).await;
     let gate = if !environment.production {
         "not required".to_owned()
     } else {
-        let context = open_repository(config, environment).await?;
         let request = GateRequest { max_age: environment.require_verified_backup_within, take: false };
         match gate::check(context.as_ref().expect("production opens the repository"), environment, &request).await {
             Ok(pass) => format!("passes: {} {} verified", pass.kind.as_str(), pass.backup),
@@ -596,8 +596,11 @@ async fn plan(config: &Config, args: UpArgs) -> anyhow::Result<()> {
 
 /// The newest stored rehearsal for `environment`, when the repository opens and has one; `plan`
 /// shows its timings and does without them otherwise.
-async fn last_rehearsal(config: &Config, environment: &Environment) -> Option<rehearse::report::RehearsalReport> {
-    let context = super::context_for(config.clone()).await.ok()?;
+async fn last_rehearsal(
+    context: Option<&OpContext>,
+    environment: &Environment,
+) -> Option<rehearse::report::RehearsalReport> {
+    let context = context?;
     match rehearse::report::newest(&context.repository, &context.layout, Some(&environment.name)).await {
         Ok(found) => found.map(|(_, report)| report),
         Err(error) => {
@@ -651,10 +654,12 @@ pub(super) async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     check_after(config, environment, &migrations.iter().collect::<Vec<_>>()).await?;
-    if config.migrate.rehearse && !migrations.is_empty() {
-        rehearse_before_up(config, environment, &session.directory, &args).await?;
-    }
-    let (context, gate, events) = prepare_change(config, environment, &args.change).await?;
+    let context = if config.migrate.rehearse && !migrations.is_empty() {
+        Some(rehearse_before_up(config, environment, &session.directory, &args).await?)
+    } else {
+        open_repository(config, environment).await?
+    };
+    let (gate, events) = prepare_change(config, environment, &args.change, context.as_ref()).await?;
     let mut runner =
         Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone(), observer: None };
     let mut view = run_view(environment, &gate);
@@ -696,18 +701,19 @@ pub(super) async fn up(config: &Config, args: UpArgs) -> anyhow::Result<()> {
     checked
 }
 
-/// What `up`, `down` and `redo` do before changing anything: the production confirmation, the
-/// repository (for the gate and the schema export), the gate, and the events of the run.
+/// What `up`, `down` and `redo` do before changing anything, with the repository they opened
+/// (for the gate and the schema export): the production confirmation, the gate, and the events
+/// of the run.
 async fn prepare_change(
     config: &Config,
     environment: &Environment,
     args: &ChangeArgs,
-) -> anyhow::Result<(Option<OpContext>, GateRecord, EventSink)> {
+    context: Option<&OpContext>,
+) -> anyhow::Result<(GateRecord, EventSink)> {
     super::gate::confirm_production(environment, args.approve)?;
-    let context = open_repository(config, environment).await?;
-    let gate = pass_gate(context.as_ref(), environment, args.take).await?;
-    let events = events_for(config, context.as_ref());
-    Ok((context, gate, events))
+    let gate = pass_gate(context, environment, args.take).await?;
+    let events = events_for(config, context);
+    Ok((gate, events))
 }
 
 /// The view of a run that has not run anything yet.
@@ -895,7 +901,8 @@ async fn revert_then_apply(
         crate::migrate::run::check_script(crate::migrate::run::down_script(migration)?)?;
     }
     let environment = session.environment;
-    let (context, gate, events) = prepare_change(config, environment, &args).await?;
+    let context = open_repository(config, environment).await?;
+    let (gate, events) = prepare_change(config, environment, &args, context.as_ref()).await?;
     let mut runner =
         Runner { conn: &mut session.conn, environment, events: &events, gate: gate.clone(), observer: None };
     let mut view = run_view(environment, &gate);
@@ -1414,13 +1421,14 @@ async fn rehearse(config: &Config, target: Target) -> anyhow::Result<()> {
 
 /// `[migrate] rehearse = true`: what `up` is about to apply, rehearsed on a copy of the cluster's
 /// data first (for any environment: the copy is of the cluster lifeboat backs up, its database
-/// the one the environment's connection names); a failure refuses before anything changes.
+/// the one the environment's connection names); a failure refuses before anything changes. The
+/// repository it opened serves `up`'s gate and schema export too.
 async fn rehearse_before_up(
     config: &Config,
     environment: &Environment,
     directory: &Directory,
     args: &UpArgs,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<OpContext> {
     let context = super::context_for(config.clone())
         .await
         .context("[migrate] rehearse = true restores the cluster's newest verified backup from the repository")?;
@@ -1448,7 +1456,7 @@ async fn rehearse_before_up(
         report.migrations.len(),
         report.apply_seconds
     );
-    Ok(())
+    Ok(context)
 }
 
 /// `migrate diff`: the scratch server is of the environment's major when the environment answers
