@@ -207,7 +207,7 @@ impl Job<'_> {
         }
         crate::catalog::journal::writable_head(&self.repository, &self.layout).await?;
         let removed = orphans::remove_orphans(&self.repository, &self.layout).await?;
-        let (id, start_time) = choose_id(&self.repository, &self.layout).await?;
+        let (id, start_time) = choose_id(&self.repository, &self.layout, crate::catalog::id::BackupKind::Full).await?;
         let label = self.options.label.clone().unwrap_or_else(|| format!("lifeboat {id}"));
         let checkpoint = if self.options.fast_checkpoint { "fast" } else { "spread" };
         tracing::info!(backup = %id, "starting pg_basebackup ({checkpoint} checkpoint)");
@@ -291,7 +291,14 @@ impl Job<'_> {
         }
         let stop_time = Utc::now();
         let stopped = Stopped { lsn: stop_lsn, label_file, tablespace_map: streamed.tablespace_map };
-        let copied = Copied { files: streamed.files, tablespaces: Vec::new(), objects: streamed.objects, vanished: 0 };
+        let copied = Copied {
+            files: streamed.files,
+            tablespaces: Vec::new(),
+            objects: streamed.objects,
+            block_map: None,
+            incremental: None,
+            vanished: 0,
+        };
         let parts = ManifestParts { id, server, timeline, start_lsn, stopped, start_time, stop_time, label, copied };
         let manifest = build_manifest(&self.layout, BackupMethod::Basebackup, SystemIdentifier(identifier), parts);
         if self.lease.is_lost() {
@@ -572,7 +579,7 @@ impl<'a> Streamer<'a> {
             let mut hasher = blake3::Hasher::new();
             copy_bytes(reader, bundle, size, &mut hasher, buffer, &mut head).await?;
             entry.blake3 = Some(hasher.finalize().to_hex().to_string());
-            entry.locations.push(Location { object: bundle.key.clone(), offset: bundle.offset, length: size });
+            entry.locations.push(Location { backup: None, object: bundle.key.clone(), offset: bundle.offset, length: size });
             bundle.offset += size;
             bundle.files += 1;
             if bundle.offset >= BUNDLE_TARGET {
@@ -593,7 +600,7 @@ impl<'a> Streamer<'a> {
                 hasher.set_input_offset(offset);
             }
             copy_bytes(reader, &mut object, length, &mut hasher, buffer, &mut head).await?;
-            entry.locations.push(Location { object: object.key.clone(), offset: 0, length });
+            entry.locations.push(Location { backup: None, object: object.key.clone(), offset: 0, length });
             object.offset = length;
             object.files = 1;
             self.close(object).await?;

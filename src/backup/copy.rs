@@ -15,6 +15,11 @@
 //! blocking thread reads the files (a bounded channel keeps it at most a few MiB ahead) and hashes
 //! them, and [`Repository::put`] compresses, encrypts and stores the stream on its own threads.
 //!
+//! Relation files of at least 1 MiB are also hashed block by block (the chaining value of each
+//! 8 KiB block, [`super::blockmap`]), for the block map an incremental backup builds on; their
+//! parts' values are merged from the blocks'. An incremental backup's changed blocks are read
+//! into objects of their own ([`Content::Blocks`]).
+//!
 //! Files change while they are copied; WAL replay repairs that. A whole file is copied up to the
 //! size it has when opened, and what was read is recorded. A part of a large file is copied up to
 //! the size the walk saw and padded with zeros if the file shrank meanwhile (what `pg_basebackup`
@@ -35,6 +40,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::BackupError;
+use super::blockmap::{self, BLOCK_SIZE, BlockHasher};
+use super::changes::parse_relation_path;
 use super::walk::{Walked, WalkedKind};
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
@@ -76,6 +83,22 @@ pub enum Content {
     Bundle(Vec<usize>),
     /// `length` bytes of a large file from `offset` (a multiple of [`PART_SIZE`]).
     Part { file: usize, offset: u64, length: u64 },
+    /// Runs of changed blocks of relation files (an incremental backup), concatenated in this order.
+    Blocks(Vec<BlockRun>),
+}
+
+/// `count` blocks of a file from block `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRun {
+    pub file: usize,
+    pub first: u32,
+    pub count: u32,
+}
+
+/// Whether the copy hashes a file block by block for the block map: a relation file of a mapped size.
+pub fn maps_blocks(entry: &Walked) -> bool {
+    matches!(entry.kind, WalkedKind::File { size } if blockmap::is_mapped_size(size))
+        && parse_relation_path(&entry.path).is_some()
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +116,16 @@ pub struct Plan {
 /// Groups the walked files into objects; files larger than `part_size` (a power of two of at
 /// least [`BUNDLE_FILE_LIMIT`], normally [`PART_SIZE`]) are cut into parts.
 pub fn plan(entries: &[Walked], part_size: u64) -> Plan {
+    plan_selected(entries, part_size, |_| true, 1)
+}
+
+/// [`plan`] for the files whose index `selected` accepts, numbering objects from `first_object`.
+pub fn plan_selected(
+    entries: &[Walked],
+    part_size: u64,
+    selected: impl Fn(usize) -> bool,
+    first_object: usize,
+) -> Plan {
     assert!(part_size.is_power_of_two() && part_size >= BUNDLE_FILE_LIMIT, "part size {part_size}");
     let mut plan = Plan::default();
     let mut large: Vec<(Content, u64)> = Vec::new();
@@ -101,6 +134,9 @@ pub fn plan(entries: &[Walked], part_size: u64) -> Plan {
     let mut control = None;
     for (index, entry) in entries.iter().enumerate() {
         let WalkedKind::File { size } = entry.kind else { continue };
+        if !selected(index) {
+            continue;
+        }
         plan.bytes += size;
         if entry.path == CONTROL_FILE {
             control = Some((index, size));
@@ -127,15 +163,20 @@ pub fn plan(entries: &[Walked], part_size: u64) -> Plan {
     }
     // Largest first; the sort is stable, so the parts of a file stay in order.
     large.sort_by_key(|job| std::cmp::Reverse(job.1));
-    let mut number = 0;
+    let mut number = first_object;
     let mut name = || {
         number += 1;
-        format!("{DATA_DIR}/{number:06}")
+        object_name(number - 1)
     };
     plan.jobs =
         large.into_iter().chain(bundles).map(|(content, bytes)| Job { object: name(), content, bytes }).collect();
     plan.last = control.map(|(index, size)| Job { object: name(), content: Content::File(index), bytes: size });
     plan
+}
+
+/// The key of data object number `number`, relative to the backup's directory: `data/000001`.
+pub fn object_name(number: usize) -> String {
+    format!("{DATA_DIR}/{number:06}")
 }
 
 /// What became of one file.
@@ -150,6 +191,8 @@ pub enum FileOutcome {
         mtime: i64,
         /// Empty for an empty file.
         locations: Vec<Location>,
+        /// The chaining value of each block, for a file whose blocks are mapped.
+        blocks: Option<Vec<ChainingValue>>,
     },
 }
 
@@ -170,12 +213,22 @@ pub enum FileRead {
         blake3: blake3::Hash,
         mode: u32,
         mtime: i64,
+        blocks: Option<Vec<ChainingValue>>,
     },
     /// A part of a large file, from `file_offset`: its subtree's chaining value.
     Part {
         location: Location,
         file_offset: u64,
         chaining_value: ChainingValue,
+        mode: u32,
+        mtime: i64,
+        blocks: Option<Vec<ChainingValue>>,
+    },
+    /// A run of blocks from block `first`, with each block's chaining value.
+    Blocks {
+        first: u32,
+        location: Location,
+        values: Vec<ChainingValue>,
         mode: u32,
         mtime: i64,
     },
@@ -297,12 +350,14 @@ pub fn assemble(outcomes: &[JobOutcome], part_size: u64) -> BTreeMap<usize, File
             FileRead::Vanished => {
                 files.insert(*index, FileOutcome::Vanished);
             }
-            FileRead::Whole { location, blake3, mode, mtime } => {
+            FileRead::Whole { location, blake3, mode, mtime, blocks } => {
                 let locations = if location.length > 0 { vec![location.clone()] } else { Vec::new() };
-                let (size, blake3, mode, mtime) = (location.length, *blake3, *mode, *mtime);
-                files.insert(*index, FileOutcome::Copied { size, blake3, mode, mtime, locations });
+                let (size, blake3, mode, mtime, blocks) = (location.length, *blake3, *mode, *mtime, blocks.clone());
+                files.insert(*index, FileOutcome::Copied { size, blake3, mode, mtime, locations, blocks });
             }
             FileRead::Part { .. } => parts.entry(*index).or_default().push(read),
+            // An incremental backup puts the runs of a file together with what it did not read.
+            FileRead::Blocks { .. } => {}
         }
     }
     for (index, mut pieces) in parts {
@@ -316,8 +371,12 @@ pub fn assemble(outcomes: &[JobOutcome], part_size: u64) -> BTreeMap<usize, File
         let mut locations = Vec::with_capacity(pieces.len());
         let mut values = Vec::with_capacity(pieces.len());
         let (mut mode, mut mtime) = (0, 0);
+        let mut blocks = Some(Vec::new());
         for (number, piece) in pieces.into_iter().enumerate() {
-            let FileRead::Part { location, chaining_value, mode: part_mode, mtime: part_mtime, .. } = piece else {
+            let FileRead::Part {
+                location, chaining_value, mode: part_mode, mtime: part_mtime, blocks: part_blocks, ..
+            } = piece
+            else {
                 continue;
             };
             if number == 0 {
@@ -325,10 +384,14 @@ pub fn assemble(outcomes: &[JobOutcome], part_size: u64) -> BTreeMap<usize, File
             }
             values.push((location.length, *chaining_value));
             locations.push(location.clone());
+            match (blocks.as_mut(), part_blocks) {
+                (Some(all), Some(part_blocks)) => all.extend_from_slice(part_blocks),
+                _ => blocks = None,
+            }
         }
         let size = locations.iter().map(|location| location.length).sum();
         let blake3 = merge_parts(&values, part_size);
-        files.insert(index, FileOutcome::Copied { size, blake3, mode, mtime, locations });
+        files.insert(index, FileOutcome::Copied { size, blake3, mode, mtime, locations, blocks });
     }
     files
 }
@@ -344,7 +407,7 @@ pub fn merge_parts(parts: &[(u64, ChainingValue)], part_size: u64) -> blake3::Ha
 }
 
 /// The chaining value of the subtree made of `parts` (starting at a multiple of its own size).
-fn subtree(parts: &[(u64, ChainingValue)], part_size: u64) -> ChainingValue {
+pub fn subtree(parts: &[(u64, ChainingValue)], part_size: u64) -> ChainingValue {
     if let [(_, value)] = parts {
         return *value;
     }
@@ -377,61 +440,112 @@ struct Reader {
 impl Reader {
     fn read(&mut self, entries: &[Walked], content: &Content) -> Result<Vec<(usize, FileRead)>, ReadFailure> {
         match content {
-            Content::File(index) => Ok(vec![(*index, self.whole(&entries[*index].source, false)?)]),
+            Content::File(index) => Ok(vec![(*index, self.whole(&entries[*index], false)?)]),
             Content::Bundle(files) => {
-                files.iter().map(|index| Ok((*index, self.whole(&entries[*index].source, true)?))).collect()
+                files.iter().map(|index| Ok((*index, self.whole(&entries[*index], true)?))).collect()
             }
-            Content::Part { file, offset, length } => {
-                Ok(vec![(*file, self.part(&entries[*file].source, *offset, *length)?)])
+            Content::Part { file, offset, length } => Ok(vec![(*file, self.part(&entries[*file], *offset, *length)?)]),
+            Content::Blocks(runs) => {
+                runs.iter().map(|run| Ok((run.file, self.blocks(&entries[run.file].source, run)?))).collect()
             }
         }
     }
 
-    /// A whole file, up to the size it has now. Hashed here only in a bundle (`hash`).
-    fn whole(&mut self, path: &Path, hash: bool) -> Result<FileRead, ReadFailure> {
+    /// A whole file, up to the size it has now. Hashed here only in a bundle (`hash`); a mapped
+    /// relation file's blocks are hashed too.
+    fn whole(&mut self, entry: &Walked, hash: bool) -> Result<FileRead, ReadFailure> {
+        let path = &entry.source;
         let Some((mut file, meta)) = self.open(path)? else { return Ok(FileRead::Vanished) };
         let size = meta.len();
         if size >= BUNDLE_FILE_LIMIT {
             advise_sequential(&file);
         }
         let mut hasher = hash.then(blake3::Hasher::new);
+        let mut blocks = maps_blocks(entry).then(|| BlockHasher::new(0));
         let length = self.copy(path, &mut file, size, |block| {
             if let Some(hasher) = hasher.as_mut() {
                 hasher.update(block);
             }
+            if let Some(blocks) = blocks.as_mut() {
+                blocks.update(block);
+            }
         })?;
         let location = self.location(length);
         let blake3 = hasher.map_or(blake3::Hash::from_bytes([0; 32]), |hasher| hasher.finalize());
-        Ok(FileRead::Whole { location, blake3, mode: meta.mode() & 0o7777, mtime: meta.mtime() })
+        let blocks = blocks.map(BlockHasher::finish);
+        Ok(FileRead::Whole { location, blake3, mode: meta.mode() & 0o7777, mtime: meta.mtime(), blocks })
     }
 
     /// `length` bytes of a large file from `offset`, padded with zeros if the file is shorter now.
-    fn part(&mut self, path: &Path, offset: u64, length: u64) -> Result<FileRead, ReadFailure> {
+    /// A mapped relation file is hashed block by block and the part's value merged from the blocks'.
+    fn part(&mut self, entry: &Walked, offset: u64, length: u64) -> Result<FileRead, ReadFailure> {
+        let path = &entry.source;
         let Some((mut file, meta)) = self.open(path)? else { return Ok(FileRead::Vanished) };
         advise_sequential(&file);
         file.seek(SeekFrom::Start(offset)).map_err(|error| self.fail(path, error))?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.set_input_offset(offset);
-        let read = self.copy(path, &mut file, length, |block| {
-            hasher.update(block);
-        })?;
-        let mut padding = length - read;
-        while padding > 0 {
-            let zeros = padding.min(READ_BLOCK);
-            let start = self.make_room(zeros)?;
-            self.pending.resize(start + zeros as usize, 0);
-            hasher.update(&self.pending[start..]);
-            padding -= zeros;
-            self.sent(zeros)?;
-        }
+        let mut hashing = if maps_blocks(entry) {
+            PartHashing::Blocks(BlockHasher::new(offset))
+        } else {
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(offset);
+            PartHashing::Whole(Box::new(hasher))
+        };
+        let read = self.copy(path, &mut file, length, |block| hashing.update(block))?;
+        self.pad(length - read, |zeros| hashing.update(zeros))?;
         let location = self.location(length);
+        let (chaining_value, blocks) = match hashing {
+            PartHashing::Whole(hasher) => (hasher.finalize_non_root(), None),
+            PartHashing::Blocks(blocks) => {
+                let values = blocks.finish();
+                let leaves: Vec<(u64, ChainingValue)> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(number, value)| (BLOCK_SIZE.min(length - number as u64 * BLOCK_SIZE), *value))
+                    .collect();
+                (subtree(&leaves, BLOCK_SIZE), Some(values))
+            }
+        };
         Ok(FileRead::Part {
             location,
             file_offset: offset,
-            chaining_value: hasher.finalize_non_root(),
+            chaining_value,
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            blocks,
+        })
+    }
+
+    /// A run of blocks, padded with zeros past the file's end (it was truncated since the walk;
+    /// WAL replay truncates it again).
+    fn blocks(&mut self, path: &Path, run: &BlockRun) -> Result<FileRead, ReadFailure> {
+        let Some((mut file, meta)) = self.open(path)? else { return Ok(FileRead::Vanished) };
+        let offset = u64::from(run.first) * BLOCK_SIZE;
+        let length = u64::from(run.count) * BLOCK_SIZE;
+        file.seek(SeekFrom::Start(offset)).map_err(|error| self.fail(path, error))?;
+        let mut hasher = BlockHasher::new(offset);
+        let read = self.copy(path, &mut file, length, |block| hasher.update(block))?;
+        self.pad(length - read, |zeros| hasher.update(zeros))?;
+        let location = self.location(length);
+        Ok(FileRead::Blocks {
+            first: run.first,
+            location,
+            values: hasher.finish(),
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime(),
         })
+    }
+
+    /// Sends `length` zeros, shown to `inspect`.
+    fn pad(&mut self, mut length: u64, mut inspect: impl FnMut(&[u8])) -> Result<(), ReadFailure> {
+        while length > 0 {
+            let zeros = length.min(READ_BLOCK);
+            let start = self.make_room(zeros)?;
+            self.pending.resize(start + zeros as usize, 0);
+            inspect(&self.pending[start..]);
+            length -= zeros;
+            self.sent(zeros)?;
+        }
+        Ok(())
     }
 
     fn open(&self, path: &Path) -> Result<Option<(std::fs::File, std::fs::Metadata)>, ReadFailure> {
@@ -495,7 +609,7 @@ impl Reader {
 
     /// The location of the `length` bytes just sent, in this object.
     fn location(&mut self, length: u64) -> Location {
-        let location = Location { object: self.object.clone(), offset: self.offset, length };
+        let location = Location { backup: None, object: self.object.clone(), offset: self.offset, length };
         self.offset += length;
         location
     }
@@ -505,6 +619,23 @@ impl Reader {
         let message = format!("reading {}: {source}", path.display());
         let _ = self.tx.blocking_send(Err(std::io::Error::new(source.kind(), message)));
         ReadFailure::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// How a part is hashed: as one subtree, or block by block for the block map.
+enum PartHashing {
+    Whole(Box<blake3::Hasher>),
+    Blocks(BlockHasher),
+}
+
+impl PartHashing {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            PartHashing::Whole(hasher) => {
+                hasher.update(data);
+            }
+            PartHashing::Blocks(blocks) => blocks.update(data),
+        }
     }
 }
 

@@ -25,12 +25,15 @@
 //!    are swept before the lease goes ([`crate::catalog::leftovers`]).
 
 pub mod basebackup;
+pub mod blockmap;
 pub mod copy;
+pub mod incremental;
 pub mod orphans;
 pub mod session;
 pub mod tar;
 pub mod walk;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,19 +42,23 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use self::blockmap::{FileBlocks, Run};
 use self::copy::{Copier, FileOutcome, Progress};
+use self::incremental::{Base, ChangeFinder, IncrementalPlan};
 use self::session::{ServerInfo, Session, Stopped};
 use self::walk::{WalkError, WalkedKind};
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIdentifier};
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
+use crate::catalog::listing::{self, Entry};
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError, hostname};
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::wal::{WalFile, WalSegment};
 use crate::config::{BackupConfig, Config};
 use crate::format::backup_manifest::{
-    BackupManifest, BackupMethod, EntryKind, FORMAT_NAME, FORMAT_VERSION, FileEntry, Tablespace, Totals,
+    BLOCK_MAP, BackupManifest, BackupMethod, EntryKind, FORMAT_NAME, FORMAT_VERSION, FileEntry, Incremental,
+    ObjectEntry, Tablespace, Totals,
 };
 use crate::format::journal_entry::{Event, hash_hex};
 use crate::postgres::binaries::{BinariesError, Need, PgBinaries};
@@ -84,6 +91,9 @@ pub struct BackupOptions {
     pub part_size: u64,
     /// Native (lifeboat copies the data directory) or `pg_basebackup`'s tar stream ([`basebackup`]).
     pub method: BackupMethod,
+    /// Store only what changed since the newest backup ([`incremental`]); a full backup is taken
+    /// when there is none to build on. Native backups only.
+    pub incremental: bool,
     /// Cancelled: the native backup stops before its manifest is written, cleaning up as after a
     /// failure ([`BackupError::Cancelled`]).
     pub cancel: CancellationToken,
@@ -101,6 +111,7 @@ impl BackupOptions {
             label: None,
             part_size: copy::PART_SIZE,
             method: BackupMethod::Native,
+            incremental: false,
             cancel: CancellationToken::new(),
             progress: Arc::new(Progress::default()),
         }
@@ -250,6 +261,21 @@ pub enum BackupError {
     #[error(transparent)]
     Basebackup(#[from] basebackup::BasebackupError),
 
+    #[error(transparent)]
+    Catalog(Box<crate::catalog::listing::CatalogError>),
+
+    #[error(
+        "the server switched to timeline {timeline} while the incremental backup on top of {parent} ran; it was \
+         abandoned. Take it again: it will be a full backup (a new timeline needs one)"
+    )]
+    TimelineChanged { parent: BackupId, timeline: Timeline },
+
+    #[error(
+        "the block map {key} cannot be read ({detail}); the incremental backup was abandoned. Run `lifeboat verify` \
+         on the backup it names, or take a full backup (`lifeboat backup`)"
+    )]
+    BlockMap { key: String, detail: String },
+
     #[error(
         "{source}\nRemoving what the failed backup had written failed too ({cleanup}): whatever it wrote is left \
          under {prefix}<its id>/, without a manifest, so it is listed nowhere; the next backup removes it"
@@ -336,8 +362,17 @@ struct Job<'a> {
 struct Copied {
     files: Vec<FileEntry>,
     tablespaces: Vec<Tablespace>,
-    objects: Vec<crate::format::backup_manifest::ObjectEntry>,
+    objects: Vec<ObjectEntry>,
+    /// `None` for a streamed backup, whose files are not hashed block by block.
+    block_map: Option<ObjectEntry>,
+    incremental: Option<Incremental>,
     vanished: u64,
+}
+
+/// An incremental backup's base and how it finds changed blocks.
+struct IncrementalSource {
+    base: Base,
+    finder: ChangeFinder,
 }
 
 type Completed = (BackupManifest, ObjectKey, Vec<orphans::RemovedOrphans>, Duration);
@@ -354,7 +389,9 @@ impl Job<'_> {
         ClusterRecord::ensure(&self.repository, &self.layout, &observed).await?;
         journal::writable_head(&self.repository, &self.layout).await?;
         let removed = orphans::remove_orphans(&self.repository, &self.layout).await?;
-        let (id, start_time) = self.choose_id().await?;
+        let base = if self.options.incremental { self.choose_base(&mut session).await? } else { None };
+        let kind = if base.is_some() { BackupKind::Incremental } else { BackupKind::Full };
+        let (id, start_time) = choose_id(&self.repository, &self.layout, kind).await?;
         let label = self.options.label.clone().unwrap_or_else(|| format!("lifeboat {id}"));
         let checkpoint = if self.options.fast_checkpoint { "fast" } else { "spread" };
         tracing::info!(backup = %id, "starting the backup ({checkpoint} checkpoint)");
@@ -362,7 +399,17 @@ impl Job<'_> {
         let start_lsn = session.start(&label, self.options.fast_checkpoint).await?;
         tracing::info!(backup = %id, start_lsn = %start_lsn, "backup started on the server; copying files");
 
-        let copied = match self.copy(&mut session, id, &server).await {
+        let source = match base {
+            Some(base) => match self.find_changes(&mut session, &server, base, start_lsn).await {
+                Ok(source) => Some(source),
+                Err(error) => {
+                    session.abort().await;
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
+        let copied = match self.copy(&mut session, id, &server, source).await {
             Ok(copied) => copied,
             Err(error) => {
                 session.abort().await;
@@ -374,6 +421,16 @@ impl Job<'_> {
         let stopped = session.stop(false).await?;
         session.close().await;
         let timeline = start_timeline(&stopped.label_file)?;
+        if let Some(incremental) = &copied.incremental {
+            let parent = listing::read_entry(&self.repository, &self.layout, incremental.parent)
+                .await
+                .map_err(|error| BackupError::Catalog(Box::new(error)))?;
+            if let Entry::Physical(parent) = parent
+                && parent.timeline != timeline
+            {
+                return Err(BackupError::TimelineChanged { parent: parent.id, timeline });
+            }
+        }
         let archived = async {
             if archiving_waits(&server) {
                 let mut files = vec![
@@ -429,33 +486,118 @@ impl Job<'_> {
         Ok((manifest, key, removed, started.elapsed()))
     }
 
-    /// The id: the current time to the second. A backup that finished within the same second
-    /// already has it (orphans are gone by now, so any object there is a complete backup's):
-    /// then wait for the next second.
-    async fn choose_id(&self) -> Result<(BackupId, DateTime<Utc>), BackupError> {
-        choose_id(&self.repository, &self.layout).await
+    /// The backup an incremental builds on, or `None` (said in the log) for a full backup.
+    async fn choose_base(&self, session: &mut Session) -> Result<Option<Base>, BackupError> {
+        let (timeline, _) = session.position().await?;
+        let identifier = self.data_directory.system_identifier;
+        match incremental::choose_base(&self.repository, &self.layout, identifier, timeline).await? {
+            Ok(base) => {
+                tracing::info!(parent = %base.parent.id, "taking an incremental backup on top of {}", base.parent.id);
+                Ok(Some(base))
+            }
+            Err(reason) => {
+                tracing::warn!("taking a full backup instead of an incremental one: {reason}");
+                Ok(None)
+            }
+        }
     }
 
-    /// Walks and copies everything, `global/pg_control` last, pinging the session meanwhile.
-    async fn copy(&self, session: &mut Session, id: BackupId, server: &ServerInfo) -> Result<Copied, BackupError> {
+    /// Which blocks changed since the parent started: from the WAL in between, or, when some of
+    /// it cannot be read, from page LSNs.
+    async fn find_changes(
+        &self,
+        session: &mut Session,
+        server: &ServerInfo,
+        base: Base,
+        start_lsn: Lsn,
+    ) -> Result<IncrementalSource, BackupError> {
+        let pg_wal = self.pgdata.join("pg_wal");
+        let source = changes::WalSource {
+            pg_wal: &pg_wal,
+            repository: &self.repository,
+            layout: &self.layout,
+            timeline: base.parent.timeline,
+            segment_size: server.segment_size,
+        };
+        let since = base.parent.start_lsn;
+        let finder = match changes::from_wal(&source, since, start_lsn).await {
+            Ok(changed) => ChangeFinder::Wal(changed),
+            Err(incomplete) => {
+                let reason = incomplete.to_string();
+                tracing::warn!("{reason}: comparing every block's page LSN with {since} instead");
+                let (_, not_after) = session.position().await?;
+                ChangeFinder::PageLsn { since, not_after, reason }
+            }
+        };
+        Ok(IncrementalSource { base, finder })
+    }
+
+    /// Walks and copies everything (for an incremental, what changed), `global/pg_control` last,
+    /// pinging the session meanwhile.
+    async fn copy(
+        &self,
+        session: &mut Session,
+        id: BackupId,
+        server: &ServerInfo,
+        source: Option<IncrementalSource>,
+    ) -> Result<Copied, BackupError> {
         let pgdata = self.pgdata.clone();
         let major = server.major();
         let walked = tokio::task::spawn_blocking(move || walk::walk(&pgdata, major))
             .await
             .expect("the directory walk does not panic")?;
-        let plan = copy::plan(&walked.entries, self.options.part_size);
-        let object_count = plan.jobs.len() + usize::from(plan.last.is_some());
-        let file_count = walked.entries.iter().filter(|entry| matches!(entry.kind, WalkedKind::File { .. })).count();
-        tracing::info!(
-            backup = %id,
-            "copying {file_count} files ({}) into {object_count} objects with {} workers ({} excluded)",
-            format_bytes(plan.bytes),
-            self.options.workers,
-            walked.excluded,
-        );
-        self.options.progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
-        let copy_began = Instant::now();
         let entries = Arc::new(walked.entries);
+        let (plan, decided) = match &source {
+            None => (copy::plan(&entries, self.options.part_size), None),
+            Some(source) => {
+                let (walked, base, finder) = (entries.clone(), source.base.clone(), &source.finder);
+                let decided = match finder {
+                    // Reads every relation file: off the runtime.
+                    ChangeFinder::PageLsn { since, not_after, reason } => {
+                        let finder = ChangeFinder::PageLsn { since: *since, not_after: *not_after, reason: reason.clone() };
+                        tokio::task::spawn_blocking(move || IncrementalPlan::decide(&walked, &base, &finder))
+                            .await
+                            .expect("deciding what changed does not panic")?
+                    }
+                    ChangeFinder::Wal(_) => IncrementalPlan::decide(&walked, &base, finder)?,
+                };
+                let whole = decided.whole.clone();
+                (copy::plan_selected(&entries, self.options.part_size, |index| whole[index], 1), Some(decided))
+            }
+        };
+        let mut next_object = 1 + plan.jobs.len() + usize::from(plan.last.is_some());
+        let mut jobs = plan.jobs;
+        let mut bytes = plan.bytes;
+        if let Some(decided) = &decided {
+            let block_jobs = decided.block_jobs(next_object);
+            next_object += block_jobs.len();
+            bytes += block_jobs.iter().map(|job| job.bytes).sum::<u64>();
+            jobs.extend(block_jobs);
+        }
+        let object_count = jobs.len() + usize::from(plan.last.is_some());
+        let file_count = entries.iter().filter(|entry| matches!(entry.kind, WalkedKind::File { .. })).count();
+        match &decided {
+            None => tracing::info!(
+                backup = %id,
+                "copying {file_count} files ({}) into {object_count} objects with {} workers ({} excluded)",
+                format_bytes(bytes),
+                self.options.workers,
+                walked.excluded,
+            ),
+            Some(decided) => tracing::info!(
+                backup = %id,
+                "{file_count} files: {} unchanged, {} copied whole, {} with {} changed blocks; storing {} in \
+                 {object_count} objects with {} workers",
+                decided.unchanged.len(),
+                decided.whole.iter().filter(|whole| **whole).count(),
+                decided.blocked.len(),
+                decided.changed_blocks(),
+                format_bytes(bytes),
+                self.options.workers,
+            ),
+        }
+        self.options.progress.bytes_total.store(bytes, Ordering::Relaxed);
+        let copy_began = Instant::now();
         let copier = Copier {
             repository: self.repository.clone(),
             layout: self.layout.clone(),
@@ -463,22 +605,152 @@ impl Job<'_> {
             entries: entries.clone(),
             progress: self.options.progress.clone(),
         };
+        let mut outcomes = self.run_jobs(session, &copier, jobs).await?;
+        let mut by_index = copy::assemble(&outcomes, self.options.part_size);
+        let mut assembled = BTreeMap::new();
+        let mut changed_blocks = 0;
+        if let (Some(source), Some(decided)) = (&source, &decided) {
+            let (files, unhashable) =
+                incremental::assemble(&self.repository, &self.layout, &source.base, &entries, decided, &outcomes)
+                    .await?;
+            assembled = files;
+            changed_blocks = assembled
+                .values()
+                .flat_map(|file| file.stored.runs.iter())
+                .map(|run| run.values.len() as u64)
+                .sum();
+            if !unhashable.is_empty() {
+                // Rare (a block map without some block's value, or a file gone meanwhile): copy
+                // those files whole rather than trust an unproven hash.
+                tracing::warn!(backup = %id, "copying {} files whole whose blocks could not all be hashed", unhashable.len());
+                let again = copy::plan_selected(&entries, self.options.part_size, |index| unhashable.contains(&index), next_object - 1);
+                let more = self.run_jobs(session, &copier, again.jobs).await?;
+                by_index.extend(copy::assemble(&more, self.options.part_size));
+                outcomes.extend(more);
+            }
+        }
+        if let Some(last) = plan.last {
+            let outcome = copier.run_job(last).await?;
+            by_index.extend(copy::assemble(std::slice::from_ref(&outcome), self.options.part_size));
+            outcomes.push(outcome);
+        }
+        let copied_bytes = copier.progress.bytes.load(Ordering::Relaxed);
+        let seconds = copy_began.elapsed().as_secs_f64();
+        tracing::info!(
+            backup = %id,
+            "copied {} in {seconds:.2}s ({:.0} MB/s)",
+            format_bytes(copied_bytes),
+            copied_bytes as f64 / seconds.max(1e-3) / 1e6
+        );
+
+        let mut objects: Vec<_> = outcomes.iter().map(|outcome| outcome.object.clone()).collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        let empty_hash = blake3::hash(b"");
+        for index in plan.empty {
+            let entry = &entries[index];
+            let (mode, mtime) = (entry.mode, entry.mtime);
+            let empty =
+                FileOutcome::Copied { size: 0, blake3: empty_hash, mode, mtime, locations: Vec::new(), blocks: None };
+            by_index.insert(index, empty);
+        }
+        let mut unchanged = decided.as_ref().map(|decided| decided.unchanged.clone()).unwrap_or_default();
+        let mut files = Vec::with_capacity(entries.len());
+        let mut mapped: Vec<FileBlocks> = Vec::new();
+        let mut vanished = 0;
+        let mut whole_files = 0;
+        for (index, entry) in entries.iter().enumerate() {
+            let mut file = FileEntry {
+                path: entry.path.clone(),
+                kind: EntryKind::Dir,
+                mode: entry.mode,
+                mtime: entry.mtime,
+                size: None,
+                blake3: None,
+                locations: Vec::new(),
+                target: None,
+            };
+            match &entry.kind {
+                WalkedKind::Dir => {}
+                WalkedKind::Symlink { target } => {
+                    file.kind = EntryKind::Symlink;
+                    file.target = Some(target.clone());
+                }
+                WalkedKind::File { .. } => {
+                    if let Some(previous) = unchanged.remove(&index) {
+                        files.push(previous);
+                        continue;
+                    }
+                    if let Some(assembled) = assembled.remove(&index) {
+                        mapped.push(assembled.stored);
+                        files.push(assembled.entry);
+                        continue;
+                    }
+                    match by_index.remove(&index) {
+                        Some(FileOutcome::Copied { size, blake3, mode, mtime, locations, blocks }) => {
+                            file.kind = EntryKind::File;
+                            file.mode = mode;
+                            file.mtime = mtime;
+                            file.size = Some(size);
+                            file.blake3 = Some(blake3.to_hex().to_string());
+                            file.locations = locations;
+                            whole_files += 1;
+                            if let Some(values) = blocks {
+                                mapped.push(FileBlocks { path: entry.path.clone(), runs: vec![Run { first: 0, values }] });
+                            }
+                        }
+                        Some(FileOutcome::Vanished) | None => {
+                            vanished += 1;
+                            continue;
+                        }
+                    }
+                }
+            }
+            files.push(file);
+        }
+        mapped.sort_by(|a, b| a.path.cmp(&b.path));
+        let block_map = self.store_block_map(id, &mapped).await?;
+        let incremental = match (source, decided) {
+            (Some(source), Some(decided)) => Some(Incremental {
+                parent: source.base.parent.id,
+                chain: source.base.chain.clone(),
+                changes_from: source.finder.source(),
+                fallback_reason: source.finder.fallback_reason(),
+                changed_blocks,
+                whole_files,
+                unchanged_files: decided.unchanged.len() as u64,
+                stored_plaintext_bytes: objects.iter().map(|object| object.size).sum(),
+            }),
+            _ => None,
+        };
+        let tablespaces = walked
+            .tablespaces
+            .into_iter()
+            .map(|found| Tablespace {
+                oid: found.oid,
+                name: server.tablespaces.iter().find(|(oid, ..)| *oid == found.oid).map(|(_, name, _)| name.clone()),
+                location: found.location,
+            })
+            .collect();
+        Ok(Copied { files, tablespaces, objects, block_map: Some(block_map), incremental, vanished })
+    }
+
+    /// Runs copy jobs, pinging the session and watching the lease and cancellation meanwhile.
+    async fn run_jobs(&self, session: &mut Session, copier: &Copier, jobs: Vec<copy::Job>) -> Result<Vec<copy::JobOutcome>, BackupError> {
         let mut task = tokio::spawn({
             let copier = copier.clone();
             let workers = self.options.workers;
-            let jobs = plan.jobs;
             async move { copier.run(jobs, workers).await }
         });
         let mut tick = tokio::time::interval(PING_INTERVAL);
         tick.tick().await;
-        let mut outcomes = loop {
+        loop {
             tokio::select! {
                 () = self.options.cancel.cancelled() => {
                     task.abort();
                     return Err(BackupError::Cancelled { phase: "while copying files" });
                 }
                 joined = &mut task => match joined {
-                    Ok(result) => break result?,
+                    Ok(result) => return result,
                     Err(error) => std::panic::resume_unwind(error.into_panic()),
                 },
                 _ = tick.tick() => {
@@ -492,74 +764,20 @@ impl Job<'_> {
                     }
                 }
             }
-        };
-        if let Some(last) = plan.last {
-            outcomes.push(copier.run_job(last).await?);
         }
-        let copied_bytes = copier.progress.bytes.load(Ordering::Relaxed);
-        let seconds = copy_began.elapsed().as_secs_f64();
-        tracing::info!(
-            backup = %id,
-            "copied {} in {seconds:.2}s ({:.0} MB/s)",
-            format_bytes(copied_bytes),
-            copied_bytes as f64 / seconds.max(1e-3) / 1e6
-        );
+    }
 
-        let mut objects: Vec<_> = outcomes.iter().map(|outcome| outcome.object.clone()).collect();
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut by_index = copy::assemble(&outcomes, self.options.part_size);
-        let empty_hash = blake3::hash(b"");
-        for index in plan.empty {
-            let entry = &entries[index];
-            let (mode, mtime) = (entry.mode, entry.mtime);
-            let empty = FileOutcome::Copied { size: 0, blake3: empty_hash, mode, mtime, locations: Vec::new() };
-            by_index.insert(index, empty);
-        }
-        let mut files = Vec::with_capacity(entries.len());
-        let mut vanished = 0;
-        for (index, entry) in entries.iter().enumerate() {
-            let outcome = by_index.remove(&index);
-            let mut file = FileEntry {
-                path: entry.path.clone(),
-                kind: EntryKind::Dir,
-                mode: entry.mode,
-                mtime: entry.mtime,
-                size: None,
-                blake3: None,
-                locations: Vec::new(),
-                target: None,
-            };
-            match (&entry.kind, outcome) {
-                (WalkedKind::Dir, _) => {}
-                (WalkedKind::Symlink { target }, _) => {
-                    file.kind = EntryKind::Symlink;
-                    file.target = Some(target.clone());
-                }
-                (WalkedKind::File { .. }, Some(FileOutcome::Copied { size, blake3, mode, mtime, locations })) => {
-                    file.kind = EntryKind::File;
-                    file.mode = mode;
-                    file.mtime = mtime;
-                    file.size = Some(size);
-                    file.blake3 = Some(blake3.to_hex().to_string());
-                    file.locations = locations;
-                }
-                (WalkedKind::File { .. }, Some(FileOutcome::Vanished) | None) => {
-                    vanished += 1;
-                    continue;
-                }
-            }
-            files.push(file);
-        }
-        let tablespaces = walked
-            .tablespaces
-            .into_iter()
-            .map(|found| Tablespace {
-                oid: found.oid,
-                name: server.tablespaces.iter().find(|(oid, ..)| *oid == found.oid).map(|(_, name, _)| name.clone()),
-                location: found.location,
-            })
-            .collect();
-        Ok(Copied { files, tablespaces, objects, vanished })
+    /// Stores the block map (before the manifest, like every object of the backup).
+    async fn store_block_map(&self, id: BackupId, mapped: &[FileBlocks]) -> Result<ObjectEntry, BackupError> {
+        let key = self.layout.backup_object(id, BLOCK_MAP);
+        let summary = self.repository.put_bytes(&key, blockmap::encode(mapped), PutMode::CreateOnly).await?;
+        Ok(ObjectEntry {
+            key: BLOCK_MAP.to_owned(),
+            size: summary.plaintext_len,
+            stored_size: summary.stored_len,
+            blake3: summary.plaintext_hash.to_hex().to_string(),
+            files: mapped.len() as u64,
+        })
     }
 
     fn manifest(&self, parts: ManifestParts<'_>) -> BackupManifest {
@@ -571,10 +789,14 @@ impl Job<'_> {
 /// A new backup's id: the current time to the second. A backup that finished within the same
 /// second already has it (orphans are gone by now, so any object there is a complete backup's):
 /// then wait for the next second.
-async fn choose_id(repository: &Repository, layout: &ClusterLayout) -> Result<(BackupId, DateTime<Utc>), BackupError> {
+async fn choose_id(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    kind: BackupKind,
+) -> Result<(BackupId, DateTime<Utc>), BackupError> {
     loop {
         let now = Utc::now();
-        let id = BackupId::new(now, BackupKind::Full);
+        let id = BackupId::new(now, kind);
         if repository.store().list(&layout.backup_dir(id)).await?.is_empty() {
             return Ok((id, now));
         }
@@ -600,7 +822,7 @@ fn build_manifest(
         directories: count(EntryKind::Dir),
         symlinks: count(EntryKind::Symlink),
         bytes: copied.files.iter().filter_map(|file| file.size).sum(),
-        stored_bytes: copied.objects.iter().map(|object| object.stored_size).sum(),
+        stored_bytes: copied.objects.iter().chain(&copied.block_map).map(|object| object.stored_size).sum(),
         objects: copied.objects.len() as u64,
         vanished: copied.vanished,
     };
@@ -628,6 +850,8 @@ fn build_manifest(
         lifeboat_version: env!("CARGO_PKG_VERSION").to_owned(),
         tablespaces: copied.tablespaces,
         totals,
+        incremental: copied.incremental,
+        block_map: copied.block_map,
         objects: copied.objects,
         files: copied.files,
     }

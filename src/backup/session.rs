@@ -10,7 +10,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
 use super::BackupError;
-use crate::catalog::lsn::Lsn;
+use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::wal::SegmentSize;
 use crate::config::ConnectionString;
 use crate::postgres::connect::connect;
@@ -153,6 +153,26 @@ impl Session {
             .map_err(|error| postgres_error("start the backup (pg_backup_start)", &error))?;
         self.started = true;
         parse_lsn(&text, "pg_backup_start")
+    }
+
+    /// The server's current timeline and WAL position (the insert position on a primary, the
+    /// replay position on a standby): no page of the data directory has a later LSN.
+    pub async fn position(&mut self) -> Result<(Timeline, Lsn), BackupError> {
+        let sql = if self.server.in_recovery {
+            "SELECT timeline_id::int8, pg_last_wal_replay_lsn()::text FROM pg_control_checkpoint()"
+        } else {
+            "SELECT timeline_id::int8, pg_current_wal_insert_lsn()::text FROM pg_control_checkpoint()"
+        };
+        let (timeline, lsn): (i64, String) = sqlx::query_as(sql)
+            .fetch_one(&mut self.connection)
+            .await
+            .map_err(|error| postgres_error("report its timeline and WAL position", &error))?;
+        let timeline = u32::try_from(timeline).ok().and_then(Timeline::new).ok_or_else(|| BackupError::Postgres {
+            action: "report a valid timeline".into(),
+            detail: format!("pg_control_checkpoint() says timeline {timeline}"),
+            hint: String::new(),
+        })?;
+        Ok((timeline, parse_lsn(&lsn, "the WAL position")?))
     }
 
     /// A trivial query: proves the connection (and so the backup on the server) is still alive.

@@ -323,7 +323,7 @@ async fn known_identity(
     for id in ids.into_iter().rev() {
         let source = format!("the manifest {} (the cluster record is missing)", listing::manifest_key(layout, id));
         match listing::read_manifest(repository, layout, id).await {
-            Ok((Entry::Full(manifest), _)) => {
+            Ok((Entry::Physical(manifest), _)) => {
                 return Ok(Some(KnownIdentity {
                     system_identifier: manifest.system_identifier,
                     segment_size: Some(manifest.wal_segment_size),

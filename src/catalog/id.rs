@@ -12,6 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum BackupKind {
     /// A physical base backup of the whole cluster.
     Full,
+    /// A physical backup that stores only what changed since the backup before it (its parent)
+    /// and refers to the objects of earlier backups for the rest.
+    Incremental,
     /// Logical dumps (`pg_dump -Fc` per database plus globals).
     Dump,
 }
@@ -20,8 +23,15 @@ impl BackupKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackupKind::Full => "full",
+            BackupKind::Incremental => "incr",
             BackupKind::Dump => "dump",
         }
+    }
+
+    /// A copy of the data directory (full or incremental), restored by `lifeboat restore`, as
+    /// opposed to a logical dump.
+    pub fn is_physical(self) -> bool {
+        matches!(self, BackupKind::Full | BackupKind::Incremental)
     }
 }
 
@@ -57,7 +67,7 @@ impl fmt::Display for BackupId {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{text:?} is not a backup id (expected e.g. 20261122T021500Z-full or 20261122T033000Z-dump)")]
+#[error("{text:?} is not a backup id (expected e.g. 20261122T021500Z-full, 20261123T021500Z-incr or 20261122T033000Z-dump)")]
 pub struct InvalidBackupId {
     pub text: String,
 }
@@ -70,6 +80,7 @@ impl FromStr for BackupId {
         let (time, kind) = text.split_once('-').ok_or_else(invalid)?;
         let kind = match kind {
             "full" => BackupKind::Full,
+            "incr" => BackupKind::Incremental,
             "dump" => BackupKind::Dump,
             _ => return Err(invalid()),
         };
@@ -108,7 +119,8 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_id() {
-        for text in ["", "20261122T021500Z", "20261122T021500Z-incr", "2026-11-22-full", "../x-full"] {
+        assert_eq!("20261122T021500Z-incr".parse::<BackupId>().unwrap().kind(), BackupKind::Incremental);
+        for text in ["", "20261122T021500Z", "20261122T021500Z-diff", "2026-11-22-full", "../x-full"] {
             assert!(text.parse::<BackupId>().is_err(), "{text}");
         }
     }

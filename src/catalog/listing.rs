@@ -24,14 +24,15 @@ pub const LOCK: &str = "backup";
 /// One backup or dump, as its manifest describes it.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Full(Box<BackupManifest>),
+    /// A full or incremental base backup.
+    Physical(Box<BackupManifest>),
     Dump(Box<DumpManifest>),
 }
 
 impl Entry {
     pub fn id(&self) -> BackupId {
         match self {
-            Entry::Full(manifest) => manifest.id,
+            Entry::Physical(manifest) => manifest.id,
             Entry::Dump(manifest) => manifest.id,
         }
     }
@@ -44,6 +45,13 @@ pub enum CatalogError {
 
     #[error("{location}: cluster {cluster:?} has no backups or dumps yet, so there is no {what}")]
     Empty { location: String, cluster: String, what: String },
+
+    #[error(
+        "refusing to delete {id}: the incremental backups {} are built on it and could not be restored without \
+         it. Delete them first (newest first), or let `lifeboat expire` remove whole chains",
+        dependents.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    NeededByIncrementals { id: BackupId, dependents: Vec<BackupId> },
 
     #[error("{location}: the dump manifest {key} is unreadable ({detail})")]
     DumpManifest { location: String, key: ObjectKey, detail: String },
@@ -109,7 +117,7 @@ impl From<StorageError> for CatalogError {
 /// The key of the manifest of `id`, whatever its kind.
 pub fn manifest_key(layout: &ClusterLayout, id: BackupId) -> ObjectKey {
     match id.kind() {
-        BackupKind::Full => layout.backup_manifest(id),
+        BackupKind::Full | BackupKind::Incremental => layout.backup_manifest(id),
         BackupKind::Dump => DumpKeys::new(layout, id).manifest(),
     }
 }
@@ -117,7 +125,7 @@ pub fn manifest_key(layout: &ClusterLayout, id: BackupId) -> ObjectKey {
 /// `clusters/<name>/backups/<id>/` or `clusters/<name>/dumps/<id>/`: every object of `id`.
 pub fn object_prefix(layout: &ClusterLayout, id: BackupId) -> String {
     match id.kind() {
-        BackupKind::Full => layout.backup_dir(id),
+        BackupKind::Full | BackupKind::Incremental => layout.backup_dir(id),
         BackupKind::Dump => DumpKeys::new(layout, id).prefix(),
     }
 }
@@ -130,12 +138,12 @@ pub fn verify_prefix(layout: &ClusterLayout, id: BackupId) -> String {
 /// The ids of every backup and dump of the cluster that has a manifest, oldest first.
 pub async fn list_ids(repository: &Repository, layout: &ClusterLayout) -> Result<Vec<BackupId>, StorageError> {
     let mut ids = Vec::new();
-    for (prefix, kind) in [(layout.backups_prefix(), BackupKind::Full), (layout.dumps_prefix(), BackupKind::Dump)] {
+    for (prefix, physical) in [(layout.backups_prefix(), true), (layout.dumps_prefix(), false)] {
         for meta in repository.store().list(&prefix).await? {
             let Some(rest) = meta.key.as_str().strip_prefix(prefix.as_str()) else { continue };
             let Some((id, MANIFEST)) = rest.split_once('/') else { continue };
             if let Ok(id) = id.parse::<BackupId>()
-                && id.kind() == kind
+                && id.kind().is_physical() == physical
             {
                 ids.push(id);
             }
@@ -170,7 +178,9 @@ pub async fn read_manifest(
         Err(error) => return Err(error.into()),
     };
     let entry = match id.kind() {
-        BackupKind::Full => Entry::Full(Box::new(BackupManifest::from_json(&bytes, &repository.location(), &key)?)),
+        BackupKind::Full | BackupKind::Incremental => {
+            Entry::Physical(Box::new(BackupManifest::from_json(&bytes, &repository.location(), &key)?))
+        }
         BackupKind::Dump => {
             let manifest = DumpManifest::from_json(&bytes).map_err(|detail| CatalogError::DumpManifest {
                 location: repository.location(),
@@ -201,9 +211,9 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// The ids of the readable full backups, for messages that suggest another one.
+    /// The ids of the readable base backups (full or incremental), for messages that suggest another one.
     pub fn intact_full_backups(&self) -> Vec<BackupId> {
-        self.entries.iter().map(Entry::id).filter(|id| id.kind() == BackupKind::Full).collect()
+        self.entries.iter().map(Entry::id).filter(|id| id.kind().is_physical()).collect()
     }
 }
 
@@ -307,6 +317,22 @@ async fn delete_locked(
         let fulls = list_ids(repository, layout).await?.into_iter().filter(|id| id.kind() == BackupKind::Full).count();
         if fulls <= 1 {
             return Err(CatalogError::OnlyFullBackup { id, cluster: layout.name().to_string() });
+        }
+    }
+    if id.kind().is_physical() {
+        let dependents: Vec<BackupId> = read_all(repository, layout)
+            .await?
+            .entries
+            .iter()
+            .filter_map(|entry| match entry {
+                Entry::Physical(manifest) => manifest.incremental.as_ref().map(|incremental| (manifest.id, incremental)),
+                Entry::Dump(_) => None,
+            })
+            .filter(|(_, incremental)| incremental.chain.contains(&id))
+            .map(|(dependent, _)| dependent)
+            .collect();
+        if !dependents.is_empty() {
+            return Err(CatalogError::NeededByIncrementals { id, dependents });
         }
     }
     let manifest = manifest_key(layout, id);

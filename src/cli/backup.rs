@@ -1,5 +1,6 @@
-//! `lifeboat backup [--method native|basebackup] [--workers N] [--no-fast-checkpoint] [--label TEXT] [--json]`:
-//! a physical base backup, native (on the database host) or streamed from `pg_basebackup`.
+//! `lifeboat backup [--incremental] [--method native|basebackup] [--workers N] [--no-fast-checkpoint]
+//! [--label TEXT] [--json]`: a physical base backup, native (on the database host) or streamed from
+//! `pg_basebackup`; with `--incremental`, only what changed since the newest backup.
 
 use std::path::Path;
 
@@ -21,6 +22,10 @@ pub enum Method {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// Store only the blocks that changed since the newest backup (full or incremental), found
+    /// from the archived WAL; a full backup is taken when there is none to build on. Native only
+    #[arg(long, conflicts_with = "method")]
+    pub incremental: bool,
     /// How to copy the data directory
     #[arg(long, value_enum, default_value_t = Method::Native)]
     pub method: Method,
@@ -58,6 +63,7 @@ pub async fn run(config_path: Option<&Path>, args: BackupArgs) -> anyhow::Result
         options.fast_checkpoint = false;
     }
     options.label = args.label;
+    options.incremental = args.incremental;
     options.method = match args.method {
         Method::Native => BackupMethod::Native,
         Method::Basebackup => BackupMethod::Basebackup,

@@ -12,7 +12,7 @@ use crate::format::dump_manifest::TableRows;
 use crate::format::verify_report::Mode;
 use crate::ops::open::open_repository;
 use crate::report;
-use crate::report::backup::{BackupView, DumpView, EntryView, VerificationView};
+use crate::report::backup::{BackupView, DumpView, EntryView, IncrementalView, VerificationView};
 use crate::report::catalog::DeleteView;
 use crate::report::copy::CopyHoldings;
 use crate::report::wal::WalArchiveView;
@@ -176,6 +176,34 @@ fn print_table(entries: &[EntryView], copies: &[CopyHoldings]) {
         rows.add_row(row);
     }
     println!("{}", table::render(&rows));
+    print_chains(entries);
+}
+
+/// Under the table: each chain of incremental backups, from its full backup, with what each
+/// incremental stored itself.
+fn print_chains(entries: &[EntryView]) {
+    let incrementals: Vec<(&BackupView, &IncrementalView)> = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            EntryView::Full(view) => view.incremental.as_ref().map(|incremental| (view.as_ref(), incremental)),
+            EntryView::Dump(_) => None,
+        })
+        .collect();
+    if incrementals.is_empty() {
+        return;
+    }
+    println!("incremental backups (each on top of the one before it):");
+    for (view, incremental) in incrementals {
+        println!(
+            "  {} <- {}: {} changed blocks, {} stored ({} from {})",
+            incremental.chain.join(" <- "),
+            view.id,
+            incremental.changed_blocks,
+            format_bytes(view.stored_size),
+            format_bytes(incremental.stored_plaintext_bytes),
+            incremental.changes_from
+        );
+    }
 }
 
 /// The COPIES column: the copies that hold the backup, "-" for none, "?" after one that could
@@ -236,8 +264,12 @@ pub async fn info(config_path: Option<&Path>, args: InfoArgs) -> anyhow::Result<
 
 fn print_full(view: &BackupView) {
     let totals = &view.totals;
-    println!("full backup {} of cluster {} ({} method)", view.id, view.cluster, view.method.as_str());
+    let kind = if view.incremental.is_some() { "incremental" } else { "full" };
+    println!("{kind} backup {} of cluster {} ({} method)", view.id, view.cluster, view.method.as_str());
     println!("  manifest      {}", view.manifest);
+    if let Some(incremental) = &view.incremental {
+        print_incremental(incremental);
+    }
     println!("  started       {}", text_time(view.start_time));
     println!("  stopped       {}  ({})", text_time(view.stop_time), format_duration(view.duration_seconds));
     println!("  label         {}", view.label);
@@ -280,6 +312,21 @@ fn print_full(view: &BackupView) {
         view.compression_ratio
     );
     print_verification(view.verification.as_ref());
+}
+
+fn print_incremental(incremental: &IncrementalView) {
+    println!("  base          {} (chain: {})", incremental.parent, incremental.chain.join(" <- "));
+    println!(
+        "  changed       {} blocks, {} files whole, {} unchanged: {} stored",
+        incremental.changed_blocks,
+        incremental.whole_files,
+        incremental.unchanged_files,
+        format_bytes(incremental.stored_plaintext_bytes)
+    );
+    match &incremental.fallback_reason {
+        None => println!("  changes from  the WAL since the base's start"),
+        Some(reason) => println!("  changes from  page LSNs ({reason})"),
+    }
 }
 
 fn print_verification(verification: Option<&VerificationView>) {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 
-use crate::catalog::id::BackupKind;
 use crate::catalog::layout::ClusterLayout;
 use crate::config::{AmcheckLevel, Config, parse_duration};
 use crate::format::verify_report::{CheckOutcome, Mode, VerifyReport};
@@ -135,7 +134,7 @@ pub(super) fn print_report(report: &VerifyReport, layout: &ClusterLayout) {
     println!("verification of {} {verdict} ({what}, {:.1} s)", report.id, report.seconds);
     let integrity = &report.integrity;
     let mut read = format!("{} object(s), {} read and authenticated", integrity.objects, format_bytes(integrity.bytes));
-    if report.kind == BackupKind::Full {
+    if report.kind.is_physical() {
         read.push_str(&format!(", {} file(s) hashed, {} WAL segment(s)", integrity.files, integrity.wal_segments));
     }
     println!("  integrity  {read}");

@@ -21,12 +21,19 @@ use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ObjectKey, StorageError};
 
 pub const FORMAT_NAME: &str = "lifeboat-backup";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version written. Version 2 added incremental backups (`incremental`, `block_map`,
+/// [`Location::backup`]); version 1 manifests (full backups without a block map) are still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version read.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// The file name of the manifest inside a backup's directory.
 pub const MANIFEST: &str = "manifest";
 /// The directory of a backup's data objects, inside the backup's directory.
 pub const DATA_DIR: &str = "data";
+/// The object holding the BLAKE3 chaining values of the blocks a backup stored
+/// ([`crate::backup::blockmap`]), inside the backup's directory.
+pub const BLOCK_MAP: &str = "blocks";
 
 /// Where a backup's objects live. An inherent `impl` here rather than in `layout.rs` keeps the
 /// backup format's keys next to the format.
@@ -125,6 +132,14 @@ pub struct BackupManifest {
     /// The tablespaces other than pg_default and pg_global, as they were during the backup.
     pub tablespaces: Vec<Tablespace>,
     pub totals: Totals,
+    /// For an incremental backup: what it was taken against and what it stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<Incremental>,
+    /// The block map object (`blocks`): the chaining values of the 8 KiB blocks of the relation
+    /// files this backup stored, which the next incremental needs to hash the files it changes.
+    /// Absent in version 1 manifests, whose backups cannot be the base of an incremental.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_map: Option<ObjectEntry>,
     /// Every data object of the backup, in key order.
     pub objects: Vec<ObjectEntry>,
     /// Every directory, file and symbolic link of the copy, sorted by path, parents first.
@@ -218,10 +233,59 @@ pub struct FileEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
+    /// The backup whose directory holds the object, when it is not this backup's own: an
+    /// incremental refers to the unchanged bytes of files in the backups of its chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupId>,
     /// Relative to the backup's directory, as in [`ObjectEntry::key`].
     pub object: String,
     pub offset: u64,
     pub length: u64,
+}
+
+/// What an incremental backup was taken against, and what it stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incremental {
+    /// The backup it was taken against (full or incremental): blocks unchanged since that
+    /// backup's start are not stored again.
+    pub parent: BackupId,
+    /// Every backup whose objects its files refer to, the full backup first and `parent` last.
+    /// Restoring it needs all of them; retention keeps them as long as it is kept.
+    pub chain: Vec<BackupId>,
+    /// How the changed blocks were found.
+    pub changes_from: ChangeSource,
+    /// Why the WAL could not be used, when `changes_from` is `page-lsn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// Blocks of relation files stored because they (may have) changed.
+    pub changed_blocks: u64,
+    /// Files stored whole: new files, files that are not relation files, small files that changed.
+    pub whole_files: u64,
+    /// Files whose bytes all come from earlier backups.
+    pub unchanged_files: u64,
+    /// Plaintext bytes this backup stored (changed blocks and whole files): what it cost.
+    pub stored_plaintext_bytes: u64,
+}
+
+/// Where an incremental backup learned which blocks changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeSource {
+    /// The block references of the WAL between the parent's start and this backup's start.
+    Wal,
+    /// Every relation file read, and each block's page LSN compared with the parent's start
+    /// (the WAL was incomplete).
+    PageLsn,
+}
+
+impl ChangeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeSource::Wal => "wal",
+            ChangeSource::PageLsn => "page-lsn",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +298,7 @@ pub enum ManifestError {
 
     #[error(
         "{location}: the manifest {key} has format {format:?} version {version}; this lifeboat reads \
-         {FORMAT_NAME:?} version {FORMAT_VERSION}: upgrade lifeboat to read it"
+         {FORMAT_NAME:?} versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}: upgrade lifeboat to read it"
     )]
     Unsupported { location: String, key: ObjectKey, format: String, version: u32 },
 
@@ -263,7 +327,7 @@ impl BackupManifest {
             detail: error.to_string(),
         };
         let header: Header = serde_json::from_slice(bytes).map_err(invalid)?;
-        if header.format != FORMAT_NAME || header.version != FORMAT_VERSION {
+        if header.format != FORMAT_NAME || !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version) {
             return Err(ManifestError::Unsupported {
                 location: location.to_owned(),
                 key: key.clone(),
@@ -312,6 +376,19 @@ impl BackupManifest {
         self.files.binary_search_by(|entry| entry.path.as_str().cmp(path)).ok().map(|index| &self.files[index])
     }
 
+    /// The backups whose objects this one's files refer to, oldest first, itself last: only
+    /// itself for a full backup.
+    pub fn chain(&self) -> Vec<BackupId> {
+        let mut chain = self.incremental.as_ref().map(|incremental| incremental.chain.clone()).unwrap_or_default();
+        chain.push(self.id);
+        chain
+    }
+
+    /// The key of the object a location names, in this backup or one of its chain.
+    pub fn location_key(&self, layout: &ClusterLayout, location: &Location) -> ObjectKey {
+        layout.backup_object(location.backup.unwrap_or(self.id), &location.object)
+    }
+
     /// Plaintext bytes per stored byte (1.0 when nothing was stored).
     pub fn compression_ratio(&self) -> f64 {
         if self.totals.stored_bytes == 0 { 1.0 } else { self.totals.bytes as f64 / self.totals.stored_bytes as f64 }
@@ -349,6 +426,8 @@ mod tests {
             lifeboat_version: "0.1.0".into(),
             tablespaces: vec![],
             totals: Totals::default(),
+            incremental: None,
+            block_map: None,
             objects: vec![],
             files: vec![
                 FileEntry {
@@ -358,7 +437,7 @@ mod tests {
                     mtime: 1_700_000_000,
                     size: Some(3),
                     blake3: Some(blake3::hash(b"15\n").to_hex().to_string()),
-                    locations: vec![Location { object: "data/000001".into(), offset: 0, length: 3 }],
+                    locations: vec![Location { backup: None, object: "data/000001".into(), offset: 0, length: 3 }],
                     target: None,
                 },
                 FileEntry {
@@ -403,10 +482,11 @@ mod tests {
     fn other_formats_and_versions_are_refused_by_name() {
         let key = ObjectKey::new("clusters/main/backups/20261127T034512Z-full/manifest").unwrap();
         let mut value = serde_json::to_value(sample()).unwrap();
-        value["version"] = 2.into();
+        value["version"] = 3.into();
         let error = BackupManifest::from_json(&serde_json::to_vec(&value).unwrap(), "test", &key).unwrap_err();
-        assert!(error.to_string().contains("version 2") && error.to_string().contains("upgrade"), "{error}");
+        assert!(error.to_string().contains("version 3") && error.to_string().contains("upgrade"), "{error}");
         value["version"] = 1.into();
+        BackupManifest::from_json(&serde_json::to_vec(&value).unwrap(), "test", &key).expect("version 1 is read");
         value["surprise"] = true.into();
         let error = BackupManifest::from_json(&serde_json::to_vec(&value).unwrap(), "test", &key).unwrap_err();
         assert!(error.to_string().contains("surprise"), "{error}");

@@ -426,7 +426,7 @@ fn candidates(
         .iter()
         .filter_map(|entry| {
             let completed_at = match (entry, kind) {
-                (Entry::Full(manifest), GateBackup::Base) => manifest.stop_time,
+                (Entry::Physical(manifest), GateBackup::Base) => manifest.stop_time,
                 (Entry::Dump(manifest), GateBackup::Dump)
                     if manifest.databases.iter().any(|dumped| dumped.name == database) =>
                 {

@@ -198,7 +198,7 @@ async fn scratch_binaries(context: &OpContext) -> Result<PgBinaries, UndoError> 
         .await
         .map_err(|error| UndoError::Scratch { detail: error.to_string() })?;
     let major = listing.entries.iter().rev().find_map(|entry| match entry {
-        Entry::Full(manifest) => Some(version::major_of_version_num(manifest.postgres_version_num)),
+        Entry::Physical(manifest) => Some(version::major_of_version_num(manifest.postgres_version_num)),
         Entry::Dump(_) => None,
     });
     let found = match major {

@@ -40,7 +40,7 @@ pub async fn describe(repository: &Repository, layout: &ClusterLayout, id: &str)
         None => listing::read_entry(repository, layout, id).await?,
     };
     let wal = match &entry {
-        Entry::Full(_) => Some(check(repository, layout).await?),
+        Entry::Physical(_) => Some(check(repository, layout).await?),
         Entry::Dump(_) => None,
     };
     let id_text = id.to_string();
@@ -56,7 +56,7 @@ fn missing_backup_wal(entries: &[Entry], wal: &ArchiveReport, layout: &ClusterLa
     entries
         .iter()
         .filter_map(|entry| match entry {
-            Entry::Full(manifest) => Some(manifest),
+            Entry::Physical(manifest) => Some(manifest),
             Entry::Dump(_) => None,
         })
         .filter_map(|manifest| {

@@ -278,8 +278,9 @@ async fn inventory(
     for entry in &survey.entries {
         let verified = survey.verifications.get(&entry.id()).map(|verification| verification.passed);
         match entry {
-            Entry::Full(manifest) => inventory.backups.push(FullBackup {
+            Entry::Physical(manifest) => inventory.backups.push(FullBackup {
                 id: manifest.id,
+                chain: manifest.incremental.as_ref().map(|incremental| incremental.chain.clone()).unwrap_or_default(),
                 timeline: manifest.timeline,
                 start_lsn: manifest.start_lsn,
                 stop_lsn: manifest.stop_lsn,
@@ -343,8 +344,10 @@ async fn carry_out(
     let check_lease = || {
         if lease.is_lost() { Err(ExpireError::LeaseLost { lock: lock.to_string() }) } else { Ok(()) }
     };
+    // Newest first: an incremental goes before the backups it is built on, so an expire cut short
+    // never leaves one listed without its base.
     let doomed: Vec<BackupId> =
-        expired.decision.items.iter().filter(|item| !item.fate.is_kept()).map(|item| item.id).collect();
+        expired.decision.items.iter().rev().filter(|item| !item.fate.is_kept()).map(|item| item.id).collect();
     let mut handled_reports = BTreeSet::new();
     let mut locked_now = BTreeSet::new();
     for id in doomed {

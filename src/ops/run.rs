@@ -16,7 +16,7 @@ use super::OpContext;
 use super::event::{Event, Operation, Outcome, Totals};
 use crate::backup::{BackupError, BackupOptions, BackupSummary};
 use crate::catalog::audit::{self, Problem};
-use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::id::BackupId;
 use crate::catalog::lease::{self, LeaseWait, WaitObserver};
 use crate::catalog::listing::{self, CatalogError, Deleted};
 use crate::dump::{DumpError, DumpRequest, Progress, Selection};
@@ -225,6 +225,7 @@ pub async fn backup(context: &OpContext, mut options: BackupOptions) -> Result<B
     let progress = options.progress.clone();
     let arguments = arguments([
         ("method", options.method.as_str().to_owned()),
+        ("incremental", options.incremental.to_string()),
         ("workers", options.workers.to_string()),
         ("label", options.label.clone().unwrap_or_default()),
     ]);
@@ -380,8 +381,8 @@ pub async fn verify(
         VerifyTarget::All => listing::list_ids(repository, layout).await?,
         VerifyTarget::Latest => {
             let ids = listing::list_ids(repository, layout).await?;
-            let newest = |kind: BackupKind| ids.iter().rev().find(|id| id.kind() == kind).copied();
-            [newest(BackupKind::Full), newest(BackupKind::Dump)].into_iter().flatten().collect()
+            let newest = |physical: bool| ids.iter().rev().find(|id| id.kind().is_physical() == physical).copied();
+            [newest(true), newest(false)].into_iter().flatten().collect()
         }
     };
     if ids.is_empty() {

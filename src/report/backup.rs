@@ -29,10 +29,12 @@ pub enum Detail {
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupView {
     pub id: String,
-    /// Always `"full"`.
+    /// `"full"` or `"incr"`.
     pub kind: &'static str,
     pub cluster: String,
     pub method: BackupMethod,
+    /// For an incremental backup: its base and what it stored.
+    pub incremental: Option<IncrementalView>,
     /// The key of its manifest.
     pub manifest: String,
     pub system_identifier: String,
@@ -66,6 +68,23 @@ pub struct BackupView {
     pub verification: Option<VerificationView>,
     /// How the backup ran: only from the `backup` that took it.
     pub run: Option<BackupRun>,
+}
+
+/// What an incremental backup builds on and what it cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalView {
+    /// The backup it was taken against.
+    pub parent: String,
+    /// Every backup a restore of it reads, the full backup first, the parent last.
+    pub chain: Vec<String>,
+    /// `"wal"` or `"page-lsn"`: how the changed blocks were found.
+    pub changes_from: &'static str,
+    pub fallback_reason: Option<String>,
+    pub changed_blocks: u64,
+    pub whole_files: u64,
+    pub unchanged_files: u64,
+    /// Plaintext bytes it stored itself (changed blocks and whole files).
+    pub stored_plaintext_bytes: u64,
 }
 
 /// What only the run that took a backup knows.
@@ -185,7 +204,7 @@ impl EntryView {
     ) -> EntryView {
         let verification = verification.map(|verification| VerificationView::from_survey(verification, detail));
         match entry {
-            Entry::Full(manifest) => EntryView::Full(Box::new(BackupView::new(manifest, layout, wal, verification))),
+            Entry::Physical(manifest) => EntryView::Full(Box::new(BackupView::new(manifest, layout, wal, verification))),
             Entry::Dump(manifest) => EntryView::Dump(Box::new(DumpView::new(manifest, layout, verification, detail))),
         }
     }
@@ -202,9 +221,19 @@ impl BackupView {
         let missing = wal.map(|wal| wal.first_missing(first, last));
         BackupView {
             id: manifest.id.to_string(),
-            kind: "full",
+            kind: manifest.id.kind().as_str(),
             cluster: manifest.cluster.clone(),
             method: manifest.method,
+            incremental: manifest.incremental.as_ref().map(|incremental| IncrementalView {
+                parent: incremental.parent.to_string(),
+                chain: incremental.chain.iter().map(ToString::to_string).collect(),
+                changes_from: incremental.changes_from.as_str(),
+                fallback_reason: incremental.fallback_reason.clone(),
+                changed_blocks: incremental.changed_blocks,
+                whole_files: incremental.whole_files,
+                unchanged_files: incremental.unchanged_files,
+                stored_plaintext_bytes: incremental.stored_plaintext_bytes,
+            }),
             manifest: listing::manifest_key(layout, manifest.id).to_string(),
             system_identifier: manifest.system_identifier.to_string(),
             postgres_version: manifest.postgres_version.clone(),

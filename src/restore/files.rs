@@ -7,6 +7,11 @@
 //! - A large file stored in parts is written by several workers at once, each at its own offset;
 //!   each part yields the BLAKE3 chaining value of its subtree and the last part to finish merges
 //!   them into the file's hash, exactly as the backup computed it.
+//! - An incremental backup's files are pieces of objects of several backups of its chain (its
+//!   manifest names them, [`Location::backup`]): each object is read once, from whichever backup
+//!   holds it, and its pieces written where they go. A file's pieces start at multiples of a
+//!   power of two (the 8 KiB block, or the part size); each such leaf is hashed on its own and the
+//!   leaves merged into the file's hash, so the check is the same as for a full backup.
 //! - Files are created with their recorded mode and get their recorded modification time; when
 //!   lifeboat runs as root everything is handed to the owner the server runs as.
 //! - Nothing is fsynced file by file: the caller syncs each filesystem once at the end.
@@ -24,8 +29,9 @@ use blake3::hazmat::{ChainingValue, HasherExt};
 
 use super::{CONTROL_FILE_PENDING, RestoreError};
 use crate::backup::copy::{CONTROL_FILE, merge_parts};
+use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
-use crate::format::backup_manifest::{BackupManifest, EntryKind, FileEntry};
+use crate::format::backup_manifest::{BackupManifest, EntryKind, FileEntry, ManifestError};
 use crate::object::ObjectError;
 use crate::repository::Repository;
 
@@ -187,22 +193,76 @@ struct Piece {
     /// Where they are in the object.
     object_offset: u64,
     length: u64,
-    /// The piece's number among the file's locations.
-    part: usize,
 }
 
 /// One object to read, and the pieces of wanted files in it, by object offset.
 #[derive(Debug, Clone)]
 struct Job {
+    /// The backup whose directory holds it.
+    backup: BackupId,
     object: String,
     size: u64,
     pieces: Vec<Piece>,
 }
 
-/// The chaining values of a file stored in several parts, as its parts finish.
+/// The size of the leaves a file of several pieces is hashed in: the largest power of two that
+/// every piece's start is a multiple of (the part size for a full backup's large file, usually
+/// the 8 KiB block for an incremental's). `None` for a file of one piece, hashed whole.
+fn leaf_size(entry: &FileEntry) -> Option<u64> {
+    let mut offset = 0u64;
+    let mut starts = 0u64;
+    for location in entry.locations.iter().take(entry.locations.len().saturating_sub(1)) {
+        offset += location.length;
+        starts |= offset;
+    }
+    (entry.locations.len() > 1).then(|| 1u64 << starts.trailing_zeros().min(63))
+}
+
+/// The plaintext sizes of the objects a manifest's files refer to: its own and those of the
+/// backups of its chain (read from their manifests, which must all still exist).
+async fn object_sizes(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    manifest: &BackupManifest,
+) -> Result<HashMap<(BackupId, String), u64>, RestoreError> {
+    let mut sizes = HashMap::new();
+    for id in manifest.chain() {
+        let objects = if id == manifest.id {
+            manifest.objects.clone()
+        } else {
+            match BackupManifest::read(repository, layout, id).await {
+                Ok(earlier) => earlier.objects,
+                Err(ManifestError::NotFound { .. }) => {
+                    return Err(RestoreError::BadManifest {
+                        detail: format!(
+                            "the incremental backup {} needs backup {id} of its chain, which is gone; restore \
+                             an older or newer backup whose chain is whole (`lifeboat list` shows chains)",
+                            manifest.id
+                        ),
+                    });
+                }
+                Err(error) => {
+                    return Err(RestoreError::BadManifest {
+                        detail: format!("the incremental backup {} needs backup {id}: {error}", manifest.id),
+                    });
+                }
+            }
+        };
+        sizes.extend(objects.into_iter().map(|object| ((id, object.key), object.size)));
+    }
+    Ok(sizes)
+}
+
+/// The chaining values of the leaves of files stored in several pieces, as pieces finish.
 #[derive(Debug, Default)]
 struct PartHashes {
-    values: HashMap<usize, Vec<Option<(u64, ChainingValue)>>>,
+    values: HashMap<usize, LeafValues>,
+}
+
+#[derive(Debug)]
+struct LeafValues {
+    leaves: Vec<Option<ChainingValue>>,
+    missing: usize,
 }
 
 /// Writes the regular files whose indexes are in `wanted` (every file for a fresh restore), with
@@ -255,9 +315,8 @@ async fn read_objects(
 ) -> Result<(), RestoreError> {
     let cancelled = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(cancelled.clone());
-    let object_sizes: HashMap<&str, u64> =
-        manifest.objects.iter().map(|object| (object.key.as_str(), object.size)).collect();
-    let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
+    let object_sizes = object_sizes(&repository, layout, &manifest).await?;
+    let mut jobs: BTreeMap<(BackupId, &str), Job> = BTreeMap::new();
     for &index in wanted {
         let entry = &manifest.files[index];
         if entry.locations.is_empty() {
@@ -266,25 +325,20 @@ async fn read_objects(
             continue;
         }
         let mut file_offset = 0;
-        for (part, location) in entry.locations.iter().enumerate() {
-            let Some(&size) = object_sizes.get(location.object.as_str()) else {
+        for location in &entry.locations {
+            let backup = location.backup.unwrap_or(manifest.id);
+            let Some(&size) = object_sizes.get(&(backup, location.object.clone())) else {
                 return Err(RestoreError::BadManifest {
                     detail: format!(
-                        "{} refers to object {}, which the manifest does not list",
+                        "{} refers to object {} of backup {backup}, which that backup's manifest does not list",
                         entry.path, location.object
                     ),
                 });
             };
-            jobs.entry(location.object.as_str())
-                .or_insert_with(|| Job { object: location.object.clone(), size, pieces: Vec::new() })
+            jobs.entry((backup, location.object.as_str()))
+                .or_insert_with(|| Job { backup, object: location.object.clone(), size, pieces: Vec::new() })
                 .pieces
-                .push(Piece {
-                    file: index,
-                    file_offset,
-                    object_offset: location.offset,
-                    length: location.length,
-                    part,
-                });
+                .push(Piece { file: index, file_offset, object_offset: location.offset, length: location.length });
             file_offset += location.length;
         }
     }
@@ -293,7 +347,7 @@ async fn read_objects(
         job.pieces.sort_by_key(|piece| piece.object_offset);
     }
     // Largest first, so no worker is left alone with a big object at the end.
-    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.object.cmp(&b.object)));
+    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| (a.backup, &a.object).cmp(&(b.backup, &b.object))));
 
     let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
     let parts = Arc::new(Mutex::new(PartHashes::default()));
@@ -312,7 +366,7 @@ async fn read_objects(
                 let Some(job) = queue.lock().expect("queue lock").pop_front() else {
                     return Ok(());
                 };
-                let key = layout.backup_object(manifest.id, &job.object);
+                let key = layout.backup_object(job.backup, &job.object);
                 let stream = repository.get(&key).await.map_err(|source| RestoreError::Repository { source })?;
                 let context = JobContext {
                     manifest: manifest.clone(),
@@ -409,10 +463,12 @@ impl JobContext {
     fn run(&self, job: &Job, mut stream: impl Read) -> Result<(), RestoreError> {
         let mut buffer = vec![0u8; BLOCK];
         let mut position = 0u64;
+        // The file the last piece went to, kept open for the next piece of the same file.
+        let mut open: Option<(usize, PathBuf, File)> = None;
         for piece in &job.pieces {
             self.skip(&mut stream, piece.object_offset - position, &mut buffer)?;
             position = piece.object_offset;
-            self.write_piece(&mut stream, piece, &mut buffer)?;
+            self.write_piece(&mut stream, piece, &mut buffer, &mut open)?;
             position += piece.length;
         }
         // Read to the end: the last chunk's authentication and the object's length are checked there.
@@ -474,21 +530,26 @@ impl JobContext {
         }
     }
 
-    fn write_piece(&self, stream: &mut impl Read, piece: &Piece, buffer: &mut [u8]) -> Result<(), RestoreError> {
+    fn write_piece(
+        &self,
+        stream: &mut impl Read,
+        piece: &Piece,
+        buffer: &mut [u8],
+        open: &mut Option<(usize, PathBuf, File)>,
+    ) -> Result<(), RestoreError> {
         let entry = &self.manifest.files[piece.file];
-        let whole = entry.locations.len() == 1;
-        let target = match &self.destination {
-            Some(destination) => {
-                let path = destination.write_path(entry);
-                let file = open_for_writing(&path, entry.mode, whole)?;
-                Some((path, file, destination))
-            }
-            None => None,
-        };
-        let mut hasher = blake3::Hasher::new();
-        if !whole {
-            hasher.set_input_offset(piece.file_offset);
+        let leaf = leaf_size(entry);
+        if let Some(destination) = &self.destination
+            && open.as_ref().is_none_or(|(file, ..)| *file != piece.file)
+        {
+            let path = destination.write_path(entry);
+            let file = open_for_writing(&path, entry.mode, leaf.is_none())?;
+            *open = Some((piece.file, path, file));
         }
+        let mut hashing = match leaf {
+            None => Hashing::Whole(Box::new(blake3::Hasher::new())),
+            Some(leaf) => Hashing::Leaves { leaf, done: Vec::new(), current: None },
+        };
         let mut done = 0u64;
         while done < piece.length {
             let want = buffer.len().min(usize::try_from(piece.length - done).unwrap_or(usize::MAX));
@@ -496,22 +557,27 @@ impl JobContext {
             if read == 0 {
                 return Err(self.too_short());
             }
-            if let Some((path, file, _)) = &target {
+            if let Some((_, path, file)) = open.as_ref().filter(|_| self.destination.is_some()) {
                 file.write_all_at(&buffer[..read], piece.file_offset + done).map_err(|source| RestoreError::Write {
                     path: path.clone(),
                     action: "write",
                     source,
                 })?;
             }
-            hasher.update(&buffer[..read]);
+            hashing.update(&buffer[..read], piece.file_offset + done);
             done += read as u64;
             self.progress.bytes.fetch_add(read as u64, Ordering::Relaxed);
         }
-        let hash =
-            if whole { Some(hasher.finalize()) } else { self.part_finished(entry, piece, hasher.finalize_non_root()) };
+        let hash = match hashing {
+            Hashing::Whole(hasher) => Some(hasher.finalize()),
+            Hashing::Leaves { leaf, done, current } => {
+                let done = done.into_iter().chain(current.map(|(index, hasher)| (index, hasher.finalize_non_root())));
+                self.leaves_finished(entry, piece.file, leaf, done)
+            }
+        };
         if let Some(hash) = hash {
             check_hash(entry, hash, &self.key)?;
-            if let Some((path, file, destination)) = &target {
+            if let (Some((_, path, file)), Some(destination)) = (open.as_ref(), &self.destination) {
                 finish_file(file, path, entry, destination)?;
             }
             self.progress.files.fetch_add(1, Ordering::Relaxed);
@@ -519,17 +585,80 @@ impl JobContext {
         Ok(())
     }
 
-    /// Records a part's chaining value; the file's hash once every part is in.
-    fn part_finished(&self, entry: &FileEntry, piece: &Piece, value: ChainingValue) -> Option<blake3::Hash> {
+    /// Records the values of leaves written; the file's hash once every leaf is in.
+    fn leaves_finished(
+        &self,
+        entry: &FileEntry,
+        file: usize,
+        leaf: u64,
+        done: impl Iterator<Item = (u64, ChainingValue)>,
+    ) -> Option<blake3::Hash> {
+        let size = entry.size.unwrap_or(0);
         let mut parts = self.parts.lock().expect("part hashes lock");
-        let values = parts.values.entry(piece.file).or_insert_with(|| vec![None; entry.locations.len()]);
-        values[piece.part] = Some((piece.length, value));
-        if values.iter().any(Option::is_none) {
+        let values = parts.values.entry(file).or_insert_with(|| {
+            let count = size.div_ceil(leaf) as usize;
+            LeafValues { leaves: vec![None; count], missing: count }
+        });
+        for (index, value) in done {
+            if let Some(slot) = values.leaves.get_mut(index as usize)
+                && slot.replace(value).is_none()
+            {
+                values.missing -= 1;
+            }
+        }
+        if values.missing > 0 {
             return None;
         }
-        let values: Vec<(u64, ChainingValue)> = values.iter().flatten().copied().collect();
-        parts.values.remove(&piece.file);
-        Some(merge_parts(&values, entry.locations[0].length))
+        let values = parts.values.remove(&file).expect("just looked up");
+        let leaves: Vec<(u64, ChainingValue)> = values
+            .leaves
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| (leaf.min(size - index as u64 * leaf), value.expect("every leaf is in")))
+            .collect();
+        Some(merge_parts(&leaves, leaf))
+    }
+}
+
+/// How a piece is hashed: a whole file at once, or leaf by leaf.
+enum Hashing {
+    Whole(Box<blake3::Hasher>),
+    Leaves {
+        leaf: u64,
+        /// Finished leaves: index and value.
+        done: Vec<(u64, ChainingValue)>,
+        /// The leaf being hashed.
+        current: Option<(u64, Box<blake3::Hasher>)>,
+    },
+}
+
+impl Hashing {
+    /// Hashes `data`, which starts at `file_offset` of its file.
+    fn update(&mut self, mut data: &[u8], mut file_offset: u64) {
+        match self {
+            Hashing::Whole(hasher) => {
+                hasher.update(data);
+            }
+            Hashing::Leaves { leaf, done, current } => {
+                while !data.is_empty() {
+                    let index = file_offset / *leaf;
+                    let (_, hasher) = current.get_or_insert_with(|| {
+                        let mut hasher = blake3::Hasher::new();
+                        hasher.set_input_offset(index * *leaf);
+                        (index, Box::new(hasher))
+                    });
+                    let room = (index + 1) * *leaf - file_offset;
+                    let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                    hasher.update(&data[..take]);
+                    data = &data[take..];
+                    file_offset += take as u64;
+                    if file_offset.is_multiple_of(*leaf) {
+                        let (index, hasher) = current.take().expect("a leaf is being hashed");
+                        done.push((index, hasher.finalize_non_root()));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -45,7 +45,7 @@ use self::start::Reached;
 use self::target::{RecoveryGoal, RecoveryTarget};
 use self::target_dir::{DeltaPlan, ExistingData};
 use crate::backup::copy::CONTROL_FILE;
-use crate::catalog::id::{BackupId, BackupKind};
+use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::catalog::lsn::Timeline;
@@ -235,7 +235,7 @@ pub async fn load_catalog(
     only: Option<BackupId>,
 ) -> Result<Catalog, RestoreError> {
     let entries = match only {
-        Some(id) if id.kind() == BackupKind::Full => vec![listing::read_entry(repository, layout, id).await?],
+        Some(id) if id.kind().is_physical() => vec![listing::read_entry(repository, layout, id).await?],
         _ => {
             let listing = listing::read_all(repository, layout).await?;
             if let Some(damaged) = listing.damaged.first() {
@@ -253,7 +253,7 @@ pub async fn load_catalog(
     let backups: Vec<BackupManifest> = entries
         .into_iter()
         .filter_map(|entry| match entry {
-            Entry::Full(manifest) => Some(*manifest),
+            Entry::Physical(manifest) => Some(*manifest),
             Entry::Dump(_) => None,
         })
         .collect();

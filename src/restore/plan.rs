@@ -393,6 +393,8 @@ mod tests {
             lifeboat_version: String::new(),
             tablespaces: vec![],
             totals: Totals::default(),
+            incremental: None,
+            block_map: None,
             objects: vec![],
             files: vec![],
         }

@@ -6,10 +6,13 @@
 //!
 //! The rules (DESIGN.md, "Retention"); keep-rules combine as a union, a thing stays when any rule
 //! keeps it:
-//! - full backups: the newest `full`; those that completed within `max_age`; for a
-//!   `recovery_window`, the newest backup that completed at or before the window's start on the
-//!   history that leads to the present (so every moment inside the window is restorable from it)
-//!   and every backup after it. A policy with none of the three keeps every full backup.
+//! - base backups: the newest `full` full backups and the incrementals built on them; those
+//!   (full or incremental) that completed within `max_age`; for a `recovery_window`, the newest
+//!   backup that completed at or before the window's start on the history that leads to the
+//!   present (so every moment inside the window is restorable from it) and every backup after it.
+//!   A policy with none of the three keeps every backup.
+//! - chains: a kept incremental keeps every backup of its chain (the full backup and the
+//!   incrementals between), so expire never leaves an incremental without its base.
 //! - dumps: the newest `dumps`; those that finished within `dump_max_age`. With neither, every dump.
 //! - no policy at all: everything stays (an interrupted deletion is still finished).
 //! - never deleted, whatever the settings: the newest full backup, and the newest dump, whose last
@@ -31,16 +34,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::id::BackupId;
+use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::{SegmentSize, WalFile};
 use crate::config::{Retention, format_duration};
 
-/// A full backup, as far as retention cares.
+/// A base backup (full or incremental), as far as retention cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FullBackup {
     pub id: BackupId,
+    /// For an incremental: the backups it needs, its full backup first.
+    pub chain: Vec<BackupId>,
     pub timeline: Timeline,
     pub start_lsn: Lsn,
     pub stop_lsn: Lsn,
@@ -186,8 +191,19 @@ pub fn decide(inventory: &Inventory, policy: &Retention, now: DateTime<Utc>) -> 
         }
     }
     if let Some(count) = policy.full {
-        for backup in backups.iter().rev().take(count as usize) {
-            keep(backup.id, format!("newest {count} full backups (full = {count})"));
+        let newest: Vec<BackupId> = backups
+            .iter()
+            .rev()
+            .filter(|backup| backup.id.kind() == BackupKind::Full)
+            .take(count as usize)
+            .map(|backup| backup.id)
+            .collect();
+        for backup in &backups {
+            if newest.contains(&backup.id) {
+                keep(backup.id, format!("newest {count} full backups (full = {count})"));
+            } else if let Some(full) = backup.chain.first().filter(|full| newest.contains(full)) {
+                keep(backup.id, format!("an incremental on {full}, one of the newest {count} full backups (full = {count})"));
+            }
         }
     }
     if let Some(max_age) = policy.max_age {
@@ -251,6 +267,14 @@ pub fn decide(inventory: &Inventory, policy: &Retention, now: DateTime<Utc>) -> 
     for (id, until) in &inventory.locked {
         keep(*id, format!("object lock until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
     }
+    // Last: whatever keeps an incremental keeps what it is built on.
+    let kept_incrementals: Vec<&FullBackup> =
+        backups.iter().copied().filter(|backup| !backup.chain.is_empty() && rules.contains_key(&backup.id)).collect();
+    for incremental in kept_incrementals {
+        for base in &incremental.chain {
+            rules.entry(*base).or_default().push(format!("kept incremental {} is built on it", incremental.id));
+        }
+    }
 
     let fate = |id: BackupId, what: &str| match rules.get(&id) {
         Some(kept) => Fate::Keep(kept.clone()),
@@ -258,7 +282,7 @@ pub fn decide(inventory: &Inventory, policy: &Retention, now: DateTime<Utc>) -> 
     };
     let mut items: Vec<Decided> = backups
         .iter()
-        .map(|backup| Decided { id: backup.id, fate: fate(backup.id, "full backup") })
+        .map(|backup| Decided { id: backup.id, fate: fate(backup.id, "backup") })
         .chain(dumps.iter().map(|dump| Decided { id: dump.id, fate: fate(dump.id, "dump") }))
         .collect();
     items.sort_by_key(|item| item.id);

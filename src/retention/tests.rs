@@ -29,6 +29,7 @@ fn full_on(timeline: Timeline, hour: u32) -> FullBackup {
     let start = Lsn(u64::from(hour + 2) * MIB16 + 0x28);
     FullBackup {
         id: BackupId::new(at(hour), BackupKind::Full),
+        chain: Vec::new(),
         timeline,
         start_lsn: start,
         stop_lsn: Lsn(start.0 + 0x100),
@@ -272,4 +273,47 @@ fn a_locked_backup_stays_and_keeps_its_wal() {
     assert_eq!(kept(&decision), ids(&[&backups[0], &backups[1]]));
     assert!(decision.fate_of(backups[0].id).unwrap().explain().contains("object lock until 2026-11-09T08:00:00Z"));
     assert_eq!(decision.wal_cutoff, Some((backups[0].id, backups[0].start_lsn)));
+}
+
+/// An incremental at `hour` on top of `chain` (its full backup first).
+fn incremental(hour: u32, chain: &[&FullBackup]) -> FullBackup {
+    FullBackup {
+        id: BackupId::new(at(hour), BackupKind::Incremental),
+        chain: chain.iter().map(|backup| backup.id).collect(),
+        ..full(hour)
+    }
+}
+
+#[test]
+fn incrementals_go_with_their_full_backup_and_keep_their_chain() {
+    let (old, new) = (full(0), full(10));
+    let old_1 = incremental(2, &[&old]);
+    let old_2 = incremental(4, &[&old, &old_1]);
+    let new_1 = incremental(12, &[&new]);
+    let new_2 = incremental(14, &[&new, &new_1]);
+    let inventory = Inventory {
+        backups: vec![old.clone(), old_1.clone(), old_2.clone(), new.clone(), new_1.clone(), new_2.clone()],
+        ..Inventory::default()
+    };
+    // full = 1: the newest full backup and the incrementals on it stay; the older chain goes whole.
+    let decision = decide(&inventory, &Retention { full: Some(1), ..Retention::default() }, at(20));
+    for kept in [&new, &new_1, &new_2] {
+        assert!(decision.fate_of(kept.id).unwrap().is_kept(), "{}", kept.id);
+    }
+    assert!(decision.fate_of(new_2.id).unwrap().explain().contains("an incremental on"));
+    for gone in [&old, &old_1, &old_2] {
+        assert!(!decision.fate_of(gone.id).unwrap().is_kept(), "{}", gone.id);
+    }
+    // max_age keeping only the newest incremental of the old chain keeps the chain under it.
+    let mut recent = inventory.clone();
+    for backup in &mut recent.backups {
+        backup.stop_time = if backup.id == old_2.id { at(19) } else { at(1) };
+    }
+    let decision = decide(&recent, &Retention { max_age: Some(hours(2)), ..Retention::default() }, at(20));
+    for kept in [&old, &old_1, &old_2] {
+        let fate = decision.fate_of(kept.id).unwrap();
+        assert!(fate.is_kept(), "{}: {fate:?}", kept.id);
+    }
+    assert!(decision.fate_of(old.id).unwrap().explain().contains(&format!("kept incremental {}", old_2.id)));
+    assert!(!decision.fate_of(new_1.id).unwrap().is_kept());
 }

@@ -203,7 +203,7 @@ pub async fn verify(
                 ));
             }
             match &entry {
-                Entry::Full(manifest) => physical::verify(&context, manifest, &mut report, &mut scratch).await,
+                Entry::Physical(manifest) => physical::verify(&context, manifest, &mut report, &mut scratch).await,
                 Entry::Dump(manifest) => logical::verify(&context, manifest, &mut report, &mut scratch).await,
             }
         };

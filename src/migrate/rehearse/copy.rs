@@ -72,7 +72,7 @@ pub async fn restore(
         .map_err(|error| RehearseError::Restore(format!("cannot read the manifest of {id}: {error}")))?;
     let database = database_of(environment);
     let mut source = match entry {
-        Entry::Full(manifest) => restore_backup(context, &manifest, slot).await?,
+        Entry::Physical(manifest) => restore_backup(context, &manifest, slot).await?,
         Entry::Dump(manifest) => restore_dump(context, &manifest, &database, slot).await?,
     };
     source.restore_seconds = crate::util::round_to(began.elapsed().as_secs_f64(), 3);

@@ -296,7 +296,7 @@ pub async fn find_dump(
     }
     match listing::read_entry(repository, layout, id).await? {
         Entry::Dump(manifest) => Ok(*manifest),
-        Entry::Full(_) => unreachable!("a dump id reads a dump manifest"),
+        Entry::Physical(_) => unreachable!("a dump id reads a dump manifest"),
     }
 }
 
