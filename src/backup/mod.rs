@@ -25,6 +25,7 @@
 //!    are swept before the lease goes ([`crate::catalog::leftovers`]).
 
 pub mod basebackup;
+pub mod changes;
 pub mod copy;
 pub mod orphans;
 pub mod session;
