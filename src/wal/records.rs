@@ -1840,12 +1840,11 @@ mod tests {
         [node.tablespace, node.database, node.relation].iter().flat_map(|oid| oid.to_ne_bytes()).collect()
     }
 
-    /// Every record `feed_records` hands over for the segments from `from` on, owned.
-    fn records(
-        wal: &TestWal,
-        from: usize,
-        until: Option<Lsn>,
-    ) -> Result<Vec<(Lsn, Vec<BlockRef>, Option<StorageChange>)>, ScanError> {
+    /// A record's start, block references and storage change, owned.
+    type Seen = (Lsn, Vec<BlockRef>, Option<StorageChange>);
+
+    /// Every record `feed_records` hands over for the segments from `from` on.
+    fn records(wal: &TestWal, from: usize, until: Option<Lsn>) -> Result<Vec<Seen>, ScanError> {
         let mut scanner = WalScanner::new(size());
         let mut seen = Vec::new();
         for index in from..wal.bytes.len() / MIB {
