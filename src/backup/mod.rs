@@ -26,6 +26,7 @@
 
 pub mod basebackup;
 pub mod blockmap;
+pub mod changes;
 pub mod copy;
 pub mod incremental;
 pub mod orphans;

@@ -1,10 +1,15 @@
-//! Finding recovery targets in WAL segments: the commit and abort records of transactions (for
-//! `recovery_target_xid`, and the time of the last transaction for `recovery_target_time`) and
-//! named restore points (`recovery_target_name`, from `pg_create_restore_point`).
+//! Reading WAL records out of segments: the recovery targets among them (the commit and abort
+//! records of transactions, for `recovery_target_xid` and the time of the last transaction for
+//! `recovery_target_time`, and named restore points for `recovery_target_name`), and, for
+//! block-level incremental backups, every record's block references and the records that create
+//! or truncate relation files or create databases (see `crate::backup::changes`).
 //!
-//! [`WalScanner`] is fed whole segments in order and returns the [`WalEvent`]s whose records
-//! *start* in each one. It is pure and synchronous: no files, no I/O, no allocation beyond the
-//! bytes of one record (at most 1 GiB, and only as far as the segment really holds it).
+//! [`WalScanner::feed`] is fed whole segments in order and returns the [`WalEvent`]s whose records
+//! *start* in each one; [`WalScanner::feed_records`] instead hands every record, as a [`Record`],
+//! to a visitor, and can stop at an LSN inside a segment PostgreSQL is still writing. The scanner
+//! is pure and synchronous: no files, no I/O, no allocation beyond the bytes of one record (at most
+//! 1 GiB, and only as far as the segment really holds it) and, for `feed_records`, one buffer of
+//! block references reused from record to record.
 //!
 //! # The format read here (PostgreSQL 13 to 18, host byte order)
 //! A segment is a sequence of WAL pages (`xlp_xlog_blcksz`, normally 8 KiB). Each page starts with
@@ -46,11 +51,23 @@
 //! - `RM_XLOG_ID`: `XLOG_RESTORE_POINT` ([`WalEvent::RestorePoint`], `xl_restore_point`: time and a
 //!   64-byte name) and `XLOG_SWITCH`, after which the rest of its segment is padding and skipped.
 //!
+//! - For [`WalScanner::feed_records`] only: every block reference (relation, fork number
+//!   `fork_flags & 0x0F`, block number) and [`StorageChange`]s, from `RM_SMGR_ID`:
+//!   `XLOG_SMGR_CREATE` (`xl_smgr_create`: `RelFileNode`, fork number as an `int`) and
+//!   `XLOG_SMGR_TRUNCATE` (`xl_smgr_truncate`: block number, `RelFileNode`, `int` flags
+//!   `SMGR_TRUNCATE_HEAP` 1, `_VM` 2, `_FSM` 4), and from `RM_DBASE_ID`: `XLOG_DBASE_CREATE`
+//!   (up to 14) / `XLOG_DBASE_CREATE_FILE_COPY` (15+), both info 0x00 with the database and
+//!   tablespace oids first, and `XLOG_DBASE_CREATE_WAL_LOG` (15+, info 0x10, which up to 14 is
+//!   `XLOG_DBASE_DROP`). `RelFileNode` became `RelFileLocator` in 16 with the same three oids.
+//!
 //! Every other record is checked (length, CRC, back link, fragment headers) and passed over.
 //!
 //! # Where the scan stops or starts over
 //! - A record length of 0 where a record should start is the end of valid WAL (a zeroed tail):
 //!   the segment's scan ends there without an error and [`WalScanner::end_of_wal`] says where.
+//!   So does reaching the `until` LSN given to [`WalScanner::feed_records`]: nothing at or after
+//!   it is read, not even the page header there, so the stale tail of a segment PostgreSQL is
+//!   still writing is never looked at.
 //! - A segment that does not start where the previous one ended (or the first one fed) starts a
 //!   new scan: the continuation of a record from before it is skipped, and events come from the
 //!   first record that starts in it. So feeding, after segment N of timeline 1, segment N of
@@ -86,6 +103,19 @@ const XLP_ALL_FLAGS: u16 = 0x000F;
 
 const RM_XLOG_ID: u8 = 0;
 const RM_XACT_ID: u8 = 1;
+const RM_SMGR_ID: u8 = 2;
+const RM_DBASE_ID: u8 = 4;
+const XLOG_SMGR_CREATE: u8 = 0x10;
+const XLOG_SMGR_TRUNCATE: u8 = 0x20;
+const SMGR_TRUNCATE_HEAP: i32 = 0x0001;
+const SMGR_TRUNCATE_VM: i32 = 0x0002;
+const SMGR_TRUNCATE_FSM: i32 = 0x0004;
+/// `XLOG_DBASE_CREATE` up to 14, `XLOG_DBASE_CREATE_FILE_COPY` from 15.
+const XLOG_DBASE_CREATE_FILE_COPY: u8 = 0x00;
+/// From 15 only; up to 14 this info is `XLOG_DBASE_DROP`.
+const XLOG_DBASE_CREATE_WAL_LOG: u8 = 0x10;
+/// `INIT_FORKNUM`, the highest `ForkNumber`.
+const MAX_FORK_NUMBER: u8 = 3;
 /// The low bits of `xl_info` belong to the WAL machinery, the high ones to the resource manager.
 const XLR_RMGR_INFO_MASK: u8 = 0xF0;
 const XLOG_SWITCH: u8 = 0x40;
@@ -122,6 +152,8 @@ const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
 const XLR_BLOCK_ID_DATA_LONG: u8 = 254;
 const XLR_BLOCK_ID_ORIGIN: u8 = 253;
 const XLR_BLOCK_ID_TOPLEVEL_XID: u8 = 252;
+/// The low bits of a block reference's `fork_flags`: its fork number.
+const BKPBLOCK_FORK_MASK: u8 = 0x0F;
 const BKPBLOCK_HAS_IMAGE: u8 = 0x10;
 const BKPBLOCK_HAS_DATA: u8 = 0x20;
 const BKPBLOCK_SAME_REL: u8 = 0x80;
@@ -172,6 +204,55 @@ impl WalEvent {
             WalEvent::RestorePoint { .. } => None,
         }
     }
+}
+
+/// `RelFileNode` (`RelFileLocator` from PostgreSQL 16): the oids that name a relation's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelFileNode {
+    pub tablespace: u32,
+    pub database: u32,
+    pub relation: u32,
+}
+
+impl RelFileNode {
+    fn parse(bytes: &[u8]) -> RelFileNode {
+        let oid = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        RelFileNode { tablespace: oid(0), database: oid(4), relation: oid(8) }
+    }
+}
+
+/// A block a record changes (or holds an image of): relation, fork number (0 main, 1 free space
+/// map, 2 visibility map, 3 init) and block number within the fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    pub node: RelFileNode,
+    pub fork: u8,
+    pub block: u32,
+}
+
+/// What a record does to relation files besides changing the blocks it references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageChange {
+    /// `XLOG_SMGR_CREATE`: fork `fork` of `node` was created, empty.
+    CreateFork { node: RelFileNode, fork: u8 },
+    /// `XLOG_SMGR_TRUNCATE`: the forks flagged were truncated; the main fork to `blocks` blocks
+    /// (the other two to a length that depends on `blocks` and that the record does not give).
+    Truncate { node: RelFileNode, blocks: u32, main: bool, visibility_map: bool, free_space_map: bool },
+    /// `XLOG_DBASE_CREATE*`: the directory of `database` in `tablespace` was created, by copying
+    /// another database's files without WAL (file copy) or with every block WAL-logged (WAL log).
+    CreateDatabase { tablespace: u32, database: u32 },
+}
+
+/// One whole, checked record, as [`WalScanner::feed_records`] hands it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub lsn: Lsn,
+    pub end: Lsn,
+    pub rmid: u8,
+    pub info: u8,
+    /// In block id order.
+    pub blocks: &'a [BlockRef],
+    pub storage: Option<StorageChange>,
 }
 
 /// Why a segment cannot be read, with where: the segment's file name and the LSN of the page or
@@ -237,7 +318,7 @@ pub enum ScanProblem {
 }
 
 /// Reads segment after segment; see the module documentation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WalScanner {
     size: SegmentSize,
     /// The first segment's format, system identifier and block size: later ones must match,
@@ -252,8 +333,18 @@ pub struct WalScanner {
     prev_record: Option<Lsn>,
     /// The end of the last whole record read.
     last_end: Option<Lsn>,
-    /// Where the last segment's valid WAL ended early (a zeroed tail).
+    /// Where the last segment's valid WAL ended early (a zeroed tail, or the `until` LSN).
     end_of_wal: Option<Lsn>,
+    /// Where the segment being fed stops being read ([`WalScanner::feed_records`]).
+    until: Option<Lsn>,
+    /// The block references of the record being decoded, reused from record to record.
+    blocks: Vec<BlockRef>,
+}
+
+/// Where a segment's records go.
+enum Output<'o> {
+    Events(&'o mut Vec<WalEvent>),
+    Records(&'o mut dyn FnMut(&Record<'_>)),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +355,7 @@ struct Identity {
 }
 
 /// The part of a record before a segment boundary.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Pending {
     /// A record being assembled: where it starts, its length, and its bytes so far.
     Record { start: Lsn, total: u32, bytes: Vec<u8> },
@@ -283,6 +374,8 @@ impl WalScanner {
             prev_record: None,
             last_end: None,
             end_of_wal: None,
+            until: None,
+            blocks: Vec::new(),
         }
     }
 
@@ -293,6 +386,38 @@ impl WalScanner {
     /// does not start where the previous segment ended, or is the first, the scan starts over
     /// here: the tail of a record from before it is skipped.
     pub fn feed(&mut self, segment: WalSegment, bytes: &[u8]) -> Result<Vec<WalEvent>, ScanError> {
+        let mut events = Vec::new();
+        self.feed_into(segment, bytes, None, &mut Output::Events(&mut events))?;
+        Ok(events)
+    }
+
+    /// As [`WalScanner::feed`], but hands every record that starts in the segment (and one that
+    /// started in the previous segment fed and ends in this one) to `visit`, with its block
+    /// references and what it does to relation files; commits and restore points are not decoded.
+    ///
+    /// With `until`, the scan stops at the first record that starts at or after it, without
+    /// reading anything from there on (not even a page header): the segment may be the one
+    /// PostgreSQL is writing, whose bytes after the current insert position are stale or zero.
+    /// [`WalScanner::end_of_wal`] then gives where it stopped, and the next segment fed starts a
+    /// new scan.
+    pub fn feed_records(
+        &mut self,
+        segment: WalSegment,
+        bytes: &[u8],
+        until: Option<Lsn>,
+        visit: &mut dyn FnMut(&Record<'_>),
+    ) -> Result<(), ScanError> {
+        self.feed_into(segment, bytes, until, &mut Output::Records(visit))
+    }
+
+    fn feed_into(
+        &mut self,
+        segment: WalSegment,
+        bytes: &[u8],
+        until: Option<Lsn>,
+        output: &mut Output<'_>,
+    ) -> Result<(), ScanError> {
+        self.until = until;
         let start = segment.start_lsn(self.size);
         let follows = self.next_start == Some(start);
         let pending = if follows { self.pending.take() } else { None };
@@ -305,8 +430,7 @@ impl WalScanner {
         self.end_of_wal = None;
 
         let view = self.open(segment, bytes)?;
-        let mut events = Vec::new();
-        match self.scan(&view, pending, &mut events) {
+        match self.scan(&view, pending, output) {
             Ok(SegmentEnd::Continues(pending)) => {
                 self.pending = pending;
                 self.next_start = Some(view.lsn(bytes.len()));
@@ -318,7 +442,7 @@ impl WalScanner {
                 return Err(error);
             }
         }
-        Ok(events)
+        Ok(())
     }
 
     /// The end of the last whole record read: how far the WAL fed so far reaches.
@@ -327,9 +451,14 @@ impl WalScanner {
     }
 
     /// Where valid WAL ended inside the last segment fed, if it did before the segment's end
-    /// other than by `pg_switch_wal` (a zeroed tail). The next segment fed then starts a new scan.
+    /// other than by `pg_switch_wal` (a zeroed tail), or where the scan stopped at the `until`
+    /// of [`WalScanner::feed_records`]. The next segment fed then starts a new scan.
     pub fn end_of_wal(&self) -> Option<Lsn> {
         self.end_of_wal
+    }
+
+    fn reached_until(&self, lsn: Lsn) -> bool {
+        self.until.is_some_and(|until| lsn >= until)
     }
 
     /// Checks the segment's length and long header, and that it belongs with the ones before.
@@ -379,7 +508,7 @@ impl WalScanner {
         &mut self,
         view: &SegmentView<'_>,
         pending: Option<Pending>,
-        events: &mut Vec<WalEvent>,
+        output: &mut Output<'_>,
     ) -> Result<SegmentEnd, ScanError> {
         let first = view.page(0)?;
         let mut pos = first.len;
@@ -410,7 +539,7 @@ impl WalScanner {
                 match view.continuation(0, remaining, Some(&mut bytes))? {
                     Continuation::Ended { offset } => {
                         pos = align(offset);
-                        if self.record(view, start, &bytes, view.lsn(pos), events)? {
+                        if self.record(view, start, &bytes, view.lsn(pos), output)? {
                             return Ok(SegmentEnd::Switched);
                         }
                     }
@@ -428,12 +557,18 @@ impl WalScanner {
             if pos == view.bytes.len() {
                 return Ok(SegmentEnd::Continues(None));
             }
+            if self.reached_until(view.lsn(pos)) {
+                return Ok(SegmentEnd::EndOfWal(view.lsn(pos)));
+            }
             if pos.is_multiple_of(view.block) {
                 let page = view.page(pos / view.block)?;
                 if page.info & XLP_FIRST_IS_CONTRECORD != 0 {
                     return Err(view.error(pos, ScanProblem::UnexpectedContinuation));
                 }
                 pos += page.len;
+                if self.reached_until(view.lsn(pos)) {
+                    return Ok(SegmentEnd::EndOfWal(view.lsn(pos)));
+                }
             }
             let start = view.lsn(pos);
             // Records are 8-aligned and pages a multiple of 8, so the length is on this page.
@@ -449,7 +584,7 @@ impl WalScanner {
                 let end = pos + total as usize;
                 let record = &view.bytes[pos..end];
                 pos = align(end);
-                self.record(view, start, record, view.lsn(pos), events)?
+                self.record(view, start, record, view.lsn(pos), output)?
             } else {
                 // Grows with the pages that really continue the record, not with its claimed length.
                 let mut bytes = Vec::with_capacity((total as usize).min(4 * view.block));
@@ -458,7 +593,7 @@ impl WalScanner {
                 match view.continuation(page_end / view.block, remaining, Some(&mut bytes))? {
                     Continuation::Ended { offset } => {
                         pos = align(offset);
-                        self.record(view, start, &bytes, view.lsn(pos), events)?
+                        self.record(view, start, &bytes, view.lsn(pos), output)?
                     }
                     Continuation::Overwritten { page } => {
                         pos = view.overwritten_restart(page, &mut self.prev_record)?;
@@ -482,7 +617,7 @@ impl WalScanner {
         lsn: Lsn,
         record: &[u8],
         end: Lsn,
-        events: &mut Vec<WalEvent>,
+        output: &mut Output<'_>,
     ) -> Result<bool, ScanError> {
         let fail = |problem| view.record_error(lsn, problem);
         let header = RecordHeader::parse(record);
@@ -503,12 +638,29 @@ impl WalScanner {
         if computed != header.crc {
             return Err(fail(ScanProblem::Checksum { stored: header.crc, computed }));
         }
-        let main = main_data(record, view.format).map_err(|reason| fail(ScanProblem::Malformed(reason)))?;
+        let blocks = match output {
+            Output::Events(_) => None,
+            Output::Records(_) => {
+                self.blocks.clear();
+                Some(&mut self.blocks)
+            }
+        };
+        let main = main_data(record, view.format, blocks).map_err(|reason| fail(ScanProblem::Malformed(reason)))?;
         self.prev_record = Some(lsn);
         self.last_end = Some(end);
         let kind = header.info & XLR_RMGR_INFO_MASK;
+        let switched = header.rmid == RM_XLOG_ID && kind == XLOG_SWITCH;
+        let events = match output {
+            Output::Events(events) => events,
+            Output::Records(visit) => {
+                let storage = storage_change(header.rmid, kind, main, view.format)
+                    .map_err(|reason| fail(ScanProblem::Malformed(reason)))?;
+                visit(&Record { lsn, end, rmid: header.rmid, info: header.info, blocks: &self.blocks, storage });
+                return Ok(switched);
+            }
+        };
         match header.rmid {
-            RM_XLOG_ID if kind == XLOG_SWITCH => return Ok(true),
+            RM_XLOG_ID if switched => return Ok(true),
             RM_XLOG_ID if kind == XLOG_RESTORE_POINT => {
                 let (name, time) = restore_point(main).map_err(|reason| fail(ScanProblem::Malformed(reason)))?;
                 events.push(WalEvent::RestorePoint { name, lsn, end, time });
@@ -756,14 +908,18 @@ impl<'a> Cursor<'a> {
 }
 
 /// Walks the fragment headers after the record header (as PostgreSQL's `DecodeXLogRecord` does)
-/// and returns the main data, which comes last.
-fn main_data(record: &[u8], format: WalFormat) -> Result<&[u8], String> {
+/// and returns the main data, which comes last; with `blocks`, appends the block references to it.
+fn main_data<'r>(
+    record: &'r [u8],
+    format: WalFormat,
+    mut blocks: Option<&mut Vec<BlockRef>>,
+) -> Result<&'r [u8], String> {
     let mut cursor = Cursor::new(&record[RECORD_HEADER_LEN..]);
     // Bytes of block data, images and main data announced by the headers read so far.
     let mut announced: u64 = 0;
     let mut main_len: usize = 0;
     let mut last_block: Option<u8> = None;
-    let mut has_relation = false;
+    let mut relation: Option<RelFileNode> = None;
     while cursor.remaining() as u64 > announced {
         let id = cursor.u8("a fragment header")?;
         match id {
@@ -807,13 +963,21 @@ fn main_data(record: &[u8], format: WalFormat) -> Result<&[u8], String> {
                     }
                     announced += u64::from(image_len);
                 }
-                if fork_flags & BKPBLOCK_SAME_REL == 0 {
-                    cursor.take(RELFILENODE_LEN, "a block's relation")?;
-                    has_relation = true;
-                } else if !has_relation {
-                    return Err(format!("block reference {id} refers to the previous relation, but there is none"));
+                let node = if fork_flags & BKPBLOCK_SAME_REL == 0 {
+                    *relation.insert(RelFileNode::parse(cursor.take(RELFILENODE_LEN, "a block's relation")?))
+                } else {
+                    relation.ok_or_else(|| {
+                        format!("block reference {id} refers to the previous relation, but there is none")
+                    })?
+                };
+                let block = cursor.u32("a block number")?;
+                if let Some(blocks) = blocks.as_deref_mut() {
+                    let fork = fork_flags & BKPBLOCK_FORK_MASK;
+                    if fork > MAX_FORK_NUMBER {
+                        return Err(format!("block reference {id} names fork {fork}, which PostgreSQL does not have"));
+                    }
+                    blocks.push(BlockRef { node, fork, block });
                 }
-                cursor.take(4, "a block number")?;
             }
             _ => return Err(format!("it has a fragment with the unknown id {id}")),
         }
@@ -825,6 +989,44 @@ fn main_data(record: &[u8], format: WalFormat) -> Result<&[u8], String> {
         ));
     }
     Ok(&record[record.len() - main_len..])
+}
+
+/// What an `RM_SMGR_ID` or `RM_DBASE_ID` record does to relation files; `kind` is the info's
+/// high bits. Database records give the new database's oid first, then its tablespace.
+fn storage_change(rmid: u8, kind: u8, main: &[u8], format: WalFormat) -> Result<Option<StorageChange>, String> {
+    let mut cursor = Cursor::new(main);
+    Ok(match (rmid, kind) {
+        (RM_SMGR_ID, XLOG_SMGR_CREATE) => {
+            let node = RelFileNode::parse(cursor.take(RELFILENODE_LEN, "xl_smgr_create's relation")?);
+            let fork = i32::from_ne_bytes(cursor.array("xl_smgr_create's fork")?);
+            let fork = u8::try_from(fork)
+                .ok()
+                .filter(|fork| *fork <= MAX_FORK_NUMBER)
+                .ok_or_else(|| format!("it creates fork {fork}, which PostgreSQL does not have"))?;
+            Some(StorageChange::CreateFork { node, fork })
+        }
+        (RM_SMGR_ID, XLOG_SMGR_TRUNCATE) => {
+            let blocks = cursor.u32("xl_smgr_truncate's block number")?;
+            let node = RelFileNode::parse(cursor.take(RELFILENODE_LEN, "xl_smgr_truncate's relation")?);
+            let flags = i32::from_ne_bytes(cursor.array("xl_smgr_truncate's flags")?);
+            Some(StorageChange::Truncate {
+                node,
+                blocks,
+                main: flags & SMGR_TRUNCATE_HEAP != 0,
+                visibility_map: flags & SMGR_TRUNCATE_VM != 0,
+                free_space_map: flags & SMGR_TRUNCATE_FSM != 0,
+            })
+        }
+        (RM_DBASE_ID, XLOG_DBASE_CREATE_FILE_COPY) => Some(database_created(&mut cursor)?),
+        (RM_DBASE_ID, XLOG_DBASE_CREATE_WAL_LOG) if format.major >= 15 => Some(database_created(&mut cursor)?),
+        _ => None,
+    })
+}
+
+fn database_created(cursor: &mut Cursor<'_>) -> Result<StorageChange, String> {
+    let database = cursor.u32("the created database's oid")?;
+    let tablespace = cursor.u32("the created database's tablespace")?;
+    Ok(StorageChange::CreateDatabase { tablespace, database })
 }
 
 /// The xid and time of a commit or abort record (`xl_xact_commit`/`xl_xact_abort` and what
@@ -1628,5 +1830,163 @@ mod tests {
         let mut scanner = WalScanner::new(SegmentSize::new(2 * MIB as u64).unwrap());
         let error = scanner.feed(WalSegment::new(Timeline::FIRST, 0), &[wal.segment(0), wal.segment(1)].concat());
         assert!(matches!(error.unwrap_err().problem, ScanProblem::SegmentSize { .. }));
+    }
+
+    fn node(relation: u32) -> RelFileNode {
+        RelFileNode { tablespace: 1663, database: 5, relation }
+    }
+
+    fn node_bytes(node: RelFileNode) -> Vec<u8> {
+        [node.tablespace, node.database, node.relation].iter().flat_map(|oid| oid.to_ne_bytes()).collect()
+    }
+
+    /// A record's start, block references and storage change, owned.
+    type Seen = (Lsn, Vec<BlockRef>, Option<StorageChange>);
+
+    /// Every record `feed_records` hands over for the segments from `from` on.
+    fn records(wal: &TestWal, from: usize, until: Option<Lsn>) -> Result<Vec<Seen>, ScanError> {
+        let mut scanner = WalScanner::new(size());
+        let mut seen = Vec::new();
+        for index in from..wal.bytes.len() / MIB {
+            scanner.feed_records(segment(1 + index as u64), wal.segment(index), until, &mut |record| {
+                seen.push((record.lsn, record.blocks.to_vec(), record.storage));
+            })?;
+        }
+        Ok(seen)
+    }
+
+    #[test]
+    fn block_references_are_reported_with_relation_fork_and_number() {
+        let mut wal = TestWal::new(1);
+        let mut body = Vec::new();
+        // Block 0: main fork of relation 100 with data; block 1: same relation, visibility map
+        // fork, with an image; block 3: another relation's init fork.
+        body.extend_from_slice(&[0, BKPBLOCK_HAS_DATA]);
+        body.extend_from_slice(&4u16.to_ne_bytes());
+        body.extend_from_slice(&node_bytes(node(100)));
+        body.extend_from_slice(&77u32.to_ne_bytes());
+        body.extend_from_slice(&[1, BKPBLOCK_HAS_IMAGE | BKPBLOCK_SAME_REL | 2]);
+        body.extend_from_slice(&0u16.to_ne_bytes());
+        body.extend_from_slice(&10u16.to_ne_bytes());
+        body.extend_from_slice(&0u16.to_ne_bytes());
+        body.push(0);
+        body.extend_from_slice(&3u32.to_ne_bytes());
+        body.extend_from_slice(&[3, 3, 0, 0]);
+        body.extend_from_slice(&node_bytes(node(200)));
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend_from_slice(&[XLR_BLOCK_ID_DATA_SHORT, 2]);
+        body.extend(std::iter::repeat_n(0xEE, 4 + 10 + 2));
+        let at = wal.append(10, 0x00, 9, &body);
+        let seen = records(&wal, 0, None).unwrap();
+        assert_eq!(
+            seen,
+            vec![(
+                at.0,
+                vec![
+                    BlockRef { node: node(100), fork: 0, block: 77 },
+                    BlockRef { node: node(100), fork: 2, block: 3 },
+                    BlockRef { node: node(200), fork: 3, block: 0 },
+                ],
+                None
+            )]
+        );
+        // Feeding for events still works on the same WAL, and ignores the block references.
+        assert_eq!(wal.scan(0).unwrap(), vec![]);
+
+        // A fork number PostgreSQL does not have.
+        let mut wal = TestWal::new(1);
+        let mut body = vec![0, 5, 0, 0];
+        body.extend_from_slice(&node_bytes(node(100)));
+        body.extend_from_slice(&1u32.to_ne_bytes());
+        wal.append(10, 0x00, 9, &body);
+        let error = records(&wal, 0, None).unwrap_err();
+        assert!(error.to_string().contains("names fork 5"), "{error}");
+    }
+
+    #[test]
+    fn file_creation_truncation_and_database_creation_are_decoded_per_version() {
+        for (magic, major) in [(0xD10D, 13), (0xD110, 15), (0xD116, 17), (0xD118, 18)] {
+            let mut wal = TestWal::with_magic(1, magic);
+            let mut create = node_bytes(node(300));
+            create.extend_from_slice(&1i32.to_ne_bytes());
+            let created = wal.append(RM_SMGR_ID, XLOG_SMGR_CREATE, 0, &data(&create));
+            let mut truncate = 12u32.to_ne_bytes().to_vec();
+            truncate.extend_from_slice(&node_bytes(node(301)));
+            truncate.extend_from_slice(&(SMGR_TRUNCATE_HEAP | SMGR_TRUNCATE_FSM).to_ne_bytes());
+            let truncated = wal.append(RM_SMGR_ID, XLOG_SMGR_TRUNCATE, 0, &data(&truncate));
+            let copy: Vec<u8> = [16500u32, 1663, 1, 1663].iter().flat_map(|oid| oid.to_ne_bytes()).collect();
+            let copied = wal.append(RM_DBASE_ID, XLOG_DBASE_CREATE_FILE_COPY, 0, &data(&copy));
+            // 0x10: XLOG_DBASE_CREATE_WAL_LOG from 15, XLOG_DBASE_DROP (db, count, tablespaces) before.
+            let second: Vec<u8> = [16501u32, 16400].iter().flat_map(|oid| oid.to_ne_bytes()).collect();
+            let logged = wal.append(RM_DBASE_ID, XLOG_DBASE_CREATE_WAL_LOG, 0, &data(&second));
+            let seen = records(&wal, 0, None).unwrap_or_else(|error| panic!("{major}: {error}"));
+            let storage: Vec<(Lsn, Option<StorageChange>)> =
+                seen.into_iter().map(|(lsn, _, change)| (lsn, change)).collect();
+            assert_eq!(
+                storage,
+                vec![
+                    (created.0, Some(StorageChange::CreateFork { node: node(300), fork: 1 })),
+                    (
+                        truncated.0,
+                        Some(StorageChange::Truncate {
+                            node: node(301),
+                            blocks: 12,
+                            main: true,
+                            visibility_map: false,
+                            free_space_map: true
+                        })
+                    ),
+                    (copied.0, Some(StorageChange::CreateDatabase { tablespace: 1663, database: 16500 })),
+                    (
+                        logged.0,
+                        (major >= 15).then_some(StorageChange::CreateDatabase { tablespace: 16400, database: 16501 })
+                    ),
+                ],
+                "PostgreSQL {major}"
+            );
+        }
+        // A short main data is malformed, not read past.
+        let mut wal = TestWal::new(1);
+        wal.append(RM_SMGR_ID, XLOG_SMGR_TRUNCATE, 0, &data(&[0; 8]));
+        assert!(matches!(records(&wal, 0, None).unwrap_err().problem, ScanProblem::Malformed(_)));
+    }
+
+    #[test]
+    fn until_stops_before_the_records_at_and_after_it_without_reading_further() {
+        let mut wal = TestWal::new(2);
+        let first = insert_like(&mut wal, 1, 100);
+        let second = insert_like(&mut wal, 1, 100);
+        // A record across a page boundary, then one starting a page.
+        while wal.pos % BLOCK < BLOCK - 100 {
+            insert_like(&mut wal, 1, 100);
+        }
+        let across = insert_like(&mut wal, 1, 300);
+        wal.pad_to_page_end();
+        let page_start = Lsn(wal.lsn(wal.pos));
+        let on_next_page = insert_like(&mut wal, 1, 100);
+        assert_eq!(on_next_page.0.as_u64(), page_start.as_u64() + SHORT_HEADER_LEN as u64);
+        // Garbage after the last record: a stale tail that must never be read.
+        let stale = wal.pos;
+        wal.bytes[stale..MIB].fill(0xA5);
+
+        let starts =
+            |until| records(&wal, 0, Some(until)).unwrap().into_iter().map(|(lsn, ..)| lsn).collect::<Vec<_>>();
+        assert_eq!(starts(second.0), vec![first.0]);
+        let through_across = starts(across.1);
+        assert_eq!(through_across.last(), Some(&across.0));
+        // Stopping at a page's first byte does not read its header; stopping after the header does.
+        let before_page = starts(page_start);
+        assert!(!before_page.contains(&on_next_page.0));
+        assert_eq!(starts(on_next_page.0), before_page);
+        let mut scanner = WalScanner::new(size());
+        let mut last = None;
+        scanner
+            .feed_records(segment(1), wal.segment(0), Some(on_next_page.1), &mut |record| last = Some(record.lsn))
+            .unwrap();
+        assert_eq!(last, Some(on_next_page.0));
+        assert_eq!(scanner.end_of_wal(), Some(on_next_page.1));
+        assert_eq!(scanner.last_record_end(), Some(on_next_page.1));
+        // Without a limit the stale page is an error.
+        assert!(records(&wal, 0, None).is_err());
     }
 }
