@@ -17,12 +17,8 @@ use support::restored::restore_and_start;
 
 /// A table of about 8 MB (about 1000 blocks), large enough to be stored block by block.
 async fn create_bulk(conn: &mut PgConnection) {
-    execute(
-        conn,
-        "CREATE TABLE bulk (id int PRIMARY KEY, v text) WITH (fillfactor = 50); \
-         INSERT INTO bulk SELECT g, md5(g::text) || repeat('b', 60) FROM generate_series(1, 60000) g",
-    )
-    .await;
+    execute(conn, "CREATE TABLE bulk (id int PRIMARY KEY, v text) WITH (fillfactor = 50)").await;
+    execute(conn, "INSERT INTO bulk SELECT g, md5(g::text) || repeat('b', 60) FROM generate_series(1, 60000) g").await;
     execute(conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL)").await;
 }
 
