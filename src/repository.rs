@@ -302,6 +302,17 @@ impl Repository {
         self.store.location()
     }
 
+    /// The same repository, writing new objects with `write_options` (wal-push: its own level).
+    pub fn with_write_options(&self, write_options: WriteOptions) -> Repository {
+        Repository {
+            store: self.store.clone(),
+            file: self.file.clone(),
+            master: self.master.clone(),
+            opened_by: self.opened_by.clone(),
+            write_options,
+        }
+    }
+
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }

@@ -210,7 +210,8 @@ mod checks {
     const TAMPER_CHUNK: usize = 4096;
 
     async fn tamper_setup(store: &Arc<dyn ObjectStore>) -> (Repository, Vec<u8>) {
-        let options = WriteOptions { compression: Compression::None, level: 0, chunk_size: TAMPER_CHUNK as u32 };
+        let options =
+            WriteOptions { compression: Compression::None, level: 0, chunk_size: TAMPER_CHUNK as u32, workers: 0 };
         let repository = encrypted_repository(store.clone(), options).await;
         let data = generated_bytes(3 * TAMPER_CHUNK as u64 + 100, 5, Pattern::Random).await;
         repository.put_bytes(&key("victim/object"), data.clone(), PutMode::Overwrite).await.unwrap();

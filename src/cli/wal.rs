@@ -2,7 +2,8 @@
 //!
 //! PostgreSQL runs the first two once per WAL file, in the data directory, and writes their
 //! stderr to its log: they print nothing on success, one line for the normal "not in the archive"
-//! answer, and a full error (what, where, what to do) only when something is wrong.
+//! answer, and a full error (what, where, what to do) only when something is wrong. `wal-push`
+//! first offers the file to `lifeboat daemon` ([`crate::wal::handoff`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,11 @@ use crate::catalog::layout::ClusterLayout;
 use crate::ops::open::open_repository;
 use crate::report::{self, wal::WalArchiveView};
 use crate::wal::fetch::{FetchOptions, Fetched, PREFETCH_WAIT, fetch};
+use crate::wal::handoff::{self, Handoff, Outcome};
 use crate::wal::spool::DEFAULT_DIR_NAME;
+
+/// zstd threads of a lone `wal-push`: more cut little from a 16 MiB segment and cost memory.
+const MAX_COMPRESSION_WORKERS: usize = 4;
 
 #[derive(Debug, Args)]
 pub struct WalPushArgs {
@@ -41,9 +46,29 @@ pub enum WalCommand {
     },
 }
 
+/// Hands the file to the daemon when one runs for this cluster and repository, else stores it here.
 pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> anyhow::Result<()> {
-    let context = super::operation_context(config_path).await?;
-    crate::ops::wal_push(&context, &args.path).await?;
+    let config = super::load_config(config_path)?;
+    let path = std::path::absolute(&args.path)?;
+    let socket = handoff::socket_path(&config.daemon.state_dir);
+    let repository = config.repository.url.to_string();
+    match handoff::hand_off(&socket, config.cluster.name.as_str(), &repository, &path).await {
+        Handoff::Done(reply) => {
+            let how = if reply.ahead { "stored ahead" } else { "stored" };
+            let how = if reply.result == Outcome::AlreadyArchived { "already archived" } else { how };
+            tracing::debug!(ahead = reply.ahead, "{}: {how} by lifeboat daemon", args.path.display());
+            return Ok(());
+        }
+        Handoff::Failed(failed) => return Err(failed.into()),
+        Handoff::Unavailable(reason) => {
+            tracing::debug!("no daemon takes {}: {reason}; storing it here", args.path.display())
+        }
+    }
+    let context = super::context_for(config).await?;
+    // One segment at a time, and PostgreSQL waits for it: every core compresses.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = u32::try_from(cores.min(MAX_COMPRESSION_WORKERS)).expect("a small number");
+    crate::ops::wal_push(&context, &args.path, if workers > 1 { workers } else { 0 }).await?;
     Ok(())
 }
 

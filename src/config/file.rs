@@ -128,6 +128,8 @@ pub(super) struct RawWal {
     pub prefetch: Option<i64>,
     pub spool_dir: Option<PathBuf>,
     pub check_schedule: Option<String>,
+    pub push_ahead: Option<i64>,
+    pub compression_level: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

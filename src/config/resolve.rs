@@ -194,6 +194,19 @@ fn resolve_wal(locator: &Locator<'_>, raw: RawWal) -> Result<WalConfig, ConfigEr
         )?,
         spool_dir: locator.absolute(&["wal", "spool_dir"], raw.spool_dir)?,
         check_schedule: super::daemon::schedule(locator, &["wal", "check_schedule"], raw.check_schedule)?,
+        push_ahead: locator.in_range(
+            &["wal", "push_ahead"],
+            raw.push_ahead,
+            WalConfig::DEFAULT_PUSH_AHEAD,
+            WalConfig::PUSH_AHEAD,
+        )?,
+        // 1..=19: always an i32.
+        compression_level: locator.in_range(
+            &["wal", "compression_level"],
+            raw.compression_level,
+            WalConfig::DEFAULT_COMPRESSION_LEVEL,
+            WalConfig::COMPRESSION_LEVELS,
+        )? as i32,
     })
 }
 

@@ -154,6 +154,8 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         Some(schedule) => writeln!(out, "check_schedule = {}", quote(schedule.as_str()))?,
         None => writeln!(out, "# check_schedule: not set (the daemon does not run the WAL continuity check)")?,
     }
+    writeln!(out, "push_ahead = {}", wal.push_ahead)?;
+    writeln!(out, "compression_level = {}", wal.compression_level)?;
 
     writeln!(out, "\n[audit]")?;
     writeln!(out, "path = {}", path(&config.audit.path))?;

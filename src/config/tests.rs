@@ -718,6 +718,22 @@ fn wal_settings_have_defaults_and_are_validated() {
 }
 
 #[test]
+fn wal_push_ahead_and_compression_level_have_defaults_are_shown_and_validated() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!((config.wal.push_ahead, config.wal.compression_level), (4, 1));
+    assert!(config.to_redacted_toml().contains("push_ahead = 4\ncompression_level = 1\n"));
+
+    let config = parse(&format!("{MINIMAL}[wal]\npush_ahead = 0\ncompression_level = 3\n")).unwrap();
+    assert_eq!((config.wal.push_ahead, config.wal.compression_level), (0, 3));
+    assert!(config.to_redacted_toml().contains("push_ahead = 0\ncompression_level = 3\n"));
+
+    let message = error(&format!("{MINIMAL}[wal]\npush_ahead = 65\n"));
+    assert!(message.contains("wal.push_ahead: 65 is out of range (0..=64)"), "{message}");
+    let message = error(&format!("{MINIMAL}[wal]\ncompression_level = 0\n"));
+    assert!(message.contains("wal.compression_level: 0 is out of range (1..=19)"), "{message}");
+}
+
+#[test]
 fn verify_settings_default_when_absent() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.verify, VerifyConfig::default());

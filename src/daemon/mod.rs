@@ -13,6 +13,7 @@
 //! - [`page`]: the status page at `/`.
 //! - [`http`]: the HTTP server (`/metrics`, `/healthz`, `/status`, `/`) on `daemon.listen`.
 //! - [`reporting`]: starts the server, the watcher and the notifications beside the scheduler.
+//! - [`archive`]: takes WAL from `wal-push` over a Unix socket and stores ready segments ahead.
 //!
 //! [`Daemon::start`] loads the configuration and opens the repository (a daemon that cannot does
 //! not start: systemd restarts it); [`Daemon::run`] tells systemd it is ready and runs the
@@ -25,6 +26,7 @@
 //! `[daemon] shutdown_timeout` to finish and are then cancelled, which cleans up as a failed
 //! operation does (complete-or-invisible), and the daemon exits 0 once they have.
 
+pub mod archive;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
@@ -223,6 +225,20 @@ impl Daemon {
     /// and shuts down (see the module's comment).
     pub async fn run(mut self) -> Result<(), DaemonError> {
         let mut tasks = JoinSet::new();
+        // Without the socket the daemon still runs its schedules; wal-push then stores alone.
+        let bound = archive::bind(&self.current.borrow().config);
+        let archiving = match bound {
+            Ok(socket) => Some(tokio::spawn(archive::serve(
+                socket,
+                self.current.subscribe(),
+                self.runner.metrics.clone(),
+                self.runner.shutdown.clone(),
+            ))),
+            Err(error) => {
+                tracing::warn!("{error}");
+                None
+            }
+        };
         self.notifier.ready();
         tracing::info!(
             config = %self.config_path.display(),
@@ -264,6 +280,9 @@ impl Daemon {
             }
         };
         self.shut_down(reason, tasks).await;
+        if let Some(archiving) = archiving {
+            let _ = archiving.await;
+        }
         Ok(())
     }
 

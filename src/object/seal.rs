@@ -29,11 +29,14 @@ pub struct WriteOptions {
     /// zstd level; ignored without compression.
     pub level: i32,
     pub chunk_size: u32,
+    /// zstd worker threads compressing one object in parallel (0: on the sealing thread). Only
+    /// for one large object at a time (`wal-push` alone): the stream format is the same.
+    pub workers: u32,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { compression: Compression::Zstd, level: 3, chunk_size: 1024 * 1024 }
+        WriteOptions { compression: Compression::Zstd, level: 3, chunk_size: 1024 * 1024, workers: 0 }
     }
 }
 
@@ -144,7 +147,14 @@ impl Sealer {
         };
         let encoder = match options.compression {
             Compression::Zstd => {
-                Some(Encoder::new(options.level).expect("zstd accepts the levels the configuration allows"))
+                let mut encoder =
+                    Encoder::new(options.level).expect("zstd accepts the levels the configuration allows");
+                if options.workers > 0 {
+                    encoder
+                        .set_parameter(zstd::stream::raw::CParameter::NbWorkers(options.workers))
+                        .expect("zstd is built with worker threads (the zstdmt feature)");
+                }
+                Some(encoder)
             }
             Compression::None => None,
         };
@@ -440,7 +450,7 @@ mod tests {
 
     #[test]
     fn unencrypted_objects_round_trip_and_detect_damage() {
-        let options = WriteOptions { compression: Compression::None, level: 0, chunk_size: 4096 };
+        let options = WriteOptions { compression: Compression::None, level: 0, chunk_size: 4096, workers: 0 };
         let data = rows(10_000);
         let (mut stored, _) = seal(&data, None, &options, 1000);
         assert_eq!(stored.len(), HEADER_LEN + 10_000 + 3 * TAG_LEN);
@@ -462,7 +472,7 @@ mod tests {
     fn matches_the_aead_stream_reference_implementation() {
         use aead_stream::EncryptorBE32;
         let master = MasterKey::generate();
-        let options = WriteOptions { compression: Compression::None, level: 0, chunk_size: 4096 };
+        let options = WriteOptions { compression: Compression::None, level: 0, chunk_size: 4096, workers: 0 };
         let data = rows(4096 * 2 + 10);
         let (stored, _) = seal(&data, Some(&master), &options, 4096);
         let salt: [u8; 32] = stored[32..64].try_into().unwrap();

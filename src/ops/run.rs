@@ -551,11 +551,13 @@ pub async fn delete(context: &OpContext, id: &str, force: bool) -> Result<Delete
     .await
 }
 
-/// Archives one WAL file (PostgreSQL's archive_command).
-pub async fn wal_push(context: &OpContext, path: &Path) -> Result<Pushed, OpError> {
+/// Archives one WAL file (PostgreSQL's archive_command), compressed by `compression_workers`
+/// zstd threads (0: on the sealing thread).
+pub async fn wal_push(context: &OpContext, path: &Path, compression_workers: u32) -> Result<Pushed, OpError> {
     let arguments = arguments([("path", path.display().to_string())]);
     let work = async {
-        let pushed = crate::wal::push::push(&context.repository, &context.layout, path).await?;
+        let options = crate::wal::push::write_options(&context.config, compression_workers);
+        let pushed = crate::wal::push::push(&context.repository, &context.layout, path, options).await?;
         context
             .events
             .emit(Event::WalPushed {

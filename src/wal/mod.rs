@@ -5,6 +5,8 @@
 //!   identifier, segment size) and the identifier in `pg_control`.
 //! - [`push`]: store one file durably, create-only, comparing content on a repeated push (G2),
 //!   after checking the cluster's identity.
+//! - [`handoff`]: `wal-push` handing the file to `lifeboat daemon` over a Unix socket, which
+//!   answers once it is stored (the daemon end is [`crate::daemon::archive`]).
 //! - [`fetch`] and [`spool`]: restore one file atomically after authentication, and keep the next
 //!   segments downloaded ahead in a spool directory.
 //! - [`check`]: archived segments per timeline as ranges, and the gaps between them.
@@ -15,6 +17,7 @@
 
 pub mod check;
 pub mod fetch;
+pub mod handoff;
 pub mod page;
 pub mod push;
 pub mod records;

@@ -20,7 +20,8 @@ use super::page::{self, LongPageHeader};
 use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed};
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::wal::{InvalidWalName, SegmentSize, WalFile};
-use crate::object::ObjectError;
+use crate::config::Config;
+use crate::object::{ObjectError, WriteOptions};
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::storage::{ByteReader, ObjectKey, PutMode, StorageError};
@@ -100,9 +101,20 @@ pub struct Conflict {
     pub bytes_local: u64,
 }
 
+/// How WAL objects are written: the repository's compression algorithm at `[wal]
+/// compression_level`, compressed by `workers` zstd threads (0: on the sealing thread).
+pub fn write_options(config: &Config, workers: u32) -> WriteOptions {
+    WriteOptions { level: config.wal.compression_level, workers, ..crate::ops::open::write_options(config) }
+}
+
 /// Archives the file at `path` (relative paths are relative to the working directory, which is
-/// the data directory when PostgreSQL runs `archive_command`).
-pub async fn push(repository: &Repository, layout: &ClusterLayout, path: &Path) -> Result<Pushed, PushError> {
+/// the data directory when PostgreSQL runs `archive_command`), written with `options`.
+pub async fn push(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    path: &Path,
+    options: WriteOptions,
+) -> Result<Pushed, PushError> {
     let read_error = |source| PushError::Read { path: path.to_owned(), source };
     let name = path.file_name().and_then(|name| name.to_str()).ok_or_else(|| PushError::NotWalFile {
         path: path.to_owned(),
@@ -157,7 +169,7 @@ pub async fn push(repository: &Repository, layout: &ClusterLayout, path: &Path) 
 
     let key = layout.wal_file(&file, size);
     let reader = open(path).await.map_err(read_error)?;
-    match repository.put(&key, reader, PutMode::CreateOnly).await {
+    match repository.with_write_options(options).put(&key, reader, PutMode::CreateOnly).await {
         Ok(summary) => {
             tracing::debug!(%key, bytes = summary.plaintext_len, stored = summary.stored_len, "archived {name}");
             Ok(Pushed { file, name: name.to_owned(), key, already_archived: false, bytes: summary.plaintext_len })
