@@ -26,10 +26,11 @@
 #      the one just after), stopped
 #      (-m immediate) and its directory removed. The table splits each run into the restore (files
 #      written) and the recovery after it (start, replay to T, promotion) and prints PostgreSQL's own
-#      "redo done ... elapsed" from the server log.
+#      "redo done ... elapsed" and the end-of-recovery checkpoint it waited for, from the server log.
 #
 # Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages and pgbench, python3.
-# Environment: BENCH_RUNS (3), BENCH_SCALE (100), BENCH_WAL_MB (700), BENCH_NO_INSTALL=1.
+# Environment: BENCH_RUNS (3), BENCH_SCALE (100), BENCH_WAL_MB (700), BENCH_NO_INSTALL=1;
+# LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -70,10 +71,14 @@ pgbackrest_bin="$(command -v pgbackrest)"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "load average at start: $(loadavg)  ($(nproc) cores); pgBackRest: $("$pgbackrest_bin" version)"
 
-echo "building lifeboat (cargo build --release)..."
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-lifeboat="$target_dir/release/lifeboat"
-cargo build --release --quiet --bin lifeboat
+if [ -n "${LIFEBOAT_BIN:-}" ]; then
+    lifeboat="$LIFEBOAT_BIN"
+else
+    echo "building lifeboat (cargo build --release)..."
+    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    lifeboat="$target_dir/release/lifeboat"
+    cargo build --release --quiet --bin lifeboat
+fi
 
 work="$(mktemp -d /tmp/lifeboat-bench-pitr-XXXXXX)"
 chmod 755 "$work"
@@ -263,23 +268,27 @@ run_pitr() { # tool, run, data directory, server log, command...
         echo "error: $tool restore $run: pg_is_in_recovery() = $state, markers $rows (want f, before)" >&2
         exit 1
     fi
-    local redo
+    local redo checkpoint
     redo="$(grep -o 'redo done at .*elapsed: [0-9.]* s' "$log" | tail -n 1 | sed 's/.*elapsed: \([0-9.]*\) s/\1/')"
+    # The end-of-recovery checkpoint the server waits for before it accepts writes, if any.
+    checkpoint="$(awk '/checkpoint starting: end-of-recovery/ { waiting = 1 }
+        waiting && /checkpoint complete/ { sub(/.*total=/, ""); sub(/ s.*/, ""); print; exit }' "$log")"
     pg "$bindir/pg_ctl" stop -D "$dir" -m immediate --silent >/dev/null 2>&1 || echo "warning: could not stop $dir" >&2
     rm -rf "$dir"
-    python3 - "$out" "$tool" "${redo:-0}" "$load" "$tool-$run" <<'PY'
+    python3 - "$out" "$tool" "${redo:-0}" "$load" "$tool-$run" "${checkpoint:-0}" <<'PY'
 import json, re, sys
 path, tool, redo, load, name = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+checkpoint = float(sys.argv[6])
 r = json.load(open(path))
 text = open(path + ".stdout").read()
 if tool == "lifeboat":
     restore = json.loads(text)["restore_seconds"]
 else:
     restore = float(re.search(r"restore_seconds (\S+)", text).group(1))
-r.update(restore_s=restore, redo_s=redo, load=load)
+r.update(restore_s=restore, redo_s=redo, checkpoint_s=checkpoint, load=load)
 json.dump(r, open(path, "w"))
 print(f"  {name:<14} {r['wall_s']:6.2f} s  (restore {restore:5.2f} s, recovery {r['wall_s'] - restore:5.2f} s, "
-      f"PostgreSQL redo {redo:5.2f} s)  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB  (load {load})")
+      f"PostgreSQL redo {redo:5.2f} s, end-of-recovery checkpoint waited for {checkpoint:5.2f} s)  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB  (load {load})")
 PY
 }
 
@@ -302,7 +311,8 @@ import json, statistics, sys
 results, runs = sys.argv[1], int(sys.argv[2])
 med = statistics.median
 summary = {}
-print(f"{'tool':<11} {'wall s median [min-max]':<24} {'restore s':>9} {'recovery s':>10} {'PG redo s':>9} {'RSS tree MiB':>12}")
+print(f"{'tool':<11} {'wall s median [min-max]':<24} {'restore s':>9} {'recovery s':>10} {'PG redo s':>9} "
+      f"{'checkpoint s':>12} {'RSS tree MiB':>12}")
 for tool in ("lifeboat", "pgbackrest"):
     rs = [json.load(open(f"{results}/{tool}-{i}.json")) for i in range(1, runs + 1)]
     walls = [r["wall_s"] for r in rs]
@@ -310,10 +320,12 @@ for tool in ("lifeboat", "pgbackrest"):
     name = "pgBackRest" if tool == "pgbackrest" else tool
     print(f"{name:<11} {f'{med(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} "
           f"{med([r['restore_s'] for r in rs]):9.2f} {med([r['wall_s'] - r['restore_s'] for r in rs]):10.2f} "
-          f"{med([r['redo_s'] for r in rs]):9.2f} {max(r['tree_peak_kib'] for r in rs) / 1024:12.1f}")
+          f"{med([r['redo_s'] for r in rs]):9.2f} {med([r['checkpoint_s'] for r in rs]):12.2f} "
+          f"{max(r['tree_peak_kib'] for r in rs) / 1024:12.1f}")
 print(f"ratio lifeboat/pgBackRest (median wall): {summary['lifeboat'] / summary['pgbackrest']:.2f}")
 print("(wall = restore command to pg_is_in_recovery() = false; restore = files written; recovery = the rest: "
       "server start, WAL fetched and replayed to the target, promotion; PG redo = 'redo done ... elapsed' in the "
-      "server log; RSS tree: pgBackRest's includes the restored server, lifeboat's does not (pg_ctl detaches it))")
+      "server log; checkpoint = the end-of-recovery checkpoint the server waited for before accepting writes (0: none, "
+      "it ran in the background after a requested promotion); RSS tree: pgBackRest's includes the restored server, lifeboat's does not (pg_ctl detaches it))")
 EOF
 echo "load average at end: $(loadavg)"

@@ -6,7 +6,7 @@
 #   2. In a temporary directory: a PostgreSQL 15 cluster (initdb -k, as the `postgres` OS user; Unix
 #      socket in the temporary directory, listen_addresses = '', a free port, wal_level = replica,
 #      archive_mode = on, shared_buffers = 512MB, max_wal_size = 4GB), loaded by
-#      scripts/bench.d/realdata.sql with BENCH_ROWS rows (default 1,200,000: about 1.5 GB; text of
+#      scripts/bench.d/realdata.sql with BENCH_ROWS rows (default 1,350,000: about 1.5 GB; text of
 #      words, jsonb documents, numerics, timestamps, 48 incompressible bytes per row, five indexes;
 #      deterministic), CHECKPOINT. It prints the data directory's size and what `zstd -3` makes of it
 #      (the ratio, about 2.5-3x, where pgbench's data compresses about 14x).
@@ -19,14 +19,15 @@
 #      process tree per run; the table prints the medians and the ratio lifeboat / pgBackRest.
 #
 # Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages, zstd, python3.
-# Environment: BENCH_RUNS (3), BENCH_ROWS (1200000), BENCH_NO_INSTALL=1.
+# Environment: BENCH_RUNS (3), BENCH_ROWS (1350000), BENCH_NO_INSTALL=1;
+# LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 here="$(pwd)"
 measure="$here/scripts/bench.d/measure.py"
 RUNS="${BENCH_RUNS:-3}"
-ROWS="${BENCH_ROWS:-1200000}"
+ROWS="${BENCH_ROWS:-1350000}"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "error: the realdata benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
@@ -60,10 +61,14 @@ pgbackrest_bin="$(command -v pgbackrest)"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 echo "load average at start: $(loadavg)  ($(nproc) cores); pgBackRest: $("$pgbackrest_bin" version)"
 
-echo "building lifeboat (cargo build --release)..."
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-lifeboat="$target_dir/release/lifeboat"
-cargo build --release --quiet --bin lifeboat
+if [ -n "${LIFEBOAT_BIN:-}" ]; then
+    lifeboat="$LIFEBOAT_BIN"
+else
+    echo "building lifeboat (cargo build --release)..."
+    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    lifeboat="$target_dir/release/lifeboat"
+    cargo build --release --quiet --bin lifeboat
+fi
 
 work="$(mktemp -d /tmp/lifeboat-bench-realdata-XXXXXX)"
 chmod 755 "$work"
