@@ -300,8 +300,14 @@ async fn recovery_follows_a_new_timeline_after_a_promotion() {
     let restored = Restored::of(&setup, first.clone(), port);
     assert_success(&output);
     assert!(String::from_utf8_lossy(&output.stdout).contains("new timeline 2"), "{}", describe(&output));
+    // --start promotes the server paused at the target itself (pg_ctl promote), so PostgreSQL
+    // ends recovery without waiting for a full checkpoint, and the restore command returns sooner.
+    let server_log = std::fs::read_to_string(first.join("lifeboat-restore.log")).unwrap();
+    assert!(server_log.contains("received promote request"), "{server_log}");
+    assert!(!server_log.contains("end-of-recovery immediate wait"), "{server_log}");
     let mut restored_conn = restored.connect().await;
     assert_eq!(batches(&mut restored_conn).await, vec![1, 2]);
+    assert_eq!(scalar(&mut restored_conn, "SELECT pg_is_in_recovery()::text").await, "false");
     let (_, after_20) = commit_batch(&mut restored_conn, 20).await;
     commit_batch(&mut restored_conn, 21).await;
     archive_current_segment(&mut restored_conn).await;

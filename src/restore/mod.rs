@@ -506,7 +506,8 @@ async fn write_directory(
         options.goal.target,
         env!("CARGO_PKG_VERSION")
     );
-    let mut settings = options.goal.settings(&options.restore_command, plan.history.timeline());
+    let goal = start::server_goal(&options.goal, options.start.is_some());
+    let mut settings = goal.settings(&options.restore_command, plan.history.timeline());
     settings.extend(options.server_settings.iter().cloned());
     recovery::write_recovery_files(&manifest, destination, &settings, &header)?;
     ensure_wal_directory(destination)?;

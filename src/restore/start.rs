@@ -7,6 +7,15 @@
 //! needed, which matters at 3 a.m. The server keeps running afterwards; restarting it under the
 //! service manager later restores the usual logging.
 //!
+//! Promotion. Asked to promote at the target, `restore --start` writes `recovery_target_action =
+//! pause` and promotes the paused server itself with `pg_ctl promote` (see [`server_goal`]). The
+//! outcome is the same promoted server on a new timeline, sooner: PostgreSQL ends a recovery it was
+//! asked to promote with an end-of-recovery record and lets the checkpoint run in the background,
+//! as on any promoted standby, while `recovery_target_action = promote` makes it write and fsync
+//! every buffer replay dirtied before it accepts writes (about a second after 700 MB of WAL on the
+//! benchmark machine). Both are crash-safe: the replayed WAL stays in `pg_wal` until the next
+//! checkpoint. Pausing needs `hot_standby`, so the server is started with it on for this run.
+//!
 //! The log sits at the top of the data directory because that is the only place every data
 //! directory has: `log` may be PostgreSQL's log directory, the file `pg_ctl -l "$PGDATA/log"`
 //! writes, or absent. It is created, never truncated: a name already taken (a log restored with
@@ -23,7 +32,7 @@ use serde::Serialize;
 
 use super::RestoreError;
 use super::files::Owner;
-use super::target::TargetAction;
+use super::target::{RecoveryGoal, RecoveryTarget, TargetAction};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::process::{PgCommand, read_tail};
 
@@ -76,6 +85,17 @@ fn create_log_file(pgdata: &Path, owner: Option<Owner>) -> Result<PathBuf, Resto
     })
 }
 
+/// The goal written into the restored directory: `goal`, except that with `--start` (`start`) a
+/// promotion at a target is written as a pause, which [`start_and_wait`] turns into a promotion
+/// (see the module comment). Recovery to the end of the WAL has no target action to change.
+pub fn server_goal(goal: &RecoveryGoal, start: bool) -> RecoveryGoal {
+    let mut written = goal.clone();
+    if start && goal.action == TargetAction::Promote && !matches!(goal.target, RecoveryTarget::Latest) {
+        written.action = TargetAction::Pause;
+    }
+    written
+}
+
 /// How recovery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,7 +139,8 @@ pub async fn start_and_wait(
     let pg_ctl = binaries.require("pg_ctl").map_err(|error| RestoreError::Start { detail: error.to_string() })?;
     let log_file = create_log_file(pgdata, owner)?;
 
-    let mut server_options = String::from("-c logging_collector=off -c lc_messages=C");
+    // hot_standby: pausing at the target needs it (without it PostgreSQL shuts down instead).
+    let mut server_options = String::from("-c logging_collector=off -c lc_messages=C -c hot_standby=on");
     if let Some(port) = port {
         server_options.push_str(&format!(" -p {port}"));
     }
@@ -152,6 +173,7 @@ pub async fn start_and_wait(
 
     let mut last_report = Instant::now();
     let mut seen_pid = false;
+    let mut promoted = false;
     loop {
         tokio::time::sleep(POLL).await;
         let log = fs::read_to_string(&log_file).unwrap_or_default();
@@ -165,6 +187,11 @@ pub async fn start_and_wait(
             return Err(RestoreError::Recovery { line: cause, log_file: log_file.clone(), tail: log_tail(&log_file) });
         }
         seen_pid |= running;
+        // server_goal wrote a pause for this promotion: promote the paused server.
+        if facts.paused && action == TargetAction::Promote && !runs_to_end && !promoted {
+            promote(&pg_ctl, pgdata, owner, &log_file).await?;
+            promoted = true;
+        }
         let outcome = if facts.ready_read_write {
             Some(Outcome::Promoted)
         } else if facts.paused && action == TargetAction::Pause && !runs_to_end {
@@ -205,6 +232,33 @@ pub async fn start_and_wait(
 }
 
 /// What lifeboat looks for in the server's log (messages in English, `lc_messages=C`).
+/// `pg_ctl promote` on the server paused at its target; returns once the request is made (the
+/// log tells when the server accepts writes).
+async fn promote(pg_ctl: &Path, pgdata: &Path, owner: Option<Owner>, log_file: &Path) -> Result<(), RestoreError> {
+    let mut command = PgCommand::local(pg_ctl);
+    command.args(["promote", "--no-wait", "--silent", "--pgdata"]).arg(pgdata).current_dir(pgdata);
+    if let Some(owner) = owner {
+        command.run_as_ids(owner.uid, owner.gid);
+    }
+    let output = command
+        .output()
+        .await
+        .map_err(|error| RestoreError::Start { detail: format!("cannot run {}: {error}", pg_ctl.display()) })?;
+    if !output.status.success() {
+        return Err(RestoreError::Start {
+            detail: format!(
+                "the server reached the recovery target and paused, but pg_ctl promote failed ({}): {}. It is \
+                 still paused; promote it with `pg_ctl promote -D {}`{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                pgdata.display(),
+                log_tail(log_file)
+            ),
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 struct LogFacts {
     /// Every FATAL message and (prefixed `PANIC: `) PANIC message, in order.
@@ -276,6 +330,19 @@ fn log_tail(log_file: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restore::target::TimelineChoice;
+
+    #[test]
+    fn with_start_a_promotion_at_a_target_is_written_as_a_pause() {
+        let goal = |target, action| RecoveryGoal { target, timeline: TimelineChoice::Latest, action, exclusive: false };
+        let promote = goal(RecoveryTarget::Immediate, TargetAction::Promote);
+        assert_eq!(server_goal(&promote, true).action, TargetAction::Pause);
+        assert_eq!(server_goal(&promote, false), promote, "without --start nobody would promote it");
+        let latest = goal(RecoveryTarget::Latest, TargetAction::Promote);
+        assert_eq!(server_goal(&latest, true), latest);
+        let shutdown = goal(RecoveryTarget::Immediate, TargetAction::Shutdown);
+        assert_eq!(server_goal(&shutdown, true), shutdown);
+    }
 
     #[test]
     fn the_log_tells_where_recovery_stopped() {

@@ -302,8 +302,8 @@ fn start_prefetch(
                 target: &destination,
                 expected_len: Some(u64::from(size.bytes())),
             };
-            // Spooled files outlive this process, so they must survive a crash whole.
-            match download.run(stored, TempPath::new(spool.temp_path()), &destination, true).await {
+            // Spooled files outlive this process; the spool says whether that needs an fsync.
+            match download.run(stored, TempPath::new(spool.temp_path()), &destination, spool.durable()).await {
                 Ok(_) => Ok(true),
                 Err(error) => Err(error.to_string()),
             }
