@@ -30,7 +30,8 @@ async fn write_batch(conn: &mut PgConnection, batch: i32) {
 
 /// What a restored (or the source) cluster holds: the ledger's batches and a digest of bulk.
 async fn state(conn: &mut PgConnection) -> (Vec<i32>, String) {
-    let batches = sqlx::query_scalar("SELECT DISTINCT batch FROM ledger ORDER BY batch").fetch_all(&mut *conn).await.unwrap();
+    let batches =
+        sqlx::query_scalar("SELECT DISTINCT batch FROM ledger ORDER BY batch").fetch_all(&mut *conn).await.unwrap();
     let digest = scalar(conn, "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM bulk").await;
     (batches, digest)
 }
@@ -195,7 +196,8 @@ async fn a_base_is_never_deleted_from_under_its_incrementals() {
 
     // Retention keeping only the newest full backup takes the old chain whole.
     let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    std::fs::write(setup.config_path(), config.replacen("[backup]\n", "[backup]\nretention = { full = 1 }\n", 1)).unwrap();
+    std::fs::write(setup.config_path(), config.replacen("[backup]\n", "[backup]\nretention = { full = 1 }\n", 1))
+        .unwrap();
     let expired = setup.json(&["expire", "--json"]);
     let action = |id: &str| {
         let items = expired["items"].as_array().unwrap();

@@ -579,7 +579,12 @@ impl<'a> Streamer<'a> {
             let mut hasher = blake3::Hasher::new();
             copy_bytes(reader, bundle, size, &mut hasher, buffer, &mut head).await?;
             entry.blake3 = Some(hasher.finalize().to_hex().to_string());
-            entry.locations.push(Location { backup: None, object: bundle.key.clone(), offset: bundle.offset, length: size });
+            entry.locations.push(Location {
+                backup: None,
+                object: bundle.key.clone(),
+                offset: bundle.offset,
+                length: size,
+            });
             bundle.offset += size;
             bundle.files += 1;
             if bundle.offset >= BUNDLE_TARGET {

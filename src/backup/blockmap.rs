@@ -29,7 +29,7 @@ use blake3::hazmat::{ChainingValue, HasherExt};
 use super::copy::merge_parts;
 
 /// PostgreSQL's block size, the only one lifeboat backs up incrementally.
-pub const BLOCK_SIZE: u64 = 8192;
+pub const BLOCK_SIZE: u64 = super::changes::BLOCK_SIZE as u64;
 /// Relation files smaller than this are stored whole when they change: mapping them would save
 /// little and cost a record per file.
 pub const MIN_MAPPED_SIZE: u64 = 1024 * 1024;

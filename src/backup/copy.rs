@@ -374,7 +374,12 @@ pub fn assemble(outcomes: &[JobOutcome], part_size: u64) -> BTreeMap<usize, File
         let mut blocks = Some(Vec::new());
         for (number, piece) in pieces.into_iter().enumerate() {
             let FileRead::Part {
-                location, chaining_value, mode: part_mode, mtime: part_mtime, blocks: part_blocks, ..
+                location,
+                chaining_value,
+                mode: part_mode,
+                mtime: part_mtime,
+                blocks: part_blocks,
+                ..
             } = piece
             else {
                 continue;
@@ -488,7 +493,7 @@ impl Reader {
         } else {
             let mut hasher = blake3::Hasher::new();
             hasher.set_input_offset(offset);
-            PartHashing::Whole(Box::new(hasher))
+            PartHashing::Whole(hasher)
         };
         let read = self.copy(path, &mut file, length, |block| hashing.update(block))?;
         self.pad(length - read, |zeros| hashing.update(zeros))?;
@@ -624,7 +629,7 @@ impl Reader {
 
 /// How a part is hashed: as one subtree, or block by block for the block map.
 enum PartHashing {
-    Whole(Box<blake3::Hasher>),
+    Whole(blake3::Hasher),
     Blocks(BlockHasher),
 }
 

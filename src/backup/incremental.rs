@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use blake3::hazmat::ChainingValue;
 
+use super::BackupError;
 use super::blockmap::{self, BLOCK_SIZE, BlockMapReader, FileBlocks, Run};
 use super::changes::{self, ChangedBlocks, FileChanges, Fork, RelationFile};
 use super::copy::{BlockRun, CONTROL_FILE, Content, FileRead, Job, JobOutcome, object_name};
 use super::walk::{Walked, WalkedKind};
-use super::BackupError;
 use crate::catalog::id::BackupId;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::listing::{self, Entry};
@@ -280,12 +280,19 @@ pub async fn assemble(
     plan: &IncrementalPlan,
     outcomes: &[JobOutcome],
 ) -> Result<(BTreeMap<usize, Assembled>, Vec<usize>), BackupError> {
-    let mut reads: BTreeMap<usize, Vec<(u32, Location, Vec<ChainingValue>, u32, i64)>> = BTreeMap::new();
+    let mut reads: BTreeMap<usize, Vec<ReadRun>> = BTreeMap::new();
     let mut vanished = Vec::new();
     for (index, read) in outcomes.iter().flat_map(|outcome| outcome.reads.iter()) {
         match read {
             FileRead::Blocks { first, location, values, mode, mtime } => {
-                reads.entry(*index).or_default().push((*first, location.clone(), values.clone(), *mode, *mtime))
+                let run = ReadRun {
+                    first: *first,
+                    location: location.clone(),
+                    values: values.clone(),
+                    mode: *mode,
+                    mtime: *mtime,
+                };
+                reads.entry(*index).or_default().push(run);
             }
             FileRead::Vanished if plan.blocked.contains_key(index) => vanished.push(*index),
             _ => {}
@@ -298,16 +305,19 @@ pub async fn assemble(
         maps.push((id, key, stream));
     }
     // Files in path order, so each chain map is read once, front to back.
-    let mut order: Vec<usize> = plan.blocked.keys().copied().filter(|index| !vanished.contains(index)).collect();
-    order.sort_by(|a, b| entries[*a].path.cmp(&entries[*b].path));
-    let work: Vec<(usize, String, &BlockedFile, Vec<(u32, Location, Vec<ChainingValue>, u32, i64)>)> = order
-        .into_iter()
-        .map(|index| (index, entries[index].path.clone(), &plan.blocked[&index], reads.remove(&index).unwrap_or_default()))
+    let mut work: Vec<FileWork> = plan
+        .blocked
+        .iter()
+        .filter(|(index, _)| !vanished.contains(index))
+        .map(|(&index, blocked)| FileWork {
+            index,
+            path: entries[index].path.clone(),
+            parent: blocked.parent.clone(),
+            size: blocked.size,
+            runs: reads.remove(&index).unwrap_or_default(),
+        })
         .collect();
-    let work: Vec<_> = work
-        .into_iter()
-        .map(|(index, path, blocked, runs)| (index, path, BlockedFileOwned::from(blocked), runs))
-        .collect();
+    work.sort_by(|a, b| a.path.cmp(&b.path));
     let (assembled, mut unhashable) = tokio::task::spawn_blocking(move || {
         let mut readers = Vec::with_capacity(maps.len());
         for (id, key, stream) in maps {
@@ -317,8 +327,9 @@ pub async fn assemble(
         }
         let mut assembled = BTreeMap::new();
         let mut unhashable = Vec::new();
-        for (index, path, blocked, runs) in work {
-            match assemble_file(&path, &blocked, runs, &mut readers)? {
+        for file in work {
+            let index = file.index;
+            match assemble_file(file, &mut readers)? {
                 Some(file) => {
                     assembled.insert(index, file);
                 }
@@ -333,33 +344,39 @@ pub async fn assemble(
     Ok((assembled, unhashable))
 }
 
-/// What [`assemble_file`] needs of a [`BlockedFile`], owned, for the blocking task.
-struct BlockedFileOwned {
-    parent: FileEntry,
-    size: u64,
+/// A run of blocks the copy read.
+struct ReadRun {
+    first: u32,
+    location: Location,
+    values: Vec<ChainingValue>,
+    mode: u32,
+    mtime: i64,
 }
 
-impl From<&BlockedFile> for BlockedFileOwned {
-    fn from(blocked: &BlockedFile) -> Self {
-        BlockedFileOwned { parent: blocked.parent.clone(), size: blocked.size }
-    }
+/// One file stored block by block, for the blocking task that puts it together.
+struct FileWork {
+    index: usize,
+    path: String,
+    /// The parent's entry, its locations naming their backups.
+    parent: FileEntry,
+    size: u64,
+    runs: Vec<ReadRun>,
 }
 
 type MapReader = BlockMapReader<tokio_util::io::SyncIoBridge<crate::storage::ByteReader>>;
 
 fn assemble_file(
-    path: &str,
-    blocked: &BlockedFileOwned,
-    mut runs: Vec<(u32, Location, Vec<ChainingValue>, u32, i64)>,
+    file: FileWork,
     readers: &mut [(BackupId, crate::storage::ObjectKey, MapReader)],
 ) -> Result<Option<Assembled>, BackupError> {
-    let total = (blocked.size / BLOCK_SIZE) as usize;
-    runs.sort_by_key(|run| run.0);
+    let FileWork { path, parent, size, mut runs, .. } = file;
+    let total = (size / BLOCK_SIZE) as usize;
+    runs.sort_by_key(|run| run.first);
     let mut values: Vec<Option<ChainingValue>> = vec![None; total];
     // Which backup holds each unchanged block, from the parent's pieces.
     let mut sources: Vec<Option<BackupId>> = vec![None; total];
     let mut offset = 0u64;
-    for location in &blocked.parent.locations {
+    for location in &parent.locations {
         let first = (offset / BLOCK_SIZE) as usize;
         let last = (offset + location.length).div_ceil(BLOCK_SIZE) as usize;
         for source in sources.iter_mut().take(last.min(total)).skip(first) {
@@ -368,17 +385,17 @@ fn assemble_file(
         offset += location.length;
     }
     let mut stored_runs = Vec::with_capacity(runs.len());
-    let (mut mode, mut mtime) = (blocked.parent.mode, blocked.parent.mtime);
-    for (first, _, run_values, run_mode, run_mtime) in &runs {
-        for (number, value) in run_values.iter().enumerate() {
-            values[*first as usize + number] = Some(*value);
+    let (mut mode, mut mtime) = (parent.mode, parent.mtime);
+    for run in &runs {
+        for (number, value) in run.values.iter().enumerate() {
+            values[run.first as usize + number] = Some(*value);
         }
-        stored_runs.push(Run { first: *first, values: run_values.clone() });
-        (mode, mtime) = (*run_mode, *run_mtime);
+        stored_runs.push(Run { first: run.first, values: run.values.clone() });
+        (mode, mtime) = (run.mode, run.mtime);
     }
     for (id, key, reader) in readers.iter_mut() {
         let record = reader
-            .find(path)
+            .find(&path)
             .map_err(|error| BackupError::BlockMap { key: key.to_string(), detail: error.to_string() })?;
         let Some(record) = record else { continue };
         for run in record.runs {
@@ -393,26 +410,20 @@ fn assemble_file(
     let Some(values) = values.into_iter().collect::<Option<Vec<ChainingValue>>>() else {
         return Ok(None);
     };
-    let blake3 = blockmap::root_hash(&values, blocked.size);
+    let blake3 = blockmap::root_hash(&values, size);
 
     // The pieces: new runs where blocks changed, the parent's pieces in between.
     let mut locations: Vec<Location> = Vec::new();
     let mut next_block = 0u32;
-    for (first, location, ..) in &runs {
-        take_from_parent(&blocked.parent.locations, next_block, *first, &mut locations);
-        push_merged(&mut locations, location.clone());
-        next_block = first + (location.length / BLOCK_SIZE) as u32;
+    for run in &runs {
+        take_from_parent(&parent.locations, next_block, run.first, &mut locations);
+        push_merged(&mut locations, run.location.clone());
+        next_block = run.first + (run.location.length / BLOCK_SIZE) as u32;
     }
-    take_from_parent(&blocked.parent.locations, next_block, total as u32, &mut locations);
-    let entry = FileEntry {
-        mode,
-        mtime,
-        size: Some(blocked.size),
-        blake3: Some(blake3.to_hex().to_string()),
-        locations,
-        ..blocked.parent.clone()
-    };
-    Ok(Some(Assembled { entry, stored: FileBlocks { path: path.to_owned(), runs: stored_runs } }))
+    take_from_parent(&parent.locations, next_block, total as u32, &mut locations);
+    let entry =
+        FileEntry { mode, mtime, size: Some(size), blake3: Some(blake3.to_hex().to_string()), locations, ..parent };
+    Ok(Some(Assembled { entry, stored: FileBlocks { path, runs: stored_runs } }))
 }
 
 /// Appends the parent's pieces covering blocks `from..to`.

@@ -52,8 +52,8 @@ use crate::catalog::cluster::{ClusterRecord, IdentityError, Observed, SystemIden
 use crate::catalog::id::{BackupId, BackupKind};
 use crate::catalog::journal::{self, JournalError};
 use crate::catalog::layout::ClusterLayout;
-use crate::catalog::listing::{self, Entry};
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError, hostname};
+use crate::catalog::listing::{self, Entry};
 use crate::catalog::lsn::{Lsn, Timeline};
 use crate::catalog::wal::{WalFile, WalSegment};
 use crate::config::{BackupConfig, Config};
@@ -555,7 +555,8 @@ impl Job<'_> {
                 let decided = match finder {
                     // Reads every relation file: off the runtime.
                     ChangeFinder::PageLsn { since, not_after, reason } => {
-                        let finder = ChangeFinder::PageLsn { since: *since, not_after: *not_after, reason: reason.clone() };
+                        let finder =
+                            ChangeFinder::PageLsn { since: *since, not_after: *not_after, reason: reason.clone() };
                         tokio::task::spawn_blocking(move || IncrementalPlan::decide(&walked, &base, &finder))
                             .await
                             .expect("deciding what changed does not panic")?
@@ -615,16 +616,18 @@ impl Job<'_> {
                 incremental::assemble(&self.repository, &self.layout, &source.base, &entries, decided, &outcomes)
                     .await?;
             assembled = files;
-            changed_blocks = assembled
-                .values()
-                .flat_map(|file| file.stored.runs.iter())
-                .map(|run| run.values.len() as u64)
-                .sum();
+            changed_blocks =
+                assembled.values().flat_map(|file| file.stored.runs.iter()).map(|run| run.values.len() as u64).sum();
             if !unhashable.is_empty() {
                 // Rare (a block map without some block's value, or a file gone meanwhile): copy
                 // those files whole rather than trust an unproven hash.
                 tracing::warn!(backup = %id, "copying {} files whole whose blocks could not all be hashed", unhashable.len());
-                let again = copy::plan_selected(&entries, self.options.part_size, |index| unhashable.contains(&index), next_object - 1);
+                let again = copy::plan_selected(
+                    &entries,
+                    self.options.part_size,
+                    |index| unhashable.contains(&index),
+                    next_object - 1,
+                );
                 let more = self.run_jobs(session, &copier, again.jobs).await?;
                 by_index.extend(copy::assemble(&more, self.options.part_size));
                 outcomes.extend(more);
@@ -696,7 +699,10 @@ impl Job<'_> {
                             file.locations = locations;
                             whole_files += 1;
                             if let Some(values) = blocks {
-                                mapped.push(FileBlocks { path: entry.path.clone(), runs: vec![Run { first: 0, values }] });
+                                mapped.push(FileBlocks {
+                                    path: entry.path.clone(),
+                                    runs: vec![Run { first: 0, values }],
+                                });
                             }
                         }
                         Some(FileOutcome::Vanished) | None => {
@@ -736,7 +742,12 @@ impl Job<'_> {
     }
 
     /// Runs copy jobs, pinging the session and watching the lease and cancellation meanwhile.
-    async fn run_jobs(&self, session: &mut Session, copier: &Copier, jobs: Vec<copy::Job>) -> Result<Vec<copy::JobOutcome>, BackupError> {
+    async fn run_jobs(
+        &self,
+        session: &mut Session,
+        copier: &Copier,
+        jobs: Vec<copy::Job>,
+    ) -> Result<Vec<copy::JobOutcome>, BackupError> {
         let mut task = tokio::spawn({
             let copier = copier.clone();
             let workers = self.options.workers;

@@ -67,7 +67,9 @@ impl fmt::Display for BackupId {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{text:?} is not a backup id (expected e.g. 20261122T021500Z-full, 20261123T021500Z-incr or 20261122T033000Z-dump)")]
+#[error(
+    "{text:?} is not a backup id (expected e.g. 20261122T021500Z-full, 20261123T021500Z-incr or 20261122T033000Z-dump)"
+)]
 pub struct InvalidBackupId {
     pub text: String,
 }

@@ -325,7 +325,9 @@ async fn delete_locked(
             .entries
             .iter()
             .filter_map(|entry| match entry {
-                Entry::Physical(manifest) => manifest.incremental.as_ref().map(|incremental| (manifest.id, incremental)),
+                Entry::Physical(manifest) => {
+                    manifest.incremental.as_ref().map(|incremental| (manifest.id, incremental))
+                }
                 Entry::Dump(_) => None,
             })
             .filter(|(_, incremental)| incremental.chain.contains(&id))

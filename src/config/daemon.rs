@@ -117,6 +117,9 @@ pub struct BackupSchedule {
     /// A full base backup (then, as `lifeboat backup` does, verification when
     /// `verify.after_backup`).
     pub full: Option<Schedule>,
+    /// An incremental base backup on top of the newest one (a full one when there is none to
+    /// build on); usually on the days the full backup does not run.
+    pub incremental: Option<Schedule>,
     /// Logical dumps of `[dump] databases`.
     pub dump: Option<Schedule>,
     /// `lifeboat expire` on the primary and every copy. Unset: the daemon expires after each
@@ -201,16 +204,10 @@ pub(super) fn resolve_backup_schedule(
     locator: &Locator<'_>,
     raw: RawBackupSchedule,
 ) -> Result<BackupSchedule, ConfigError> {
-    if raw.incremental.is_some() {
-        return Err(locator.error(
-            &["backup", "schedule", "incremental"],
-            "incremental backups are not available yet; schedule full backups (`full = \"...\"`) \
-             and remove this key",
-        ));
-    }
     let key = |name: &'static str| ["backup", "schedule", name];
     Ok(BackupSchedule {
         full: schedule(locator, &key("full"), raw.full)?,
+        incremental: schedule(locator, &key("incremental"), raw.incremental)?,
         dump: schedule(locator, &key("dump"), raw.dump)?,
         expire: schedule(locator, &key("expire"), raw.expire)?,
     })

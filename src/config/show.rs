@@ -113,7 +113,12 @@ fn write(config: &Config, out: &mut String) -> std::fmt::Result {
         writeln!(out, "retention = {}", backup.retention)?;
     }
     let schedule = &backup.schedule;
-    let jobs = [("full", &schedule.full), ("dump", &schedule.dump), ("expire", &schedule.expire)];
+    let jobs = [
+        ("full", &schedule.full),
+        ("incremental", &schedule.incremental),
+        ("dump", &schedule.dump),
+        ("expire", &schedule.expire),
+    ];
     let set: Vec<String> = jobs
         .iter()
         .filter_map(|(name, schedule)| {

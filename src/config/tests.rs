@@ -90,7 +90,6 @@ fn the_example_documents_every_key() {
     // commented out, with their explanation, so nobody copies them live.
     let commented: BTreeSet<String> = all.difference(&example_keys).cloned().collect();
     let expected: BTreeSet<String> = [
-        "backup.schedule.incremental",
         "repository.passphrase",
         "repository.s3.access_key_id",
         "repository.s3.object_lock_days",
@@ -957,8 +956,11 @@ fn schedules_and_the_daemon_table_parse_show_and_fail_where_written() {
         message.starts_with(&format!("{ORIGIN}:5:21: backup.schedule.full: \"at two\" is not a cron schedule")),
         "{message}"
     );
-    let message = error(&format!("{MINIMAL}\n[backup]\nschedule = {{ incremental = \"@daily\" }}\n"));
-    assert!(message.contains("backup.schedule.incremental: incremental backups are not available yet"), "{message}");
+    let message = error(&format!("{MINIMAL}\n[backup]\nschedule = {{ incremental = \"daily\" }}\n"));
+    assert!(message.contains("backup.schedule.incremental: \"daily\" is not a cron schedule"), "{message}");
+    let scheduled =
+        parse(&format!("{MINIMAL}\n[backup]\nschedule = {{ incremental = \"0 2 * * MON-SAT\" }}\n")).unwrap();
+    assert_eq!(scheduled.backup.schedule.incremental.as_ref().map(|s| s.as_str()), Some("0 2 * * MON-SAT"));
     let message = error(&format!("{MINIMAL}\n[daemon]\ntimezone = \"Mars/Olympus\"\n"));
     assert!(message.contains("daemon.timezone: \"Mars/Olympus\" is not a time zone"), "{message}");
     let message = error(&format!("{MINIMAL}\n[daemon]\nlisten = \"localhost\"\n"));

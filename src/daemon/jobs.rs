@@ -24,6 +24,7 @@ use crate::verify::VerifyOptions;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Job {
     Backup,
+    Incremental,
     Dump,
     Verify,
     Expire,
@@ -35,6 +36,7 @@ impl fmt::Display for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Job::Backup => f.write_str("backup"),
+            Job::Incremental => f.write_str("incremental"),
             Job::Dump => f.write_str("dump"),
             Job::Verify => f.write_str("verify"),
             Job::Expire => f.write_str("expire"),
@@ -49,6 +51,7 @@ impl Job {
     pub fn from_name(name: &str) -> Option<Job> {
         Some(match name {
             "backup" => Job::Backup,
+            "incremental" => Job::Incremental,
             "dump" => Job::Dump,
             "verify" => Job::Verify,
             "expire" => Job::Expire,
@@ -69,7 +72,7 @@ pub struct Planned {
 /// The scheduled jobs that others follow.
 fn triggers(config: &Config) -> Vec<Job> {
     let schedule = &config.backup.schedule;
-    [(Job::Backup, &schedule.full), (Job::Dump, &schedule.dump)]
+    [(Job::Backup, &schedule.full), (Job::Incremental, &schedule.incremental), (Job::Dump, &schedule.dump)]
         .into_iter()
         .filter(|(_, schedule)| schedule.is_some())
         .map(|(job, _)| job)
@@ -83,7 +86,7 @@ fn expires_after_runs(config: &Config) -> bool {
 
 /// What runs after a scheduled `job` succeeded, in order (nothing after the other jobs).
 pub fn follow_ups(config: &Config, job: &Job) -> Vec<Job> {
-    if !matches!(job, Job::Backup | Job::Dump) {
+    if !matches!(job, Job::Backup | Job::Incremental | Job::Dump) {
         return Vec::new();
     }
     let mut jobs = Vec::new();
@@ -99,13 +102,18 @@ pub fn follow_ups(config: &Config, job: &Job) -> Vec<Job> {
     jobs
 }
 
-/// Every job of the configuration, in the status's order: backup, dump, verify, expire,
-/// wal-check, then each copy.
+/// Every job of the configuration, in the status's order: backup, incremental, dump, verify,
+/// expire, wal-check, then each copy.
 pub fn plan(config: &Config) -> Vec<Planned> {
     let triggers = triggers(config);
     let after = |chained: bool| if chained { triggers.clone() } else { Vec::new() };
     let mut planned = vec![
         Planned { job: Job::Backup, schedule: config.backup.schedule.full.clone(), chained_after: Vec::new() },
+        Planned {
+            job: Job::Incremental,
+            schedule: config.backup.schedule.incremental.clone(),
+            chained_after: Vec::new(),
+        },
         Planned { job: Job::Dump, schedule: config.backup.schedule.dump.clone(), chained_after: Vec::new() },
         Planned {
             job: Job::Verify,
@@ -210,8 +218,10 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 async fn produce(context: &OpContext, job: &Job, taken: Option<&str>) -> Result<Produced, OpError> {
     let config = &context.config;
     match job {
-        Job::Backup => {
-            let summary = ops::backup(context, BackupOptions::from_config(&config.backup)).await?;
+        Job::Backup | Job::Incremental => {
+            let options =
+                BackupOptions { incremental: job == &Job::Incremental, ..BackupOptions::from_config(&config.backup) };
+            let summary = ops::backup(context, options).await?;
             let id = summary.manifest.id.to_string();
             Ok(Produced { ids: vec![id.clone()], bytes: summary.manifest.totals.bytes, failure: None, taken: Some(id) })
         }
@@ -327,16 +337,18 @@ mod tests {
     #[test]
     fn verification_expiry_and_unscheduled_copies_follow_backups_and_dumps() {
         let config = config(
-            "[backup]\nschedule = { full = \"0 2 * * *\", dump = \"30 3 * * *\" }\nretention = { full = 2 }\n\
+            "[backup]\nschedule = { full = \"0 2 * * SUN\", incremental = \"0 2 * * MON-SAT\", dump = \"30 3 * * *\" }\n\
+             retention = { full = 2 }\n\
              [verify]\nafter_backup = true\n\
              [[copies]]\nname = \"near\"\nurl = \"file:///srv/near\"\n\
              [[copies]]\nname = \"far\"\nurl = \"file:///srv/far\"\nschedule = \"0 6 * * *\"\n",
         );
-        let both = vec!["backup".to_owned(), "dump".to_owned()];
+        let both = vec!["backup".to_owned(), "incremental".to_owned(), "dump".to_owned()];
         assert_eq!(
             names(&plan(&config)),
             vec![
-                ("backup".into(), Some("0 2 * * *".into()), vec![]),
+                ("backup".into(), Some("0 2 * * SUN".into()), vec![]),
+                ("incremental".into(), Some("0 2 * * MON-SAT".into()), vec![]),
                 ("dump".into(), Some("30 3 * * *".into()), vec![]),
                 ("verify".into(), None, both.clone()),
                 ("expire".into(), None, both.clone()),
@@ -345,6 +357,8 @@ mod tests {
             ]
         );
         let after: Vec<String> = follow_ups(&config, &Job::Backup).iter().map(ToString::to_string).collect();
+        assert_eq!(after, ["verify", "expire", "copy:near"]);
+        let after: Vec<String> = follow_ups(&config, &Job::Incremental).iter().map(ToString::to_string).collect();
         assert_eq!(after, ["verify", "expire", "copy:near"]);
         assert!(follow_ups(&config, &Job::Verify).is_empty());
     }

@@ -615,7 +615,9 @@ mod tests {
 
     #[test]
     fn job_names_read_back() {
-        for job in [Job::Backup, Job::Dump, Job::Verify, Job::Expire, Job::WalCheck, Job::Copy("far".into())] {
+        for job in
+            [Job::Backup, Job::Incremental, Job::Dump, Job::Verify, Job::Expire, Job::WalCheck, Job::Copy("far".into())]
+        {
             assert_eq!(Job::from_name(&job.to_string()), Some(job));
         }
         assert_eq!(Job::from_name("restore"), None);

@@ -204,7 +204,9 @@ impl EntryView {
     ) -> EntryView {
         let verification = verification.map(|verification| VerificationView::from_survey(verification, detail));
         match entry {
-            Entry::Physical(manifest) => EntryView::Full(Box::new(BackupView::new(manifest, layout, wal, verification))),
+            Entry::Physical(manifest) => {
+                EntryView::Full(Box::new(BackupView::new(manifest, layout, wal, verification)))
+            }
             Entry::Dump(manifest) => EntryView::Dump(Box::new(DumpView::new(manifest, layout, verification, detail))),
         }
     }

@@ -202,7 +202,10 @@ pub fn decide(inventory: &Inventory, policy: &Retention, now: DateTime<Utc>) -> 
             if newest.contains(&backup.id) {
                 keep(backup.id, format!("newest {count} full backups (full = {count})"));
             } else if let Some(full) = backup.chain.first().filter(|full| newest.contains(full)) {
-                keep(backup.id, format!("an incremental on {full}, one of the newest {count} full backups (full = {count})"));
+                keep(
+                    backup.id,
+                    format!("an incremental on {full}, one of the newest {count} full backups (full = {count})"),
+                );
             }
         }
     }
