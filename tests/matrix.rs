@@ -11,6 +11,9 @@
 //!   immediate each bring back exactly the batches committed before the target (restored servers
 //!   fetch WAL with `wal-fetch`), and so does a delta restore over a used restored directory.
 //! - A streamed base backup (`--method basebackup`, `pg_basebackup`) restored to latest.
+//! - A chain of two incremental backups found from the major's WAL (block references, a table
+//!   created between them): the second restored to its own point brings back exactly its batches
+//!   and rows.
 //! - A timeline switch: a restore to a restore point, promoted and archiving into the same
 //!   repository, commits on timeline 2, which a later restore to latest follows.
 //! - A verification by restore of a base backup (amcheck at its default level), a dump verified
@@ -366,6 +369,35 @@ async fn quickstart(major: u32) {
     assert!(config.contains(&postgres::bin_dir(major).display().to_string()), "{config}");
 }
 
+async fn an_incremental_chain_restores(major: u32) {
+    let setup = Setup::with(options(major)).await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL)").await;
+    // About 2.5 MB: stored block by block once it changes.
+    execute(&mut conn, "CREATE TABLE wide AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 40000) g").await;
+    let digest = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM wide";
+    commit_batch(&mut conn, 1).await;
+    backup(&setup, &[]);
+    commit_batch_with(&mut conn, 2, "UPDATE wide SET v = 'two' WHERE id % 500 = 2").await;
+    let first = setup.json(&["backup", "--incremental", "--json"]);
+    assert_eq!(first["incremental"]["changes_from"], "wal", "PostgreSQL {major}: {first}");
+    commit_batch_with(&mut conn, 3, "UPDATE wide SET v = 'three' WHERE id % 500 = 3").await;
+    execute(&mut conn, "CREATE TABLE later AS SELECT g FROM generate_series(1, 100) g").await;
+    let second = setup.json(&["backup", "--incremental", "--json"]);
+    assert_eq!(second["incremental"]["parent"], first["id"], "PostgreSQL {major}: {second}");
+    let expected = scalar(&mut conn, digest).await;
+    commit_batch(&mut conn, 4).await;
+    archive_current_segment(&mut conn).await;
+
+    let id = second["id"].as_str().unwrap();
+    let (restored, stdout) = restore_and_start(&setup, "incremental", &["--backup", id, "--target", "immediate"]);
+    assert!(stdout.contains(&format!("restored backup {id}")), "{stdout}");
+    let mut restored_conn = restored.connect().await;
+    assert_eq!(batches(&mut restored_conn).await, vec![1, 2, 3], "PostgreSQL {major}");
+    assert_eq!(scalar(&mut restored_conn, digest).await, expected, "PostgreSQL {major}: the changed table");
+    assert!(table_exists(&mut restored_conn, "later").await, "PostgreSQL {major}: the table made between");
+}
+
 /// One module per major (`pg13`, ...), with one test per scenario.
 macro_rules! matrix {
     ($($module:ident: $major:literal),* $(,)?) => {$(
@@ -378,6 +410,11 @@ macro_rules! matrix {
             #[tokio::test(flavor = "multi_thread")]
             async fn streamed_backup_restores_to_latest() {
                 super::streamed_backup_restores_to_latest($major).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn an_incremental_chain_restores() {
+                super::an_incremental_chain_restores($major).await;
             }
 
             #[tokio::test(flavor = "multi_thread")]

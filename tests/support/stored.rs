@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use lifeboat::backup::blockmap::{self, BlockMapReader};
 use lifeboat::format::backup_manifest::{BackupManifest, EntryKind};
 use lifeboat::repository::Repository;
 
@@ -10,8 +11,9 @@ use super::archiving::layout;
 /// Reads every object of the backup back through the repository (authenticated, decrypted): the
 /// backup's directory holds exactly the manifest and its objects, each object's plaintext hashes
 /// to its manifest entry, each file's bytes, put together from its pieces (offset and length in
-/// their objects), hash to the file's entry, and every object byte belongs to a file. Returns the
-/// files' plaintexts by path.
+/// their objects), hash to the file's entry, every object byte belongs to a file, and the block
+/// map gives each mapped file of a full backup the values of all its blocks, which merge into its
+/// hash. Returns the files' plaintexts by path.
 pub async fn verify_stored_bytes(repository: &Repository, manifest: &BackupManifest) -> BTreeMap<String, Vec<u8>> {
     let layout = layout();
     let directory = layout.backup_dir(manifest.id);
@@ -24,8 +26,13 @@ pub async fn verify_stored_bytes(repository: &Repository, manifest: &BackupManif
         .map(|meta| meta.key.as_str().strip_prefix(&directory).unwrap().to_owned())
         .collect();
     listed.sort();
-    let mut expected: Vec<String> =
-        manifest.objects.iter().map(|object| object.key.clone()).chain(["manifest".to_owned()]).collect();
+    let mut expected: Vec<String> = manifest
+        .objects
+        .iter()
+        .chain(&manifest.block_map)
+        .map(|object| object.key.clone())
+        .chain(["manifest".to_owned()])
+        .collect();
     expected.sort();
     assert_eq!(listed, expected, "the backup's directory holds exactly the manifest and its objects");
     let mut objects = BTreeMap::new();
@@ -50,6 +57,22 @@ pub async fn verify_stored_bytes(repository: &Repository, manifest: &BackupManif
     }
     for object in &manifest.objects {
         assert_eq!(used.get(object.key.as_str()).copied().unwrap_or(0), object.size, "{} is not all used", object.key);
+    }
+    if let Some(block_map) = &manifest.block_map {
+        let plaintext = repository.get_bytes(&layout.backup_object(manifest.id, &block_map.key)).await.unwrap();
+        assert_eq!(blake3::hash(&plaintext).to_hex().to_string(), block_map.blake3, "the block map");
+        let mut reader = BlockMapReader::new(plaintext.as_slice()).unwrap();
+        let mut mapped = 0;
+        while let Some(record) = reader.next_file().unwrap() {
+            let bytes = &contents[&record.path];
+            let [run] = record.runs.as_slice() else {
+                panic!("{}: {} runs in a full backup", record.path, record.runs.len())
+            };
+            assert_eq!((run.first, run.values.len()), (0, bytes.len() / 8192), "{}: every block", record.path);
+            assert_eq!(blockmap::root_hash(&run.values, bytes.len() as u64), blake3::hash(bytes), "{}", record.path);
+            mapped += 1;
+        }
+        assert_eq!(mapped, block_map.files, "the block map's file count");
     }
     contents
 }
