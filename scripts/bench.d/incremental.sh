@@ -12,9 +12,10 @@
 #      process-max = 2, a posix repository on the same disk).
 #   3. An update round touches about 1% of pgbench_accounts' blocks, scattered over every one of its
 #      1 GiB files: `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % N = R`, N
-#      chosen from the table's size so that one row in each of ~1% of its blocks changes, R =
-#      round * 997 % N so that each round changes rows in other blocks (each updated row also
-#      moves to another block and adds an index entry),
+#      chosen from the table's size so that one row in each of ~0.5% of its blocks changes (each
+#      updated row also moves to another block, where space was freed by the previous round, and
+#      adds an index entry: ~1% of the table's blocks change), R = round * 997 % N so that each
+#      round changes rows in other blocks,
 #      then CHECKPOINT. The blocks that really changed are counted by reading every relation file's
 #      page LSNs (those newer than the start of lifeboat's previous backup), and exactly those
 #      8 KiB blocks are compressed with `zstd -3` in one stream: the "changed blocks compressed".
@@ -38,8 +39,8 @@
 # Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages and pgbench, zstd,
 # python3, about 15 GB free in /tmp with the scale check.
 # Environment: BENCH_RUNS (3), BENCH_SCALE (100), BENCH_SCALE_LARGE (300), BENCH_SKIP_LARGE=1,
-# BENCH_CHAIN (7), BENCH_NO_INSTALL=1; LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead
-# of building one.
+# BENCH_CHAIN (7), BENCH_NO_INSTALL=1, BENCH_KEEP=1 (leave the temporary directory, the clusters
+# stopped); LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -111,7 +112,11 @@ cleanup() {
     for dir in "$work"/cluster-*/data; do
         stop_cluster "$dir"
     done
-    rm -rf "$work"
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "kept $work (BENCH_KEEP=1): clusters stopped, repositories and results left in place"
+    else
+        rm -rf "$work"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -293,7 +298,7 @@ PY
 }
 
 # Runs and measures one command as postgres in the data directory: NAME, repository part, command...
-# Leaves $results/NAME.json (wall_s, tree_peak_kib, repo_bytes, load) and prints a line.
+# Leaves $results/NAME.json (wall_s, peak_kib, repo_bytes, load) and prints a line.
 measured() {
     local name="$1" repo_part="$2"
     shift 2
@@ -308,7 +313,9 @@ measured() {
 import json, sys
 path, repo, load, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 r = json.load(open(path))
-r.update(repo_bytes=repo, load=load)
+# The tree is sampled every 100 ms, which can miss the peak of a run of half a second; the
+# largest single process's own peak (ru_maxrss) cannot be missed.
+r.update(repo_bytes=repo, load=load, peak_kib=max(r["tree_peak_kib"], r["proc_max_kib"]))
 extra = ""
 try:
     view = json.loads(open(path + ".stdout").read())
@@ -321,7 +328,7 @@ if isinstance(view, dict) and "id" in view:
         extra = (f"  [{inc['changes_from']}: {inc['changed_blocks']} blocks, {inc['whole_files']} whole files, "
                  f"{inc['stored_plaintext_bytes']:,} B plaintext, {view['stored_size']:,} B stored]")
 json.dump(r, open(path, "w"))
-print(f"  {name:<24} {r['wall_s']:6.2f} s  repo +{repo:>13,} B  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB  (load {load}){extra}")
+print(f"  {name:<24} {r['wall_s']:6.2f} s  repo +{repo:>13,} B  peak RSS {r['peak_kib'] / 1024:6.1f} MiB  (load {load}){extra}")
 PY
 }
 lb_backups() { echo "$lbdir/repo/clusters/bench/backups"; }
@@ -340,8 +347,10 @@ pgbackrest_backup() { # name, type
 
 # ---- scale SCALE: incrementals beside pgBackRest's, then the chain restore ----
 setup_cluster base "$SCALE"
-# One row in each of ~1% of the blocks: the table holds SCALE * 100000 rows.
-modulus=$((SCALE * 100000 / (table_blocks / 100)))
+# ~1% of the table's blocks changed: each updated row changes two (the one it leaves, the one its
+# new version goes to, except in the first round, which appends them at the end of the table), so
+# one row in each of 0.5% of the blocks. The table holds SCALE * 100000 rows.
+modulus=$((SCALE * 100000 / (table_blocks / 200)))
 echo "full backups (lifeboat, then pgBackRest):"
 lifeboat_backup full-lifeboat
 pgbackrest_backup full-pgbackrest full
@@ -390,16 +399,16 @@ done
 
 echo
 echo "==== incremental: lifeboat vs pgBackRest, pgbench scale $SCALE, $RUNS rounds (load average now $(loadavg)) ===="
-python3 - "$results" "$RUNS" <<'PY'
+python3 - "$results" "$RUNS" "$CHAIN" <<'PY'
 import json, statistics, sys
-results, runs = sys.argv[1], int(sys.argv[2])
+results, runs, chain_length = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 med = statistics.median
 load = lambda name: json.load(open(f"{results}/{name}.json"))
 def row(label, rs):
     walls = [r["wall_s"] for r in rs]
     print(f"{label:<26} {f'{med(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}]':<22} {med([r['repo_bytes'] for r in rs]):>14,.0f} "
-          f"{max(r['tree_peak_kib'] for r in rs) / 1024:14.1f}")
-    return med(walls), med([r["repo_bytes"] for r in rs]), max(r["tree_peak_kib"] for r in rs) / 1024
+          f"{max(r['peak_kib'] for r in rs) / 1024:14.1f}")
+    return med(walls), med([r["repo_bytes"] for r in rs]), max(r["peak_kib"] for r in rs) / 1024
 print(f"{'backup':<26} {'wall s median [min-max]':<22} {'repo bytes +':>14} {'peak RSS MiB':>14}")
 row("lifeboat full", [load("full-lifeboat")])
 row("pgBackRest full", [load("full-pgbackrest")])
@@ -421,10 +430,13 @@ for i in range(1, runs + 1):
 print(f"  median ratio stored / changed blocks compressed: {med(ratios):.2f} (target <= 2)")
 chain = row(f"restore, chain", [load(f"restore-chain-{i}") for i in range(1, runs + 1)])
 full = row(f"restore, full", [load(f"restore-full-{i}") for i in range(1, runs + 1)])
+links = [load(f"incr-lifeboat-{i}")["peak_kib"] / 1024 for i in range(1, chain_length + 1)]
 print(f"ratio restore chain / full: wall {chain[0] / full[0]:.2f} (target <= 1.2); peak RSS chain {chain[2]:.1f} MiB, "
-      f"full {full[2]:.1f} MiB, lifeboat incremental {lb[2]:.1f} MiB (target < 100)")
+      f"full {full[2]:.1f} MiB (target < 100)")
+print(f"peak RSS of lifeboat's incrementals along the chain, MiB: {' '.join(f'{m:.1f}' for m in links)} (target < 100)")
 print("(repo bytes + = growth of the backups' part of the repository, WAL archive excluded; restore: "
-      "`restore --target immediate` without --start, its repo bytes column is the restored directory's size)")
+      "`restore --target immediate` without --start, its repo bytes column is the restored directory's size; "
+      "peak RSS = the larger of the process tree's summed RSS sampled every 100 ms and the largest process's ru_maxrss)")
 PY
 
 if [ "${BENCH_SKIP_LARGE:-0}" = 1 ]; then
@@ -436,7 +448,9 @@ fi
 # ---- scale SCALE_LARGE: the same number of changed rows ----
 rows_per_round="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rows"])' "$results/changes-incr-1.json")"
 stop_cluster "$data"
-rm -rf "$cdir"
+if [ "${BENCH_KEEP:-0}" != 1 ]; then
+    rm -rf "$cdir"
+fi
 echo
 setup_cluster large "$SCALE_LARGE"
 modulus_large=$((modulus * SCALE_LARGE / SCALE))
@@ -461,7 +475,7 @@ for scale, prefix, changes in ((small, "incr-lifeboat", "changes-incr"), (large,
     rs = [load(f"{prefix}-{i}") for i in range(1, runs + 1)]
     cs = [load(f"{changes}-{i}") for i in range(1, runs + 1)]
     walls = [r["wall_s"] for r in rs]
-    figures[scale] = (med(walls), max(r["tree_peak_kib"] for r in rs) / 1024)
+    figures[scale] = (med(walls), max(r["peak_kib"] for r in rs) / 1024)
     print(f"scale {scale:>4}: lifeboat --incremental {med(walls):.2f} s [{min(walls):.2f}-{max(walls):.2f}], "
           f"peak RSS {figures[scale][1]:.1f} MiB, changed blocks (median) {med([c['blocks'] for c in cs]):.0f}, "
           f"stored {med([r['stored_size'] for r in rs]):,.0f} B")
