@@ -30,14 +30,15 @@
 #      alternating, `restore --backup ID --pgdata D --target immediate` without --start (the files
 #      written and checked, recovery configured; the server is not started), `sync` before each
 #      outside the time and the directory removed after. Wall time and peak RSS, ratio chain/full.
-#   6. Scale check (BENCH_SKIP_LARGE=1 skips it): the first cluster is removed, a second one with
-#      `pgbench -i -s SCALE_LARGE` (default 300, about 4.5 GB) set up the same way, a full
-#      lifeboat backup, then RUNS rounds updating the same number of rows as at SCALE (so about the
-#      same number of changed blocks), each followed by `lifeboat backup --incremental`: median
-#      wall time and peak RSS beside those at SCALE.
+#   6. Scale check (BENCH_SKIP_LARGE=1 skips it): a second cluster with `pgbench -i -s SCALE_LARGE`
+#      (default 300, about 4.5 GB) set up the same way beside the first, a full lifeboat backup, then
+#      RUNS rounds alternating between the clusters, each an update of the same number of rows
+#      (so about the same number of changed blocks) and `lifeboat backup --incremental`; on the
+#      first cluster these build on the full backup of step 5, so both chains are as long at each
+#      round: median wall time and peak RSS at each scale and their ratio.
 #
 # Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages and pgbench, zstd,
-# python3, about 15 GB free in /tmp with the scale check.
+# python3, about 15 GB free in /tmp with the scale check (both clusters at once).
 # Environment: BENCH_RUNS (3), BENCH_SCALE (100), BENCH_SCALE_LARGE (300), BENCH_SKIP_LARGE=1,
 # BENCH_CHAIN (7), BENCH_NO_INSTALL=1, BENCH_KEEP=1 (leave the temporary directory, the clusters
 # stopped); LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
@@ -445,22 +446,30 @@ if [ "${BENCH_SKIP_LARGE:-0}" = 1 ]; then
     exit 0
 fi
 
-# ---- scale SCALE_LARGE: the same number of changed rows ----
+# ---- scale SCALE_LARGE beside SCALE: the same number of changed rows, alternating ----
+# The globals setup_cluster and update_round use, saved and restored per cluster.
+cluster_vars=(cdir data port lbconf lbdir pbconf pbdir table index table_blocks last_start_lsn round)
+save_cluster() { local var; for var in "${cluster_vars[@]}"; do printf -v "saved_${1}_$var" '%s' "${!var}"; done; }
+load_cluster() { local var saved; for var in "${cluster_vars[@]}"; do saved="saved_${1}_$var"; printf -v "$var" '%s' "${!saved}"; done; }
 rows_per_round="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rows"])' "$results/changes-incr-1.json")"
-stop_cluster "$data"
-if [ "${BENCH_KEEP:-0}" != 1 ]; then
-    rm -rf "$cdir"
-fi
+save_cluster base
 echo
 setup_cluster large "$SCALE_LARGE"
 modulus_large=$((modulus * SCALE_LARGE / SCALE))
 last_start_lsn=""
 round=0
 lifeboat_backup large-full-lifeboat
-echo "incremental rounds at scale $SCALE_LARGE, $RUNS (updates: aid % $modulus_large = round * 997 % $modulus_large, about $rows_per_round rows as at scale $SCALE):"
+save_cluster large
+echo "incremental rounds alternating scale $SCALE (aid % $modulus) and scale $SCALE_LARGE (aid % $modulus_large), $RUNS each, about $rows_per_round rows a round:"
 for run in $(seq 1 "$RUNS"); do
+    load_cluster base
+    update_round "base-$run" "$modulus"
+    lifeboat_backup "base-incr-lifeboat-$run" --incremental
+    save_cluster base
+    load_cluster large
     update_round "large-$run" "$modulus_large"
     lifeboat_backup "large-incr-lifeboat-$run" --incremental
+    save_cluster large
 done
 
 echo
@@ -471,7 +480,7 @@ results, runs, small, large = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.ar
 med = statistics.median
 load = lambda name: json.load(open(f"{results}/{name}.json"))
 figures = {}
-for scale, prefix, changes in ((small, "incr-lifeboat", "changes-incr"), (large, "large-incr-lifeboat", "changes-large")):
+for scale, prefix, changes in ((small, "base-incr-lifeboat", "changes-base"), (large, "large-incr-lifeboat", "changes-large")):
     rs = [load(f"{prefix}-{i}") for i in range(1, runs + 1)]
     cs = [load(f"{changes}-{i}") for i in range(1, runs + 1)]
     walls = [r["wall_s"] for r in rs]
