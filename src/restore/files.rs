@@ -193,6 +193,9 @@ struct Piece {
     /// Where they are in the object.
     object_offset: u64,
     length: u64,
+    /// The file's leaf size ([`leaf_size`]), worked out once per file: it walks all the file's
+    /// locations, which for a file of a long chain are tens of thousands.
+    leaf: Option<u64>,
 }
 
 /// One object to read, and the pieces of wanted files in it, by object offset.
@@ -325,6 +328,7 @@ async fn read_objects(
             continue;
         }
         let mut file_offset = 0;
+        let leaf = leaf_size(entry);
         for location in &entry.locations {
             let backup = location.backup.unwrap_or(manifest.id);
             let Some(&size) = object_sizes.get(&(backup, location.object.clone())) else {
@@ -338,7 +342,13 @@ async fn read_objects(
             jobs.entry((backup, location.object.as_str()))
                 .or_insert_with(|| Job { backup, object: location.object.clone(), size, pieces: Vec::new() })
                 .pieces
-                .push(Piece { file: index, file_offset, object_offset: location.offset, length: location.length });
+                .push(Piece {
+                    file: index,
+                    file_offset,
+                    object_offset: location.offset,
+                    length: location.length,
+                    leaf,
+                });
             file_offset += location.length;
         }
     }
@@ -538,7 +548,7 @@ impl JobContext {
         open: &mut Option<(usize, PathBuf, File)>,
     ) -> Result<(), RestoreError> {
         let entry = &self.manifest.files[piece.file];
-        let leaf = leaf_size(entry);
+        let leaf = piece.leaf;
         if let Some(destination) = &self.destination
             && open.as_ref().is_none_or(|(file, ..)| *file != piece.file)
         {
