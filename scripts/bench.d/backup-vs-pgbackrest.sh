@@ -66,134 +66,36 @@
 # The cluster (and a restored or verify scratch server left running) is stopped and the temporary
 # directory, with the verify scratch directory inside it, removed on exit.
 set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-here="$(pwd)"
-measure="$here/scripts/bench.d/measure.py"
+# shellcheck source=scripts/bench.d/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SCALE="${BENCH_SCALE:-100}"
 SEGMENTS="${BENCH_SEGMENTS:-20}"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: the backup benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
-    exit 1
-fi
-if ! getent passwd postgres >/dev/null; then
-    echo "error: no postgres OS user; install PostgreSQL's server packages" >&2
-    exit 1
-fi
-bindir="$(pg_config --bindir 2>/dev/null || true)"
-if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
-    bindir="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-fi
-for program in initdb pg_ctl pgbench psql; do
-    if [ ! -x "$bindir/$program" ]; then
-        echo "error: $bindir/$program not found; install PostgreSQL's server packages" >&2
-        exit 1
-    fi
-done
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+require_root backup
+find_pg_bindir initdb pg_ctl pgbench psql
 echo "load average at start: $(loadavg)  ($(nproc) cores)"
+find_pgbackrest
+build_lifeboat --or-existing
 
-# pgBackRest, installed if missing.
-have_pgbackrest=0
-if command -v pgbackrest >/dev/null; then
-    have_pgbackrest=1
-elif [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
-    echo "pgbackrest is not installed: apt-get update && apt-get install -y pgbackrest ..."
-    if apt-get update -qq >/dev/null 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 &&
-        command -v pgbackrest >/dev/null; then
-        have_pgbackrest=1
-    else
-        echo "warning: could not install pgbackrest; only lifeboat is measured" >&2
-    fi
-fi
-if [ "$have_pgbackrest" = 1 ]; then
-    pgbackrest_bin="$(command -v pgbackrest)"
-    echo "pgBackRest: $("$pgbackrest_bin" version)"
-fi
-
-echo "building lifeboat (cargo build --release)..."
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-lifeboat="$target_dir/release/lifeboat"
-if ! cargo build --release --quiet --bin lifeboat; then
-    # A tree being edited may not compile for a moment; an existing release build still measures.
-    if [ -x "$lifeboat" ]; then
-        echo "warning: the build failed; measuring the existing $lifeboat of $(date -r "$lifeboat" '+%F %T')" >&2
-    else
-        exit 1
-    fi
-fi
-
-work="$(mktemp -d /tmp/lifeboat-bench-backup-XXXXXX)"
-chmod 755 "$work"
-chown postgres: "$work"
-as_pg=(runuser -u postgres --)
+# Nothing runs in the background: the only processes left to stop on exit are the cluster this
+# script started, a restored server if a restore run was interrupted, and a verify scratch server if
+# lifeboat verify was killed before its own cleanup (it removes its scratch server itself when it
+# ends, also on SIGINT / SIGTERM).
+make_work_dir backup
 data="$work/data"
-# Nothing runs in the background: the only processes left to stop are the cluster this script started,
-# a restored server if a restore run was interrupted, and a verify scratch server if lifeboat verify
-# was killed before its own cleanup (it removes its scratch server itself when it ends, also on
-# SIGINT / SIGTERM).
-cleanup() {
-    local dir
-    # Restored servers, and a verify scratch server if lifeboat was stopped before removing it.
-    for dir in "$work"/restore/*/ "$work"/verify-scratch/*/data/; do
-        if [ -f "$dir/postmaster.pid" ]; then
-            "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$dir" -m immediate --silent >/dev/null 2>&1 || true
-        fi
-    done
-    if [ -f "$data/postmaster.pid" ]; then
-        "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m fast -t 60 --silent >/dev/null 2>&1 ||
-            "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m immediate --silent >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# The release binary must be executable by postgres (the archiver runs it).
-if ! "${as_pg[@]}" test -x "$lifeboat"; then
-    cp "$lifeboat" "$work/lifeboat"
-    chmod 755 "$work/lifeboat"
-    lifeboat="$work/lifeboat"
-fi
+socket_dir="$work"
+# The archiver runs it.
+copy_lifeboat_for_postgres
 echo "lifeboat: $lifeboat"
 
-# Runs a command as postgres, in the data directory.
-pg() { "${as_pg[@]}" "$@"; }
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres "$@"; }
-set_archive_command() {
-    psql_ -c "ALTER SYSTEM SET archive_command = '$1'" -c "SELECT pg_reload_conf()" >/dev/null
-    sleep 0.5
-}
-data_bytes() { # the data directory without pg_wal (what a base backup copies)
-    local all wal
-    all="$(du -sb "$data" | cut -f1)"
-    wal="$(du -sb "$data/pg_wal" | cut -f1)"
-    echo $((all - wal))
-}
-du_bytes() { if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+port="$(free_port)"
 
 echo "creating a PostgreSQL cluster in $work (port $port) and running pgbench -i -s $SCALE..."
-pg "$bindir/initdb" -D "$data" -U postgres -A trust -k --no-sync >/dev/null
-cat <<EOF | pg tee -a "$data/postgresql.conf" >/dev/null
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-wal_level = replica
-archive_mode = on
-archive_command = 'true'
-shared_buffers = 512MB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-EOF
-pg "$bindir/pg_ctl" start -D "$data" -l "$work/server.log" -w -t 120 --silent
+init_cluster "$data" "$work" "$port" "${bulk_load_settings[@]}"
+start_cluster "$data" "$work/server.log"
 load_start="$(date +%s.%N)"
-"$bindir/pgbench" -i -s "$SCALE" -q -h "$work" -p "$port" -U postgres postgres >"$work/pgbench-init.log" 2>&1 ||
-    { cat "$work/pgbench-init.log" >&2; exit 1; }
+pgbench_init "$SCALE" "$work/pgbench-init.log"
 psql_ -c CHECKPOINT
 echo "pgbench -i -s $SCALE + CHECKPOINT: $(python3 -c "import time; print(f'{time.time() - $load_start:.1f}')") s; data directory without pg_wal: $(data_bytes) bytes"
 
@@ -204,28 +106,8 @@ chmod 777 "$results"
 # ---- lifeboat ----
 lbdir="$work/lifeboat"
 pg mkdir -p "$lbdir"
-make_lifeboat_config() { # path, repository directory
-    cat <<EOF | pg tee "$1" >/dev/null
-[cluster]
-name = "bench"
-pgdata = "$data"
-connection = "postgresql://postgres@/postgres?host=$work&port=$port"
-bin_dir = "$bindir"
-os_user = "postgres"
-
-[repository]
-url = "file://$2"
-key_file = "$(dirname "$1")/repo.key"
-cipher = "aes-256-gcm"
-compression = { algorithm = "zstd", level = 3 }
-
-[backup]
-workers = 2
-EOF
-    pg chmod 600 "$1"
-}
 lbconf="$lbdir/lifeboat.toml"
-make_lifeboat_config "$lbconf" "$lbdir/repo"
+write_lifeboat_config "$lbconf" "$lbdir/repo" "[backup]" "workers = 2"
 pg "$lifeboat" --config "$lbconf" init >/dev/null
 
 # Prints one result line per run and keeps the JSON: tool, run, command...
@@ -237,8 +119,7 @@ run_backup() {
     before="$(du_bytes "$repo_part")"
     local load
     load="$(loadavg)"
-    python3 "$measure" run --user postgres --cwd "$data" --out "$out" -- "$@" ||
-        { echo "error: $tool backup $run failed:" >&2; cat "$out.stderr" >&2; tail -n 20 "$out.stdout" >&2; exit 1; }
+    measure_run "$data" "$out" "$tool backup $run" "" "$@"
     after="$(du_bytes "$repo_part")"
     python3 - "$out" "$bytes" $((after - before)) "$load" <<'EOF'
 import json, sys
@@ -253,54 +134,11 @@ EOF
 }
 
 # ---- pgBackRest ----
-make_pgbackrest_config() { # path, repository directory
-    local dir
-    dir="$(dirname "$1")"
-    cat <<EOF | pg tee "$1" >/dev/null
-[global]
-repo1-path=$2
-repo1-retention-full=999
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-compress-type=zst
-compress-level=3
-start-fast=y
-process-max=2
-log-path=$dir/log
-lock-path=$dir/lock
-spool-path=$dir/spool
-log-level-console=warn
-log-level-file=info
-
-[bench]
-pg1-path=$data
-pg1-port=$port
-pg1-socket-path=$work
-EOF
-    pg chmod 600 "$1"
-    pg mkdir -p "$dir/log" "$dir/lock" "$dir/spool"
-}
 if [ "$have_pgbackrest" = 1 ]; then
-    pbdir="$work/pgbackrest"
-    pg mkdir -p "$pbdir"
-    pbconf="$pbdir/pgbackrest.conf"
-    make_pgbackrest_config "$pbconf" "$pbdir/repo"
-    set_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
-    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench stanza-create >/dev/null
-    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench check >/dev/null
+    setup_pgbackrest_repository "$work/pgbackrest"
+    switch_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+    create_stanza "$pbconf"
 fi
-
-# Waits (up to 60 s) until the archiver has no segment left to archive, so that the next tool's
-# archive_command does not inherit the previous one's backlog.
-archiver_idle() {
-    for _ in $(seq 1 600); do
-        if ! compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "warning: the archiver still has .ready files" >&2
-}
 
 # The runs alternate (lifeboat, pgBackRest, lifeboat, ...) so that a change in the machine's load
 # (it is shared) hits both tools alike; archive_command is switched to the tool before each run.
@@ -309,11 +147,11 @@ echo "full backups, alternating: lifeboat (workers = 2, zstd 3, aes-256-gcm, key
 [ "$have_pgbackrest" = 1 ] && echo "  and pgBackRest (process-max = 2, zst 3, aes-256-cbc), $RUNS each:"
 for run in $(seq 1 "$RUNS"); do
     archiver_idle
-    set_archive_command "$lifeboat --config $lbconf wal-push %p"
+    switch_archive_command "$lifeboat --config $lbconf wal-push %p"
     run_backup lifeboat "$run" "$lbdir/repo/clusters/bench/backups" "$lifeboat" --config "$lbconf" backup --json
     if [ "$have_pgbackrest" = 1 ]; then
         archiver_idle
-        set_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+        switch_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
         run_backup pgbackrest "$run" "$pbdir/repo/backup/bench" \
             "$pgbackrest_bin" --config="$pbconf" --stanza=bench --type=full backup
     fi
@@ -327,7 +165,7 @@ done
 # then polling pg_is_in_recovery() until false, all in one measured shell script. Both restored
 # servers are PostgreSQL children of the measured command while it runs, so the RSS tree includes
 # the starting server. Restored bytes = the restored directory without pg_wal.
-restore_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+restore_port="$(free_port)"
 restores="$work/restore"
 pg mkdir -p "$restores"
 restore_ready_script="$work/pgbackrest-restore.sh"
@@ -349,13 +187,7 @@ run_restore() { # tool, run, data directory, command...
     local out="$results/restore-$tool-$run.json" load state bytes
     sync # the previous run's dirty pages are written back outside the measured time
     load="$(loadavg)"
-    if ! python3 "$measure" run --user postgres --cwd "$restores" --out "$out" -- "$@"; then
-        echo "error: $tool restore $run failed:" >&2
-        cat "$out.stderr" >&2
-        tail -n 20 "$out.stdout" >&2
-        [ -f "$dir.log" ] && tail -n 20 "$dir.log" >&2
-        exit 1
-    fi
+    measure_run "$restores" "$out" "$tool restore $run" "$dir.log" "$@"
     state="$(in_recovery)"
     if [ "$state" != f ]; then
         echo "warning: $tool restore $run returned but pg_is_in_recovery() gives: $state" >&2
@@ -426,12 +258,7 @@ run_verify() { # kind (integrity|restoretest), tool, run, command...
     local out="$results/verify-$kind-$tool-$run.json" load
     sync # the previous run's writes (restores, reports) go out outside the measured time
     load="$(loadavg)"
-    if ! python3 "$measure" run --user postgres --cwd "$work" --out "$out" -- "$@"; then
-        echo "error: $tool verify ($kind) $run failed:" >&2
-        cat "$out.stderr" >&2
-        tail -n 40 "$out.stdout" >&2
-        exit 1
-    fi
+    measure_run "$work" "$out" "$tool verify ($kind) $run" "" "$@"
     python3 - "$out" "$load" "$tool" "verify-$kind-$tool-$run" <<'PY'
 import json, re, sys
 path, load, tool, name = sys.argv[1:5]
@@ -491,7 +318,7 @@ echo
 echo "making $SEGMENTS WAL segments (INSERT ... repeat(md5(...)) + pg_switch_wal())..."
 walsave="$work/walsave"
 pg mkdir -p "$walsave"
-set_archive_command "cp %p $walsave/%f"
+switch_archive_command "cp %p $walsave/%f"
 psql_ -c "CREATE TABLE walgen (id bigint, payload text)" >/dev/null
 segments_archived() { find "$walsave" -name '????????????????????????' | wc -l; }
 want=$((SEGMENTS + 1))
@@ -510,21 +337,21 @@ if [ "${#segments[@]}" -lt "$SEGMENTS" ]; then
     echo "error: only ${#segments[@]} segments were archived" >&2
     exit 1
 fi
-set_archive_command "true"
+switch_archive_command "true"
 wal_bytes="$(cat "${segments[@]}" | wc -c)"
 echo "input: ${#segments[@]} segments, $wal_bytes bytes"
 
 # Fresh repositories / stanzas just for this.
 lbwal="$work/lifeboat-wal"
 pg mkdir -p "$lbwal"
-make_lifeboat_config "$lbwal/lifeboat.toml" "$lbwal/repo"
+write_lifeboat_config "$lbwal/lifeboat.toml" "$lbwal/repo" "[backup]" "workers = 2"
 pg "$lifeboat" --config "$lbwal/lifeboat.toml" init >/dev/null
 python3 "$measure" seq --user postgres --cwd "$data" -- \
     "$lifeboat" --config "$lbwal/lifeboat.toml" wal-push {} -- "${segments[@]}" >"$results/walpush-lifeboat.txt"
 if [ "$have_pgbackrest" = 1 ]; then
     pbwal="$work/pgbackrest-wal"
     pg mkdir -p "$pbwal"
-    make_pgbackrest_config "$pbwal/pgbackrest.conf" "$pbwal/repo"
+    write_pgbackrest_config "$pbwal/pgbackrest.conf" "$pbwal/repo"
     pg "$pgbackrest_bin" --config="$pbwal/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
     python3 "$measure" seq --user postgres --cwd "$data" -- \
         "$pgbackrest_bin" --config="$pbwal/pgbackrest.conf" --stanza=bench archive-push {} -- "${segments[@]}" \
