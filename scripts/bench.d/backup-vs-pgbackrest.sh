@@ -364,27 +364,42 @@ echo "==== backup: lifeboat vs pgBackRest ($RUNS full backups each; $(nproc) cor
 python3 - "$results" "$RUNS" "$wal_bytes" "${#segments[@]}" <<'EOF'
 import json, os, statistics, sys
 results, runs, wal_bytes, nseg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rows = {}
-for tool in ("lifeboat", "pgbackrest"):
-    rs = [json.load(open(f"{results}/{tool}-{i}.json")) for i in range(1, runs + 1)
-          if os.path.exists(f"{results}/{tool}-{i}.json")]
-    if rs:
-        rows[tool] = rs
 med = statistics.median
-print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {'repo bytes':>13}  "
-      f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
-summary = {}
-for tool, rs in rows.items():
-    walls = [r["wall_s"] for r in rs]
-    wall = med(walls)
-    mbs = med([r["data_bytes"] / r["wall_s"] / 1e6 for r in rs])
-    repo = med([r["repo_bytes"] for r in rs])
-    tree = max(r["tree_peak_kib"] for r in rs) / 1024
-    proc = max(r["proc_max_kib"] for r in rs) / 1024
-    summary[tool] = (wall, mbs, repo, tree, proc)
-    name = "pgBackRest" if tool == "pgbackrest" else tool
-    print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  {repo:>13,.0f}  "
-          f"{tree:17.1f}  {proc:10.1f}")
+
+
+def load_runs(prefix):
+    """The JSON of each tool's runs PREFIX{tool}-1 .. -RUNS that exist, by tool."""
+    found = {}
+    for tool in ("lifeboat", "pgbackrest"):
+        rs = [json.load(open(f"{results}/{prefix}{tool}-{i}.json")) for i in range(1, runs + 1)
+              if os.path.exists(f"{results}/{prefix}{tool}-{i}.json")]
+        if rs:
+            found[tool] = rs
+    return found
+
+
+def bytes_table(rows, label, key, width):
+    """Prints one row per tool (median wall [min-max], MB/s of data_bytes, median KEY under LABEL
+    in WIDTH columns, peak RSS) and returns (wall, MB/s, KEY, tree MiB, 1 proc MiB) by tool."""
+    print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {label:>{width}}  "
+          f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
+    summary = {}
+    for tool, rs in rows.items():
+        walls = [r["wall_s"] for r in rs]
+        wall = med(walls)
+        mbs = med([r["data_bytes"] / r["wall_s"] / 1e6 for r in rs])
+        amount = med([r[key] for r in rs])
+        tree = max(r["tree_peak_kib"] for r in rs) / 1024
+        proc = max(r["proc_max_kib"] for r in rs) / 1024
+        summary[tool] = (wall, mbs, amount, tree, proc)
+        name = "pgBackRest" if tool == "pgbackrest" else tool
+        print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  "
+              f"{amount:>{width},.0f}  {tree:17.1f}  {proc:10.1f}")
+    return summary
+
+
+rows = load_runs("")
+summary = bytes_table(rows, "repo bytes", "repo_bytes", 13)
 if len(summary) == 2:
     l, p = summary["lifeboat"], summary["pgbackrest"]
     print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
@@ -392,28 +407,10 @@ if len(summary) == 2:
 print("(median of the runs; peak RSS = the largest over the runs, tree = summed over the process tree sampled "
       "every 100 ms, 1 proc = ru_maxrss; data = data directory without pg_wal)")
 print()
-rrows = {}
-for tool in ("lifeboat", "pgbackrest"):
-    rs = [json.load(open(f"{results}/restore-{tool}-{i}.json")) for i in range(1, runs + 1)
-          if os.path.exists(f"{results}/restore-{tool}-{i}.json")]
-    if rs:
-        rrows[tool] = rs
+rrows = load_runs("restore-")
 if rrows:
     print(f"restore to a server accepting connections, recovery finished ({runs} each):")
-    print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {'restored bytes':>14}  "
-          f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
-    rsum = {}
-    for tool, rs in rrows.items():
-        walls = [r["wall_s"] for r in rs]
-        wall = med(walls)
-        mbs = med([r["data_bytes"] / r["wall_s"] / 1e6 for r in rs])
-        size = med([r["data_bytes"] for r in rs])
-        tree = max(r["tree_peak_kib"] for r in rs) / 1024
-        proc = max(r["proc_max_kib"] for r in rs) / 1024
-        rsum[tool] = (wall, mbs, size, tree, proc)
-        name = "pgBackRest" if tool == "pgbackrest" else tool
-        print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  {size:>14,.0f}  "
-              f"{tree:17.1f}  {proc:10.1f}")
+    rsum = bytes_table(rrows, "restored bytes", "data_bytes", 14)
     if len(rsum) == 2:
         l, p = rsum["lifeboat"], rsum["pgbackrest"]
         print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
@@ -423,12 +420,7 @@ if rrows:
           "server detached), so that ratio flatters lifeboat; 1 proc = ru_maxrss of the finished processes, so not "
           "the server; restored = data directory without pg_wal)")
     print()
-vrows = {}
-for tool in ("lifeboat", "pgbackrest"):
-    rs = [json.load(open(f"{results}/verify-integrity-{tool}-{i}.json")) for i in range(1, runs + 1)
-          if os.path.exists(f"{results}/verify-integrity-{tool}-{i}.json")]
-    if rs:
-        vrows[tool] = rs
+vrows = load_runs("verify-integrity-")
 if vrows:
     print(f"verify, integrity only ({runs} each, alternating). NOT like for like: lifeboat checks one backup and its "
           f"WAL, decrypting, decompressing and hashing all of it; pgBackRest every backup in its repository by the "
