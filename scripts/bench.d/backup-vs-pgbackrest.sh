@@ -378,9 +378,10 @@ def load_runs(prefix):
     return found
 
 
-def bytes_table(rows, label, key, width):
+def bytes_table(rows, label, key, width, key_ratio=None):
     """Prints one row per tool (median wall [min-max], MB/s of data_bytes, median KEY under LABEL
-    in WIDTH columns, peak RSS) and returns (wall, MB/s, KEY, tree MiB, 1 proc MiB) by tool."""
+    in WIDTH columns, peak RSS), then with both tools their ratios (KEY's too, named KEY_RATIO, when
+    given); returns (wall, MB/s, KEY, tree MiB, 1 proc MiB) by tool."""
     print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {label:>{width}}  "
           f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
     summary = {}
@@ -395,26 +396,23 @@ def bytes_table(rows, label, key, width):
         name = "pgBackRest" if tool == "pgbackrest" else tool
         print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  "
               f"{amount:>{width},.0f}  {tree:17.1f}  {proc:10.1f}")
+    if len(summary) == 2:
+        l, p = summary["lifeboat"], summary["pgbackrest"]
+        of_key = f"{key_ratio} {l[2] / p[2]:.3f}, " if key_ratio else ""
+        print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
+              f"{of_key}RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
     return summary
 
 
 rows = load_runs("")
-summary = bytes_table(rows, "repo bytes", "repo_bytes", 13)
-if len(summary) == 2:
-    l, p = summary["lifeboat"], summary["pgbackrest"]
-    print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
-          f"repo {l[2] / p[2]:.3f}, RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
+bytes_table(rows, "repo bytes", "repo_bytes", 13, key_ratio="repo")
 print("(median of the runs; peak RSS = the largest over the runs, tree = summed over the process tree sampled "
       "every 100 ms, 1 proc = ru_maxrss; data = data directory without pg_wal)")
 print()
 rrows = load_runs("restore-")
 if rrows:
     print(f"restore to a server accepting connections, recovery finished ({runs} each):")
-    rsum = bytes_table(rrows, "restored bytes", "data_bytes", 14)
-    if len(rsum) == 2:
-        l, p = rsum["lifeboat"], rsum["pgbackrest"]
-        print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
-              f"RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
+    bytes_table(rrows, "restored bytes", "data_bytes", 14)
     print("(wall = command to pg_is_in_recovery() = false; RSS tree: pgBackRest's includes the starting PostgreSQL "
           "server (pg_ctl -w, a child of the measured script), lifeboat's does not (its pg_ctl --no-wait leaves the "
           "server detached), so that ratio flatters lifeboat; 1 proc = ru_maxrss of the finished processes, so not "
