@@ -66,7 +66,7 @@
 # The cluster (and a restored or verify scratch server left running) is stopped and the temporary
 # directory, with the verify scratch directory inside it, removed on exit.
 set -euo pipefail
-# shellcheck source=scripts/bench.d/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SCALE="${BENCH_SCALE:-100}"
@@ -114,19 +114,16 @@ pg "$lifeboat" --config "$lbconf" init >/dev/null
 run_backup() {
     local tool="$1" run="$2" repo_part="$3"
     shift 3
-    local out="$results/$tool-$run.json" before after bytes
+    local out="$results/$tool-$run.json" bytes
     bytes="$(data_bytes)"
-    before="$(du_bytes "$repo_part")"
-    local load
-    load="$(loadavg)"
-    measure_run "$data" "$out" "$tool backup $run" "" "$@"
-    after="$(du_bytes "$repo_part")"
-    python3 - "$out" "$bytes" $((after - before)) "$load" <<'EOF'
+    measure_repository_growth "$out" "$tool backup $run" "$repo_part" "$@"
+    python3 - "$out" "$bytes" <<'EOF'
 import json, sys
-path, data, repo, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path, data = sys.argv[1], int(sys.argv[2])
 r = json.load(open(path))
-r.update(data_bytes=data, repo_bytes=repo, load=load)
+r.update(data_bytes=data)
 json.dump(r, open(path, "w"))
+repo, load = r["repo_bytes"], r["load"]
 print(f"  {path.rsplit('/', 1)[1][:-5]:<14} {r['wall_s']:6.2f} s  {data / r['wall_s'] / 1e6:6.0f} MB/s  "
       f"repo {repo:>12,} B  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB, 1 proc {r['proc_max_kib'] / 1024:6.1f} MiB  "
       f"(load {load})")

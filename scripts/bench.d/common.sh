@@ -342,3 +342,21 @@ measure_run() { # cwd, out, what, log ("" for none), command...
         exit 1
     fi
 }
+
+# Runs COMMAND as measure_run does, as postgres in the data directory, and adds to OUT's JSON
+# repo_bytes, how much REPO_PART grew meanwhile, and load, the load averages before it.
+measure_repository_growth() { # out, what, repository part, command...
+    local out="$1" what="$2" repo_part="$3" before after load
+    shift 3
+    before="$(du_bytes "$repo_part")"
+    load="$(loadavg)"
+    measure_run "$data" "$out" "$what" "" "$@"
+    after="$(du_bytes "$repo_part")"
+    python3 - "$out" $((after - before)) "$load" <<'PY'
+import json, sys
+path, repo, load = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+r = json.load(open(path))
+r.update(repo_bytes=repo, load=load)
+json.dump(r, open(path, "w"))
+PY
+}

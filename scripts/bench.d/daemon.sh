@@ -10,7 +10,7 @@
 # Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages and pgbench, python3.
 # Everything lives in a temporary directory, removed on exit with the cluster stopped.
 set -euo pipefail
-# shellcheck source=scripts/bench.d/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 SCALE="${BENCH_SCALE:-20}"
 IDLE_MINUTES="${BENCH_IDLE_MINUTES:-10}"

@@ -43,7 +43,7 @@
 # BENCH_CHAIN (7), BENCH_NO_INSTALL=1, BENCH_KEEP=1 (leave the temporary directory, the clusters
 # stopped); LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
-# shellcheck source=scripts/bench.d/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SCALE="${BENCH_SCALE:-100}"
@@ -163,19 +163,17 @@ PY
 measured() {
     local name="$1" repo_part="$2"
     shift 2
-    local out="$results/$name.json" before after load
-    before="$(du_bytes "$repo_part")"
+    local out="$results/$name.json"
     sync
-    load="$(loadavg)"
-    measure_run "$data" "$out" "$name" "" "$@"
-    after="$(du_bytes "$repo_part")"
-    python3 - "$out" $((after - before)) "$load" "$name" <<'PY'
+    measure_repository_growth "$out" "$name" "$repo_part" "$@"
+    python3 - "$out" "$name" <<'PY'
 import json, sys
-path, repo, load, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+path, name = sys.argv[1], sys.argv[2]
 r = json.load(open(path))
+repo, load = r["repo_bytes"], r["load"]
 # The tree is sampled every 100 ms, which can miss the peak of a run of half a second; the
 # largest single process's own peak (ru_maxrss) cannot be missed.
-r.update(repo_bytes=repo, load=load, peak_kib=max(r["tree_peak_kib"], r["proc_max_kib"]))
+r.update(peak_kib=max(r["tree_peak_kib"], r["proc_max_kib"]))
 extra = ""
 try:
     view = json.loads(open(path + ".stdout").read())

@@ -32,7 +32,7 @@
 # Environment: BENCH_RUNS (3), BENCH_SCALE (100), BENCH_WAL_MB (700), BENCH_NO_INSTALL=1;
 # LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
-# shellcheck source=scripts/bench.d/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SCALE="${BENCH_SCALE:-100}"

@@ -22,7 +22,7 @@
 # Environment: BENCH_RUNS (3), BENCH_ROWS (1350000), BENCH_NO_INSTALL=1;
 # LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
-# shellcheck source=scripts/bench.d/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 ROWS="${BENCH_ROWS:-1350000}"
@@ -65,18 +65,16 @@ create_stanza "$pbconf"
 run_backup() { # tool, run, repository part, command...
     local tool="$1" run="$2" repo_part="$3"
     shift 3
-    local out="$results/$tool-$run.json" before after load
-    before="$(du_bytes "$repo_part")"
+    local out="$results/$tool-$run.json"
     sync
-    load="$(loadavg)"
-    measure_run "$data" "$out" "$tool backup $run" "" "$@"
-    after="$(du_bytes "$repo_part")"
-    python3 - "$out" "$bytes" $((after - before)) "$load" <<'EOF'
+    measure_repository_growth "$out" "$tool backup $run" "$repo_part" "$@"
+    python3 - "$out" "$bytes" <<'EOF'
 import json, sys
-path, data, repo, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path, data = sys.argv[1], int(sys.argv[2])
 r = json.load(open(path))
-r.update(data_bytes=data, repo_bytes=repo, load=load)
+r.update(data_bytes=data)
 json.dump(r, open(path, "w"))
+repo, load = r["repo_bytes"], r["load"]
 print(f"  {path.rsplit('/', 1)[1][:-5]:<14} {r['wall_s']:6.2f} s  {data / r['wall_s'] / 1e6:6.0f} MB/s  "
       f"repo {repo:>13,} B  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB  (load {load})")
 EOF

@@ -29,7 +29,7 @@
 # BENCH_BACKLOG (default 64), BENCH_LIFEBOAT (a lifeboat binary to measure instead of building
 # one). The cluster and the daemon are stopped and the temporary directory removed on exit.
 set -euo pipefail
-# shellcheck source=scripts/bench.d/common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SEGMENTS="${BENCH_SEGMENTS:-24}"
