@@ -66,134 +66,36 @@
 # The cluster (and a restored or verify scratch server left running) is stopped and the temporary
 # directory, with the verify scratch directory inside it, removed on exit.
 set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-here="$(pwd)"
-measure="$here/scripts/bench.d/measure.py"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SCALE="${BENCH_SCALE:-100}"
 SEGMENTS="${BENCH_SEGMENTS:-20}"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: the backup benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
-    exit 1
-fi
-if ! getent passwd postgres >/dev/null; then
-    echo "error: no postgres OS user; install PostgreSQL's server packages" >&2
-    exit 1
-fi
-bindir="$(pg_config --bindir 2>/dev/null || true)"
-if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
-    bindir="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-fi
-for program in initdb pg_ctl pgbench psql; do
-    if [ ! -x "$bindir/$program" ]; then
-        echo "error: $bindir/$program not found; install PostgreSQL's server packages" >&2
-        exit 1
-    fi
-done
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+require_root backup
+find_pg_bindir initdb pg_ctl pgbench psql
 echo "load average at start: $(loadavg)  ($(nproc) cores)"
+find_pgbackrest
+build_lifeboat --or-existing
 
-# pgBackRest, installed if missing.
-have_pgbackrest=0
-if command -v pgbackrest >/dev/null; then
-    have_pgbackrest=1
-elif [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
-    echo "pgbackrest is not installed: apt-get update && apt-get install -y pgbackrest ..."
-    if apt-get update -qq >/dev/null 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 &&
-        command -v pgbackrest >/dev/null; then
-        have_pgbackrest=1
-    else
-        echo "warning: could not install pgbackrest; only lifeboat is measured" >&2
-    fi
-fi
-if [ "$have_pgbackrest" = 1 ]; then
-    pgbackrest_bin="$(command -v pgbackrest)"
-    echo "pgBackRest: $("$pgbackrest_bin" version)"
-fi
-
-echo "building lifeboat (cargo build --release)..."
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-lifeboat="$target_dir/release/lifeboat"
-if ! cargo build --release --quiet --bin lifeboat; then
-    # A tree being edited may not compile for a moment; an existing release build still measures.
-    if [ -x "$lifeboat" ]; then
-        echo "warning: the build failed; measuring the existing $lifeboat of $(date -r "$lifeboat" '+%F %T')" >&2
-    else
-        exit 1
-    fi
-fi
-
-work="$(mktemp -d /tmp/lifeboat-bench-backup-XXXXXX)"
-chmod 755 "$work"
-chown postgres: "$work"
-as_pg=(runuser -u postgres --)
+# Nothing runs in the background: the only processes left to stop on exit are the cluster this
+# script started, a restored server if a restore run was interrupted, and a verify scratch server if
+# lifeboat verify was killed before its own cleanup (it removes its scratch server itself when it
+# ends, also on SIGINT / SIGTERM).
+make_work_dir backup
 data="$work/data"
-# Nothing runs in the background: the only processes left to stop are the cluster this script started,
-# a restored server if a restore run was interrupted, and a verify scratch server if lifeboat verify
-# was killed before its own cleanup (it removes its scratch server itself when it ends, also on
-# SIGINT / SIGTERM).
-cleanup() {
-    local dir
-    # Restored servers, and a verify scratch server if lifeboat was stopped before removing it.
-    for dir in "$work"/restore/*/ "$work"/verify-scratch/*/data/; do
-        if [ -f "$dir/postmaster.pid" ]; then
-            "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$dir" -m immediate --silent >/dev/null 2>&1 || true
-        fi
-    done
-    if [ -f "$data/postmaster.pid" ]; then
-        "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m fast -t 60 --silent >/dev/null 2>&1 ||
-            "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$data" -m immediate --silent >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# The release binary must be executable by postgres (the archiver runs it).
-if ! "${as_pg[@]}" test -x "$lifeboat"; then
-    cp "$lifeboat" "$work/lifeboat"
-    chmod 755 "$work/lifeboat"
-    lifeboat="$work/lifeboat"
-fi
+socket_dir="$work"
+# The archiver runs it.
+copy_lifeboat_for_postgres
 echo "lifeboat: $lifeboat"
 
-# Runs a command as postgres, in the data directory.
-pg() { "${as_pg[@]}" "$@"; }
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres "$@"; }
-set_archive_command() {
-    psql_ -c "ALTER SYSTEM SET archive_command = '$1'" -c "SELECT pg_reload_conf()" >/dev/null
-    sleep 0.5
-}
-data_bytes() { # the data directory without pg_wal (what a base backup copies)
-    local all wal
-    all="$(du -sb "$data" | cut -f1)"
-    wal="$(du -sb "$data/pg_wal" | cut -f1)"
-    echo $((all - wal))
-}
-du_bytes() { if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+port="$(free_port)"
 
 echo "creating a PostgreSQL cluster in $work (port $port) and running pgbench -i -s $SCALE..."
-pg "$bindir/initdb" -D "$data" -U postgres -A trust -k --no-sync >/dev/null
-cat <<EOF | pg tee -a "$data/postgresql.conf" >/dev/null
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-wal_level = replica
-archive_mode = on
-archive_command = 'true'
-shared_buffers = 512MB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-EOF
-pg "$bindir/pg_ctl" start -D "$data" -l "$work/server.log" -w -t 120 --silent
+init_cluster "$data" "$work" "$port" "${bulk_load_settings[@]}"
+start_cluster "$data" "$work/server.log"
 load_start="$(date +%s.%N)"
-"$bindir/pgbench" -i -s "$SCALE" -q -h "$work" -p "$port" -U postgres postgres >"$work/pgbench-init.log" 2>&1 ||
-    { cat "$work/pgbench-init.log" >&2; exit 1; }
+pgbench_init "$SCALE" "$work/pgbench-init.log"
 psql_ -c CHECKPOINT
 echo "pgbench -i -s $SCALE + CHECKPOINT: $(python3 -c "import time; print(f'{time.time() - $load_start:.1f}')") s; data directory without pg_wal: $(data_bytes) bytes"
 
@@ -204,48 +106,24 @@ chmod 777 "$results"
 # ---- lifeboat ----
 lbdir="$work/lifeboat"
 pg mkdir -p "$lbdir"
-make_lifeboat_config() { # path, repository directory
-    cat <<EOF | pg tee "$1" >/dev/null
-[cluster]
-name = "bench"
-pgdata = "$data"
-connection = "postgresql://postgres@/postgres?host=$work&port=$port"
-bin_dir = "$bindir"
-os_user = "postgres"
-
-[repository]
-url = "file://$2"
-key_file = "$(dirname "$1")/repo.key"
-cipher = "aes-256-gcm"
-compression = { algorithm = "zstd", level = 3 }
-
-[backup]
-workers = 2
-EOF
-    pg chmod 600 "$1"
-}
 lbconf="$lbdir/lifeboat.toml"
-make_lifeboat_config "$lbconf" "$lbdir/repo"
+write_lifeboat_config "$lbconf" "$lbdir/repo" "[backup]" "workers = 2"
 pg "$lifeboat" --config "$lbconf" init >/dev/null
 
 # Prints one result line per run and keeps the JSON: tool, run, command...
 run_backup() {
     local tool="$1" run="$2" repo_part="$3"
     shift 3
-    local out="$results/$tool-$run.json" before after bytes
+    local out="$results/$tool-$run.json" bytes
     bytes="$(data_bytes)"
-    before="$(du_bytes "$repo_part")"
-    local load
-    load="$(loadavg)"
-    python3 "$measure" run --user postgres --cwd "$data" --out "$out" -- "$@" ||
-        { echo "error: $tool backup $run failed:" >&2; cat "$out.stderr" >&2; tail -n 20 "$out.stdout" >&2; exit 1; }
-    after="$(du_bytes "$repo_part")"
-    python3 - "$out" "$bytes" $((after - before)) "$load" <<'EOF'
+    measure_repository_growth "$out" "$tool backup $run" "$repo_part" "$@"
+    python3 - "$out" "$bytes" <<'EOF'
 import json, sys
-path, data, repo, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path, data = sys.argv[1], int(sys.argv[2])
 r = json.load(open(path))
-r.update(data_bytes=data, repo_bytes=repo, load=load)
+r.update(data_bytes=data)
 json.dump(r, open(path, "w"))
+repo, load = r["repo_bytes"], r["load"]
 print(f"  {path.rsplit('/', 1)[1][:-5]:<14} {r['wall_s']:6.2f} s  {data / r['wall_s'] / 1e6:6.0f} MB/s  "
       f"repo {repo:>12,} B  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB, 1 proc {r['proc_max_kib'] / 1024:6.1f} MiB  "
       f"(load {load})")
@@ -253,54 +131,11 @@ EOF
 }
 
 # ---- pgBackRest ----
-make_pgbackrest_config() { # path, repository directory
-    local dir
-    dir="$(dirname "$1")"
-    cat <<EOF | pg tee "$1" >/dev/null
-[global]
-repo1-path=$2
-repo1-retention-full=999
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-compress-type=zst
-compress-level=3
-start-fast=y
-process-max=2
-log-path=$dir/log
-lock-path=$dir/lock
-spool-path=$dir/spool
-log-level-console=warn
-log-level-file=info
-
-[bench]
-pg1-path=$data
-pg1-port=$port
-pg1-socket-path=$work
-EOF
-    pg chmod 600 "$1"
-    pg mkdir -p "$dir/log" "$dir/lock" "$dir/spool"
-}
 if [ "$have_pgbackrest" = 1 ]; then
-    pbdir="$work/pgbackrest"
-    pg mkdir -p "$pbdir"
-    pbconf="$pbdir/pgbackrest.conf"
-    make_pgbackrest_config "$pbconf" "$pbdir/repo"
-    set_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
-    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench stanza-create >/dev/null
-    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench check >/dev/null
+    setup_pgbackrest_repository "$work/pgbackrest"
+    switch_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+    create_stanza "$pbconf"
 fi
-
-# Waits (up to 60 s) until the archiver has no segment left to archive, so that the next tool's
-# archive_command does not inherit the previous one's backlog.
-archiver_idle() {
-    for _ in $(seq 1 600); do
-        if ! compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "warning: the archiver still has .ready files" >&2
-}
 
 # The runs alternate (lifeboat, pgBackRest, lifeboat, ...) so that a change in the machine's load
 # (it is shared) hits both tools alike; archive_command is switched to the tool before each run.
@@ -309,11 +144,11 @@ echo "full backups, alternating: lifeboat (workers = 2, zstd 3, aes-256-gcm, key
 [ "$have_pgbackrest" = 1 ] && echo "  and pgBackRest (process-max = 2, zst 3, aes-256-cbc), $RUNS each:"
 for run in $(seq 1 "$RUNS"); do
     archiver_idle
-    set_archive_command "$lifeboat --config $lbconf wal-push %p"
+    switch_archive_command "$lifeboat --config $lbconf wal-push %p"
     run_backup lifeboat "$run" "$lbdir/repo/clusters/bench/backups" "$lifeboat" --config "$lbconf" backup --json
     if [ "$have_pgbackrest" = 1 ]; then
         archiver_idle
-        set_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+        switch_archive_command "$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
         run_backup pgbackrest "$run" "$pbdir/repo/backup/bench" \
             "$pgbackrest_bin" --config="$pbconf" --stanza=bench --type=full backup
     fi
@@ -327,7 +162,7 @@ done
 # then polling pg_is_in_recovery() until false, all in one measured shell script. Both restored
 # servers are PostgreSQL children of the measured command while it runs, so the RSS tree includes
 # the starting server. Restored bytes = the restored directory without pg_wal.
-restore_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+restore_port="$(free_port)"
 restores="$work/restore"
 pg mkdir -p "$restores"
 restore_ready_script="$work/pgbackrest-restore.sh"
@@ -349,13 +184,7 @@ run_restore() { # tool, run, data directory, command...
     local out="$results/restore-$tool-$run.json" load state bytes
     sync # the previous run's dirty pages are written back outside the measured time
     load="$(loadavg)"
-    if ! python3 "$measure" run --user postgres --cwd "$restores" --out "$out" -- "$@"; then
-        echo "error: $tool restore $run failed:" >&2
-        cat "$out.stderr" >&2
-        tail -n 20 "$out.stdout" >&2
-        [ -f "$dir.log" ] && tail -n 20 "$dir.log" >&2
-        exit 1
-    fi
+    measure_run "$restores" "$out" "$tool restore $run" "$dir.log" "$@"
     state="$(in_recovery)"
     if [ "$state" != f ]; then
         echo "warning: $tool restore $run returned but pg_is_in_recovery() gives: $state" >&2
@@ -426,12 +255,7 @@ run_verify() { # kind (integrity|restoretest), tool, run, command...
     local out="$results/verify-$kind-$tool-$run.json" load
     sync # the previous run's writes (restores, reports) go out outside the measured time
     load="$(loadavg)"
-    if ! python3 "$measure" run --user postgres --cwd "$work" --out "$out" -- "$@"; then
-        echo "error: $tool verify ($kind) $run failed:" >&2
-        cat "$out.stderr" >&2
-        tail -n 40 "$out.stdout" >&2
-        exit 1
-    fi
+    measure_run "$work" "$out" "$tool verify ($kind) $run" "" "$@"
     python3 - "$out" "$load" "$tool" "verify-$kind-$tool-$run" <<'PY'
 import json, re, sys
 path, load, tool, name = sys.argv[1:5]
@@ -491,7 +315,7 @@ echo
 echo "making $SEGMENTS WAL segments (INSERT ... repeat(md5(...)) + pg_switch_wal())..."
 walsave="$work/walsave"
 pg mkdir -p "$walsave"
-set_archive_command "cp %p $walsave/%f"
+switch_archive_command "cp %p $walsave/%f"
 psql_ -c "CREATE TABLE walgen (id bigint, payload text)" >/dev/null
 segments_archived() { find "$walsave" -name '????????????????????????' | wc -l; }
 want=$((SEGMENTS + 1))
@@ -510,21 +334,21 @@ if [ "${#segments[@]}" -lt "$SEGMENTS" ]; then
     echo "error: only ${#segments[@]} segments were archived" >&2
     exit 1
 fi
-set_archive_command "true"
+switch_archive_command "true"
 wal_bytes="$(cat "${segments[@]}" | wc -c)"
 echo "input: ${#segments[@]} segments, $wal_bytes bytes"
 
 # Fresh repositories / stanzas just for this.
 lbwal="$work/lifeboat-wal"
 pg mkdir -p "$lbwal"
-make_lifeboat_config "$lbwal/lifeboat.toml" "$lbwal/repo"
+write_lifeboat_config "$lbwal/lifeboat.toml" "$lbwal/repo" "[backup]" "workers = 2"
 pg "$lifeboat" --config "$lbwal/lifeboat.toml" init >/dev/null
 python3 "$measure" seq --user postgres --cwd "$data" -- \
     "$lifeboat" --config "$lbwal/lifeboat.toml" wal-push {} -- "${segments[@]}" >"$results/walpush-lifeboat.txt"
 if [ "$have_pgbackrest" = 1 ]; then
     pbwal="$work/pgbackrest-wal"
     pg mkdir -p "$pbwal"
-    make_pgbackrest_config "$pbwal/pgbackrest.conf" "$pbwal/repo"
+    write_pgbackrest_config "$pbwal/pgbackrest.conf" "$pbwal/repo"
     pg "$pgbackrest_bin" --config="$pbwal/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
     python3 "$measure" seq --user postgres --cwd "$data" -- \
         "$pgbackrest_bin" --config="$pbwal/pgbackrest.conf" --stanza=bench archive-push {} -- "${segments[@]}" \
@@ -537,71 +361,61 @@ echo "==== backup: lifeboat vs pgBackRest ($RUNS full backups each; $(nproc) cor
 python3 - "$results" "$RUNS" "$wal_bytes" "${#segments[@]}" <<'EOF'
 import json, os, statistics, sys
 results, runs, wal_bytes, nseg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rows = {}
-for tool in ("lifeboat", "pgbackrest"):
-    rs = [json.load(open(f"{results}/{tool}-{i}.json")) for i in range(1, runs + 1)
-          if os.path.exists(f"{results}/{tool}-{i}.json")]
-    if rs:
-        rows[tool] = rs
 med = statistics.median
-print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {'repo bytes':>13}  "
-      f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
-summary = {}
-for tool, rs in rows.items():
-    walls = [r["wall_s"] for r in rs]
-    wall = med(walls)
-    mbs = med([r["data_bytes"] / r["wall_s"] / 1e6 for r in rs])
-    repo = med([r["repo_bytes"] for r in rs])
-    tree = max(r["tree_peak_kib"] for r in rs) / 1024
-    proc = max(r["proc_max_kib"] for r in rs) / 1024
-    summary[tool] = (wall, mbs, repo, tree, proc)
-    name = "pgBackRest" if tool == "pgbackrest" else tool
-    print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  {repo:>13,.0f}  "
-          f"{tree:17.1f}  {proc:10.1f}")
-if len(summary) == 2:
-    l, p = summary["lifeboat"], summary["pgbackrest"]
-    print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
-          f"repo {l[2] / p[2]:.3f}, RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
-print("(median of the runs; peak RSS = the largest over the runs, tree = summed over the process tree sampled "
-      "every 100 ms, 1 proc = ru_maxrss; data = data directory without pg_wal)")
-print()
-rrows = {}
-for tool in ("lifeboat", "pgbackrest"):
-    rs = [json.load(open(f"{results}/restore-{tool}-{i}.json")) for i in range(1, runs + 1)
-          if os.path.exists(f"{results}/restore-{tool}-{i}.json")]
-    if rs:
-        rrows[tool] = rs
-if rrows:
-    print(f"restore to a server accepting connections, recovery finished ({runs} each):")
-    print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {'restored bytes':>14}  "
+
+
+def load_runs(prefix):
+    """The JSON of each tool's runs PREFIX{tool}-1 .. -RUNS that exist, by tool."""
+    found = {}
+    for tool in ("lifeboat", "pgbackrest"):
+        rs = [json.load(open(f"{results}/{prefix}{tool}-{i}.json")) for i in range(1, runs + 1)
+              if os.path.exists(f"{results}/{prefix}{tool}-{i}.json")]
+        if rs:
+            found[tool] = rs
+    return found
+
+
+def bytes_table(rows, label, key, width, key_ratio=None):
+    """Prints one row per tool (median wall [min-max], MB/s of data_bytes, median KEY under LABEL
+    in WIDTH columns, peak RSS), then with both tools their ratios (KEY's too, named KEY_RATIO, when
+    given); returns (wall, MB/s, KEY, tree MiB, 1 proc MiB) by tool."""
+    print(f"{'tool':<11} {'workers':>7}  {'wall s median [min-max]':<24} {'MB/s':>6}  {label:>{width}}  "
           f"{'peak RSS tree MiB':>17}  {'1 proc MiB':>10}")
-    rsum = {}
-    for tool, rs in rrows.items():
+    summary = {}
+    for tool, rs in rows.items():
         walls = [r["wall_s"] for r in rs]
         wall = med(walls)
         mbs = med([r["data_bytes"] / r["wall_s"] / 1e6 for r in rs])
-        size = med([r["data_bytes"] for r in rs])
+        amount = med([r[key] for r in rs])
         tree = max(r["tree_peak_kib"] for r in rs) / 1024
         proc = max(r["proc_max_kib"] for r in rs) / 1024
-        rsum[tool] = (wall, mbs, size, tree, proc)
+        summary[tool] = (wall, mbs, amount, tree, proc)
         name = "pgBackRest" if tool == "pgbackrest" else tool
-        print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  {size:>14,.0f}  "
-              f"{tree:17.1f}  {proc:10.1f}")
-    if len(rsum) == 2:
-        l, p = rsum["lifeboat"], rsum["pgbackrest"]
+        print(f"{name:<11} {2:>7}  {f'{wall:.2f} [{min(walls):.2f}-{max(walls):.2f}]':<24} {mbs:6.0f}  "
+              f"{amount:>{width},.0f}  {tree:17.1f}  {proc:10.1f}")
+    if len(summary) == 2:
+        l, p = summary["lifeboat"], summary["pgbackrest"]
+        of_key = f"{key_ratio} {l[2] / p[2]:.3f}, " if key_ratio else ""
         print(f"{'ratio lifeboat/pgBackRest':<44} wall {l[0] / p[0]:.2f}, MB/s {l[1] / p[1]:.2f}, "
-              f"RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
+              f"{of_key}RSS tree {l[3] / p[3]:.2f}, 1 proc {l[4] / p[4]:.2f}")
+    return summary
+
+
+rows = load_runs("")
+bytes_table(rows, "repo bytes", "repo_bytes", 13, key_ratio="repo")
+print("(median of the runs; peak RSS = the largest over the runs, tree = summed over the process tree sampled "
+      "every 100 ms, 1 proc = ru_maxrss; data = data directory without pg_wal)")
+print()
+rrows = load_runs("restore-")
+if rrows:
+    print(f"restore to a server accepting connections, recovery finished ({runs} each):")
+    bytes_table(rrows, "restored bytes", "data_bytes", 14)
     print("(wall = command to pg_is_in_recovery() = false; RSS tree: pgBackRest's includes the starting PostgreSQL "
           "server (pg_ctl -w, a child of the measured script), lifeboat's does not (its pg_ctl --no-wait leaves the "
           "server detached), so that ratio flatters lifeboat; 1 proc = ru_maxrss of the finished processes, so not "
           "the server; restored = data directory without pg_wal)")
     print()
-vrows = {}
-for tool in ("lifeboat", "pgbackrest"):
-    rs = [json.load(open(f"{results}/verify-integrity-{tool}-{i}.json")) for i in range(1, runs + 1)
-          if os.path.exists(f"{results}/verify-integrity-{tool}-{i}.json")]
-    if rs:
-        vrows[tool] = rs
+vrows = load_runs("verify-integrity-")
 if vrows:
     print(f"verify, integrity only ({runs} each, alternating). NOT like for like: lifeboat checks one backup and its "
           f"WAL, decrypting, decompressing and hashing all of it; pgBackRest every backup in its repository by the "

@@ -43,89 +43,26 @@
 # BENCH_CHAIN (7), BENCH_NO_INSTALL=1, BENCH_KEEP=1 (leave the temporary directory, the clusters
 # stopped); LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-here="$(pwd)"
-measure="$here/scripts/bench.d/measure.py"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SCALE="${BENCH_SCALE:-100}"
 SCALE_LARGE="${BENCH_SCALE_LARGE:-300}"
 CHAIN="${BENCH_CHAIN:-7}"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: the incremental benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
-    exit 1
-fi
-if ! getent passwd postgres >/dev/null; then
-    echo "error: no postgres OS user; install PostgreSQL's server packages" >&2
-    exit 1
-fi
+require_root incremental
 if [ "$CHAIN" -lt "$RUNS" ]; then
     echo "error: BENCH_CHAIN ($CHAIN) must be at least BENCH_RUNS ($RUNS): the measured incrementals start the chain" >&2
     exit 1
 fi
-bindir="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || true)"
-if [ -z "$bindir" ]; then
-    bindir="$(pg_config --bindir)"
-fi
-for program in initdb pg_ctl pgbench psql; do
-    if [ ! -x "$bindir/$program" ]; then
-        echo "error: $bindir/$program not found; install PostgreSQL's server packages" >&2
-        exit 1
-    fi
-done
-command -v zstd >/dev/null || { echo "error: the incremental benchmark needs zstd (apt-get install zstd)" >&2; exit 1; }
-if ! command -v pgbackrest >/dev/null && [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
-    echo "pgbackrest is not installed: apt-get update && apt-get install -y pgbackrest ..."
-    apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 || true
-fi
-if ! command -v pgbackrest >/dev/null; then
-    echo "error: the incremental benchmark compares with pgBackRest, which is not installed (apt-get install pgbackrest)" >&2
-    exit 1
-fi
-pgbackrest_bin="$(command -v pgbackrest)"
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+find_pg_bindir initdb pg_ctl pgbench psql
+require_zstd incremental
+require_pgbackrest incremental
 echo "load average at start: $(loadavg)  ($(nproc) cores); pgBackRest: $("$pgbackrest_bin" version)"
+build_lifeboat "${LIFEBOAT_BIN:-}"
 
-if [ -n "${LIFEBOAT_BIN:-}" ]; then
-    lifeboat="$LIFEBOAT_BIN"
-else
-    echo "building lifeboat (cargo build --release)..."
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    lifeboat="$target_dir/release/lifeboat"
-    cargo build --release --quiet --bin lifeboat
-fi
-
-work="$(mktemp -d /tmp/lifeboat-bench-incremental-XXXXXX)"
-chmod 755 "$work"
-chown postgres: "$work"
-as_pg=(runuser -u postgres --)
-pg() { "${as_pg[@]}" "$@"; }
-stop_cluster() {
-    if [ -f "$1/postmaster.pid" ]; then
-        pg "$bindir/pg_ctl" stop -D "$1" -m fast -t 60 --silent >/dev/null 2>&1 ||
-            pg "$bindir/pg_ctl" stop -D "$1" -m immediate --silent >/dev/null 2>&1 || true
-    fi
-}
-cleanup() {
-    local dir
-    for dir in "$work"/cluster-*/data; do
-        stop_cluster "$dir"
-    done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then
-        echo "kept $work (BENCH_KEEP=1): clusters stopped, repositories and results left in place"
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# The binary must be executable by postgres (the archiver runs it).
-cp "$lifeboat" "$work/lifeboat"
-chmod 755 "$work/lifeboat"
-lifeboat="$work/lifeboat"
+make_work_dir incremental
+copy_lifeboat_for_postgres
 results="$work/results"
 mkdir -p "$results"
 chmod 777 "$results"
@@ -166,34 +103,21 @@ with open(out, "wb") as sink:
 print(json.dumps(found))
 PY
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# Sets up cluster NAME at SCALE (globals: cdir, data, port, lbconf, lbdir, pbconf, pbdir, table,
-# index, table_blocks), archiving to both tools.
+# Sets up cluster NAME at SCALE (globals: cdir, data, socket_dir, port, lbconf, lbdir, pbconf, pbdir,
+# table, index, table_blocks), archiving to both tools.
 setup_cluster() {
     local name="$1" scale="$2"
     cdir="$work/cluster-$name"
     data="$cdir/data"
+    socket_dir="$cdir"
     port="$(free_port)"
     pg mkdir -p "$cdir"
     echo "creating a PostgreSQL cluster in $cdir (port $port) and running pgbench -i -s $scale..."
-    pg "$bindir/initdb" -D "$data" -U postgres -A trust -k --no-sync >/dev/null
-    cat <<EOF | pg tee -a "$data/postgresql.conf" >/dev/null
-listen_addresses = ''
-unix_socket_directories = '$cdir'
-port = $port
-wal_level = replica
-archive_mode = on
-archive_command = 'true'
-shared_buffers = 512MB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-EOF
-    pg "$bindir/pg_ctl" start -D "$data" -l "$cdir/server.log" -w -t 120 --silent
+    init_cluster "$data" "$cdir" "$port" "${bulk_load_settings[@]}"
+    start_cluster "$data" "$cdir/server.log"
     local began
     began="$(date +%s)"
-    "$bindir/pgbench" -i -s "$scale" -q -h "$cdir" -p "$port" -U postgres postgres >"$cdir/pgbench-init.log" 2>&1 ||
-        { cat "$cdir/pgbench-init.log" >&2; exit 1; }
+    pgbench_init "$scale" "$cdir/pgbench-init.log"
     psql_ -c CHECKPOINT
     table="$(sql "SELECT pg_relation_filepath('pgbench_accounts')")"
     index="$(sql "SELECT pg_relation_filepath('pgbench_accounts_pkey')")"
@@ -201,74 +125,10 @@ EOF
     echo "  pgbench -i took $(($(date +%s) - began)) s; pgbench_accounts: $table_blocks blocks" \
         "($(((table_blocks + 131071) / 131072)) files of up to 1 GiB)"
 
-    lbdir="$cdir/lifeboat-repo"
-    pg mkdir -p "$lbdir"
-    lbconf="$lbdir/lifeboat.toml"
-    cat <<EOF | pg tee "$lbconf" >/dev/null
-[cluster]
-name = "bench"
-pgdata = "$data"
-connection = "postgresql://postgres@/postgres?host=$cdir&port=$port"
-bin_dir = "$bindir"
-os_user = "postgres"
-
-[repository]
-url = "file://$lbdir/repo"
-key_file = "$lbdir/repo.key"
-cipher = "aes-256-gcm"
-compression = { algorithm = "zstd", level = 3 }
-
-[backup]
-workers = 2
-
-[audit]
-path = "$lbdir/audit.jsonl"
-EOF
-    pg chmod 600 "$lbconf"
-    pg "$lifeboat" --config "$lbconf" init >/dev/null
-
-    pbdir="$cdir/pgbackrest"
-    pg mkdir -p "$pbdir/log" "$pbdir/lock" "$pbdir/spool"
-    pbconf="$pbdir/pgbackrest.conf"
-    cat <<EOF | pg tee "$pbconf" >/dev/null
-[global]
-repo1-path=$pbdir/repo
-repo1-retention-full=999
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-compress-type=zst
-compress-level=3
-start-fast=y
-process-max=2
-log-path=$pbdir/log
-lock-path=$pbdir/lock
-spool-path=$pbdir/spool
-log-level-console=warn
-log-level-file=info
-
-[bench]
-pg1-path=$data
-pg1-port=$port
-pg1-socket-path=$cdir
-EOF
-    pg chmod 600 "$pbconf"
-    psql_ -c "ALTER SYSTEM SET archive_command = '$lifeboat --config $lbconf wal-push %p && $pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p'" \
-        -c "SELECT pg_reload_conf()" >/dev/null
-    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench stanza-create >/dev/null
-    pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench check >/dev/null
-}
-psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$cdir" -p "$port" -U postgres -d postgres "$@"; }
-sql() { psql_ -Atc "$1"; }
-du_bytes() { if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
-archiver_idle() {
-    for _ in $(seq 1 1200); do
-        if ! compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "error: the archiver still has .ready files after 120 s" >&2
-    exit 1
+    setup_lifeboat_repository "$cdir/lifeboat-repo"
+    setup_pgbackrest_repository "$cdir/pgbackrest"
+    set_archive_command "$lifeboat --config $lbconf wal-push %p && $pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+    create_stanza "$pbconf"
 }
 
 # lifeboat's newest backup's start LSN (what the next incremental compares against).
@@ -303,20 +163,17 @@ PY
 measured() {
     local name="$1" repo_part="$2"
     shift 2
-    local out="$results/$name.json" before after load
-    before="$(du_bytes "$repo_part")"
+    local out="$results/$name.json"
     sync
-    load="$(loadavg)"
-    python3 "$measure" run --user postgres --cwd "$data" --out "$out" -- "$@" ||
-        { echo "error: $name failed:" >&2; cat "$out.stderr" >&2; tail -n 20 "$out.stdout" >&2; exit 1; }
-    after="$(du_bytes "$repo_part")"
-    python3 - "$out" $((after - before)) "$load" "$name" <<'PY'
+    measure_repository_growth "$out" "$name" "$repo_part" "$@"
+    python3 - "$out" "$name" <<'PY'
 import json, sys
-path, repo, load, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+path, name = sys.argv[1], sys.argv[2]
 r = json.load(open(path))
+repo, load = r["repo_bytes"], r["load"]
 # The tree is sampled every 100 ms, which can miss the peak of a run of half a second; the
 # largest single process's own peak (ru_maxrss) cannot be missed.
-r.update(repo_bytes=repo, load=load, peak_kib=max(r["tree_peak_kib"], r["proc_max_kib"]))
+r.update(peak_kib=max(r["tree_peak_kib"], r["proc_max_kib"]))
 extra = ""
 try:
     view = json.loads(open(path + ".stdout").read())
@@ -337,12 +194,12 @@ pb_backups() { echo "$pbdir/repo/backup/bench"; }
 lifeboat_backup() { # name, extra arguments
     local name="$1"
     shift
-    archiver_idle
+    require_archiver_idle
     measured "$name" "$(lb_backups)" "$lifeboat" --config "$lbconf" backup --json "$@"
     last_start_lsn="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["start_lsn"])' "$results/$name.json")"
 }
 pgbackrest_backup() { # name, type
-    archiver_idle
+    require_archiver_idle
     measured "$1" "$(pb_backups)" "$pgbackrest_bin" --config="$pbconf" --stanza=bench --type="$2" backup
 }
 
@@ -448,7 +305,7 @@ fi
 
 # ---- scale SCALE_LARGE beside SCALE: the same number of changed rows, alternating ----
 # The globals setup_cluster and update_round use, saved and restored per cluster.
-cluster_vars=(cdir data port lbconf lbdir pbconf pbdir table index table_blocks last_start_lsn round)
+cluster_vars=(cdir data socket_dir port lbconf lbdir pbconf pbdir table index table_blocks last_start_lsn round)
 save_cluster() { local var; for var in "${cluster_vars[@]}"; do printf -v "saved_${1}_$var" '%s' "${!var}"; done; }
 load_cluster() { local var saved; for var in "${cluster_vars[@]}"; do saved="saved_${1}_$var"; printf -v "$var" '%s' "${!saved}"; done; }
 rows_per_round="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rows"])' "$results/changes-incr-1.json")"

@@ -32,183 +32,44 @@
 # Environment: BENCH_RUNS (3), BENCH_SCALE (100), BENCH_WAL_MB (700), BENCH_NO_INSTALL=1;
 # LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-here="$(pwd)"
-measure="$here/scripts/bench.d/measure.py"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SCALE="${BENCH_SCALE:-100}"
 WAL_MB="${BENCH_WAL_MB:-700}"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: the pitr benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
-    exit 1
-fi
-if ! getent passwd postgres >/dev/null; then
-    echo "error: no postgres OS user; install PostgreSQL's server packages" >&2
-    exit 1
-fi
-bindir="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || true)"
-if [ -z "$bindir" ]; then
-    bindir="$(pg_config --bindir)"
-fi
-for program in initdb pg_ctl pgbench psql; do
-    if [ ! -x "$bindir/$program" ]; then
-        echo "error: $bindir/$program not found; install PostgreSQL's server packages" >&2
-        exit 1
-    fi
-done
-if ! command -v pgbackrest >/dev/null && [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
-    echo "pgbackrest is not installed: apt-get update && apt-get install -y pgbackrest ..."
-    apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 || true
-fi
-if ! command -v pgbackrest >/dev/null; then
-    echo "error: the pitr benchmark compares with pgBackRest, which is not installed (apt-get install pgbackrest)" >&2
-    exit 1
-fi
-pgbackrest_bin="$(command -v pgbackrest)"
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+require_root pitr
+find_pg_bindir initdb pg_ctl pgbench psql
+require_pgbackrest pitr
 echo "load average at start: $(loadavg)  ($(nproc) cores); pgBackRest: $("$pgbackrest_bin" version)"
+build_lifeboat "${LIFEBOAT_BIN:-}"
 
-if [ -n "${LIFEBOAT_BIN:-}" ]; then
-    lifeboat="$LIFEBOAT_BIN"
-else
-    echo "building lifeboat (cargo build --release)..."
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    lifeboat="$target_dir/release/lifeboat"
-    cargo build --release --quiet --bin lifeboat
-fi
-
-work="$(mktemp -d /tmp/lifeboat-bench-pitr-XXXXXX)"
-chmod 755 "$work"
-chown postgres: "$work"
-as_pg=(runuser -u postgres --)
-pg() { "${as_pg[@]}" "$@"; }
+make_work_dir pitr
 data="$work/data"
+socket_dir="$work"
 restores="$work/restore"
-cleanup() {
-    local dir
-    for dir in "$restores"/*/; do
-        if [ -f "$dir/postmaster.pid" ]; then
-            pg "$bindir/pg_ctl" stop -D "$dir" -m immediate --silent >/dev/null 2>&1 || true
-        fi
-    done
-    if [ -f "$data/postmaster.pid" ]; then
-        pg "$bindir/pg_ctl" stop -D "$data" -m fast -t 60 --silent >/dev/null 2>&1 ||
-            pg "$bindir/pg_ctl" stop -D "$data" -m immediate --silent >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# The archiver and restore_command run it.
+copy_lifeboat_for_postgres
 
-# The binary must be executable by postgres (the archiver and restore_command run it).
-cp "$lifeboat" "$work/lifeboat"
-chmod 755 "$work/lifeboat"
-lifeboat="$work/lifeboat"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port="$(free_port)"
 restore_port="$(free_port)"
-psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres "$@"; }
-sql() { psql_ -Atc "$1"; }
 
 echo "creating a PostgreSQL cluster in $work (port $port) and running pgbench -i -s $SCALE..."
-pg "$bindir/initdb" -D "$data" -U postgres -A trust -k --no-sync >/dev/null
-cat <<EOF | pg tee -a "$data/postgresql.conf" >/dev/null
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-wal_level = replica
-archive_mode = on
-archive_command = 'true'
-shared_buffers = 512MB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-EOF
-pg "$bindir/pg_ctl" start -D "$data" -l "$work/server.log" -w -t 120 --silent
-"$bindir/pgbench" -i -s "$SCALE" -q -h "$work" -p "$port" -U postgres postgres >"$work/pgbench-init.log" 2>&1 ||
-    { cat "$work/pgbench-init.log" >&2; exit 1; }
+init_cluster "$data" "$work" "$port" "${bulk_load_settings[@]}"
+start_cluster "$data" "$work/server.log"
+pgbench_init "$SCALE" "$work/pgbench-init.log"
 psql_ -c CHECKPOINT
 
 # ---- both repositories, one archive_command feeding both ----
-lbdir="$work/lifeboat-repo"
-pg mkdir -p "$lbdir"
-lbconf="$lbdir/lifeboat.toml"
-cat <<EOF | pg tee "$lbconf" >/dev/null
-[cluster]
-name = "bench"
-pgdata = "$data"
-connection = "postgresql://postgres@/postgres?host=$work&port=$port"
-bin_dir = "$bindir"
-os_user = "postgres"
-
-[repository]
-url = "file://$lbdir/repo"
-key_file = "$lbdir/repo.key"
-cipher = "aes-256-gcm"
-compression = { algorithm = "zstd", level = 3 }
-
-[backup]
-workers = 2
-
-[audit]
-path = "$lbdir/audit.jsonl"
-EOF
-pg chmod 600 "$lbconf"
-pg "$lifeboat" --config "$lbconf" init >/dev/null
-
-pbdir="$work/pgbackrest"
-pg mkdir -p "$pbdir/log" "$pbdir/lock" "$pbdir/spool"
-pbconf="$pbdir/pgbackrest.conf"
-cat <<EOF | pg tee "$pbconf" >/dev/null
-[global]
-repo1-path=$pbdir/repo
-repo1-retention-full=999
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-compress-type=zst
-compress-level=3
-start-fast=y
-process-max=2
-log-path=$pbdir/log
-lock-path=$pbdir/lock
-spool-path=$pbdir/spool
-log-level-console=warn
-log-level-file=info
-
-[global:archive-get]
-archive-async=y
-process-max=2
-
-[bench]
-pg1-path=$data
-pg1-port=$port
-pg1-socket-path=$work
-EOF
-pg chmod 600 "$pbconf"
-
-psql_ -c "ALTER SYSTEM SET archive_command = '$lifeboat --config $lbconf wal-push %p && $pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p'" \
-    -c "SELECT pg_reload_conf()" >/dev/null
-pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench stanza-create >/dev/null
-pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench check >/dev/null
-
-archiver_idle() {
-    for _ in $(seq 1 1200); do
-        if ! compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "error: the archiver still has .ready files after 120 s" >&2
-    exit 1
-}
+setup_lifeboat_repository "$work/lifeboat-repo"
+setup_pgbackrest_repository "$work/pgbackrest" "[global:archive-get]" "archive-async=y" "process-max=2"
+set_archive_command "$lifeboat --config $lbconf wal-push %p && $pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
+create_stanza "$pbconf"
 
 echo "base backups (lifeboat, then pgBackRest)..."
 (cd "$data" && pg "$lifeboat" --config "$lbconf" backup >/dev/null)
 (cd "$data" && pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench --type=full backup)
-archiver_idle
+require_archiver_idle
 
 echo "writing $WAL_MB MB of WAL with pgbench -c 4 -j 2 ..."
 start_lsn="$(sql "SELECT pg_current_wal_lsn()")"
@@ -223,7 +84,7 @@ sleep 0.2
 psql_ -c "INSERT INTO pitr_marker VALUES ('after')"
 "$bindir/pgbench" -n -T 5 -c 4 -j 2 -h "$work" -p "$port" -U postgres postgres >/dev/null 2>&1
 sql "SELECT pg_switch_wal()" >/dev/null
-archiver_idle
+require_archiver_idle
 wal_bytes="$(sql "SELECT '$target_lsn'::pg_lsn - '$start_lsn'::pg_lsn")"
 echo "target time $target: $wal_bytes bytes of WAL from the end of the backups to the target"
 
@@ -255,13 +116,7 @@ run_pitr() { # tool, run, data directory, server log, command...
     local out="$results/$tool-$run.json" load state rows
     sync
     load="$(loadavg)"
-    if ! python3 "$measure" run --user postgres --cwd "$restores" --out "$out" -- "$@"; then
-        echo "error: $tool restore $run failed:" >&2
-        cat "$out.stderr" >&2
-        tail -n 20 "$out.stdout" >&2
-        [ -f "$log" ] && tail -n 20 "$log" >&2
-        exit 1
-    fi
+    measure_run "$restores" "$out" "$tool restore $run" "$log" "$@"
     state="$("$bindir/psql" -X -Atc 'SELECT pg_is_in_recovery()' -h "$work" -p "$restore_port" -U postgres -d postgres 2>&1)"
     rows="$("$bindir/psql" -X -Atc "SELECT string_agg(side, ',') FROM pitr_marker" -h "$work" -p "$restore_port" -U postgres -d postgres 2>&1)"
     if [ "$state" != f ] || [ "$rows" != before ]; then

@@ -22,94 +22,27 @@
 # Environment: BENCH_RUNS (3), BENCH_ROWS (1350000), BENCH_NO_INSTALL=1;
 # LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-here="$(pwd)"
-measure="$here/scripts/bench.d/measure.py"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 ROWS="${BENCH_ROWS:-1350000}"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: the realdata benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
-    exit 1
-fi
-if ! getent passwd postgres >/dev/null; then
-    echo "error: no postgres OS user; install PostgreSQL's server packages" >&2
-    exit 1
-fi
-bindir="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || true)"
-if [ -z "$bindir" ]; then
-    bindir="$(pg_config --bindir)"
-fi
-for program in initdb pg_ctl psql; do
-    if [ ! -x "$bindir/$program" ]; then
-        echo "error: $bindir/$program not found; install PostgreSQL's server packages" >&2
-        exit 1
-    fi
-done
-command -v zstd >/dev/null || { echo "error: the realdata benchmark needs zstd (apt-get install zstd)" >&2; exit 1; }
-if ! command -v pgbackrest >/dev/null && [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
-    echo "pgbackrest is not installed: apt-get update && apt-get install -y pgbackrest ..."
-    apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 || true
-fi
-if ! command -v pgbackrest >/dev/null; then
-    echo "error: the realdata benchmark compares with pgBackRest, which is not installed (apt-get install pgbackrest)" >&2
-    exit 1
-fi
-pgbackrest_bin="$(command -v pgbackrest)"
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+require_root realdata
+find_pg_bindir initdb pg_ctl psql
+require_zstd realdata
+require_pgbackrest realdata
 echo "load average at start: $(loadavg)  ($(nproc) cores); pgBackRest: $("$pgbackrest_bin" version)"
+build_lifeboat "${LIFEBOAT_BIN:-}"
 
-if [ -n "${LIFEBOAT_BIN:-}" ]; then
-    lifeboat="$LIFEBOAT_BIN"
-else
-    echo "building lifeboat (cargo build --release)..."
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    lifeboat="$target_dir/release/lifeboat"
-    cargo build --release --quiet --bin lifeboat
-fi
-
-work="$(mktemp -d /tmp/lifeboat-bench-realdata-XXXXXX)"
-chmod 755 "$work"
-chown postgres: "$work"
-as_pg=(runuser -u postgres --)
-pg() { "${as_pg[@]}" "$@"; }
+make_work_dir realdata
 data="$work/data"
-cleanup() {
-    if [ -f "$data/postmaster.pid" ]; then
-        pg "$bindir/pg_ctl" stop -D "$data" -m fast -t 60 --silent >/dev/null 2>&1 ||
-            pg "$bindir/pg_ctl" stop -D "$data" -m immediate --silent >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# The binary must be executable by postgres (the archiver runs it).
-cp "$lifeboat" "$work/lifeboat"
-chmod 755 "$work/lifeboat"
-lifeboat="$work/lifeboat"
-
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres "$@"; }
-data_bytes() { echo $(($(du -sb "$data" | cut -f1) - $(du -sb "$data/pg_wal" | cut -f1))); }
-du_bytes() { if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+socket_dir="$work"
+copy_lifeboat_for_postgres
+port="$(free_port)"
 
 echo "creating a PostgreSQL cluster in $work (port $port) and loading $ROWS rows (scripts/bench.d/realdata.sql)..."
-pg "$bindir/initdb" -D "$data" -U postgres -A trust -k --no-sync >/dev/null
-cat <<EOF | pg tee -a "$data/postgresql.conf" >/dev/null
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-wal_level = replica
-archive_mode = on
-archive_command = 'true'
-shared_buffers = 512MB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-EOF
-pg "$bindir/pg_ctl" start -D "$data" -l "$work/server.log" -w -t 120 --silent
+init_cluster "$data" "$work" "$port" "${bulk_load_settings[@]}"
+start_cluster "$data" "$work/server.log"
 load_start="$(date +%s)"
 psql_ -v rows="$ROWS" -f "$here/scripts/bench.d/realdata.sql" >/dev/null 2>"$work/load.log" || { cat "$work/load.log" >&2; exit 1; }
 psql_ -c CHECKPOINT
@@ -122,93 +55,26 @@ results="$work/results"
 mkdir -p "$results"
 chmod 777 "$results"
 
-lbdir="$work/lifeboat-repo"
-pg mkdir -p "$lbdir"
-lbconf="$lbdir/lifeboat.toml"
-cat <<EOF | pg tee "$lbconf" >/dev/null
-[cluster]
-name = "bench"
-pgdata = "$data"
-connection = "postgresql://postgres@/postgres?host=$work&port=$port"
-bin_dir = "$bindir"
-os_user = "postgres"
-
-[repository]
-url = "file://$lbdir/repo"
-key_file = "$lbdir/repo.key"
-cipher = "aes-256-gcm"
-compression = { algorithm = "zstd", level = 3 }
-
-[backup]
-workers = 2
-
-[audit]
-path = "$lbdir/audit.jsonl"
-EOF
-pg chmod 600 "$lbconf"
-pg "$lifeboat" --config "$lbconf" init >/dev/null
-
-pbdir="$work/pgbackrest"
-pg mkdir -p "$pbdir/log" "$pbdir/lock" "$pbdir/spool"
-pbconf="$pbdir/pgbackrest.conf"
-cat <<EOF | pg tee "$pbconf" >/dev/null
-[global]
-repo1-path=$pbdir/repo
-repo1-retention-full=999
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$(head -c 32 /dev/urandom | base64 | tr -d '/+=')
-compress-type=zst
-compress-level=3
-start-fast=y
-process-max=2
-log-path=$pbdir/log
-lock-path=$pbdir/lock
-spool-path=$pbdir/spool
-log-level-console=warn
-log-level-file=info
-
-[bench]
-pg1-path=$data
-pg1-port=$port
-pg1-socket-path=$work
-EOF
-pg chmod 600 "$pbconf"
-
-set_archive_command() {
-    psql_ -c "ALTER SYSTEM SET archive_command = '$1'" -c "SELECT pg_reload_conf()" >/dev/null
-    sleep 0.5
-}
-archiver_idle() {
-    for _ in $(seq 1 600); do
-        if ! compgen -G "$data/pg_wal/archive_status/*.ready" >/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "warning: the archiver still has .ready files" >&2
-}
+setup_lifeboat_repository "$work/lifeboat-repo"
+setup_pgbackrest_repository "$work/pgbackrest"
 lb_archive="$lifeboat --config $lbconf wal-push %p"
 pb_archive="$pgbackrest_bin --config=$pbconf --stanza=bench archive-push %p"
-set_archive_command "$pb_archive"
-pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench stanza-create >/dev/null
-pg "$pgbackrest_bin" --config="$pbconf" --stanza=bench check >/dev/null
+switch_archive_command "$pb_archive"
+create_stanza "$pbconf"
 
 run_backup() { # tool, run, repository part, command...
     local tool="$1" run="$2" repo_part="$3"
     shift 3
-    local out="$results/$tool-$run.json" before after load
-    before="$(du_bytes "$repo_part")"
+    local out="$results/$tool-$run.json"
     sync
-    load="$(loadavg)"
-    python3 "$measure" run --user postgres --cwd "$data" --out "$out" -- "$@" ||
-        { echo "error: $tool backup $run failed:" >&2; cat "$out.stderr" >&2; tail -n 20 "$out.stdout" >&2; exit 1; }
-    after="$(du_bytes "$repo_part")"
-    python3 - "$out" "$bytes" $((after - before)) "$load" <<'EOF'
+    measure_repository_growth "$out" "$tool backup $run" "$repo_part" "$@"
+    python3 - "$out" "$bytes" <<'EOF'
 import json, sys
-path, data, repo, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path, data = sys.argv[1], int(sys.argv[2])
 r = json.load(open(path))
-r.update(data_bytes=data, repo_bytes=repo, load=load)
+r.update(data_bytes=data)
 json.dump(r, open(path, "w"))
+repo, load = r["repo_bytes"], r["load"]
 print(f"  {path.rsplit('/', 1)[1][:-5]:<14} {r['wall_s']:6.2f} s  {data / r['wall_s'] / 1e6:6.0f} MB/s  "
       f"repo {repo:>13,} B  RSS tree {r['tree_peak_kib'] / 1024:6.1f} MiB  (load {load})")
 EOF
@@ -218,10 +84,10 @@ echo
 echo "full backups, alternating, $RUNS each: lifeboat (workers = 2, zstd 3, aes-256-gcm) and pgBackRest (process-max = 2, zst 3, aes-256-cbc):"
 for run in $(seq 1 "$RUNS"); do
     archiver_idle
-    set_archive_command "$lb_archive"
+    switch_archive_command "$lb_archive"
     run_backup lifeboat "$run" "$lbdir/repo/clusters/bench/backups" "$lifeboat" --config "$lbconf" backup --json
     archiver_idle
-    set_archive_command "$pb_archive"
+    switch_archive_command "$pb_archive"
     run_backup pgbackrest "$run" "$pbdir/repo/backup/bench" "$pgbackrest_bin" --config="$pbconf" --stanza=bench --type=full backup
 done
 

@@ -29,127 +29,35 @@
 # BENCH_BACKLOG (default 64), BENCH_LIFEBOAT (a lifeboat binary to measure instead of building
 # one). The cluster and the daemon are stopped and the temporary directory removed on exit.
 set -euo pipefail
-
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS="${BENCH_RUNS:-3}"
 SEGMENTS="${BENCH_SEGMENTS:-24}"
 BACKLOG="${BENCH_BACKLOG:-64}"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: the WAL benchmark runs as root (initdb and pg_ctl run as the postgres user)" >&2
-    exit 1
-fi
-if ! getent passwd postgres >/dev/null; then
-    echo "error: no postgres OS user; install PostgreSQL's server packages" >&2
-    exit 1
-fi
-bindir="$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-for program in initdb pg_ctl psql; do
-    if [ ! -x "$bindir/$program" ]; then
-        echo "error: $bindir/$program not found; install PostgreSQL's server packages" >&2
-        exit 1
-    fi
-done
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+require_root WAL
+find_pg_bindir initdb pg_ctl psql
 echo "load average at start: $(loadavg)  ($(nproc) cores)"
+find_pgbackrest
+build_lifeboat "${BENCH_LIFEBOAT:-}"
 
-have_pgbackrest=0
-if command -v pgbackrest >/dev/null; then
-    have_pgbackrest=1
-elif [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
-    echo "pgbackrest is not installed: apt-get update && apt-get install -y pgbackrest ..."
-    if apt-get update -qq >/dev/null 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 &&
-        command -v pgbackrest >/dev/null; then
-        have_pgbackrest=1
-    else
-        echo "warning: could not install pgbackrest; only lifeboat is measured" >&2
-    fi
-fi
-pgbackrest_bin=""
-if [ "$have_pgbackrest" = 1 ]; then
-    pgbackrest_bin="$(command -v pgbackrest)"
-    echo "pgBackRest: $("$pgbackrest_bin" version)"
-fi
-
-binary="${BENCH_LIFEBOAT:-}"
-if [ -z "$binary" ]; then
-    echo "building lifeboat (cargo build --release)..."
-    target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    cargo build --release --quiet --bin lifeboat
-    binary="$target_dir/release/lifeboat"
-fi
-
-work="$(mktemp -d /tmp/lifeboat-bench-wal-XXXXXX)"
-chmod 755 "$work"
-chown postgres: "$work"
-as_pg=(runuser -u postgres --)
-pg() { "${as_pg[@]}" "$@"; }
+make_work_dir wal
 data="$work/data"
-daemon_pid=""
-cleanup() {
-    if [ -n "$daemon_pid" ]; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    if [ -f "$data/postmaster.pid" ]; then
-        pg "$bindir/pg_ctl" stop -D "$data" -m immediate --silent >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+socket_dir="$work"
+# The archiver (user postgres) runs it.
+copy_lifeboat_for_postgres
 
-# The archiver (user postgres) runs the binary: a copy it can execute.
-lifeboat="$work/lifeboat"
-cp "$binary" "$lifeboat"
-chmod 755 "$lifeboat"
-
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d postgres "$@"; }
+port="$(free_port)"
 echo "creating a PostgreSQL cluster in $work (port $port)..."
-pg "$bindir/initdb" -D "$data" -U postgres -A trust -k --no-sync >/dev/null
-cat <<EOF | pg tee -a "$data/postgresql.conf" >/dev/null
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-wal_level = replica
-archive_mode = on
-archive_command = ''
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-EOF
-pg "$bindir/pg_ctl" start -D "$data" -l "$work/server.log" -w -t 120 --silent
+init_cluster "$data" "$work" "$port" "archive_command = ''" "max_wal_size = 4GB" "checkpoint_timeout = 15min"
+start_cluster "$data" "$work/server.log"
 
 # lifeboat: one repository for everything, a key file slot.
 lbdir="$work/lifeboat-repo"
 pg mkdir -p "$lbdir"
 lbconf="$lbdir/lifeboat.toml"
-cat <<EOF | pg tee "$lbconf" >/dev/null
-[cluster]
-name = "bench"
-pgdata = "$data"
-connection = "postgresql://postgres@/postgres?host=$work&port=$port"
-bin_dir = "$bindir"
-os_user = "postgres"
-
-[repository]
-url = "file://$lbdir/repo"
-key_file = "$lbdir/repo.key"
-cipher = "aes-256-gcm"
-compression = { algorithm = "zstd", level = 3 }
-
-[wal]
-push_ahead = 4
-
-[daemon]
-listen = false
-state_dir = "$lbdir/state"
-
-[audit]
-path = "$lbdir/audit.jsonl"
-EOF
-pg chmod 600 "$lbconf"
+write_lifeboat_config "$lbconf" "$lbdir/repo" "[wal]" "push_ahead = 4" "" \
+    "[daemon]" "listen = false" "state_dir = \"$lbdir/state\"" "" "[audit]" "path = \"$lbdir/audit.jsonl\""
 pg "$lifeboat" --config "$lbconf" init >/dev/null
 
 # pgBackRest: a synchronous and an asynchronous configuration of one stanza.
@@ -184,19 +92,6 @@ EOF
     pg "$pgbackrest_bin" --config="$pbsync" --stanza=bench stanza-create >/dev/null
 fi
 
-set_archive_command() {
-    psql_ -c "ALTER SYSTEM SET archive_command = '$1'" -c "SELECT pg_reload_conf()" >/dev/null
-}
-ready_count() { find "$data/pg_wal/archive_status" -name '*.ready' | wc -l; }
-# Waits until the archiver has nothing left to do.
-wait_drained() {
-    for _ in $(seq 1 1200); do
-        [ "$(ready_count)" -eq 0 ] && return 0
-        sleep 0.1
-    done
-    echo "error: the archiver did not drain pg_wal/archive_status; see $work/server.log" >&2
-    exit 1
-}
 # Writes at least $1 segments of WAL while nothing archives (rows of 8 * 32 bytes of md5 text, about
 # 52000 per 16 MiB), then switches to a new segment so the last one is complete too.
 write_backlog() {
@@ -288,7 +183,7 @@ python3 "$helper" latency "$data" "$work/segments.txt" -- lifeboat "${latency_li
     >"$results/latency.txt"
 # The backlog of the latency test goes the ordinary way before the drains start.
 set_archive_command "true"
-wait_drained
+require_archiver_idle
 
 # ---- drain ----
 start_daemon() {
@@ -296,7 +191,7 @@ start_daemon() {
     # setpriv execs the daemon itself, so $! is its pid (runuser would stay in between).
     setpriv --reuid=postgres --regid=postgres --init-groups "$lifeboat" --config "$lbconf" daemon \
         >>"$work/daemon.log" 2>&1 &
-    daemon_pid=$!
+    background_pid=$!
     for _ in $(seq 1 600); do
         [ -S "$lbdir/state/wal-push.sock" ] && return 0
         sleep 0.05
@@ -305,13 +200,13 @@ start_daemon() {
     exit 1
 }
 stop_daemon() {
-    kill -TERM "$daemon_pid"
-    if ! wait "$daemon_pid"; then
+    kill -TERM "$background_pid"
+    if ! wait "$background_pid"; then
         echo "error: the daemon did not exit 0; its log:" >&2
         tail -n 20 "$work/daemon.log" >&2
         exit 1
     fi
-    daemon_pid=""
+    background_pid=""
 }
 variants=(lifeboat-daemon lifeboat-alone)
 [ "$have_pgbackrest" = 1 ] && variants=(lifeboat-daemon pgbackrest-async lifeboat-alone pgbackrest-sync)
