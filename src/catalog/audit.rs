@@ -13,10 +13,15 @@
 //!   report the journal does not record is flagged and does not count;
 //! - the cluster record must hold the identity the journal recorded.
 //!
+//! A writer at work (a backup storing its manifest, a verification its report, a delete removing
+//! what it recorded as deleted) is briefly in one of these states: such findings are reported
+//! only if a second survey, two seconds later, still makes them.
+//!
 //! A repository whose journal is empty (written before journals existed, or brand new) has only
 //! what is stored to go on; the first lifeboat that writes to the cluster starts its journal.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -73,13 +78,35 @@ pub struct Survey {
     pub problems: Vec<Problem>,
 }
 
+/// Writers store a manifest or a verification report first and record it in the journal right
+/// after: a survey in between sees an object the journal does not record. Such a finding is
+/// reported only if it is still there this long after (a writer records within milliseconds; a
+/// planted object, or one whose writer died, stays).
+const IN_FLIGHT_SETTLE: Duration = Duration::from_secs(2);
+
 /// Reads every manifest, the newest report of each backup and dump, the cluster record and the
 /// journal, and checks them against each other.
 pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<Survey, CatalogError> {
+    let first = survey_once(repository, layout).await?;
+    if !first.maybe_in_flight {
+        return Ok(first.survey);
+    }
+    tokio::time::sleep(IN_FLIGHT_SETTLE).await;
+    Ok(survey_once(repository, layout).await?.survey)
+}
+
+struct OneSurvey {
+    survey: Survey,
+    /// Whether a problem found could be a writer between storing an object and recording it.
+    maybe_in_flight: bool,
+}
+
+async fn survey_once(repository: &Repository, layout: &ClusterLayout) -> Result<OneSurvey, CatalogError> {
     let journal = journal::read(repository, layout).await?;
     let listing = listing::read_all(repository, layout).await?;
     let reports = verify_report::read_latest(repository, layout).await?;
     let mut problems = journal.problems.clone();
+    let mut maybe_in_flight = false;
     let state = journal.state().cloned();
 
     for damaged in &listing.damaged {
@@ -107,6 +134,7 @@ pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<S
             }),
             (Some(_), _) => {}
             (None, Some(deletion)) => {
+                maybe_in_flight = true;
                 problems.push(Problem {
                     key,
                     detail: format!(
@@ -117,13 +145,16 @@ pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<S
                 });
                 continue;
             }
-            (None, None) => problems.push(Problem {
+            (None, None) => {
+                maybe_in_flight = true;
+                problems.push(Problem {
                 key,
                 detail: format!(
                     "is not recorded in the journal: lifeboat stopped between storing it and recording it, or it was \
                      put there by someone else. `lifeboat verify {id}` proves it and records it"
-                ),
-            }),
+                    ),
+                });
+            }
         }
         entries.push(entry);
     }
@@ -146,7 +177,9 @@ pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<S
     let ids: Vec<BackupId> = entries.iter().map(Entry::id).collect();
     for id in ids {
         let recorded = state.as_ref().and_then(|state| state.item(id)).and_then(|item| item.verification.as_ref());
+        let before = problems.len();
         if let Some(verification) = judge(id, state.is_some(), recorded, reports.get(&id), &mut problems) {
+            maybe_in_flight |= recorded.is_none() && problems.len() > before;
             verifications.insert(id, verification);
         }
     }
@@ -176,7 +209,7 @@ pub async fn survey(repository: &Repository, layout: &ClusterLayout) -> Result<S
     for (key, detail) in repository.check_repo_files().await? {
         problems.push(Problem { key, detail });
     }
-    Ok(Survey { entries, verifications, problems })
+    Ok(OneSurvey { survey: Survey { entries, verifications, problems }, maybe_in_flight })
 }
 
 /// The verdict on `id`: the journal's when it records one, else what the stored reports say,
