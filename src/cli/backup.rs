@@ -98,15 +98,40 @@ fn print_text(view: &BackupView) {
         count => format!(", {count} tablespaces"),
     };
     println!("  files     {} files, {} directories{tablespaces}", totals.files, totals.directories);
-    println!(
-        "  size      {} read, {} stored in {} objects ({:.1}x smaller)",
-        format_bytes(totals.bytes),
-        format_bytes(totals.stored_bytes),
-        totals.objects,
-        view.compression_ratio
-    );
+    match &view.incremental {
+        None => println!(
+            "  size      {} read, {} stored in {} objects ({:.1}x smaller)",
+            format_bytes(totals.bytes),
+            format_bytes(totals.stored_bytes),
+            totals.objects,
+            view.compression_ratio
+        ),
+        Some(incremental) => {
+            println!(
+                "  size      {} restorable, {} stored in {} objects",
+                format_bytes(totals.bytes),
+                format_bytes(totals.stored_bytes),
+                totals.objects
+            );
+            let found = match &incremental.fallback_reason {
+                None => "found in the WAL".to_owned(),
+                Some(reason) => format!("found by page LSNs: {reason}"),
+            };
+            println!(
+                "  changed   {} blocks and {} whole files ({} read, {found}); {} files unchanged",
+                incremental.changed_blocks,
+                incremental.whole_files,
+                format_bytes(incremental.stored_plaintext_bytes),
+                incremental.unchanged_files
+            );
+            println!("  base      {} (chain of {})", incremental.parent, incremental.chain.len() + 1);
+        }
+    }
     if let Some(run) = &view.run {
-        println!("  time      {:.1} s, {:.0} MB/s", run.backup_seconds, run.bytes_per_second / 1_000_000.0);
+        match view.incremental {
+            None => println!("  time      {:.1} s, {:.0} MB/s", run.backup_seconds, run.bytes_per_second / 1_000_000.0),
+            Some(_) => println!("  time      {:.1} s", run.backup_seconds),
+        }
     }
     println!("  manifest  {}", view.manifest);
 }
