@@ -346,6 +346,8 @@ pub async fn run(
     let catalog = load_catalog(&repository, layout, options.backup).await?;
     let position = locate_target(&repository, layout, &catalog, &options.goal).await?;
     let plan = plan::choose(&catalog, &options.goal, position, options.backup)?;
+    // Every manifest of the repository was read to choose; only the chosen one is needed now.
+    drop(catalog);
     let manifest = &plan.backup;
     tracing::info!(
         backup = %manifest.id,
