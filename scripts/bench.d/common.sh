@@ -317,6 +317,7 @@ EOF
 # write_pgbackrest_config.
 setup_pgbackrest_repository() {
     pbdir="$1"
+    shift
     pbconf="$pbdir/pgbackrest.conf"
     write_pgbackrest_config "$pbconf" "$pbdir/repo" "$@"
 }
