@@ -222,6 +222,21 @@ async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_backup_whose_block_values_cannot_be_kept_on_disk_fails_naming_the_directory() {
+    let setup = start(Archiving::WalPush, Options::new()).await;
+    // The block values wait in an unnamed file under the state directory: make that impossible.
+    let not_a_directory = setup.state_dir().join("file");
+    std::fs::create_dir_all(setup.state_dir()).unwrap();
+    std::fs::write(&not_a_directory, b"").unwrap();
+    let output = setup.command(&["backup"]).env("LIFEBOAT_STATE_DIR", &not_a_directory).output().unwrap();
+    let error = assert_failure(&output);
+    assert!(error.contains("cannot keep the block values") && error.contains(&not_a_directory.display().to_string()));
+    assert!(error.contains("LIFEBOAT_STATE_DIR"), "the next step: {error}");
+    assert!(setup.json(&["list", "--json"])["backups"].as_array().unwrap().is_empty(), "nothing is listed");
+    assert_success(&setup.run(&["backup"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_backup_on_s3_lists_what_a_restore_needs() {
     let server = S3Server::start(S3ServerKind::S3sFs).await;
     let bucket = server.fresh_bucket().await.bucket;

@@ -171,6 +171,16 @@ async fn without_the_wal_since_the_base_the_incremental_compares_page_lsns() {
     let id = incremental["id"].as_str().unwrap();
     let (restored, _) = restore_and_start(&setup, "fallback", &["--backup", id, "--target", "immediate"]);
     assert_eq!(state(&mut restored.connect().await).await, expected);
+
+    // The text summary of the next one says what it holds and what it stored, and on what.
+    write_batch(&mut conn, 2).await;
+    let output = setup.run(&["backup", "--incremental"]);
+    assert_success(&output);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let size = text.lines().find(|line| line.trim_start().starts_with("size")).unwrap_or_default();
+    assert!(size.contains("restorable,") && !size.contains(" read"), "not '<size> read': {text}");
+    assert!(text.contains("blocks and") && text.contains("found in the WAL"), "{text}");
+    assert!(text.contains(&format!("base      {id} (chain of 3)")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

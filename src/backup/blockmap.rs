@@ -10,7 +10,9 @@
 //!
 //! A full backup maps every relation file of at least [`MIN_MAPPED_SIZE`] whose size is a whole
 //! number of blocks; an incremental maps the blocks it stored of such files. The cost is 32 bytes
-//! per 8 KiB (0.4 % of the mapped data, incompressible).
+//! per 8 KiB (0.4 % of the mapped data, incompressible). While a backup copies, the values wait
+//! in an unnamed temporary file under the state directory ([`ValueSpill`]), and the map is encoded
+//! from there: a backup's memory does not grow with the database.
 //!
 //! # Format (the sealed object's plaintext; little-endian)
 //! ```text
@@ -22,7 +24,10 @@
 //! end: path length u16 = 0
 //! ```
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
 
 use blake3::hazmat::{ChainingValue, HasherExt};
 
@@ -123,30 +128,126 @@ pub fn root_hash(values: &[ChainingValue], size: u64) -> blake3::Hash {
     merge_parts(&leaves, BLOCK_SIZE)
 }
 
-/// The plaintext of a block map; `files` must come in path order.
-pub fn encode<'a>(files: impl IntoIterator<Item = &'a FileBlocks>) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
+/// The chaining values of the files a backup maps, kept in an unnamed temporary file while it
+/// copies rather than in memory (32 bytes per 8 KiB block: 8 GiB for a 2 TB database). Copy
+/// workers append a file's or a part's values and keep the range; the block map is encoded from
+/// the file at the end. The file has no name, so it disappears with the process, however it ends.
+#[derive(Debug)]
+pub struct ValueSpill {
+    dir: std::path::PathBuf,
+    file: std::fs::File,
+    /// Values appended so far.
+    appended: Mutex<u64>,
+}
+
+/// `count` values of a [`ValueSpill`] from value `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpilledValues {
+    pub first: u64,
+    pub count: u32,
+}
+
+impl ValueSpill {
+    /// A spill in an unnamed file in `dir`.
+    pub fn create(dir: &Path) -> io::Result<ValueSpill> {
+        Ok(ValueSpill { dir: dir.to_owned(), file: ValueSpill::unnamed_file(dir)?, appended: Mutex::new(0) })
+    }
+
+    /// An unnamed file in `dir` (created if needed), readable by this process only: Linux's
+    /// `O_TMPFILE`, gone once closed.
+    pub fn unnamed_file(dir: &Path) -> io::Result<std::fs::File> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(dir)
+    }
+
+    /// The directory of the unnamed file.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn append(&self, values: &[ChainingValue]) -> io::Result<SpilledValues> {
+        let count = u32::try_from(values.len()).expect("a file has fewer than 2^32 blocks");
+        let mut appended = self.appended.lock().expect("the spill lock is never poisoned");
+        let first = *appended;
+        self.file.write_all_at(values.as_flattened(), first * 32)?;
+        *appended += u64::from(count);
+        Ok(SpilledValues { first, count })
+    }
+
+    /// Copies the values of `range` to `out`.
+    fn copy_to(&self, range: SpilledValues, out: &mut impl Write) -> io::Result<()> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut offset = range.first * 32;
+        let mut left = u64::from(range.count) * 32;
+        while left > 0 {
+            let take = left.min(buffer.len() as u64) as usize;
+            self.file.read_exact_at(&mut buffer[..take], offset)?;
+            out.write_all(&buffer[..take])?;
+            offset += take as u64;
+            left -= take as u64;
+        }
+        Ok(())
+    }
+}
+
+/// One file's record of a block map being written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappedFile {
+    /// Runs held in memory (an incremental's changed blocks).
+    Runs(FileBlocks),
+    /// Every block from block 0, its values in the spill, in these ranges in block order.
+    Spilled { path: String, ranges: Vec<SpilledValues> },
+}
+
+impl MappedFile {
+    pub fn path(&self) -> &str {
+        match self {
+            MappedFile::Runs(blocks) => &blocks.path,
+            MappedFile::Spilled { path, .. } => path,
+        }
+    }
+}
+
+/// Writes the plaintext of a block map to `out`; `files` must come in path order, and
+/// [`MappedFile::Spilled`] ones need the `spill` they name.
+pub fn encode_to<'a>(
+    out: &mut impl Write,
+    files: impl IntoIterator<Item = &'a MappedFile>,
+    spill: Option<&ValueSpill>,
+) -> io::Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_all(&VERSION.to_le_bytes())?;
+    out.write_all(&(BLOCK_SIZE as u32).to_le_bytes())?;
     let mut previous: Option<&str> = None;
     for file in files {
-        assert!(previous.is_none_or(|previous| previous < file.path.as_str()), "block map records in path order");
-        assert!(!file.path.is_empty() && file.path.len() <= MAX_PATH, "path {:?}", file.path);
-        previous = Some(&file.path);
-        out.extend_from_slice(&(file.path.len() as u16).to_le_bytes());
-        out.extend_from_slice(file.path.as_bytes());
-        out.extend_from_slice(&(file.runs.len() as u32).to_le_bytes());
-        for run in &file.runs {
-            out.extend_from_slice(&run.first.to_le_bytes());
-            out.extend_from_slice(&(run.values.len() as u32).to_le_bytes());
-            for value in &run.values {
-                out.extend_from_slice(value);
+        let path = file.path();
+        assert!(previous.is_none_or(|previous| previous < path), "block map records in path order");
+        assert!(!path.is_empty() && path.len() <= MAX_PATH, "path {path:?}");
+        previous = Some(path);
+        out.write_all(&(path.len() as u16).to_le_bytes())?;
+        out.write_all(path.as_bytes())?;
+        match file {
+            MappedFile::Runs(blocks) => {
+                out.write_all(&(blocks.runs.len() as u32).to_le_bytes())?;
+                for run in &blocks.runs {
+                    out.write_all(&run.first.to_le_bytes())?;
+                    out.write_all(&(run.values.len() as u32).to_le_bytes())?;
+                    out.write_all(run.values.as_flattened())?;
+                }
+            }
+            MappedFile::Spilled { ranges, .. } => {
+                let spill = spill.expect("spilled values come with their spill");
+                let count: u64 = ranges.iter().map(|range| u64::from(range.count)).sum();
+                out.write_all(&1u32.to_le_bytes())?;
+                out.write_all(&0u32.to_le_bytes())?;
+                out.write_all(&u32::try_from(count).expect("a file has fewer than 2^32 blocks").to_le_bytes())?;
+                for range in ranges {
+                    spill.copy_to(*range, out)?;
+                }
             }
         }
     }
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
+    out.write_all(&0u16.to_le_bytes())
 }
 
 /// Reads a block map's records in path order, one at a time (a record is at most 4 MiB of
@@ -275,7 +376,7 @@ mod tests {
     fn maps_round_trip_and_find_skips_in_path_order() {
         let file = data(4);
         let values = values_of(&file, 0);
-        let records = vec![
+        let records = [
             FileBlocks { path: "base/5/16384".into(), runs: vec![Run { first: 0, values: values.clone() }] },
             FileBlocks {
                 path: "base/5/16384.1".into(),
@@ -283,7 +384,15 @@ mod tests {
             },
             FileBlocks { path: "base/5/16390".into(), runs: vec![] },
         ];
-        let bytes = encode(&records);
+        let spill = ValueSpill::create(&std::env::temp_dir()).unwrap();
+        let mut mapped: Vec<MappedFile> = records.iter().cloned().map(MappedFile::Runs).collect();
+        // The first file's values from the spill, in two ranges, read back exactly as if in memory.
+        mapped[0] = MappedFile::Spilled {
+            path: records[0].path.clone(),
+            ranges: vec![spill.append(&values[..1]).unwrap(), spill.append(&values[1..]).unwrap()],
+        };
+        let mut bytes = Vec::new();
+        encode_to(&mut bytes, &mapped, Some(&spill)).unwrap();
         let mut reader = BlockMapReader::new(bytes.as_slice()).unwrap();
         assert_eq!(reader.find("base/5/16384.1").unwrap().as_ref(), Some(&records[1]));
         assert_eq!(reader.find("base/5/16389").unwrap(), None);

@@ -40,7 +40,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::BackupError;
-use super::blockmap::{self, BLOCK_SIZE, BlockHasher};
+use super::blockmap::{self, BLOCK_SIZE, BlockHasher, SpilledValues, ValueSpill};
 use super::changes::parse_relation_path;
 use super::walk::{Walked, WalkedKind};
 use crate::catalog::id::BackupId;
@@ -191,8 +191,9 @@ pub enum FileOutcome {
         mtime: i64,
         /// Empty for an empty file.
         locations: Vec<Location>,
-        /// The chaining value of each block, for a file whose blocks are mapped.
-        blocks: Option<Vec<ChainingValue>>,
+        /// Where the chaining value of each block is, in block order, for a file whose blocks
+        /// are mapped.
+        blocks: Option<Vec<SpilledValues>>,
     },
 }
 
@@ -213,7 +214,7 @@ pub enum FileRead {
         blake3: blake3::Hash,
         mode: u32,
         mtime: i64,
-        blocks: Option<Vec<ChainingValue>>,
+        blocks: Option<SpilledValues>,
     },
     /// A part of a large file, from `file_offset`: its subtree's chaining value.
     Part {
@@ -222,7 +223,7 @@ pub enum FileRead {
         chaining_value: ChainingValue,
         mode: u32,
         mtime: i64,
-        blocks: Option<Vec<ChainingValue>>,
+        blocks: Option<SpilledValues>,
     },
     /// A run of blocks from block `first`, with each block's chaining value.
     Blocks {
@@ -251,6 +252,8 @@ pub struct Copier {
     pub id: BackupId,
     pub entries: Arc<Vec<Walked>>,
     pub progress: Arc<Progress>,
+    /// Where the values of mapped files' blocks go.
+    pub spill: Arc<ValueSpill>,
 }
 
 impl Copier {
@@ -301,8 +304,9 @@ impl Copier {
         let entries = self.entries.clone();
         let content = job.content.clone();
         let object = job.object.clone();
+        let spill = self.spill.clone();
         let reader = tokio::task::spawn_blocking(move || {
-            let mut reader = Reader { tx, progress, object, offset: 0, pending: Vec::new() };
+            let mut reader = Reader { tx, progress, object, spill, offset: 0, pending: Vec::new() };
             let reads = reader.read(&entries, &content)?;
             reader.flush()?;
             Ok(reads)
@@ -312,6 +316,9 @@ impl Copier {
         let read = reader.await.expect("the file reader does not panic");
         let (mut reads, summary) = match (read, stored) {
             (Err(ReadFailure::Io { path, source }), _) => return Err(BackupError::Read { path, source }),
+            (Err(ReadFailure::Spill(source)), _) => {
+                return Err(BackupError::Spill { dir: self.spill.dir().to_owned(), source });
+            }
             (Ok(_) | Err(ReadFailure::Stopped), Err(error)) => return Err(error.into()),
             (Err(ReadFailure::Stopped), Ok(_)) => {
                 // The upload cannot finish before the reader ends its stream; say so if it did.
@@ -352,7 +359,8 @@ pub fn assemble(outcomes: &[JobOutcome], part_size: u64) -> BTreeMap<usize, File
             }
             FileRead::Whole { location, blake3, mode, mtime, blocks } => {
                 let locations = if location.length > 0 { vec![location.clone()] } else { Vec::new() };
-                let (size, blake3, mode, mtime, blocks) = (location.length, *blake3, *mode, *mtime, blocks.clone());
+                let (size, blake3, mode, mtime, blocks) =
+                    (location.length, *blake3, *mode, *mtime, blocks.map(|b| vec![b]));
                 files.insert(*index, FileOutcome::Copied { size, blake3, mode, mtime, locations, blocks });
             }
             FileRead::Part { .. } => parts.entry(*index).or_default().push(read),
@@ -390,7 +398,7 @@ pub fn assemble(outcomes: &[JobOutcome], part_size: u64) -> BTreeMap<usize, File
             values.push((location.length, *chaining_value));
             locations.push(location.clone());
             match (blocks.as_mut(), part_blocks) {
-                (Some(all), Some(part_blocks)) => all.extend_from_slice(part_blocks),
+                (Some(all), Some(part_blocks)) => all.push(*part_blocks),
                 _ => blocks = None,
             }
         }
@@ -428,6 +436,8 @@ enum ReadFailure {
     Io { path: PathBuf, source: std::io::Error },
     /// The upload stopped reading (it failed, or the backup is being abandoned).
     Stopped,
+    /// Keeping block values in the spill failed.
+    Spill(std::io::Error),
 }
 
 /// Feeds one object's plaintext to its upload, from a blocking thread.
@@ -435,6 +445,7 @@ struct Reader {
     tx: mpsc::Sender<std::io::Result<Bytes>>,
     progress: Arc<Progress>,
     object: String,
+    spill: Arc<ValueSpill>,
     /// Where the next byte goes in the object's plaintext.
     offset: u64,
     /// Bytes read but not sent yet: small files are gathered into blocks of up to
@@ -477,7 +488,10 @@ impl Reader {
         })?;
         let location = self.location(length);
         let blake3 = hasher.map_or(blake3::Hash::from_bytes([0; 32]), |hasher| hasher.finalize());
-        let blocks = blocks.map(BlockHasher::finish);
+        let blocks = match blocks {
+            Some(hasher) => Some(self.spill.append(&hasher.finish()).map_err(ReadFailure::Spill)?),
+            None => None,
+        };
         Ok(FileRead::Whole { location, blake3, mode: meta.mode() & 0o7777, mtime: meta.mtime(), blocks })
     }
 
@@ -507,7 +521,7 @@ impl Reader {
                     .enumerate()
                     .map(|(number, value)| (BLOCK_SIZE.min(length - number as u64 * BLOCK_SIZE), *value))
                     .collect();
-                (subtree(&leaves, BLOCK_SIZE), Some(values))
+                (subtree(&leaves, BLOCK_SIZE), Some(self.spill.append(&values).map_err(ReadFailure::Spill)?))
             }
         };
         Ok(FileRead::Part {

@@ -35,6 +35,7 @@ pub mod tar;
 pub mod walk;
 
 use std::collections::BTreeMap;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use self::blockmap::{FileBlocks, Run};
+use self::blockmap::MappedFile;
 use self::copy::{Copier, FileOutcome, Progress};
 use self::incremental::{Base, ChangeFinder, IncrementalPlan};
 use self::session::{ServerInfo, Session, Stopped};
@@ -276,6 +277,17 @@ pub enum BackupError {
          on the backup it names, or take a full backup (`lifeboat backup`)"
     )]
     BlockMap { key: String, detail: String },
+
+    #[error(
+        "cannot keep the block values of this backup in a temporary file under {} ({source}); nothing \
+         was stored as a backup. Free space there, or set LIFEBOAT_STATE_DIR to a writable directory",
+        dir.display()
+    )]
+    Spill {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(
         "{source}\nRemoving what the failed backup had written failed too ({cleanup}): whatever it wrote is left \
@@ -600,12 +612,16 @@ impl Job<'_> {
         }
         self.options.progress.bytes_total.store(bytes, Ordering::Relaxed);
         let copy_began = Instant::now();
+        let spill_dir = crate::catalog::journal::state_dir().unwrap_or_else(std::env::temp_dir);
+        let spill = blockmap::ValueSpill::create(&spill_dir)
+            .map_err(|source| BackupError::Spill { dir: spill_dir.clone(), source })?;
         let copier = Copier {
             repository: self.repository.clone(),
             layout: self.layout.clone(),
             id,
             entries: entries.clone(),
             progress: self.options.progress.clone(),
+            spill: Arc::new(spill),
         };
         let mut outcomes = self.run_jobs(session, &copier, jobs).await?;
         let mut by_index = copy::assemble(&outcomes, self.options.part_size);
@@ -659,7 +675,7 @@ impl Job<'_> {
         }
         let mut unchanged = decided.as_ref().map(|decided| decided.unchanged.clone()).unwrap_or_default();
         let mut files = Vec::with_capacity(entries.len());
-        let mut mapped: Vec<FileBlocks> = Vec::new();
+        let mut mapped: Vec<MappedFile> = Vec::new();
         let mut vanished = 0;
         let mut whole_files = 0;
         for (index, entry) in entries.iter().enumerate() {
@@ -685,7 +701,7 @@ impl Job<'_> {
                         continue;
                     }
                     if let Some(assembled) = assembled.remove(&index) {
-                        mapped.push(assembled.stored);
+                        mapped.push(MappedFile::Runs(assembled.stored));
                         files.push(assembled.entry);
                         continue;
                     }
@@ -698,11 +714,8 @@ impl Job<'_> {
                             file.blake3 = Some(blake3.to_hex().to_string());
                             file.locations = locations;
                             whole_files += 1;
-                            if let Some(values) = blocks {
-                                mapped.push(FileBlocks {
-                                    path: entry.path.clone(),
-                                    runs: vec![Run { first: 0, values }],
-                                });
+                            if let Some(ranges) = blocks {
+                                mapped.push(MappedFile::Spilled { path: entry.path.clone(), ranges });
                             }
                         }
                         Some(FileOutcome::Vanished) | None => {
@@ -714,8 +727,8 @@ impl Job<'_> {
             }
             files.push(file);
         }
-        mapped.sort_by(|a, b| a.path.cmp(&b.path));
-        let block_map = self.store_block_map(id, &mapped).await?;
+        mapped.sort_by(|a, b| a.path().cmp(b.path()));
+        let block_map = self.store_block_map(id, mapped, copier.spill.clone()).await?;
         let incremental = match (source, decided) {
             (Some(source), Some(decided)) => Some(Incremental {
                 parent: source.base.parent.id,
@@ -779,16 +792,39 @@ impl Job<'_> {
         }
     }
 
-    /// Stores the block map (before the manifest, like every object of the backup).
-    async fn store_block_map(&self, id: BackupId, mapped: &[FileBlocks]) -> Result<ObjectEntry, BackupError> {
+    /// Stores the block map (before the manifest, like every object of the backup). It is
+    /// written from the spill into an unnamed temporary file beside it first, then streamed from
+    /// there: its size grows with the database, so it is never held in memory.
+    async fn store_block_map(
+        &self,
+        id: BackupId,
+        mapped: Vec<MappedFile>,
+        spill: Arc<blockmap::ValueSpill>,
+    ) -> Result<ObjectEntry, BackupError> {
         let key = self.layout.backup_object(id, BLOCK_MAP);
-        let summary = self.repository.put_bytes(&key, blockmap::encode(mapped), PutMode::CreateOnly).await?;
+        let files = mapped.len() as u64;
+        let dir = spill.dir().to_owned();
+        let spill_error = |source| BackupError::Spill { dir: dir.clone(), source };
+        let encoded = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let mut file = blockmap::ValueSpill::unnamed_file(spill.dir())?;
+            let mut out = std::io::BufWriter::with_capacity(1024 * 1024, &mut file);
+            blockmap::encode_to(&mut out, &mapped, Some(&spill))?;
+            out.flush()?;
+            drop(out);
+            file.seek(std::io::SeekFrom::Start(0))?;
+            Ok(file)
+        })
+        .await
+        .expect("encoding the block map does not panic")
+        .map_err(spill_error)?;
+        let body = Box::new(tokio::fs::File::from_std(encoded));
+        let summary = self.repository.put(&key, body, PutMode::CreateOnly).await?;
         Ok(ObjectEntry {
             key: BLOCK_MAP.to_owned(),
             size: summary.plaintext_len,
             stored_size: summary.stored_len,
             blake3: summary.plaintext_hash.to_hex().to_string(),
-            files: mapped.len() as u64,
+            files,
         })
     }
 
