@@ -171,10 +171,12 @@ async fn scheduled_backups_dumps_verifications_expiry_and_a_copy_happen_with_a_l
             && daemon.count("job expire succeeded") >= 2
             && daemon.count("job copy:near succeeded") >= 2
             && {
-                // The count of verifications includes the dump's: wait for the kept backup's own.
+                // The counts include the dump's verification and copy: wait for the kept backup's own.
                 let entries = listed(&setup, &[]);
                 let fulls = of_kind(&entries, "full");
-                fulls.len() == 1 && fulls[0]["verification"]["status"] == "passed"
+                fulls.len() == 1
+                    && fulls[0]["verification"]["status"] == "passed"
+                    && listed(&setup, &["--repository", "near"]).iter().any(|entry| entry["id"] == fulls[0]["id"])
             }
     });
     let log = daemon.stop();
