@@ -62,7 +62,8 @@
 # pgBackRest: when it is missing and the script runs as root, it runs `apt-get update` once and
 # `apt-get install -y pgbackrest`; if that fails, only the lifeboat half runs.
 # Environment: BENCH_RUNS (default 3), BENCH_SCALE (default 100), BENCH_SEGMENTS (default 20),
-# BENCH_NO_INSTALL=1 (never run apt-get).
+# BENCH_NO_INSTALL=1 (never run apt-get); LIFEBOAT_BIN=/path/to/lifeboat measures that binary
+# instead of building one.
 # The cluster (and a restored or verify scratch server left running) is stopped and the temporary
 # directory, with the verify scratch directory inside it, removed on exit.
 set -euo pipefail
@@ -76,7 +77,7 @@ require_root backup
 find_pg_bindir initdb pg_ctl pgbench psql
 echo "load average at start: $(loadavg)  ($(nproc) cores)"
 find_pgbackrest
-build_lifeboat --or-existing
+build_lifeboat --or-existing "${LIFEBOAT_BIN:-}"
 
 # Nothing runs in the background: the only processes left to stop on exit are the cluster this
 # script started, a restored server if a restore run was interrupted, and a verify scratch server if

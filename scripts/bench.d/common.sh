@@ -159,8 +159,9 @@ cleanup_work() {
 # Copies lifeboat into the work directory, where the postgres user (the archiver, restore_command)
 # can run it, and points lifeboat at the copy.
 copy_lifeboat_for_postgres() {
-    install -m 755 "$lifeboat" "$work/lifeboat"
-    lifeboat="$work/lifeboat"
+    install -d -m 755 "$work/bin"
+    install -m 755 "$lifeboat" "$work/bin/lifeboat"
+    lifeboat="$work/bin/lifeboat"
 }
 
 # Prints a free TCP port of 127.0.0.1.

@@ -9,6 +9,7 @@
 #   3. SIGTERM: the daemon must exit 0.
 # Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages and pgbench, python3.
 # Everything lives in a temporary directory, removed on exit with the cluster stopped.
+# LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -17,7 +18,7 @@ IDLE_MINUTES="${BENCH_IDLE_MINUTES:-10}"
 
 require_root daemon
 find_pg_bindir initdb pg_ctl pgbench psql
-build_lifeboat
+build_lifeboat "${LIFEBOAT_BIN:-}"
 
 make_work_dir daemon
 data="$work/data"
