@@ -153,13 +153,7 @@ pub async fn start_and_wait(
         .arg("-o")
         .arg(&server_options)
         .current_dir(pgdata);
-    if let Some(owner) = owner {
-        command.run_as_ids(owner.uid, owner.gid);
-    }
-    let output = command
-        .output()
-        .await
-        .map_err(|error| RestoreError::Start { detail: format!("cannot run {}: {error}", pg_ctl.display()) })?;
+    let output = run_pg_ctl(command, &pg_ctl, owner).await?;
     if !output.status.success() {
         return Err(RestoreError::Start {
             detail: format!(
@@ -231,19 +225,12 @@ pub async fn start_and_wait(
     }
 }
 
-/// What lifeboat looks for in the server's log (messages in English, `lc_messages=C`).
 /// `pg_ctl promote` on the server paused at its target; returns once the request is made (the
 /// log tells when the server accepts writes).
 async fn promote(pg_ctl: &Path, pgdata: &Path, owner: Option<Owner>, log_file: &Path) -> Result<(), RestoreError> {
     let mut command = PgCommand::local(pg_ctl);
     command.args(["promote", "--no-wait", "--silent", "--pgdata"]).arg(pgdata).current_dir(pgdata);
-    if let Some(owner) = owner {
-        command.run_as_ids(owner.uid, owner.gid);
-    }
-    let output = command
-        .output()
-        .await
-        .map_err(|error| RestoreError::Start { detail: format!("cannot run {}: {error}", pg_ctl.display()) })?;
+    let output = run_pg_ctl(command, pg_ctl, owner).await?;
     if !output.status.success() {
         return Err(RestoreError::Start {
             detail: format!(
@@ -259,6 +246,22 @@ async fn promote(pg_ctl: &Path, pgdata: &Path, owner: Option<Owner>, log_file: &
     Ok(())
 }
 
+/// Runs `command` (`pg_ctl` at `pg_ctl`) as the owner of the restored directory, if any.
+async fn run_pg_ctl(
+    mut command: PgCommand,
+    pg_ctl: &Path,
+    owner: Option<Owner>,
+) -> Result<std::process::Output, RestoreError> {
+    if let Some(owner) = owner {
+        command.run_as_ids(owner.uid, owner.gid);
+    }
+    command
+        .output()
+        .await
+        .map_err(|error| RestoreError::Start { detail: format!("cannot run {}: {error}", pg_ctl.display()) })
+}
+
+/// What lifeboat looks for in the server's log (messages in English, `lc_messages=C`).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct LogFacts {
     /// Every FATAL message and (prefixed `PANIC: `) PANIC message, in order.
