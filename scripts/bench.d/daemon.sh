@@ -7,6 +7,9 @@
 #      schedule is changed to fire within seconds and the daemon reloaded (SIGHUP); peak resident
 #      memory of the daemon and of its process tree until the backup is listed;
 #   3. SIGTERM: the daemon must exit 0.
+# The daemon runs as postgres with postgres's HOME (its backups keep their block values under the
+# state directory there). A refused reload, a failed backup run, a schedule that does not fire or
+# a daemon that exits stops the benchmark with the end of <work>/daemon.log instead of waiting.
 # Needs root (initdb/pg_ctl run as postgres), PostgreSQL 15 server packages and pgbench, python3.
 # Everything lives in a temporary directory, removed on exit with the cluster stopped.
 # LIFEBOAT_BIN=/path/to/lifeboat measures that binary instead of building one.
@@ -59,4 +62,4 @@ pgbench_init "$SCALE" "$work/pgbench.log"
 echo 'schedule = { full = "*/10 * * * * *" }' >"$work/schedule"
 echo "lifeboat daemon: idle for $IDLE_MINUTES min, then one scheduled backup"
 python3 "$here/scripts/bench.d/daemon.py" --user postgres --config "$config" --lifeboat "$lifeboat" \
-    --idle "$((IDLE_MINUTES * 60))" --schedule-file "$work/schedule"
+    --idle "$((IDLE_MINUTES * 60))" --schedule-file "$work/schedule" --status-url "http://127.0.0.1:$http_port/status"
