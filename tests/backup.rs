@@ -222,18 +222,33 @@ async fn a_backup_on_the_local_backend_lists_what_a_restore_needs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_backup_whose_block_values_cannot_be_kept_on_disk_fails_naming_the_directory() {
+async fn block_values_go_to_the_temporary_directory_when_the_state_directory_cannot_hold_them() {
     let setup = start(Archiving::WalPush, Options::new()).await;
-    // The block values wait in an unnamed file under the state directory: make that impossible.
+    // The block values wait in an unnamed file under the state directory: make that impossible,
+    // as a service sandbox that leaves the user's home read-only does.
     let not_a_directory = setup.state_dir().join("file");
     std::fs::create_dir_all(setup.state_dir()).unwrap();
     std::fs::write(&not_a_directory, b"").unwrap();
     let output = setup.command(&["backup"]).env("LIFEBOAT_STATE_DIR", &not_a_directory).output().unwrap();
+    assert_success(&output);
+    let warning = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        warning.contains(&not_a_directory.display().to_string()) && warning.contains("LIFEBOAT_STATE_DIR"),
+        "{warning}"
+    );
+    assert_eq!(setup.json(&["list", "--json"])["backups"].as_array().unwrap().len(), 1);
+
+    // With no usable temporary directory either, the backup fails naming it, and stores nothing.
+    let output = setup
+        .command(&["backup"])
+        .env("LIFEBOAT_STATE_DIR", &not_a_directory)
+        .env("TMPDIR", &not_a_directory)
+        .output()
+        .unwrap();
     let error = assert_failure(&output);
     assert!(error.contains("cannot keep the block values") && error.contains(&not_a_directory.display().to_string()));
-    assert!(error.contains("LIFEBOAT_STATE_DIR"), "the next step: {error}");
-    assert!(setup.json(&["list", "--json"])["backups"].as_array().unwrap().is_empty(), "nothing is listed");
-    assert_success(&setup.run(&["backup"]));
+    assert!(error.contains("LIFEBOAT_STATE_DIR") && error.contains("TMPDIR"), "the next step: {error}");
+    assert_eq!(setup.json(&["list", "--json"])["backups"].as_array().unwrap().len(), 1, "nothing more is listed");
 }
 
 #[tokio::test(flavor = "multi_thread")]

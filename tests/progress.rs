@@ -105,6 +105,7 @@ async fn backup_dump_restore_and_verify_report_progress_up_to_their_total() {
         dry_run: false,
         start: None,
         restore_command: "false".into(),
+        read_ahead: None,
         os_user: context.config.cluster.os_user.clone(),
         bin_dir: None,
         cancel: Default::default(),

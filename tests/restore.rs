@@ -281,6 +281,47 @@ async fn hardening_4_a_damaged_wal_segment_the_backup_needs_fails_the_restore_be
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn restore_start_reads_the_wal_ahead_of_recovery_and_leaves_no_spool_behind() {
+    let setup = Setup::start().await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE ledger (batch int NOT NULL, n int NOT NULL, note text)").await;
+    setup.backup().await;
+    let mut last = String::new();
+    for batch in 1..=6 {
+        last = commit_batch(&mut conn, batch).await.1;
+        archive_current_segment(&mut conn).await;
+    }
+    commit_batch(&mut conn, 7).await;
+    archive_current_segment(&mut conn).await;
+    let time = just_after(&mut conn, &last).await;
+
+    let pgdata = setup.restore_dir("read-ahead");
+    let port = free_port(&setup).to_string();
+    let output = setup.restore(&pgdata, &["--target-time", &time, "--archive-mode", "off", "--start", "--port", &port]);
+    let restored = Restored::of(&setup, pgdata.clone(), port.parse().unwrap());
+    assert_success(&output);
+    assert_eq!(batches(&mut restored.connect().await).await, vec![1, 2, 3, 4, 5, 6]);
+    // lifeboat downloaded segments into the spool while the server replayed, given to the server's
+    // OS user (it runs wal-fetch), and wal-fetch served them from there.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let taken: usize = stderr
+        .split("recovery took ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no read-ahead line: {stderr}"));
+    assert!(taken >= 1, "recovery took no segment read ahead: {stderr}");
+    // Once recovery has ended, nothing is left waiting in the spool.
+    let spool = pgdata.join("pg_wal/.lifeboat-spool");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "segments left in {}: {left:?}", spool.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn recovery_follows_a_new_timeline_after_a_promotion() {
     let setup = Setup::start().await;
     let mut conn = setup.connect().await;

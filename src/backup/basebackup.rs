@@ -658,7 +658,7 @@ impl<'a> Streamer<'a> {
                 key,
                 size: summary.plaintext_len,
                 stored_size: summary.stored_len,
-                blake3: summary.plaintext_hash.to_hex().to_string(),
+                blake3: summary.recorded_hash().to_hex().to_string(),
                 files,
             })
         });

@@ -331,7 +331,7 @@ impl Copier {
             // A whole file alone in its object: its hash is the object's, which the put computed.
             for (_, read) in &mut reads {
                 if let FileRead::Whole { blake3, .. } = read {
-                    *blake3 = summary.plaintext_hash;
+                    *blake3 = summary.recorded_hash();
                 }
             }
         }
@@ -339,7 +339,7 @@ impl Copier {
             key: job.object,
             size: summary.plaintext_len,
             stored_size: summary.stored_len,
-            blake3: summary.plaintext_hash.to_hex().to_string(),
+            blake3: summary.recorded_hash().to_hex().to_string(),
             files: reads.iter().filter(|(_, read)| !matches!(read, FileRead::Vanished)).count() as u64,
         };
         Ok(JobOutcome { object, reads })

@@ -280,7 +280,8 @@ pub enum BackupError {
 
     #[error(
         "cannot keep the block values of this backup in a temporary file under {} ({source}); nothing \
-         was stored as a backup. Free space there, or set LIFEBOAT_STATE_DIR to a writable directory",
+         was stored as a backup. Free space there, or set LIFEBOAT_STATE_DIR (tried first) or TMPDIR to a \
+         writable directory",
         dir.display()
     )]
     Spill {
@@ -612,9 +613,7 @@ impl Job<'_> {
         }
         self.options.progress.bytes_total.store(bytes, Ordering::Relaxed);
         let copy_began = Instant::now();
-        let spill_dir = crate::catalog::journal::state_dir().unwrap_or_else(std::env::temp_dir);
-        let spill = blockmap::ValueSpill::create(&spill_dir)
-            .map_err(|source| BackupError::Spill { dir: spill_dir.clone(), source })?;
+        let spill = open_spill()?;
         let copier = Copier {
             repository: self.repository.clone(),
             layout: self.layout.clone(),
@@ -823,7 +822,7 @@ impl Job<'_> {
             key: BLOCK_MAP.to_owned(),
             size: summary.plaintext_len,
             stored_size: summary.stored_len,
-            blake3: summary.plaintext_hash.to_hex().to_string(),
+            blake3: summary.recorded_hash().to_hex().to_string(),
             files,
         })
     }
@@ -1150,6 +1149,25 @@ fn check_archiving(server: &ServerInfo) -> Result<(), BackupError> {
         );
     }
     Ok(())
+}
+
+/// The unnamed file the block values wait in: under the state directory, else (warned about)
+/// under the temporary directory, so a state directory this process cannot write (a service
+/// sandbox, another user's home) costs a warning, not every backup.
+fn open_spill() -> Result<blockmap::ValueSpill, BackupError> {
+    let temporary = std::env::temp_dir();
+    if let Some(state) = crate::catalog::journal::state_dir() {
+        match blockmap::ValueSpill::create(&state) {
+            Ok(spill) => return Ok(spill),
+            Err(error) => tracing::warn!(
+                "cannot keep this backup's block values under the state directory {} ({error}); using {} instead. \
+                 Set LIFEBOAT_STATE_DIR to a writable directory on a disk with room for 32 bytes per 8 KiB of data",
+                state.display(),
+                temporary.display()
+            ),
+        }
+    }
+    blockmap::ValueSpill::create(&temporary).map_err(|source| BackupError::Spill { dir: temporary, source })
 }
 
 #[cfg(test)]

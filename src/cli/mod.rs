@@ -203,8 +203,9 @@ impl Command {
 /// 0 success, 1 failure (the message on stderr), 2 bad usage (from clap).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The quickstart explains each step itself; lifeboat's progress lines would drown it.
-    let quiet = matches!(cli.command, Command::Quickstart(_)) && cli.verbose == 0;
+    // The quickstart explains each step itself; lifeboat's progress lines would drown it. wal-push
+    // writes into PostgreSQL's log once per segment: nothing there on success.
+    let quiet = matches!(cli.command, Command::Quickstart(_) | Command::WalPush(_)) && cli.verbose == 0;
     // The daemon under systemd logs to the journal, with its fields.
     let journal = matches!(cli.command, Command::Daemon) && std::env::var_os("JOURNAL_STREAM").is_some();
     init_tracing(if quiet { None } else { Some(cli.verbose) }, journal);

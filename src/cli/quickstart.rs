@@ -34,7 +34,7 @@ use crate::postgres::version;
 use crate::repository::Repository;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice, postgres_time};
 use crate::restore::target_dir::ExistingData;
-use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::restore::{ReadAheadSpool, RestoreOptions, RestoreSummary};
 use crate::util::format_bytes;
 use crate::verify::VerifyOptions;
 
@@ -366,6 +366,7 @@ impl Tour {
             dry_run: false,
             start: Some(Some(holder.port())),
             restore_command: lifeboat_command(&self.exe, &self.config_path, "wal-fetch %f %p"),
+            read_ahead: ReadAheadSpool::of_wal_fetch(&context.config, holder.data_dir()),
             os_user: self.os_user.clone(),
             bin_dir: Some(self.binaries.dir().to_path_buf()),
             cancel: context.cancel.token().clone(),

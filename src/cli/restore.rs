@@ -9,10 +9,10 @@ use super::restore_dump::{self, DumpRestoreRequest};
 use crate::catalog::lsn::Lsn;
 use crate::config::BackupConfig;
 use crate::report::{self, restore::RestoreView};
-use crate::restore::RestoreOptions;
 use crate::restore::start::Outcome;
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
+use crate::restore::{ReadAheadSpool, RestoreOptions};
 use crate::util::{format_bytes, shell_quote};
 
 /// `--target latest|immediate`.
@@ -166,7 +166,7 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         None => None,
     };
     let options = RestoreOptions {
-        pgdata,
+        pgdata: pgdata.clone(),
         backup,
         goal: RecoveryGoal {
             target: args.target(),
@@ -183,6 +183,11 @@ pub async fn run(config_path: Option<&Path>, args: RestoreArgs) -> anyhow::Resul
         },
         dry_run: args.dry_run,
         start: args.start.then_some(args.port),
+        // Only lifeboat's own wal-fetch serves from the spool read-ahead fills.
+        read_ahead: match args.restore_command {
+            Some(_) => None,
+            None => ReadAheadSpool::of_wal_fetch(config, &pgdata),
+        },
         restore_command,
         os_user: config.cluster.os_user.clone(),
         bin_dir: config.cluster.bin_dir.clone(),

@@ -16,7 +16,7 @@ use crate::ops::open::open_repository;
 use crate::report::{self, wal::WalArchiveView};
 use crate::wal::fetch::{FetchOptions, Fetched, PREFETCH_WAIT, fetch};
 use crate::wal::handoff::{self, Handoff, Outcome};
-use crate::wal::spool::DEFAULT_DIR_NAME;
+use crate::wal::spool::spool_dir;
 
 /// zstd threads of a lone `wal-push`: more cut little from a 16 MiB segment and cost memory.
 const MAX_COMPRESSION_WORKERS: usize = 4;
@@ -76,14 +76,8 @@ pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> an
     let config = super::load_config(config_path)?;
     let repository = Arc::new(open_repository(&config).await?);
     let layout = ClusterLayout::new(&config.cluster.name);
-    let spool_dir = match &config.wal.spool_dir {
-        // One directory per cluster, so restores of several clusters on one host can share the setting.
-        Some(dir) => dir.join(config.cluster.name.as_str()),
-        None => {
-            let parent = args.path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            parent.join(DEFAULT_DIR_NAME)
-        }
-    };
+    let beside = args.path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let spool_dir = spool_dir(config.wal.spool_dir.as_deref(), config.cluster.name.as_str(), beside);
     let options = FetchOptions { prefetch: config.wal.prefetch, spool_dir, prefetch_wait: PREFETCH_WAIT };
     match fetch(repository, &layout, &args.name, &args.path, &options).await? {
         Fetched::Restored { from_spool, prefetched } => {

@@ -64,7 +64,7 @@ impl DumpObject {
             key: key.to_string(),
             size: summary.plaintext_len,
             stored_size: summary.stored_len,
-            blake3: summary.plaintext_hash.to_hex().to_string(),
+            blake3: summary.recorded_hash().to_hex().to_string(),
         }
     }
 

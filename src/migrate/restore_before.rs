@@ -25,7 +25,7 @@ use crate::postgres::version;
 use crate::repository::{Repository, RepositoryError};
 use crate::restore::target::{RecoveryGoal, RecoveryTarget, TargetAction, TimelineChoice};
 use crate::restore::target_dir::ExistingData;
-use crate::restore::{RestoreOptions, RestoreSummary};
+use crate::restore::{ReadAheadSpool, RestoreOptions, RestoreSummary};
 use crate::wal::check::CheckError;
 use crate::wal::records::{ScanError, WalEvent, WalScanner};
 
@@ -223,7 +223,7 @@ pub async fn restore_to_point(
     let lsn: Lsn = point.lsn.parse().map_err(|_| bad_point())?;
     let config = &context.config;
     let options = |pgdata: PathBuf, existing, start, action, server_settings| RestoreOptions {
-        pgdata,
+        pgdata: pgdata.clone(),
         backup: None,
         goal: RecoveryGoal {
             // The point's LSN (the end of its record), exclusive: recovery replays the restore
@@ -240,6 +240,7 @@ pub async fn restore_to_point(
         server_settings,
         dry_run: false,
         start,
+        read_ahead: ReadAheadSpool::of_wal_fetch(config, &pgdata),
         restore_command: restore_command.clone(),
         os_user: config.cluster.os_user.clone(),
         bin_dir: config.cluster.bin_dir.clone(),

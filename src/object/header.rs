@@ -32,9 +32,20 @@ pub enum Compression {
     Zstd,
 }
 
+/// How the stream of an object is compressed: the header's compression code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `0`: the stream is the plaintext.
+    Plain,
+    /// `1`: one zstd frame (what lifeboat wrote before frames).
+    ZstdFrame,
+    /// `2`: zstd frames one after the other, each of a bounded piece of the plaintext.
+    ZstdFrames,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub compression: Compression,
+    pub compression: Stream,
     pub cipher: Cipher,
     /// Bytes of the (compressed) stream per chunk; every chunk but the last holds exactly this many.
     pub chunk_size: u32,
@@ -50,8 +61,9 @@ impl Header {
         out[0..8].copy_from_slice(&MAGIC);
         out[8] = FORMAT_VERSION;
         out[9] = match self.compression {
-            Compression::None => 0,
-            Compression::Zstd => 1,
+            Stream::Plain => 0,
+            Stream::ZstdFrame => 1,
+            Stream::ZstdFrames => 2,
         };
         out[10] = match self.cipher {
             Cipher::None => 0,
@@ -75,9 +87,14 @@ impl Header {
             return Err(ObjectError::UnsupportedVersion { key: key.clone(), version: bytes[8] });
         }
         let compression = match bytes[9] {
-            0 => Compression::None,
-            1 => Compression::Zstd,
-            other => return Err(bad(format!("unknown compression code {other}"))),
+            0 => Stream::Plain,
+            1 => Stream::ZstdFrame,
+            2 => Stream::ZstdFrames,
+            other => {
+                return Err(bad(format!(
+                    "unknown compression code {other}; a newer lifeboat wrote it: read it with that version"
+                )));
+            }
         };
         let cipher = match bytes[10] {
             0 => Cipher::None,
@@ -108,7 +125,7 @@ mod tests {
     #[test]
     fn encodes_and_decodes() {
         let header = Header {
-            compression: Compression::Zstd,
+            compression: Stream::ZstdFrames,
             cipher: Cipher::Aes256Gcm,
             chunk_size: 1 << 20,
             key_id: [7; 16],
@@ -125,7 +142,7 @@ mod tests {
             Header::decode(&key, b"not a lifeboat object at all, just some text....................").unwrap_err();
         assert!(err.to_string().contains("clusters/main/x"), "{err}");
         let mut future = Header {
-            compression: Compression::None,
+            compression: Stream::Plain,
             cipher: Cipher::None,
             chunk_size: 1 << 20,
             key_id: [0; 16],

@@ -51,12 +51,16 @@ use crate::catalog::listing::{self, CatalogError, Entry};
 use crate::catalog::lsn::Timeline;
 use crate::catalog::timeline::TimelineHistory;
 use crate::catalog::wal::WalFile;
+use crate::config::Config;
 use crate::format::backup_manifest::{BackupManifest, ManifestError};
 use crate::postgres::binaries::{Need, PgBinaries};
 use crate::postgres::version::{self, UnsupportedVersion};
 use crate::repository::{Repository, RepositoryError};
 use crate::util::format_bytes;
+use crate::wal::ahead::{ReadAhead, RecoveryWal};
 use crate::wal::check::{CheckError, check};
+use crate::wal::fetch::spool_origin;
+use crate::wal::spool::{Spool, spool_dir};
 
 /// Where `global/pg_control` is written until the rest of the restore is complete and synced.
 pub const CONTROL_FILE_PENDING: &str = "global/pg_control.lifeboat-restoring";
@@ -80,6 +84,10 @@ pub struct RestoreOptions {
     pub start: Option<Option<u16>>,
     /// The `restore_command` written for PostgreSQL.
     pub restore_command: String,
+    /// With `--start` and lifeboat's own `wal-fetch` as `restore_command`: the spool it serves
+    /// from, which lifeboat fills ahead of replay while it waits ([`crate::wal::ahead`]). `None`:
+    /// nothing is downloaded ahead.
+    pub read_ahead: Option<ReadAheadSpool>,
     /// The OS user that owns the restored files when lifeboat runs as root, unless the data
     /// directory (or its parent) already belongs to another non-root user.
     pub os_user: String,
@@ -90,6 +98,23 @@ pub struct RestoreOptions {
     /// Counts the files and bytes written, restarted when writing begins, for the caller to report
     /// progress from (the restore prints nothing).
     pub progress: Arc<Progress>,
+}
+
+/// Where `wal-fetch` looks for segments downloaded ahead, and how many may wait there.
+#[derive(Debug, Clone)]
+pub struct ReadAheadSpool {
+    pub dir: PathBuf,
+    /// `wal.prefetch`.
+    pub depth: u32,
+}
+
+impl ReadAheadSpool {
+    /// The spool `wal-fetch` with `config` serves from when recovery runs in `pgdata`; `None`
+    /// when prefetching is off (`wal.prefetch = 0`).
+    pub fn of_wal_fetch(config: &Config, pgdata: &Path) -> Option<ReadAheadSpool> {
+        let dir = spool_dir(config.wal.spool_dir.as_deref(), config.cluster.name.as_str(), &pgdata.join("pg_wal"));
+        (config.wal.prefetch > 0).then_some(ReadAheadSpool { dir, depth: config.wal.prefetch })
+    }
 }
 
 /// The outcome of a restore (or of a dry run: the plan, and nothing written).
@@ -411,12 +436,57 @@ pub async fn run(
             detail: "--start needs the PostgreSQL server binaries; set cluster.bin_dir".into(),
         })?;
         let runs_to_end = matches!(options.goal.target, RecoveryTarget::Latest);
-        let reached =
-            start::start_and_wait(&binaries, &options.pgdata, owner, port, options.goal.action, runs_to_end).await?;
+        let read_ahead =
+            options.read_ahead.as_ref().and_then(|spool| start_read_ahead(&repository, layout, &plan, spool, owner));
+        let reached = start::start_and_wait(
+            &binaries,
+            &options.pgdata,
+            owner,
+            port,
+            options.goal.action,
+            runs_to_end,
+            read_ahead.as_ref(),
+        )
+        .await;
+        if let Some(read_ahead) = read_ahead {
+            read_ahead.stop().await;
+        }
+        let reached = reached?;
         summary.seconds = began.elapsed().as_secs_f64();
         summary.reached = Some(reached);
     }
     Ok(summary)
+}
+
+/// Starts downloading the WAL recovery will read into `spool`, given to `owner` so that `wal-fetch`
+/// (run by the server as its OS user) can serve it; `None` when the spool cannot be used.
+fn start_read_ahead(
+    repository: &Arc<Repository>,
+    layout: &ClusterLayout,
+    plan: &Plan,
+    spool: &ReadAheadSpool,
+    owner: Option<Owner>,
+) -> Option<ReadAhead> {
+    let origin = spool_origin(repository, layout);
+    let opened = Spool::open_as(&spool.dir, &origin, owner.map(|owner| (owner.uid, owner.gid)));
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::warn!(
+                "cannot download WAL ahead of recovery into {} ({error}); wal-fetch downloads each segment when \
+                 recovery asks for it",
+                spool.dir.display()
+            );
+            return None;
+        }
+    };
+    let wal = RecoveryWal {
+        history: plan.history.clone(),
+        first: plan.first_wal.number,
+        last: plan.last_wal.number,
+        size: plan.backup.wal_segment_size,
+    };
+    Some(ReadAhead::start(repository.clone(), layout.clone(), opened, wal, spool.depth))
 }
 
 /// Reads the WAL recovery needs to reach the backup's consistent point, authenticated, before

@@ -35,9 +35,11 @@ use super::files::Owner;
 use super::target::{RecoveryGoal, RecoveryTarget, TargetAction};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::process::{PgCommand, read_tail};
+use crate::wal::ahead::ReadAhead;
 
-/// How often the log is read.
-const POLL: Duration = Duration::from_millis(200);
+/// How often the log is read: each look reads only what the server appended since the last, so
+/// looking often is cheap, and the pause at the target and the promotion are seen within this.
+const POLL: Duration = Duration::from_millis(20);
 /// How often progress is reported while recovery runs.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The server's log during `restore --start`, in the data directory (see the module comment).
@@ -126,7 +128,8 @@ pub struct Reached {
     pub log_file: PathBuf,
 }
 
-/// Starts the server and waits until recovery has reached its target (or failed).
+/// Starts the server and waits until recovery has reached its target (or failed), telling
+/// `read_ahead` which segment recovery restored last.
 pub async fn start_and_wait(
     binaries: &PgBinaries,
     pgdata: &Path,
@@ -134,6 +137,7 @@ pub async fn start_and_wait(
     port: Option<u16>,
     action: TargetAction,
     runs_to_end: bool,
+    read_ahead: Option<&ReadAhead>,
 ) -> Result<Reached, RestoreError> {
     let began = Instant::now();
     let pg_ctl = binaries.require("pg_ctl").map_err(|error| RestoreError::Start { detail: error.to_string() })?;
@@ -168,10 +172,13 @@ pub async fn start_and_wait(
     let mut last_report = Instant::now();
     let mut seen_pid = false;
     let mut promoted = false;
+    let mut log = LogFollower::default();
     loop {
         tokio::time::sleep(POLL).await;
-        let log = fs::read_to_string(&log_file).unwrap_or_default();
-        let facts = LogFacts::read(&log);
+        let facts = log.read_new(&log_file);
+        if let (Some(read_ahead), Some(segment)) = (read_ahead, &facts.last_segment) {
+            read_ahead.restored(segment);
+        }
         let running = super::target_dir::running_server(pgdata).is_some();
         // A FATAL line may be a client turned away while recovery runs ("the database system is
         // starting up"); recovery has failed only when the server is gone too.
@@ -198,9 +205,9 @@ pub async fn start_and_wait(
         if let Some(outcome) = outcome {
             return Ok(Reached {
                 outcome,
-                stopped: facts.stopped,
-                redo_done: facts.redo_done,
-                last_transaction: facts.last_transaction,
+                stopped: facts.stopped.clone(),
+                redo_done: facts.redo_done.clone(),
+                last_transaction: facts.last_transaction.clone(),
                 new_timeline: facts.new_timeline,
                 segments_restored: facts.segments_restored,
                 seconds: began.elapsed().as_secs_f64(),
@@ -278,36 +285,67 @@ struct LogFacts {
 }
 
 impl LogFacts {
-    fn read(log: &str) -> LogFacts {
-        let mut facts = LogFacts::default();
-        for line in log.lines() {
-            let message = |marker: &str| line.find(marker).map(|at| line[at + marker.len()..].trim().to_owned());
-            if let Some(rest) = message("PANIC:") {
-                facts.fatal.push(format!("PANIC: {rest}"));
-            } else if let Some(rest) = message("FATAL:") {
-                facts.fatal.push(rest);
-            } else if let Some(rest) = message("LOG:") {
-                if rest.starts_with("recovery stopping") {
-                    facts.stopped = Some(rest);
-                } else if rest.starts_with("redo done at") {
-                    facts.redo_done = Some(rest.split(" system usage").next().unwrap_or(&rest).to_owned());
-                } else if let Some(time) = rest.strip_prefix("last completed transaction was at log time ") {
-                    facts.last_transaction = Some(time.to_owned());
-                } else if let Some(id) = rest.strip_prefix("selected new timeline ID: ") {
-                    facts.new_timeline = id.trim().parse().ok();
-                } else if let Some(file) = rest.strip_prefix("restored log file \"") {
-                    facts.segments_restored += 1;
-                    facts.last_segment = file.split('"').next().map(str::to_owned);
-                } else if rest == "database system is ready to accept connections" {
-                    facts.ready_read_write = true;
-                } else if rest.starts_with("pausing at the end of recovery") || rest == "recovery has paused" {
-                    facts.paused = true;
-                } else if rest.starts_with("shutdown at recovery target") {
-                    facts.shut_down_at_target = true;
-                }
+    /// Takes in one line of the log.
+    fn note(&mut self, line: &str) {
+        let message = |marker: &str| line.find(marker).map(|at| line[at + marker.len()..].trim().to_owned());
+        if let Some(rest) = message("PANIC:") {
+            self.fatal.push(format!("PANIC: {rest}"));
+        } else if let Some(rest) = message("FATAL:") {
+            self.fatal.push(rest);
+        } else if let Some(rest) = message("LOG:") {
+            if rest.starts_with("recovery stopping") {
+                self.stopped = Some(rest);
+            } else if rest.starts_with("redo done at") {
+                self.redo_done = Some(rest.split(" system usage").next().unwrap_or(&rest).to_owned());
+            } else if let Some(time) = rest.strip_prefix("last completed transaction was at log time ") {
+                self.last_transaction = Some(time.to_owned());
+            } else if let Some(id) = rest.strip_prefix("selected new timeline ID: ") {
+                self.new_timeline = id.trim().parse().ok();
+            } else if let Some(file) = rest.strip_prefix("restored log file \"") {
+                self.segments_restored += 1;
+                self.last_segment = file.split('"').next().map(str::to_owned);
+            } else if rest == "database system is ready to accept connections" {
+                self.ready_read_write = true;
+            } else if rest.starts_with("pausing at the end of recovery") || rest == "recovery has paused" {
+                self.paused = true;
+            } else if rest.starts_with("shutdown at recovery target") {
+                self.shut_down_at_target = true;
             }
         }
-        facts
+    }
+}
+
+/// Reads the server's log as it grows: each call takes in the lines completed since the last.
+#[derive(Debug, Default)]
+struct LogFollower {
+    /// Bytes of the log read so far.
+    offset: u64,
+    /// The start of a line the server has not finished writing.
+    partial: Vec<u8>,
+    facts: LogFacts,
+}
+
+impl LogFollower {
+    /// The facts of every complete line up to now. A log that cannot be read (yet) adds nothing.
+    fn read_new(&mut self, path: &Path) -> &LogFacts {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut appended = Vec::new();
+        if let Ok(mut file) = fs::File::open(path)
+            && file.seek(SeekFrom::Start(self.offset)).is_ok()
+            && let Ok(read) = file.read_to_end(&mut appended)
+        {
+            self.offset += read as u64;
+        }
+        self.take_in(&appended);
+        &self.facts
+    }
+
+    fn take_in(&mut self, appended: &[u8]) {
+        self.partial.extend_from_slice(appended);
+        let Some(end) = self.partial.iter().rposition(|&byte| byte == b'\n') else { return };
+        let rest = self.partial.split_off(end + 1);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        String::from_utf8_lossy(&complete).lines().for_each(|line| self.facts.note(line));
     }
 }
 
@@ -347,6 +385,12 @@ mod tests {
         assert_eq!(server_goal(&shutdown, true), shutdown);
     }
 
+    fn facts_of(log: &str) -> LogFacts {
+        let mut facts = LogFacts::default();
+        log.lines().for_each(|line| facts.note(line));
+        facts
+    }
+
     #[test]
     fn the_log_tells_where_recovery_stopped() {
         let log = "\
@@ -359,7 +403,7 @@ mod tests {
 2026-11-27 06:00:00.400 UTC [10] LOG:  selected new timeline ID: 2
 2026-11-27 06:00:00.500 UTC [9] LOG:  database system is ready to accept connections
 ";
-        let facts = LogFacts::read(log);
+        let facts = facts_of(log);
         assert_eq!(facts.segments_restored, 2);
         assert_eq!(facts.last_segment.as_deref(), Some("000000010000000000000004"));
         assert!(facts.stopped.as_deref().unwrap().contains("before commit of transaction 745"));
@@ -367,7 +411,16 @@ mod tests {
         assert_eq!(facts.last_transaction.as_deref(), Some("2026-11-27 05:59:57.25+00"));
         assert_eq!(facts.new_timeline, Some(2));
         assert!(facts.ready_read_write && facts.cause().is_none());
-        let failed = LogFacts::read(
+        let mut follower = LogFollower::default();
+        for piece in log.as_bytes().chunks(7) {
+            follower.take_in(piece);
+        }
+        assert_eq!(follower.facts, facts, "read as it grows, in pieces that cut lines, the log says the same");
+        follower.take_in(b"2026-11-27 06:00:01.000 UTC [9] LOG:  restored log file \"00000002000000000000000");
+        assert_eq!(follower.facts.segments_restored, 2, "a line the server is still writing waits");
+        follower.take_in(b"5\" from archive\n");
+        assert_eq!(follower.facts.last_segment.as_deref(), Some("000000020000000000000005"));
+        let failed = facts_of(
             "x [2] FATAL:  the database system is starting up\n\
              x [1] FATAL:  recovery ended before configured recovery target was reached\n",
         );

@@ -104,6 +104,7 @@ pub(crate) async fn verify(
         Some(cluster.port()),
         TargetAction::Promote,
         false,
+        None,
     )
     .await
     .map_err(|error| Failure::new(Phase::Recovery, error.to_string()))?;
@@ -280,6 +281,7 @@ pub(crate) fn scratch_restore_options(
         dry_run: false,
         start: None,
         restore_command: copy_command(wal_dir),
+        read_ahead: None,
         os_user: String::new(),
         bin_dir: None,
         cancel: tokio_util::sync::CancellationToken::new(),

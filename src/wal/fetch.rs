@@ -108,9 +108,7 @@ pub async fn fetch(
     let smallest = SegmentSize::new(SegmentSize::MIN.into()).expect("a valid size");
     let kind = WalFile::parse(name, smallest).map_err(|error| bad_name(error.to_string()))?;
     let spool = match (&kind, options.prefetch) {
-        (WalFile::Segment(_), 1..) => {
-            open_spool(&options.spool_dir, &format!("{}/{}", repository.file().repository_id, layout.name()))
-        }
+        (WalFile::Segment(_), 1..) => open_spool(&options.spool_dir, &spool_origin(&repository, layout)),
         _ => None,
     };
 
@@ -159,9 +157,14 @@ pub async fn fetch(
     let parent = target.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let download = Download { repository: &repository, name, key: &key, target, expected_len };
     // The file at %p need not be durable: after a crash PostgreSQL asks for it again.
-    download.run(stored, TempPath::new(temp_path_in(parent)), target, false).await?;
+    download.run(stored, TempPath::new(temp_path_in(parent)), target, None).await?;
     let prefetched = finish_prefetch(batch, options.prefetch_wait).await;
     Ok(Fetched::Restored { from_spool: false, prefetched })
+}
+
+/// Whose segments a spool holds: the repository's id and the cluster's name.
+pub fn spool_origin(repository: &Repository, layout: &ClusterLayout) -> String {
+    format!("{}/{}", repository.file().repository_id, layout.name())
 }
 
 fn open_spool(dir: &Path, origin: &str) -> Option<Spool> {
@@ -192,13 +195,14 @@ struct Download<'a> {
 
 impl Download<'_> {
     /// Streams the authenticated plaintext into `temporary`, then renames it to `destination`.
-    /// Nothing is renamed unless every chunk, the last included, authenticated.
+    /// Nothing is renamed unless every chunk, the last included, authenticated. Into a spool
+    /// (`spool`), the file is made durable if the spool says so, and given to its owner.
     async fn run(
         &self,
         mut stored: ByteReader,
         temporary: TempPath,
         destination: &Path,
-        durable: bool,
+        spool: Option<&Spool>,
     ) -> Result<u64, FetchError> {
         let write_error =
             |path: &Path, source| FetchError::Write { name: self.name.to_owned(), path: path.to_owned(), source };
@@ -225,8 +229,11 @@ impl Download<'_> {
             });
         }
         file.flush().await.map_err(|error| write_error(temporary.path(), error))?;
-        if durable {
-            file.sync_all().await.map_err(|error| write_error(temporary.path(), error))?;
+        if let Some(spool) = spool {
+            if spool.durable() {
+                file.sync_all().await.map_err(|error| write_error(temporary.path(), error))?;
+            }
+            spool.adopt(temporary.path()).map_err(|error| write_error(temporary.path(), error))?;
         }
         drop(file);
         tokio::fs::rename(temporary.path(), destination).await.map_err(|error| write_error(destination, error))?;
@@ -284,32 +291,43 @@ fn start_prefetch(
     let permits = Arc::new(Semaphore::new(PARALLEL_DOWNLOADS));
     let mut batch = JoinSet::new();
     for segment in missing {
-        let (repository, spool, permits) = (repository.clone(), spool.clone(), permits.clone());
-        let key = layout.wal_file(&WalFile::Segment(segment), size);
+        let (repository, layout, spool, permits) = (repository.clone(), layout.clone(), spool.clone(), permits.clone());
         batch.spawn(async move {
             let _permit = permits.acquire_owned().await.expect("the semaphore is never closed");
-            let stored = match repository.get(&key).await {
-                Ok(stored) => stored,
-                Err(RepositoryError::Storage(StorageError::NotFound { .. })) => return Ok(false),
-                Err(error) => return Err(error.to_string()),
-            };
-            let name = segment.name(size);
-            let destination = spool.path_of(segment, size);
-            let download = Download {
-                repository: &repository,
-                name: &name,
-                key: &key,
-                target: &destination,
-                expected_len: Some(u64::from(size.bytes())),
-            };
-            // Spooled files outlive this process; the spool says whether that needs an fsync.
-            match download.run(stored, TempPath::new(spool.temp_path()), &destination, spool.durable()).await {
-                Ok(_) => Ok(true),
-                Err(error) => Err(error.to_string()),
-            }
+            spool_segment(&repository, &layout, &spool, segment, size).await
         });
     }
     Some(batch)
+}
+
+/// Downloads `segment` into `spool`; whether the archive has it.
+pub async fn spool_segment(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    spool: &Spool,
+    segment: WalSegment,
+    size: SegmentSize,
+) -> Result<bool, String> {
+    let key = layout.wal_file(&WalFile::Segment(segment), size);
+    let stored = match repository.get(&key).await {
+        Ok(stored) => stored,
+        Err(RepositoryError::Storage(StorageError::NotFound { .. })) => return Ok(false),
+        Err(error) => return Err(error.to_string()),
+    };
+    let name = segment.name(size);
+    let destination = spool.path_of(segment, size);
+    let download = Download {
+        repository,
+        name: &name,
+        key: &key,
+        target: &destination,
+        expected_len: Some(u64::from(size.bytes())),
+    };
+    // Spooled files outlive this process; the spool says whether that needs an fsync.
+    match download.run(stored, TempPath::new(spool.temp_path()), &destination, Some(spool)).await {
+        Ok(_) => Ok(true),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Waits up to `wait` for the batch; abandons what is still running then. Returns how many

@@ -102,9 +102,15 @@ pub struct Conflict {
 }
 
 /// How WAL objects are written: the repository's compression algorithm at `[wal]
-/// compression_level`, compressed by `workers` zstd threads (0: on the sealing thread).
+/// compression_level`, its frames compressed by `workers` threads (0: on the sealing thread), and
+/// no plaintext hash (no manifest records one).
 pub fn write_options(config: &Config, workers: u32) -> WriteOptions {
-    WriteOptions { level: config.wal.compression_level, workers, ..crate::ops::open::write_options(config) }
+    WriteOptions {
+        level: config.wal.compression_level,
+        workers,
+        hash_plaintext: false,
+        ..crate::ops::open::write_options(config)
+    }
 }
 
 /// Archives the file at `path` (relative paths are relative to the working directory, which is
@@ -241,7 +247,8 @@ async fn compare_with_archived(
             bytes_local,
         })));
     }
-    tracing::info!(%key, "{name} was already archived with identical content; nothing to do");
+    // A warning, so it reaches PostgreSQL's log: a retried push is worth knowing about.
+    tracing::warn!(%key, "{name} was already archived with identical content; nothing to do");
     Ok(Pushed { file, name: name.to_owned(), key, already_archived: true, bytes: bytes_local })
 }
 

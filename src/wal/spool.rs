@@ -46,6 +46,19 @@ pub struct Spool {
     dir: PathBuf,
     /// Spooled files must be fsynced: no boot id tells files of an earlier boot apart.
     durable: bool,
+    /// The OS user (uid, gid) the spool and its files are given to: PostgreSQL's, when a process
+    /// running as root fills the spool that `wal-fetch`, running as PostgreSQL, serves from.
+    owner: Option<(u32, u32)>,
+}
+
+/// The spool `wal-fetch` uses for `cluster`: `<wal.spool_dir>/<cluster>` when `configured` (one
+/// directory per cluster, so restores of several clusters on one host can share the setting), else
+/// [`DEFAULT_DIR_NAME`] in `beside`, the directory of `%p`.
+pub fn spool_dir(configured: Option<&Path>, cluster: &str, beside: &Path) -> PathBuf {
+    match configured {
+        Some(dir) => dir.join(cluster),
+        None => beside.join(DEFAULT_DIR_NAME),
+    }
 }
 
 impl Spool {
@@ -53,13 +66,20 @@ impl Spool {
     /// creating it (mode 0700) if needed. Segments spooled for another origin or in an earlier
     /// boot are removed.
     pub fn open(dir: &Path, origin: &str) -> io::Result<Spool> {
-        Spool::open_in_boot(dir, origin, std::fs::read_to_string(BOOT_ID).ok().as_deref().map(str::trim))
+        Spool::open_as(dir, origin, None)
     }
 
-    /// [`Spool::open`] with the boot id given (`None`: unknown).
-    fn open_in_boot(dir: &Path, origin: &str, boot: Option<&str>) -> io::Result<Spool> {
+    /// [`Spool::open`], giving the directory and every file put in it to `owner` (uid, gid).
+    pub fn open_as(dir: &Path, origin: &str, owner: Option<(u32, u32)>) -> io::Result<Spool> {
+        let boot = std::fs::read_to_string(BOOT_ID).ok();
+        Spool::open_in_boot(dir, origin, boot.as_deref().map(str::trim), owner)
+    }
+
+    /// [`Spool::open_as`] with the boot id given (`None`: unknown).
+    fn open_in_boot(dir: &Path, origin: &str, boot: Option<&str>, owner: Option<(u32, u32)>) -> io::Result<Spool> {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let spool = Spool { dir: dir.to_owned(), durable: boot.is_none() };
+        let spool = Spool { dir: dir.to_owned(), durable: boot.is_none(), owner };
+        spool.adopt(dir)?;
         let origin = match boot {
             Some(boot) => format!("{origin}\nboot {boot}"),
             None => origin.to_owned(),
@@ -75,6 +95,7 @@ impl Spool {
             spool.clear()?;
             let temporary = TempPath::new(spool.temp_path());
             std::fs::write(temporary.path(), &origin)?;
+            spool.adopt(temporary.path())?;
             std::fs::rename(temporary.path(), dir.join(ORIGIN_FILE))?;
             temporary.persist();
         }
@@ -82,7 +103,7 @@ impl Spool {
     }
 
     /// Removes every spooled segment (downloads in progress are left to their processes).
-    fn clear(&self) -> io::Result<()> {
+    pub fn clear(&self) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -100,6 +121,14 @@ impl Spool {
     /// Whether a spooled file must be fsynced before it is renamed to its segment's name.
     pub fn durable(&self) -> bool {
         self.durable
+    }
+
+    /// Gives `path` (in the spool) to the spool's owner, if it has one.
+    pub fn adopt(&self, path: &Path) -> io::Result<()> {
+        match self.owner {
+            Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
+            None => Ok(()),
+        }
     }
 
     /// Where the complete file of `segment` lives.
@@ -317,16 +346,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool");
         let size = SegmentSize::new(1024 * 1024).unwrap();
-        let spool = Spool::open_in_boot(&path, "repository-a/main", Some("boot-1")).unwrap();
+        let spool = Spool::open_in_boot(&path, "repository-a/main", Some("boot-1"), None).unwrap();
         assert!(!spool.durable(), "a known boot id makes fsync unnecessary");
         std::fs::write(spool.path_of(segment(4), size), vec![0u8; size.bytes() as usize]).unwrap();
-        let same = Spool::open_in_boot(&path, "repository-a/main", Some("boot-1")).unwrap();
+        let same = Spool::open_in_boot(&path, "repository-a/main", Some("boot-1"), None).unwrap();
         assert_eq!(same.segments(size).unwrap().len(), 1);
         // After a reboot a file renamed into place may lack its data (it was not fsynced): it goes.
-        let rebooted = Spool::open_in_boot(&path, "repository-a/main", Some("boot-2")).unwrap();
+        let rebooted = Spool::open_in_boot(&path, "repository-a/main", Some("boot-2"), None).unwrap();
         assert!(rebooted.segments(size).unwrap().is_empty());
         std::fs::write(rebooted.path_of(segment(5), size), vec![0u8; size.bytes() as usize]).unwrap();
-        let unknown = Spool::open_in_boot(&path, "repository-a/main", None).unwrap();
+        let unknown = Spool::open_in_boot(&path, "repository-a/main", None, None).unwrap();
         assert!(unknown.durable(), "without a boot id, spooled files must be fsynced");
         assert!(unknown.segments(size).unwrap().is_empty());
     }

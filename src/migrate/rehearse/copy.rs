@@ -181,12 +181,17 @@ async fn restore_backup(
     crate::verify::write_config_files(cluster).map_err(|failure| RehearseError::Restore(failure.message))?;
     let owner = crate::restore::resolve_owner(cluster.data_dir(), &config.cluster.os_user)
         .map_err(|error| failed("the scratch directory's owner", &error))?;
-    let reached =
-        start::start_and_wait(&binaries, cluster.data_dir(), owner, Some(cluster.port()), TargetAction::Promote, true)
-            .await
-            .map_err(|error| {
-                failed(&format!("recovering backup {} to the end of the archived WAL", manifest.id), &error)
-            })?;
+    let reached = start::start_and_wait(
+        &binaries,
+        cluster.data_dir(),
+        owner,
+        Some(cluster.port()),
+        TargetAction::Promote,
+        true,
+        None,
+    )
+    .await
+    .map_err(|error| failed(&format!("recovering backup {} to the end of the archived WAL", manifest.id), &error))?;
     let replayed_to = reached.redo_done.clone();
     Ok(Source {
         kind: "base".to_owned(),
