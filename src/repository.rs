@@ -18,7 +18,9 @@ use tokio::io::AsyncReadExt;
 
 use crate::keys::master::random_array;
 use crate::keys::{KeyError, KeySlot, MasterKey, SlotKind, Unlock};
-use crate::object::{Cipher, HEADER_LEN, Header, ObjectError, SealSummary, WriteOptions, open_reader, seal_reader};
+use crate::object::{
+    Cipher, HEADER_LEN, Header, ObjectError, Plaintext, SealSummary, WriteOptions, open_reader, seal_reader,
+};
 use crate::storage::{ByteReader, ObjectKey, ObjectStore, PutMode, StorageError};
 
 pub const REPO_FILE: &str = "lifeboat.repo";
@@ -326,6 +328,25 @@ impl Repository {
         &self,
         key: &ObjectKey,
         plaintext: ByteReader,
+        mode: PutMode,
+    ) -> Result<SealSummary, RepositoryError> {
+        self.put_from(key, Plaintext::Async(plaintext), mode).await
+    }
+
+    /// [`Repository::put`] of a local file, read by the sealing thread itself.
+    pub async fn put_file(
+        &self,
+        key: &ObjectKey,
+        file: std::fs::File,
+        mode: PutMode,
+    ) -> Result<SealSummary, RepositoryError> {
+        self.put_from(key, Plaintext::Blocking(Box::new(file)), mode).await
+    }
+
+    async fn put_from(
+        &self,
+        key: &ObjectKey,
+        plaintext: Plaintext,
         mode: PutMode,
     ) -> Result<SealSummary, RepositoryError> {
         assert!(!is_repo_file(key), "lifeboat.repo is written only by the key-management code");

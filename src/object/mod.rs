@@ -18,7 +18,7 @@ pub mod stream;
 
 pub use header::{Cipher, Compression, HEADER_LEN, Header, MAGIC};
 pub use seal::{Opener, SealSummary, Sealer, WriteOptions};
-pub use stream::{open_reader, seal_reader};
+pub use stream::{Plaintext, open_reader, seal_reader};
 
 use crate::storage::ObjectKey;
 

@@ -197,6 +197,13 @@ impl Frames {
         emit: &mut dyn FnMut(Vec<u8>),
     ) -> Result<(), ObjectError> {
         while !plaintext.is_empty() {
+            if self.pending.is_empty() && plaintext.len() >= self.batch {
+                // Whole batches straight from the caller's bytes, without copying them first.
+                let (batch, rest) = plaintext.split_at(self.batch);
+                self.compress(batch, chunker, emit)?;
+                plaintext = rest;
+                continue;
+            }
             let take = (self.batch - self.pending.len()).min(plaintext.len());
             self.pending.extend_from_slice(&plaintext[..take]);
             plaintext = &plaintext[take..];
@@ -207,6 +214,11 @@ impl Frames {
         Ok(())
     }
 
+    /// How many plaintext bytes to hand over at a time so that none are copied: a batch.
+    fn batch_len(&self) -> usize {
+        self.batch
+    }
+
     fn finish(&mut self, chunker: &mut Chunker, emit: &mut dyn FnMut(Vec<u8>)) -> Result<(), ObjectError> {
         if !self.pending.is_empty() || !self.written {
             self.compress_pending(chunker, emit)?;
@@ -214,11 +226,25 @@ impl Frames {
         Ok(())
     }
 
-    /// Compresses the pending plaintext as frames (one, possibly empty, if there is none) and
-    /// passes them on in order.
+    /// Compresses the pending plaintext (see [`Frames::compress`]) and empties it.
     fn compress_pending(&mut self, chunker: &mut Chunker, emit: &mut dyn FnMut(Vec<u8>)) -> Result<(), ObjectError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.compress(&pending, chunker, emit)?;
+        self.pending = pending;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Compresses `plaintext` (at most a batch) as frames (one, possibly empty, if there is none)
+    /// and passes them on in order.
+    fn compress(
+        &mut self,
+        plaintext: &[u8],
+        chunker: &mut Chunker,
+        emit: &mut dyn FnMut(Vec<u8>),
+    ) -> Result<(), ObjectError> {
         let pieces: Vec<&[u8]> =
-            if self.pending.is_empty() { vec![&[][..]] } else { self.pending.chunks(FRAME_SIZE).collect() };
+            if plaintext.is_empty() { vec![&[][..]] } else { plaintext.chunks(FRAME_SIZE).collect() };
         let frames = pieces.len();
         let threads = self.compressors.len().min(frames);
         // Thread t compresses frames t, t + threads, t + 2 * threads, ...
@@ -248,7 +274,6 @@ impl Frames {
         for output in &self.outputs[..frames] {
             chunker.push(output, emit)?;
         }
-        self.pending.clear();
         self.written = true;
         Ok(())
     }
@@ -290,6 +315,12 @@ impl Sealer {
     /// The header; it comes first in the stored object.
     pub fn header(&self) -> &[u8] {
         &self.chunker.header
+    }
+
+    /// A good size for the pieces given to [`Sealer::update`]: pieces of this size (or multiples)
+    /// are compressed where they are, without being copied first.
+    pub fn input_len(&self) -> usize {
+        self.frames.as_ref().map_or(FRAME_SIZE, Frames::batch_len)
     }
 
     pub fn update(&mut self, plaintext: &[u8], emit: &mut dyn FnMut(Vec<u8>)) -> Result<(), ObjectError> {

@@ -21,6 +21,16 @@ use crate::storage::{ByteReader, ObjectKey};
 const CHANNEL_DEPTH: usize = 4;
 const READ_BLOCK: usize = 256 * 1024;
 
+/// Where the plaintext of an object comes from.
+pub enum Plaintext {
+    /// Any async reader; the sealing thread waits for each read.
+    Async(ByteReader),
+    /// A reader the sealing thread can read itself, such as a local file: no hand-over between
+    /// threads per read (for a 16 MiB WAL segment read through `tokio::fs` in 256 KiB pieces, those
+    /// cost about 15 ms of the push on the benchmark machine).
+    Blocking(Box<dyn Read + Send>),
+}
+
 /// Seals everything `plaintext` yields as the object `name`. Returns the stored bytes as a reader
 /// (to hand to [`crate::storage::ObjectStore::put`]) and a handle that yields the summary once the
 /// reader has been drained. A read error from `plaintext` surfaces through the returned reader, so
@@ -29,19 +39,24 @@ pub fn seal_reader(
     name: &ObjectKey,
     master: Option<&MasterKey>,
     options: &WriteOptions,
-    plaintext: ByteReader,
+    plaintext: Plaintext,
 ) -> (ByteReader, JoinHandle<std::io::Result<SealSummary>>) {
     let mut sealer = Sealer::new(name, master, options);
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let mut source = SyncIoBridge::new(plaintext);
     let name = name.clone();
     let task = tokio::task::spawn_blocking(move || {
+        let blocking = matches!(plaintext, Plaintext::Blocking(_));
+        let mut source: Box<dyn Read + Send> = match plaintext {
+            Plaintext::Async(reader) => Box::new(SyncIoBridge::new(reader)),
+            Plaintext::Blocking(reader) => reader,
+        };
         // A failed send means the consumer hung up; `tx.is_closed()` below notices and stops.
         let mut send = |chunk: Vec<u8>| {
             let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
         };
         send(sealer.header().to_vec());
-        let mut block = vec![0u8; READ_BLOCK];
+        // A local file is read in the pieces the sealer compresses without a copy.
+        let mut block = vec![0u8; if blocking { sealer.input_len() } else { READ_BLOCK }];
         loop {
             let read = match source.read(&mut block) {
                 Ok(0) => break,

@@ -174,8 +174,8 @@ pub async fn push(
     };
 
     let key = layout.wal_file(&file, size);
-    let reader = open(path).await.map_err(read_error)?;
-    match repository.with_write_options(options).put(&key, reader, PutMode::CreateOnly).await {
+    let local = std::fs::File::open(path).map_err(read_error)?;
+    match repository.with_write_options(options).put_file(&key, local, PutMode::CreateOnly).await {
         Ok(summary) => {
             tracing::debug!(%key, bytes = summary.plaintext_len, stored = summary.stored_len, "archived {name}");
             Ok(Pushed { file, name: name.to_owned(), key, already_archived: false, bytes: summary.plaintext_len })
