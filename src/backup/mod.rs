@@ -816,8 +816,7 @@ impl Job<'_> {
         .await
         .expect("encoding the block map does not panic")
         .map_err(spill_error)?;
-        let body = Box::new(tokio::fs::File::from_std(encoded));
-        let summary = self.repository.put(&key, body, PutMode::CreateOnly).await?;
+        let summary = self.repository.put_file(&key, encoded, PutMode::CreateOnly).await?;
         Ok(ObjectEntry {
             key: BLOCK_MAP.to_owned(),
             size: summary.plaintext_len,

@@ -313,6 +313,18 @@ impl LogFacts {
             }
         }
     }
+
+    /// What stopped the server: its first PANIC, else its first FATAL that is not a client being
+    /// turned away ("the database system is starting up", "... is shutting down"), else any FATAL.
+    fn cause(&self) -> Option<String> {
+        let about_clients = |line: &&String| line.starts_with("the database system is ");
+        self.fatal
+            .iter()
+            .find(|line| line.starts_with("PANIC: "))
+            .or_else(|| self.fatal.iter().find(|line| !about_clients(line)))
+            .or_else(|| self.fatal.first())
+            .cloned()
+    }
 }
 
 /// Reads the server's log as it grows: each call takes in the lines completed since the last.
@@ -346,20 +358,6 @@ impl LogFollower {
         let rest = self.partial.split_off(end + 1);
         let complete = std::mem::replace(&mut self.partial, rest);
         String::from_utf8_lossy(&complete).lines().for_each(|line| self.facts.note(line));
-    }
-}
-
-impl LogFacts {
-    /// What stopped the server: its first PANIC, else its first FATAL that is not a client being
-    /// turned away ("the database system is starting up", "... is shutting down"), else any FATAL.
-    fn cause(&self) -> Option<String> {
-        let about_clients = |line: &&String| line.starts_with("the database system is ");
-        self.fatal
-            .iter()
-            .find(|line| line.starts_with("PANIC: "))
-            .or_else(|| self.fatal.iter().find(|line| !about_clients(line)))
-            .or_else(|| self.fatal.first())
-            .cloned()
     }
 }
 

@@ -17,13 +17,14 @@
 //! Prefetching starts only once the requested segment is known to exist, so asking past the end
 //! of the archive (which a standby does every few seconds) costs one request, not a batch.
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::io::SyncIoBridge;
 
 use super::spool::{Spool, TempPath, temp_path_in};
 use crate::catalog::cluster::{ClusterRecord, IdentityError};
@@ -181,6 +182,14 @@ fn open_spool(dir: &Path, origin: &str) -> Option<Spool> {
     }
 }
 
+/// Which side of a download's copy failed.
+enum CopyFailure {
+    /// Reading the object: damaged, or the storage failed.
+    Read(std::io::Error),
+    /// Writing the file.
+    Write(std::io::Error),
+}
+
 /// One object streamed into a file.
 struct Download<'a> {
     repository: &'a Repository,
@@ -199,25 +208,40 @@ impl Download<'_> {
     /// (`spool`), the file is made durable if the spool says so, and given to its owner.
     async fn run(
         &self,
-        mut stored: ByteReader,
+        stored: ByteReader,
         temporary: TempPath,
         destination: &Path,
         spool: Option<&Spool>,
     ) -> Result<u64, FetchError> {
         let write_error =
             |path: &Path, source| FetchError::Write { name: self.name.to_owned(), path: path.to_owned(), source };
-        let mut file =
-            tokio::fs::File::create(temporary.path()).await.map_err(|error| write_error(temporary.path(), error))?;
-        let mut block = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let read = stored.read(&mut block).await.map_err(|error| self.read_error(&error))?;
-            if read == 0 {
-                break;
+        // Copied on a blocking thread with plain file writes: through `tokio::fs`, each 256 KiB
+        // write would be handed to another thread and back.
+        let mut source = SyncIoBridge::new(stored);
+        let path = temporary.path().to_owned();
+        let durable = spool.is_some_and(Spool::durable);
+        let copied = tokio::task::spawn_blocking(move || -> Result<u64, CopyFailure> {
+            let mut file = std::fs::File::create(&path).map_err(CopyFailure::Write)?;
+            let mut block = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                let read = source.read(&mut block).map_err(CopyFailure::Read)?;
+                if read == 0 {
+                    break;
+                }
+                file.write_all(&block[..read]).map_err(CopyFailure::Write)?;
+                total += read as u64;
             }
-            file.write_all(&block[..read]).await.map_err(|error| write_error(temporary.path(), error))?;
-            total += read as u64;
-        }
+            if durable {
+                file.sync_all().map_err(CopyFailure::Write)?;
+            }
+            Ok(total)
+        });
+        let total = match copied.await.expect("a WAL download does not panic") {
+            Ok(total) => total,
+            Err(CopyFailure::Write(error)) => return Err(write_error(temporary.path(), error)),
+            Err(CopyFailure::Read(error)) => return Err(self.read_error(&error)),
+        };
         if let Some(expected) = self.expected_len
             && total != expected
         {
@@ -228,14 +252,9 @@ impl Download<'_> {
                 detail: format!("object {} holds {total} bytes, but this cluster's segments have {expected}", self.key),
             });
         }
-        file.flush().await.map_err(|error| write_error(temporary.path(), error))?;
         if let Some(spool) = spool {
-            if spool.durable() {
-                file.sync_all().await.map_err(|error| write_error(temporary.path(), error))?;
-            }
             spool.adopt(temporary.path()).map_err(|error| write_error(temporary.path(), error))?;
         }
-        drop(file);
         tokio::fs::rename(temporary.path(), destination).await.map_err(|error| write_error(destination, error))?;
         temporary.persist();
         Ok(total)
