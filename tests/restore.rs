@@ -341,8 +341,9 @@ async fn recovery_follows_a_new_timeline_after_a_promotion() {
     let restored = Restored::of(&setup, first.clone(), port);
     assert_success(&output);
     assert!(String::from_utf8_lossy(&output.stdout).contains("new timeline 2"), "{}", describe(&output));
-    // --start promotes the server paused at the target itself (pg_ctl promote), so PostgreSQL
-    // ends recovery without waiting for a full checkpoint, and the restore command returns sooner.
+    // --start has the server promote where it pauses at the target (pg_ctl promote, requested
+    // while it replays), so PostgreSQL ends recovery without waiting for a full checkpoint, and the
+    // restore command returns sooner.
     let server_log = std::fs::read_to_string(first.join("lifeboat-restore.log")).unwrap();
     assert!(server_log.contains("received promote request"), "{server_log}");
     assert!(!server_log.contains("end-of-recovery immediate wait"), "{server_log}");

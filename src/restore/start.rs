@@ -8,13 +8,19 @@
 //! service manager later restores the usual logging.
 //!
 //! Promotion. Asked to promote at the target, `restore --start` writes `recovery_target_action =
-//! pause` and promotes the paused server itself with `pg_ctl promote` (see [`server_goal`]). The
-//! outcome is the same promoted server on a new timeline, sooner: PostgreSQL ends a recovery it was
-//! asked to promote with an end-of-recovery record and lets the checkpoint run in the background,
-//! as on any promoted standby, while `recovery_target_action = promote` makes it write and fsync
-//! every buffer replay dirtied before it accepts writes (about a second after 700 MB of WAL on the
-//! benchmark machine). Both are crash-safe: the replayed WAL stays in `pg_wal` until the next
-//! checkpoint. Pausing needs `hot_standby`, so the server is started with it on for this run.
+//! pause` and has the server promote where it pauses, with `pg_ctl promote` (see [`server_goal`]).
+//! The outcome is the same promoted server on a new timeline, sooner: PostgreSQL ends a recovery it
+//! was asked to promote with an end-of-recovery record and lets the checkpoint run in the
+//! background, as on any promoted standby, while `recovery_target_action = promote` makes it write
+//! and fsync every buffer replay dirtied before it accepts writes (about a second after 700 MB of
+//! WAL on the benchmark machine). Both are crash-safe: the replayed WAL stays in `pg_wal` until the
+//! next checkpoint. Pausing needs `hot_standby`, so the server is started with it on for this run.
+//!
+//! The promotion is requested as soon as replay has started, not once the server has paused: a
+//! paused server (PostgreSQL 14 and later) looks for a promotion request only once a second, so a
+//! request made after the pause costs up to a second of idle waiting. Archive recovery outside
+//! standby mode acts on the request only where it pauses, which is at the target; a request that
+//! could not be made early is made at the pause.
 //!
 //! The log sits at the top of the data directory because that is the only place every data
 //! directory has: `log` may be PostgreSQL's log directory, the file `pg_ctl -l "$PGDATA/log"`
@@ -171,7 +177,8 @@ pub async fn start_and_wait(
 
     let mut last_report = Instant::now();
     let mut seen_pid = false;
-    let mut promoted = false;
+    let promote_at_target = action == TargetAction::Promote && !runs_to_end;
+    let mut promotion = Promotion::NotRequested;
     let mut log = LogFollower::default();
     loop {
         tokio::time::sleep(POLL).await;
@@ -188,10 +195,29 @@ pub async fn start_and_wait(
             return Err(RestoreError::Recovery { line: cause, log_file: log_file.clone(), tail: log_tail(&log_file) });
         }
         seen_pid |= running;
-        // server_goal wrote a pause for this promotion: promote the paused server.
-        if facts.paused && action == TargetAction::Promote && !runs_to_end && !promoted {
-            promote(&pg_ctl, pgdata, owner, &log_file).await?;
-            promoted = true;
+        // server_goal wrote a pause for this promotion: ask for it early, or at the pause.
+        if promote_at_target {
+            promotion = match promotion.next(&facts) {
+                Promotion::RequestEarly => match promote(&pg_ctl, pgdata, owner).await {
+                    Ok(()) => Promotion::Requested,
+                    Err(detail) => {
+                        tracing::debug!("the promotion will be requested at the pause: {detail}");
+                        Promotion::EarlyFailed
+                    }
+                },
+                Promotion::RequestAtPause => {
+                    promote(&pg_ctl, pgdata, owner).await.map_err(|detail| RestoreError::Start {
+                        detail: format!(
+                            "the server reached the recovery target and paused, but {detail}. It is still paused; \
+                             promote it with `pg_ctl promote -D {}`{}",
+                            pgdata.display(),
+                            log_tail(&log_file)
+                        ),
+                    })?;
+                    Promotion::Requested
+                }
+                unchanged => unchanged,
+            };
         }
         let outcome = if facts.ready_read_write {
             Some(Outcome::Promoted)
@@ -232,23 +258,42 @@ pub async fn start_and_wait(
     }
 }
 
-/// `pg_ctl promote` on the server paused at its target; returns once the request is made (the
-/// log tells when the server accepts writes).
-async fn promote(pg_ctl: &Path, pgdata: &Path, owner: Option<Owner>, log_file: &Path) -> Result<(), RestoreError> {
+/// Where the promotion of a server written to pause at its target stands (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Promotion {
+    NotRequested,
+    /// Replay has started: request it now.
+    RequestEarly,
+    /// The early request failed; wait for the pause.
+    EarlyFailed,
+    /// The server paused before any request was made: request it now, or fail.
+    RequestAtPause,
+    Requested,
+}
+
+impl Promotion {
+    /// What to do now that the log says `facts`.
+    fn next(self, facts: &LogFacts) -> Promotion {
+        match self {
+            Promotion::NotRequested | Promotion::EarlyFailed if facts.paused => Promotion::RequestAtPause,
+            Promotion::NotRequested if facts.redo_started => Promotion::RequestEarly,
+            other => other,
+        }
+    }
+}
+
+/// `pg_ctl promote` on the server in recovery; returns once the request is made (the log tells
+/// when the server accepts writes), or what `pg_ctl` said when it refused.
+async fn promote(pg_ctl: &Path, pgdata: &Path, owner: Option<Owner>) -> Result<(), String> {
     let mut command = PgCommand::local(pg_ctl);
     command.args(["promote", "--no-wait", "--silent", "--pgdata"]).arg(pgdata).current_dir(pgdata);
-    let output = run_pg_ctl(command, pg_ctl, owner).await?;
+    let output = run_pg_ctl(command, pg_ctl, owner).await.map_err(|error| error.to_string())?;
     if !output.status.success() {
-        return Err(RestoreError::Start {
-            detail: format!(
-                "the server reached the recovery target and paused, but pg_ctl promote failed ({}): {}. It is \
-                 still paused; promote it with `pg_ctl promote -D {}`{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim(),
-                pgdata.display(),
-                log_tail(log_file)
-            ),
-        });
+        return Err(format!(
+            "pg_ctl promote failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
     Ok(())
 }
@@ -280,6 +325,8 @@ struct LogFacts {
     segments_restored: u64,
     last_segment: Option<String>,
     ready_read_write: bool,
+    /// Replay has started ("redo starts at"): the server is in archive recovery.
+    redo_started: bool,
     paused: bool,
     shut_down_at_target: bool,
 }
@@ -304,6 +351,8 @@ impl LogFacts {
             } else if let Some(file) = rest.strip_prefix("restored log file \"") {
                 self.segments_restored += 1;
                 self.last_segment = file.split('"').next().map(str::to_owned);
+            } else if rest.starts_with("redo starts at") {
+                self.redo_started = true;
             } else if rest == "database system is ready to accept connections" {
                 self.ready_read_write = true;
             } else if rest.starts_with("pausing at the end of recovery") || rest == "recovery has paused" {
@@ -381,6 +430,19 @@ mod tests {
         assert_eq!(server_goal(&latest, true), latest);
         let shutdown = goal(RecoveryTarget::Immediate, TargetAction::Shutdown);
         assert_eq!(server_goal(&shutdown, true), shutdown);
+    }
+
+    #[test]
+    fn the_promotion_is_requested_once_replay_starts_or_else_at_the_pause() {
+        let starting = LogFacts::default();
+        let replaying = facts_of("x [10] LOG:  redo starts at 0/4F000028\n");
+        let paused = facts_of("x [10] LOG:  redo starts at 0/4F000028\nx [10] LOG:  pausing at the end of recovery\n");
+        assert_eq!(Promotion::NotRequested.next(&starting), Promotion::NotRequested);
+        assert_eq!(Promotion::NotRequested.next(&replaying), Promotion::RequestEarly);
+        assert_eq!(Promotion::NotRequested.next(&paused), Promotion::RequestAtPause, "no early request was made");
+        assert_eq!(Promotion::EarlyFailed.next(&replaying), Promotion::EarlyFailed, "a failed request waits");
+        assert_eq!(Promotion::EarlyFailed.next(&paused), Promotion::RequestAtPause);
+        assert_eq!(Promotion::Requested.next(&paused), Promotion::Requested, "one request is enough");
     }
 
     fn facts_of(log: &str) -> LogFacts {
