@@ -13,7 +13,11 @@
 #      BENCH_WAL_MB (default 700) MB of WAL were written after the backups, then the target time T
 #      (now()), 5 s more of pgbench and a WAL switch, so that recovery must stop in the middle of the
 #      archive and not at its end. The archiver is waited for.
-#   4. RUNS (default 3) restores with each tool, alternating, `sync` before each outside the time, each
+#   4. The source cluster is stopped (its checkpoint and autovacuum would otherwise run under the
+#      first restores). One warm-up restore with each tool (run 0, printed, not counted: the first
+#      restore after the setup, lifeboat's, ran 2-3 s slower than every later one in three runs of
+#      this section, its file writes twice as long), then RUNS (default 3)
+#      restores with each tool, alternating, `sync` before each outside the time, each
 #      timed from the command to a promoted server (pg_is_in_recovery() = false):
 #      lifeboat: `restore --pgdata D --target-time T --target-action promote --archive-mode off
 #      --start --port P` (one command; it returns once the server left recovery; its restore_command
@@ -87,6 +91,10 @@ sql "SELECT pg_switch_wal()" >/dev/null
 require_archiver_idle
 wal_bytes="$(sql "SELECT '$target_lsn'::pg_lsn - '$start_lsn'::pg_lsn")"
 echo "target time $target: $wal_bytes bytes of WAL from the end of the backups to the target"
+# The restores need only the repositories. Left running, the source cluster would checkpoint the
+# pgbench writes (spread over minutes) and autovacuum the tables under whichever restores run first.
+stop_cluster "$data"
+sync
 
 # ---- restores ----
 pg mkdir -p "$restores"
@@ -148,8 +156,8 @@ PY
 }
 
 echo
-echo "PITR to $target, alternating, $RUNS each: command to promoted server (port $restore_port)"
-for run in $(seq 1 "$RUNS"); do
+echo "PITR to $target, alternating, $RUNS each after one warm-up each (run 0, not counted): command to promoted server (port $restore_port)"
+for run in $(seq 0 "$RUNS"); do
     dir="$restores/lifeboat-$run"
     run_pitr lifeboat "$run" "$dir" "$dir/lifeboat-restore.log" \
         "$lifeboat" --config "$lbconf" restore --pgdata "$dir" --target-time "$target" --target-action promote \
