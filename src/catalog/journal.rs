@@ -13,6 +13,7 @@
 //!   older entry, or removed altogether, is reported instead of silently believed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -306,17 +307,40 @@ async fn put(
     };
     let bytes = serde_json::to_vec(&entry).expect("a journal entry serialises");
     let hash = hash_hex(&bytes);
-    match repository.put_bytes(&entry_key(layout, seq), bytes, PutMode::CreateOnly).await {
-        Ok(_) => {
-            if let Some(memory) = memory {
-                memory.store(seq, &hash);
-            }
-            tracing::debug!(cluster = %layout.name(), seq, "journal entry written");
-            Ok(Some((entry, hash)))
-        }
-        Err(RepositoryError::Storage(StorageError::AlreadyExists { .. })) => Ok(None),
-        Err(error) => Err(error.into()),
+    let key = entry_key(layout, seq);
+    let written = match repository.put_bytes(&key, bytes, PutMode::CreateOnly).await {
+        Ok(_) => true,
+        Err(RepositoryError::Storage(StorageError::AlreadyExists { .. })) => false,
+        Err(error) => match written_despite_error(repository, &key, &hash).await {
+            Some(written) => written,
+            None => return Err(error.into()),
+        },
+    };
+    if !written {
+        return Ok(None);
     }
+    if let Some(memory) = memory {
+        memory.store(seq, &hash);
+    }
+    tracing::debug!(cluster = %layout.name(), seq, "journal entry written");
+    Ok(Some((entry, hash)))
+}
+
+/// After a put of the entry `key` failed: whether it was written after all (`Some(true)`: the
+/// request reached the store and only its answer was lost), written by another writer
+/// (`Some(false)`), or `None` when that cannot be told (nothing there, or the store cannot be
+/// read). Without this look, an operation whose entry landed would believe it failed and undo
+/// what the journal records (a dump removed that the journal says exists).
+async fn written_despite_error(repository: &Repository, key: &ObjectKey, hash: &str) -> Option<bool> {
+    for pause in [Duration::ZERO, Duration::from_millis(200), Duration::from_millis(800)] {
+        tokio::time::sleep(pause).await;
+        match repository.get_bytes(key).await {
+            Ok(stored) => return Some(hash_hex(&stored) == hash),
+            Err(RepositoryError::Storage(StorageError::NotFound { .. })) => return None,
+            Err(_) => continue,
+        }
+    }
+    None
 }
 
 /// What a repository written before journals existed holds: every readable manifest, the newest
@@ -405,4 +429,38 @@ pub fn state_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(dir).join("lifeboat"));
     }
     std::env::var_os("HOME").filter(|dir| !dir.is_empty()).map(|home| PathBuf::from(home).join(".local/state/lifeboat"))
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod lost_answer_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::ClusterName;
+    use crate::object::{Cipher, WriteOptions};
+    use crate::storage::ObjectStore;
+    use crate::storage::faulty::{FaultPlan, FaultyStore};
+    use crate::storage::local::LocalStore;
+
+    /// Found by the storage-fault trials (tests/trials.rs): a journal entry whose put reached the
+    /// store but whose answer was lost made the dump believe recording failed and remove itself,
+    /// leaving the journal recording a dump that was gone.
+    #[tokio::test]
+    async fn trial_defect_a_journal_entry_whose_answer_was_lost_counts_as_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
+        Repository::init(store.clone(), Cipher::None, None, "", WriteOptions::default()).await.unwrap();
+        let losing: Arc<dyn ObjectStore> = Arc::new(FaultyStore::new(store, FaultPlan::parse("lost=1").unwrap()));
+        let repository = Repository::open(losing, None, WriteOptions::default()).await.unwrap();
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        let id: crate::catalog::id::BackupId = "20260101T000000Z-dump".parse().unwrap();
+
+        let entry = append(&repository, &layout, Event::Completed { id, manifest_blake3: "00".repeat(32) })
+            .await
+            .expect("every put landed; only the answers were lost");
+        assert_eq!(entry.seq, 2, "entry 1 begins the journal, entry 2 records the dump, each once");
+        assert!(entry.state.items.iter().any(|item| item.id == id));
+        let entries = std::fs::read_dir(dir.path().join("clusters/main/journal")).unwrap().count();
+        assert_eq!(entries, 2);
+    }
 }

@@ -27,6 +27,10 @@ pub enum OpenError {
     Copy(#[from] CopySelectError),
     #[error("cannot open the repository of cluster {cluster:?}: {source}")]
     Repository { cluster: String, source: RepositoryError },
+    /// `LIFEBOAT_FAULTS` is set but not valid (only in builds with the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    #[error("{0}")]
+    Faults(String),
     #[error(
         "copy {name:?} at {location} holds no repository yet (no lifeboat.repo): create it with `lifeboat init --copy \
          {name}`, then fill it with `lifeboat copy --to {name}`"
@@ -34,8 +38,17 @@ pub enum OpenError {
     CopyNotInitialised { name: String, location: String },
 }
 
-/// The store the repository URL names (an S3 store checks its bucket when connecting).
+/// The store the repository URL names (an S3 store checks its bucket when connecting). A build
+/// with the `fault-injection` feature wraps it in a [`crate::storage::faulty::FaultyStore`] when
+/// `LIFEBOAT_FAULTS` is set.
 pub async fn connect_store(config: &Config) -> Result<Arc<dyn ObjectStore>, OpenError> {
+    let store = configured_store(config).await?;
+    #[cfg(feature = "fault-injection")]
+    let store = crate::storage::faulty::FaultyStore::from_environment(store).map_err(OpenError::Faults)?;
+    Ok(store)
+}
+
+async fn configured_store(config: &Config) -> Result<Arc<dyn ObjectStore>, OpenError> {
     Ok(match &config.repository.url {
         RepositoryUrl::Local(root) => Arc::new(LocalStore::new(root)),
         RepositoryUrl::S3 { .. } => {

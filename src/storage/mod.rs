@@ -5,6 +5,8 @@
 //! (`tests/storage_conformance.rs`) can hold them all to the same behaviour. Backends know nothing
 //! about encryption or the repository layout; they move opaque bytes under validated keys.
 
+#[cfg(feature = "fault-injection")]
+pub mod faulty;
 mod key;
 pub mod local;
 pub mod s3;
