@@ -30,6 +30,8 @@ use crate::storage::{ObjectKey, PutMode, StorageError};
 
 /// Appends lost to concurrent writers before giving up (each loss means another entry landed).
 const APPEND_ATTEMPTS: usize = 64;
+/// How many more times [`append`] tries after a failure the store calls temporary.
+const APPEND_RETRIES: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -59,6 +61,21 @@ pub enum JournalError {
 
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+impl JournalError {
+    /// Whether the store failed in a way it calls temporary, so the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        let repository = match self {
+            JournalError::Repository(error) => error,
+            JournalError::Identity(error) => match error.as_ref() {
+                IdentityError::Repository(error) => error,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        matches!(repository, RepositoryError::Storage(error) if error.is_retryable())
+    }
 }
 
 impl From<StorageError> for JournalError {
@@ -113,22 +130,33 @@ async fn read_entry(
     seq: u64,
 ) -> Result<(JournalEntry, String), EntryUnreadable> {
     let key = entry_key(layout, seq);
-    let bytes = repository.get_bytes(&key).await.map_err(|error| EntryUnreadable(error.to_string()))?;
-    let entry: JournalEntry = serde_json::from_slice(&bytes).map_err(|error| EntryUnreadable(error.to_string()))?;
+    let bytes = match repository.get_bytes(&key).await {
+        Ok(bytes) => bytes,
+        Err(RepositoryError::Storage(error)) if !error.is_not_found() => return Err(EntryUnreadable::Storage(error)),
+        Err(error) => return Err(EntryUnreadable::Damaged(error.to_string())),
+    };
+    let entry: JournalEntry =
+        serde_json::from_slice(&bytes).map_err(|error| EntryUnreadable::Damaged(error.to_string()))?;
     if entry.format != FORMAT_NAME || entry.version != FORMAT_VERSION {
-        return Err(EntryUnreadable(format!(
+        return Err(EntryUnreadable::Damaged(format!(
             "format {:?} version {}, this lifeboat reads {FORMAT_NAME:?} version {FORMAT_VERSION}",
             entry.format, entry.version
         )));
     }
     if entry.seq != seq {
-        return Err(EntryUnreadable(format!("it says it is entry {}", entry.seq)));
+        return Err(EntryUnreadable::Damaged(format!("it says it is entry {}", entry.seq)));
     }
     Ok((entry, hash_hex(&bytes)))
 }
 
 /// Why an entry could not be used.
-struct EntryUnreadable(String);
+enum EntryUnreadable {
+    /// The store failed to serve it (unreachable, throttled, denied): nothing is known about the
+    /// entry itself.
+    Storage(StorageError),
+    /// It is gone, or it does not authenticate or parse: the journal is damaged.
+    Damaged(String),
+}
 
 /// Reads the journal of the cluster: the newest entry, checked against its predecessors back to
 /// the newest entry this host has already checked (all of them the first time), and against what
@@ -196,7 +224,8 @@ pub async fn read(repository: &Repository, layout: &ClusterLayout) -> Result<Jou
                 }
                 later = Some((entry, hash));
             }
-            Err(EntryUnreadable(detail)) => {
+            Err(EntryUnreadable::Storage(error)) => return Err(error.into()),
+            Err(EntryUnreadable::Damaged(detail)) => {
                 view.problems.push(Problem { key, detail: format!("cannot be read: {detail}") });
                 later = None;
             }
@@ -250,15 +279,42 @@ pub async fn writable_head(
     if newest == 0 {
         return Ok(None);
     }
-    let head = read_entry(repository, layout, newest).await.map_err(|EntryUnreadable(detail)| {
-        JournalError::Unreadable { location: repository.location(), key: entry_key(layout, newest), detail }
+    let head = read_entry(repository, layout, newest).await.map_err(|unreadable| match unreadable {
+        EntryUnreadable::Storage(error) => JournalError::from(error),
+        EntryUnreadable::Damaged(detail) => {
+            JournalError::Unreadable { location: repository.location(), key: entry_key(layout, newest), detail }
+        }
     })?;
     Ok(Some(head))
 }
 
 /// Records `event` as the next entry of the cluster's journal and returns the entry. When the
 /// journal has no entry yet, a first entry takes over what the repository already holds.
+///
+/// The entry records what an operation already stored (a manifest, a report): failing to write
+/// it leaves that unrecorded, which `list` reports until a verification records it. So a
+/// failure the store calls temporary is tried again, [`APPEND_RETRIES`] times with growing
+/// pauses, on top of whatever retries the store makes itself.
 pub async fn append(
+    repository: &Repository,
+    layout: &ClusterLayout,
+    event: Event,
+) -> Result<JournalEntry, JournalError> {
+    let mut pause = Duration::from_millis(100);
+    for retry in 1..=APPEND_RETRIES {
+        match append_once(repository, layout, event.clone()).await {
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(cluster = %layout.name(), "recording in the journal failed ({error}); trying again ({retry} of {APPEND_RETRIES})");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            outcome => return outcome,
+        }
+    }
+    append_once(repository, layout, event).await
+}
+
+async fn append_once(
     repository: &Repository,
     layout: &ClusterLayout,
     event: Event,
@@ -462,5 +518,27 @@ mod lost_answer_tests {
         assert!(entry.state.items.iter().any(|item| item.id == id));
         let entries = std::fs::read_dir(dir.path().join("clusters/main/journal")).unwrap().count();
         assert_eq!(entries, 2);
+    }
+
+    /// Found by the storage-fault trials: a backup whose manifest was stored, but whose journal
+    /// entry failed once on a temporary storage error, stayed unrecorded, and `list` reported it.
+    #[tokio::test]
+    async fn trial_defect_a_temporary_failure_to_record_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")));
+        Repository::init(store.clone(), Cipher::None, None, "", WriteOptions::default()).await.unwrap();
+        let report = dir.path().join("faults.log");
+        let plan = FaultPlan::parse(&format!("seed=1,retryable=0.1,report={}", report.display())).unwrap();
+        let flaky: Arc<dyn ObjectStore> = Arc::new(FaultyStore::new(store, plan));
+        let repository = Repository::open(flaky, None, WriteOptions::default()).await.unwrap();
+        let layout = ClusterLayout::new(&ClusterName::parse("main").unwrap());
+        for n in 0..3 {
+            let id: crate::catalog::id::BackupId = format!("20260101T00000{n}Z-full").parse().unwrap();
+            append(&repository, &layout, Event::Completed { id, manifest_blake3: "00".repeat(32) })
+                .await
+                .expect("temporary failures are tried again");
+        }
+        let faults = std::fs::read_to_string(&report).unwrap_or_default();
+        assert!(faults.lines().count() >= 2, "the seed must make some requests fail: {faults}");
     }
 }

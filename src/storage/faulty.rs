@@ -157,18 +157,20 @@ impl fmt::Debug for FaultyStore {
 }
 
 impl FaultyStore {
+    /// A store whose draws follow `plan.seed` alone.
     pub fn new(inner: Arc<dyn ObjectStore>, plan: FaultPlan) -> FaultyStore {
-        // Mixed with the process id, so that the processes of one trial (every wal-push the
-        // archiver runs) do not all draw the same faults; the seed still fixes each one's draws.
-        let draws = Draws(plan.seed ^ u64::from(std::process::id()).rotate_left(32));
+        let draws = Draws(plan.seed);
         FaultyStore { inner, plan, draws: Mutex::new(draws) }
     }
 
     /// Wraps `inner` when `LIFEBOAT_FAULTS` is set; an invalid plan is an error, never ignored.
+    /// The seed is mixed with the process id, so that the processes of one trial (every
+    /// `wal-push` the archiver runs) do not all draw the same faults.
     pub fn from_environment(inner: Arc<dyn ObjectStore>) -> Result<Arc<dyn ObjectStore>, String> {
         match std::env::var(FAULTS_VARIABLE) {
             Ok(spec) => {
-                let plan = FaultPlan::parse(&spec)?;
+                let mut plan = FaultPlan::parse(&spec)?;
+                plan.seed ^= u64::from(std::process::id()).rotate_left(32);
                 eprintln!(
                     "lifeboat: fault injection is on ({FAULTS_VARIABLE}={spec}): storage requests fail on purpose"
                 );

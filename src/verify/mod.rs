@@ -150,10 +150,10 @@ pub enum VerifyError {
     Journal { id: BackupId, source: JournalError },
 
     #[error(
-        "the verification of {id} finished ({status}) and its report is stored at {key}, but recording it in the \
-         cluster's journal failed, so it does not count as a verification: {source}. Run it again"
+        "the verification of {id} finished ({status}), but recording its report in the cluster's journal failed, \
+         so it does not count as a verification{kept}: {source}. Run it again"
     )]
-    Record { id: BackupId, status: String, key: ObjectKey, source: JournalError },
+    Record { id: BackupId, status: String, kept: String, source: JournalError },
 }
 
 /// What a verification needs besides its options.
@@ -256,7 +256,18 @@ pub async fn verify(
             tracing::info!("verification of {id} {}: report stored at {key} and recorded", report.status());
             Ok(report)
         }
-        Err(source) => Err(VerifyError::Record { id, status: report.status(), key, source }),
+        Err(source) => {
+            // An unrecorded report does not count, and `list` would report it as a problem: take
+            // it back, so that the repository says what the journal says.
+            let kept = match repository.store().delete(&key).await {
+                Ok(()) => String::new(),
+                Err(error) => format!(
+                    " (its report {key} could not be removed either ({error}); `list` reports it until a later \
+                     verification is recorded)"
+                ),
+            };
+            Err(VerifyError::Record { id, status: report.status(), kept, source })
+        }
     }
 }
 
