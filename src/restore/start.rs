@@ -197,7 +197,7 @@ pub async fn start_and_wait(
         seen_pid |= running;
         // server_goal wrote a pause for this promotion: ask for it early, or at the pause.
         if promote_at_target {
-            promotion = match promotion.next(&facts) {
+            promotion = match promotion.next(facts) {
                 Promotion::RequestEarly => match promote(&pg_ctl, pgdata, owner).await {
                     Ok(()) => Promotion::Requested,
                     Err(detail) => {

@@ -185,7 +185,6 @@ async fn check_block_map(
         ));
     }
     report.integrity.objects += 1;
-    report.integrity.bytes += bytes.len() as u64;
     Ok(())
 }
 
