@@ -44,10 +44,26 @@ pub async fn describe(repository: &Repository, layout: &ClusterLayout, id: &str)
         Entry::Dump(_) => None,
     };
     let id_text = id.to_string();
-    Ok(Described {
-        view: EntryView::new(&entry, layout, wal.as_ref(), verifications.get(&id), Detail::Full),
-        problems: problems.into_iter().filter(|problem| problem.key.contains(&id_text)).collect(),
-    })
+    // The problems of this entry, and those of what every entry depends on (the journal, the
+    // cluster record, the repository files); not those of other backups, dumps and reports.
+    let other_entry = |key: &str| {
+        [layout.backups_prefix(), layout.dumps_prefix(), layout.verify_prefix()]
+            .iter()
+            .any(|prefix| key.starts_with(prefix.as_str()))
+    };
+    let mut problems: Vec<Problem> = problems
+        .into_iter()
+        .filter(|problem| problem.key.contains(&id_text) || !other_entry(&problem.key) && !is_wal(layout, &problem.key))
+        .collect();
+    if let (Some(wal), Entry::Physical(_)) = (&wal, &entry) {
+        problems.extend(missing_backup_wal(std::slice::from_ref(&entry), wal, layout));
+    }
+    Ok(Described { view: EntryView::new(&entry, layout, wal.as_ref(), verifications.get(&id), Detail::Full), problems })
+}
+
+/// Whether a problem's key is a WAL file's: those concern the backups that need them.
+fn is_wal(layout: &ClusterLayout, key: &str) -> bool {
+    key.starts_with(layout.wal_prefix().as_str())
 }
 
 /// A segment a listed full backup needs to reach consistency that is not archived: without it

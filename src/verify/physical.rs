@@ -1,7 +1,8 @@
 //! Verifying a base backup.
 //!
 //! Integrity: the WAL from the backup's start segment to its stop segment is read and
-//! authenticated, then every data object is read and every file hashed against the manifest.
+//! authenticated, then every data object is read and every file hashed against the manifest,
+//! and the block map (which no restore reads, only the next incremental) is read and hashed.
 //! The restore test does the same work for real: the WAL goes into the scratch directory (where
 //! PostgreSQL's `restore_command` copies it from, so the server never needs the repository's
 //! key), the files are restored into `data/` by the restore code users run, with every
@@ -43,6 +44,7 @@ pub(crate) async fn verify(
     scratch: &mut Scratch,
 ) -> Result<(), Failure> {
     let options = context.options;
+    check_block_map(context, manifest, report).await?;
     if options.integrity_only {
         options.enter(Step::ReadingWal);
         read_wal(context, manifest, None, report).await?;
@@ -157,6 +159,33 @@ fn server_binaries(bin_dir: Option<&Path>, manifest: &BackupManifest) -> Result<
             )
         },
     )
+}
+
+/// Reads and authenticates the block map of a native backup and checks its BLAKE3 against the
+/// manifest: a restore never reads it, so without this a damaged block map would be found only
+/// by the next incremental backup.
+async fn check_block_map(
+    context: &Context<'_>,
+    manifest: &BackupManifest,
+    report: &mut VerifyReport,
+) -> Result<(), Failure> {
+    let Some(block_map) = &manifest.block_map else {
+        return Ok(());
+    };
+    let key = context.layout.backup_object(manifest.id, &block_map.key);
+    let bytes = context
+        .repository
+        .get_bytes(&key)
+        .await
+        .map_err(|error| Failure::new(Phase::Integrity, format!("the block map {key}: {error}")))?;
+    if blake3::hash(&bytes).to_hex().as_str() != block_map.blake3 {
+        return Err(Failure::new(
+            Phase::Integrity,
+            format!("the block map {key} does not hash to the manifest's BLAKE3: it was altered or replaced"),
+        ));
+    }
+    report.integrity.objects += 1;
+    Ok(())
 }
 
 /// Reads every WAL segment from the backup's start to its stop, authenticated, into `into` (or

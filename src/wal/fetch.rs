@@ -237,7 +237,14 @@ impl Download<'_> {
             }
             Ok(total)
         });
-        let total = match copied.await.expect("a WAL download does not panic") {
+        // A copy still queued when the process ends (a prefetch, after the requested file failed)
+        // is cancelled by the runtime's shutdown: a failed read, not a reason to panic.
+        let copied = match copied.await {
+            Ok(copied) => copied,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(CopyFailure::Read(std::io::Error::other(error))),
+        };
+        let total = match copied {
             Ok(total) => total,
             Err(CopyFailure::Write(error)) => return Err(write_error(temporary.path(), error)),
             Err(CopyFailure::Read(error)) => return Err(self.read_error(&error)),
