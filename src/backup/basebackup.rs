@@ -359,7 +359,7 @@ impl Job<'_> {
 
 /// The `End-LSN` of the last WAL range of a server backup manifest (its tail is enough):
 /// `"WAL-Ranges": [ { "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" } ]`.
-fn end_lsn(manifest_tail: &str) -> Option<Lsn> {
+pub fn end_lsn(manifest_tail: &str) -> Option<Lsn> {
     let ranges = &manifest_tail[manifest_tail.rfind("\"WAL-Ranges\"")?..];
     let after = &ranges[ranges.rfind("\"End-LSN\"")? + "\"End-LSN\"".len()..];
     let value = after.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
@@ -367,7 +367,7 @@ fn end_lsn(manifest_tail: &str) -> Option<Lsn> {
 }
 
 /// `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` → the LSN.
-fn start_lsn(label: &str) -> Option<Lsn> {
+pub fn start_lsn(label: &str) -> Option<Lsn> {
     label.lines().find_map(|line| line.strip_prefix("START WAL LOCATION: ")?.split_whitespace().next()?.parse().ok())
 }
 

@@ -1028,7 +1028,7 @@ async fn exists(path: &Path) -> Result<bool, BackupError> {
 
 /// The backup's timeline, from backup_label: `START TIMELINE: 1`, or on servers before 11 the
 /// file name in `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`.
-fn start_timeline(label: &str) -> Result<Timeline, BackupError> {
+pub fn start_timeline(label: &str) -> Result<Timeline, BackupError> {
     let from_timeline = label
         .lines()
         .find_map(|line| line.strip_prefix("START TIMELINE: "))

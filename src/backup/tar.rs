@@ -168,6 +168,9 @@ impl<R: AsyncRead + Unpin> TarReader<R> {
             };
             // Directories and links have no contents, whatever the size field says.
             let contents = if matches!(kind, MemberKind::Dir | MemberKind::Symlink { .. }) { 0 } else { size };
+            if contents.checked_add(padding(contents)).is_none() {
+                return Err(malformed(format!("{path}: a size of {contents} bytes, more than a stream can hold")));
+            }
             self.remaining = contents;
             self.padding = padding(contents);
             self.current = path.clone();

@@ -335,7 +335,21 @@ impl BackupManifest {
                 version: header.version,
             });
         }
-        serde_json::from_slice(bytes).map_err(invalid)
+        let manifest: BackupManifest = serde_json::from_slice(bytes).map_err(invalid)?;
+        // Object names become keys under the backup's directory: one that is not a valid key
+        // (empty, `..`, doubled `/`) is refused here rather than when a restore builds the key.
+        let objects = manifest.objects.iter().chain(&manifest.block_map).map(|object| object.key.as_str());
+        let locations = manifest.files.iter().flat_map(|file| &file.locations).map(|location| location.object.as_str());
+        if let Some(bad) =
+            objects.chain(locations).find(|relative| ObjectKey::new(format!("backup/{relative}")).is_err())
+        {
+            return Err(ManifestError::Invalid {
+                location: location.to_owned(),
+                key: key.clone(),
+                detail: format!("it names the object {bad:?}, which is not a valid object name"),
+            });
+        }
+        Ok(manifest)
     }
 
     /// Reads and authenticates the manifest of backup `id`.

@@ -21,6 +21,13 @@ use crate::secret::{Secret, wipe};
 pub const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
 pub const ARGON2_ITERATIONS: u32 = 3;
 pub const ARGON2_PARALLELISM: u32 = 1;
+/// The most Argon2id cost a slot may ask for when it is opened: far above what lifeboat writes,
+/// so only a damaged or altered `lifeboat.repo` exceeds them, and such a slot is refused rather
+/// than making the unlock allocate without bound (abort) or run for hours. At the limits an
+/// unlock takes about a quarter of a minute.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+pub const MAX_ARGON2_ITERATIONS: u32 = 10;
+pub const MAX_ARGON2_PARALLELISM: u32 = 16;
 /// Key files shorter than this (after trailing whitespace) are refused as too weak.
 pub const MIN_KEY_FILE_BYTES: usize = 32;
 
@@ -246,6 +253,16 @@ impl KeySlot {
         let damaged = |detail: &str| KeyError::DamagedSlot { slot: self.id.clone(), detail: detail.to_owned() };
         let nonce: [u8; 12] = decode_hex(&self.nonce).ok_or_else(|| damaged("nonce is not 12 hex bytes"))?;
         let wrapped = hex::decode(&self.wrapped_key).map_err(|_| damaged("wrapped_key is not hex"))?;
+        if let Kdf::Argon2id { memory_kib, iterations, parallelism, .. } = &self.kdf
+            && (*memory_kib > MAX_ARGON2_MEMORY_KIB
+                || *iterations > MAX_ARGON2_ITERATIONS
+                || *parallelism > MAX_ARGON2_PARALLELISM)
+        {
+            return Err(damaged(&format!(
+                "its Argon2 cost ({memory_kib} KiB, {iterations} passes, {parallelism} lanes) exceeds \
+                 {MAX_ARGON2_MEMORY_KIB} KiB, {MAX_ARGON2_ITERATIONS} passes, {MAX_ARGON2_PARALLELISM} lanes"
+            )));
+        }
         let mut kek = derive_kek(&self.kdf, unlock)?;
         let cipher = Aes256Gcm::new((&kek).into());
         wipe(&mut kek);
