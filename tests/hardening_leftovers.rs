@@ -13,8 +13,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use lifeboat::storage::ObjectStore;
@@ -22,6 +21,7 @@ use lifeboat::storage::s3::S3Store;
 use support::archiving::{Archiving, Options, Setup, archive_current_segment, execute};
 use support::output::{assert_failure, assert_success, describe};
 use support::s3::{S3Server, S3ServerKind};
+use support::tmpfs::Tmpfs;
 
 /// Every file and directory below `dir`, relative to it, sorted.
 fn tree(dir: &Path) -> Vec<String> {
@@ -96,33 +96,6 @@ async fn hardening_5_partial_uploads_and_empty_directories_are_swept_by_the_next
     assert_success(&setup.run(&["delete", &first]));
     assert!(!cluster.join("backups").join(&first).exists(), "{:?}", tree(&cluster.join("backups")));
     assert!(cluster.join("backups").join(&second).join("manifest").exists());
-}
-
-/// A tmpfs of `size` mounted on `dir` for the life of the guard.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "this test needs to mount a tmpfs (as root, with CAP_SYS_ADMIN) to fill a disk for real\n{}",
-            describe(&output)
-        );
-        Tmpfs { dir: dir.to_path_buf() }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("--lazy").arg(&self.dir).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -250,7 +250,7 @@ pub enum BackupError {
     #[error(transparent)]
     Storage(#[from] StorageError),
 
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {source}; {}", path.display(), unreadable_advice(source))]
     Read {
         path: PathBuf,
         #[source]
@@ -295,6 +295,21 @@ pub enum BackupError {
          under {prefix}<its id>/, without a manifest, so it is listed nowhere; the next backup removes it"
     )]
     LeftBehind { source: Box<BackupError>, prefix: String, cleanup: String },
+}
+
+/// What to do about a file of the data directory that cannot be read: the backup is not stored
+/// without it.
+fn unreadable_advice(error: &std::io::Error) -> String {
+    let next = "nothing of this backup was stored; run it again once the file can be read";
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "this backup runs as uid {} (run it as the OS user that owns the data directory, usually postgres), \
+             which may not read the file: give it to that user, or move it out of the data directory; {next}",
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            unsafe { libc::geteuid() }
+        ),
+        _ => format!("check the file and the disk under it; {next}"),
+    }
 }
 
 impl From<IdentityError> for BackupError {

@@ -119,6 +119,168 @@ fn the_example_documents_every_key() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Hostile and mistaken values, for every key (issue 17, item 6)
+
+/// Where a key is in a TOML document: table keys, and indexes into arrays of tables.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Every key of the example, and every key of the code the example shows only commented out (a
+/// secret, say), with its place: `[[copies]]` is walked into its first entry, an environment of
+/// [migrate.environments] is `staging`, the example's.
+fn every_key() -> Vec<Vec<Step>> {
+    fn walk(table: &toml::Table, at: &[Step], out: &mut Vec<Vec<Step>>) {
+        for (key, value) in table {
+            let mut path = at.to_vec();
+            path.push(Step::Key(key.clone()));
+            match value {
+                toml::Value::Table(inner) => walk(inner, &path, out),
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_table) && !items.is_empty() => {
+                    path.push(Step::Index(0));
+                    walk(items[0].as_table().unwrap(), &path, out);
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut keys = Vec::new();
+    walk(&EXAMPLE.parse::<toml::Table>().unwrap(), &[], &mut keys);
+    let shown: BTreeSet<String> = keys.iter().map(|path| dotted(path)).collect();
+    for key in struct_keys() {
+        let key = key.replace("migrate.environments.NAME.", "migrate.environments.staging.");
+        if !shown.contains(&key) && key != "migrate.connection" && !key.contains(".NAME") {
+            keys.push(key.split('.').map(|part| Step::Key(part.to_owned())).collect());
+        }
+    }
+    keys
+}
+
+/// `a.b.c`, with `[[copies]]`' first entry as `copies[0]`, as errors name it.
+fn dotted(path: &[Step]) -> String {
+    let mut text = String::new();
+    for step in path {
+        match step {
+            Step::Key(key) if text.is_empty() => text.push_str(key),
+            Step::Key(key) => {
+                text.push('.');
+                text.push_str(key);
+            }
+            Step::Index(index) => text.push_str(&format!("[{index}]")),
+        }
+    }
+    text
+}
+
+/// The table that holds the key `parents` leads to, made if missing.
+fn table_at<'a>(table: &'a mut toml::Table, parents: &[Step]) -> &'a mut toml::Table {
+    match parents {
+        [] => table,
+        [Step::Key(key), Step::Index(index), rest @ ..] => {
+            let array = table.get_mut(key).and_then(toml::Value::as_array_mut).unwrap();
+            table_at(array[*index].as_table_mut().unwrap(), rest)
+        }
+        [Step::Key(key), rest @ ..] => {
+            let inner = table.entry(key.clone()).or_insert_with(|| toml::Table::new().into());
+            table_at(inner.as_table_mut().unwrap(), rest)
+        }
+        [Step::Index(_), ..] => unreachable!("an index follows its array's key"),
+    }
+}
+
+/// The example with `value` at `path`, or with `neighbour` (a key beside it) set to 1.
+fn example_with(path: &[Step], value: Option<toml::Value>, neighbour: Option<&str>) -> String {
+    let mut document = EXAMPLE.parse::<toml::Table>().unwrap();
+    let (Step::Key(last), parents) = path.split_last().unwrap() else { unreachable!("a path ends in a key") };
+    let table = table_at(&mut document, parents);
+    if let Some(value) = value {
+        table.insert(last.clone(), value);
+    }
+    if let Some(neighbour) = neighbour {
+        table.insert(neighbour.to_owned(), toml::Value::Integer(1));
+    }
+    toml::to_string(&document).unwrap()
+}
+
+/// The example's value at `path`, if it sets one.
+fn example_value(path: &[Step]) -> Option<toml::Value> {
+    let mut value = toml::Value::Table(EXAMPLE.parse::<toml::Table>().unwrap());
+    for step in path {
+        value = match step {
+            Step::Key(key) => value.as_table()?.get(key)?.clone(),
+            Step::Index(index) => value.as_array()?.get(*index)?.clone(),
+        };
+    }
+    Some(value)
+}
+
+/// A wrong type for a key whose example value is `current`: a string for a number, a number
+/// for anything else.
+fn wrong_type(current: &toml::Value) -> toml::Value {
+    match current {
+        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => "7".into(),
+        _ => 7.into(),
+    }
+}
+
+/// A value out of range for a key whose example value is `current`, if it has a range.
+fn out_of_range(current: &toml::Value) -> Option<toml::Value> {
+    match current {
+        toml::Value::Integer(_) => Some((-1).into()),
+        toml::Value::Float(_) => Some((-1.0).into()),
+        toml::Value::String(text) if parse_duration(text).is_ok() => Some("-5m".into()),
+        toml::Value::String(text) if parse_size(text).is_ok() => Some("-1MB".into()),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_key_refuses_a_wrong_type_an_out_of_range_value_and_an_unknown_neighbour() {
+    let keys = every_key();
+    assert!(keys.len() >= 100, "too few keys found: {}", keys.len());
+    let mut failures = Vec::new();
+    let mut check = |what: String, text: &str, expected: &[&str]| match parse(text) {
+        Ok(_) => failures.push(format!("{what}: accepted")),
+        Err(error) => {
+            let message = error.to_string();
+            let located = message
+                .strip_prefix(&format!("{ORIGIN}:"))
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            let missing: Vec<&&str> = expected.iter().filter(|part| !message.contains(**part)).collect();
+            if !located || !missing.is_empty() {
+                failures.push(format!("{what}: {message:?} (no file:line, or lacks {missing:?})"));
+            }
+        }
+    };
+    // The universal wrong type: no key takes a date.
+    let date = toml::Value::Datetime("1979-05-27T07:32:00Z".parse().unwrap());
+    for path in &keys {
+        let name = dotted(path);
+        let Some(Step::Key(last)) = path.last() else { unreachable!("a path ends in a key") };
+        check(format!("{name} = a date"), &example_with(path, Some(date.clone()), None), &[&name]);
+        if let Some(current) = example_value(path) {
+            let wrong = wrong_type(&current);
+            check(format!("{name} = {wrong}"), &example_with(path, Some(wrong.clone()), None), &[&name]);
+            if let Some(value) = out_of_range(&current) {
+                check(format!("{name} = {value}"), &example_with(path, Some(value.clone()), None), &[&name]);
+            }
+        }
+        // A misspelling beside it: refused, naming it and suggesting the key it resembles.
+        let neighbour = format!("{last}x");
+        let parent = dotted(&path[..path.len() - 1]);
+        let misspelt = if parent.is_empty() { neighbour.clone() } else { format!("{parent}.{neighbour}") };
+        check(
+            format!("{misspelt} beside {name}"),
+            &example_with(path, None, Some(&neighbour)),
+            &[&misspelt, "unknown key", &format!("`{last}`")],
+        );
+    }
+    assert!(failures.is_empty(), "{} of {} keys' cases:\n{}", failures.len(), keys.len(), failures.join("\n"));
+}
+
 /// A serde Deserializer that produces a value for any of our raw types and records the dotted
 /// path of every leaf it is asked for.
 struct Collector<'a> {

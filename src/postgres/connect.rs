@@ -15,7 +15,10 @@ use crate::config::ConnectionString;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cluster.connection {redacted} is not a valid connection URL: {detail}")]
+    #[error(
+        "cluster.connection {redacted} is not a valid connection URL: {detail}; write it as libpq does, e.g. \
+         postgresql://user@host:5432/dbname or postgresql:///dbname?host=/var/run/postgresql"
+    )]
     Invalid { redacted: String, detail: String },
 
     #[error(
@@ -30,9 +33,25 @@ pub fn connect_options(connection: &ConnectionString) -> Result<PgConnectOptions
     let normalized = move_userinfo_to_query(connection.expose());
     PgConnectOptions::from_str(&normalized).map_err(|error| ConnectError::Invalid {
         redacted: connection.redacted(),
-        // sqlx's message may quote the URL; say only what kind of problem it is.
-        detail: first_words(&error.to_string()),
+        detail: invalid_detail(&error, connection),
     })
+}
+
+/// What is wrong with the URL: sqlx's cause (a port that is not a number, a host that does not
+/// parse) when it quotes neither the URL nor its password; else only the kind of problem, since
+/// sqlx's message may quote the URL.
+fn invalid_detail(error: &sqlx::Error, connection: &ConnectionString) -> String {
+    if let sqlx::Error::Configuration(cause) = error {
+        let cause = cause.to_string();
+        let quotes_password = match connection.for_libpq() {
+            Ok(libpq) => libpq.password.is_some_and(|password| cause.contains(password.expose())),
+            Err(_) => true,
+        };
+        if !quotes_password && !cause.contains(connection.expose()) {
+            return cause;
+        }
+    }
+    first_words(&error.to_string())
 }
 
 /// Opens one connection, named `application_name = lifeboat` in `pg_stat_activity`.
@@ -102,6 +121,19 @@ mod tests {
         );
         assert_eq!(move_userinfo_to_query("postgresql://u@db.internal:5432/x"), "postgresql://u@db.internal:5432/x");
         assert_eq!(move_userinfo_to_query("postgresql:///x?host=/tmp"), "postgresql:///x?host=/tmp");
+    }
+
+    /// Defect found by tests/secrets.rs: a connection URL with a port that is not a number was
+    /// "not a valid connection URL: error with configuration", which says nothing of what is
+    /// wrong.
+    #[test]
+    fn a_bad_port_in_cluster_connection_is_named_not_just_error_with_configuration() {
+        let connection =
+            ConnectionString::parse("postgresql://keeper:Pw-9x7Q@db.internal:fivefourthreetwo/app").unwrap();
+        let message = connect_options(&connection).unwrap_err().to_string();
+        assert!(message.contains("invalid port number") || message.contains("invalid digit"), "{message}");
+        assert!(!message.contains("Pw-9x7Q"), "{message}");
+        assert!(message.contains("postgresql://keeper:<redacted>@db.internal"), "{message}");
     }
 
     #[test]

@@ -80,9 +80,18 @@ pub enum FetchError {
     #[error("cannot restore {name}: reading {key} from {location} failed: {detail}; nothing was written to {}", target.display())]
     Read { name: String, key: ObjectKey, location: String, target: PathBuf, detail: String },
 
-    #[error("cannot restore {name}: writing {} failed: {source}", path.display())]
+    #[error(
+        "cannot restore {name} to {}: writing {} failed: {source}. Nothing was written to {}; make room on its \
+         file system (or let this user write there), and PostgreSQL asks for the file again",
+        target.display(),
+        path.display(),
+        target.display()
+    )]
     Write {
         name: String,
+        /// The file PostgreSQL asked for.
+        target: PathBuf,
+        /// The file whose write failed: the target, or a temporary file beside it.
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -120,6 +129,7 @@ pub async fn fetch(
     {
         let taken = spool.take(segment, size, target).map_err(|source| FetchError::Write {
             name: name.to_owned(),
+            target: target.to_owned(),
             path: target.to_owned(),
             source,
         })?;
@@ -213,8 +223,12 @@ impl Download<'_> {
         destination: &Path,
         spool: Option<&Spool>,
     ) -> Result<u64, FetchError> {
-        let write_error =
-            |path: &Path, source| FetchError::Write { name: self.name.to_owned(), path: path.to_owned(), source };
+        let write_error = |path: &Path, source| FetchError::Write {
+            name: self.name.to_owned(),
+            target: self.target.to_owned(),
+            path: path.to_owned(),
+            source,
+        };
         // Copied on a blocking thread with plain file writes: through `tokio::fs`, each 256 KiB
         // write would be handed to another thread and back.
         let mut source = SyncIoBridge::new(stored);

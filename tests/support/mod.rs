@@ -10,4 +10,5 @@ pub mod postgres;
 pub mod restored;
 pub mod s3;
 pub mod stored;
+pub mod tmpfs;
 pub mod webhook;

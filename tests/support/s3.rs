@@ -150,6 +150,12 @@ impl S3Server {
         }
     }
 
+    /// Where s3s-fs keeps the objects, one file each; `None` for moto, which keeps them in memory.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        let dir = self.dir.as_ref().expect("the server's directory").path();
+        (self.kind == S3ServerKind::S3sFs).then(|| dir.join("data"))
+    }
+
     pub fn kind(&self) -> S3ServerKind {
         self.kind
     }
