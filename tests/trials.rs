@@ -22,6 +22,8 @@
 //! - `LIFEBOAT_TRIALS=quick` (the default: the suite, a few minutes) or `full` (`scripts/trials
 //!   --full`: about ten times the runs).
 //! - `LIFEBOAT_TRIALS_SEED=<n>` fixes the draws (the seed is printed; a failure names it).
+//!   Without it the suite uses a fixed seed and `scripts/trials` (which sets `LIFEBOAT_TRIALS`)
+//!   one from the clock.
 //! - `LIFEBOAT_TRIALS_REPORT=<file>`: the rows are also appended there, for `scripts/trials`.
 //!
 //! Built only with the `fault-injection` feature (Cargo.toml's `[[test]]` entry).
@@ -55,14 +57,24 @@ fn size() -> Size {
     }
 }
 
+/// The seed of the suite's runs, so that CI draws the same kill moments and fault plans each time
+/// (the processes' timing still varies); `scripts/trials` draws a new seed per run.
+const SUITE_SEED: u64 = 17;
+
 /// The draws of one trial: SplitMix64 from the run's seed mixed with the trial's name.
 struct Draws(u64);
 
 impl Draws {
     fn for_trial(trial: &str) -> (Draws, u64) {
-        let seed = match std::env::var("LIFEBOAT_TRIALS_SEED") {
-            Ok(text) => text.parse().unwrap_or_else(|_| panic!("LIFEBOAT_TRIALS_SEED must be a number, not {text:?}")),
-            Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        let seed = match (std::env::var("LIFEBOAT_TRIALS_SEED"), std::env::var("LIFEBOAT_TRIALS")) {
+            (Ok(text), _) => {
+                text.parse().unwrap_or_else(|_| panic!("LIFEBOAT_TRIALS_SEED must be a number, not {text:?}"))
+            }
+            // scripts/trials (which sets the size) draws anew each run; the suite draws the same.
+            (Err(_), Ok(_)) => {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            }
+            (Err(_), Err(_)) => SUITE_SEED,
         };
         let mixed = trial.bytes().fold(seed, |acc, byte| acc.rotate_left(5) ^ u64::from(byte));
         (Draws(mixed), seed)
@@ -416,6 +428,8 @@ async fn wait_for_archiver(setup: &Setup) {
         if caught_up == "true" || Instant::now() > deadline {
             break;
         }
+        // After three failed attempts the archiver sleeps for up to a minute; a reload wakes it.
+        execute(&mut conn, "SELECT pg_reload_conf()").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     archive_current_segment(&mut conn).await;

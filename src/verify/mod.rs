@@ -248,7 +248,15 @@ pub async fn verify(
     report.seconds = round(began.elapsed().as_secs_f64());
     let key = match report.store(&repository, layout).await {
         Ok(key) => key,
-        Err(source) => return Err(VerifyError::Store { id, status: report.status(), key: report.key(layout), source }),
+        Err(source) => {
+            // The put may have landed with only its answer lost: take the report back, since it
+            // will not be recorded (a report the journal does not record is reported by `list`).
+            let key = report.key(layout);
+            if let Err(error) = repository.store().delete(&key).await {
+                tracing::warn!("could not remove {key}, which may hold the report that failed to store: {error}");
+            }
+            return Err(VerifyError::Store { id, status: report.status(), key, source });
+        }
     };
     let verdict = Verdict::of(&report, &key, &report.to_json());
     match journal::append(&repository, layout, Event::Verified { id, manifest_blake3, verdict }).await {
