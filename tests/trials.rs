@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use lifeboat::storage::faulty::Draws;
 use support::archiving::{LIFEBOAT, Setup, archive_current_segment, execute, scalar};
 use support::output::{assert_success, describe};
 use support::restored::{Restored, free_port};
@@ -61,41 +62,18 @@ fn size() -> Size {
 /// (the processes' timing still varies); `scripts/trials` draws a new seed per run.
 const SUITE_SEED: u64 = 17;
 
-/// The draws of one trial: SplitMix64 from the run's seed mixed with the trial's name.
-struct Draws(u64);
-
-impl Draws {
-    fn for_trial(trial: &str) -> (Draws, u64) {
-        let seed = match (std::env::var("LIFEBOAT_TRIALS_SEED"), std::env::var("LIFEBOAT_TRIALS")) {
-            (Ok(text), _) => {
-                text.parse().unwrap_or_else(|_| panic!("LIFEBOAT_TRIALS_SEED must be a number, not {text:?}"))
-            }
-            // scripts/trials (which sets the size) draws anew each run; the suite draws the same.
-            (Err(_), Ok(_)) => {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            }
-            (Err(_), Err(_)) => SUITE_SEED,
-        };
-        let mixed = trial.bytes().fold(seed, |acc, byte| acc.rotate_left(5) ^ u64::from(byte));
-        (Draws(mixed), seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform draw in `0..1`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
+/// The draws of one trial: from the run's seed mixed with the trial's name, and that seed.
+fn draws_for_trial(trial: &str) -> (Draws, u64) {
+    let seed = match (std::env::var("LIFEBOAT_TRIALS_SEED"), std::env::var("LIFEBOAT_TRIALS")) {
+        (Ok(text), _) => text.parse().unwrap_or_else(|_| panic!("LIFEBOAT_TRIALS_SEED must be a number, not {text:?}")),
+        // scripts/trials (which sets the size) draws anew each run; the suite draws the same.
+        (Err(_), Ok(_)) => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        }
+        (Err(_), Err(_)) => SUITE_SEED,
+    };
+    let mixed = trial.bytes().fold(seed, |acc, byte| acc.rotate_left(5) ^ u64::from(byte));
+    (Draws(mixed), seed)
 }
 
 /// The counts of one trial, and what went wrong.
@@ -287,7 +265,7 @@ fn stop_scratch_servers(setup: &Setup) {
 /// Kills `args` at random moments `size.kills` times; after each, checks the listing and runs
 /// the operation again to completion.
 fn crash_trial(setup: &Setup, trial: &str, args: &[&str], kills: u32) {
-    let (mut draws, seed) = Draws::for_trial(trial);
+    let (mut draws, seed) = draws_for_trial(trial);
     let mut tally = Tally::new(trial, seed);
     let mut proven = BTreeSet::new();
     check_listing(setup, &mut proven, &mut tally, "the setup");
@@ -338,7 +316,7 @@ async fn crash_trials_of_backup_dump_verify_and_restore() {
     crash_trial(&setup, "crash: verify", &["verify", "--latest"], size.kills.div_ceil(2));
 
     // A killed restore is resumed with --delta, as its error advises.
-    let (mut draws, seed) = Draws::for_trial("crash: restore");
+    let (mut draws, seed) = draws_for_trial("crash: restore");
     let mut tally = Tally::new("crash: restore", seed);
     let pgdata = setup.restore_dir("killed-restore");
     let pgdata_text = pgdata.display().to_string();
@@ -472,7 +450,7 @@ fn acked_dir(setup: &Setup, name: &str) -> PathBuf {
 async fn crash_trial_of_wal_push_under_a_write_load() {
     let size = size();
     let setup = trial_setup().await;
-    let (mut draws, seed) = Draws::for_trial("crash: wal-push under load");
+    let (mut draws, seed) = draws_for_trial("crash: wal-push under load");
     let mut tally = Tally::new("crash: wal-push under load", seed);
     let acked = acked_dir(&setup, "acked");
     archive_into(&setup, &acked, None).await;
@@ -515,10 +493,10 @@ async fn storage_fault_trials() {
     let setup = trial_setup().await;
     for kind in FAULT_KINDS {
         let trial = format!("storage faults: 10% {kind}");
-        let (mut draws, seed) = Draws::for_trial(&trial);
+        let (mut draws, seed) = draws_for_trial(&trial);
         let mut tally = Tally::new(&trial, seed);
         let report = setup.dir.path().join(format!("faults-{kind}.log"));
-        let faults = |draws: &mut Draws| format!("seed={},{kind}=0.1,report={}", draws.next(), report.display());
+        let faults = |draws: &mut Draws| format!("seed={},{kind}=0.1,report={}", draws.next_u64(), report.display());
         let acked = acked_dir(&setup, &format!("acked-{kind}"));
         std::fs::File::create(&report).unwrap();
         setup.cluster.give_to_server_user(&report).unwrap();

@@ -124,12 +124,13 @@ impl Fault {
     }
 }
 
-/// A small deterministic generator (SplitMix64): the same seed gives the same draws.
+/// A small deterministic generator (SplitMix64): the same seed gives the same draws. The trials
+/// (tests/trials.rs) draw their kill moments and fault plans with it too.
 #[derive(Debug)]
-struct Draws(u64);
+pub struct Draws(pub u64);
 
 impl Draws {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -138,8 +139,13 @@ impl Draws {
     }
 
     /// A uniform draw in `0..1`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniform draw in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
     }
 }
 
