@@ -110,14 +110,7 @@ async fn hardening_5_a_backup_that_fails_on_a_full_disk_removes_its_objects() {
     let setup = Setup::with(options).await;
     let mut conn = setup.connect().await;
     // 16 MiB that no compression shrinks: the backup cannot fit in 6 MiB.
-    execute(&mut conn, "CREATE TABLE noise (b bytea)").await;
-    execute(&mut conn, "ALTER TABLE noise ALTER b SET STORAGE EXTERNAL").await;
-    execute(
-        &mut conn,
-        "INSERT INTO noise SELECT (SELECT decode(string_agg(md5(random()::text || g || i), ''), 'hex') \
-         FROM generate_series(1, 65536) i) FROM generate_series(1, 16) g",
-    )
-    .await;
+    support::data::create_incompressible_table(&mut conn).await;
     archive_current_segment(&mut conn).await;
     let before = tree(&repo);
 

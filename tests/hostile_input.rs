@@ -20,7 +20,7 @@ mod support;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 
-use support::archiving::{Setup, archive_current_segment, execute, scalar};
+use support::archiving::{Setup, archive_current_segment, scalar};
 use support::output::{assert_failure, describe};
 use support::tmpfs::Tmpfs;
 
@@ -54,14 +54,7 @@ fn postgres_user() -> (u32, u32) {
 async fn cluster_with_a_backup() -> (Setup, String) {
     let setup = Setup::start().await;
     let mut conn = setup.connect().await;
-    execute(&mut conn, "CREATE TABLE noise (b bytea)").await;
-    execute(&mut conn, "ALTER TABLE noise ALTER b SET STORAGE EXTERNAL").await;
-    execute(
-        &mut conn,
-        "INSERT INTO noise SELECT (SELECT decode(string_agg(md5(random()::text || g || i), ''), 'hex') \
-         FROM generate_series(1, 65536) i) FROM generate_series(1, 16) g",
-    )
-    .await;
+    support::data::create_incompressible_table(&mut conn).await;
     let backup = setup.json(&["backup", "--json"]);
     archive_current_segment(&mut conn).await;
     (setup, backup["id"].as_str().unwrap().to_owned())

@@ -124,3 +124,16 @@ pub fn peak_rss_bytes() -> u64 {
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
 }
+
+/// Table `noise`: 16 MiB of random bytes stored out of line, which no compression shrinks.
+pub async fn create_incompressible_table(conn: &mut sqlx::PgConnection) {
+    use super::archiving::execute;
+    execute(conn, "CREATE TABLE noise (b bytea)").await;
+    execute(conn, "ALTER TABLE noise ALTER b SET STORAGE EXTERNAL").await;
+    execute(
+        conn,
+        "INSERT INTO noise SELECT (SELECT decode(string_agg(md5(random()::text || g || i), ''), 'hex') \
+         FROM generate_series(1, 65536) i) FROM generate_series(1, 16) g",
+    )
+    .await;
+}
