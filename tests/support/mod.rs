@@ -2,6 +2,7 @@
 
 pub mod adoption;
 pub mod archiving;
+pub mod daemon;
 pub mod data;
 pub mod faulty_proxy;
 pub mod http;
