@@ -35,10 +35,14 @@ use std::io::Write as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lifeboat::storage::faulty::Draws;
+use lifeboat::util::process_alive;
 use support::archiving::{LIFEBOAT, Setup, archive_current_segment, execute, scalar};
+use support::daemon::{Daemon, daemon_config};
 use support::output::{assert_success, describe};
 use support::restored::{Restored, free_port};
 
@@ -52,7 +56,7 @@ struct Size {
 
 fn size() -> Size {
     match std::env::var("LIFEBOAT_TRIALS").as_deref() {
-        Ok("full") => Size { kills: 40, fault_runs: 10, wal_segments: 120 },
+        Ok("full") => Size { kills: 40, fault_runs: 10, wal_segments: 200 },
         Ok("quick") | Err(_) => Size { kills: 4, fault_runs: 1, wal_segments: 12 },
         Ok(other) => panic!("LIFEBOAT_TRIALS must be quick or full, not {other:?}"),
     }
@@ -249,16 +253,39 @@ fn check_listing(setup: &Setup, proven: &mut BTreeSet<String>, tally: &mut Tally
     }
 }
 
-/// The data directories in the scratch directory with a running server (a `postmaster.pid`).
-fn scratch_servers(setup: &Setup) -> Vec<PathBuf> {
+/// The servers running in the scratch directory's clusters (`lifeboat-pg-*/data`): each data
+/// directory and its postmaster's process id.
+fn scratch_servers(setup: &Setup) -> Vec<(PathBuf, u32)> {
     let Ok(entries) = std::fs::read_dir(setup.scratch_dir()) else { return vec![] };
-    entries.flatten().map(|entry| entry.path()).filter(|pgdata| pgdata.join("postmaster.pid").exists()).collect()
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pgdata = entry.path().join("data");
+            let pid =
+                std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()?;
+            process_alive(pid).then_some((pgdata, pid))
+        })
+        .collect()
 }
 
 /// Stops every server left running in the scratch directory.
 fn stop_scratch_servers(setup: &Setup) {
-    for pgdata in scratch_servers(setup) {
+    for (pgdata, _) in scratch_servers(setup) {
         drop(Restored::of(setup, pgdata, 0));
+    }
+}
+
+/// Checks, after the run that followed a kill, that no scratch server runs and that none of
+/// `left_by_kill` (the servers the killed run left) survived, even with its directory gone.
+fn no_scratch_server_survives(setup: &Setup, left_by_kill: &[(PathBuf, u32)], tally: &mut Tally, after: &str) {
+    let running = scratch_servers(setup);
+    let survivors: Vec<_> = left_by_kill.iter().filter(|(_, pid)| process_alive(*pid)).collect();
+    if !running.is_empty() || !survivors.is_empty() {
+        tally.problem(format!(
+            "after the run that followed {after}, scratch servers still run: {running:?}, of the killed run: \
+             {survivors:?}"
+        ));
+        stop_scratch_servers(setup);
     }
 }
 
@@ -279,17 +306,14 @@ fn crash_trial(setup: &Setup, trial: &str, args: &[&str], kills: u32) {
             None => tally.injected += 1,
         }
         check_listing(setup, &mut proven, &mut tally, &format!("kill {kill} at {after:?}"));
+        let left_by_kill = scratch_servers(setup);
         let again = run(setup, args, None);
         tally.outcome(&format!("the run after kill {kill}"), &again);
         if !again.status.success() {
             tally.problem(format!("the run after kill {kill} failed"));
         }
         check_listing(setup, &mut proven, &mut tally, &format!("the run after kill {kill}"));
-        let left = scratch_servers(setup);
-        if !left.is_empty() {
-            tally.problem(format!("after the run that followed kill {kill}, servers still run in {left:?}"));
-            stop_scratch_servers(setup);
-        }
+        no_scratch_server_survives(setup, &left_by_kill, &mut tally, &format!("kill {kill}"));
     }
     tally.finish();
 }
@@ -346,29 +370,102 @@ async fn crash_trials_of_backup_dump_verify_and_restore() {
     newest_backup_restores(&setup, "after-crash-trials").await;
 }
 
+/// A verification killed while its scratch server ran left that server running: `pg_ctl start`
+/// puts the postmaster in a session of its own, out of the killed process group, and nothing
+/// stopped it. The next verification now stops and removes it (`postgres::abandoned`).
+#[tokio::test]
+async fn trial_defect_a_killed_verifications_scratch_server_is_stopped_by_the_next_one() {
+    let setup = trial_setup().await;
+    let child = command(&setup, &["verify", "--latest"], None).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let mut child = child.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let left = loop {
+        let running = scratch_servers(&setup);
+        if !running.is_empty() {
+            break running;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the verification ended before its scratch server was seen");
+        assert!(Instant::now() < deadline, "no scratch server started within 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: kill takes a process group id and a signal number and touches no memory.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(left.iter().all(|(_, pid)| process_alive(*pid)), "the killed verification's server stopped by itself");
+
+    let output = run(&setup, &["verify", "--latest"], None);
+    assert_success(&output);
+    for (pgdata, pid) in &left {
+        assert!(!process_alive(*pid), "the killed verification's server {pid} still runs");
+        assert!(!pgdata.parent().unwrap().exists(), "{} was not removed", pgdata.display());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("removed the scratch directory") && stderr.contains("did not end normally"),
+        "the next verification does not say what it cleaned up:\n{stderr}"
+    );
+    assert!(scratch_servers(&setup).is_empty());
+}
+
 /// The running `wal-push` processes of the configuration at `config`.
 fn wal_push_processes(config: &Path) -> Vec<i32> {
-    let config = config.display().to_string();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let arguments: Vec<_> = cmdline.split(|&byte| byte == 0).map(String::from_utf8_lossy).collect();
-        if arguments.iter().any(|argument| argument == "wal-push")
-            && arguments.iter().any(|argument| *argument == config)
-        {
-            pids.push(pid);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| is_wal_push_of(pid, config))
+        .collect()
+}
+
+/// Whether process `pid` is a `wal-push` of the configuration at `config`.
+fn is_wal_push_of(pid: i32, config: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let arguments: Vec<_> = cmdline.split(|&byte| byte == 0).map(String::from_utf8_lossy).collect();
+    arguments.iter().any(|argument| argument == "wal-push")
+        && arguments.iter().any(|argument| Path::new(argument.as_ref()) == config)
+}
+
+/// Kills `wal-push` processes of the configuration at `config` at random moments of their lives
+/// until `stop`: every new one is killed with a chance of one in two, after a delay of up to
+/// 60 ms drawn from `draws` (a push lives tens of milliseconds), if it still runs then. Returns
+/// how many it killed.
+fn kill_wal_pushes(config: &Path, mut draws: Draws, stop: &AtomicBool) -> u32 {
+    let mut seen = BTreeSet::new();
+    let mut doomed: Vec<(i32, Instant)> = Vec::new();
+    let mut kills = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        for pid in wal_push_processes(config) {
+            if seen.insert(pid) && draws.below(2) == 0 {
+                doomed.push((pid, now + Duration::from_millis(draws.below(60) as u64)));
+            }
         }
+        doomed.retain(|&(pid, at)| {
+            if at > now {
+                return true;
+            }
+            // SAFETY: kill takes a process id and a signal number and touches no memory. The
+            // process may have ended (and its id been reused only by another process PostgreSQL
+            // started, which the trial's checks tolerate: everything is retried).
+            if is_wal_push_of(pid, config) && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                kills += 1;
+            }
+            false
+        });
+        std::thread::sleep(Duration::from_millis(3));
     }
-    pids
+    kills
 }
 
 /// Archives through `wal-push` (with `faults`, if any) and copies each segment `wal-push`
 /// acknowledged into `acked`.
 async fn archive_into(setup: &Setup, acked: &Path, faults: Option<&str>) {
     let faults = faults.map(|faults| format!("LIFEBOAT_FAULTS={faults} ")).unwrap_or_default();
+    // A killed wal-push exits 137, which PostgreSQL takes for the archiver's own crash: it restarts
+    // the archiver only 10 s later. `|| exit 1` turns it into a failure it retries within a second,
+    // so a trial of many kills spends its time killing, not waiting.
     let command = format!(
-        "{faults}{LIFEBOAT} --config {} wal-push %p && cp %p {}/%f",
+        "{faults}{LIFEBOAT} --config {} wal-push %p || exit 1; cp %p {}/%f",
         setup.config_path().display(),
         acked.display()
     );
@@ -450,29 +547,20 @@ fn acked_dir(setup: &Setup, name: &str) -> PathBuf {
 async fn crash_trial_of_wal_push_under_a_write_load() {
     let size = size();
     let setup = trial_setup().await;
-    let (mut draws, seed) = draws_for_trial("crash: wal-push under load");
+    let (draws, seed) = draws_for_trial("crash: wal-push under load");
     let mut tally = Tally::new("crash: wal-push under load", seed);
     let acked = acked_dir(&setup, "acked");
     archive_into(&setup, &acked, None).await;
 
-    let load = write_segments(&setup, size.wal_segments);
-    tokio::pin!(load);
-    loop {
-        let pause = Duration::from_millis(20 + draws.below(200) as u64);
-        tokio::select! {
-            () = &mut load => break,
-            () = tokio::time::sleep(pause) => {
-                let running = wal_push_processes(&setup.config_path());
-                if !running.is_empty() {
-                    let pid = running[draws.below(running.len())];
-                    // SAFETY: kill takes a process id and a signal number and touches no memory.
-                    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-                        tally.injected += 1;
-                    }
-                }
-            }
-        }
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = std::thread::spawn({
+        let (config, stop) = (setup.config_path(), stop.clone());
+        move || kill_wal_pushes(&config, draws, &stop)
+    });
+    write_segments(&setup, size.wal_segments).await;
+    wait_for_archiver(&setup).await;
+    stop.store(true, Ordering::Relaxed);
+    tally.injected = killer.join().unwrap();
     wait_for_archiver(&setup).await;
     let checked = acknowledged_segments_read_back(&setup, &acked, &mut tally);
     tally.runs = checked as u32;
@@ -533,4 +621,205 @@ async fn storage_fault_trials() {
         tally.finish();
     }
     newest_backup_restores(&setup, "after-storage-faults").await;
+}
+
+/// How long the soak runs: `LIFEBOAT_SOAK_SECONDS`, else a minute at the quick size and an hour
+/// at the full one.
+fn soak_duration() -> Duration {
+    match std::env::var("LIFEBOAT_SOAK_SECONDS") {
+        Ok(text) => Duration::from_secs(
+            text.parse().unwrap_or_else(|_| panic!("LIFEBOAT_SOAK_SECONDS must be a number, not {text:?}")),
+        ),
+        Err(_) if std::env::var("LIFEBOAT_TRIALS").as_deref() == Ok("full") => Duration::from_secs(3600),
+        Err(_) => Duration::from_secs(60),
+    }
+}
+
+/// The daemon's schedules for a soak of `duration`: `[backup]` keys and `[wal] check_schedule`.
+/// A short soak backs up every 30 s (a full at :00, an incremental at :15, :30 and :45 of each
+/// minute); a soak of ten minutes or more takes a full every ten minutes and an incremental five
+/// minutes after it, and checks the WAL archive every minute.
+fn soak_schedules(duration: Duration) -> (String, String) {
+    let (full, incremental, wal_check) = if duration < Duration::from_secs(600) {
+        ("0 * * * * *", "15,30,45 * * * * *", "*/20 * * * * *")
+    } else {
+        ("0 */10 * * * *", "0 5-59/10 * * * *", "30 * * * * *")
+    };
+    (
+        format!("schedule = {{ full = \"{full}\", incremental = \"{incremental}\" }}\nretention = {{ full = 2 }}"),
+        format!("[wal]\ncheck_schedule = \"{wal_check}\"\n"),
+    )
+}
+
+/// The most archive lag a soak accepts, in segments waiting for the archiver (`.ready` files):
+/// with the daemon's push-ahead a segment is stored within a second of being filled, so a backlog
+/// this long means archiving fell minutes behind the load.
+const SOAK_LAG_BOUND: usize = 8;
+
+/// The soak's steady load, in pgbench transactions a second: about a WAL segment every ten seconds,
+/// and room left on two cores for the daemon's backups and verifications.
+const SOAK_TPS: u32 = 500;
+
+/// One look at the soak: the archiver's backlog and the daemon's resident memory.
+struct SoakSample {
+    ready: usize,
+    daemon_rss_kib: u64,
+}
+
+fn ready_segments(setup: &Setup) -> usize {
+    std::fs::read_dir(setup.cluster.data_dir().join("pg_wal/archive_status"))
+        .map(|entries| {
+            entries.flatten().filter(|entry| entry.file_name().to_string_lossy().ends_with(".ready")).count()
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The highest daemon RSS among `samples`, in KiB.
+fn peak_rss(samples: &[SoakSample]) -> u64 {
+    samples.iter().map(|sample| sample.daemon_rss_kib).max().unwrap_or(0)
+}
+
+/// The soak (issue 17, item 8): a steady pgbench write load for `LIFEBOAT_SOAK_SECONDS` while
+/// PostgreSQL archives through `wal-push` (handed to the daemon) and the daemon takes full and
+/// incremental backups on schedule, verifies each by restoring it, expires by retention and
+/// checks the WAL archive. The archiver's backlog stays under [`SOAK_LAG_BOUND`], no job fails,
+/// no segment is missing, `list` is clean, the daemon's memory stays flat (checked from ten
+/// minutes of soak on: the peak of the last quarter within 25% + 8 MiB of the second quarter's),
+/// and the newest backup restored to the end of the archive holds exactly the load's rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn soak_under_a_pgbench_load_with_the_daemon() {
+    let duration = soak_duration();
+    let (backup, wal) = soak_schedules(duration);
+    let aux = tempfile::tempdir().unwrap();
+    // The daemon's socket must be reachable by wal-push, which PostgreSQL runs as its own user.
+    std::fs::set_permissions(aux.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let extra = daemon_config(&backup, aux.path(), &format!("listen = \"{address}\""), &wal);
+    let setup = Setup::verifying(support::archiving::Options::restorable().extra(&extra), "after_backup = true").await;
+    let mut tally = Tally::new("soak", draws_for_trial("soak").1);
+
+    let pgbench = support::archiving::binaries().require("pgbench").unwrap();
+    let connection = |command: &mut Command| {
+        command
+            .arg("-h")
+            .arg(setup.cluster.socket_dir())
+            .arg("-p")
+            .arg(setup.cluster.port().to_string())
+            .args(["-U", "postgres", "postgres"]);
+    };
+    let mut init = Command::new(&pgbench);
+    init.args(["-i", "-s", "5", "-q"]);
+    connection(&mut init);
+    assert_success(&init.output().unwrap());
+    assert_success(&setup.run(&["backup"]));
+
+    let daemon = Daemon::start(&setup);
+    let started = Instant::now();
+    let mut load = Command::new(&pgbench);
+    load.args(["-n", "-c", "2", "-j", "1", "-R", &SOAK_TPS.to_string(), "-T", &duration.as_secs().to_string()]);
+    connection(&mut load);
+    let load = load.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut samples = Vec::new();
+    while started.elapsed() < duration {
+        samples.push(SoakSample { ready: ready_segments(&setup), daemon_rss_kib: rss_kib(daemon.pid()) });
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let load = load.wait_with_output().unwrap();
+    assert_success(&load);
+
+    let mut conn = setup.connect().await;
+    let expected = scalar(&mut conn, "SELECT count(*) || ' ' || coalesce(sum(delta), 0) FROM pgbench_history").await;
+    let archived = scalar(&mut conn, "SELECT archived_count::text FROM pg_stat_archiver").await;
+    wait_for_archiver(&setup).await;
+    let jobs = |result: &str| {
+        ["backup", "incremental", "verify", "expire", "wal-check"]
+            .iter()
+            .map(|job| daemon.count(&format!("job {job} {result}")))
+            .sum::<usize>()
+    };
+    let (succeeded, failed) = (jobs("succeeded"), jobs("failed"));
+    let (code, metrics) = support::http::get(address, "/metrics").await;
+    assert_eq!(code, 200, "{metrics}");
+    let handed_over = support::http::parse_exposition(&metrics)
+        .value("lifeboat_wal_segments_pushed_total", &[("already_archived", "false")])
+        .unwrap_or(0.0);
+    let log = daemon.stop();
+    if handed_over == 0.0 {
+        tally.problem("no segment was handed over to the daemon: wal-push stored every one itself".into());
+    }
+    if failed > 0 {
+        tally.problem(format!("{failed} job run(s) failed:\n{log}"));
+    }
+    tally.runs = (succeeded + failed) as u32;
+    tally.succeeded = succeeded as u32;
+    if daemon_count(&log, "job verify succeeded") == 0 {
+        tally.problem(format!("no verification ran during the soak:\n{log}"));
+    }
+    wal_check_passes(&setup, &mut tally);
+    let mut proven = BTreeSet::new();
+    check_listing(&setup, &mut proven, &mut tally, "the soak");
+
+    let max_ready = samples.iter().map(|sample| sample.ready).max().unwrap_or(0);
+    if max_ready > SOAK_LAG_BOUND {
+        tally.problem(format!("the archiver fell {max_ready} segments behind (bound {SOAK_LAG_BOUND})"));
+    }
+    let quarter = samples.len() / 4;
+    let (second, last) = (peak_rss(&samples[quarter..2 * quarter]), peak_rss(&samples[3 * quarter..]));
+    if duration >= Duration::from_secs(600) && last > second + second / 4 + 8 * 1024 {
+        tally.problem(format!(
+            "the daemon's memory grew: peak {second} KiB in the second quarter, {last} KiB in the last"
+        ));
+    }
+
+    let pgdata = setup.restore_dir("after-soak");
+    let port = free_port(&setup);
+    let output = setup.restore(&pgdata, &["--archive-mode", "off", "--start", "--port", &port.to_string()]);
+    let restored = Restored::of(&setup, pgdata, port);
+    assert_success(&output);
+    let mut restored_conn = restored.connect().await;
+    let came_back =
+        scalar(&mut restored_conn, "SELECT count(*) || ' ' || coalesce(sum(delta), 0) FROM pgbench_history").await;
+    if came_back != expected {
+        tally.problem(format!("the restore brought back {came_back} (rows, sum) of pgbench_history, not {expected}"));
+    }
+
+    let transactions = String::from_utf8_lossy(&load.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("number of transactions actually processed: ").map(str::to_owned))
+        .unwrap_or_default();
+    let soak = format!(
+        "soak: {} s of pgbench at {SOAK_TPS} tps ({transactions} transactions), {archived} segments archived ({handed_over} \
+         stored by the daemon), \
+         archive lag at most {max_ready} segment(s) (bound {SOAK_LAG_BOUND}), {} job runs ({} backups, {} \
+         verifications, {} expiries, {} WAL checks), {failed} failed; daemon RSS {} MiB at the start, peak {} MiB \
+         in the second quarter and {} MiB in the last; the newest backup restored to the end holds the load's {} \
+         (rows, sum)",
+        duration.as_secs(),
+        succeeded + failed,
+        daemon_count(&log, "job backup succeeded") + daemon_count(&log, "job incremental succeeded"),
+        daemon_count(&log, "job verify succeeded"),
+        daemon_count(&log, "job expire succeeded"),
+        daemon_count(&log, "job wal-check succeeded"),
+        samples.first().map_or(0, |sample| sample.daemon_rss_kib) / 1024,
+        second / 1024,
+        last / 1024,
+        came_back,
+    );
+    // scripts/trials prints this line under its table.
+    println!("{soak}");
+    tally.finish();
+}
+
+fn daemon_count(log: &str, needle: &str) -> usize {
+    log.matches(needle).count()
 }

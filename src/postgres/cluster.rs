@@ -16,6 +16,9 @@
 //! - Dropping the cluster stops the server (`pg_ctl stop -m fast`, then `-m immediate`) and removes
 //!   the directory, unless it was asked to be kept. Only `pg_ctl` on this cluster's own data
 //!   directory is used to stop anything; no process is ever killed by name.
+//! - A directory not meant to be kept carries its creator's stamp, and creating a cluster first
+//!   stops and removes those in the same parent whose creator died without cleaning up
+//!   ([`super::abandoned`]).
 
 use std::fs;
 use std::io::{self, Write};
@@ -27,6 +30,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use super::abandoned;
 use super::binaries::{BinariesError, PgBinaries};
 use super::process::{PgCommand, last_lines, read_tail};
 use crate::util::{URL_PATH, percent_encode, process_alive};
@@ -257,6 +261,7 @@ impl LocalCluster {
         binaries.require("postgres")?;
         let run_as = if running_as_root() { Some(OsUser::lookup(&options.os_user)?) } else { None };
         let parent = options.parent_dir.clone().unwrap_or_else(std::env::temp_dir);
+        abandoned::sweep_and_log(&parent);
         let root = create_scratch_dir(&parent, run_as.as_ref())?;
 
         // From here on the cluster owns the directory, so an error below removes it on drop.
@@ -274,6 +279,13 @@ impl LocalCluster {
             stop_timeout: options.stop_timeout,
         };
 
+        if !cluster.keep {
+            abandoned::stamp(&cluster.root).map_err(|source| ClusterError::Io {
+                action: "write the owner stamp into",
+                path: cluster.root.clone(),
+                source,
+            })?;
+        }
         let socket = cluster.socket_dir.join(format!(".s.PGSQL.{}", cluster.port));
         let len = socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
@@ -519,6 +531,11 @@ impl LocalCluster {
     /// to leave a failed test's cluster for inspection.
     pub fn set_keep(&mut self, keep: bool) {
         self.keep = keep;
+        // Without its stamp a kept directory is never swept; with it, one no longer kept is.
+        let stamped = if keep { abandoned::unstamp(&self.root) } else { abandoned::stamp(&self.root) };
+        if let Err(error) = stamped {
+            tracing::warn!(dir = %self.root.display(), "could not update the owner stamp of the scratch directory: {error}");
+        }
     }
 
     /// Options for connecting as the superuser to database `postgres` over the Unix socket.

@@ -1,5 +1,7 @@
 //! PostgreSQL on this host: where its programs live and how lifeboat runs a cluster of its own.
 //!
+//! - [`abandoned`]: scratch clusters whose lifeboat was killed: found by the stamp of their
+//!   creator, stopped and removed before the next one is created.
 //! - [`binaries`]: finds the installed PostgreSQL programs that fit the server lifeboat talks to
 //!   (server programs of exactly its major, client programs of its major or newer), in
 //!   `cluster.bin_dir` first, then the usual places, and says what is needed when nothing fits.
@@ -14,6 +16,7 @@
 //! - [`version`]: the majors lifeboat supports (13 to 18), recognised by version number and by
 //!   WAL page magic; anything else is refused by name.
 
+pub mod abandoned;
 pub mod binaries;
 pub mod cluster;
 pub mod connect;
