@@ -318,6 +318,13 @@ fn crash_trial(setup: &Setup, trial: &str, args: &[&str], kills: u32) {
     tally.finish();
 }
 
+/// `restore --pgdata <pgdata> --delta --json`, which must succeed: its summary.
+fn delta_restore(setup: &Setup, pgdata: &str) -> serde_json::Value {
+    let output = run(setup, &["restore", "--pgdata", pgdata, "--delta", "--json"], None);
+    assert_success(&output);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// The newest listed backup restores, starts, and holds exactly the rows of `trial_rows`.
 async fn newest_backup_restores(setup: &Setup, name: &str) {
     let pgdata = setup.restore_dir(name);
@@ -345,6 +352,9 @@ async fn crash_trials_of_backup_dump_verify_and_restore() {
     let pgdata = setup.restore_dir("killed-restore");
     let pgdata_text = pgdata.display().to_string();
     let usual = timed(&setup, &["restore", "--pgdata", &pgdata_text]);
+    // What a --delta run rewrites in a complete directory: pg_control, which it always takes away
+    // first, and the files the recovery settings go into.
+    let rewritten_when_complete = delta_restore(&setup, &pgdata_text)["files"]["restored"].clone();
     for kill in 0..size.kills.div_ceil(2) {
         std::fs::remove_dir_all(&pgdata).unwrap();
         let after = usual.mul_f64(draws.unit() * 1.1);
@@ -352,18 +362,24 @@ async fn crash_trials_of_backup_dump_verify_and_restore() {
         match run_and_kill(&setup, &["restore", "--pgdata", &pgdata_text], after) {
             Some(output) if output.status.success() => tally.succeeded += 1,
             Some(output) => tally.problem(format!("run {kill} failed before the kill: {:?}", output.status)),
-            None => {
-                tally.injected += 1;
-                // pg_control gets its name last (G3): a killed restore must not look startable.
-                if pgdata.join("global/pg_control").exists() {
-                    tally.problem(format!("kill {kill} at {after:?} left a directory with global/pg_control"));
-                }
-            }
+            None => tally.injected += 1,
         }
-        let again = run(&setup, &["restore", "--pgdata", &pgdata_text, "--delta"], None);
+        // pg_control gets its name last (G3): a directory that has it must be complete, which
+        // the --delta run that follows finds (no file to write), and one killed before must not.
+        let startable = pgdata.join("global/pg_control").exists();
+        let again = run(&setup, &["restore", "--pgdata", &pgdata_text, "--delta", "--json"], None);
         tally.outcome(&format!("the --delta run after kill {kill}"), &again);
         if !again.status.success() {
             tally.problem(format!("the --delta run after kill {kill} failed"));
+        } else if startable {
+            let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+            if summary["files"]["restored"] != rewritten_when_complete {
+                tally.problem(format!(
+                    "kill {kill} at {after:?} left global/pg_control in an incomplete directory: the --delta run \
+                     wrote {} file(s), {rewritten_when_complete} in a complete one",
+                    summary["files"]["restored"]
+                ));
+            }
         }
     }
     tally.finish();
