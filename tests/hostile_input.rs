@@ -186,3 +186,29 @@ async fn postgresql_programs_of_another_major_or_none_are_named_with_the_fix() {
     let said = String::from_utf8_lossy(&dump.stderr);
     assert!(said.contains(&format!("cluster.bin_dir {} has no pg_dump", empty.display())), "{said}");
 }
+
+/// A wrong password, an unknown role and an unknown database each get the hint that fits what
+/// the server said, not a generic one about sockets and ports, and never the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_login_names_what_to_check_password_role_or_database() {
+    let hba = "local all guarded scram-sha-256\nlocal all all trust\n";
+    let setup = Setup::with(support::archiving::Options::restorable().hba(hba)).await;
+    let mut conn = setup.connect().await;
+    support::archiving::execute(&mut conn, "CREATE ROLE guarded LOGIN SUPERUSER PASSWORD 'right-one'").await;
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let cases = [
+        ("&user=guarded&password=Wrong-Pass-7", "check the password"),
+        ("&user=nobody_here", "check that the role of cluster.connection exists"),
+    ];
+    for (user, hint) in cases {
+        std::fs::write(setup.config_path(), config.replacen("&user=postgres", user, 1)).unwrap();
+        let output = setup.run(&["backup"]);
+        let stderr = assert_failure(&output);
+        assert!(stderr.contains(hint) && !stderr.contains("Wrong-Pass-7"), "{user}: {}", describe(&output));
+    }
+    let elsewhere = config.replacen("postgresql:///postgres?", "postgresql:///no_such_db?", 1);
+    assert_ne!(elsewhere, config, "the test's connection names database postgres");
+    std::fs::write(setup.config_path(), elsewhere).unwrap();
+    let output = setup.run(&["backup"]);
+    assert!(assert_failure(&output).contains("check the database name"), "{}", describe(&output));
+}

@@ -21,11 +21,34 @@ pub enum ConnectError {
     )]
     Invalid { redacted: String, detail: String },
 
-    #[error(
-        "cannot connect to PostgreSQL at {redacted}: {detail}; check that the server runs and \
-         cluster.connection (socket directory, port, user)"
-    )]
-    Connect { redacted: String, detail: String },
+    #[error("cannot connect to PostgreSQL at {redacted}: {detail}; {hint}")]
+    Connect { redacted: String, detail: String, hint: &'static str },
+}
+
+/// What to check after a failed connection, by what the server or the network said.
+fn connect_hint(error: &sqlx::Error) -> &'static str {
+    let code = match error {
+        sqlx::Error::Database(database) => database.code().map(|code| code.into_owned()),
+        _ => None,
+    };
+    match code.as_deref() {
+        // invalid_password
+        Some("28P01") => {
+            "check the password: the one in cluster.connection (user:password@ or password=), else \
+             PGPASSWORD in lifeboat's environment"
+        }
+        // invalid_authorization_specification: no pg_hba.conf line, peer or ident refused, no such role
+        Some("28000") => {
+            "check that the role of cluster.connection exists and that a pg_hba.conf line lets it in from \
+             here (as this OS user, for peer authentication)"
+        }
+        // invalid_catalog_name
+        Some("3D000") => "check the database name at the end of cluster.connection's path",
+        // too_many_connections, cannot_connect_now (starting up, shutting down, in recovery)
+        Some("53300" | "57P03") => "the server refuses connections for now; try again shortly",
+        Some(_) => "check cluster.connection (socket directory, port, user, database) and the server log",
+        None => "check that the server runs and cluster.connection (socket directory or host, port)",
+    }
 }
 
 /// The sqlx options for `connection`.
@@ -60,6 +83,7 @@ pub async fn connect(connection: &ConnectionString) -> Result<PgConnection, Conn
     PgConnection::connect_with(&options).await.map_err(|error| ConnectError::Connect {
         redacted: connection.redacted(),
         detail: redact_in(&error.to_string(), connection),
+        hint: connect_hint(&error),
     })
 }
 
