@@ -214,9 +214,17 @@ fn timed(setup: &Setup, args: &[&str]) -> Duration {
     began.elapsed()
 }
 
-/// The ids of the backups and dumps `list` shows, and its problems, or why it could not list.
-fn listed(setup: &Setup) -> Result<(BTreeSet<String>, Vec<String>), String> {
-    let output = run(setup, &["list", "--json"], None);
+/// `args` for `repository` (`--repository NAME` for a copy, nothing for the primary).
+fn in_repository<'a>(repository: Option<&'a str>, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = repository.map_or_else(Vec::new, |name| vec!["--repository", name]);
+    all.extend_from_slice(args);
+    all
+}
+
+/// The ids of the backups and dumps `list` shows (in `repository`: a copy's name, or `None` for
+/// the primary), and its problems, or why it could not list.
+fn listed(setup: &Setup, repository: Option<&str>) -> Result<(BTreeSet<String>, Vec<String>), String> {
+    let output = run(setup, &in_repository(repository, &["list", "--json"]), None);
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
         return Err(format!("list printed no JSON\n{}", describe(&output)));
     };
@@ -232,14 +240,29 @@ fn listed(setup: &Setup) -> Result<(BTreeSet<String>, Vec<String>), String> {
 /// Checks what `list` shows: no problem, and every backup or dump not in `proven` reads back
 /// intact (then it joins `proven`).
 fn check_listing(setup: &Setup, proven: &mut BTreeSet<String>, tally: &mut Tally, after: &str) {
-    match listed(setup) {
+    check_listing_in(setup, None, proven, tally, after);
+}
+
+/// [`check_listing`] in `repository` (a copy's name, or `None` for the primary).
+fn check_listing_in(
+    setup: &Setup,
+    repository: Option<&str>,
+    proven: &mut BTreeSet<String>,
+    tally: &mut Tally,
+    after: &str,
+) {
+    let after = match repository {
+        Some(name) => format!("{after}, on {name}"),
+        None => after.to_owned(),
+    };
+    match listed(setup, repository) {
         Err(why) => tally.problem(format!("after {after}: {why}")),
         Ok((ids, problems)) => {
             if !problems.is_empty() {
                 tally.problem(format!("after {after}: list reports problems: {problems:?}"));
             }
             for id in ids.difference(&proven.clone()) {
-                let output = run(setup, &["verify", id, "--integrity-only"], None);
+                let output = run(setup, &in_repository(repository, &["verify", id, "--integrity-only"]), None);
                 if output.status.success() {
                     proven.insert(id.clone());
                 } else {
@@ -289,15 +312,43 @@ fn no_scratch_server_survives(setup: &Setup, left_by_kill: &[(PathBuf, u32)], ta
     }
 }
 
-/// Kills `args` at random moments `size.kills` times; after each, checks the listing and runs
-/// the operation again to completion.
+/// [`crash_trial_around`] with nothing around the runs.
 fn crash_trial(setup: &Setup, trial: &str, args: &[&str], kills: u32) {
+    crash_trial_around(setup, trial, args, kills, &Around { copy: None, prepare: &|_| {}, finished: &|_, _, _| {} });
+}
+
+/// What [`crash_trial_around`] does around each run of its operation, besides checking the listing.
+struct Around<'a> {
+    /// A copy whose listing is checked too.
+    copy: Option<&'a str>,
+    /// Before the measured run and before each killed one: work for the operation (a backup for
+    /// `copy` to copy or `expire` to remove).
+    prepare: &'a dyn Fn(&Setup),
+    /// After the run that followed a kill: checks that it finished the job (its name for messages).
+    finished: &'a dyn Fn(&Setup, &mut Tally, &str),
+}
+
+/// Kills `args` at random moments `kills` times, with work and checks `around` each run; after
+/// each kill, checks the listing of the primary (and of `around.copy`), runs the operation again
+/// to completion, checks that no scratch server outlived that run, and checks what it finished.
+fn crash_trial_around(setup: &Setup, trial: &str, args: &[&str], kills: u32, around: &Around) {
     let (mut draws, seed) = draws_for_trial(trial);
     let mut tally = Tally::new(trial, seed);
-    let mut proven = BTreeSet::new();
-    check_listing(setup, &mut proven, &mut tally, "the setup");
+    let (mut proven, mut proven_copy) = (BTreeSet::new(), BTreeSet::new());
+    let mut check = |tally: &mut Tally, after: &str| {
+        check_listing(setup, &mut proven, tally, after);
+        if let Some(copy) = around.copy {
+            check_listing_in(setup, Some(copy), &mut proven_copy, tally, after);
+        }
+    };
+    check(&mut tally, "the setup");
+    // A first run catches up with what the setup left (a copy of everything so far), so that
+    // the measured one does the work of each later run.
+    assert_success(&run(setup, args, None));
+    (around.prepare)(setup);
     let usual = timed(setup, args);
     for kill in 0..kills {
+        (around.prepare)(setup);
         let after = usual.mul_f64(draws.unit() * 1.1);
         tally.runs += 1;
         match run_and_kill(setup, args, after) {
@@ -305,15 +356,16 @@ fn crash_trial(setup: &Setup, trial: &str, args: &[&str], kills: u32) {
             Some(output) => tally.problem(format!("run {kill} failed before the kill: {:?}", output.status)),
             None => tally.injected += 1,
         }
-        check_listing(setup, &mut proven, &mut tally, &format!("kill {kill} at {after:?}"));
+        check(&mut tally, &format!("kill {kill} at {after:?}"));
         let left_by_kill = scratch_servers(setup);
         let again = run(setup, args, None);
         tally.outcome(&format!("the run after kill {kill}"), &again);
         if !again.status.success() {
             tally.problem(format!("the run after kill {kill} failed"));
         }
-        check_listing(setup, &mut proven, &mut tally, &format!("the run after kill {kill}"));
+        check(&mut tally, &format!("the run after kill {kill}"));
         no_scratch_server_survives(setup, &left_by_kill, &mut tally, &format!("kill {kill}"));
+        (around.finished)(setup, &mut tally, &format!("the run after kill {kill}"));
     }
     tally.finish();
 }
@@ -327,9 +379,16 @@ fn delta_restore(setup: &Setup, pgdata: &str) -> serde_json::Value {
 
 /// The newest listed backup restores, starts, and holds exactly the rows of `trial_rows`.
 async fn newest_backup_restores(setup: &Setup, name: &str) {
+    newest_backup_restores_in(setup, name, None).await;
+}
+
+/// [`newest_backup_restores`] from `repository` (a copy's name, or `None` for the primary).
+async fn newest_backup_restores_in(setup: &Setup, name: &str, repository: Option<&str>) {
     let pgdata = setup.restore_dir(name);
     let port = free_port(setup);
-    let output = setup.restore(&pgdata, &["--archive-mode", "off", "--start", "--port", &port.to_string()]);
+    let port_text = port.to_string();
+    let args = in_repository(repository, &["--archive-mode", "off", "--start", "--port", &port_text]);
+    let output = setup.restore(&pgdata, &args);
     let restored = Restored::of(setup, pgdata, port);
     assert_success(&output);
     let mut conn = restored.connect().await;
@@ -838,4 +897,388 @@ async fn soak_under_a_pgbench_load_with_the_daemon() {
 
 fn daemon_count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
+}
+
+/// A configuration change: `[backup] retention = { full = 1, dumps = 1 }` and a local copy named
+/// [`COPY`] in `dir`, initialised.
+fn with_retention_and_a_copy(setup: &Setup, dir: &Path) {
+    let path = setup.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen("[backup]\n", "[backup]\nretention = { full = 1, dumps = 1 }\n", 1);
+    std::fs::write(&path, format!("{text}\n[[copies]]\nname = \"{COPY}\"\nurl = \"file://{}\"\n", dir.display()))
+        .unwrap();
+    assert_success(&run(setup, &["init", "--copy", COPY], None));
+}
+
+/// The copy the trials of `copy` and `expire` write to.
+const COPY: &str = "nearby";
+
+/// The names of the directories under `backups/` and `dumps/` of the local repository in `root`.
+fn stored_ids(root: &Path) -> BTreeSet<String> {
+    ["backups", "dumps"]
+        .iter()
+        .flat_map(|kind| std::fs::read_dir(root.join("clusters/main").join(kind)).into_iter().flatten().flatten())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// After an `expire` that followed a kill: each repository (the primary, then the copy in
+/// `copy_dir`) lists what `{ full = 1, dumps = 1 }` keeps, one full backup and one dump, and stores
+/// nothing else under `backups/` and `dumps/` (the leftovers of the killed run are gone); the
+/// primary's WAL archive is whole.
+fn expire_finished(setup: &Setup, copy_dir: &Path, tally: &mut Tally, after: &str) {
+    for (repository, root) in [(None, setup.repo_dir()), (Some(COPY), copy_dir.to_path_buf())] {
+        let Ok((ids, _)) = listed(setup, repository) else { continue };
+        if ids.len() != 2 {
+            tally.problem(format!("after {after}, {repository:?} lists {ids:?}, not one full backup and one dump"));
+        }
+        let stored = stored_ids(&root);
+        if stored != ids {
+            tally.problem(format!("after {after}, {repository:?} stores {stored:?} but lists {ids:?}"));
+        }
+    }
+    wal_check_passes(setup, tally);
+}
+
+/// After a `copy` that followed a kill: the copy lists every backup and dump the primary lists
+/// (and may keep more, under its own expiry) and stores nothing else under `backups/` and
+/// `dumps/`; its WAL archive is whole.
+fn copy_finished(setup: &Setup, copy_dir: &Path, tally: &mut Tally, after: &str) {
+    let (Ok((primary, _)), Ok((copied, _))) = (listed(setup, None), listed(setup, Some(COPY))) else { return };
+    if !primary.is_subset(&copied) {
+        tally.problem(format!("after {after}, the copy lists {copied:?}, without all of the primary's {primary:?}"));
+    }
+    let stored = stored_ids(copy_dir);
+    if stored != copied {
+        tally.problem(format!("after {after}, the copy stores {stored:?} but lists {copied:?}"));
+    }
+    let output = run(setup, &["--repository", COPY, "wal", "check"], None);
+    if !output.status.success() {
+        tally.problem(format!("after {after}, wal check on the copy failed\n{}", describe(&output)));
+    }
+}
+
+/// `backup`, which gives `copy` something to copy and `expire` something to remove.
+fn take_a_backup(setup: &Setup) {
+    assert_success(&run(setup, &["backup"], None));
+}
+
+#[tokio::test]
+async fn crash_trials_of_copy_and_expire() {
+    let size = size();
+    let setup = trial_setup().await;
+    let copy_dir = setup.dir.path().join("copy");
+    with_retention_and_a_copy(&setup, &copy_dir);
+    let copy_finished = |setup: &Setup, tally: &mut Tally, after: &str| copy_finished(setup, &copy_dir, tally, after);
+    let around = Around { copy: Some(COPY), prepare: &take_a_backup, finished: &copy_finished };
+    crash_trial_around(&setup, "crash: copy", &["copy"], size.kills.div_ceil(2), &around);
+    // Expire removes from the primary, then from the copy, which holds every backup taken so far.
+    let expire_finished =
+        |setup: &Setup, tally: &mut Tally, after: &str| expire_finished(setup, &copy_dir, tally, after);
+    let around = Around { copy: Some(COPY), prepare: &take_a_backup, finished: &expire_finished };
+    crash_trial_around(&setup, "crash: expire", &["expire"], size.kills.div_ceil(2), &around);
+    newest_backup_restores(&setup, "after-crash-trials").await;
+    newest_backup_restores_in(&setup, "from-the-copy", Some(COPY)).await;
+}
+
+#[tokio::test]
+async fn storage_fault_trials_of_copy_and_expire() {
+    let size = size();
+    let setup = trial_setup().await;
+    let copy_dir = setup.dir.path().join("copy");
+    with_retention_and_a_copy(&setup, &copy_dir);
+    for kind in FAULT_KINDS {
+        let trial = format!("storage faults: copy, expire, 10% {kind}");
+        let (mut draws, seed) = draws_for_trial(&trial);
+        let mut tally = Tally::new(&trial, seed);
+        let report = setup.dir.path().join(format!("faults-{kind}.log"));
+        std::fs::File::create(&report).unwrap();
+        for run_number in 0..size.fault_runs {
+            take_a_backup(&setup);
+            for args in [["copy"], ["expire"]] {
+                let faults = format!("seed={},{kind}=0.1,report={}", draws.next_u64(), report.display());
+                let output = run(&setup, &args, Some(&faults));
+                tally.outcome(&format!("{args:?} (run {run_number})"), &output);
+            }
+        }
+        tally.injected = std::fs::read_to_string(&report).unwrap().lines().count() as u32;
+        let (mut proven, mut proven_copy) = (BTreeSet::new(), BTreeSet::new());
+        check_listing_in(&setup, None, &mut proven, &mut tally, &trial);
+        check_listing_in(&setup, Some(COPY), &mut proven_copy, &mut tally, &trial);
+        // Without faults, the next runs finish what the faulty ones left.
+        for (args, finished) in [
+            (["copy"], copy_finished as fn(&Setup, &Path, &mut Tally, &str)),
+            (["expire"], expire_finished as fn(&Setup, &Path, &mut Tally, &str)),
+        ] {
+            let output = run(&setup, &args, None);
+            if !output.status.success() {
+                tally.problem(format!("{args:?} without faults after {trial} failed\n{}", describe(&output)));
+            }
+            finished(&setup, &copy_dir, &mut tally, &format!("{args:?} without faults"));
+        }
+        tally.finish();
+    }
+    newest_backup_restores(&setup, "after-storage-faults").await;
+    newest_backup_restores_in(&setup, "from-the-copy", Some(COPY)).await;
+}
+
+/// The daemon of the daemon's crash trial: a full backup every 5 s, each verified right after it
+/// and followed by expiry (`{ full = 2 }`), so that a kill lands in a backup, a verification with
+/// its scratch server, an expiry, or between them.
+async fn daemon_trial_setup(aux: &Path) -> Setup {
+    let extra = support::daemon::daemon_config(
+        "schedule = { full = \"*/5 * * * * *\" }\nretention = { full = 2 }",
+        aux,
+        "",
+        "",
+    );
+    let setup = Setup::verifying(
+        support::archiving::Options::restorable().extra(&extra),
+        "after_backup = true\namcheck = \"off\"",
+    )
+    .await;
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE TABLE trial_rows (id int PRIMARY KEY, payload text NOT NULL)").await;
+    execute(&mut conn, "INSERT INTO trial_rows SELECT g, repeat(md5(g::text), 6) FROM generate_series(1, 200000) AS g")
+        .await;
+    archive_current_segment(&mut conn).await;
+    setup
+}
+
+/// Waits up to `limit` until `daemon` logged `needle`; whether it did.
+fn daemon_logged(daemon: &support::daemon::Daemon, needle: &str, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while daemon.count(needle) == 0 {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+/// The daemon killed with SIGKILL (as the OOM killer does it) at a random moment of its first
+/// 15 s, `size.kills / 2` times. After each kill `list` is clean and every listed backup reads
+/// back; the restarted daemon takes its next backup and verifies it without waiting for the dead
+/// one's lease, and once it verified no scratch server is left running; at the end the newest
+/// backup restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_trial_of_the_daemon() {
+    let size = size();
+    let aux = tempfile::tempdir().unwrap();
+    let setup = daemon_trial_setup(aux.path()).await;
+    let (mut draws, seed) = draws_for_trial("crash: daemon");
+    let mut tally = Tally::new("crash: daemon", seed);
+    let mut proven = BTreeSet::new();
+    for kill in 0..size.kills.div_ceil(2) {
+        let daemon = support::daemon::Daemon::start(&setup);
+        let after = Duration::from_secs(15).mul_f64(draws.unit());
+        std::thread::sleep(after);
+        daemon.signal(libc::SIGKILL);
+        let log = daemon.log();
+        drop(daemon);
+        tally.runs += 1;
+        tally.injected += 1;
+        let jobs = log.lines().filter(|line| line.contains(" started")).count();
+        println!("trial crash: daemon: kill {kill} at {after:?}, after {jobs} job(s) started");
+        check_listing(&setup, &mut proven, &mut tally, &format!("kill {kill} at {after:?}"));
+
+        let daemon = support::daemon::Daemon::start(&setup);
+        tally.runs += 1;
+        if daemon_logged(&daemon, "job backup succeeded", Duration::from_secs(90))
+            && daemon_logged(&daemon, "job verify succeeded", Duration::from_secs(90))
+        {
+            tally.succeeded += 1;
+        } else {
+            tally.problem(format!(
+                "after kill {kill}, the restarted daemon did not back up and verify:\n{}",
+                daemon.log()
+            ));
+        }
+        let log = daemon.stop();
+        if log.contains("waiting for the lock") {
+            tally.problem(format!("after kill {kill}, the restarted daemon waited for a lease:\n{log}"));
+        }
+        if log.lines().any(|line| line.contains("job ") && line.contains(" failed")) {
+            tally.problem(format!("after kill {kill}, a job of the restarted daemon failed:\n{log}"));
+        }
+        check_listing(&setup, &mut proven, &mut tally, &format!("the daemon after kill {kill}"));
+        let left = scratch_servers(&setup);
+        if !left.is_empty() {
+            tally
+                .problem(format!("after the daemon that followed kill {kill} verified, servers still run in {left:?}"));
+            stop_scratch_servers(&setup);
+        }
+    }
+    tally.finish();
+    newest_backup_restores_in(&setup, "after-daemon-kills", None).await;
+}
+
+/// The migrations of the `migrate up` trials, each with a query that counts what it creates (1 if
+/// it landed, 0 if not): a table filled with 300,000 rows, a pause, an index built on that table,
+/// and a column added with a pause after it. Each runs in one transaction with its history row.
+const TRIAL_MIGRATIONS: [(&str, &str, &str); 4] = [
+    (
+        "1_ledger.sql",
+        "CREATE TABLE m1_ledger (id int PRIMARY KEY, note text NOT NULL);\n\
+         INSERT INTO m1_ledger SELECT g, md5(g::text) FROM generate_series(1, 300000) AS g;\n",
+        "SELECT count(*)::text FROM pg_class WHERE relname = 'm1_ledger'",
+    ),
+    (
+        "2_pause.sql",
+        "SELECT pg_sleep(1);\nCREATE TABLE m2_pause (id int PRIMARY KEY);\n",
+        "SELECT count(*)::text FROM pg_class WHERE relname = 'm2_pause'",
+    ),
+    (
+        "3_index.sql",
+        "CREATE INDEX m3_note ON m1_ledger (note);\n",
+        "SELECT count(*)::text FROM pg_class WHERE relname = 'm3_note'",
+    ),
+    (
+        "4_flag.sql",
+        "ALTER TABLE m1_ledger ADD COLUMN m4_flag boolean;\nSELECT pg_sleep(1);\n",
+        "SELECT count(*)::text FROM information_schema.columns WHERE table_name = 'm1_ledger' AND column_name = 'm4_flag'",
+    ),
+];
+
+/// A production `[migrate]` environment on database `app` whose gate a fresh verified backup
+/// satisfies: a backup taken and verified by restore here, good for an hour.
+async fn migrate_trial_setup() -> Setup {
+    let setup = Setup::start_verifying("amcheck = \"off\"").await;
+    let migrations = setup.dir.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    for (name, text, _) in TRIAL_MIGRATIONS {
+        std::fs::write(migrations.join(name), text).unwrap();
+    }
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let table = format!(
+        "[migrate]\ndir = \"{}\"\ndatabase = \"app\"\nenvironment = \"production\"\n\
+         require_verified_backup_within = \"1h\"\narchive_timeout = \"60s\"\nlock_wait = \"120s\"\n",
+        migrations.display()
+    );
+    std::fs::write(setup.config_path(), format!("{config}\n{table}")).unwrap();
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "CREATE DATABASE app").await;
+    assert_success(&run(&setup, &["backup"], None));
+    assert_success(&run(&setup, &["verify", "--latest"], None));
+    setup
+}
+
+/// Drops and creates database `app`: every migration is pending again. A backend a killed runner
+/// left is ended with it.
+async fn fresh_app_database(setup: &Setup) {
+    let mut conn = setup.connect().await;
+    execute(&mut conn, "DROP DATABASE IF EXISTS app WITH (FORCE)").await;
+    execute(&mut conn, "CREATE DATABASE app").await;
+}
+
+/// Waits until no session but ours is connected to `app`: a killed runner's backend ends when it
+/// next writes to its closed connection, rolling back its transaction.
+async fn app_sessions_ended(conn: &mut sqlx::PgConnection) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while scalar(conn, "SELECT count(*)::text FROM pg_stat_activity WHERE datname = 'app' AND pid <> pg_backend_pid()")
+        .await
+        != "0"
+        && Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Compares the history (`migrate status --json`) with the schema: each migration is applied or
+/// pending, and what it creates exists exactly when the history says it was applied. The number
+/// of migrations applied.
+async fn history_matches_the_schema(setup: &Setup, tally: &mut Tally, after: &str) -> usize {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect_with(&setup.cluster.connect_options().database("app")).await.unwrap();
+    app_sessions_ended(&mut conn).await;
+    let output = run(setup, &["migrate", "status", "--json"], None);
+    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
+        tally.problem(format!("after {after}: migrate status printed no JSON\n{}", describe(&output)));
+        return 0;
+    };
+    let mut applied = 0;
+    for (entry, (name, _, landed)) in status["migrations"].as_array().unwrap().iter().zip(TRIAL_MIGRATIONS) {
+        let state = entry["state"].as_str().unwrap_or_default();
+        if state != "applied" && state != "pending" {
+            tally.problem(format!("after {after}: the history says {name} is {state}\n{status:#}"));
+        }
+        let exists = scalar(&mut conn, landed).await == "1";
+        if exists != (state == "applied") {
+            tally.problem(format!(
+                "after {after}: the history says {name} is {state}, but what it creates exists: {exists}"
+            ));
+        }
+        applied += usize::from(state == "applied");
+    }
+    applied
+}
+
+/// `migrate up` (production, through the gate) on a fresh database killed at random moments of its
+/// usual duration; after each kill the history says exactly which migrations landed (the schema
+/// holds what each applied one creates and nothing of the others), and the next `up` applies the
+/// rest. Then the same through a store that fails 10% of requests in each way: the gate reads the
+/// repository's catalog, and each run succeeds or fails cleanly, with a history that matches the
+/// schema, and the next `up` without faults applies the rest.
+#[tokio::test]
+async fn crash_and_storage_fault_trials_of_migrate_up() {
+    let size = size();
+    let setup = migrate_trial_setup().await;
+    let up = ["migrate", "up", "--approve"];
+    let (mut draws, seed) = draws_for_trial("crash: migrate up");
+    let mut tally = Tally::new("crash: migrate up", seed);
+    let usual = timed(&setup, &up);
+    for kill in 0..size.kills {
+        fresh_app_database(&setup).await;
+        let after = usual.mul_f64(draws.unit() * 1.1);
+        tally.runs += 1;
+        match run_and_kill(&setup, &up, after) {
+            Some(output) if output.status.success() => tally.succeeded += 1,
+            Some(output) => tally.problem(format!("run {kill} failed before the kill: {:?}", output.status)),
+            None => tally.injected += 1,
+        }
+        let landed = history_matches_the_schema(&setup, &mut tally, &format!("kill {kill} at {after:?}")).await;
+        println!("trial crash: migrate up: kill {kill} at {after:?}: {landed} of {} landed", TRIAL_MIGRATIONS.len());
+        let again = run(&setup, &up, None);
+        tally.outcome(&format!("the run after kill {kill}"), &again);
+        if !again.status.success() {
+            tally.problem(format!("the run after kill {kill} failed"));
+        }
+        let landed = history_matches_the_schema(&setup, &mut tally, &format!("the run after kill {kill}")).await;
+        if landed != TRIAL_MIGRATIONS.len() {
+            tally.problem(format!("the run after kill {kill} left {landed} of {} applied", TRIAL_MIGRATIONS.len()));
+        }
+    }
+    tally.finish();
+
+    for kind in FAULT_KINDS {
+        let trial = format!("storage faults: migrate up, 10% {kind}");
+        let (mut draws, seed) = draws_for_trial(&trial);
+        let mut tally = Tally::new(&trial, seed);
+        let report = setup.dir.path().join(format!("faults-{kind}.log"));
+        std::fs::File::create(&report).unwrap();
+        for run_number in 0..size.fault_runs {
+            fresh_app_database(&setup).await;
+            let faults = format!("seed={},{kind}=0.1,report={}", draws.next_u64(), report.display());
+            let output = run(&setup, &up, Some(&faults));
+            tally.outcome(&format!("migrate up (run {run_number})"), &output);
+            history_matches_the_schema(&setup, &mut tally, &format!("run {run_number}")).await;
+            let again = run(&setup, &up, None);
+            if !again.status.success() {
+                tally.problem(format!("migrate up without faults after run {run_number} failed\n{}", describe(&again)));
+            }
+            let landed = history_matches_the_schema(&setup, &mut tally, &format!("the run after {run_number}")).await;
+            if landed != TRIAL_MIGRATIONS.len() {
+                tally.problem(format!("migrate up without faults left {landed} of {} applied", TRIAL_MIGRATIONS.len()));
+            }
+        }
+        tally.injected = std::fs::read_to_string(&report).unwrap().lines().count() as u32;
+        tally.finish();
+    }
+    // Checked once at the end: an integrity check of the verified backup makes the gate refuse
+    // (docs/trials.md, "What the trials found").
+    let mut tally =
+        Tally::new("storage faults: migrate up, the listing after", draws_for_trial("migrate up listing").1);
+    check_listing(&setup, &mut BTreeSet::new(), &mut tally, "the storage faults of migrate up");
+    tally.finish();
 }
