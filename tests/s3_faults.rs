@@ -16,21 +16,11 @@ use support::data::{Pattern, generated_bytes};
 use support::faulty_proxy::FaultyProxy;
 use support::output::describe;
 use support::restored::{Restored, free_port};
-use support::s3::{ACCESS_KEY, S3Server, S3ServerKind, SECRET_KEY};
+use support::s3::{S3Server, S3ServerKind};
 use tokio::io::AsyncReadExt;
 
 /// The share of responses the proxy cuts short, as in the issue: one in twenty.
 const CUT_RATE: f64 = 0.05;
-
-/// `[repository]` and `[repository.s3]` for `bucket` reached through `endpoint`, with the
-/// attempt budget of the issue.
-fn s3_repository(endpoint: &str, bucket: &str) -> Options {
-    let table = format!(
-        "\n[repository.s3]\nendpoint = \"{endpoint}\"\nforce_path_style = true\nmax_attempts = 5\n\
-         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n"
-    );
-    Options::new().repository(&format!("url = \"s3://{bucket}/prod\"\n")).extra(&table)
-}
 
 async fn read_all(mut reader: ByteReader) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -103,7 +93,7 @@ async fn hardening_3_wal_push_and_fetch_survive_cut_s3_responses() {
     let bucket = server.fresh_bucket().await.bucket;
     let proxy = FaultyProxy::start(&server.endpoint(), 0.0, 0x5eed_0003);
     // The repository is created without faults: this test is about wal-push and wal-fetch.
-    let setup = Setup::with(s3_repository(&proxy.endpoint(), &bucket).archiving(Archiving::Copy)).await;
+    let setup = Setup::with(Options::new().s3_through(&proxy.endpoint(), &bucket).archiving(Archiving::Copy)).await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE t (id int, note text)").await;
     for round in 0..50 {

@@ -41,10 +41,12 @@ use std::time::{Duration, Instant};
 
 use lifeboat::storage::faulty::Draws;
 use lifeboat::util::process_alive;
-use support::archiving::{LIFEBOAT, Setup, archive_current_segment, execute, scalar};
+use support::archiving::{LIFEBOAT, Options, Setup, archive_current_segment, execute, scalar};
 use support::daemon::{Daemon, daemon_config};
+use support::faulty_proxy::{FaultyProxy, ProxyFault};
 use support::output::{assert_success, describe};
 use support::restored::{Restored, free_port};
+use support::s3::{S3Server, S3ServerKind};
 
 /// How many runs each trial makes.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +164,12 @@ fn clean_failure(output: &Output) -> Option<Result<(), String>> {
 
 /// A cluster with data worth backing up, a verify scratch directory, and one backup and dump.
 async fn trial_setup() -> Setup {
-    let setup = Setup::start_verifying("").await;
+    trial_setup_with(Options::restorable()).await
+}
+
+/// [`trial_setup`] on top of `options` (an S3 repository, say).
+async fn trial_setup_with(options: Options) -> Setup {
+    let setup = Setup::verifying(options, "").await;
     let mut conn = setup.connect().await;
     execute(&mut conn, "CREATE TABLE trial_rows (id int PRIMARY KEY, payload text NOT NULL)").await;
     // About 40 MiB that compresses like text: backups take long enough to be killed in the middle.
@@ -563,26 +570,28 @@ async fn write_segments(setup: &Setup, segments: u32) {
     }
 }
 
-/// Waits until the archiver has archived everything written so far (it retries failed
-/// segments; a new segment wakes it when it waits).
+/// Waits until the archiver has archived everything written so far: the segment being written
+/// is switched out and waited for (it retries failed segments; after three failed attempts it
+/// sleeps for up to a minute, and a reload wakes it). Waiting for the segment of the current
+/// position instead would wait for a segment that is still being written whenever the server
+/// wrote a record after the last switch (a standby snapshot every 15 s), until the deadline.
 async fn wait_for_archiver(setup: &Setup) {
     let mut conn = setup.connect().await;
+    scalar(&mut conn, "SELECT txid_current()::text").await;
+    let segment = scalar(&mut conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let caught_up = scalar(
-            &mut conn,
-            "SELECT (last_archived_wal IS NOT NULL AND last_archived_wal >= pg_walfile_name(pg_current_wal_lsn() - 1))::text \
-             FROM pg_stat_archiver",
-        )
-        .await;
-        if caught_up == "true" || Instant::now() > deadline {
+        let archived = scalar(&mut conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
+        if archived.as_str() >= segment.as_str() {
             break;
         }
-        // After three failed attempts the archiver sleeps for up to a minute; a reload wakes it.
+        assert!(
+            Instant::now() < deadline,
+            "the archiver did not archive {segment} within 300 s (archived: {archived})"
+        );
         execute(&mut conn, "SELECT pg_reload_conf()").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    archive_current_segment(&mut conn).await;
 }
 
 /// Every segment in `acked` reads back identical through `wal-fetch`; the segments checked.
@@ -1281,4 +1290,82 @@ async fn crash_and_storage_fault_trials_of_migrate_up() {
         Tally::new("storage faults: migrate up, the listing after", draws_for_trial("migrate up listing").1);
     check_listing(&setup, &mut BTreeSet::new(), &mut tally, "the storage faults of migrate up");
     tally.finish();
+}
+
+/// The share of exchanges the S3 proxy trials break, in each way.
+const PROXY_FAULT_RATE: f64 = 0.1;
+
+/// How many times PostgreSQL's archiver has failed so far (a `wal-push` that exited non-zero).
+async fn failed_archive_attempts(setup: &Setup) -> u64 {
+    let mut conn = setup.connect().await;
+    scalar(&mut conn, "SELECT failed_count::text FROM pg_stat_archiver").await.parse().unwrap()
+}
+
+/// The storage-fault trials for S3 on the wire: the same operations, and `wal-push` as
+/// `archive_command`, against a real S3-compatible server through the loopback fault proxy
+/// (tests/support/faulty_proxy.rs), which breaks 10% of the exchanges in one way at a time:
+/// 500 InternalError, 503 SlowDown, responses cut short, responses held back. The SDK retries
+/// 5xx and throttling (`max_attempts = 5`) and slowness stays within every timeout, so under
+/// those three every run must succeed; under cuts a run may also fail cleanly. Afterwards,
+/// without faults, the listing, the acknowledged segments and the WAL archive are checked as in
+/// [`storage_fault_trials`].
+#[tokio::test]
+async fn s3_fault_trials() {
+    let size = size();
+    let server = S3Server::start(S3ServerKind::S3sFs).await;
+    let bucket = server.fresh_bucket().await.bucket;
+    let (mut draws, _) = draws_for_trial("S3 proxy");
+    let proxy = FaultyProxy::start_with(&server.endpoint(), ProxyFault::CutMidBody, 0.0, draws.next_u64());
+    let setup = trial_setup_with(Options::restorable().s3_through(&proxy.endpoint(), &bucket)).await;
+    for fault in ProxyFault::ALL {
+        let trial = format!("S3 proxy: 10% {}", fault.name());
+        let (_, seed) = draws_for_trial(&trial);
+        let mut tally = Tally::new(&trial, seed);
+        let must_succeed = fault != ProxyFault::CutMidBody;
+        let injected_before = proxy.stats().injected(fault);
+        let archive_failures_before = failed_archive_attempts(&setup).await;
+        let acked = acked_dir(&setup, &format!("acked-s3-{}", fault.name()));
+        archive_into(&setup, &acked, None).await;
+        proxy.set_fault(fault, PROXY_FAULT_RATE);
+        write_segments(&setup, size.wal_segments / 4).await;
+
+        let fetched = setup.dir.path().join("fetched-under-faults").display().to_string();
+        for run_number in 0..size.fault_runs {
+            let pgdata = setup.restore_dir(&format!("s3-restore-{}-{run_number}", fault.name()));
+            let pgdata_text = pgdata.display().to_string();
+            for args in [
+                vec!["backup"],
+                vec!["dump"],
+                vec!["verify", "--latest", "--integrity-only"],
+                vec!["wal-fetch", "000000010000000000000001", &fetched],
+                vec!["restore", "--pgdata", &pgdata_text],
+            ] {
+                let output = run(&setup, &args, None);
+                tally.outcome(&format!("{args:?} (run {run_number})"), &output);
+                if must_succeed && !output.status.success() {
+                    tally.problem(format!("{args:?} (run {run_number}) failed under 10% {}", fault.name()));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&pgdata);
+        }
+        wait_for_archiver(&setup).await;
+        proxy.set_fault(fault, 0.0);
+        tally.injected = (proxy.stats().injected(fault) - injected_before) as u32;
+        if tally.injected == 0 {
+            tally.problem(format!("the proxy injected no {}, so nothing was tried", fault.name()));
+        }
+        let archive_failures = failed_archive_attempts(&setup).await - archive_failures_before;
+        if must_succeed && archive_failures > 0 {
+            tally.problem(format!("wal-push failed {archive_failures} time(s) under 10% {}", fault.name()));
+        }
+        let mut proven = BTreeSet::new();
+        check_listing(&setup, &mut proven, &mut tally, &trial);
+        let checked = acknowledged_segments_read_back(&setup, &acked, &mut tally);
+        tally.runs += checked as u32;
+        tally.succeeded += checked as u32;
+        wal_check_passes(&setup, &mut tally);
+        println!("trial {trial}: {}", proxy.stats().summary());
+        tally.finish();
+    }
+    newest_backup_restores(&setup, "after-s3-faults").await;
 }

@@ -113,10 +113,19 @@ impl Options {
     /// A repository in `bucket` (under `prod`) of a running S3-compatible server, with its
     /// `[repository.s3]` table.
     pub fn s3(self, server: &S3Server, bucket: &str) -> Options {
+        self.s3_at(&server.endpoint(), bucket, "")
+    }
+
+    /// As [`Options::s3`], reached at `endpoint` (a fault proxy in front of the server), with an
+    /// attempt budget of 5 (`max_attempts`) for what the proxy breaks.
+    pub fn s3_through(self, endpoint: &str, bucket: &str) -> Options {
+        self.s3_at(endpoint, bucket, "max_attempts = 5\n")
+    }
+
+    fn s3_at(self, endpoint: &str, bucket: &str, more: &str) -> Options {
         let table = format!(
-            "\n[repository.s3]\nendpoint = \"{}\"\nforce_path_style = true\n\
-             access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
-            server.endpoint()
+            "\n[repository.s3]\nendpoint = \"{endpoint}\"\nforce_path_style = true\n{more}\
+             access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n"
         );
         self.repository(&format!("url = \"s3://{bucket}/prod\"\n")).extra(&table)
     }

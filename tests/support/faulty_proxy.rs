@@ -1,27 +1,93 @@
 //! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 for tests: it forwards every connection to an
-//! upstream server (the S3-compatible server of `s3.rs`) byte for byte and cuts a given share of
-//! the responses short: it forwards only the first part of a response's bytes and then closes
-//! both connections, as a flaky network or a restarted load balancer would. A response with a
-//! body is cut at a random point of its body, one without (HEAD, most PUT answers) at a random
-//! point of its status line and headers: cuts before the body are what the SDK's own retries
-//! handle, cuts inside it are what the store must resume.
+//! upstream server (the S3-compatible server of `s3.rs`) byte for byte and injects one kind of
+//! fault ([`ProxyFault`]) into a given share of the exchanges, as a flaky network, a restarted
+//! load balancer or a busy S3 would:
+//!
+//! - `CutMidBody`: the response is forwarded only in part, then both connections close. A
+//!   response with a body is cut at a random point of its body, one without (HEAD, most PUT
+//!   answers) at a random point of its status line and headers: cuts before the body are what
+//!   the SDK's own retries handle, cuts inside it are what the store must resume.
+//! - `ServerError` and `SlowDown`: the proxy answers itself, without forwarding the request, with
+//!   what S3 sends: `500 Internal Server Error` with an `InternalError` XML body, or `503 Slow
+//!   Down` with a `SlowDown` body (S3's throttling answer). The request, body included, is read
+//!   off the connection first and the connection stays open: S3 answers errors on a kept-alive
+//!   connection too, and a connection closed while the client still sends its body can be reset
+//!   by the kernel before the client reads the answer, which would turn a clean 5xx into a cut
+//!   (another fault kind). The request never reaches the server, so a retry is the first copy
+//!   it sees. (The AWS SDK sends no `Expect: 100-continue`, so reading the body never waits.)
+//! - `Slow`: the response is held back for 200 to 1,500 ms (drawn per connection from the seed),
+//!   then its head and the first few KiB of its body trickle out in 1 KiB pieces 50 ms apart,
+//!   and the rest follows at full speed. That stays far below the store's timeouts
+//!   (`src/storage/s3.rs`: 30 s per attempt until the response head, 5 s to connect) and the
+//!   SDK's stalled-stream protection (no byte for 20 s), so it tests slowness, not timeouts.
 //!
 //! The proxy follows HTTP/1.1 framing (Content-Length, chunked, bodiless responses to HEAD and
-//! 1xx/204/304) in both directions so that, with keep-alive, it sees every response on a
-//! connection and the rate is per response. Which responses are cut is a schedule, not a coin
-//! toss: with rate 1/n, one response in every n that pass through (counted across connections,
-//! from a phase the seed picks) is cut, so a test of a few hundred responses is sure to see its
-//! share of cuts and cannot pass by luck. Where each cut falls comes from a generator seeded per
-//! connection. The proxy runs on its own thread and runtime, so a test may block on child
-//! processes while it serves; dropping it stops that thread.
+//! 1xx/204/304) in both directions so that, with keep-alive, it sees every exchange on a
+//! connection and the rate is per exchange. Which exchanges get the fault is a schedule, not a
+//! coin toss: with rate 1/n, one exchange in every n that pass through (counted across
+//! connections, from a phase the seed picks) gets it, so a test of a few hundred requests is sure
+//! to see its share of faults and cannot pass by luck. Where each cut falls and how long each
+//! delay lasts come from a generator seeded per connection. The proxy runs on its own thread and
+//! runtime, so a test may block on child processes while it serves; dropping it stops that
+//! thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy does to the exchanges its schedule picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyFault {
+    /// Answers `500 InternalError` itself.
+    ServerError,
+    /// Answers `503 SlowDown` itself.
+    SlowDown,
+    /// Forwards the response only in part (inside its head or its body) and closes.
+    CutMidBody,
+    /// Holds the response back and trickles its start.
+    Slow,
+}
+
+impl ProxyFault {
+    pub const ALL: [ProxyFault; 4] =
+        [ProxyFault::ServerError, ProxyFault::SlowDown, ProxyFault::CutMidBody, ProxyFault::Slow];
+
+    /// e.g. "InternalError", for trial names and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyFault::ServerError => "InternalError",
+            ProxyFault::SlowDown => "SlowDown",
+            ProxyFault::CutMidBody => "cut",
+            ProxyFault::Slow => "slow",
+        }
+    }
+
+    fn index(self) -> u64 {
+        match self {
+            ProxyFault::ServerError => 0,
+            ProxyFault::SlowDown => 1,
+            ProxyFault::CutMidBody => 2,
+            ProxyFault::Slow => 3,
+        }
+    }
+
+    fn from_index(index: u64) -> ProxyFault {
+        ProxyFault::ALL[index as usize]
+    }
+}
+
+/// The shortest and longest hold of a `Slow` response.
+const SLOW_HOLD_MS: (u64, u64) = (200, 1_500);
+/// A `Slow` response's head and first body bytes go out in pieces this big, this far apart.
+const TRICKLE_PIECE: usize = 1024;
+const TRICKLE_PAUSE: Duration = Duration::from_millis(50);
+/// How many pieces trickle before the rest is forwarded at full speed.
+const TRICKLE_PIECES: u32 = 6;
 
 /// What the proxy did so far.
 #[derive(Debug, Default)]
@@ -29,10 +95,14 @@ pub struct ProxyStats {
     responses: AtomicU64,
     cut: AtomicU64,
     cut_in_body: AtomicU64,
+    server_errors: AtomicU64,
+    slow_downs: AtomicU64,
+    slowed: AtomicU64,
+    held_ms: AtomicU64,
 }
 
 impl ProxyStats {
-    /// Final responses that started through the proxy (cut or not).
+    /// Exchanges that started through the proxy (requests forwarded or answered by the proxy).
     pub fn responses(&self) -> u64 {
         self.responses.load(Ordering::Relaxed)
     }
@@ -47,22 +117,57 @@ impl ProxyStats {
         self.cut_in_body.load(Ordering::Relaxed)
     }
 
-    /// e.g. "17 of 342 responses cut short (5.0%), 12 of them inside the body".
+    /// How many exchanges got `fault` so far.
+    pub fn injected(&self, fault: ProxyFault) -> u64 {
+        match fault {
+            ProxyFault::ServerError => &self.server_errors,
+            ProxyFault::SlowDown => &self.slow_downs,
+            ProxyFault::CutMidBody => &self.cut,
+            ProxyFault::Slow => &self.slowed,
+        }
+        .load(Ordering::Relaxed)
+    }
+
+    /// e.g. "342 exchanges: 17 cut short (5.0%, 12 inside the body), 3 InternalError, 0 SlowDown,
+    /// 0 slowed (0.0 s held)".
     pub fn summary(&self) -> String {
         let (responses, cut) = (self.responses(), self.cut());
         format!(
-            "{cut} of {responses} responses cut short ({:.1}%), {} of them inside the body",
+            "{responses} exchanges: {cut} cut short ({:.1}%, {} inside the body), {} InternalError, {} SlowDown, \
+             {} slowed ({:.1} s held)",
             100.0 * cut as f64 / responses.max(1) as f64,
-            self.cut_in_body()
+            self.cut_in_body(),
+            self.injected(ProxyFault::ServerError),
+            self.injected(ProxyFault::SlowDown),
+            self.injected(ProxyFault::Slow),
+            self.held_ms.load(Ordering::Relaxed) as f64 / 1000.0
         )
+    }
+}
+
+/// The fault and its period (one exchange in this many; 0 for none), in one word so that a
+/// change is seen whole: the period shifted left by 8 bits, the fault's index below.
+#[derive(Debug, Default)]
+struct Schedule(AtomicU64);
+
+impl Schedule {
+    fn set(&self, fault: ProxyFault, rate: f64) {
+        let period = if rate > 0.0 { (1.0 / rate.min(1.0)).round() as u64 } else { 0 };
+        self.0.store(period << 8 | fault.index(), Ordering::Relaxed);
+    }
+
+    /// The fault for exchange `number` of the proxy, if the schedule picks it.
+    fn pick(&self, number: u64, phase: u64) -> Option<ProxyFault> {
+        let word = self.0.load(Ordering::Relaxed);
+        let period = word >> 8;
+        (period > 0 && (number + phase % period).is_multiple_of(period)).then(|| ProxyFault::from_index(word & 0xff))
     }
 }
 
 pub struct FaultyProxy {
     address: SocketAddr,
     stats: Arc<ProxyStats>,
-    /// Cut one response in this many; 0 cuts none.
-    period: Arc<AtomicU64>,
+    schedule: Arc<Schedule>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -71,6 +176,11 @@ impl FaultyProxy {
     /// Listens on a free port of 127.0.0.1 and forwards to `upstream` (e.g. `http://127.0.0.1:PORT`),
     /// cutting the share `cut_rate` of the responses short.
     pub fn start(upstream: &str, cut_rate: f64, seed: u64) -> FaultyProxy {
+        FaultyProxy::start_with(upstream, ProxyFault::CutMidBody, cut_rate, seed)
+    }
+
+    /// As [`FaultyProxy::start`], injecting `fault` into the share `rate` of the exchanges.
+    pub fn start_with(upstream: &str, fault: ProxyFault, rate: f64, seed: u64) -> FaultyProxy {
         let upstream: SocketAddr = upstream
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -80,13 +190,14 @@ impl FaultyProxy {
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap();
         let stats = Arc::new(ProxyStats::default());
-        let period = Arc::new(AtomicU64::new(0));
+        let schedule = Arc::new(Schedule::default());
+        schedule.set(fault, rate);
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("faulty-proxy".into())
             .spawn({
                 let stats = stats.clone();
-                let period = period.clone();
+                let schedule = schedule.clone();
                 move || {
                     let runtime = tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(2)
@@ -97,7 +208,7 @@ impl FaultyProxy {
                         let listener = TcpListener::from_std(listener).unwrap();
                         tokio::select! {
                             _ = stopped => {}
-                            _ = accept_loop(listener, upstream, seed, stats, period) => {}
+                            _ = accept_loop(listener, upstream, seed, stats, schedule) => {}
                         }
                     });
                     // Dropping the runtime ends every connection still open.
@@ -105,9 +216,7 @@ impl FaultyProxy {
                 }
             })
             .expect("start the proxy thread");
-        let proxy = FaultyProxy { address, stats, period, stop: Some(stop), thread: Some(thread) };
-        proxy.set_cut_rate(cut_rate);
-        proxy
+        FaultyProxy { address, stats, schedule, stop: Some(stop), thread: Some(thread) }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -119,11 +228,15 @@ impl FaultyProxy {
         &self.stats
     }
 
-    /// Changes the share of responses cut from now on: one in `round(1 / rate)`; 0 lets
-    /// everything through.
+    /// Injects `fault` into the share `rate` of the exchanges from now on: one in
+    /// `round(1 / rate)`; 0 lets everything through.
+    pub fn set_fault(&self, fault: ProxyFault, rate: f64) {
+        self.schedule.set(fault, rate);
+    }
+
+    /// Cuts the share `rate` of the responses short from now on.
     pub fn set_cut_rate(&self, rate: f64) {
-        let period = if rate > 0.0 { (1.0 / rate.min(1.0)).round() as u64 } else { 0 };
-        self.period.store(period, Ordering::Relaxed);
+        self.set_fault(ProxyFault::CutMidBody, rate);
     }
 }
 
@@ -143,20 +256,20 @@ async fn accept_loop(
     upstream: SocketAddr,
     seed: u64,
     stats: Arc<ProxyStats>,
-    period: Arc<AtomicU64>,
+    schedule: Arc<Schedule>,
 ) {
     let mut connection: u64 = 0;
     loop {
         let Ok((client, _)) = listener.accept().await else { continue };
         connection += 1;
         let rng = Rng::new(seed ^ connection.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let (stats, period) = (stats.clone(), period.clone());
+        let (stats, schedule) = (stats.clone(), schedule.clone());
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
             // Any error or cut ends the connection; both sockets close when dropped here.
-            let _ = relay(client, server, rng, seed, &stats, &period).await;
+            let _ = relay(client, server, rng, seed, &stats, &schedule).await;
         });
     }
 }
@@ -176,6 +289,32 @@ impl From<std::io::Error> for Stop {
     }
 }
 
+/// The answer S3 gives for `fault` (`ServerError` or `SlowDown`) to a request with `method`:
+/// its status, and an XML error body except for HEAD, whose answers have none.
+fn error_answer(fault: ProxyFault, method: &[u8], number: u64) -> Vec<u8> {
+    let (status, code, message) = match fault {
+        ProxyFault::SlowDown => ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
+        _ => ("500 Internal Server Error", "InternalError", "We encountered an internal error. Please try again."),
+    };
+    let request_id = format!("FAULTYPROXY{number:08}");
+    let body = if method == b"HEAD" {
+        String::new()
+    } else {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>\
+             <RequestId>{request_id}</RequestId></Error>"
+        )
+    };
+    let mut answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\
+         x-amz-request-id: {request_id}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body.as_bytes());
+    answer
+}
+
 /// Forwards request/response exchanges one at a time (HTTP/1.1 clients do not pipeline).
 async fn relay(
     client: TcpStream,
@@ -183,7 +322,7 @@ async fn relay(
     mut rng: Rng,
     phase: u64,
     stats: &ProxyStats,
-    period: &AtomicU64,
+    schedule: &Schedule,
 ) -> Result<(), Stop> {
     let (client_read, mut client_write) = client.into_split();
     let (server_read, mut server_write) = server.into_split();
@@ -193,9 +332,19 @@ async fn relay(
         let Some(request) = from_client.head().await? else { return Err(Stop::Closed) };
         let method = request.split(|&byte| byte == b' ').next().unwrap_or_default().to_vec();
         let framing = body_framing(&request, None);
+        let number = stats.responses.fetch_add(1, Ordering::Relaxed);
+        let fault = schedule.pick(number, phase);
+        if let Some(fault @ (ProxyFault::ServerError | ProxyFault::SlowDown)) = fault {
+            // The request is read to its end and dropped; the connection stays in step.
+            let mut discard = tokio::io::sink();
+            from_client.forward_body(framing, &mut Sink::new(&mut discard)).await?;
+            client_write.write_all(&error_answer(fault, &method, number)).await?;
+            let counter = if fault == ProxyFault::SlowDown { &stats.slow_downs } else { &stats.server_errors };
+            counter.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         server_write.write_all(&request).await?;
-        let mut to_server = Sink { writer: &mut server_write, budget: None };
-        from_client.forward_body(framing, &mut to_server).await?;
+        from_client.forward_body(framing, &mut Sink::new(&mut server_write)).await?;
         loop {
             let Some(response) = from_server.head().await? else { return Err(Stop::Closed) };
             let status = status_code(&response);
@@ -204,19 +353,27 @@ async fn relay(
                 client_write.write_all(&response).await?;
                 continue;
             }
-            let number = stats.responses.fetch_add(1, Ordering::Relaxed);
             let framing = body_framing(&response, Some((&method, status)));
-            let period = period.load(Ordering::Relaxed);
-            let scheduled = period > 0 && (number + phase % period).is_multiple_of(period);
-            let budget = scheduled.then(|| {
-                let head = response.len() as u64;
-                match framing.known_length() {
-                    Some(0) => rng.below(head),
-                    Some(body) => head + rng.below(body),
-                    None => head + rng.below(1024),
+            let mut to_client = Sink::new(&mut client_write);
+            match fault {
+                Some(ProxyFault::CutMidBody) => {
+                    let head = response.len() as u64;
+                    to_client.budget = Some(match framing.known_length() {
+                        Some(0) => rng.below(head),
+                        Some(body) => head + rng.below(body),
+                        None => head + rng.below(1024),
+                    });
                 }
-            });
-            let mut to_client = Sink { writer: &mut client_write, budget };
+                Some(ProxyFault::Slow) => {
+                    let hold = SLOW_HOLD_MS.0 + rng.below(SLOW_HOLD_MS.1 - SLOW_HOLD_MS.0 + 1);
+                    tokio::time::sleep(Duration::from_millis(hold)).await;
+                    stats.slowed.fetch_add(1, Ordering::Relaxed);
+                    stats.held_ms.fetch_add(hold, Ordering::Relaxed);
+                    to_client.trickle = TRICKLE_PIECES;
+                }
+                _ => {}
+            }
+            let budget = to_client.budget;
             let outcome = match to_client.send(&response).await {
                 Ok(()) => from_server.forward_body(framing, &mut to_client).await,
                 Err(stop) => Err(stop),
@@ -287,14 +444,28 @@ fn status_code(head: &[u8]) -> u16 {
     String::from_utf8_lossy(head).split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
 }
 
-/// Writes to one side, cutting the stream after `budget` more bytes when it is set.
+/// Writes to one side, cutting the stream after `budget` more bytes when it is set, and sending
+/// the first `trickle` pieces slowly.
 struct Sink<'a, W> {
     writer: &'a mut W,
     budget: Option<u64>,
+    trickle: u32,
 }
 
-impl<W: AsyncWrite + Unpin> Sink<'_, W> {
-    async fn send(&mut self, data: &[u8]) -> Result<(), Stop> {
+impl<'a, W: AsyncWrite + Unpin> Sink<'a, W> {
+    fn new(writer: &'a mut W) -> Sink<'a, W> {
+        Sink { writer, budget: None, trickle: 0 }
+    }
+
+    async fn send(&mut self, mut data: &[u8]) -> Result<(), Stop> {
+        while self.trickle > 0 && !data.is_empty() {
+            let piece = data.len().min(TRICKLE_PIECE);
+            self.writer.write_all(&data[..piece]).await?;
+            self.writer.flush().await?;
+            data = &data[piece..];
+            self.trickle -= 1;
+            tokio::time::sleep(TRICKLE_PAUSE).await;
+        }
         match self.budget {
             Some(left) if (data.len() as u64) >= left => {
                 self.writer.write_all(&data[..left as usize]).await?;
