@@ -137,6 +137,44 @@ async fn the_gate_refuses_without_a_fresh_verified_backup_and_runs_the_command_w
     assert_eq!(refused.last().unwrap()["arguments"]["backup"], id.as_str());
 }
 
+/// Found by the storage-fault trials of `migrate up` (docs/trials.md): a routine
+/// `verify --integrity-only` of a backup verified by restore took the place of that verdict, and
+/// the gate then refused the backup as "only checked for integrity" until the next verification
+/// by restore. The proof of restore stands through passed integrity checks, as long as its report
+/// reads back as recorded; a failed integrity check fails the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn trial_defect_an_integrity_check_after_a_verification_by_restore_keeps_the_gate_open() {
+    let setup = production("").await;
+    let id = backup_without_verifying(&setup);
+    let verified = setup.run(&["verify", &id]);
+    assert!(verified.status.success(), "{}", describe(&verified));
+    for _ in 0..2 {
+        let checked = setup.run(&["verify", &id, "--integrity-only"]);
+        assert!(checked.status.success(), "{}", describe(&checked));
+    }
+    let output = gate(&setup, &["--approve"], "touch ran");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(marker(&setup).exists(), "the gate passed but the command did not run");
+    let list = setup.json(&["list", "--json"]);
+    assert_eq!(list["problems"], serde_json::json!([]), "{list}");
+
+    // The report of the verification by restore gone: it no longer counts, and list names it.
+    let reports = setup.repo_dir().join(format!("clusters/main/verify/{id}"));
+    let mut keys: Vec<_> = std::fs::read_dir(&reports).unwrap().flatten().map(|entry| entry.path()).collect();
+    keys.sort();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let saved = setup.dir.path().join("saved-report");
+    std::fs::rename(&keys[0], &saved).unwrap();
+    let message = assert_failure(&gate(&setup, &["--approve"], "touch ran"));
+    assert!(message.contains("after its verification by restore on"), "{message}");
+    assert!(message.contains("none has passed verification by restore"), "{message}");
+    let list = setup.command(&["list", "--json"]).output().unwrap();
+    let problems = serde_json::from_slice::<Value>(&list.stdout).unwrap()["problems"].to_string();
+    assert!(problems.contains("verification of") && problems.contains("by restore"), "{problems}");
+    std::fs::rename(&saved, &keys[0]).unwrap();
+    assert!(gate(&setup, &["--approve"], "true").status.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gate_refuses_when_the_newest_backup_failed_verification() {
     let setup = production("checks = [\"select false\"]").await;

@@ -66,6 +66,10 @@ pub struct Verification {
     /// Whether the journal records this verdict (only recorded verdicts can be trusted: an
     /// unrecorded one may come from a report put there by someone else).
     pub recorded: bool,
+    /// The newest verification by restore the journal records, when a newer integrity-only
+    /// check gave the verdict above; its report is among the stored ones (else a problem names
+    /// it), and whoever relies on it reads it and checks its hash.
+    pub restore_before: Option<journal_entry::Verdict>,
 }
 
 /// The catalog of a cluster, checked.
@@ -176,10 +180,27 @@ async fn survey_once(repository: &Repository, layout: &ClusterLayout) -> Result<
     let mut verifications = BTreeMap::new();
     let ids: Vec<BackupId> = entries.iter().map(Entry::id).collect();
     for id in ids {
-        let recorded = state.as_ref().and_then(|state| state.item(id)).and_then(|item| item.verification.as_ref());
+        let item = state.as_ref().and_then(|state| state.item(id));
+        let recorded = item.and_then(|item| item.verification.as_ref());
         let before = problems.len();
-        if let Some(verification) = judge(id, state.is_some(), recorded, reports.get(&id), &mut problems) {
+        if let Some(mut verification) = judge(id, state.is_some(), recorded, reports.get(&id), &mut problems) {
             maybe_in_flight |= recorded.is_none() && problems.len() > before;
+            if let Some(restore) = item.and_then(|item| item.restore_verification.as_ref()) {
+                let stored = reports
+                    .get(&id)
+                    .is_some_and(|reports| reports.keys.iter().any(|key| key.as_str() == restore.verdict.report));
+                if !stored {
+                    problems.push(Problem {
+                        key: restore.verdict.report.clone(),
+                        detail: format!(
+                            "is missing: journal entry {} recorded this verification of {id} by restore ({}), and \
+                             lifeboat never deletes a report of a backup it keeps",
+                            restore.recorded_in, restore.verdict.status
+                        ),
+                    });
+                }
+                verification.restore_before = Some(restore.verdict.clone());
+            }
             verifications.insert(id, verification);
         }
     }
@@ -265,6 +286,7 @@ fn judge(
             report: verdict.report.clone(),
             latest,
             recorded: true,
+            restore_before: None,
         });
     }
     let reports = reports?;
@@ -295,5 +317,6 @@ fn judge(
         report: reports.latest_key.to_string(),
         latest,
         recorded: false,
+        restore_before: None,
     })
 }

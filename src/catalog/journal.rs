@@ -417,7 +417,13 @@ async fn adopt(repository: &Repository, layout: &ClusterLayout) -> Result<State,
                 recorded_in: 1,
             })
         });
-        state.items.push(Item { id, manifest_blake3: hash_hex(&bytes), recorded_in: 1, verification });
+        state.items.push(Item {
+            id,
+            manifest_blake3: hash_hex(&bytes),
+            recorded_in: 1,
+            verification,
+            restore_verification: None,
+        });
     }
     Ok(state)
 }

@@ -85,6 +85,21 @@ pub struct Item {
     pub recorded_in: u64,
     /// The newest verification recorded for it.
     pub verification: Option<RecordedVerdict>,
+    /// The newest verification by restore recorded for it, when an integrity-only check came
+    /// after it (and took its place as `verification`): a later check that the stored objects
+    /// are intact does not undo the proof that they restore. Absent from older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_verification: Option<RecordedVerdict>,
+}
+
+impl Item {
+    /// The newest verification by restore recorded for it.
+    pub fn newest_restore_verification(&self) -> Option<&RecordedVerdict> {
+        self.verification
+            .as_ref()
+            .filter(|recorded| recorded.verdict.mode == Mode::Restore)
+            .or(self.restore_verification.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +155,16 @@ impl State {
                     next.record(*id, manifest_blake3, seq);
                 }
                 let item = next.items.iter_mut().find(|item| item.id == *id).expect("recorded above");
-                item.verification = Some(RecordedVerdict { verdict: verdict.clone(), recorded_in: seq });
+                let previous =
+                    item.verification.replace(RecordedVerdict { verdict: verdict.clone(), recorded_in: seq });
+                match verdict.mode {
+                    Mode::Restore => item.restore_verification = None,
+                    Mode::Integrity => {
+                        if let Some(previous) = previous.filter(|previous| previous.verdict.mode == Mode::Restore) {
+                            item.restore_verification = Some(previous);
+                        }
+                    }
+                }
             }
             Event::Deleted { id } => {
                 next.items.retain(|item| item.id != *id);
@@ -165,6 +189,7 @@ impl State {
                     manifest_blake3: manifest_blake3.to_owned(),
                     recorded_in: seq,
                     verification: None,
+                    restore_verification: None,
                 });
                 self.items.sort_by_key(|item| item.id);
             }
@@ -214,6 +239,37 @@ mod tests {
             mode: Mode::Restore,
             verified_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn an_integrity_check_after_a_restore_verification_keeps_the_proof_of_restore() {
+        let full = id("20261127T021500Z-full");
+        let verified = |state: State, mode: Mode, passed: bool, seq: u64| {
+            let verdict = Verdict { mode, ..verdict(passed) };
+            state.apply(&Event::Verified { id: full, manifest_blake3: "f".into(), verdict }, seq)
+        };
+        let state = State::default().apply(&Event::Completed { id: full, manifest_blake3: "f".into() }, 1);
+        let state = verified(state, Mode::Restore, true, 2);
+        let state = verified(state, Mode::Integrity, true, 3);
+        let state = verified(state, Mode::Integrity, false, 4);
+        let item = state.item(full).unwrap();
+        assert_eq!(item.verification.as_ref().unwrap().recorded_in, 4, "the newest verdict is the newest check");
+        assert_eq!(item.newest_restore_verification().unwrap().recorded_in, 2);
+        // A newer restore verification takes the place of both.
+        let state = verified(state, Mode::Restore, false, 5);
+        let item = state.item(full).unwrap();
+        assert!(item.restore_verification.is_none());
+        assert_eq!(item.newest_restore_verification().unwrap().recorded_in, 5);
+        // Entries written before the field existed read as before.
+        let old = r#"{"id":"20261127T021500Z-full","manifest_blake3":"f","recorded_in":1,"verification":null}"#;
+        assert!(serde_json::from_str::<Item>(old).unwrap().restore_verification.is_none());
+        assert!(
+            !serde_json::to_string(
+                &State::default().apply(&Event::Completed { id: full, manifest_blake3: "f".into() }, 1)
+            )
+            .unwrap()
+            .contains("restore_verification")
+        );
     }
 
     #[test]

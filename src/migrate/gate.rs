@@ -25,10 +25,12 @@ use crate::catalog::listing::{CatalogError, Entry, manifest_key};
 use crate::catalog::wal::{SegmentSize, WalFile, WalSegment};
 use crate::config::{Environment, GateBackup, format_duration};
 use crate::dump::{DumpRequest, Selection};
-use crate::format::verify_report::Mode;
+use crate::format::journal_entry::{Verdict, hash_hex};
+use crate::format::verify_report::{Mode, VerifyReport};
 use crate::ops::event::{Event, Operation, Outcome, Totals};
 use crate::ops::{OpContext, OpError};
 use crate::postgres::connect::ConnectError;
+use crate::storage::ObjectKey;
 use crate::verify::VerifyOptions;
 
 /// The longest restore point name PostgreSQL keeps (`MAXFNAMELEN - 1`).
@@ -342,6 +344,44 @@ struct Candidate {
     verdict: Option<bool>,
     status: String,
     verified_at: Option<DateTime<Utc>>,
+    /// The passed verification by restore the journal records before the newer integrity-only
+    /// check that gave the verdict; it counts once its report reads back intact
+    /// ([`accept_restore_proofs`]).
+    restore_proof: Option<Verdict>,
+}
+
+/// Makes the candidates whose newest check was integrity-only count as verified by restore when
+/// the verification by restore before it passed and its report reads back as the journal
+/// recorded it (G9).
+async fn accept_restore_proofs(context: &OpContext, candidates: &mut [Candidate]) {
+    for candidate in candidates.iter_mut() {
+        let Some(proof) = candidate.restore_proof.take() else { continue };
+        let report = match ObjectKey::new(proof.report.clone()) {
+            Ok(key) => context.repository.get_bytes(&key).await.ok(),
+            Err(_) => None,
+        };
+        let intact = report.is_some_and(|bytes| {
+            hash_hex(&bytes) == proof.report_blake3
+                && VerifyReport::from_json(&bytes).is_ok_and(|report| {
+                    report.passed && report.mode == Mode::Restore && report.id == candidate.found.id
+                })
+        });
+        if intact {
+            candidate.verdict = Some(true);
+            candidate.verified_at = Some(proof.verified_at);
+            candidate.status = format!(
+                "passed verification by restore on {}, and integrity checks since",
+                proof.verified_at.format("%Y-%m-%d %H:%M UTC")
+            );
+        } else {
+            candidate.status = format!(
+                "was checked for integrity after its verification by restore on {}, whose report {} is missing, \
+                 altered or unreadable (`lifeboat list` names the problem)",
+                proof.verified_at.format("%Y-%m-%d %H:%M UTC"),
+                proof.report
+            );
+        }
+    }
 }
 
 /// The newest backup of the gate's kind that passed verification within `max_age`, or why not.
@@ -355,7 +395,8 @@ async fn newest_fresh(
     let survey = audit::survey(&context.repository, &context.layout)
         .await
         .map_err(|source| GateError::Catalog { cluster: context.layout.name().as_str().to_owned(), source })?;
-    let candidates = candidates(&survey, context, kind, database, Utc::now());
+    let mut candidates = candidates(&survey, context, kind, database, Utc::now());
+    accept_restore_proofs(context, &mut candidates).await;
     let fix = Fix { kind, database: database.to_owned() };
     let what = match kind {
         GateBackup::Base => "base backup".to_owned(),
@@ -441,11 +482,21 @@ fn candidates(
             let age = (now - completed_at).to_std().unwrap_or_default();
             let verification = survey.verifications.get(&id);
             // Only a recorded verdict whose report is stored intact counts (G9), and only a
-            // verification that restored.
+            // verification that restored. A failed integrity check fails the backup; a passed one
+            // leaves the verification by restore before it standing (`restore_proof`).
             let verdict = verification.and_then(|verification| {
                 let report = verification.latest.as_ref()?;
-                (verification.recorded && report.mode == Mode::Restore).then_some(verification.passed && report.passed)
+                let passed = verification.passed && report.passed;
+                match report.mode {
+                    _ if !verification.recorded => None,
+                    Mode::Restore => Some(passed),
+                    Mode::Integrity => (!passed).then_some(false),
+                }
             });
+            let restore_proof = verification
+                .filter(|verification| verdict.is_none() && verification.recorded && verification.passed)
+                .and_then(|verification| verification.restore_before.clone())
+                .filter(|restore| restore.passed);
             let status = match (verification, verdict) {
                 (None, _) => "was never verified by restore".to_owned(),
                 (Some(verification), Some(_)) => verification.status.clone(),
@@ -465,6 +516,7 @@ fn candidates(
                 verdict,
                 status,
                 verified_at: verification.and_then(|verification| verification.verified_at),
+                restore_proof,
             })
         })
         .collect();
