@@ -304,8 +304,11 @@ async fn inventory(
     }
     for (id, mut keys) in reports {
         keys.sort();
-        let recorded = state.item(id).and_then(|item| item.verification.as_ref()).map(|v| v.verdict.report.clone());
-        inventory.reports.push(StoredReports { id, keys, recorded });
+        let item = state.item(id);
+        let recorded = item.and_then(|item| item.verification.as_ref()).map(|v| v.verdict.report.clone());
+        let recorded_restore =
+            item.and_then(|item| item.restore_verification.as_ref()).map(|v| v.verdict.report.clone());
+        inventory.reports.push(StoredReports { id, keys, recorded, recorded_restore });
     }
 
     let size = match ClusterRecord::read(repository, layout).await {

@@ -17,8 +17,9 @@
 //! - no policy at all: everything stays (an interrupted deletion is still finished).
 //! - never deleted, whatever the settings: the newest full backup, and the newest dump, whose last
 //!   verification passed.
-//! - verification reports go with their backup or dump; of a kept one, the newest report and the
-//!   one whose verdict the journal records stay, older ones go. Reports of something the journal
+//! - verification reports go with their backup or dump; of a kept one, the newest report, the
+//!   one whose verdict the journal records and the one of the newest verification by restore the
+//!   journal records (the migration gate's proof, after integrity-only checks) stay, older ones go. Reports of something the journal
 //!   records as deleted go; any other report is left alone.
 //! - WAL: a segment (or `.partial`, or backup history file) whose end is at or before the start of
 //!   the kept full backup that starts first is needed by nothing kept, and goes. Everything after
@@ -71,6 +72,9 @@ pub struct StoredReports {
     pub keys: Vec<String>,
     /// The key of the report whose verdict the journal records, if any.
     pub recorded: Option<String>,
+    /// The key of the report of the newest verification by restore the journal records, when a
+    /// newer integrity-only check gave the recorded verdict: the migration gate relies on it.
+    pub recorded_restore: Option<String>,
 }
 
 /// One archived WAL object.
@@ -344,6 +348,11 @@ fn decide_reports(inventory: &Inventory, items: &[Decided], no_policy: bool) -> 
                     }
                     if stored.recorded.as_ref() == Some(key) {
                         rules.push(format!("the report whose verdict on {id} the journal records"));
+                    }
+                    if stored.recorded_restore.as_ref() == Some(key) {
+                        rules.push(format!(
+                            "the report of the newest verification of {id} by restore, which the journal records"
+                        ));
                     }
                     if rules.is_empty() && no_policy {
                         Fate::Keep(vec![NO_POLICY.into()])

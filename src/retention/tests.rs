@@ -229,20 +229,39 @@ fn reports_follow_their_backup_and_the_newest_and_recorded_ones_stay() {
     inv.deleted.insert(gone);
     let keys = |id: BackupId, n: usize| (0..n).map(|i| format!("verify/{id}/{i}")).collect::<Vec<_>>();
     inv.reports = vec![
-        StoredReports { id: backups[0].id, keys: keys(backups[0].id, 2), recorded: None },
+        StoredReports { id: backups[0].id, keys: keys(backups[0].id, 2), recorded: None, recorded_restore: None },
         StoredReports {
             id: backups[1].id,
             keys: keys(backups[1].id, 3),
             recorded: Some(format!("verify/{}/1", backups[1].id)),
+            recorded_restore: None,
         },
-        StoredReports { id: gone, keys: keys(gone, 1), recorded: None },
-        StoredReports { id: unknown, keys: keys(unknown, 1), recorded: None },
+        StoredReports { id: gone, keys: keys(gone, 1), recorded: None, recorded_restore: None },
+        StoredReports { id: unknown, keys: keys(unknown, 1), recorded: None, recorded_restore: None },
     ];
     let decision = decide(&inv, &Retention { full: Some(1), ..Retention::default() }, at(100));
     let kept: Vec<&str> =
         decision.reports.iter().filter(|report| report.fate.is_kept()).map(|report| report.key.as_str()).collect();
     let second = backups[1].id;
     assert_eq!(kept, [format!("verify/{second}/1"), format!("verify/{second}/2"), format!("verify/{unknown}/0")]);
+}
+
+#[test]
+fn the_report_of_a_verification_by_restore_stays_after_newer_integrity_checks() {
+    let backups = vec![full(10)];
+    let mut inv = inventory(backups.clone(), vec![]);
+    let id = backups[0].id;
+    let keys = (0..4).map(|i| format!("verify/{id}/{i}")).collect::<Vec<_>>();
+    inv.reports = vec![StoredReports {
+        id,
+        keys,
+        recorded: Some(format!("verify/{id}/3")),
+        recorded_restore: Some(format!("verify/{id}/1")),
+    }];
+    let decision = decide(&inv, &Retention { full: Some(1), ..Retention::default() }, at(100));
+    let kept: Vec<&str> =
+        decision.reports.iter().filter(|report| report.fate.is_kept()).map(|report| report.key.as_str()).collect();
+    assert_eq!(kept, [format!("verify/{id}/1"), format!("verify/{id}/3")]);
 }
 
 #[test]
