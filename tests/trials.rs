@@ -41,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use lifeboat::storage::faulty::Draws;
 use lifeboat::util::process_alive;
-use support::archiving::{LIFEBOAT, Options, Setup, archive_current_segment, execute, scalar};
+use support::archiving::{
+    LIFEBOAT, Options, Setup, archive_current_segment, archive_current_segment_within, execute, scalar,
+};
 use support::daemon::{Daemon, daemon_config};
 use support::faulty_proxy::{FaultyProxy, ProxyFault};
 use support::output::{assert_success, describe};
@@ -570,28 +572,9 @@ async fn write_segments(setup: &Setup, segments: u32) {
     }
 }
 
-/// Waits until the archiver has archived everything written so far: the segment being written
-/// is switched out and waited for (it retries failed segments; after three failed attempts it
-/// sleeps for up to a minute, and a reload wakes it). Waiting for the segment of the current
-/// position instead would wait for a segment that is still being written whenever the server
-/// wrote a record after the last switch (a standby snapshot every 15 s), until the deadline.
+/// Waits until the archiver has archived everything written so far, nudging it after failures.
 async fn wait_for_archiver(setup: &Setup) {
-    let mut conn = setup.connect().await;
-    scalar(&mut conn, "SELECT txid_current()::text").await;
-    let segment = scalar(&mut conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let archived = scalar(&mut conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
-        if archived.as_str() >= segment.as_str() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the archiver did not archive {segment} within 300 s (archived: {archived})"
-        );
-        execute(&mut conn, "SELECT pg_reload_conf()").await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    archive_current_segment_within(&mut setup.connect().await, Duration::from_secs(300)).await;
 }
 
 /// Every segment in `acked` reads back identical through `wal-fetch`; the segments checked.

@@ -411,16 +411,29 @@ pub async fn scalar(conn: &mut PgConnection, sql: &str) -> String {
 /// backup), `pg_switch_wal()` does nothing and returns a position whose segment is not the one
 /// the archiver reports next, and the wait would run out on PostgreSQL 17 and 18.
 pub async fn archive_current_segment(conn: &mut PgConnection) {
+    archive_current_segment_within(conn, Duration::from_secs(60)).await;
+}
+
+/// [`archive_current_segment`] with a deadline of `limit`. Once an attempt has failed, each look
+/// also reloads the configuration: after three failures the archiver sleeps for up to a minute,
+/// and a reload wakes it.
+pub async fn archive_current_segment_within(conn: &mut PgConnection, limit: Duration) {
     scalar(conn, "SELECT txid_current()::text").await;
     let segment = scalar(conn, "SELECT pg_walfile_name(pg_switch_wal())").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
     loop {
         let archived = scalar(conn, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
         if archived.as_str() >= segment.as_str() && !archived.is_empty() {
             return;
         }
         let failed = scalar(conn, "SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver").await;
-        assert!(Instant::now() < deadline, "segment {segment} was not archived in time (last failed: {failed})");
+        assert!(
+            Instant::now() < deadline,
+            "segment {segment} was not archived within {limit:?} (last failed: {failed})"
+        );
+        if !failed.is_empty() {
+            scalar(conn, "SELECT pg_reload_conf()::text").await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
