@@ -247,6 +247,13 @@ pub enum BackupError {
     #[error(transparent)]
     Journal(#[from] JournalError),
 
+    #[error(
+        "backup {id} is complete and stored, but recording it in the cluster's journal failed: {source}\nUntil it \
+         is recorded `lifeboat list` names it as not recorded; the next backup, dump, expire or delete records it \
+         (or `lifeboat verify {id}`, which proves it first)"
+    )]
+    Unrecorded { id: BackupId, source: JournalError },
+
     #[error(transparent)]
     Storage(#[from] StorageError),
 
@@ -951,7 +958,9 @@ async fn store_manifest(
     let json = manifest.to_json();
     let manifest_blake3 = hash_hex(&json);
     repository.put_bytes(&key, json, PutMode::CreateOnly).await?;
-    journal::append(repository, layout, Event::Completed { id: manifest.id, manifest_blake3 }).await?;
+    journal::append(repository, layout, Event::Completed { id: manifest.id, manifest_blake3 })
+        .await
+        .map_err(|source| BackupError::Unrecorded { id: manifest.id, source })?;
     Ok(key)
 }
 

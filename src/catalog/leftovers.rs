@@ -16,10 +16,20 @@
 //!   local put rewrites its file every mebibyte, so an hour without a write means its writer is
 //!   gone; if it was only frozen, its put fails when it wakes up (the temporary file is gone),
 //!   and PostgreSQL tries `wal-push` again.
+//!
+//! A writer stores a manifest (the commit point, G1) and then records it in the journal. One that
+//! stopped in between (killed, or its journal append failed) left a complete backup or dump that
+//! `list` reports as not recorded. With the lease held no writer is between those two steps, so
+//! the sweep records each such manifest that authenticates, as its writer would have
+//! ([`record_stored_manifests`]); one the journal records as deleted is left to `delete`/`expire`.
 
 use std::time::Duration;
 
+use super::id::BackupId;
+use super::journal;
 use super::layout::ClusterLayout;
+use super::listing::{self, CatalogError};
+use crate::format::journal_entry::Event;
 use crate::repository::Repository;
 use crate::storage::Swept;
 
@@ -28,9 +38,26 @@ use crate::storage::Swept;
 /// lease's time to live).
 pub const IDLE: Duration = Duration::from_secs(60 * 60);
 
-/// Sweeps the cluster's prefix. Best effort: a failure is logged and left for the next lease
-/// holder. The caller must hold the cluster's lease (and not have lost it).
+/// Sweeps the cluster's prefix and records the manifests an interrupted writer stored but did not
+/// record. Best effort: a failure is logged and left for the next lease holder. The caller must
+/// hold the cluster's lease (and not have lost it).
 pub async fn sweep(repository: &Repository, layout: &ClusterLayout) -> Swept {
+    match record_stored_manifests(repository, layout).await {
+        Ok(recorded) => {
+            for id in recorded {
+                tracing::info!(
+                    %id,
+                    "recorded {id} in the journal: its manifest was stored (it is complete), but the run that stored \
+                     it stopped before recording it"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            "could not record the manifests an interrupted run left unrecorded; `list` names them, and the next \
+             backup, dump, expire or delete tries again"
+        ),
+    }
     let store = repository.store();
     let mut total = Swept::default();
     let passes =
@@ -53,4 +80,31 @@ pub async fn sweep(repository: &Repository, layout: &ClusterLayout) -> Swept {
         );
     }
     total
+}
+
+/// Records in the journal, as `completed`, each stored manifest that authenticates and that the
+/// journal neither records nor records as deleted; returns their ids. Reads only those manifests.
+/// Without a journal there is nothing to do: its first entry takes over every stored manifest.
+/// The caller must hold the cluster's lease.
+pub async fn record_stored_manifests(
+    repository: &Repository,
+    layout: &ClusterLayout,
+) -> Result<Vec<BackupId>, CatalogError> {
+    let Some((head, _)) = journal::writable_head(repository, layout).await? else { return Ok(Vec::new()) };
+    let unrecorded = listing::list_ids(repository, layout)
+        .await?
+        .into_iter()
+        .filter(|&id| head.state.item(id).is_none() && head.state.deletion(id).is_none());
+    let mut recorded = Vec::new();
+    for id in unrecorded {
+        let manifest_blake3 = match listing::read_manifest(repository, layout, id).await {
+            Ok((_, hash)) => hash,
+            // Gone since it was listed, or damaged: `list` and `verify` name a damaged one.
+            Err(error) if error.damage().is_some() || matches!(error, CatalogError::NotFound { .. }) => continue,
+            Err(error) => return Err(error),
+        };
+        journal::append(repository, layout, Event::Completed { id, manifest_blake3 }).await?;
+        recorded.push(id);
+    }
+    Ok(recorded)
 }

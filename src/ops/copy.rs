@@ -36,6 +36,7 @@ use super::run::{OpError, arguments, run_operation};
 use crate::catalog::cluster::ClusterRecord;
 use crate::catalog::id::BackupId;
 use crate::catalog::journal::{self, JournalError};
+use crate::catalog::leftovers;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError};
 use crate::catalog::listing;
@@ -371,6 +372,10 @@ async fn copy_to(context: &OpContext, snapshot: &Snapshot, name: &str) -> CopyRe
         }
     };
     let outcome = bring_up_to_date(context.repository.as_ref(), &copy, layout, snapshot, &lease, &mut result).await;
+    // What a killed or failed run left on the copy: partial uploads, a manifest not yet recorded.
+    if !lease.is_lost() {
+        leftovers::sweep(&copy, layout).await;
+    }
     if let Err(error) = lease.release().await {
         tracing::warn!(copy = name, %error, "could not release the copy's lease; it expires by itself");
     }
@@ -445,6 +450,12 @@ async fn bring_up_to_date(
         }
         let manifest_key = listing::manifest_key(layout, id);
         let Some(manifest) = snapshot.objects.get(manifest_key.as_str()) else { continue };
+        // The hash of the manifest's plaintext, which is what journals record, read before the
+        // manifest is stored so that only the journal append comes between the two.
+        let manifest_blake3 = match recorded.contains(&id) {
+            true => None,
+            false => Some(hash_hex(&primary.get_bytes(&manifest_key).await?)),
+        };
         if !held.contains_key(&manifest_key) {
             let prefix = listing::object_prefix(layout, id);
             let data = snapshot.under(&prefix).filter(|meta| meta.key != manifest_key).cloned();
@@ -454,9 +465,7 @@ async fn bring_up_to_date(
             held.insert(manifest_key.clone(), manifest.size);
             result.copied.backups.push(id);
         }
-        if !recorded.contains(&id) {
-            // The hash of the manifest's plaintext, which is what journals record.
-            let manifest_blake3 = hash_hex(&primary.get_bytes(&manifest_key).await?);
+        if let Some(manifest_blake3) = manifest_blake3 {
             journal::append(copy, layout, Event::Completed { id, manifest_blake3 }).await?;
         }
     }

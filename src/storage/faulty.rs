@@ -17,6 +17,10 @@
 //!   caller sees a retryable failure (the request that timed out after the server committed).
 //! - `delay`: the request waits up to `delay_ms` first.
 //!
+//! `only_keys=<text>` and `only_operation=<put|get|get_range|head|list|delete|...>` aim the faults
+//! at the requests whose key (or listed prefix) contains the text, or of that operation: a test
+//! can fail exactly the step it is about (every journal append, say) and nothing before it.
+//!
 //! Every injected fault is appended as one line (`<fault> <operation> <key>`) to the `report`
 //! file when one is named, so the trial harness can count them even across processes it kills.
 
@@ -49,6 +53,10 @@ pub struct FaultPlan {
     pub delay_max: Duration,
     /// Where each injected fault is recorded, one line each.
     pub report: Option<PathBuf>,
+    /// Only requests whose key (or listed prefix) contains this text draw faults.
+    pub only_keys: Option<String>,
+    /// Only requests of this operation draw faults.
+    pub only_operation: Option<String>,
 }
 
 impl Default for FaultPlan {
@@ -62,6 +70,8 @@ impl Default for FaultPlan {
             delay: 0.0,
             delay_max: Duration::from_millis(50),
             report: None,
+            only_keys: None,
+            only_operation: None,
         }
     }
 }
@@ -90,10 +100,12 @@ impl FaultPlan {
                 "delay" => plan.delay = rate()?,
                 "delay_ms" => plan.delay_max = Duration::from_millis(whole()?),
                 "report" => plan.report = Some(PathBuf::from(value)),
+                "only_keys" => plan.only_keys = Some(value.to_owned()),
+                "only_operation" => plan.only_operation = Some(value.to_owned()),
                 other => {
                     return Err(format!(
                         "{FAULTS_VARIABLE}: unknown setting {other:?} (known: seed, retryable, permanent, cut, lost, \
-                         delay, delay_ms, report)"
+                         delay, delay_ms, report, only_keys, only_operation)"
                     ));
                 }
             }
@@ -198,8 +210,17 @@ impl FaultyStore {
         }
     }
 
+    /// Whether this request may draw faults (`only_keys`, `only_operation`).
+    fn aims_at(&self, operation: &str, key: &str) -> bool {
+        self.plan.only_keys.as_deref().is_none_or(|text| key.contains(text))
+            && self.plan.only_operation.as_deref().is_none_or(|only| only == operation)
+    }
+
     /// The delay, if drawn, then a failure before the request, if drawn.
     async fn before(&self, operation: &'static str, key: &str) -> Result<(), StorageError> {
+        if !self.aims_at(operation, key) {
+            return Ok(());
+        }
         if self.plan.delay > 0.0 && self.draw() < self.plan.delay {
             self.record(Fault::Delay, operation, key);
             let wait = self.plan.delay_max.mul_f64(self.draw());
@@ -218,7 +239,7 @@ impl FaultyStore {
 
     /// Whether this request's answer is lost after it succeeded.
     fn loses_answer(&self, operation: &'static str, key: &str) -> bool {
-        let lost = self.plan.lost > 0.0 && self.draw() < self.plan.lost;
+        let lost = self.plan.lost > 0.0 && self.aims_at(operation, key) && self.draw() < self.plan.lost;
         if lost {
             self.record(Fault::Lost, operation, key);
         }
@@ -227,7 +248,7 @@ impl FaultyStore {
 
     /// A stream cut after a random share of `length` bytes (of unknown length: up to 1 MiB), if drawn.
     fn cut_after(&self, operation: &'static str, key: &str, length: Option<u64>) -> Option<u64> {
-        if self.plan.cut == 0.0 || self.draw() >= self.plan.cut {
+        if self.plan.cut == 0.0 || !self.aims_at(operation, key) || self.draw() >= self.plan.cut {
             return None;
         }
         self.record(Fault::Cut, operation, key);
@@ -424,5 +445,20 @@ mod tests {
         let error = put_bytes(&store, "kept", b"bytes").await.unwrap_err();
         assert!(error.is_retryable());
         assert_eq!(inner.head(&key("kept")).await.unwrap().map(|meta| meta.size), Some(5));
+    }
+
+    #[tokio::test]
+    async fn aimed_faults_hit_only_the_requests_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
+        let plan = FaultPlan::parse("permanent=1,only_keys=/journal/,only_operation=put").unwrap();
+        let store = FaultyStore::new(inner.clone(), plan);
+        put_bytes(&store, "c/backups/1/manifest", b"m").await.expect("another key is not aimed at");
+        put_bytes(inner.as_ref(), "c/journal/1", b"j").await.unwrap();
+        assert!(store.get(&key("c/journal/1")).await.is_ok(), "another operation is not aimed at");
+        assert!(store.list("c/journal/").await.is_ok());
+        let error = put_bytes(&store, "c/journal/2", b"j").await.unwrap_err();
+        assert!(!error.is_retryable());
+        assert!(inner.head(&key("c/journal/2")).await.unwrap().is_none());
     }
 }
