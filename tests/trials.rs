@@ -519,7 +519,8 @@ async fn trial_defect_a_manifest_stored_but_not_recorded_is_recorded_by_the_next
     assert_eq!(unrecorded.len(), 1);
     let id = &unrecorded[0];
     assert!(
-        stderr.contains(&format!("backup {id} is complete and stored, but recording it in the cluster's journal failed"))
+        stderr
+            .contains(&format!("backup {id} is complete and stored, but recording it in the cluster's journal failed"))
             && stderr.contains("the next backup, dump, expire or delete records it"),
         "{stderr}"
     );
@@ -1158,7 +1159,14 @@ async fn crash_trial_of_the_daemon() {
         tally.injected += 1;
         let jobs = log.lines().filter(|line| line.contains(" started")).count();
         println!("trial crash: daemon: kill {kill} at {after:?}, after {jobs} job(s) started");
-        check_listing_in(&setup, None, Unrecorded::LeftForTheNextRun, &mut proven, &mut tally, &format!("kill {kill} at {after:?}"));
+        check_listing_in(
+            &setup,
+            None,
+            Unrecorded::LeftForTheNextRun,
+            &mut proven,
+            &mut tally,
+            &format!("kill {kill} at {after:?}"),
+        );
 
         let daemon = support::daemon::Daemon::start(&setup);
         tally.runs += 1;

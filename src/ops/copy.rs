@@ -15,8 +15,10 @@
 //!    history and a deletion on the copy is told from a loss, G9);
 //! 4. the verification reports of what the copy holds, and their journal entries.
 //!
-//! A run killed anywhere resumes: a backup whose manifest is on the copy is done; objects of an
-//! unfinished one that are on the copy already are compared with the primary's and kept if equal.
+//! A run killed anywhere resumes: a backup whose manifest is on the copy is done (and recorded in
+//! the copy's journal, if the killed run had not); objects of an unfinished one that are on the
+//! copy already are compared with the primary's and kept if equal. Each run ends with the sweep of
+//! the copy (`catalog::leftovers`): partial uploads go, and unrecorded manifests are recorded.
 //! The copy's cluster lease is held while writing, so a run on another host, or an expiry of the
 //! copy, waits. Journals, audit batches and leases are the repository's own and are not copied.
 
@@ -36,9 +38,9 @@ use super::run::{OpError, arguments, run_operation};
 use crate::catalog::cluster::ClusterRecord;
 use crate::catalog::id::BackupId;
 use crate::catalog::journal::{self, JournalError};
-use crate::catalog::leftovers;
 use crate::catalog::layout::ClusterLayout;
 use crate::catalog::lease::{DEFAULT_TTL, Lease, LeaseError};
+use crate::catalog::leftovers;
 use crate::catalog::listing;
 use crate::config::Config;
 use crate::format::journal_entry::{Event, Verdict, hash_hex};
