@@ -1350,10 +1350,14 @@ fn fuzz_config() {
 }
 
 /// `config show` never prints the webhook, whose URL holds a token, and what it prints instead
-/// is not a URL (a configuration copied from its output must not post anywhere): a URL goes in
-/// its place before that output is parsed back.
+/// is not a URL (a configuration copied from its output must not post anywhere): a URL to the
+/// origin it names goes in its place before that output is parsed back.
 fn with_a_webhook_in_place_of_the_redacted_one(shown: &str) -> String {
-    shown.replace("webhook = \"<redacted>\"", "webhook = \"https://hooks.example.com/x\"")
+    let lines = shown.lines().map(|line| match line.strip_prefix("webhook = \"<redacted>\"  # to ") {
+        Some(origin) => format!("webhook = \"{origin}/x\"\n"),
+        None => format!("{line}\n"),
+    });
+    lines.collect()
 }
 
 /// Found by `fuzz_config` (removing one character of the example configuration): with its
