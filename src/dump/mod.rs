@@ -40,6 +40,7 @@ use crate::catalog::lease::{self, Lease, LeaseError};
 use crate::catalog::leftovers;
 use crate::catalog::wal::SegmentSize;
 use crate::config::{ClusterConfig, ConnectionString};
+use crate::format::backup_manifest::MANIFEST;
 use crate::format::dump_manifest::{
     DatabaseDump, DumpKeys, DumpManifest, DumpObject, FORMAT_NAME, FORMAT_VERSION, GlobalsDump,
 };
@@ -147,10 +148,7 @@ pub enum DumpError {
         source: RepositoryError,
     },
 
-    #[error(
-        "{source}\nRemoving what the failed dump had written failed too ({cleanup}): it is left under {prefix}, \
-         without a manifest, so it is listed nowhere; the next dump removes it"
-    )]
+    #[error("{source}\nRemoving what the failed dump had written under {prefix} failed too: {cleanup}")]
     LeftBehind { source: Box<DumpError>, prefix: String, cleanup: String },
 
     #[error(
@@ -584,13 +582,26 @@ async fn remove_incomplete_dumps(repository: &Repository, layout: &ClusterLayout
     }
 }
 
-/// Removes everything under `prefix` (a failed dump's objects); on failure, what went wrong and
-/// how many objects are left.
+/// Removes what a failed dump wrote under `prefix`: its manifest first, as every deletion does
+/// (docs/format.md section 9), so that a manifest is never left without the objects it names. If
+/// the manifest cannot be removed nothing else is: the dump stays complete, and the next holder of
+/// the cluster's lease records it (`catalog::leftovers`).
 async fn remove_objects(repository: &Repository, prefix: &str) -> Result<(), String> {
     let listing = repository.store().list(prefix).await.map_err(|error| error.to_string())?;
+    let is_manifest = |key: &str| key.strip_prefix(prefix) == Some(MANIFEST);
+    let (manifest, data): (Vec<_>, Vec<_>) = listing.iter().partition(|meta| is_manifest(meta.key.as_str()));
+    for meta in manifest {
+        if let Err(error) = repository.store().delete(&meta.key).await {
+            return Err(format!(
+                "its manifest could not be removed ({error}), so nothing else was: the dump is complete and \
+                 stays; `lifeboat list` names it as not recorded until the next backup, dump, expire or delete \
+                 records it"
+            ));
+        }
+    }
     let mut left = 0;
     let mut last_error = None;
-    for meta in &listing {
+    for meta in data {
         if let Err(error) = repository.store().delete(&meta.key).await {
             left += 1;
             last_error = Some(error);
@@ -603,6 +614,57 @@ async fn remove_objects(repository: &Repository, prefix: &str) -> Result<(), Str
             }
             Ok(())
         }
-        Some(error) => Err(format!("{left} of {} objects are left; the last error: {error}", listing.len())),
+        Some(error) => Err(format!(
+            "{left} of {} objects are left, without a manifest, so they are listed nowhere; the next dump removes \
+             them (the last error: {error})",
+            listing.len()
+        )),
+    }
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod cleanup_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::object::{Cipher, WriteOptions};
+    use crate::storage::ObjectStore;
+    use crate::storage::faulty::{FaultPlan, FaultyStore};
+    use crate::storage::local::LocalStore;
+
+    /// Found by the storage-fault trials (tests/trials.rs, `permanent`): a dump whose journal entry
+    /// could not be written removed its objects in listing order, data before manifest; when the
+    /// manifest's delete failed, a listed dump was left without its data. The manifest now goes
+    /// first, and if it stays so does everything it names.
+    #[tokio::test]
+    async fn trial_defect_a_failed_dumps_cleanup_never_leaves_its_manifest_without_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path().join("repo")));
+        Repository::init(store.clone(), Cipher::None, None, "", WriteOptions::default()).await.unwrap();
+        let prefix = "clusters/main/dumps/20260101T000000Z-dump/";
+        let keys =
+            ["data/globals.sql", "data/app.dump", MANIFEST].map(|name| ObjectKey::new(format!("{prefix}{name}")));
+        let keys = keys.map(Result::unwrap);
+        let stored = async |store: &Arc<dyn ObjectStore>| {
+            let mut stored = Vec::new();
+            for key in &keys {
+                stored.push(store.head(key).await.unwrap().is_some());
+            }
+            stored
+        };
+        for key in &keys {
+            let body: ByteReader = Box::new(std::io::Cursor::new(b"bytes".to_vec()));
+            store.put(key, body, PutMode::Overwrite).await.unwrap();
+        }
+        let plan = FaultPlan::parse("permanent=1,only_keys=/manifest,only_operation=delete").unwrap();
+        let stuck: Arc<dyn ObjectStore> = Arc::new(FaultyStore::new(store.clone(), plan));
+        let repository = Repository::open(stuck, None, WriteOptions::default()).await.unwrap();
+        let error = remove_objects(&repository, prefix).await.unwrap_err();
+        assert!(error.contains("its manifest could not be removed"), "{error}");
+        assert_eq!(stored(&store).await, [true, true, true], "the dump must stay whole");
+
+        let repository = Repository::open(store.clone(), None, WriteOptions::default()).await.unwrap();
+        remove_objects(&repository, prefix).await.unwrap();
+        assert_eq!(stored(&store).await, [false, false, false]);
     }
 }
