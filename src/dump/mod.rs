@@ -138,7 +138,11 @@ pub enum DumpError {
     #[error("no dump was taken: {source}")]
     Journal { source: JournalError },
 
-    #[error("dump {id} was stored, but recording it in the cluster's journal failed, so it was removed: {source}")]
+    #[error(
+        "dump {id} is complete and stored, but recording it in the cluster's journal failed: {source}\nUntil it is \
+         recorded `lifeboat list` names it as not recorded; the next backup, dump, expire or delete records it \
+         (or `lifeboat verify {id}`, which proves it first)"
+    )]
     Record { id: BackupId, source: JournalError },
 
     #[error("storing {what} failed; nothing of this dump was kept: {source}")]
@@ -240,6 +244,8 @@ pub async fn dump(
             .put_bytes(&key, json, PutMode::CreateOnly)
             .await
             .map_err(|source| DumpError::Store { what: format!("the manifest {key}"), source })?;
+        // Complete from here on: a failure to record it keeps it, for the sweep to record.
+        prefix_to_remove = None;
         journal::append(&repository, &layout, journal_entry::Event::Completed { id: manifest.id, manifest_blake3 })
             .await
             .map_err(|source| DumpError::Record { id: manifest.id, source })?;
